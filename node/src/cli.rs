@@ -1,0 +1,53 @@
+//! The `shoal` command line. Parsing only: every subcommand hands a config to the module
+//! that does the work. Exit codes are the user's contract (DESIGN.md): 0 success, 1 job
+//! failed or killed, 2 bad usage or input rejected, 3 cluster unreachable.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad usage or input rejected before anything ran.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "MapReduce on a cluster of identical nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node of a cluster (not built yet).
+    Node,
+    /// Submit a job to a cluster (not built yet).
+    Submit,
+    /// Show the cluster or one job (not built yet).
+    Status,
+    /// List jobs (not built yet).
+    Jobs,
+    /// Fetch a job's output (not built yet).
+    Output,
+    /// Cancel a job (not built yet).
+    Kill,
+    /// Run a whole job in one process, no cluster (not built yet).
+    Run,
+    /// Start a local demo cluster on loopback (not built yet).
+    Demo,
+    /// Fault-injection simulation (not built yet).
+    Sim,
+    /// Benchmarks that print figures (not built yet).
+    Bench,
+}
+
+/// Entry point of the `shoal` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let name = format!("{:?}", cli.command).to_lowercase();
+    eprintln!("shoal {name}: not built yet in this version of Shoal");
+    ExitCode::from(EXIT_USAGE)
+}

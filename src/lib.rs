@@ -1,0 +1,3 @@
+//! # shoal — MapReduce on a cluster of identical nodes
+//!
+//! The public facade for native jobs. Not built yet: the engine work fills it in.
