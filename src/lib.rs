@@ -1,3 +1,13 @@
 //! # shoal — MapReduce on a cluster of identical nodes
 //!
-//! The public facade for native jobs. Not built yet: the engine work fills it in.
+//! The public facade for native jobs. Implement [`prelude::App`]; then either run it as a
+//! streaming executable with [`streaming_main`] (ship it with `--file`, run it with
+//! `--map 'myjob map' --reduce 'myjob reduce'`), or use a built-in app with `--app NAME`.
+//! `examples/wordlengths.rs` is a complete job.
+
+/// What a native job needs: the [`App`](prelude::App) trait and the built-in apps.
+pub mod prelude {
+    pub use shoal_jobs::apps::*;
+}
+
+pub use shoal_jobs::apps::streaming_main;

@@ -1,4 +1,38 @@
 //! # shoal-jobs — the MapReduce domain
 //!
-//! Everything a MapReduce job is and does, with no networking and no Raft. Not built yet:
-//! the engine work fills it in.
+//! Everything a MapReduce job is and does, with no networking and no Raft: the distributed
+//! node runs these very units on every machine, and `shoal run` drives them on local threads.
+//!
+//! # Layout
+//! - [`spec`]: the job spec (inputs, mapper, reducer, R, budgets, limits) and its validation.
+//! - [`split`]: cutting inputs into line-aligned splits.
+//! - [`record`]: the on-disk record format of intermediate data (length-prefixed key/value).
+//! - [`partition`]: the stable key hash and the partitioners (hash, sampled ranges).
+//! - [`sort`]: the in-memory sort buffer, spills to sorted runs, and the k-way merge.
+//! - [`streaming`]: running an external mapper/reducer under the Hadoop Streaming contract.
+//! - [`apps`]: the native [`apps::App`] trait and the built-in apps.
+//! - [`task`]: the per-task units: a map task over one split, a reduce task over sorted runs.
+//! - [`pool`]: the task pool that runs user code away from any async runtime.
+//! - [`local`]: the one-process driver behind `shoal run`.
+//! - [`counters`]: job counters (built-in and `reporter:counter:` lines).
+//! - [`error`]: the error type.
+//!
+//! The invariant every module keeps: a record's key and value are bytes. Nothing here
+//! assumes UTF-8, and reducer input is ordered by key bytes, then by (map task, position).
+
+pub mod apps;
+pub mod counters;
+pub mod error;
+pub mod local;
+pub mod partition;
+pub mod pool;
+pub mod record;
+pub mod sort;
+pub mod spec;
+pub mod split;
+pub mod streaming;
+pub mod task;
+
+pub use counters::Counters;
+pub use error::{Error, Result};
+pub use spec::JobSpec;

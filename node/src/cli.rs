@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit code for a job that failed or was killed.
+pub const EXIT_FAILED: u8 = 1;
 /// Exit code for bad usage or input rejected before anything ran.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -34,8 +36,8 @@ enum Command {
     Output,
     /// Cancel a job (not built yet).
     Kill,
-    /// Run a whole job in one process, no cluster (not built yet).
-    Run,
+    /// Run a whole job in one process, no cluster.
+    Run(Box<crate::run::RunArgs>),
     /// Start a local demo cluster on loopback (not built yet).
     Demo,
     /// Fault-injection simulation (not built yet).
@@ -47,7 +49,24 @@ enum Command {
 /// Entry point of the `shoal` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = format!("{:?}", cli.command).to_lowercase();
-    eprintln!("shoal {name}: not built yet in this version of Shoal");
-    ExitCode::from(EXIT_USAGE)
+    init_logging();
+    match cli.command {
+        Command::Run(args) => crate::run::run(*args),
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            eprintln!("shoal {name}: not built yet in this version of Shoal");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Logs go to stderr through `tracing`; `SHOAL_LOG` (or `RUST_LOG`) sets the filter.
+fn init_logging() {
+    let filter = std::env::var("SHOAL_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -5,5 +5,9 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap derive): parses, builds a config, calls the subcommand.
+//! - [`jobargs`]: the job flags shared by `shoal run` and `shoal submit`, into a `JobSpec`.
+//! - [`run`]: `shoal run`, a whole job in one process through `shoal_jobs::local`.
 
 pub mod cli;
+pub mod jobargs;
+pub mod run;

@@ -1,0 +1,122 @@
+//! Native apps: MapReduce jobs written in Rust behind the small [`App`] trait, run in-process
+//! through the very same map/partition/sort/spill/merge/reduce units as streaming jobs.
+//!
+//! - [`WordCount`] (`wordcount`): words are maximal runs of non-whitespace bytes (C
+//!   `isspace`, as `wc -w` counts them); output `word<TAB>count`.
+//! - [`Grep`] (`grep`): lines matching the regex in the job's `GREP_PATTERN` env; output
+//!   `input-file<TAB>line`, lines of a file in file order.
+//! - [`InvertedIndex`] (`invertedindex`): output `word<TAB>file1,file2,…` (sorted, distinct).
+//! - [`Sort`] (`sort`): TeraSort-style total order; lines are keys, partitions are sampled
+//!   ranges, so `part-00000`, `part-00001`, … concatenated are sorted bytewise.
+//!
+//! The invariant: an app is a pure function of its input records — re-running a task gives
+//! the same output, which is what makes retries and speculative attempts safe.
+
+mod grep;
+mod invertedindex;
+mod sort;
+mod stdio;
+mod wordcount;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use grep::Grep;
+pub use invertedindex::InvertedIndex;
+pub use sort::Sort;
+pub use stdio::streaming_main;
+pub use wordcount::WordCount;
+
+use crate::error::{Error, Result};
+
+/// The values of one key, in (map task, position) order.
+pub trait Values {
+    /// The next value, or `None` when this key has no more.
+    fn next_value(&mut self) -> Option<&[u8]>;
+}
+
+/// How an app wants its keys partitioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKind {
+    /// Stable hash of the key mod R.
+    Hash,
+    /// Ranges sampled from the input, for a total order across part files.
+    SampledRanges,
+}
+
+/// A native MapReduce job.
+pub trait App: Send + Sync {
+    /// Map one input line. `input` is the input file's name as the job sees it (the path
+    /// relative to its `--input` argument).
+    fn map(&self, input: &[u8], line: &[u8], emit: &mut dyn FnMut(&[u8], &[u8]));
+
+    /// Reduce all values of `key`; each `emit(k, v)` becomes an output line `k<TAB>v`
+    /// (just `k` when `v` is empty).
+    fn reduce(&self, key: &[u8], values: &mut dyn Values, emit: &mut dyn FnMut(&[u8], &[u8]));
+
+    /// Whether [`App::combine`] folds values (map-side aggregation).
+    fn has_combiner(&self) -> bool {
+        false
+    }
+
+    /// Fold some values of `key` into fewer; must be associative, and the reducer must accept
+    /// its output as values.
+    fn combine(&self, _key: &[u8], _values: &mut dyn Values, _emit: &mut dyn FnMut(&[u8])) {}
+
+    /// How keys are partitioned.
+    fn partition_kind(&self) -> PartitionKind {
+        PartitionKind::Hash
+    }
+}
+
+/// Names accepted by `--app`.
+pub const APP_NAMES: [&str; 4] = ["wordcount", "grep", "invertedindex", "sort"];
+
+/// Build a built-in app from its name and the job's environment.
+pub fn by_name(name: &str, env: &BTreeMap<String, String>) -> Result<Arc<dyn App>> {
+    Ok(match name {
+        "wordcount" => Arc::new(WordCount),
+        "invertedindex" => Arc::new(InvertedIndex),
+        "sort" => Arc::new(Sort),
+        "grep" => {
+            let pattern = env.get("GREP_PATTERN").ok_or_else(|| {
+                Error::InvalidSpec("--app grep needs its pattern: --env GREP_PATTERN=REGEX".into())
+            })?;
+            Arc::new(Grep::new(pattern)?)
+        }
+        other => {
+            return Err(Error::InvalidSpec(format!(
+                "unknown --app {other:?}; the built-in apps are {}",
+                APP_NAMES.join(", ")
+            )))
+        }
+    })
+}
+
+/// C `isspace` over bytes: space, \t, \n, \v, \f, \r.
+#[inline]
+pub fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The words of a line: maximal runs of non-`isspace` bytes.
+#[inline]
+pub fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| is_space(b)).filter(|w| !w.is_empty())
+}
+
+/// Values parsed as decimal integers and summed; values that do not parse count as zero.
+pub fn sum_values(values: &mut dyn Values) -> u64 {
+    let mut total = 0u64;
+    while let Some(v) = values.next_value() {
+        total += parse_u64(v);
+    }
+    total
+}
+
+#[inline]
+fn parse_u64(v: &[u8]) -> u64 {
+    v.iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'))
+}

@@ -1,0 +1,71 @@
+//! The engine's error type. Messages name what a user can act on: the file, the task, the
+//! attempt, the exit status and the tail of stderr.
+
+use std::path::PathBuf;
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The job spec is not runnable; the message names the culprit.
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// An input path does not exist or cannot be read.
+    #[error("input {path}: {source}")]
+    Input {
+        /// The path as the user gave it.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A line longer than the maximum record size.
+    #[error("{file}: line at byte offset {offset} is longer than the maximum record size of {max} bytes")]
+    RecordTooLong {
+        /// Input file.
+        file: String,
+        /// Byte offset where the line starts.
+        offset: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A user's mapper, reducer or combiner failed this attempt.
+    #[error("{0}")]
+    TaskFailed(String),
+    /// An I/O error with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Intermediate data that does not decode (a corrupt run file or batch).
+    #[error("corrupt intermediate data: {0}")]
+    Corrupt(String),
+    /// The job was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// An I/O error with the action and path that failed.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Attach "what was being done" to an I/O result.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}

@@ -1,0 +1,377 @@
+//! `shoal run`: a whole job in one process. Plans splits, runs map tasks then reduce tasks on
+//! a [`TaskPool`](crate::pool::TaskPool) with retries, writes `part-NNNNN` files and `_SUCCESS`
+//! last. The same task units run on cluster nodes.
+//!
+//! The invariant: `_SUCCESS` exists only when every part file is complete; a failed job
+//! leaves neither part files nor intermediate data behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::apps::{self, App, PartitionKind};
+use crate::counters::Counters;
+use crate::error::{Error, IoContext, Result};
+use crate::partition::Partitioner;
+use crate::pool::TaskPool;
+use crate::spec::{JobKind, JobSpec};
+use crate::split::{expand_inputs, plan_splits, Split};
+use crate::task::{self, TaskEnv};
+
+/// What the driver tells its caller as the job goes.
+#[derive(Debug)]
+pub enum Event {
+    /// Splits planned.
+    Planned {
+        /// Map tasks.
+        maps: usize,
+        /// Reduce tasks.
+        reduces: usize,
+        /// Input bytes.
+        bytes: u64,
+    },
+    /// A task finished.
+    TaskDone {
+        /// `m-…` or `r-…`.
+        task: String,
+    },
+    /// An attempt failed; another may follow.
+    AttemptFailed {
+        /// Task id.
+        task: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+    /// The map phase ended.
+    MapsDone,
+}
+
+/// The figures of a finished job.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Map tasks run.
+    pub maps: usize,
+    /// Reduce tasks run.
+    pub reduces: usize,
+    /// Job counters (successful attempts only).
+    pub counters: Counters,
+    /// Time in the map phase.
+    pub map_time: Duration,
+    /// Time in the reduce phase.
+    pub reduce_time: Duration,
+    /// Failed attempts that were retried.
+    pub failed_attempts: u32,
+    /// Part files written.
+    pub parts: Vec<PathBuf>,
+}
+
+/// Check an output directory: absent, or an empty directory.
+pub fn check_output_dir(output: &Path) -> Result<()> {
+    match std::fs::read_dir(output) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::InvalidSpec(format!(
+                    "--output {} exists and is not empty",
+                    output.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::InvalidSpec(
+            format!("--output {} is a file", output.display()),
+        )),
+        Err(e) => Err(Error::io(format!("--output {}", output.display()), e)),
+    }
+}
+
+/// Pick the job's partitioner: the spec's, or the app's choice (sampling ranges from the
+/// splits when the app wants a total order).
+pub fn choose_partitioner(
+    spec: &JobSpec,
+    app: Option<&Arc<dyn App>>,
+    splits: &[Split],
+) -> Result<Partitioner> {
+    if let Some(p) = &spec.partitioner {
+        return Ok(p.clone());
+    }
+    match app {
+        Some(app) if app.partition_kind() == PartitionKind::SampledRanges && spec.reducers > 1 => {
+            Ok(Partitioner::sampled_ranges(
+                sample_keys(app.as_ref(), splits, 20, 1000)?,
+                spec.reducers,
+            ))
+        }
+        _ => Ok(Partitioner::Hash),
+    }
+}
+
+/// Map keys of up to `per_split` lines from up to `max_splits` evenly chosen splits.
+fn sample_keys(
+    app: &dyn App,
+    splits: &[Split],
+    max_splits: usize,
+    per_split: usize,
+) -> Result<Vec<Vec<u8>>> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
+    let step = splits.len().div_ceil(max_splits).max(1);
+    let mut keys = Vec::new();
+    for s in splits.iter().step_by(step) {
+        let mut f = std::fs::File::open(&s.path).map_err(|e| Error::Input {
+            path: s.path.clone(),
+            source: e,
+        })?;
+        f.seek(SeekFrom::Start(s.offset))
+            .ctx(|| format!("reading {}", s.path.display()))?;
+        let reader = std::io::BufReader::new(f.take(s.len));
+        for line in reader.split(b'\n').take(per_split) {
+            let line = line.ctx(|| format!("reading {}", s.path.display()))?;
+            app.map(s.name.as_bytes(), &line, &mut |k, _| keys.push(k.to_vec()));
+        }
+    }
+    Ok(keys)
+}
+
+struct Shared {
+    job_id: String,
+    spec: JobSpec,
+    app: Option<Arc<dyn App>>,
+    partitioner: Partitioner,
+    tmp: PathBuf,
+    cancel: AtomicBool,
+}
+
+impl Shared {
+    /// Run one task with retries; `work` runs an attempt in its scratch directory.
+    fn attempts<T>(
+        &self,
+        task_id: &str,
+        events: &(dyn Fn(Event) + Sync),
+        failed: &mut u32,
+        work: impl Fn(&TaskEnv<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut last = String::new();
+        for attempt in 1..=self.spec.max_attempts {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let dir = self
+                .tmp
+                .join("attempts")
+                .join(format!("{task_id}-{attempt}"));
+            crate::streaming::prepare_dir(&dir, &self.spec.files)?;
+            let env = TaskEnv {
+                job_id: &self.job_id,
+                spec: &self.spec,
+                app: self.app.clone(),
+                partitioner: &self.partitioner,
+                attempt,
+                dir: &dir,
+                cancel: &self.cancel,
+            };
+            let result = work(&env);
+            let _ = std::fs::remove_dir_all(&dir);
+            match result {
+                Ok(v) => return Ok(v),
+                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                // Bad input fails the job at once: another attempt would read the same bytes.
+                Err(
+                    e @ (Error::RecordTooLong { .. } | Error::Input { .. } | Error::InvalidSpec(_)),
+                ) => return Err(e),
+                Err(e) => {
+                    last = e.to_string();
+                    *failed += 1;
+                    events(Event::AttemptFailed {
+                        task: task_id.to_owned(),
+                        attempt,
+                        error: last.clone(),
+                    });
+                }
+            }
+        }
+        Err(Error::TaskFailed(format!(
+            "task {task_id} failed {n} of {n} attempts; the last: {last}",
+            n = self.spec.max_attempts
+        )))
+    }
+}
+
+/// Run `spec` to completion in this process, writing part files into `output`.
+pub fn run_local(
+    spec: &JobSpec,
+    output: &Path,
+    slots: usize,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Summary> {
+    spec.validate()?;
+    check_output_dir(output)?;
+    let files = expand_inputs(&spec.inputs)?;
+    let splits = plan_splits(&files, spec.split_size, spec.max_record_bytes)?;
+    let app = match &spec.kind {
+        JobKind::App(name) => Some(apps::by_name(name, &spec.env)?),
+        JobKind::Streaming { .. } => None,
+    };
+    let partitioner = choose_partitioner(spec, app.as_ref(), &splits)?;
+    std::fs::create_dir_all(output).ctx(|| format!("creating {}", output.display()))?;
+    let tmp = output.join("_temporary");
+    let shared = Arc::new(Shared {
+        job_id: format!("local-{}", std::process::id()),
+        spec: spec.clone(),
+        app,
+        partitioner,
+        tmp: tmp.clone(),
+        cancel: AtomicBool::new(false),
+    });
+    let result = run_phases(&shared, splits, output, slots, events);
+    let _ = std::fs::remove_dir_all(&tmp);
+    match result {
+        Ok(summary) => {
+            let success = output.join("_SUCCESS");
+            std::fs::write(&success, b"").ctx(|| format!("writing {}", success.display()))?;
+            Ok(summary)
+        }
+        Err(e) => {
+            for r in 0..spec.reducers {
+                let _ = std::fs::remove_file(output.join(task::part_name(r)));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_phases(
+    shared: &Arc<Shared>,
+    splits: Vec<Split>,
+    output: &Path,
+    slots: usize,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Summary> {
+    let r = shared.spec.reducers;
+    let map_out = shared.tmp.join("map-out");
+    std::fs::create_dir_all(&map_out).ctx(|| format!("creating {}", map_out.display()))?;
+    let bytes = splits.iter().map(|s| s.len).sum();
+    events(Event::Planned {
+        maps: splits.len(),
+        reduces: r as usize,
+        bytes,
+    });
+    let mut summary = Summary {
+        maps: splits.len(),
+        reduces: r as usize,
+        ..Summary::default()
+    };
+    let pool = TaskPool::new(slots);
+
+    // Map phase: results come back over a channel; the first task that runs out of attempts
+    // cancels the rest.
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let n_maps = splits.len();
+    for split in splits {
+        let shared = Arc::clone(shared);
+        let tx = tx.clone();
+        let map_out = map_out.clone();
+        pool.execute(move || {
+            let id = task::map_task_id(split.index);
+            let (etx, erx) = mpsc::channel();
+            let mut failed = 0;
+            let res = shared.attempts(&id, &|e| drop(etx.send(e)), &mut failed, |env| {
+                task::run_map(env, &split, &map_out)
+            });
+            let _ = tx.send((
+                id,
+                res.map(|o| o.counters),
+                erx.try_iter().collect::<Vec<_>>(),
+                failed,
+            ));
+        });
+    }
+    drop(tx);
+    let mut first_error = None;
+    for _ in 0..n_maps {
+        let Ok((id, res, evs, failed)) = rx.recv() else {
+            break;
+        };
+        evs.into_iter().for_each(events);
+        summary.failed_attempts += failed;
+        match res {
+            Ok(c) => {
+                summary.counters.merge(&c);
+                events(Event::TaskDone { task: id });
+            }
+            Err(e) => {
+                shared.cancel.store(true, Ordering::Relaxed);
+                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    summary.map_time = started.elapsed();
+    events(Event::MapsDone);
+
+    // Reduce phase: partition p reads every map task's p file, in map order.
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    for p in 0..r {
+        let shared = Arc::clone(shared);
+        let tx = tx.clone();
+        let map_out = map_out.clone();
+        let out_file = output.join(task::part_name(p));
+        pool.execute(move || {
+            let id = task::reduce_task_id(p);
+            let (etx, erx) = mpsc::channel();
+            let mut failed = 0;
+            let res = shared.attempts(&id, &|e| drop(etx.send(e)), &mut failed, |env| {
+                let inputs = (0..n_maps as u32)
+                    .map(|m| {
+                        let path = task::map_output_path(&map_out, m, p);
+                        std::fs::File::open(&path)
+                            .map(|f| Box::new(f) as task::ReduceInput)
+                            .ctx(|| format!("opening map output {}", path.display()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                task::run_reduce(env, p, inputs, &out_file)
+            });
+            let _ = tx.send((
+                id,
+                res.map(|c| (c, out_file)),
+                erx.try_iter().collect::<Vec<_>>(),
+                failed,
+            ));
+        });
+    }
+    drop(tx);
+    for _ in 0..r {
+        let Ok((id, res, evs, failed)) = rx.recv() else {
+            break;
+        };
+        evs.into_iter().for_each(events);
+        summary.failed_attempts += failed;
+        match res {
+            Ok((c, file)) => {
+                summary.counters.merge(&c);
+                summary.parts.push(file);
+                events(Event::TaskDone { task: id });
+            }
+            Err(e) => {
+                shared.cancel.store(true, Ordering::Relaxed);
+                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    summary.parts.sort();
+    summary.reduce_time = started.elapsed();
+    Ok(summary)
+}

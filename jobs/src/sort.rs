@@ -1,0 +1,450 @@
+//! Map-side sorting and the k-way merge.
+//!
+//! A map task's records go into a memory-bounded buffer: [`SortBuffer`] (records in an arena,
+//! sorted by (partition, key) with a stable sort so equal keys keep their emit order) or, when
+//! a native app has a combiner, [`HashBuffer`] (one entry per key whose values are combined as
+//! they arrive). Past the budget a buffer is spilled as one sorted run holding a section per
+//! partition. At the end each partition's sections are merged into one sorted file.
+//!
+//! The invariant: every record emitted comes out exactly once (or combined), runs are sorted
+//! by key bytes, and ties are broken by run order — which is (map task, position) order.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{IoContext, Result};
+use crate::record::{RecordReader, RecordWriter};
+
+/// A sorted run on disk: one file, one section per partition.
+#[derive(Debug)]
+pub struct Run {
+    /// The run file.
+    pub path: PathBuf,
+    /// `(offset, length)` of each partition's section.
+    pub sections: Vec<(u64, u64)>,
+}
+
+impl Run {
+    /// A reader over partition `p`'s section.
+    pub fn section(&self, p: usize) -> Result<impl Read + Send + use<>> {
+        let (off, len) = self.sections[p];
+        let mut f =
+            File::open(&self.path).ctx(|| format!("opening run {}", self.path.display()))?;
+        f.seek(SeekFrom::Start(off))
+            .ctx(|| format!("seeking run {}", self.path.display()))?;
+        Ok(f.take(len))
+    }
+}
+
+/// Write records, already sorted by (partition, key), as a run with one section per partition.
+pub fn write_run<'a>(
+    path: &Path,
+    partitions: u32,
+    sorted: impl Iterator<Item = (u32, &'a [u8], &'a [u8])>,
+) -> Result<(Run, u64)> {
+    let file = File::create(path).ctx(|| format!("creating run {}", path.display()))?;
+    let mut w = RecordWriter::new(file);
+    let mut sections = vec![(0u64, 0u64); partitions as usize];
+    let mut current = 0u32;
+    let mut start = 0u64;
+    for (p, k, v) in sorted {
+        while current < p {
+            sections[current as usize] = (start, w.bytes() - start);
+            current += 1;
+            start = w.bytes();
+        }
+        w.write(k, v)
+            .ctx(|| format!("writing run {}", path.display()))?;
+    }
+    while current < partitions {
+        sections[current as usize] = (start, w.bytes() - start);
+        current += 1;
+        start = w.bytes();
+    }
+    let records = w.records();
+    let f = w
+        .finish()
+        .ctx(|| format!("writing run {}", path.display()))?;
+    drop(f);
+    Ok((
+        Run {
+            path: path.to_owned(),
+            sections,
+        },
+        records,
+    ))
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    prefix: u64,
+    part: u32,
+    off: u32,
+    klen: u32,
+    vlen: u32,
+}
+
+/// Records in one arena plus a compact index, sorted on demand.
+#[derive(Default)]
+pub struct SortBuffer {
+    arena: Vec<u8>,
+    index: Vec<Entry>,
+}
+
+/// The first 8 key bytes, big-endian, zero-padded: comparing prefixes orders keys as bytes do
+/// whenever the prefixes differ.
+#[inline]
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl SortBuffer {
+    /// Bytes held, index included: what counts against the memory budget.
+    pub fn bytes(&self) -> usize {
+        self.arena.len() + self.index.len() * std::mem::size_of::<Entry>()
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Add a record of partition `part`.
+    #[inline]
+    pub fn push(&mut self, part: u32, key: &[u8], value: &[u8]) {
+        let off = self.arena.len() as u32;
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(value);
+        self.index.push(Entry {
+            prefix: key_prefix(key),
+            part,
+            off,
+            klen: key.len() as u32,
+            vlen: value.len() as u32,
+        });
+    }
+
+    /// Sort by (partition, key); stable, so equal keys keep their emit order.
+    pub fn sort(&mut self) {
+        let arena = &self.arena;
+        self.index.sort_by(|a, b| {
+            a.part
+                .cmp(&b.part)
+                .then(a.prefix.cmp(&b.prefix))
+                .then_with(|| {
+                    if a.klen <= 8 && b.klen <= 8 && a.prefix == b.prefix {
+                        a.klen.cmp(&b.klen)
+                    } else {
+                        let ka = &arena[a.off as usize..(a.off + a.klen) as usize];
+                        let kb = &arena[b.off as usize..(b.off + b.klen) as usize];
+                        ka.cmp(kb)
+                    }
+                })
+        });
+    }
+
+    /// The records in index order (sorted after [`SortBuffer::sort`]).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8], &[u8])> {
+        self.index.iter().map(|e| {
+            let k = e.off as usize;
+            let v = k + e.klen as usize;
+            (
+                e.part,
+                &self.arena[k..v],
+                &self.arena[v..v + e.vlen as usize],
+            )
+        })
+    }
+
+    /// Empty the buffer, keeping its allocations for the next round.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.index.clear();
+    }
+}
+
+/// A native combiner: fold the values of one key into fewer values.
+pub type CombineFn<'a> =
+    dyn Fn(&[u8], &mut dyn crate::apps::Values, &mut dyn FnMut(&[u8])) + Sync + 'a;
+
+struct Pending {
+    part: u32,
+    count: u32,
+    /// Values, each as `u32 length` + bytes.
+    values: Vec<u8>,
+}
+
+/// Values stored length-prefixed in a byte vector.
+pub struct PackedValues<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> PackedValues<'a> {
+    /// Iterate over packed values.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        PackedValues { rest: bytes }
+    }
+}
+
+impl<'a> Iterator for PackedValues<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.len() < 4 {
+            return None;
+        }
+        let n = u32::from_le_bytes(self.rest[..4].try_into().expect("4 bytes")) as usize;
+        let v = &self.rest[4..4 + n];
+        self.rest = &self.rest[4 + n..];
+        Some(v)
+    }
+}
+
+impl crate::apps::Values for PackedValues<'_> {
+    fn next_value(&mut self) -> Option<&[u8]> {
+        self.next()
+    }
+}
+
+fn pack(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    out.extend_from_slice(v);
+}
+
+/// Values of one key combined as they arrive (for native apps with a combiner): memory grows
+/// with distinct keys, not with records.
+#[derive(Default)]
+pub struct HashBuffer {
+    map: FxHashMap<Box<[u8]>, Pending>,
+    bytes: usize,
+}
+
+/// Values per key gathered before the combiner folds them.
+const COMBINE_EVERY: u32 = 32;
+/// Rough bytes of bookkeeping per distinct key (table slot, allocations' headers).
+const ENTRY_OVERHEAD: usize = 112;
+
+impl HashBuffer {
+    /// Bytes held, estimated with per-entry overhead.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Add a record; every [`COMBINE_EVERY`] values of a key are folded by `combine`.
+    #[inline]
+    pub fn push(&mut self, part: u32, key: &[u8], value: &[u8], combine: &CombineFn<'_>) {
+        let p = match self.map.get_mut(key) {
+            Some(p) => p,
+            None => {
+                self.bytes += ENTRY_OVERHEAD + key.len();
+                self.map.entry(key.into()).or_insert(Pending {
+                    part,
+                    count: 0,
+                    values: Vec::new(),
+                })
+            }
+        };
+        let before = p.values.capacity();
+        pack(&mut p.values, value);
+        p.count += 1;
+        if p.count >= COMBINE_EVERY {
+            fold(key, p, combine);
+        }
+        self.bytes = self.bytes + p.values.capacity() - before;
+    }
+
+    /// Fold every key's values, then hand the records out sorted by (partition, key).
+    pub fn drain_sorted(&mut self, combine: &CombineFn<'_>) -> Vec<(u32, Box<[u8]>, Vec<u8>)> {
+        let mut out: Vec<(u32, Box<[u8]>, Vec<u8>)> = self
+            .map
+            .drain()
+            .map(|(k, mut p)| {
+                if p.count > 1 {
+                    fold(&k, &mut p, combine);
+                }
+                (p.part, k, p.values)
+            })
+            .collect();
+        self.bytes = 0;
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        out
+    }
+}
+
+fn fold(key: &[u8], p: &mut Pending, combine: &CombineFn<'_>) {
+    let mut folded = Vec::with_capacity(16);
+    let mut count = 0;
+    combine(key, &mut PackedValues::new(&p.values), &mut |v| {
+        pack(&mut folded, v);
+        count += 1;
+    });
+    p.values = folded;
+    p.count = count;
+}
+
+/// K-way merge of sorted record sources; ties go to the lower source index.
+pub struct Merger<R: Read> {
+    sources: Vec<RecordReader<R>>,
+    /// Min-heap of source indices by (current key, index).
+    heap: Vec<usize>,
+    /// The source whose record was last handed out, to advance on the next call.
+    last: Option<usize>,
+}
+
+impl<R: Read> Merger<R> {
+    /// Prime every source and build the heap.
+    pub fn new(inputs: Vec<R>) -> Result<Self> {
+        let mut sources = Vec::with_capacity(inputs.len());
+        let mut heap = Vec::with_capacity(inputs.len());
+        for (i, r) in inputs.into_iter().enumerate() {
+            let mut rr = RecordReader::new(r);
+            if rr.next_record()? {
+                heap.push(i);
+            }
+            sources.push(rr);
+        }
+        let mut m = Merger {
+            sources,
+            heap,
+            last: None,
+        };
+        for i in (0..m.heap.len() / 2).rev() {
+            m.sift_down(i);
+        }
+        Ok(m)
+    }
+
+    #[inline]
+    fn less(&self, a: usize, b: usize) -> bool {
+        match self.sources[a].key().cmp(self.sources[b].key()) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => a < b,
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                return;
+            }
+            let r = l + 1;
+            let c = if r < n && self.less(self.heap[r], self.heap[l]) {
+                r
+            } else {
+                l
+            };
+            if self.less(self.heap[c], self.heap[i]) {
+                self.heap.swap(c, i);
+                i = c;
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn advance_last(&mut self) -> Result<()> {
+        if let Some(src) = self.last.take() {
+            debug_assert_eq!(self.heap.first(), Some(&src));
+            if self.sources[src].next_record()? {
+                self.sift_down(0);
+            } else {
+                let last = self.heap.pop().expect("heap holds the source just read");
+                if !self.heap.is_empty() {
+                    self.heap[0] = last;
+                    self.sift_down(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next record in merged order.
+    pub fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        self.advance_last()?;
+        match self.heap.first() {
+            None => Ok(None),
+            Some(&src) => {
+                self.last = Some(src);
+                let s = &self.sources[src];
+                Ok(Some((s.key(), s.value())))
+            }
+        }
+    }
+
+    /// The key the next call to [`Merger::next_record`] will return, without consuming it.
+    pub fn peek_key(&mut self) -> Result<Option<&[u8]>> {
+        self.advance_last()?;
+        Ok(self.heap.first().map(|&s| self.sources[s].key()))
+    }
+}
+
+/// The values of one key, read from a [`Merger`]; I/O errors are kept for the caller.
+pub struct GroupValues<'m, R: Read> {
+    merger: &'m mut Merger<R>,
+    key: &'m [u8],
+    /// The first I/O error met while iterating.
+    pub error: Option<crate::error::Error>,
+    /// Values handed out.
+    pub count: u64,
+}
+
+impl<'m, R: Read> GroupValues<'m, R> {
+    /// Values of `key`; the merger's next record must have this key.
+    pub fn new(merger: &'m mut Merger<R>, key: &'m [u8]) -> Self {
+        GroupValues {
+            merger,
+            key,
+            error: None,
+            count: 0,
+        }
+    }
+
+    /// Skip what the consumer left unread of this key.
+    pub fn drain(&mut self) {
+        while crate::apps::Values::next_value(self).is_some() {}
+    }
+}
+
+impl<R: Read> crate::apps::Values for GroupValues<'_, R> {
+    fn next_value(&mut self) -> Option<&[u8]> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.merger.peek_key() {
+            Ok(Some(k)) if k == self.key => {}
+            Ok(_) => return None,
+            Err(e) => {
+                self.error = Some(e);
+                return None;
+            }
+        }
+        self.count += 1;
+        match self.merger.next_record() {
+            Ok(Some((_, v))) => Some(v),
+            Ok(None) => None,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+}

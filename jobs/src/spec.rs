@@ -1,0 +1,312 @@
+//! The job spec: what the user asked for, in a form that travels (serde) and is checked once,
+//! before anything is queued. The invariant: a spec that passed [`JobSpec::validate`] names a
+//! runnable mapper and reducer, R ≥ 1 and sane budgets; inputs are checked where they live.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::partition::Partitioner;
+
+/// Default split size: 64 MiB.
+pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
+/// Default sort buffer per task, in MiB.
+pub const DEFAULT_SORT_MB: u32 = 256;
+/// Default task inactivity timeout (as Hadoop), in seconds.
+pub const DEFAULT_TASK_TIMEOUT_SECS: u64 = 600;
+/// Default attempts per task.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// Default maximum record (line) size: 64 MiB.
+pub const DEFAULT_MAX_RECORD: u64 = 64 << 20;
+/// Most bytes of shipped files a job may carry (they travel inside the job spec).
+pub const MAX_SHIPPED_BYTES: usize = 8 << 20;
+
+/// A file shipped with the job into every attempt's working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedFile {
+    /// File name inside the attempt directory (no directories).
+    pub name: String,
+    /// Contents.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// Whether it had an executable bit where it came from.
+    pub executable: bool,
+}
+
+/// How a mapper, reducer or combiner is run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Program {
+    /// A shell command, run with `sh -c` in the attempt directory (Hadoop's `-mapper CMD`).
+    Shell(String),
+    /// A shipped file, run by its shebang (`.py` without one runs with `python3`).
+    File(String),
+}
+
+/// What computes the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// External executables under the Hadoop Streaming contract.
+    Streaming {
+        /// The mapper.
+        map: Program,
+        /// The reducer.
+        reduce: Program,
+        /// An optional combiner, run on sorted map output before it is spilled.
+        combine: Option<Program>,
+    },
+    /// A native app built into Shoal, by name (`shoal_jobs::apps::by_name`).
+    App(String),
+}
+
+/// A whole job as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// A human name (defaults to the app or mapper).
+    pub name: String,
+    /// Input paths as the user gave them (files, directories, globs).
+    pub inputs: Vec<String>,
+    /// Mapper and reducer.
+    pub kind: JobKind,
+    /// Number of reduce partitions R.
+    pub reducers: u32,
+    /// Target split size in bytes.
+    pub split_size: u64,
+    /// Sort buffer per task in MiB.
+    pub sort_mb: u32,
+    /// Extra environment for tasks (`--env K=V`).
+    pub env: BTreeMap<String, String>,
+    /// Files shipped into each attempt's directory.
+    pub files: Vec<ShippedFile>,
+    /// Inactivity timeout of a task attempt, seconds.
+    pub task_timeout_secs: u64,
+    /// Attempts per task before the job fails.
+    pub max_attempts: u32,
+    /// Longest line accepted.
+    pub max_record_bytes: u64,
+    /// Partitioner; `None` means the app's choice (hash unless the app samples ranges).
+    pub partitioner: Option<Partitioner>,
+}
+
+impl JobSpec {
+    /// A spec with the defaults of DESIGN.md's command line.
+    pub fn new(name: impl Into<String>, inputs: Vec<String>, kind: JobKind) -> Self {
+        JobSpec {
+            name: name.into(),
+            inputs,
+            kind,
+            reducers: 1,
+            split_size: DEFAULT_SPLIT_SIZE,
+            sort_mb: DEFAULT_SORT_MB,
+            env: BTreeMap::new(),
+            files: Vec::new(),
+            task_timeout_secs: DEFAULT_TASK_TIMEOUT_SECS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_record_bytes: DEFAULT_MAX_RECORD,
+            partitioner: None,
+        }
+    }
+
+    /// Check everything that does not depend on where the inputs live.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidSpec(m));
+        if self.inputs.is_empty() {
+            return bad("no input: give --input PATH".into());
+        }
+        if self.reducers < 1 {
+            return bad(format!(
+                "--reducers must be at least 1, got {}",
+                self.reducers
+            ));
+        }
+        if self.reducers > 100_000 {
+            return bad(format!("--reducers {} is more than 100000", self.reducers));
+        }
+        if self.split_size < 1024 {
+            return bad(format!(
+                "--split-size {} is below 1024 bytes",
+                self.split_size
+            ));
+        }
+        if !(1..=4000).contains(&self.sort_mb) {
+            return bad(format!("--sort-mb must be 1..=4000, got {}", self.sort_mb));
+        }
+        if self.max_attempts < 1 {
+            return bad("--max-attempts must be at least 1".into());
+        }
+        if self.task_timeout_secs < 1 {
+            return bad("--task-timeout must be at least 1 second".into());
+        }
+        let shipped: usize = self.files.iter().map(|f| f.bytes.len()).sum();
+        if shipped > MAX_SHIPPED_BYTES {
+            return bad(format!(
+                "shipped files total {shipped} bytes, more than the {MAX_SHIPPED_BYTES}-byte limit \
+                 (they travel inside the job spec; put large data in --input instead)"
+            ));
+        }
+        for f in &self.files {
+            if f.name.is_empty() || f.name.contains('/') || f.name == "." || f.name == ".." {
+                return bad(format!(
+                    "shipped file name {:?} must be a plain file name",
+                    f.name
+                ));
+            }
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return bad(format!("--env name {key:?} is not a valid variable name"));
+            }
+        }
+        match &self.kind {
+            JobKind::App(name) => {
+                crate::apps::by_name(name, &self.env)?;
+            }
+            JobKind::Streaming {
+                map,
+                reduce,
+                combine,
+            } => {
+                for p in [Some(map), Some(reduce), combine.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Program::File(name) = p {
+                        let f = self.files.iter().find(|f| &f.name == name).ok_or_else(|| {
+                            Error::InvalidSpec(format!(
+                                "program file {name} is not shipped with the job"
+                            ))
+                        })?;
+                        interpreter_for(f)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a shipped program file is started: `None` = exec it directly (shebang or native
+/// executable), `Some(interp)` = run `interp FILE`.
+pub fn interpreter_for(f: &ShippedFile) -> Result<Option<&'static str>> {
+    if f.bytes.starts_with(b"#!") || f.bytes.starts_with(b"\x7fELF") {
+        return Ok(None);
+    }
+    if f.name.ends_with(".py") {
+        return Ok(Some("python3"));
+    }
+    if f.name.ends_with(".sh") {
+        return Ok(Some("sh"));
+    }
+    if f.executable {
+        return Ok(None);
+    }
+    Err(Error::InvalidSpec(format!(
+        "{}: not executable and has no known interpreter (add a #! line, or name it .py or .sh)",
+        f.name
+    )))
+}
+
+/// Turn a `--map`/`--reduce`/`--combine` value into a [`Program`], shipping the file it names.
+///
+/// A value without whitespace that names an existing file ships that file; one that looks
+/// like a path (a `/` or a file extension) but does not exist is an error; anything else is a
+/// shell command.
+pub fn resolve_program(value: &str, files: &mut Vec<ShippedFile>) -> Result<Program> {
+    if value.trim().is_empty() {
+        return Err(Error::InvalidSpec("empty mapper/reducer command".into()));
+    }
+    if value.chars().any(char::is_whitespace) {
+        return Ok(Program::Shell(value.to_owned()));
+    }
+    let path = Path::new(value);
+    if path.is_file() {
+        let f = read_shipped(path)?;
+        let name = f.name.clone();
+        if !files.iter().any(|g| g.name == name) {
+            files.push(f);
+        }
+        return Ok(Program::File(name));
+    }
+    let looks_like_path = value.contains('/')
+        || path
+            .extension()
+            .is_some_and(|e| !e.is_empty() && e.len() <= 4 && !value.starts_with('.'));
+    if looks_like_path {
+        return Err(Error::InvalidSpec(format!("{value}: no such file")));
+    }
+    Ok(Program::Shell(value.to_owned()))
+}
+
+/// Read a local file to ship with a job (`--file`, or a program file).
+pub fn read_shipped(path: &Path) -> Result<ShippedFile> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Input {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::InvalidSpec(format!("{}: not a file name", path.display())))?;
+    let executable = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    Ok(ShippedFile {
+        name,
+        bytes,
+        executable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec::new("t", vec!["in".into()], JobKind::App("wordcount".into()))
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_values_name_the_flag() {
+        spec().validate().expect("defaults are valid");
+        let mut s = spec();
+        s.reducers = 0;
+        assert!(s.validate().unwrap_err().to_string().contains("--reducers"));
+        let mut s = spec();
+        s.kind = JobKind::App("nope".into());
+        assert!(s.validate().unwrap_err().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn program_values_resolve_as_the_contract_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("m.py");
+        std::fs::write(&script, "print(1)\n").unwrap();
+        let mut files = vec![];
+        let p = resolve_program(script.to_str().unwrap(), &mut files).unwrap();
+        assert_eq!(p, Program::File("m.py".into()));
+        assert_eq!(interpreter_for(&files[0]).unwrap(), Some("python3"));
+        assert_eq!(
+            resolve_program("cat", &mut files).unwrap(),
+            Program::Shell("cat".into())
+        );
+        assert_eq!(
+            resolve_program("tr -s ' ' '\\n'", &mut files).unwrap(),
+            Program::Shell("tr -s ' ' '\\n'".into())
+        );
+        assert!(resolve_program("missing.py", &mut files).is_err());
+        assert!(resolve_program("./nope", &mut files).is_err());
+        let data = ShippedFile {
+            name: "data.bin".into(),
+            bytes: vec![1, 2],
+            executable: false,
+        };
+        assert!(interpreter_for(&data)
+            .unwrap_err()
+            .to_string()
+            .contains("no known interpreter"));
+    }
+}

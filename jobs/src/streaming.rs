@@ -1,0 +1,413 @@
+//! Running a user's executable under the Hadoop Streaming contract.
+//!
+//! A process gets a fresh working directory holding the job's shipped files, a clean
+//! environment (`PATH`, `HOME` and `TMPDIR` inside the attempt directory, `LANG=C`, the
+//! `SHOAL_*` variables and the job's `--env`), its own process group and a parent-death
+//! signal. Its stdin is fed on one thread while stdout is consumed on the caller's thread and
+//! stderr on a third (no deadlock whatever order the program reads and writes in); stderr's
+//! `reporter:counter:` and `reporter:status:` lines become counters and status, the rest
+//! keeps a bounded tail for error messages. A watchdog kills the group after the inactivity
+//! timeout (no input read, no output, no reporter line).
+//!
+//! The invariant: when [`run`] returns, the process and everything it started are dead and
+//! reaped — no zombies, no orphans.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::counters::Counters;
+use crate::error::{Error, IoContext, Result};
+use crate::spec::{interpreter_for, Program, ShippedFile};
+
+/// Lines of stderr kept for error messages.
+const TAIL_LINES: usize = 20;
+/// Longest stderr line kept (the rest of the line is dropped).
+const TAIL_LINE_BYTES: usize = 500;
+
+/// What one process run is.
+pub struct Launch<'a> {
+    /// "mapper", "reducer" or "combiner", for messages.
+    pub role: &'static str,
+    /// What to run.
+    pub program: &'a Program,
+    /// The job's shipped files (already written into `dir`).
+    pub files: &'a [ShippedFile],
+    /// The attempt's working directory.
+    pub dir: &'a Path,
+    /// Environment beyond the base one.
+    pub env: Vec<(String, String)>,
+    /// Inactivity timeout.
+    pub timeout: Duration,
+    /// Set to stop the run (job killed, attempt superseded).
+    pub cancel: &'a AtomicBool,
+    /// Where this runs, for messages: "split 3 of words.txt (attempt 1 of 4)".
+    pub context: String,
+}
+
+/// What a successful run reported.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// `reporter:counter:` totals.
+    pub counters: Counters,
+    /// The last `reporter:status:` text.
+    pub status: Option<String>,
+    /// Bytes written to stderr.
+    pub stderr_bytes: u64,
+}
+
+/// Write the job's shipped files into an attempt directory.
+pub fn prepare_dir(dir: &Path, files: &[ShippedFile]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("tmp")).ctx(|| format!("creating {}", dir.display()))?;
+    for f in files {
+        let p = dir.join(&f.name);
+        std::fs::write(&p, &f.bytes).ctx(|| format!("writing {}", p.display()))?;
+        let mode = if f.executable || f.bytes.starts_with(b"#!") {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .ctx(|| format!("chmod {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// How a program is shown in messages.
+pub fn display(p: &Program) -> &str {
+    match p {
+        Program::Shell(cmd) | Program::File(cmd) => cmd,
+    }
+}
+
+fn command_for(l: &Launch<'_>) -> Result<Command> {
+    let mut cmd = match l.program {
+        Program::Shell(line) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        Program::File(name) => {
+            let f = l.files.iter().find(|f| &f.name == name).ok_or_else(|| {
+                Error::InvalidSpec(format!("program file {name} is not shipped with the job"))
+            })?;
+            match interpreter_for(f)? {
+                None => Command::new(l.dir.join(name)),
+                Some(interp) => {
+                    let mut c = Command::new(interp);
+                    c.arg(name);
+                    c
+                }
+            }
+        }
+    };
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    cmd.current_dir(l.dir)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", l.dir)
+        .env("TMPDIR", l.dir.join("tmp"))
+        .env("LANG", "C")
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setpgid and prctl are async-signal-safe and touch only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Time of the last sign of life, in ms since the run started.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+struct Tracked<'a, T> {
+    inner: T,
+    activity: &'a Activity,
+}
+
+impl<T: Write> Write for Tracked<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.activity.touch();
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Read> Read for Tracked<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.activity.touch();
+        Ok(n)
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: plain syscall; a group that is already gone answers ESRCH, which is fine.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Wait until the child has exited, without reaping it, so its process group can still be
+/// signalled safely (the pid cannot be reused while the zombie exists).
+fn wait_exited_unreaped(pid: i32) {
+    loop {
+        // SAFETY: `info` is plain data that waitid fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Run a process: `feed` writes its stdin (closed when `feed` returns), `consume` reads its
+/// stdout on the calling thread.
+pub fn run<F, C>(l: &Launch<'_>, feed: F, consume: C) -> Result<Outcome>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()> + Send,
+    C: FnOnce(&mut dyn BufRead) -> Result<()>,
+{
+    let shown = display(l.program);
+    let mut child = command_for(l)?.spawn().map_err(|e| {
+        Error::TaskFailed(format!(
+            "could not start {} `{shown}` on {}: {e}",
+            l.role, l.context
+        ))
+    })?;
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let done = AtomicBool::new(false);
+    let timed_out = AtomicBool::new(false);
+
+    let (consumed, fed, err_report, status) = std::thread::scope(|s| {
+        let activity = &activity;
+        let feeder = s.spawn(move || {
+            let mut w = Tracked {
+                inner: stdin,
+                activity,
+            };
+            let r = feed(&mut w).and_then(|()| w.flush().ctx(|| "writing stdin".into()));
+            drop(w);
+            match r {
+                Err(e) if is_broken_pipe(&e) => Ok(()),
+                Err(e) => {
+                    kill_group(pid);
+                    Err(e)
+                }
+                ok => ok,
+            }
+        });
+        let err_reader = s.spawn(move || read_stderr(stderr, activity));
+        let watchdog = s.spawn(|| loop {
+            std::thread::park_timeout(Duration::from_millis(100));
+            if done.load(Ordering::Acquire) {
+                return;
+            }
+            if l.cancel.load(Ordering::Relaxed) {
+                kill_group(pid);
+                return;
+            }
+            if activity.idle() > l.timeout {
+                timed_out.store(true, Ordering::Release);
+                kill_group(pid);
+                return;
+            }
+        });
+        let mut out = BufReader::with_capacity(
+            256 << 10,
+            Tracked {
+                inner: stdout,
+                activity,
+            },
+        );
+        let consumed = consume(&mut out);
+        if consumed.is_err() {
+            kill_group(pid);
+        }
+        drop(out);
+        wait_exited_unreaped(pid);
+        kill_group(pid);
+        let status = child.wait();
+        done.store(true, Ordering::Release);
+        watchdog.thread().unpark();
+        let fed = feeder
+            .join()
+            .unwrap_or_else(|_| Err(Error::TaskFailed("stdin feeder panicked".into())));
+        let err_report = err_reader.join().unwrap_or_default();
+        (consumed, fed, err_report, status)
+    });
+
+    let tail = err_report.tail_text();
+    let with_tail = |msg: String| {
+        if tail.is_empty() {
+            msg
+        } else {
+            format!("{msg}; last stderr:\n{tail}")
+        }
+    };
+    if l.cancel.load(Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
+    if timed_out.load(Ordering::Acquire) {
+        return Err(Error::TaskFailed(with_tail(format!(
+            "{} `{shown}` was killed after {} s without reading input, writing output or reporting status, on {}",
+            l.role,
+            l.timeout.as_secs(),
+            l.context
+        ))));
+    }
+    let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+            _ => "failed".to_string(),
+        };
+        return Err(Error::TaskFailed(with_tail(format!(
+            "{} `{shown}` {how} on {}",
+            l.role, l.context
+        ))));
+    }
+    consumed?;
+    fed?;
+    Ok(Outcome {
+        counters: err_report.counters,
+        status: err_report.status,
+        stderr_bytes: err_report.bytes,
+    })
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        _ => "signal",
+    }
+}
+
+#[derive(Default)]
+struct StderrReport {
+    counters: Counters,
+    status: Option<String>,
+    tail: VecDeque<String>,
+    bytes: u64,
+}
+
+impl StderrReport {
+    fn line(&mut self, line: &[u8], activity: &Activity) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if let Some(rest) = text.strip_prefix("reporter:counter:") {
+            if self.counters.add_reported(rest) {
+                activity.touch();
+                return;
+            }
+        } else if let Some(rest) = text.strip_prefix("reporter:status:") {
+            self.status = Some(rest.to_owned());
+            activity.touch();
+            return;
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        let mut kept: String = text.chars().take(TAIL_LINE_BYTES).collect();
+        if kept.len() < text.len() {
+            kept.push('…');
+        }
+        self.tail.push_back(kept);
+    }
+
+    fn tail_text(&self) -> String {
+        self.tail
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Read stderr to its end with bounded memory: lines longer than a few KiB are cut.
+fn read_stderr(mut err: impl Read, activity: &Activity) -> StderrReport {
+    let mut report = StderrReport::default();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut line: Vec<u8> = Vec::new();
+    const LINE_CAP: usize = 4096;
+    loop {
+        let n = match err.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        report.bytes += n as u64;
+        let mut chunk = &buf[..n];
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            let room = LINE_CAP.saturating_sub(line.len());
+            line.extend_from_slice(&chunk[..i.min(room)]);
+            report.line(&line, activity);
+            line.clear();
+            chunk = &chunk[i + 1..];
+        }
+        let room = LINE_CAP.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    if !line.is_empty() {
+        report.line(&line, activity);
+    }
+    report
+}

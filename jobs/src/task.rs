@@ -1,0 +1,638 @@
+//! The per-task units every node runs: a map task turns one split into one sorted file per
+//! partition; a reduce task merges its partition's sorted runs, groups by key, reduces, and
+//! writes one part file. Native apps and streaming executables go through the same units.
+//!
+//! The invariant: a task's results appear only when it succeeds, and atomically (files are
+//! written in the attempt directory and renamed into place), so a failed or superseded
+//! attempt never leaves output that looks finished.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apps::App;
+use crate::counters::Counters;
+use crate::error::{Error, IoContext, Result};
+use crate::partition::Partitioner;
+use crate::sort::{write_run, GroupValues, HashBuffer, Merger, PackedValues, Run, SortBuffer};
+use crate::spec::{JobKind, JobSpec, Program};
+use crate::split::Split;
+use crate::streaming::{self, Launch};
+
+/// Everything a task attempt needs to know about its job and itself.
+pub struct TaskEnv<'a> {
+    /// The job's id (`SHOAL_JOB_ID`).
+    pub job_id: &'a str,
+    /// The job.
+    pub spec: &'a JobSpec,
+    /// The native app, for app jobs.
+    pub app: Option<Arc<dyn App>>,
+    /// The job's partitioner (ranges already sampled).
+    pub partitioner: &'a Partitioner,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Scratch directory of this attempt: working directory of processes, spills. The
+    /// caller removes it afterwards, whatever happened.
+    pub dir: &'a Path,
+    /// Set to stop the attempt.
+    pub cancel: &'a AtomicBool,
+}
+
+impl TaskEnv<'_> {
+    fn base_env(&self, task_id: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("SHOAL_JOB_ID".into(), self.job_id.into()));
+        env.push(("SHOAL_TASK_ID".into(), task_id.into()));
+        env.push(("SHOAL_ATTEMPT".into(), self.attempt.to_string()));
+        env
+    }
+
+    fn attempt_text(&self) -> String {
+        format!("attempt {} of {}", self.attempt, self.spec.max_attempts)
+    }
+
+    fn launch<'b>(
+        &'b self,
+        role: &'static str,
+        program: &'b Program,
+        env: Vec<(String, String)>,
+        context: String,
+    ) -> Launch<'b> {
+        Launch {
+            role,
+            program,
+            files: &self.spec.files,
+            dir: self.dir,
+            env,
+            timeout: Duration::from_secs(self.spec.task_timeout_secs),
+            cancel: self.cancel,
+            context,
+        }
+    }
+}
+
+/// A map task's id: `m-00003`.
+pub fn map_task_id(index: u32) -> String {
+    format!("m-{index:05}")
+}
+
+/// A reduce task's id: `r-00003`.
+pub fn reduce_task_id(partition: u32) -> String {
+    format!("r-{partition:05}")
+}
+
+/// A part file's name: `part-00003`.
+pub fn part_name(partition: u32) -> String {
+    format!("part-{partition:05}")
+}
+
+/// What a finished map task produced.
+#[derive(Debug)]
+pub struct MapOutput {
+    /// One sorted record file per partition (possibly empty), in `out_dir`.
+    pub files: Vec<PathBuf>,
+    /// Their sizes in bytes.
+    pub sizes: Vec<u64>,
+    /// The attempt's counters.
+    pub counters: Counters,
+}
+
+/// Where map task `index`'s partition `p` file lives in an output directory.
+pub fn map_output_path(out_dir: &Path, index: u32, p: u32) -> PathBuf {
+    out_dir.join(format!("m-{index:05}.p-{p:05}"))
+}
+
+/// Run a map task over `split`; on success its partition files are renamed into `out_dir`.
+pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOutput> {
+    let r = env.spec.reducers;
+    let mut c = Collector::new(env, r)?;
+    c.counters.add_builtin("map_input_bytes", split.len);
+    let context = format!(
+        "split {} of {} ({})",
+        split.index,
+        split.name,
+        env.attempt_text()
+    );
+    match &env.spec.kind {
+        JobKind::App(_) => {
+            let app = env
+                .app
+                .clone()
+                .ok_or_else(|| Error::InvalidSpec("app job without its app".into()))?;
+            let mut input = open_split(split)?;
+            let mut line = Vec::new();
+            let mut offset = split.offset;
+            let mut lines = 0u64;
+            loop {
+                line.clear();
+                let n = (&mut input)
+                    .take(env.spec.max_record_bytes + 2)
+                    .read_until(b'\n', &mut line)
+                    .ctx(|| format!("reading {}", split.path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                let mut body = line.as_slice();
+                if body.last() == Some(&b'\n') {
+                    body = &body[..body.len() - 1];
+                }
+                if body.len() as u64 > env.spec.max_record_bytes {
+                    return Err(Error::RecordTooLong {
+                        file: split.name.clone(),
+                        offset,
+                        max: env.spec.max_record_bytes,
+                    });
+                }
+                offset += n as u64;
+                lines += 1;
+                app.map(split.name.as_bytes(), body, &mut |k, v| c.emit(k, v));
+                if let Some(e) = c.error.take() {
+                    return Err(e);
+                }
+                if lines.is_multiple_of(4096)
+                    && env.cancel.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Err(Error::Cancelled);
+                }
+            }
+            c.counters.add_builtin("map_input_records", lines);
+        }
+        JobKind::Streaming { map, .. } => {
+            let mut vars = env.base_env(&map_task_id(split.index));
+            vars.push(("SHOAL_INPUT_FILE".into(), split.name.clone()));
+            vars.push(("mapreduce_map_input_file".into(), split.name.clone()));
+            vars.push(("SHOAL_PARTITIONS".into(), r.to_string()));
+            let launch = env.launch("mapper", map, vars, context);
+            let max = env.spec.max_record_bytes;
+            let mut lines = 0u64;
+            let out = streaming::run(
+                &launch,
+                |stdin| feed_split(split, max, stdin, &mut lines),
+                |stdout| {
+                    for_each_line(stdout, |line| {
+                        let (k, v) = split_tab(line);
+                        c.emit(k, v);
+                        c.error.take().map_or(Ok(()), Err)
+                    })
+                },
+            )?;
+            c.counters.add_builtin("map_input_records", lines);
+            c.counters.merge(&out.counters);
+        }
+    }
+    c.finish(split.index, out_dir)
+}
+
+fn open_split(split: &Split) -> Result<BufReader<io::Take<File>>> {
+    let mut f = File::open(&split.path).map_err(|e| Error::Input {
+        path: split.path.clone(),
+        source: e,
+    })?;
+    f.seek(SeekFrom::Start(split.offset))
+        .ctx(|| format!("reading {}", split.path.display()))?;
+    Ok(BufReader::with_capacity(256 << 10, f.take(split.len)))
+}
+
+/// Copy a split to a mapper's stdin, refusing lines longer than `max`; counts the lines.
+fn feed_split(split: &Split, max: u64, stdin: &mut dyn Write, lines: &mut u64) -> Result<()> {
+    let mut input = open_split(split)?.into_inner();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut pos = split.offset;
+    let mut line_start = split.offset;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .ctx(|| format!("reading {}", split.path.display()))?;
+        if n == 0 {
+            break;
+        }
+        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
+            let end = pos + i as u64;
+            if end - line_start > max {
+                return Err(Error::RecordTooLong {
+                    file: split.name.clone(),
+                    offset: line_start,
+                    max,
+                });
+            }
+            line_start = end + 1;
+            *lines += 1;
+        }
+        pos += n as u64;
+        if pos - line_start > max {
+            return Err(Error::RecordTooLong {
+                file: split.name.clone(),
+                offset: line_start,
+                max,
+            });
+        }
+        stdin
+            .write_all(&buf[..n])
+            .ctx(|| "writing to the mapper's stdin".into())?;
+    }
+    Ok(())
+}
+
+/// Call `f` with each line (without its newline) of `r`.
+fn for_each_line(r: &mut dyn BufRead, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)
+            .ctx(|| "reading the program's stdout".into())?
+            == 0
+        {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        f(&line)?;
+    }
+}
+
+/// `key<TAB>value` → (key, value); no tab: the whole line is the key.
+#[inline]
+fn split_tab(line: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b'\t', line) {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, b""),
+    }
+}
+
+/// Write a record as an output or streaming input line: `key<TAB>value`, or `key` alone
+/// when the value is empty.
+#[inline]
+pub fn write_line(w: &mut impl Write, key: &[u8], value: &[u8]) -> io::Result<()> {
+    w.write_all(key)?;
+    if !value.is_empty() {
+        w.write_all(b"\t")?;
+        w.write_all(value)?;
+    }
+    w.write_all(b"\n")
+}
+
+enum Buffer {
+    Sort(SortBuffer),
+    Hash(HashBuffer),
+}
+
+/// A map task's output side: partition, buffer, spill, merge.
+struct Collector<'e, 'a> {
+    env: &'e TaskEnv<'a>,
+    r: u32,
+    budget: usize,
+    buffer: Buffer,
+    runs: Vec<Run>,
+    counters: Counters,
+    error: Option<Error>,
+}
+
+impl<'e, 'a> Collector<'e, 'a> {
+    fn new(env: &'e TaskEnv<'a>, r: u32) -> Result<Self> {
+        let hash = env.app.as_ref().is_some_and(|a| a.has_combiner());
+        let buffer = if hash {
+            Buffer::Hash(HashBuffer::default())
+        } else {
+            Buffer::Sort(SortBuffer::default())
+        };
+        Ok(Collector {
+            env,
+            r,
+            budget: env.spec.sort_mb as usize * (1 << 20),
+            buffer,
+            runs: Vec::new(),
+            counters: Counters::default(),
+            error: None,
+        })
+    }
+
+    #[inline]
+    fn emit(&mut self, key: &[u8], value: &[u8]) {
+        let p = self.env.partitioner.partition(key, self.r);
+        let over = match &mut self.buffer {
+            Buffer::Sort(b) => {
+                b.push(p, key, value);
+                b.bytes() > self.budget
+            }
+            Buffer::Hash(b) => {
+                let app = self.env.app.as_ref().expect("hash buffer only for apps");
+                b.push(p, key, value, &|k, vs, e| app.combine(k, vs, e));
+                b.bytes() > self.budget
+            }
+        };
+        self.counters.add_builtin("map_output_records", 1);
+        self.counters
+            .add_builtin("map_output_bytes", (key.len() + value.len()) as u64);
+        if over && self.error.is_none() {
+            if let Err(e) = self.spill() {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let path = self.env.dir.join(format!("spill-{:04}", self.runs.len()));
+        let (run, records) = self.sorted_run(&path)?;
+        self.counters.add_builtin("spilled_records", records);
+        self.runs.push(run);
+        Ok(())
+    }
+
+    /// Sort (or fold) what the buffer holds and write it as a run; empties the buffer.
+    fn sorted_run(&mut self, path: &Path) -> Result<(Run, u64)> {
+        let r = self.r;
+        match &mut self.buffer {
+            Buffer::Hash(b) => {
+                let app = self.env.app.clone().expect("hash buffer only for apps");
+                let drained = b.drain_sorted(&|k, vs, e| app.combine(k, vs, e));
+                let mut records = Vec::new();
+                for (p, k, packed) in &drained {
+                    for v in PackedValues::new(packed) {
+                        records.push((*p, &k[..], v));
+                    }
+                }
+                write_run(path, r, records.into_iter())
+            }
+            Buffer::Sort(b) => {
+                b.sort();
+                let combine = match &self.env.spec.kind {
+                    JobKind::Streaming {
+                        combine: Some(c), ..
+                    } => Some(c.clone()),
+                    _ => None,
+                };
+                let result = match combine {
+                    None => write_run(path, r, b.iter()),
+                    Some(program) => {
+                        let combined =
+                            combine_with_process(self.env, &program, b, r, &mut self.counters)?;
+                        write_run(path, r, combined.iter())
+                    }
+                };
+                b.clear();
+                result
+            }
+        }
+    }
+
+    /// Write one sorted file per partition into the attempt dir, then rename into `out_dir`.
+    fn finish(mut self, index: u32, out_dir: &Path) -> Result<MapOutput> {
+        let staged = self.env.dir.join("out");
+        std::fs::create_dir_all(&staged).ctx(|| format!("creating {}", staged.display()))?;
+        let buffered = match &self.buffer {
+            Buffer::Sort(b) => !b.is_empty(),
+            Buffer::Hash(b) => !b.is_empty(),
+        };
+        if buffered || self.runs.is_empty() {
+            let path = self.env.dir.join(format!("spill-{:04}", self.runs.len()));
+            let (run, _) = self.sorted_run(&path)?;
+            self.runs.push(run);
+        }
+        let mut files = Vec::with_capacity(self.r as usize);
+        let mut sizes = Vec::with_capacity(self.r as usize);
+        let fold = self
+            .env
+            .app
+            .clone()
+            .filter(|a| a.has_combiner() && self.runs.len() > 1);
+        for p in 0..self.r {
+            let staged_file = map_output_path(&staged, index, p);
+            let size = if self.runs.len() == 1 {
+                let (off, len) = self.runs[0].sections[p as usize];
+                copy_range(&self.runs[0].path, off, len, &staged_file)?;
+                len
+            } else {
+                let sources = self
+                    .runs
+                    .iter()
+                    .map(|r| r.section(p as usize))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut merger = Merger::new(sources)?;
+                let file = File::create(&staged_file)
+                    .ctx(|| format!("creating {}", staged_file.display()))?;
+                let mut w = crate::record::RecordWriter::new(file);
+                let werr = |e| Error::io(format!("writing {}", staged_file.display()), e);
+                match &fold {
+                    Some(app) => {
+                        while let Some(k) = merger.peek_key()? {
+                            let key = k.to_vec();
+                            let mut folded = Vec::new();
+                            let mut vs = GroupValues::new(&mut merger, &key);
+                            app.combine(&key, &mut vs, &mut |v| folded.push(v.to_vec()));
+                            vs.drain();
+                            if let Some(e) = vs.error.take() {
+                                return Err(e);
+                            }
+                            for v in folded {
+                                w.write(&key, &v).map_err(werr)?;
+                            }
+                        }
+                    }
+                    None => {
+                        while let Some((k, v)) = merger.next_record()? {
+                            w.write(k, v).map_err(werr)?;
+                        }
+                    }
+                }
+                let n = w.bytes();
+                w.finish().map_err(werr)?;
+                n
+            };
+            files.push(staged_file);
+            sizes.push(size);
+        }
+        let mut committed = Vec::with_capacity(files.len());
+        for (p, f) in files.into_iter().enumerate() {
+            let dest = map_output_path(out_dir, index, p as u32);
+            std::fs::rename(&f, &dest)
+                .ctx(|| format!("moving map output to {}", dest.display()))?;
+            committed.push(dest);
+        }
+        Ok(MapOutput {
+            files: committed,
+            sizes,
+            counters: self.counters,
+        })
+    }
+}
+
+fn copy_range(src: &Path, off: u64, len: u64, dest: &Path) -> Result<()> {
+    let mut f = File::open(src).ctx(|| format!("opening {}", src.display()))?;
+    f.seek(SeekFrom::Start(off))
+        .ctx(|| format!("reading {}", src.display()))?;
+    let mut out = File::create(dest).ctx(|| format!("creating {}", dest.display()))?;
+    io::copy(&mut f.take(len), &mut out).ctx(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+/// Pipe a sorted buffer through a streaming combiner; its output, re-partitioned and sorted.
+fn combine_with_process(
+    env: &TaskEnv<'_>,
+    program: &Program,
+    sorted: &SortBuffer,
+    r: u32,
+    counters: &mut Counters,
+) -> Result<SortBuffer> {
+    let mut out = SortBuffer::default();
+    let launch = env.launch(
+        "combiner",
+        program,
+        env.base_env("combine"),
+        format!("a map spill ({})", env.attempt_text()),
+    );
+    let report = streaming::run(
+        &launch,
+        |stdin| {
+            let mut w = io::BufWriter::with_capacity(256 << 10, stdin);
+            for (_, k, v) in sorted.iter() {
+                write_line(&mut w, k, v).ctx(|| "writing to the combiner's stdin".into())?;
+            }
+            w.flush().ctx(|| "writing to the combiner's stdin".into())
+        },
+        |stdout| {
+            for_each_line(stdout, |line| {
+                let (k, v) = split_tab(line);
+                out.push(env.partitioner.partition(k, r), k, v);
+                Ok(())
+            })
+        },
+    )?;
+    counters.add_builtin("combine_input_records", sorted.len() as u64);
+    counters.add_builtin("combine_output_records", out.len() as u64);
+    counters.merge(&report.counters);
+    out.sort();
+    Ok(out)
+}
+
+/// A reduce task's input: sorted record streams, in map task order.
+pub type ReduceInput = Box<dyn Read + Send>;
+
+/// Run reduce task `partition` over `inputs`; on success `out_file` appears atomically.
+pub fn run_reduce(
+    env: &TaskEnv<'_>,
+    partition: u32,
+    inputs: Vec<ReduceInput>,
+    out_file: &Path,
+) -> Result<Counters> {
+    let tmp = out_file.with_file_name(format!(
+        ".{}.attempt-{}.tmp",
+        out_file
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        env.attempt
+    ));
+    let result = reduce_into(env, partition, inputs, &tmp);
+    match result {
+        Ok(counters) => {
+            std::fs::rename(&tmp, out_file)
+                .ctx(|| format!("moving output to {}", out_file.display()))?;
+            Ok(counters)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn reduce_into(
+    env: &TaskEnv<'_>,
+    partition: u32,
+    inputs: Vec<ReduceInput>,
+    tmp: &Path,
+) -> Result<Counters> {
+    let mut counters = Counters::default();
+    let mut merger = Merger::new(inputs)?;
+    let file = File::create(tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    let mut out = io::BufWriter::with_capacity(256 << 10, file);
+    let werr = |e| Error::io(format!("writing {}", tmp.display()), e);
+    match &env.spec.kind {
+        JobKind::App(_) => {
+            let app = env
+                .app
+                .clone()
+                .ok_or_else(|| Error::InvalidSpec("app job without its app".into()))?;
+            let (mut groups, mut records, mut written) = (0u64, 0u64, 0u64);
+            let mut write_err: Option<io::Error> = None;
+            while let Some(k) = merger.peek_key()? {
+                let key = k.to_vec();
+                let mut vs = GroupValues::new(&mut merger, &key);
+                app.reduce(&key, &mut vs, &mut |k, v| {
+                    if write_err.is_none() {
+                        if let Err(e) = write_line(&mut out, k, v) {
+                            write_err = Some(e);
+                        }
+                        written += 1;
+                    }
+                });
+                vs.drain();
+                if let Some(e) = vs.error.take() {
+                    return Err(e);
+                }
+                records += vs.count;
+                groups += 1;
+                if let Some(e) = write_err.take() {
+                    return Err(werr(e));
+                }
+                if groups.is_multiple_of(4096)
+                    && env.cancel.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Err(Error::Cancelled);
+                }
+            }
+            counters.add_builtin("reduce_input_groups", groups);
+            counters.add_builtin("reduce_input_records", records);
+            counters.add_builtin("reduce_output_records", written);
+        }
+        JobKind::Streaming { reduce, .. } => {
+            let mut vars = env.base_env(&reduce_task_id(partition));
+            vars.push(("SHOAL_PARTITION".into(), partition.to_string()));
+            let context = format!("partition {partition} ({})", env.attempt_text());
+            let launch = env.launch("reducer", reduce, vars, context);
+            let mut records = 0u64;
+            let mut lines = 0u64;
+            let report = streaming::run(
+                &launch,
+                |stdin| {
+                    let mut w = io::BufWriter::with_capacity(256 << 10, stdin);
+                    while let Some((k, v)) = merger.next_record()? {
+                        write_line(&mut w, k, v).ctx(|| "writing to the reducer's stdin".into())?;
+                        records += 1;
+                    }
+                    w.flush().ctx(|| "writing to the reducer's stdin".into())
+                },
+                |stdout| {
+                    let mut buf = vec![0u8; 256 << 10];
+                    loop {
+                        let n = stdout
+                            .read(&mut buf)
+                            .ctx(|| "reading the reducer's stdout".into())?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+                        out.write_all(&buf[..n]).map_err(werr)?;
+                    }
+                },
+            )?;
+            counters.merge(&report.counters);
+            counters.add_builtin("reduce_input_records", records);
+            counters.add_builtin("reduce_output_records", lines);
+        }
+    }
+    let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    file.sync_all().map_err(werr)?;
+    counters.add_builtin("output_bytes", bytes);
+    Ok(counters)
+}

@@ -1,0 +1,105 @@
+//! The flags that describe a job, shared by `shoal run` and `shoal submit`, and their
+//! translation into a [`JobSpec`]. Every check that can fail before anything is queued
+//! happens here or in [`JobSpec::validate`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use shoal_jobs::spec::{self, JobKind, JobSpec};
+
+/// Job flags (DESIGN.md's command line).
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Input files, directories (their files, recursively) or globs; repeatable.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<String>,
+    /// Mapper: a shell command, or a file to ship and run (by shebang; `.py` runs with python3).
+    #[arg(long, requires = "reduce", conflicts_with = "app")]
+    pub map: Option<String>,
+    /// Reducer, as --map.
+    #[arg(long, requires = "map", conflicts_with = "app")]
+    pub reduce: Option<String>,
+    /// Optional combiner, run on sorted map output before it is spilled.
+    #[arg(long, requires = "map", conflicts_with = "app")]
+    pub combine: Option<String>,
+    /// A built-in native app: wordcount, grep, invertedindex, sort.
+    #[arg(long, required_unless_present = "map")]
+    pub app: Option<String>,
+    /// Number of reducers R (part files).
+    #[arg(long, short = 'R', default_value_t = 1, env = "SHOAL_REDUCERS")]
+    pub reducers: u32,
+    /// Target split size in bytes.
+    #[arg(long, default_value_t = spec::DEFAULT_SPLIT_SIZE, env = "SHOAL_SPLIT_SIZE")]
+    pub split_size: u64,
+    /// Sort buffer per task, MiB.
+    #[arg(long, default_value_t = spec::DEFAULT_SORT_MB, env = "SHOAL_SORT_MB")]
+    pub sort_mb: u32,
+    /// Extra files shipped into every task's working directory; repeatable.
+    #[arg(long = "file")]
+    pub files: Vec<PathBuf>,
+    /// Environment for tasks, K=V; repeatable.
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// A name for the job.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Kill an attempt silent (no input read, no output, no status) this long, seconds.
+    #[arg(long, default_value_t = spec::DEFAULT_TASK_TIMEOUT_SECS, env = "SHOAL_TASK_TIMEOUT")]
+    pub task_timeout: u64,
+    /// Attempts per task before the job fails.
+    #[arg(long, default_value_t = spec::DEFAULT_MAX_ATTEMPTS, env = "SHOAL_MAX_ATTEMPTS")]
+    pub max_attempts: u32,
+    /// Longest input line accepted, bytes.
+    #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD")]
+    pub max_record: u64,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not K=V")),
+    }
+}
+
+impl JobArgs {
+    /// Build and validate the spec; errors name the flag or file at fault.
+    pub fn to_spec(&self) -> Result<JobSpec, shoal_jobs::Error> {
+        let mut files = Vec::new();
+        for f in &self.files {
+            files.push(spec::read_shipped(f)?);
+        }
+        let kind = match (&self.app, &self.map, &self.reduce) {
+            (Some(app), _, _) => JobKind::App(app.clone()),
+            (None, Some(map), Some(reduce)) => JobKind::Streaming {
+                map: spec::resolve_program(map, &mut files)?,
+                reduce: spec::resolve_program(reduce, &mut files)?,
+                combine: self
+                    .combine
+                    .as_deref()
+                    .map(|c| spec::resolve_program(c, &mut files))
+                    .transpose()?,
+            },
+            _ => {
+                return Err(shoal_jobs::Error::InvalidSpec(
+                    "give --app NAME, or --map and --reduce".into(),
+                ))
+            }
+        };
+        let name = self.name.clone().unwrap_or_else(|| match &kind {
+            JobKind::App(a) => a.clone(),
+            JobKind::Streaming { map, .. } => shoal_jobs::streaming::display(map).to_owned(),
+        });
+        let mut spec = JobSpec::new(name, self.input.clone(), kind);
+        spec.reducers = self.reducers;
+        spec.split_size = self.split_size;
+        spec.sort_mb = self.sort_mb;
+        spec.files = files;
+        spec.env = self.env.iter().cloned().collect::<BTreeMap<_, _>>();
+        spec.task_timeout_secs = self.task_timeout;
+        spec.max_attempts = self.max_attempts;
+        spec.max_record_bytes = self.max_record;
+        spec.validate()?;
+        Ok(spec)
+    }
+}
