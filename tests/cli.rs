@@ -26,3 +26,125 @@ fn unknown_command_is_a_usage_error() {
     let out = shoal().arg("frobnicate").output().expect("shoal runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `shoal run` with the given arguments in a fresh directory; (exit code, stderr).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = shoal()
+        .current_dir(dir)
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("shoal runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_is_rejected_before_anything_runs_naming_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("in.txt"), "a b\n").unwrap();
+    std::fs::write(d.join("data.bin"), [0u8, 1, 2]).unwrap();
+    std::fs::create_dir(d.join("full")).unwrap();
+    std::fs::write(d.join("full/x"), "").unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "--input",
+                "missing.txt",
+                "--app",
+                "wordcount",
+                "--output",
+                "o",
+            ],
+            "missing.txt",
+        ),
+        (
+            &["--input", "in.txt", "--app", "nosuchapp", "--output", "o"],
+            "nosuchapp",
+        ),
+        (
+            &[
+                "--input",
+                "in.txt",
+                "--app",
+                "wordcount",
+                "--reducers",
+                "0",
+                "--output",
+                "o",
+            ],
+            "--reducers",
+        ),
+        (
+            &[
+                "--input", "in.txt", "--map", "data.bin", "--reduce", "cat", "--output", "o",
+            ],
+            "no known interpreter",
+        ),
+        (
+            &[
+                "--input",
+                "in.txt",
+                "--map",
+                "nosuch.py",
+                "--reduce",
+                "cat",
+                "--output",
+                "o",
+            ],
+            "nosuch.py",
+        ),
+        (
+            &[
+                "--input",
+                "in.txt",
+                "--app",
+                "wordcount",
+                "--output",
+                "full",
+            ],
+            "not empty",
+        ),
+        (
+            &["--input", "in.txt", "--app", "grep", "--output", "o"],
+            "GREP_PATTERN",
+        ),
+    ];
+    for (args, culprit) in cases {
+        let (code, err) = run_in(d, args);
+        assert_eq!(code, Some(2), "{args:?} should be a usage error: {err}");
+        assert!(
+            err.contains(culprit),
+            "{args:?}: the message should name {culprit:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            !d.join("o").exists(),
+            "nothing is created for a rejected job"
+        );
+    }
+}
+
+#[test]
+fn a_failed_job_exits_1_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "a b\n").unwrap();
+    let args = [
+        "--input",
+        "in.txt",
+        "--map",
+        "exit 4",
+        "--reduce",
+        "cat",
+        "--output",
+        "o",
+        "--max-attempts",
+        "1",
+    ];
+    let (code, err) = run_in(dir.path(), &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("exited with status 4"), "{err}");
+}

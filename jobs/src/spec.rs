@@ -73,8 +73,8 @@ pub struct JobSpec {
     pub reducers: u32,
     /// Target split size in bytes.
     pub split_size: u64,
-    /// Sort buffer per task in MiB.
-    pub sort_mb: u32,
+    /// Sort buffer per task in bytes (`--sort-mb` × 2^20).
+    pub sort_bytes: u64,
     /// Extra environment for tasks (`--env K=V`).
     pub env: BTreeMap<String, String>,
     /// Files shipped into each attempt's directory.
@@ -98,7 +98,7 @@ impl JobSpec {
             kind,
             reducers: 1,
             split_size: DEFAULT_SPLIT_SIZE,
-            sort_mb: DEFAULT_SORT_MB,
+            sort_bytes: u64::from(DEFAULT_SORT_MB) << 20,
             env: BTreeMap::new(),
             files: Vec::new(),
             task_timeout_secs: DEFAULT_TASK_TIMEOUT_SECS,
@@ -129,8 +129,11 @@ impl JobSpec {
                 self.split_size
             ));
         }
-        if !(1..=4000).contains(&self.sort_mb) {
-            return bad(format!("--sort-mb must be 1..=4000, got {}", self.sort_mb));
+        if !(1..=4000 << 20).contains(&self.sort_bytes) {
+            return bad(format!(
+                "--sort-mb must be 1..=4000, got {}",
+                self.sort_bytes as f64 / f64::from(1 << 20)
+            ));
         }
         if self.max_attempts < 1 {
             return bad("--max-attempts must be at least 1".into());

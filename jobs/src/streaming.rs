@@ -306,6 +306,10 @@ where
             l.context
         ))));
     }
+    // Our side's errors first: when feeding or collecting failed we killed the process, and
+    // its exit status says nothing about the cause.
+    fed?;
+    consumed?;
     let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
@@ -319,8 +323,6 @@ where
             l.role, l.context
         ))));
     }
-    consumed?;
-    fed?;
     Ok(Outcome {
         counters: err_report.counters,
         status: err_report.status,

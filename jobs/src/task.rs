@@ -307,7 +307,7 @@ impl<'e, 'a> Collector<'e, 'a> {
         Ok(Collector {
             env,
             r,
-            budget: env.spec.sort_mb as usize * (1 << 20),
+            budget: env.spec.sort_bytes as usize,
             buffer,
             runs: Vec::new(),
             counters: Counters::default(),

@@ -93,7 +93,7 @@ impl JobArgs {
         let mut spec = JobSpec::new(name, self.input.clone(), kind);
         spec.reducers = self.reducers;
         spec.split_size = self.split_size;
-        spec.sort_mb = self.sort_mb;
+        spec.sort_bytes = u64::from(self.sort_mb) << 20;
         spec.files = files;
         spec.env = self.env.iter().cloned().collect::<BTreeMap<_, _>>();
         spec.task_timeout_secs = self.task_timeout;

@@ -1,0 +1,167 @@
+//! Helpers shared by the end-to-end tests: the `shoal` binary, a seeded test corpus, and
+//! reference results computed by Python, independently of Shoal's code.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `shoal` binary under test.
+pub fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// Run a command, returning its output; panics if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("command starts")
+}
+
+/// Stdout and stderr of an output, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A corpus directory of `files` text files: Zipf-ish words from a seeded generator, some
+/// words with non-UTF-8 bytes, tabs among the spaces, one empty file.
+pub fn corpus(dir: &Path, files: usize, lines_per_file: usize) -> PathBuf {
+    let root = dir.join("corpus");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for f in 0..files {
+        let mut text = Vec::new();
+        for _ in 0..lines_per_file {
+            let words = 1 + next() % 12;
+            for w in 0..words {
+                if w > 0 {
+                    text.push(if next() % 10 == 0 { b'\t' } else { b' ' });
+                }
+                let r = next() % 1000;
+                let rank = (r * r * r) / 1_000_000; // skewed towards small ranks
+                match next() % 50 {
+                    0 => {
+                        text.extend_from_slice(b"caf\xe9");
+                        text.extend_from_slice(rank.to_string().as_bytes());
+                    }
+                    1 => text.extend_from_slice(&[b'n', 0xe9, b'e', b'0' + (rank % 10) as u8]),
+                    _ => text.extend_from_slice(format!("w{rank}").as_bytes()),
+                }
+            }
+            text.push(b'\n');
+        }
+        let name = if f % 2 == 0 {
+            format!("doc{f:02}.txt")
+        } else {
+            format!("sub/doc{f:02}.txt")
+        };
+        std::fs::write(root.join(name), text).unwrap();
+    }
+    std::fs::write(root.join("empty.txt"), b"").unwrap();
+    root
+}
+
+/// Run a Python reference program with the corpus directory as argv[1]; its stdout bytes.
+pub fn python_reference(program: &str, corpus: &Path, extra: &[&str]) -> Vec<u8> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .arg(corpus)
+        .args(extra)
+        .env_remove("PYTHONUNBUFFERED")
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "reference failed: {}", text(&out));
+    out.stdout
+}
+
+/// Python prelude: `files()` yields (name relative to the corpus, bytes) in path order,
+/// skipping names that start with `_` or `.`, as Shoal's inputs do.
+pub const PY_FILES: &str = r#"
+import os, sys, re, collections
+def files():
+    root = sys.argv[1]
+    out = []
+    for d, dirs, names in os.walk(root):
+        dirs[:] = [x for x in dirs if not x.startswith(('_', '.'))]
+        for n in names:
+            if not n.startswith(('_', '.')):
+                p = os.path.join(d, n)
+                out.append((os.path.relpath(p, root), open(p, 'rb').read()))
+    return sorted(out)
+w = sys.stdout.buffer
+"#;
+
+/// The part files of an output directory in order, checking `_SUCCESS` and that nothing
+/// else is there.
+pub fn parts(out: &Path, r: u32) -> Vec<Vec<u8>> {
+    assert!(
+        out.join("_SUCCESS").exists(),
+        "no _SUCCESS in {}",
+        out.display()
+    );
+    let names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        r as usize + 1,
+        "unexpected files in the output: {names:?}"
+    );
+    (0..r)
+        .map(|p| std::fs::read(out.join(format!("part-{p:05}"))).unwrap())
+        .collect()
+}
+
+/// Lines of a byte buffer (without newlines).
+pub fn lines(b: &[u8]) -> Vec<Vec<u8>> {
+    b.split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The key of an output line: up to the first tab.
+pub fn key(line: &[u8]) -> &[u8] {
+    line.split(|&c| c == b'\t').next().unwrap_or(line)
+}
+
+/// Check that each part is sorted by key and that no key is in two parts; return all lines
+/// sorted, for comparison with a reference.
+pub fn check_keyed_parts(parts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut owner = std::collections::HashMap::new();
+    let mut all = Vec::new();
+    for (p, part) in parts.iter().enumerate() {
+        let ls = lines(part);
+        for w in ls.windows(2) {
+            assert!(key(&w[0]) <= key(&w[1]), "part {p} is not sorted by key");
+        }
+        for l in ls {
+            let prev = owner.insert(key(&l).to_vec(), p);
+            assert!(
+                prev.is_none() || prev == Some(p),
+                "key {:?} is in two parts",
+                String::from_utf8_lossy(key(&l))
+            );
+            all.push(l);
+        }
+    }
+    all.sort();
+    all
+}
+
+/// Lines of a reference output, sorted.
+pub fn sorted_lines(b: &[u8]) -> Vec<Vec<u8>> {
+    let mut l = lines(b);
+    l.sort();
+    l
+}
