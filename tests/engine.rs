@@ -29,7 +29,7 @@ if current is not None:
     print(current + '\t' + str(count))
 "#;
 
-fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) {
+fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) -> String {
     let o = run(shoal()
         .args(["run", "--input"])
         .arg(input)
@@ -38,8 +38,20 @@ fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) {
         .args(["--reducers", &r.to_string(), "--split-size", "65536"])
         .args(job));
     assert!(o.status.success(), "shoal run {job:?} failed: {}", text(&o));
-    let summary = String::from_utf8_lossy(&o.stdout);
+    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(summary.contains("job succeeded"), "{summary}");
+    summary
+}
+
+/// A counter's value from `shoal run`'s summary (`group.name = N` lines).
+fn counter(summary: &str, name: &str) -> u64 {
+    let prefix = format!("{name} = ");
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{summary}"))
+        .parse()
+        .unwrap()
 }
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -77,7 +89,31 @@ fn word_count_three_ways_matches_the_reference() {
         ];
         for (name, args) in jobs {
             let out = dir.path().join(format!("out-{name}-{r}"));
-            shoal_run(&corpus, &out, r, &args);
+            let summary = shoal_run(&corpus, &out, r, &args);
+            if name == "app" {
+                // Counters count each record once: every word is one map output record.
+                let words: u64 = want
+                    .iter()
+                    .map(|l| {
+                        std::str::from_utf8(&l[key(l).len() + 1..])
+                            .unwrap()
+                            .parse::<u64>()
+                            .unwrap()
+                    })
+                    .sum();
+                let lines = python_reference(
+                    &format!("{PY_FILES}n = sum(b.count(b'\\n') for _, b in files())\nprint(n)"),
+                    &corpus,
+                    &[],
+                );
+                let lines: u64 = String::from_utf8(lines).unwrap().trim().parse().unwrap();
+                assert_eq!(counter(&summary, "shoal.map_output_records"), words);
+                assert_eq!(counter(&summary, "shoal.map_input_records"), lines);
+                assert_eq!(
+                    counter(&summary, "shoal.reduce_output_records"),
+                    want.len() as u64
+                );
+            }
             let got = check_keyed_parts(&parts(&out, r));
             assert!(
                 got == want,

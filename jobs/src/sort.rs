@@ -136,23 +136,35 @@ impl SortBuffer {
         });
     }
 
-    /// Sort by (partition, key); stable, so equal keys keep their emit order.
+    /// Sort by (partition, key), equal keys in emit order. The arena offset grows with every
+    /// push, so it is the emit order: sorting on (partition, 8-byte key prefix, offset) packed
+    /// in one integer orders everything but keys that share their first 8 bytes, and those
+    /// runs are then sorted by (full key, offset). No stable sort's scratch memory needed.
     pub fn sort(&mut self) {
+        let packed = |e: &Entry| {
+            (u128::from(e.part) << 96) | (u128::from(e.prefix) << 32) | u128::from(e.off)
+        };
+        self.index.sort_unstable_by_key(packed);
         let arena = &self.arena;
-        self.index.sort_by(|a, b| {
-            a.part
-                .cmp(&b.part)
-                .then(a.prefix.cmp(&b.prefix))
-                .then_with(|| {
-                    if a.klen <= 8 && b.klen <= 8 && a.prefix == b.prefix {
-                        a.klen.cmp(&b.klen)
-                    } else {
-                        let ka = &arena[a.off as usize..(a.off + a.klen) as usize];
-                        let kb = &arena[b.off as usize..(b.off + b.klen) as usize];
-                        ka.cmp(kb)
-                    }
-                })
-        });
+        let key = |e: &Entry| &arena[e.off as usize..(e.off + e.klen) as usize];
+        let mut start = 0;
+        while start < self.index.len() {
+            let (part, prefix) = (self.index[start].part, self.index[start].prefix);
+            let mut end = start + 1;
+            let mut mixed = false;
+            while end < self.index.len()
+                && self.index[end].part == part
+                && self.index[end].prefix == prefix
+            {
+                mixed |= self.index[end].klen != self.index[start].klen || self.index[end].klen > 8;
+                end += 1;
+            }
+            if mixed {
+                self.index[start..end]
+                    .sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.off.cmp(&b.off)));
+            }
+            start = end;
+        }
     }
 
     /// The records in index order (sorted after [`SortBuffer::sort`]).
@@ -231,7 +243,7 @@ pub struct HashBuffer {
 }
 
 /// Values per key gathered before the combiner folds them.
-const COMBINE_EVERY: u32 = 32;
+const COMBINE_EVERY: u32 = 64;
 /// Rough bytes of bookkeeping per distinct key (table slot, allocations' headers).
 const ENTRY_OVERHEAD: usize = 112;
 
@@ -288,12 +300,17 @@ impl HashBuffer {
 }
 
 fn fold(key: &[u8], p: &mut Pending, combine: &CombineFn<'_>) {
-    let mut folded = Vec::with_capacity(16);
+    // Fold into a small scratch buffer, then back into the entry's own allocation: the hot
+    // keys of a skewed input fold thousands of times and must not reallocate each time.
+    let mut folded = std::mem::take(&mut p.values);
+    let mut out = Vec::with_capacity(16);
     let mut count = 0;
-    combine(key, &mut PackedValues::new(&p.values), &mut |v| {
-        pack(&mut folded, v);
+    combine(key, &mut PackedValues::new(&folded), &mut |v| {
+        pack(&mut out, v);
         count += 1;
     });
+    folded.clear();
+    folded.extend_from_slice(&out);
     p.values = folded;
     p.count = count;
 }

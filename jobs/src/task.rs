@@ -17,6 +17,7 @@ use crate::apps::App;
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
 use crate::partition::Partitioner;
+use crate::record::RecordWriter;
 use crate::sort::{write_run, GroupValues, HashBuffer, Merger, PackedValues, Run, SortBuffer};
 use crate::spec::{JobKind, JobSpec, Program};
 use crate::split::Split;
@@ -241,21 +242,32 @@ fn feed_split(split: &Split, max: u64, stdin: &mut dyn Write, lines: &mut u64) -
     Ok(())
 }
 
-/// Call `f` with each line (without its newline) of `r`.
+/// Call `f` with each line (without its newline) of `r`, straight from the read buffer.
 fn for_each_line(r: &mut dyn BufRead, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
-    let mut line = Vec::with_capacity(256);
+    let mut partial: Vec<u8> = Vec::new();
     loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line)
-            .ctx(|| "reading the program's stdout".into())?
-            == 0
-        {
-            return Ok(());
+        let buf = r.fill_buf().ctx(|| "reading the program's stdout".into())?;
+        if buf.is_empty() {
+            return if partial.is_empty() {
+                Ok(())
+            } else {
+                f(&partial)
+            };
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
+        let len = buf.len();
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', buf) {
+            if partial.is_empty() {
+                f(&buf[start..i])?;
+            } else {
+                partial.extend_from_slice(&buf[start..i]);
+                f(&partial)?;
+                partial.clear();
+            }
+            start = i + 1;
         }
-        f(&line)?;
+        partial.extend_from_slice(&buf[start..]);
+        r.consume(len);
     }
 }
 
@@ -293,6 +305,9 @@ struct Collector<'e, 'a> {
     buffer: Buffer,
     runs: Vec<Run>,
     counters: Counters,
+    /// Per-record counts, kept as plain integers on the hot path.
+    out_records: u64,
+    out_bytes: u64,
     error: Option<Error>,
 }
 
@@ -311,6 +326,8 @@ impl<'e, 'a> Collector<'e, 'a> {
             buffer,
             runs: Vec::new(),
             counters: Counters::default(),
+            out_records: 0,
+            out_bytes: 0,
             error: None,
         })
     }
@@ -329,9 +346,8 @@ impl<'e, 'a> Collector<'e, 'a> {
                 b.bytes() > self.budget
             }
         };
-        self.counters.add_builtin("map_output_records", 1);
-        self.counters
-            .add_builtin("map_output_bytes", (key.len() + value.len()) as u64);
+        self.out_records += 1;
+        self.out_bytes += (key.len() + value.len()) as u64;
         if over && self.error.is_none() {
             if let Err(e) = self.spill() {
                 self.error = Some(e);
@@ -388,11 +404,14 @@ impl<'e, 'a> Collector<'e, 'a> {
     fn finish(mut self, index: u32, out_dir: &Path) -> Result<MapOutput> {
         let staged = self.env.dir.join("out");
         std::fs::create_dir_all(&staged).ctx(|| format!("creating {}", staged.display()))?;
+        if self.runs.is_empty() {
+            return self.finish_in_memory(index, &staged, out_dir);
+        }
         let buffered = match &self.buffer {
             Buffer::Sort(b) => !b.is_empty(),
             Buffer::Hash(b) => !b.is_empty(),
         };
-        if buffered || self.runs.is_empty() {
+        if buffered {
             let path = self.env.dir.join(format!("spill-{:04}", self.runs.len()));
             let (run, _) = self.sorted_run(&path)?;
             self.runs.push(run);
@@ -406,11 +425,7 @@ impl<'e, 'a> Collector<'e, 'a> {
             .filter(|a| a.has_combiner() && self.runs.len() > 1);
         for p in 0..self.r {
             let staged_file = map_output_path(&staged, index, p);
-            let size = if self.runs.len() == 1 {
-                let (off, len) = self.runs[0].sections[p as usize];
-                copy_range(&self.runs[0].path, off, len, &staged_file)?;
-                len
-            } else {
+            let size = {
                 let sources = self
                     .runs
                     .iter()
@@ -450,6 +465,73 @@ impl<'e, 'a> Collector<'e, 'a> {
             files.push(staged_file);
             sizes.push(size);
         }
+        self.commit(index, files, sizes, out_dir)
+    }
+
+    /// Nothing spilled: write each partition's file straight from the sorted buffer.
+    fn finish_in_memory(mut self, index: u32, staged: &Path, out_dir: &Path) -> Result<MapOutput> {
+        let r = self.r;
+        let mut writers = (0..r)
+            .map(|p| {
+                let path = map_output_path(staged, index, p);
+                File::create(&path)
+                    .map(|f| (path, RecordWriter::new(f)))
+                    .ctx(|| format!("creating {}", staged.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let werr = |e| Error::io(format!("writing map output in {}", staged.display()), e);
+        match &mut self.buffer {
+            Buffer::Sort(b) => {
+                b.sort();
+                match &self.env.spec.kind {
+                    JobKind::Streaming {
+                        combine: Some(c), ..
+                    } => {
+                        let c = c.clone();
+                        let combined =
+                            combine_with_process(self.env, &c, b, r, &mut self.counters)?;
+                        for (p, k, v) in combined.iter() {
+                            writers[p as usize].1.write(k, v).map_err(werr)?;
+                        }
+                    }
+                    _ => {
+                        for (p, k, v) in b.iter() {
+                            writers[p as usize].1.write(k, v).map_err(werr)?;
+                        }
+                    }
+                }
+            }
+            Buffer::Hash(b) => {
+                let app = self.env.app.clone().expect("hash buffer only for apps");
+                for (p, k, packed) in b.drain_sorted(&|k, vs, e| app.combine(k, vs, e)) {
+                    for v in PackedValues::new(&packed) {
+                        writers[p as usize].1.write(&k, v).map_err(werr)?;
+                    }
+                }
+            }
+        }
+        let mut files = Vec::with_capacity(r as usize);
+        let mut sizes = Vec::with_capacity(r as usize);
+        for (path, w) in writers {
+            sizes.push(w.bytes());
+            w.finish().map_err(werr)?;
+            files.push(path);
+        }
+        self.commit(index, files, sizes, out_dir)
+    }
+
+    /// Rename the staged partition files into `out_dir`: the task's output appears whole.
+    fn commit(
+        mut self,
+        index: u32,
+        files: Vec<PathBuf>,
+        sizes: Vec<u64>,
+        out_dir: &Path,
+    ) -> Result<MapOutput> {
+        self.counters
+            .add_builtin("map_output_records", self.out_records);
+        self.counters
+            .add_builtin("map_output_bytes", self.out_bytes);
         let mut committed = Vec::with_capacity(files.len());
         for (p, f) in files.into_iter().enumerate() {
             let dest = map_output_path(out_dir, index, p as u32);
@@ -463,15 +545,6 @@ impl<'e, 'a> Collector<'e, 'a> {
             counters: self.counters,
         })
     }
-}
-
-fn copy_range(src: &Path, off: u64, len: u64, dest: &Path) -> Result<()> {
-    let mut f = File::open(src).ctx(|| format!("opening {}", src.display()))?;
-    f.seek(SeekFrom::Start(off))
-        .ctx(|| format!("reading {}", src.display()))?;
-    let mut out = File::create(dest).ctx(|| format!("creating {}", dest.display()))?;
-    io::copy(&mut f.take(len), &mut out).ctx(|| format!("writing {}", dest.display()))?;
-    Ok(())
 }
 
 /// Pipe a sorted buffer through a streaming combiner; its output, re-partitioned and sorted.

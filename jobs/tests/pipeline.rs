@@ -147,11 +147,20 @@ fn parse(part: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
-    // Few distinct keys (so groups are large), including non-UTF-8 bytes.
-    proptest::collection::vec(
-        prop_oneof![Just(b'a'), Just(b'b'), Just(0xffu8), Just(b' ')],
+    // Few distinct keys (so groups are large), including non-UTF-8 and NUL bytes; some share
+    // their first 8 bytes, so the sort's full-key comparison is exercised too.
+    let short = proptest::collection::vec(
+        prop_oneof![Just(b'a'), Just(b'b'), Just(0xffu8), Just(b' '), Just(0u8)],
         1..4,
-    )
+    );
+    prop_oneof![
+        short.clone(),
+        short.prop_map(|mut k| {
+            let mut long = b"prefix-8".to_vec();
+            long.append(&mut k);
+            long
+        }),
+    ]
 }
 
 fn value() -> impl Strategy<Value = Vec<u8>> {

@@ -42,8 +42,9 @@ enum Command {
     Demo,
     /// Fault-injection simulation (not built yet).
     Sim,
-    /// Benchmarks that print figures (not built yet).
-    Bench,
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
 }
 
 /// Entry point of the `shoal` binary.
@@ -52,6 +53,7 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Run(args) => crate::run::run(*args),
+        Command::Bench(cmd) => crate::bench::run(cmd),
         other => {
             let name = format!("{other:?}").to_lowercase();
             eprintln!("shoal {name}: not built yet in this version of Shoal");

@@ -1,0 +1,401 @@
+//! `shoal bench local`: word count on one machine. In one run: a seeded Zipf corpus; the
+//! practical limit (a two-thread hash-map count written here); `shoal run --app wordcount`
+//! with default and with 16 MiB sort buffers; `LC_ALL=C sort | uniq -c`; and on a prefix,
+//! the Python streaming word count through Shoal against the classic
+//! `python3 map.py | LC_ALL=C sort | python3 reduce.py` pipeline. Every output is checked
+//! against the hash count; figures are MiB/s, peak RSS and ratios.
+//!
+//! Environment: Shoal's tasks get their clean environment (LANG=C, no PYTHONUNBUFFERED);
+//! the pipelines run with `env -i PATH=… LC_ALL=C`, so Python is block-buffered everywhere.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Args;
+use rustc_hash::FxHashMap;
+
+use super::{measure, read_counts, Measured};
+
+const MAP_PY: &str = "import sys\nfor line in sys.stdin:\n    for word in line.split():\n        print(word + '\\t1')\n";
+const REDUCE_PY: &str = "import sys\ncurrent, count = None, 0\nfor line in sys.stdin:\n    word, n = line.rstrip('\\n').split('\\t')\n    if word != current:\n        if current is not None:\n            print(current + '\\t' + str(count))\n        current, count = word, 0\n    count += int(n)\nif current is not None:\n    print(current + '\\t' + str(count))\n";
+
+/// `shoal bench local` flags.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Corpus size, MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mb: u64,
+    /// Prefix used for the Python contenders, MiB.
+    #[arg(long, default_value_t = 100)]
+    python_mb: u64,
+    /// Distinct words in the corpus.
+    #[arg(long, default_value_t = 500_000)]
+    distinct: usize,
+    /// Corpus seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Working directory (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+struct Row {
+    name: String,
+    mib: f64,
+    m: Measured,
+}
+
+/// Run the benchmark; Ok(false) when an output differs from the reference.
+pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.0.clone()
+        }
+    };
+    let exe = std::env::current_exe()?;
+    let corpus = dir.join("corpus.txt");
+    let prefix = dir.join("prefix.txt");
+    eprintln!(
+        "generating a {} MiB corpus ({} distinct words, seed {})…",
+        args.size_mb, args.distinct, args.seed
+    );
+    crate::corpus::generate(&corpus, args.size_mb << 20, args.distinct, args.seed)?;
+    copy_prefix(&corpus, &prefix, args.python_mb << 20)?;
+    let size = std::fs::metadata(&corpus)?.len() as f64 / (1 << 20) as f64;
+    let psize = std::fs::metadata(&prefix)?.len() as f64 / (1 << 20) as f64;
+    std::fs::write(dir.join("map.py"), MAP_PY)?;
+    std::fs::write(dir.join("reduce.py"), REDUCE_PY)?;
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut ok = true;
+    let mut check = |name: &str, out: &Path, reference: &Path| -> anyhow::Result<()> {
+        let same = read_counts(out)? == read_counts(reference)?;
+        if !same {
+            eprintln!("MISMATCH: the output of {name} differs from the hash count");
+            ok = false;
+        }
+        Ok(())
+    };
+    let shoal_run = |input: &Path, out: &Path, extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(out);
+        let mut c = Command::new(&exe);
+        c.arg("run")
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out)
+            .args(extra);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+
+    eprintln!("hash count (2 threads)…");
+    let hash_out = dir.join("hash.txt");
+    let m = measure(
+        Command::new(&exe)
+            .args(["bench", "hashcount"])
+            .arg(&corpus)
+            .arg(&hash_out),
+    )?;
+    rows.push(Row {
+        name: "hash count, 2 threads (the limit)".into(),
+        mib: size,
+        m,
+    });
+    let hash = m;
+
+    eprintln!("shoal run --app wordcount…");
+    let out = dir.join("out-app");
+    let m = measure(&mut shoal_run(&corpus, &out, &["--app", "wordcount"]))?;
+    check("shoal run --app wordcount", &out, &hash_out)?;
+    rows.push(Row {
+        name: "shoal run --app wordcount".into(),
+        mib: size,
+        m,
+    });
+    let native = m;
+
+    eprintln!("shoal run --app wordcount --sort-mb 16…");
+    let out16 = dir.join("out-app-16");
+    let m = measure(&mut shoal_run(
+        &corpus,
+        &out16,
+        &["--app", "wordcount", "--sort-mb", "16"],
+    ))?;
+    check("shoal run --sort-mb 16", &out16, &hash_out)?;
+    let same16 = read_counts(&out16)? == read_counts(&out)?;
+    rows.push(Row {
+        name: "shoal run --app wordcount --sort-mb 16".into(),
+        mib: size,
+        m,
+    });
+    let small = m;
+
+    eprintln!("LC_ALL=C sort | uniq -c…");
+    let uniq_out = dir.join("uniq.txt");
+    let m = measure(&mut pipeline(&format!(
+        "tr -s ' ' '\\n' < {} | sort | uniq -c > {}",
+        corpus.display(),
+        uniq_out.display()
+    )))?;
+    check("sort | uniq -c", &uniq_out, &hash_out)?;
+    rows.push(Row {
+        name: "tr | LC_ALL=C sort | uniq -c".into(),
+        mib: size,
+        m,
+    });
+
+    eprintln!("Python contenders on a {psize:.0} MiB prefix…");
+    let phash = dir.join("hash-prefix.txt");
+    let m = measure(
+        Command::new(&exe)
+            .args(["bench", "hashcount"])
+            .arg(&prefix)
+            .arg(&phash),
+    )?;
+    rows.push(Row {
+        name: "hash count, 2 threads, prefix".into(),
+        mib: psize,
+        m,
+    });
+    let pipe_out = dir.join("pipeline.txt");
+    let m = measure(&mut pipeline(&format!(
+        "python3 {d}/map.py < {p} | sort | python3 {d}/reduce.py > {o}",
+        d = dir.display(),
+        p = prefix.display(),
+        o = pipe_out.display()
+    )))?;
+    check("the Python sort pipeline", &pipe_out, &phash)?;
+    rows.push(Row {
+        name: "python3 map.py | sort | python3 reduce.py".into(),
+        mib: psize,
+        m,
+    });
+    let pipe = m;
+    let (map_py, reduce_py) = (dir.join("map.py"), dir.join("reduce.py"));
+    let (map_py, reduce_py) = (map_py.to_string_lossy(), reduce_py.to_string_lossy());
+    let py_split = format!("{}", ((args.python_mb << 20) / 2).max(1 << 20));
+    let sout = dir.join("out-python");
+    let m = measure(&mut shoal_run(
+        &prefix,
+        &sout,
+        &[
+            "--map",
+            &map_py,
+            "--reduce",
+            &reduce_py,
+            "--combine",
+            &reduce_py,
+            "--reducers",
+            "2",
+            "--split-size",
+            &py_split,
+        ],
+    ))?;
+    check("shoal run (Python streaming)", &sout, &phash)?;
+    rows.push(Row {
+        name: "shoal run, Python map/combine/reduce, R=2".into(),
+        mib: psize,
+        m,
+    });
+    let streaming = m;
+
+    println!();
+    println!(
+        "word count, {size:.0} MiB corpus ({} distinct words, seed {}), {} cores",
+        args.distinct,
+        args.seed,
+        cores()
+    );
+    println!(
+        "{:<44} {:>9} {:>8} {:>9} {:>10}",
+        "contender", "input", "secs", "MiB/s", "peak RSS"
+    );
+    for r in &rows {
+        println!(
+            "{:<44} {:>5.0} MiB {:>8.2} {:>9.1} {:>6.0} MiB",
+            r.name,
+            r.mib,
+            r.m.secs,
+            r.mib / r.m.secs,
+            r.m.rss_mib
+        );
+    }
+    let ratio = hash.secs / native.secs;
+    let py_ratio = pipe.secs / streaming.secs;
+    let rss_goal = 2.0 * 256.0 + 100.0;
+    println!();
+    println!("goals:");
+    println!(
+        "  native word count vs the hash-count limit: {ratio:.2}× (goal ≥ 0.60×) {}",
+        met(ratio >= 0.6)
+    );
+    println!(
+        "  Python streaming vs the sort pipeline:     {py_ratio:.2}× (goal ≥ 2×) {}",
+        met(py_ratio >= 2.0)
+    );
+    println!(
+        "  peak RSS, default settings:                {:.0} MiB (goal ≤ {rss_goal:.0} MiB) {}",
+        native.rss_mib,
+        met(native.rss_mib <= rss_goal)
+    );
+    println!(
+        "  peak RSS with --sort-mb 16:                {:.0} MiB (goal < 200 MiB) {}; output identical: {}",
+        small.rss_mib,
+        met(small.rss_mib < 200.0),
+        if same16 { "yes" } else { "NO" }
+    );
+    println!(
+        "  every contender's output equals the hash count: {}",
+        if ok { "yes" } else { "NO" }
+    );
+    Ok(ok && same16)
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes {
+        "met"
+    } else {
+        "NOT MET"
+    }
+}
+
+fn cores() -> usize {
+    shoal_jobs::pool::default_slots()
+}
+
+/// A shell pipeline with a controlled environment.
+fn pipeline(script: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(script).env_clear();
+    c.env(
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+    );
+    c.env("LC_ALL", "C").env("LANG", "C");
+    c
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> std::io::Result<TempDir> {
+    let base = std::env::temp_dir().join(format!("shoal-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    Ok(TempDir(base))
+}
+
+fn copy_prefix(src: &Path, dst: &Path, bytes: u64) -> std::io::Result<()> {
+    let mut r = std::io::BufReader::new(std::fs::File::open(src)?);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(dst)?);
+    let mut n = 0u64;
+    let mut line = Vec::new();
+    while n < bytes {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        w.write_all(&line)?;
+        n += line.len() as u64;
+    }
+    w.flush()
+}
+
+/// The baseline: split the file at line boundaries into `threads` parts, count words
+/// (maximal runs of non-`isspace` bytes) with a hash map per thread, merge, write sorted.
+pub fn hashcount(input: &Path, output: &Path, threads: usize) -> anyhow::Result<bool> {
+    let len = std::fs::metadata(input)?.len();
+    let mut bounds = vec![0u64];
+    for i in 1..threads.max(1) {
+        let mut f = std::fs::File::open(input)?;
+        let at = len * i as u64 / threads as u64;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at))?;
+        let mut skip = Vec::new();
+        let n = std::io::BufReader::new(f).read_until(b'\n', &mut skip)?;
+        bounds.push((at + n as u64).min(len));
+    }
+    bounds.push(len);
+    let maps: Vec<FxHashMap<Vec<u8>, u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (start, end) = (w[0], w[1]);
+                s.spawn(move || count_range(input, start, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("counting thread"))
+            .collect::<std::io::Result<_>>()
+    })?;
+    let mut total: FxHashMap<Vec<u8>, u64> = FxHashMap::default();
+    for m in maps {
+        for (k, v) in m {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    let mut sorted: Vec<_> = total.into_iter().collect();
+    sorted.sort_unstable();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(output)?);
+    for (k, v) in sorted {
+        w.write_all(&k)?;
+        writeln!(w, "\t{v}")?;
+    }
+    w.flush()?;
+    Ok(true)
+}
+
+fn count_range(input: &Path, start: u64, end: u64) -> std::io::Result<FxHashMap<Vec<u8>, u64>> {
+    use shoal_jobs::apps::{is_space, words};
+    let mut f = std::fs::File::open(input)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start))?;
+    let mut r = f.take(end - start);
+    let mut counts: FxHashMap<Vec<u8>, u64> = FxHashMap::default();
+    let mut count = |w: &[u8]| match counts.get_mut(w) {
+        Some(c) => *c += 1,
+        None => {
+            counts.insert(w.to_vec(), 1);
+        }
+    };
+    let mut buf = vec![0u8; 4 << 20];
+    // The unfinished word at the end of the previous read.
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            if !pending.is_empty() {
+                count(&pending);
+            }
+            return Ok(counts);
+        }
+        let chunk = &buf[..n];
+        let (Some(first), Some(last)) = (
+            chunk.iter().position(|&b| is_space(b)),
+            chunk.iter().rposition(|&b| is_space(b)),
+        ) else {
+            pending.extend_from_slice(chunk);
+            continue;
+        };
+        pending.extend_from_slice(&chunk[..first]);
+        if !pending.is_empty() {
+            count(&pending);
+            pending.clear();
+        }
+        words(&chunk[first..last]).for_each(&mut count);
+        pending.extend_from_slice(&chunk[last + 1..]);
+    }
+}

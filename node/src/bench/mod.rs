@@ -1,0 +1,127 @@
+//! `shoal bench`: benchmarks that print figures. Every contender runs as a child process so
+//! its wall time and peak RSS are measured the same way (`wait4`), and every contender's
+//! output is checked against a reference computed in the same run.
+
+mod local;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::Subcommand;
+
+/// `shoal bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Word count on one machine: shoal run against a hash count, Python and Unix pipelines.
+    Local(local::LocalArgs),
+    /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
+    #[command(hide = true)]
+    Hashcount {
+        /// Input file.
+        input: std::path::PathBuf,
+        /// Output file: `word<TAB>count` lines, sorted.
+        output: std::path::PathBuf,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+/// Run a bench subcommand.
+pub fn run(cmd: BenchCmd) -> ExitCode {
+    let result = match cmd {
+        BenchCmd::Local(args) => local::run(args),
+        BenchCmd::Hashcount {
+            input,
+            output,
+            threads,
+        } => local::hashcount(&input, &output, threads),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("shoal bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Wall time and peak RSS of one child process tree.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Wall seconds.
+    pub secs: f64,
+    /// Peak resident set of the largest process in the tree, MiB.
+    pub rss_mib: f64,
+}
+
+/// Run `cmd` to completion, measuring it; an error if it fails.
+pub fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {cmd:?}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled in by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        r == pid,
+        "waiting for {cmd:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed (wait status {status})"
+    );
+    Ok(Measured {
+        secs,
+        rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
+}
+
+/// Word counts from `word<TAB>count` lines, or `uniq -c` lines (`  count word`), in every
+/// regular file of `path` (a file or a directory of part files).
+pub fn read_counts(path: &Path) -> anyhow::Result<BTreeMap<Vec<u8>, u64>> {
+    let mut files = vec![];
+    if path.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            let p = e?.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+            {
+                files.push(p);
+            }
+        }
+    } else {
+        files.push(path.to_owned());
+    }
+    let mut counts = BTreeMap::new();
+    for f in files {
+        let text = std::fs::read(&f)?;
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let (word, n) = match line.iter().position(|&b| b == b'\t') {
+                Some(i) => (&line[..i], &line[i + 1..]),
+                None => {
+                    let t = line.trim_ascii_start();
+                    let i = t.iter().position(|&b| b == b' ').unwrap_or(t.len());
+                    (t.get(i + 1..).unwrap_or(b""), &t[..i])
+                }
+            };
+            let n: u64 = std::str::from_utf8(n)?.trim().parse()?;
+            *counts.entry(word.to_vec()).or_insert(0) += n;
+        }
+    }
+    Ok(counts)
+}
