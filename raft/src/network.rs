@@ -1,0 +1,216 @@
+//! How Raft reaches peers. This crate defines [`RaftRpc`] — "send these bytes of this kind to
+//! that node, get bytes back" — and adapts it to openraft's network traits; the node
+//! implements it over its transport. [`handle_rpc`] is the other end: decode, hand to Raft,
+//! encode the answer.
+//!
+//! The invariant: bytes from the network are decoded with errors, never panics; a request
+//! that does not decode is answered with an error and changes nothing.
+
+use std::future::Future;
+use std::io::Cursor;
+use std::time::Duration;
+
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::OptionalSend;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::state_machine::AppState;
+use crate::store::{from_cbor, to_cbor};
+use crate::types::{NodeId, NodeInfo, SnapshotMeta, TypeConfig, Vote};
+use crate::Raft;
+
+/// Which Raft RPC a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcKind {
+    /// AppendEntries (also heartbeats).
+    Append,
+    /// RequestVote.
+    Vote,
+    /// Pre-vote, so a partitioned node cannot disrupt the cluster when it returns.
+    PreVote,
+    /// A whole snapshot.
+    Snapshot,
+    /// Leadership hand-over.
+    TransferLeader,
+}
+
+/// An RPC that did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The peer could not be reached (or did not answer in time).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer answered with an error.
+    #[error("peer refused: {0}")]
+    Refused(String),
+}
+
+/// What the node provides so Raft can reach peers.
+pub trait RaftRpc: Clone + Send + Sync + 'static {
+    /// Send `body` (a CBOR request of `kind`) to node `target`, answer its CBOR reply.
+    fn call(
+        &self,
+        target: NodeId,
+        node: &NodeInfo,
+        kind: RpcKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, RpcError>> + Send;
+}
+
+/// openraft's network factory over a [`RaftRpc`].
+pub struct Factory<R> {
+    rpc: R,
+}
+
+impl<R> Factory<R> {
+    /// Wrap `rpc`.
+    pub fn new(rpc: R) -> Self {
+        Factory { rpc }
+    }
+}
+
+impl<R: RaftRpc> RaftNetworkFactory<TypeConfig> for Factory<R> {
+    type Network = Client<R>;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Client<R> {
+        Client {
+            rpc: self.rpc.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// A connection to one peer, as openraft sees it.
+pub struct Client<R> {
+    rpc: R,
+    target: NodeId,
+    node: NodeInfo,
+}
+
+impl<R: RaftRpc> Client<R> {
+    async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: RpcKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = to_cbor(req);
+        let bytes = self
+            .rpc
+            .call(self.target, &self.node, kind, body, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let answer: Result<Resp, RaftError<TypeConfig>> =
+            from_cbor(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+impl<R: RaftRpc> RaftNetworkV2<TypeConfig> for Client<R> {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request(RpcKind::Append, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request(RpcKind::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request(RpcKind::PreVote, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = SnapshotRequest {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = self.request(RpcKind::Snapshot, &req, &option) => Ok(res?),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request(RpcKind::TransferLeader, &req, &option).await
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotRequest {
+    vote: Vote,
+    meta: SnapshotMeta,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+fn decode<T: DeserializeOwned>(kind: RpcKind, body: &[u8]) -> Result<T, RpcError> {
+    from_cbor(body).map_err(|e| RpcError::Refused(format!("malformed {kind:?} request: {e}")))
+}
+
+/// Answer an inbound Raft RPC: decode, hand to Raft, encode its result.
+pub async fn handle_rpc<S: AppState>(
+    raft: &Raft<S>,
+    kind: RpcKind,
+    body: &[u8],
+) -> Result<Vec<u8>, RpcError> {
+    Ok(match kind {
+        RpcKind::Append => to_cbor(&raft.append_entries(decode(kind, body)?).await),
+        RpcKind::Vote => to_cbor(&raft.vote(decode(kind, body)?).await),
+        RpcKind::PreVote => to_cbor(&raft.pre_vote(decode(kind, body)?).await),
+        RpcKind::Snapshot => {
+            let req: SnapshotRequest = decode(kind, body)?;
+            let snap = openraft::Snapshot {
+                meta: req.meta,
+                snapshot: Cursor::new(req.data),
+            };
+            let res: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> = raft
+                .install_full_snapshot(req.vote, snap)
+                .await
+                .map_err(RaftError::Fatal);
+            to_cbor(&res)
+        }
+        RpcKind::TransferLeader => {
+            let res: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> = raft
+                .handle_transfer_leader(decode(kind, body)?)
+                .await
+                .map_err(RaftError::Fatal);
+            to_cbor(&res)
+        }
+    })
+}
