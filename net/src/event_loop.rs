@@ -1,0 +1,416 @@
+//! The event loop: the only owner of the swarm. The rest of the node talks to it through a
+//! [`Client`](crate::Client) (commands over a channel, answers over oneshots) and hears from
+//! it through [`Event`](crate::Event)s.
+//!
+//! The invariant: nothing in this loop waits on the node — inbound requests are handed out
+//! with a oneshot for the answer, and the answers are polled here like any other event.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{identify, kad, mdns, ping, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::wire::{CtlRequest, CtlResponse, RaftRequest, RaftResponse};
+use crate::{Event, NetError};
+
+/// What the rest of the node asks of the event loop.
+pub(crate) enum Command {
+    Raft {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        req: RaftRequest,
+        reply: oneshot::Sender<Result<RaftResponse, NetError>>,
+    },
+    Ctl {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        req: CtlRequest,
+        reply: oneshot::Sender<Result<CtlResponse, NetError>>,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+}
+
+enum Answer {
+    Raft(ResponseChannel<RaftResponse>, RaftResponse),
+    Ctl(ResponseChannel<CtlResponse>, CtlResponse),
+}
+
+/// A configured `--peer`: its address, and its PeerId when the address named one.
+struct Bootstrap {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+}
+
+/// Drives the swarm; see the module docs.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    pending_raft: HashMap<OutboundRequestId, oneshot::Sender<Result<RaftResponse, NetError>>>,
+    pending_ctl: HashMap<OutboundRequestId, oneshot::Sender<Result<CtlResponse, NetError>>>,
+    answers: FuturesUnordered<BoxFuture<'static, Answer>>,
+    bootstrap: Vec<Bootstrap>,
+    /// Peers whose failed handshakes were already logged (logged once each).
+    logged_failures: HashSet<String>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::UnboundedSender<Event>,
+        peers: Vec<Multiaddr>,
+    ) -> Self {
+        let bootstrap = peers
+            .into_iter()
+            .map(|addr| {
+                let peer = addr.iter().find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                });
+                Bootstrap { addr, peer }
+            })
+            .collect();
+        EventLoop {
+            swarm,
+            commands,
+            events,
+            pending_raft: HashMap::new(),
+            pending_ctl: HashMap::new(),
+            answers: FuturesUnordered::new(),
+            bootstrap,
+            logged_failures: HashSet::new(),
+        }
+    }
+
+    /// Run until every [`Client`](crate::Client) is dropped.
+    pub async fn run(mut self) {
+        for b in &self.bootstrap {
+            if let Some(peer) = b.peer {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, b.addr.clone());
+            }
+        }
+        // Keep dialling configured peers that are not connected, backing off to 10 s.
+        let mut redial_every = Duration::from_millis(250);
+        let mut redial = tokio::time::interval(redial_every);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => return,
+                },
+                Some(answer) = self.answers.next(), if !self.answers.is_empty() => self.on_answer(answer),
+                _ = redial.tick() => {
+                    if self.redial_bootstrap() {
+                        redial_every = (redial_every * 2).min(Duration::from_secs(10));
+                        redial = tokio::time::interval(redial_every);
+                        redial.tick().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dial every bootstrap peer that is not connected; true if any was dialled.
+    fn redial_bootstrap(&mut self) -> bool {
+        let mut dialled = false;
+        for i in 0..self.bootstrap.len() {
+            let connected = self.bootstrap[i]
+                .peer
+                .is_some_and(|p| self.swarm.is_connected(&p));
+            if !connected {
+                let addr = self.bootstrap[i].addr.clone();
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    debug!(%addr, error = %e, "dial failed");
+                }
+                dialled = true;
+            }
+        }
+        dialled
+    }
+
+    fn add_addrs(&mut self, peer: &PeerId, addrs: &[Multiaddr]) {
+        for a in addrs {
+            self.swarm.add_peer_address(*peer, a.clone());
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Raft {
+                peer,
+                addrs,
+                req,
+                reply,
+            } => {
+                self.add_addrs(&peer, &addrs);
+                let id = self.swarm.behaviour_mut().raft.send_request(&peer, req);
+                self.pending_raft.insert(id, reply);
+            }
+            Command::Ctl {
+                peer,
+                addrs,
+                req,
+                reply,
+            } => {
+                self.add_addrs(&peer, &addrs);
+                let id = self.swarm.behaviour_mut().ctl.send_request(&peer, req);
+                self.pending_ctl.insert(id, reply);
+            }
+            Command::Connected { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+        }
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        // A failed send means the requester gave up (stream closed); nothing to do.
+        match answer {
+            Answer::Raft(ch, resp) => {
+                let _ = self.swarm.behaviour_mut().raft.send_response(ch, resp);
+            }
+            Answer::Ctl(ch, resp) => {
+                let _ = self.swarm.behaviour_mut().ctl.send_response(ch, resp);
+            }
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.emit(Event::Listening { addr: address });
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, %addr, "connected");
+                for b in self
+                    .bootstrap
+                    .iter_mut()
+                    .filter(|b| b.addr == addr && b.peer.is_none())
+                {
+                    b.peer = Some(peer_id);
+                }
+                self.emit(Event::Connected {
+                    peer: peer_id,
+                    addr,
+                });
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                debug!(peer = %peer_id, "disconnected");
+                self.emit(Event::Disconnected { peer: peer_id });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                let who = peer_id
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "unknown peer".into());
+                if let DialError::Transport(errs) = &error {
+                    for (addr, e) in errs {
+                        self.log_failure_once(&format!("{who} at {addr}"), &e.to_string());
+                    }
+                } else {
+                    debug!(peer = %who, error = %error, "dial failed");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                self.log_failure_once(
+                    &format!("incoming from {send_back_addr}"),
+                    &error.to_string(),
+                );
+            }
+            SwarmEvent::Behaviour(b) => self.on_behaviour_event(b),
+            _ => {}
+        }
+    }
+
+    /// A handshake that fails (wrong cluster key, not a Shoal node) is logged once per peer.
+    fn log_failure_once(&mut self, who: &str, error: &str) {
+        let host = who.split("/tcp/").next().unwrap_or(who).to_owned();
+        let key = format!("{host}|{}", error.split(':').next().unwrap_or(error));
+        if self.logged_failures.insert(key) {
+            warn!(peer = %who, error = %error, "connection failed (a peer without our cluster key, or not a Shoal node?); logged once per peer");
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Raft(e) => self.on_raft(e),
+            BehaviourEvent::Ctl(e) => self.on_ctl(e),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(_),
+                ..
+            }) => self.emit(Event::Seen { peer }),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if !self.swarm.is_connected(&peer) {
+                        debug!(%peer, %addr, "discovered by mDNS");
+                        self.swarm.add_peer_address(peer, addr.clone());
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                        let _ = self.swarm.dial(peer);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
+                if !self.swarm.is_connected(&peer) =>
+            {
+                let _ = self.swarm.dial(peer);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_raft(&mut self, e: request_response::Event<RaftRequest, RaftResponse>) {
+        use request_response::{Event as E, Message as M};
+        match e {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                let (tx, rx) = oneshot::channel();
+                self.emit(Event::Raft {
+                    peer,
+                    request,
+                    reply: tx,
+                });
+                self.answers.push(
+                    async move {
+                        let resp = rx
+                            .await
+                            .unwrap_or_else(|_| RaftResponse::Refused("node shutting down".into()));
+                        Answer::Raft(channel, resp)
+                    }
+                    .boxed(),
+                );
+            }
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(tx) = self.pending_raft.remove(&request_id) {
+                    let _ = tx.send(Ok(response));
+                }
+            }
+            E::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some(tx) = self.pending_raft.remove(&request_id) {
+                    let _ = tx.send(Err(NetError::Request(format!(
+                        "raft request to {peer}: {error}"
+                    ))));
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                warn!(%peer, protocol = "/shoal/raft/1", %error, "bad inbound request; stream closed");
+            }
+            E::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_ctl(&mut self, e: request_response::Event<CtlRequest, CtlResponse>) {
+        use request_response::{Event as E, Message as M};
+        match e {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                let (tx, rx) = oneshot::channel();
+                self.emit(Event::Ctl {
+                    peer,
+                    request,
+                    reply: tx,
+                });
+                self.answers.push(
+                    async move {
+                        let resp = rx
+                            .await
+                            .unwrap_or_else(|_| CtlResponse::Refused("node shutting down".into()));
+                        Answer::Ctl(channel, resp)
+                    }
+                    .boxed(),
+                );
+            }
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(tx) = self.pending_ctl.remove(&request_id) {
+                    let _ = tx.send(Ok(response));
+                }
+            }
+            E::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some(tx) = self.pending_ctl.remove(&request_id) {
+                    let _ = tx.send(Err(NetError::Request(format!(
+                        "ctl request to {peer}: {error}"
+                    ))));
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                warn!(%peer, protocol = "/shoal/ctl/1", %error, "bad inbound request; stream closed");
+            }
+            E::ResponseSent { .. } => {}
+        }
+    }
+}

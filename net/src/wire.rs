@@ -1,0 +1,221 @@
+//! The messages nodes exchange. Every request names the cluster it belongs to, so a node of
+//! another cluster is refused on the first message.
+//!
+//! The invariant: every type here round-trips through CBOR unchanged (property-tested), and
+//! byte payloads are `serde_bytes` (a CBOR byte string, not an array of integers).
+
+use serde::{Deserialize, Serialize};
+
+/// A cluster's id: random, chosen once when the cluster is bootstrapped.
+pub type ClusterId = u64;
+
+/// How to reach a node and what it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// libp2p PeerId, base58.
+    pub peer_id: String,
+    /// Its listen multiaddrs.
+    pub addrs: Vec<String>,
+    /// Its HTTP API address.
+    pub http: String,
+}
+
+/// A Raft RPC (`/shoal/raft/1`). The payload is the raft crate's encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftRequest {
+    /// The sender's cluster.
+    pub cluster_id: ClusterId,
+    /// The RPC, encoded by the Raft layer.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// The answer to a [`RaftRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftResponse {
+    /// Raft's answer, encoded by the Raft layer.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Not accepted (another cluster, not ready, malformed); the reason.
+    Refused(String),
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Its Raft node id.
+    pub node_id: u64,
+    /// How to reach it.
+    pub info: PeerInfo,
+    /// Its cluster, once it has one.
+    pub cluster_id: Option<ClusterId>,
+}
+
+/// A control request (`/shoal/ctl/1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlRequest {
+    /// Who are you, and which cluster are you in?
+    Hello(Hello),
+    /// Bootstrap: become an initial voter of the new cluster `cluster_id`.
+    Adopt {
+        /// The new cluster.
+        cluster_id: ClusterId,
+        /// Its initial voters.
+        voters: Vec<u64>,
+    },
+    /// Bootstrap aborted: forget `cluster_id` if nothing was built on it.
+    Release {
+        /// The abandoned cluster.
+        cluster_id: ClusterId,
+    },
+    /// Add me to your cluster as a learner (forwarded to the leader).
+    Join {
+        /// The cluster the joiner adopted.
+        cluster_id: ClusterId,
+        /// The joiner.
+        node_id: u64,
+        /// How to reach it.
+        info: PeerInfo,
+    },
+}
+
+/// The answer to a [`CtlRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlResponse {
+    /// Answer to `Hello`.
+    Hello(Hello),
+    /// Done.
+    Ok,
+    /// Not accepted; the reason.
+    Refused(String),
+}
+
+/// A bulk data request (`/shoal/data/1`): the first frame of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRequest {
+    /// Send the object stored under `key`.
+    Fetch {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The object.
+        key: String,
+    },
+}
+
+/// Frames a data stream answers with: `Chunk`s, then `End` (or an `Error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataFrame {
+    /// Some bytes of the object.
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The object is complete.
+    End,
+    /// The request failed; the reason.
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use proptest::prelude::*;
+
+    fn info() -> impl Strategy<Value = PeerInfo> {
+        (
+            ".{0,20}",
+            proptest::collection::vec(".{0,30}", 0..3),
+            ".{0,20}",
+        )
+            .prop_map(|(peer_id, addrs, http)| PeerInfo {
+                peer_id,
+                addrs,
+                http,
+            })
+    }
+
+    fn hello() -> impl Strategy<Value = Hello> {
+        (any::<u64>(), info(), any::<Option<u64>>()).prop_map(|(node_id, info, cluster_id)| Hello {
+            node_id,
+            info,
+            cluster_id,
+        })
+    }
+
+    fn ctl_request() -> impl Strategy<Value = CtlRequest> {
+        prop_oneof![
+            hello().prop_map(CtlRequest::Hello),
+            (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..5))
+                .prop_map(|(cluster_id, voters)| CtlRequest::Adopt { cluster_id, voters }),
+            any::<u64>().prop_map(|cluster_id| CtlRequest::Release { cluster_id }),
+            (any::<u64>(), any::<u64>(), info()).prop_map(|(cluster_id, node_id, info)| {
+                CtlRequest::Join {
+                    cluster_id,
+                    node_id,
+                    info,
+                }
+            }),
+        ]
+    }
+
+    fn ctl_response() -> impl Strategy<Value = CtlResponse> {
+        prop_oneof![
+            hello().prop_map(CtlResponse::Hello),
+            Just(CtlResponse::Ok),
+            ".*".prop_map(CtlResponse::Refused)
+        ]
+    }
+
+    fn round_trips<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        v: &T,
+    ) {
+        let back: T = decode(&encode(v)).expect("decodes");
+        assert_eq!(&back, v);
+    }
+
+    proptest! {
+        #[test]
+        fn ctl_messages_round_trip(req in ctl_request(), resp in ctl_response()) {
+            round_trips(&req);
+            round_trips(&resp);
+        }
+
+        #[test]
+        fn raft_messages_round_trip(cluster_id in any::<u64>(), payload in any::<Vec<u8>>(), reason in ".*") {
+            round_trips(&RaftRequest { cluster_id, payload: payload.clone() });
+            round_trips(&RaftResponse::Ok(payload));
+            round_trips(&RaftResponse::Refused(reason));
+        }
+
+        #[test]
+        fn data_messages_round_trip(cluster_id in any::<u64>(), key in ".*", bytes in any::<Vec<u8>>(), reason in ".*") {
+            round_trips(&DataRequest::Fetch { cluster_id, key });
+            round_trips(&DataFrame::Chunk(bytes));
+            round_trips(&DataFrame::End);
+            round_trips(&DataFrame::Error(reason));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in any::<Vec<u8>>()) {
+            let _ = decode::<CtlRequest>(&bytes);
+            let _ = decode::<RaftRequest>(&bytes);
+            let _ = decode::<DataRequest>(&bytes);
+        }
+    }
+
+    #[test]
+    fn payloads_are_cbor_byte_strings() {
+        // Major type 2 (byte string) with a 1-byte length, not an array of integers.
+        let bytes = encode(&RaftResponse::Ok(vec![1, 2, 3]));
+        assert!(bytes.windows(4).any(|w| w == [0x43, 1, 2, 3]), "{bytes:x?}");
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_are_refused_before_allocating() {
+        let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        let err = crate::codec::read_raw_frame(&mut input, 1024)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("over the 1024-byte limit"),
+            "{err}"
+        );
+    }
+}
