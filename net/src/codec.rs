@@ -106,10 +106,14 @@ where
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
-        _: &Self::Protocol,
+        protocol: &Self::Protocol,
         io: &mut T,
     ) -> io::Result<Req> {
-        read_frame(io, MAX_FRAME).await
+        // libp2p's request-response drops a request that fails to decode without an event,
+        // so this is the one place that can say so.
+        read_frame(io, MAX_FRAME).await.inspect_err(|e| {
+            tracing::warn!(protocol = protocol.as_ref(), error = %e, "bad inbound request; stream closed");
+        })
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(

@@ -66,6 +66,8 @@ pub struct EventLoop {
     bootstrap: Vec<Bootstrap>,
     /// Peers whose failed handshakes were already logged (logged once each).
     logged_failures: HashSet<String>,
+    /// When Kademlia last bootstrapped (after new connections, at most every few seconds).
+    last_kad_bootstrap: Option<tokio::time::Instant>,
 }
 
 impl EventLoop {
@@ -94,6 +96,7 @@ impl EventLoop {
             answers: FuturesUnordered::new(),
             bootstrap,
             logged_failures: HashSet::new(),
+            last_kad_bootstrap: None,
         }
     }
 
@@ -222,6 +225,14 @@ impl EventLoop {
                     peer: peer_id,
                     addr,
                 });
+                // A new neighbour may know peers we do not: look them up (rate-limited).
+                if self
+                    .last_kad_bootstrap
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(3))
+                {
+                    self.last_kad_bootstrap = Some(tokio::time::Instant::now());
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,

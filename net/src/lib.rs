@@ -287,12 +287,21 @@ pub fn start(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     for addr in &config.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen {
+        swarm.listen_on(addr.clone()).map_err(|e| {
+            // Transport errors nest; the innermost one names the cause ("Address in use").
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                if !s.to_string().trim().is_empty() {
+                    message = s.to_string();
+                }
+                source = s.source();
+            }
+            NetError::Listen {
                 addr: addr.to_string(),
-                message: e.to_string(),
-            })?;
+                message,
+            }
+        })?;
     }
     let local = *swarm.local_peer_id();
     let mut control = swarm.behaviour().data.new_control();

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code for bad usage or input rejected before anything ran.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when no node of the cluster answered.
+pub const EXIT_UNREACHABLE: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,12 +26,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node of a cluster (not built yet).
-    Node,
+    /// Run a node of a cluster.
+    Node(Box<crate::daemon::NodeArgs>),
     /// Submit a job to a cluster (not built yet).
     Submit,
-    /// Show the cluster or one job (not built yet).
-    Status,
+    /// Show the cluster.
+    Status(crate::status::StatusArgs),
     /// List jobs (not built yet).
     Jobs,
     /// Fetch a job's output (not built yet).
@@ -42,6 +44,11 @@ enum Command {
     Demo,
     /// Fault-injection simulation (not built yet).
     Sim,
+    /// Write a new cluster key to FILE (give it to every node with --cluster-key).
+    Keygen {
+        /// Where to write the key (must not exist).
+        file: std::path::PathBuf,
+    },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -54,6 +61,21 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => crate::run::run(*args),
         Command::Bench(cmd) => crate::bench::run(cmd),
+        Command::Node(args) => match crate::daemon::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal node: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status(args) => crate::status::run(args),
+        Command::Keygen { file } => match crate::status::keygen(&file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal keygen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         other => {
             let name = format!("{other:?}").to_lowercase();
             eprintln!("shoal {name}: not built yet in this version of Shoal");
@@ -66,9 +88,10 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = std::env::var("SHOAL_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn".into());
+                .unwrap_or_else(|_| "warn,shoal=info,shoal_node=info,shoal_net=info,shoal_raft=info,shoal_jobs=info,libp2p_kad=error".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

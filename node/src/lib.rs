@@ -6,12 +6,31 @@
 //! # Layout
 //! - [`bench`]: `shoal bench`, benchmarks that print figures.
 //! - [`corpus`]: the seeded English-like corpus of benchmarks and the demo.
+//! - [`daemon`]: `shoal node`: start-up, the event dispatcher, shutdown.
+//! - [`node`]: a running node and its handlers for what peers send.
+//! - [`bootstrap`]: forming a cluster from identical nodes, and joining one.
+//! - [`membership`]: the leader's policy: promote learners, keep member records current.
+//! - [`rpc`]: Raft over libp2p (the raft crate's RPC trait over `shoal_net`).
+//! - [`state`]: the replicated cluster state Raft applies.
+//! - [`identity`]: the node's persistent keypair and its node id.
+//! - [`api`], [`view`]: the HTTP API and the cluster view it serves.
+//! - [`status`]: `shoal status` and `shoal keygen`.
 //! - [`cli`]: the command line (clap derive): parses, builds a config, calls the subcommand.
 //! - [`jobargs`]: the job flags shared by `shoal run` and `shoal submit`, into a `JobSpec`.
 //! - [`run`]: `shoal run`, a whole job in one process through `shoal_jobs::local`.
 
+pub mod api;
 pub mod bench;
+pub mod bootstrap;
 pub mod cli;
 pub mod corpus;
+pub mod daemon;
+pub mod identity;
 pub mod jobargs;
+pub mod membership;
+pub mod node;
+pub mod rpc;
 pub mod run;
+pub mod state;
+pub mod status;
+pub mod view;

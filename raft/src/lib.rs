@@ -107,3 +107,13 @@ pub async fn start<S: AppState, R: RaftRpc>(
     .map_err(|e| StartError::Fatal(e.to_string()))?;
     Ok((raft, applied))
 }
+
+/// Raft's metrics as they are now: role, term, leader, membership, applied position.
+pub fn metrics<S: AppState>(raft: &Raft<S>) -> Metrics {
+    use openraft::async_runtime::watch::WatchReceiver;
+    raft.metrics().borrow_watched().clone()
+}
+
+/// openraft's metrics for Shoal.
+pub type Metrics = openraft::RaftMetrics<TypeConfig>;
+pub use openraft::{ChangeMembers, ServerState};

@@ -122,6 +122,8 @@ pub fn parts(out: &Path, r: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+pub mod cluster;
+
 /// Lines of a byte buffer (without newlines).
 pub fn lines(b: &[u8]) -> Vec<Vec<u8>> {
     b.split(|&c| c == b'\n')

@@ -1,0 +1,206 @@
+//! Forming a cluster from identical nodes, and joining one.
+//!
+//! A node without a cluster first greets every peer it can reach. If one belongs to a
+//! cluster, it adopts that cluster's id and asks to join (the leader adds it as a learner).
+//! Otherwise it waits until it sees `--expect N` nodes without a cluster (itself included);
+//! the one with the smallest node id among the N smallest picks a random cluster id, asks
+//! the others to adopt it, and initializes Raft with the N as voters. If any refuses, it
+//! releases the others and tries again.
+//!
+//! The invariant: a node initializes Raft only with an empty Raft store, after every initial
+//! voter has durably adopted the cluster id — so no node ever initializes twice, and no two
+//! clusters share a node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_net::wire::{CtlRequest, CtlResponse, Hello};
+use shoal_net::{PeerRef, Transport};
+use shoal_raft::NodeInfo;
+use tracing::{info, warn};
+
+use crate::node::{Node, CTL_TIMEOUT};
+use crate::state::Command;
+
+/// How long an adopted initial voter waits for the bootstrapper before asking to join.
+const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Run until this node is a member of a cluster.
+pub async fn run(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_join = None::<Instant>;
+    loop {
+        tick.tick().await;
+        for peer in node.unknown_peers() {
+            node.greet(peer).await;
+        }
+        if node.is_member() {
+            set_status(&node, String::new());
+            return;
+        }
+        if let Some(cluster) = node.cluster_id() {
+            // Adopted, bootstrapped or joining: make sure Raft runs, then ask to join unless
+            // the bootstrapper is about to make us a voter.
+            if let Err(e) = node.start_raft().await {
+                warn!(error = %e, "cannot start raft");
+                continue;
+            }
+            let adopted = node
+                .adopted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < ADOPTED_PATIENCE);
+            if !adopted && last_join.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(2)) {
+                last_join = Some(Instant::now());
+                ask_to_join(&node, cluster).await;
+            }
+            continue;
+        }
+        let hellos = node.hellos();
+        if let Some(h) = hellos.iter().find(|h| h.cluster_id.is_some()) {
+            let cluster = h.cluster_id.expect("checked");
+            info!(cluster = format!("{cluster:016x}"), via = %h.info.peer_id, "found an existing cluster; joining it");
+            if let Err(e) = node.set_cluster_id(Some(cluster)) {
+                warn!(error = %e, "cannot record the cluster id");
+            }
+            continue;
+        }
+        let expect = node.settings.expect.max(1);
+        let mut fresh: Vec<&Hello> = hellos.iter().filter(|h| h.cluster_id.is_none()).collect();
+        fresh.sort_by_key(|h| h.node_id);
+        let seen = fresh.len() + 1;
+        if seen < expect {
+            set_status(
+                &node,
+                format!(
+                    "waiting for {} more nodes, seen {seen} of {expect}",
+                    expect - seen
+                ),
+            );
+            continue;
+        }
+        let mut chosen: Vec<(u64, NodeInfo)> = fresh
+            .iter()
+            .map(|h| {
+                (
+                    h.node_id,
+                    NodeInfo {
+                        peer_id: h.info.peer_id.clone(),
+                        addrs: h.info.addrs.clone(),
+                        http: h.info.http.clone(),
+                    },
+                )
+            })
+            .chain(std::iter::once((node.id, node.node_info())))
+            .collect();
+        chosen.sort_by_key(|(id, _)| *id);
+        chosen.truncate(expect);
+        if chosen[0].0 != node.id {
+            set_status(&node, format!("seen {seen} of {expect} nodes; waiting for node {:016x} to bootstrap the cluster", chosen[0].0));
+            continue;
+        }
+        if let Err(e) = bootstrap(&node, &chosen).await {
+            warn!(error = %e, "bootstrap attempt failed; retrying");
+        }
+    }
+}
+
+fn set_status(node: &Node, status: String) {
+    let mut s = node.status.lock().unwrap_or_else(|p| p.into_inner());
+    if *s != status {
+        if !status.is_empty() {
+            info!("{status}");
+        }
+        *s = status;
+    }
+}
+
+/// Make `chosen` (this node first) the initial voters of a new cluster.
+async fn bootstrap(node: &Arc<Node>, chosen: &[(u64, NodeInfo)]) -> anyhow::Result<()> {
+    let cluster_id = loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            break id;
+        }
+    };
+    let voters: Vec<u64> = chosen.iter().map(|(id, _)| *id).collect();
+    let mut adopted = Vec::new();
+    for (id, info) in &chosen[1..] {
+        let to = crate::rpc::peer_ref(info).map_err(anyhow::Error::msg)?;
+        match node
+            .net
+            .ctl(
+                &to,
+                CtlRequest::Adopt {
+                    cluster_id,
+                    voters: voters.clone(),
+                },
+                CTL_TIMEOUT,
+            )
+            .await
+        {
+            Ok(CtlResponse::Ok) => adopted.push(to),
+            answer => {
+                release(node, &adopted, cluster_id).await;
+                anyhow::bail!("node {id:016x} did not adopt the new cluster: {answer:?}");
+            }
+        }
+    }
+    node.set_cluster_id(Some(cluster_id))?;
+    let h = node.start_raft().await?;
+    let members: BTreeMap<u64, NodeInfo> = chosen.iter().cloned().collect();
+    info!(cluster = format!("{cluster_id:016x}"), voters = ?voters, "bootstrapping a new cluster");
+    h.raft
+        .initialize(members)
+        .await
+        .map_err(|e| anyhow::anyhow!("raft initialize: {e}"))?;
+    // Record the cluster id in the replicated state too (retry while the first election runs).
+    let cmd = shoal_raft::Cmd(shoal_net::codec::encode(&Command::Init { cluster_id }));
+    for _ in 0..50 {
+        match h.raft.client_write(cmd.clone()).await {
+            Ok(_) => break,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Ok(())
+}
+
+async fn release(node: &Node, adopted: &[PeerRef], cluster_id: u64) {
+    for to in adopted {
+        let _ = node
+            .net
+            .ctl(to, CtlRequest::Release { cluster_id }, CTL_TIMEOUT)
+            .await;
+    }
+}
+
+/// Ask a same-cluster peer to have the leader add us as a learner.
+async fn ask_to_join(node: &Node, cluster_id: u64) {
+    let members: Vec<Hello> = node
+        .hellos()
+        .into_iter()
+        .filter(|h| h.cluster_id == Some(cluster_id))
+        .collect();
+    for h in members {
+        let Ok(to) = h.info.peer_id.parse().map(|peer| PeerRef {
+            peer,
+            addrs: vec![],
+        }) else {
+            continue;
+        };
+        let req = CtlRequest::Join {
+            cluster_id,
+            node_id: node.id,
+            info: node.peer_info(),
+        };
+        match node.net.ctl(&to, req, CTL_TIMEOUT).await {
+            Ok(CtlResponse::Ok) => {
+                info!(via = %h.info.peer_id, "asked to join; the leader added this node as a learner");
+                return;
+            }
+            Ok(other) => tracing::debug!(via = %h.info.peer_id, ?other, "join not accepted yet"),
+            Err(e) => tracing::debug!(via = %h.info.peer_id, error = %e, "join request failed"),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! `shoal node`: start a node. Opens the data dir (identity, database), starts the network,
+//! then Raft once the node has a cluster (bootstrapping or joining one if not), the
+//! membership policy and the HTTP API; writes the ready file; stops on Ctrl-C or SIGTERM.
+//!
+//! Bad settings end the command with one line naming the problem and a non-zero exit.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use shoal_net::wire::PeerInfo;
+use shoal_net::{Event, Multiaddr, PreSharedKey};
+use shoal_raft::{Store, Timing};
+use tracing::{info, warn};
+
+use crate::node::{Node, Settings};
+
+/// `shoal node` flags.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Data directory: identity, Raft log, stored data.
+    #[arg(long, default_value = "./shoal-data", env = "SHOAL_DATA")]
+    pub data: PathBuf,
+    /// p2p listen multiaddr; repeatable (default: all interfaces, port 7071).
+    #[arg(
+        long,
+        env = "SHOAL_LISTEN",
+        value_delimiter = ',',
+        default_value = "/ip4/0.0.0.0/tcp/7071"
+    )]
+    pub listen: Vec<String>,
+    /// HTTP API address.
+    #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:7070")]
+    pub http: String,
+    /// A peer to dial, as a multiaddr with or without /p2p/ID; repeatable.
+    #[arg(long, env = "SHOAL_PEER", value_delimiter = ',')]
+    pub peer: Vec<String>,
+    /// Uninitialized nodes to wait for before bootstrapping a new cluster.
+    #[arg(long, env = "SHOAL_EXPECT", default_value_t = 3)]
+    pub expect: usize,
+    /// Do not discover peers by mDNS.
+    #[arg(long, env = "SHOAL_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Cluster key file (from `shoal keygen`): only nodes with the key can connect.
+    #[arg(long, env = "SHOAL_CLUSTER_KEY")]
+    pub cluster_key: Option<PathBuf>,
+    /// Write {"peer_id", "addrs", "http", "node_id"} here once listening.
+    #[arg(long, env = "SHOAL_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "SHOAL_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Raft election timeout range, ms (MIN-MAX).
+    #[arg(long, env = "SHOAL_ELECTION_MS", default_value = "300-400")]
+    pub election_ms: String,
+    /// Most voters; further members stay learners.
+    #[arg(long, env = "SHOAL_VOTERS", default_value_t = 5)]
+    pub voters: usize,
+}
+
+fn parse_election(s: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once('-')
+        .context("--election-ms takes MIN-MAX, e.g. 300-400")?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || b <= a {
+        bail!("--election-ms {s}: MIN must be positive and below MAX");
+    }
+    Ok((a, b))
+}
+
+fn parse_peer(s: &str) -> anyhow::Result<Multiaddr> {
+    s.parse::<Multiaddr>().with_context(|| {
+        format!("--peer {s:?} is not a multiaddr (expected e.g. /ip4/192.168.1.5/tcp/7071 or …/p2p/12D3Koo…)")
+    })
+}
+
+/// Hold an exclusive lock on the data dir for the life of the process.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot write to the data dir {}", dir.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "the data dir {} is in use by another shoal node",
+            dir.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Run a node until Ctrl-C or SIGTERM.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let (emin, emax) = parse_election(&args.election_ms)?;
+    let timing = Timing {
+        heartbeat_ms: args.heartbeat_ms,
+        election_min_ms: emin,
+        election_max_ms: emax,
+    };
+    if args.heartbeat_ms == 0 || args.heartbeat_ms >= emin {
+        bail!(
+            "--heartbeat-ms {} must be positive and below the election timeout ({emin} ms)",
+            args.heartbeat_ms
+        );
+    }
+    let listen = args
+        .listen
+        .iter()
+        .map(|l| {
+            l.parse::<Multiaddr>()
+                .with_context(|| format!("--listen {l:?} is not a multiaddr"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let peers = args
+        .peer
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let http: SocketAddr = args.http.parse().with_context(|| {
+        format!(
+            "--http {:?} is not an address like 127.0.0.1:7070",
+            args.http
+        )
+    })?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data dir {}", args.data.display()))?;
+    let _lock = lock_data_dir(&args.data)?;
+    let keypair = crate::identity::load_or_create(&args.data)?;
+    let store = Store::open(&args.data.join("node.redb"))?;
+    let psk = match &args.cluster_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the cluster key {}", path.display()))?;
+            let psk: PreSharedKey = text.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a cluster key ({e:?}); make one with `shoal keygen FILE`",
+                    path.display()
+                )
+            })?;
+            info!(fingerprint = %psk.fingerprint(), "cluster key loaded: only nodes with this key can connect");
+            Some(psk)
+        }
+        None => {
+            warn!("no --cluster-key: ANY host that can reach this node's port may join the cluster and run code on it; use `shoal keygen` and --cluster-key on a shared network");
+            None
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shoal-node")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let settings = Settings {
+        expect: args.expect,
+        timing,
+        voter_cap: args.voters.max(1),
+    };
+    runtime.block_on(serve(
+        args, listen, peers, http, keypair, store, psk, settings,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    args: NodeArgs,
+    listen: Vec<Multiaddr>,
+    peers: Vec<Multiaddr>,
+    http: SocketAddr,
+    keypair: shoal_net::Keypair,
+    store: Store,
+    psk: Option<PreSharedKey>,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let peer_id = keypair.public().to_peer_id();
+    let id = crate::identity::node_id(&peer_id);
+    let n_listen = listen.len();
+    let (net, mut events, event_loop) = shoal_net::start(shoal_net::Config {
+        keypair,
+        listen,
+        peers,
+        mdns: !args.no_mdns,
+        psk,
+    })?;
+    tokio::spawn(event_loop.run());
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("cannot listen on --http {http}"))?;
+    let http_addr = listener.local_addr()?.to_string();
+
+    // Learn the listen addresses (port 0 becomes a real port) before telling anyone.
+    let mut early = Vec::new();
+    let mut addrs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while addrs.len() < n_listen {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Listening { addr })) => addrs.push(addr.to_string()),
+            Ok(Some(other)) => early.push(other),
+            Ok(None) => bail!("the network stopped while starting"),
+            Err(_) => bail!("the node did not start listening within 10 s"),
+        }
+    }
+    let info = PeerInfo {
+        peer_id: peer_id.to_string(),
+        addrs: addrs.clone(),
+        http: http_addr.clone(),
+    };
+    let node = Arc::new(Node::new(id, peer_id, info, store, net, settings)?);
+    if node.cluster_id().is_some() {
+        node.start_raft().await?;
+    }
+    info!(node = %crate::view::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
+
+    let dispatcher = Arc::clone(&node);
+    tokio::spawn(async move {
+        for e in early {
+            dispatch(&dispatcher, e);
+        }
+        while let Some(e) = events.recv().await {
+            dispatch(&dispatcher, e);
+        }
+    });
+    tokio::spawn(crate::bootstrap::run(Arc::clone(&node)));
+    tokio::spawn(crate::membership::run(Arc::clone(&node)));
+
+    if let Some(path) = &args.ready_file {
+        let ready = serde_json::json!({
+            "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::view::hex(id),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, ready.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    axum::serve(listener, crate::api::router(Arc::clone(&node)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    info!("shutting down");
+    if let Some(h) = node.raft.get() {
+        let _ = h.raft.shutdown().await;
+    }
+    Ok(())
+}
+
+fn dispatch(node: &Arc<Node>, e: Event) {
+    match e {
+        Event::Listening { addr } => {
+            let mut info = node.info.write().unwrap_or_else(|p| p.into_inner());
+            let a = addr.to_string();
+            if !info.addrs.contains(&a) {
+                info.addrs.push(a);
+            }
+        }
+        Event::Connected { peer, .. } => {
+            node.set_connected(peer, true);
+            let node = Arc::clone(node);
+            tokio::spawn(async move { node.greet(peer).await });
+        }
+        Event::Disconnected { peer } => node.set_connected(peer, false),
+        Event::Seen { peer } => node.seen(peer),
+        Event::Raft {
+            peer,
+            request,
+            reply,
+        } => {
+            let node = Arc::clone(node);
+            tokio::spawn(async move {
+                let _ = reply.send(node.on_raft(peer, request).await);
+            });
+        }
+        Event::Ctl {
+            peer,
+            request,
+            reply,
+        } => {
+            let node = Arc::clone(node);
+            tokio::spawn(async move {
+                let _ = reply.send(node.on_ctl(peer, request).await);
+            });
+        }
+        Event::Data {
+            peer,
+            request,
+            stream,
+        } => {
+            let node = Arc::clone(node);
+            tokio::spawn(async move { node.on_data(peer, request, stream).await });
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return ctrl_c.await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

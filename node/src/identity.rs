@@ -1,0 +1,39 @@
+//! A node's identity: an ed25519 keypair kept in its data dir, so its PeerId — and the Raft
+//! node id derived from it — are the same across restarts.
+
+use std::path::Path;
+
+use anyhow::Context;
+use shoal_net::{Keypair, PeerId};
+
+const KEY_FILE: &str = "identity.key";
+
+/// Load the keypair from `dir`, or create and save a new one.
+pub fn load_or_create(dir: &Path) -> anyhow::Result<Keypair> {
+    let path = dir.join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is not a Shoal identity key (corrupt?)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key
+                .to_protobuf_encoding()
+                .context("encoding the new identity key")?;
+            let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            }
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The Raft node id of a peer: 64-bit FNV-1a of its PeerId bytes. Stable, and the same
+/// on every node, so ids can be computed from a PeerId alone.
+pub fn node_id(peer: &PeerId) -> u64 {
+    shoal_jobs::partition::stable_hash(&peer.to_bytes())
+}

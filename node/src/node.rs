@@ -1,0 +1,428 @@
+//! A running node: its identity, database, network client, Raft (once it has a cluster) and
+//! what it knows of its peers; and the handlers for everything peers send it.
+//!
+//! The invariant: the cluster id is persisted before Raft starts, Raft starts at most once,
+//! and nothing from a node of another cluster reaches Raft.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use shoal_net::wire::{
+    CtlRequest, CtlResponse, DataFrame, DataRequest, Hello, PeerInfo, RaftRequest, RaftResponse,
+};
+use shoal_net::{codec, Client, PeerId, PeerRef, Stream, Transport};
+use shoal_raft::{Applied, NodeInfo, Raft, Store, Timing};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::rpc::{answer_raft, peer_ref, NetRpc};
+use crate::state::ClusterState;
+
+/// Metadata key of the cluster id in the node's database.
+pub const CLUSTER_ID_KEY: &str = "node.cluster_id";
+
+/// Timeout of control requests.
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Raft, once started.
+pub struct RaftHandle {
+    /// The Raft node.
+    pub raft: Raft<ClusterState>,
+    /// The applied state.
+    pub applied: Arc<RwLock<Applied<ClusterState>>>,
+}
+
+/// What this node knows about a peer.
+#[derive(Debug, Default, Clone)]
+pub struct PeerEntry {
+    /// Its last hello.
+    pub hello: Option<Hello>,
+    /// An open connection.
+    pub connected: bool,
+    /// Last sign of life (ping, message).
+    pub last_seen: Option<Instant>,
+    /// Its cluster, when it is not ours.
+    pub foreign: Option<u64>,
+}
+
+/// Settings the node's loops need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Uninitialized nodes to wait for before bootstrapping a new cluster.
+    pub expect: usize,
+    /// Raft timing.
+    pub timing: Timing,
+    /// Most voters; more members stay learners.
+    pub voter_cap: usize,
+}
+
+/// A running node.
+pub struct Node {
+    /// Raft node id.
+    pub id: u64,
+    /// libp2p identity.
+    pub peer_id: PeerId,
+    /// Listen addresses and HTTP address.
+    pub info: RwLock<PeerInfo>,
+    /// The node's database.
+    pub store: Store,
+    /// The network.
+    pub net: Client,
+    /// The cluster id, once bootstrapped, adopted or joined.
+    pub cluster: Arc<RwLock<Option<u64>>>,
+    /// Raft, once started.
+    pub raft: OnceCell<RaftHandle>,
+    /// Known peers.
+    pub peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
+    /// Settings.
+    pub settings: Settings,
+    /// What the node is doing before it has a cluster ("waiting for 2 more nodes…").
+    pub status: Mutex<String>,
+    /// Set while a bootstrapper has made us an initial voter (so we do not also ask to join).
+    pub adopted: Mutex<Option<Instant>>,
+    logged: Mutex<HashSet<String>>,
+}
+
+impl Node {
+    /// A node; Raft is not started yet.
+    pub fn new(
+        id: u64,
+        peer_id: PeerId,
+        info: PeerInfo,
+        store: Store,
+        net: Client,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let cluster = store
+            .get_meta(CLUSTER_ID_KEY)?
+            .map(|b| b.as_slice().try_into().map(u64::from_be_bytes))
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("the node's database holds a malformed cluster id"))?;
+        Ok(Node {
+            id,
+            peer_id,
+            info: RwLock::new(info),
+            store,
+            net,
+            cluster: Arc::new(RwLock::new(cluster)),
+            raft: OnceCell::new(),
+            peers: Mutex::new(BTreeMap::new()),
+            settings,
+            status: Mutex::new(String::new()),
+            adopted: Mutex::new(None),
+            logged: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The cluster id, if any.
+    pub fn cluster_id(&self) -> Option<u64> {
+        *self.cluster.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Persist and adopt a cluster id.
+    pub fn set_cluster_id(&self, id: Option<u64>) -> anyhow::Result<()> {
+        self.store.put_meta(
+            CLUSTER_ID_KEY,
+            id.map(u64::to_be_bytes).as_ref().map(|b| &b[..]),
+        )?;
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = id;
+        Ok(())
+    }
+
+    /// This node's own info.
+    pub fn peer_info(&self) -> PeerInfo {
+        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This node as a Raft membership record.
+    pub fn node_info(&self) -> NodeInfo {
+        let i = self.peer_info();
+        NodeInfo {
+            peer_id: i.peer_id,
+            addrs: i.addrs,
+            http: i.http,
+        }
+    }
+
+    /// What this node says about itself.
+    pub fn hello(&self) -> Hello {
+        Hello {
+            node_id: self.id,
+            info: self.peer_info(),
+            cluster_id: self.cluster_id(),
+        }
+    }
+
+    /// Start Raft (once); requires a cluster id.
+    pub async fn start_raft(&self) -> anyhow::Result<&RaftHandle> {
+        self.raft
+            .get_or_try_init(|| async {
+                let rpc = NetRpc {
+                    net: self.net.clone(),
+                    cluster: Arc::clone(&self.cluster),
+                };
+                let (raft, applied) =
+                    shoal_raft::start(self.id, &self.store, self.settings.timing, rpc).await?;
+                info!(node = self.id, cluster = ?self.cluster_id(), "raft started");
+                Ok::<_, anyhow::Error>(RaftHandle { raft, applied })
+            })
+            .await
+    }
+
+    /// Log `message` once per `key` (foreign peers, refused handshakes).
+    pub fn warn_once(&self, key: String, message: impl FnOnce() -> String) {
+        if self
+            .logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+        {
+            warn!("{} (logged once)", message());
+        }
+    }
+
+    fn with_peer<T>(&self, peer: PeerId, f: impl FnOnce(&mut PeerEntry) -> T) -> T {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        f(peers.entry(peer).or_default())
+    }
+
+    /// The peer is alive.
+    pub fn seen(&self, peer: PeerId) {
+        self.with_peer(peer, |p| p.last_seen = Some(Instant::now()));
+    }
+
+    /// A connection to the peer opened or closed.
+    pub fn set_connected(&self, peer: PeerId, connected: bool) {
+        self.with_peer(peer, |p| {
+            p.connected = connected;
+            if connected {
+                p.last_seen = Some(Instant::now());
+            }
+        });
+    }
+
+    fn note_foreign(&self, peer: PeerId, theirs: u64, ours: u64) {
+        self.with_peer(peer, |p| p.foreign = Some(theirs));
+        self.warn_once(format!("foreign {peer}"), || {
+            format!("refusing peer {peer}: it belongs to cluster {theirs:016x}, this node to cluster {ours:016x}")
+        });
+    }
+
+    /// Exchange hellos with `peer`: learn its id, addresses and cluster.
+    pub async fn greet(&self, peer: PeerId) {
+        let to = PeerRef {
+            peer,
+            addrs: vec![],
+        };
+        match self
+            .net
+            .ctl(&to, CtlRequest::Hello(self.hello()), CTL_TIMEOUT)
+            .await
+        {
+            Ok(CtlResponse::Hello(h)) => self.record_hello(peer, h),
+            Ok(CtlResponse::Refused(why)) => {
+                if let (Some(ours), Some(theirs)) = (self.cluster_id(), parse_foreign(&why)) {
+                    self.note_foreign(peer, theirs, ours);
+                }
+            }
+            Ok(other) => warn!(%peer, ?other, "unexpected answer to hello"),
+            Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
+        }
+    }
+
+    fn record_hello(&self, peer: PeerId, h: Hello) {
+        if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
+            if ours != theirs {
+                self.note_foreign(peer, theirs, ours);
+                return;
+            }
+        }
+        self.with_peer(peer, |p| {
+            p.hello = Some(h);
+            p.foreign = None;
+            p.last_seen = Some(Instant::now());
+        });
+    }
+
+    /// Answer an inbound Raft RPC.
+    pub async fn on_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
+        let Some(ours) = self.cluster_id() else {
+            return RaftResponse::Refused("this node has no cluster yet".into());
+        };
+        if req.cluster_id != ours {
+            self.note_foreign(peer, req.cluster_id, ours);
+            return RaftResponse::Refused(foreign_reason(ours));
+        }
+        self.seen(peer);
+        match self.start_raft().await {
+            Ok(h) => answer_raft(&h.raft, &req).await,
+            Err(e) => RaftResponse::Refused(format!("raft is not running here: {e}")),
+        }
+    }
+
+    /// Answer an inbound control request.
+    pub async fn on_ctl(&self, peer: PeerId, req: CtlRequest) -> CtlResponse {
+        self.seen(peer);
+        match req {
+            CtlRequest::Hello(h) => {
+                if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
+                    if ours != theirs {
+                        self.note_foreign(peer, theirs, ours);
+                        return CtlResponse::Refused(foreign_reason(ours));
+                    }
+                }
+                self.record_hello(peer, h);
+                CtlResponse::Hello(self.hello())
+            }
+            CtlRequest::Adopt { cluster_id, voters } => self.on_adopt(cluster_id, &voters),
+            CtlRequest::Release { cluster_id } => {
+                if self.cluster_id() == Some(cluster_id) && self.raft.get().is_none() {
+                    info!(
+                        cluster = format!("{cluster_id:016x}"),
+                        "bootstrap aborted by its initiator; forgetting the cluster id"
+                    );
+                    *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    if let Err(e) = self.set_cluster_id(None) {
+                        return CtlResponse::Refused(e.to_string());
+                    }
+                }
+                CtlResponse::Ok
+            }
+            CtlRequest::Join {
+                cluster_id,
+                node_id,
+                info,
+            } => self.on_join(cluster_id, node_id, info).await,
+        }
+    }
+
+    fn on_adopt(&self, cluster_id: u64, voters: &[u64]) -> CtlResponse {
+        match self.cluster_id() {
+            Some(c) if c == cluster_id => CtlResponse::Ok,
+            Some(c) => CtlResponse::Refused(foreign_reason(c)),
+            None if !voters.contains(&self.id) => {
+                CtlResponse::Refused("this node is not among the voters".into())
+            }
+            None => match self.store.has_raft_state() {
+                Ok(true) => CtlResponse::Refused("this node already has Raft state".into()),
+                Err(e) => CtlResponse::Refused(e.to_string()),
+                Ok(false) => match self.set_cluster_id(Some(cluster_id)) {
+                    Ok(()) => {
+                        info!(
+                            cluster = format!("{cluster_id:016x}"),
+                            "adopted as an initial voter of a new cluster"
+                        );
+                        *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Instant::now());
+                        CtlResponse::Ok
+                    }
+                    Err(e) => CtlResponse::Refused(e.to_string()),
+                },
+            },
+        }
+    }
+
+    async fn on_join(&self, cluster_id: u64, node_id: u64, info: PeerInfo) -> CtlResponse {
+        let Some(ours) = self.cluster_id() else {
+            return CtlResponse::Refused("this node has no cluster yet".into());
+        };
+        if cluster_id != ours {
+            return CtlResponse::Refused(foreign_reason(ours));
+        }
+        let Some(h) = self.raft.get() else {
+            return CtlResponse::Refused("raft is not running here yet".into());
+        };
+        let metrics = shoal_raft::metrics(&h.raft);
+        match metrics.current_leader {
+            Some(leader) if leader == self.id => {
+                let node = NodeInfo {
+                    peer_id: info.peer_id,
+                    addrs: info.addrs,
+                    http: info.http,
+                };
+                match h.raft.add_learner(node_id, node, false).await {
+                    Ok(_) => {
+                        info!(joiner = node_id, "added a learner");
+                        CtlResponse::Ok
+                    }
+                    Err(e) => CtlResponse::Refused(format!("adding the learner failed: {e}")),
+                }
+            }
+            Some(leader) => {
+                let Some(to) = metrics
+                    .membership_config
+                    .get_node(&leader)
+                    .and_then(|n| peer_ref(n).ok())
+                else {
+                    return CtlResponse::Refused("the leader's address is unknown".into());
+                };
+                let fwd = CtlRequest::Join {
+                    cluster_id,
+                    node_id,
+                    info,
+                };
+                self.net
+                    .ctl(&to, fwd, CTL_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|e| CtlResponse::Refused(e.to_string()))
+            }
+            None => CtlResponse::Refused("no leader yet".into()),
+        }
+    }
+
+    /// Answer a data stream. No objects exist before distributed jobs store some.
+    pub async fn on_data(&self, peer: PeerId, req: DataRequest, mut stream: Stream) {
+        let DataRequest::Fetch { cluster_id, key } = req;
+        let answer = match self.cluster_id() {
+            Some(ours) if ours == cluster_id => {
+                DataFrame::Error(format!("no object {key:?} on this node"))
+            }
+            Some(ours) => {
+                self.note_foreign(peer, cluster_id, ours);
+                DataFrame::Error(foreign_reason(ours))
+            }
+            None => DataFrame::Error("this node has no cluster yet".into()),
+        };
+        let _ = codec::write_frame(&mut stream, &answer).await;
+    }
+
+    /// Whether Raft's membership includes this node.
+    pub fn is_member(&self) -> bool {
+        self.raft.get().is_some_and(|h| {
+            let m = shoal_raft::metrics(&h.raft).membership_config;
+            let member = m.nodes().any(|(id, _)| *id == self.id);
+            member
+        })
+    }
+
+    /// Hellos of connected, same-cluster-or-none peers.
+    pub fn hellos(&self) -> Vec<Hello> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .values()
+            .filter(|p| p.connected && p.foreign.is_none())
+            .filter_map(|p| p.hello.clone())
+            .collect()
+    }
+
+    /// Connected peers with no hello yet.
+    pub fn unknown_peers(&self) -> Vec<PeerId> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.hello.is_none() && p.foreign.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+/// The refusal sent to a node of another cluster (it names ours, so the other side can log it).
+pub fn foreign_reason(ours: u64) -> String {
+    format!("foreign cluster: this node belongs to cluster {ours:016x}")
+}
+
+fn parse_foreign(why: &str) -> Option<u64> {
+    let hex = why.strip_prefix("foreign cluster: this node belongs to cluster ")?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}

@@ -1,0 +1,87 @@
+//! Raft over libp2p: [`NetRpc`] implements the raft crate's RPC trait with `/shoal/raft/1`
+//! requests that carry the cluster id; [`answer_raft`] serves inbound ones.
+//!
+//! The invariant: a Raft message from another cluster, or for a node that has no cluster
+//! yet, is refused without touching Raft.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_net::wire::{RaftRequest, RaftResponse};
+use shoal_net::{codec, Client, Multiaddr, PeerId, PeerRef, Transport};
+use shoal_raft::{NodeId, NodeInfo, RaftRpc, RpcError, RpcKind};
+
+use crate::state::ClusterState;
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    kind: RpcKind,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+/// Where a node listed in the membership can be reached.
+pub fn peer_ref(info: &NodeInfo) -> Result<PeerRef, String> {
+    let peer: PeerId = info
+        .peer_id
+        .parse()
+        .map_err(|e| format!("bad peer id {:?}: {e}", info.peer_id))?;
+    let addrs = info
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .collect();
+    Ok(PeerRef { peer, addrs })
+}
+
+/// Raft's RPCs over the libp2p client.
+#[derive(Clone)]
+pub struct NetRpc {
+    pub(crate) net: Client,
+    pub(crate) cluster: Arc<RwLock<Option<u64>>>,
+}
+
+impl RaftRpc for NetRpc {
+    async fn call(
+        &self,
+        _target: NodeId,
+        node: &NodeInfo,
+        kind: RpcKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        let cluster_id = self
+            .cluster
+            .read()
+            .ok()
+            .and_then(|c| *c)
+            .ok_or_else(|| RpcError::Unreachable("this node has no cluster id yet".into()))?;
+        let to = peer_ref(node).map_err(RpcError::Unreachable)?;
+        let req = RaftRequest {
+            cluster_id,
+            payload: codec::encode(&Payload { kind, body }),
+        };
+        match self
+            .net
+            .raft(&to, req, timeout.min(Duration::from_secs(30)))
+            .await
+        {
+            Ok(RaftResponse::Ok(bytes)) => Ok(bytes),
+            Ok(RaftResponse::Refused(why)) => Err(RpcError::Refused(why)),
+            Err(e) => Err(RpcError::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// Answer an inbound Raft request addressed to `raft` (already checked for the cluster id).
+pub async fn answer_raft(raft: &shoal_raft::Raft<ClusterState>, req: &RaftRequest) -> RaftResponse {
+    let payload: Payload = match codec::decode(&req.payload) {
+        Ok(p) => p,
+        Err(e) => return RaftResponse::Refused(format!("malformed Raft payload: {e}")),
+    };
+    match shoal_raft::handle_rpc(raft, payload.kind, &payload.body).await {
+        Ok(bytes) => RaftResponse::Ok(bytes),
+        Err(e) => RaftResponse::Refused(e.to_string()),
+    }
+}

@@ -1,0 +1,155 @@
+//! `shoal status` and `shoal keygen`. The status client tries each `--node` in turn and
+//! exits 3 when none answers.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::EXIT_UNREACHABLE;
+use crate::view::ClusterView;
+
+/// Which nodes a client talks to.
+#[derive(Debug, Args, Clone)]
+pub struct NodeUrls {
+    /// A node's HTTP address; repeatable — the next is tried when one does not answer.
+    #[arg(
+        long = "node",
+        env = "SHOAL_NODE",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub nodes: Vec<String>,
+}
+
+/// `shoal status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    nodes: NodeUrls,
+    /// Print the JSON of GET /api/v1/cluster.
+    #[arg(long)]
+    json: bool,
+}
+
+/// GET `path` from the first node that answers; the body and the node's URL.
+pub fn get(nodes: &NodeUrls, path: &str) -> Result<(String, String), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    for n in &nodes.nodes {
+        let base = if n.starts_with("http://") || n.starts_with("https://") {
+            n.clone()
+        } else {
+            format!("http://{n}")
+        };
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let r = runtime.block_on(async {
+            let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp.text().await.map_err(|e| e.to_string())?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(format!("HTTP {status}: {body}"))
+            }
+        });
+        match r {
+            Ok(body) => return Ok((body, base)),
+            Err(e) => errors.push(format!("{base}: {e}")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Run `shoal status`.
+pub fn run(args: StatusArgs) -> ExitCode {
+    let (body, _) = match get(&args.nodes, "/api/v1/cluster") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("shoal status: could not reach the cluster: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    if args.json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<ClusterView>(&body) {
+        Ok(v) => {
+            print_view(&v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal status: unexpected answer from the node: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
+fn print_view(v: &ClusterView) {
+    match &v.cluster_id {
+        Some(c) => println!(
+            "cluster {c}   term {}   applied {} (term {})   state {}",
+            v.term, v.applied.index, v.applied.term, v.state_hash
+        ),
+        None => println!(
+            "no cluster yet{}",
+            v.status
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ),
+    }
+    match &v.leader {
+        Some(l) => println!("manager (leader): {}  {}", l.id, l.http),
+        None => println!("manager (leader): none yet"),
+    }
+    println!(
+        "{:<17} {:<10} {:<10} {:<10} {:>10}  HTTP",
+        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)"
+    );
+    for n in &v.nodes {
+        let me = if n.id == v.this.id { "*" } else { " " };
+        println!(
+            "{}{:<16} {:<10} {:<10} {:<10} {:>10}  {}",
+            me,
+            n.id,
+            n.membership.as_deref().unwrap_or("-"),
+            n.state,
+            if n.reachable { "yes" } else { "no" },
+            n.last_seen_ms_ago
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "-".into()),
+            n.http
+        );
+    }
+}
+
+/// Write a new cluster key to `path` (refusing to overwrite one).
+pub fn keygen(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let key = shoal_net::PreSharedKey::new(bytes);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    writeln!(f, "{key}")?;
+    eprintln!(
+        "wrote a cluster key to {} (fingerprint {}); give it to every node with --cluster-key",
+        path.display(),
+        key.fingerprint()
+    );
+    Ok(())
+}

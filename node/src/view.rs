@@ -1,0 +1,189 @@
+//! The cluster as the HTTP API shows it (`GET /api/v1/cluster`, `shoal status --json`).
+//! Ids are strings: JavaScript cannot hold a u64.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use shoal_net::PeerId;
+use shoal_raft::ServerState;
+
+use crate::node::Node;
+
+/// One node of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Raft node id (16 hex digits).
+    pub id: String,
+    /// libp2p PeerId.
+    pub peer_id: String,
+    /// Listen multiaddrs.
+    pub addrs: Vec<String>,
+    /// HTTP API address.
+    pub http: String,
+    /// "voter" or "learner"; null when not a member (yet).
+    pub membership: Option<String>,
+    /// "leader", "follower", "candidate", "learner" or "unknown".
+    pub state: String,
+    /// Whether this node can reach it now.
+    pub reachable: bool,
+    /// Milliseconds since its last sign of life, as seen from this node.
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+/// A log position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPos {
+    /// Index.
+    pub index: u64,
+    /// Term.
+    pub term: u64,
+}
+
+/// The whole cluster, as seen from one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Cluster id (16 hex digits); null before the node has one.
+    pub cluster_id: Option<String>,
+    /// The node answering.
+    pub this: NodeView,
+    /// The current leader (the manager), if known.
+    pub leader: Option<NodeView>,
+    /// Current Raft term.
+    pub term: u64,
+    /// Last applied log position.
+    pub applied: LogPos,
+    /// Hash of the applied state: equal on nodes that applied the same log.
+    pub state_hash: String,
+    /// Every member (and this node, even before it is one).
+    pub nodes: Vec<NodeView>,
+    /// What the node is waiting for, before it has a cluster.
+    pub status: Option<String>,
+}
+
+/// Hex form of ids.
+pub fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Build the view from the node's Raft metrics and peer table.
+pub fn cluster_view(node: &Node) -> ClusterView {
+    let me = node.peer_info();
+    let peers = node.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let seen = |peer_id: &str| -> (bool, Option<u64>) {
+        let Ok(pid) = peer_id.parse::<PeerId>() else {
+            return (false, None);
+        };
+        match peers.get(&pid) {
+            Some(p) => {
+                let ago = p
+                    .last_seen
+                    .map(|t| Instant::now().duration_since(t).as_millis() as u64);
+                (p.connected && ago.is_some_and(|a| a < 5000), ago)
+            }
+            None => (false, None),
+        }
+    };
+    let status = node
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut this = NodeView {
+        id: hex(node.id),
+        peer_id: me.peer_id.clone(),
+        addrs: me.addrs.clone(),
+        http: me.http.clone(),
+        membership: None,
+        state: "unknown".into(),
+        reachable: true,
+        last_seen_ms_ago: Some(0),
+    };
+    let Some(h) = node.raft.get() else {
+        return ClusterView {
+            cluster_id: node.cluster_id().map(hex),
+            this: this.clone(),
+            leader: None,
+            term: 0,
+            applied: LogPos { index: 0, term: 0 },
+            state_hash: String::new(),
+            nodes: vec![this],
+            status: Some(status).filter(|s| !s.is_empty()),
+        };
+    };
+    let metrics = shoal_raft::metrics(&h.raft);
+    let m = metrics.membership_config.membership().clone();
+    let voters: Vec<u64> = m.voter_ids().collect();
+    let role = |id: u64| -> Option<String> {
+        if voters.contains(&id) {
+            Some("voter".into())
+        } else if m.get_node(&id).is_some() {
+            Some("learner".into())
+        } else {
+            None
+        }
+    };
+    this.membership = role(node.id);
+    this.state = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "unknown",
+    }
+    .into();
+    let mut nodes = Vec::new();
+    for (id, info) in m.nodes() {
+        if *id == node.id {
+            nodes.push(this.clone());
+            continue;
+        }
+        let (reachable, ago) = seen(&info.peer_id);
+        let membership = role(*id);
+        let state = if !reachable {
+            "unknown"
+        } else if metrics.current_leader == Some(*id) {
+            "leader"
+        } else if membership.as_deref() == Some("voter") {
+            "follower"
+        } else {
+            "learner"
+        };
+        nodes.push(NodeView {
+            id: hex(*id),
+            peer_id: info.peer_id.clone(),
+            addrs: info.addrs.clone(),
+            http: info.http.clone(),
+            membership,
+            state: state.into(),
+            reachable,
+            last_seen_ms_ago: ago,
+        });
+    }
+    if !nodes.iter().any(|n| n.id == this.id) {
+        nodes.push(this.clone());
+    }
+    let leader = metrics
+        .current_leader
+        .and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
+    let (state_hash, applied) = {
+        let a = h.applied.read().unwrap_or_else(|p| p.into_inner());
+        let bytes = shoal_net::codec::encode(&a.state);
+        let pos = a
+            .last_applied
+            .map_or(LogPos { index: 0, term: 0 }, |l| LogPos {
+                index: l.index,
+                term: l.leader_id.term,
+            });
+        (hex(shoal_jobs::partition::stable_hash(&bytes)), pos)
+    };
+    ClusterView {
+        cluster_id: node.cluster_id().map(hex),
+        this,
+        leader,
+        term: metrics.current_term,
+        applied,
+        state_hash,
+        nodes,
+        status: Some(status).filter(|s| !s.is_empty()),
+    }
+}

@@ -1,0 +1,238 @@
+//! The foundation, end to end: real `shoal node` processes on 127.0.0.1 form a cluster, elect
+//! a manager, fail over when it is killed, take back a restarted node, admit a new one, and
+//! refuse a node of another cluster. One test at a time (they share two cores).
+
+mod common;
+
+use std::time::Instant;
+
+use common::cluster::*;
+
+#[test]
+fn three_nodes_elect_one_leader_fail_over_and_take_a_restarted_node_back() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &["--expect", "3"]);
+
+    // 1. One cluster: every node names the same leader and three voters.
+    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let before = nodes[0].cluster().unwrap();
+    let cluster_id = before["cluster_id"].as_str().unwrap().to_string();
+    for n in &nodes {
+        let v = n.cluster().unwrap();
+        assert_eq!(
+            v["cluster_id"].as_str(),
+            Some(cluster_id.as_str()),
+            "{} is in another cluster",
+            n.name
+        );
+    }
+    let bootstraps: usize = nodes
+        .iter()
+        .map(|n| n.log_text().matches("bootstrapping a new cluster").count())
+        .sum();
+    assert_eq!(bootstraps, 1, "exactly one node initializes the cluster");
+
+    // 2. kill -9 the leader: the survivors elect a new one.
+    let li = nodes
+        .iter()
+        .position(|n| n.node_id == leader)
+        .expect("the leader is one of ours");
+    let applied_before = nodes[li].cluster().unwrap()["applied"]["index"]
+        .as_u64()
+        .unwrap();
+    let killed_at = Instant::now();
+    nodes[li].kill();
+    let survivors: Vec<&NodeProc> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != li)
+        .map(|(_, n)| n)
+        .collect();
+    let new_leader = wait_for(30, "a new leader on both survivors", || {
+        let a = leader_of(survivors[0])?;
+        (a != leader && leader_of(survivors[1]).as_deref() == Some(a.as_str())).then_some(a)
+    });
+    println!(
+        "new leader visible on both survivors {:.0} ms after kill -9",
+        killed_at.elapsed().as_secs_f64() * 1e3
+    );
+
+    // Restart it with the same data dir: it rejoins as a follower with its old log.
+    let log_before_restart = nodes[li].log_text().len();
+    nodes[li].restart();
+    let v = wait_for(30, "the restarted node to answer", || nodes[li].cluster());
+    assert_eq!(
+        v["cluster_id"].as_str(),
+        Some(cluster_id.as_str()),
+        "a restarted node keeps its cluster"
+    );
+    assert!(
+        v["applied"]["index"].as_u64().unwrap() >= applied_before,
+        "it reopened its log: {v}"
+    );
+    let agreed = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    assert_eq!(
+        agreed, new_leader,
+        "the restarted node did not disturb the new leader"
+    );
+    let v = nodes[li].cluster().unwrap();
+    assert_eq!(v["this"]["state"].as_str(), Some("follower"));
+    assert_eq!(
+        nodes[li].log_text()[log_before_restart..]
+            .matches("bootstrapping a new cluster")
+            .count(),
+        0,
+        "a restarted node must never initialize again"
+    );
+}
+
+#[test]
+fn a_fourth_node_with_one_peer_joins_as_learner_and_is_promoted() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &["--expect", "3"]);
+    wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let fourth = NodeProc::start(dir.path(), "n4", &["--peer".into(), nodes[1].peer_addr()]);
+    nodes.push(fourth);
+    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 4, 60);
+    let leader_log = nodes
+        .iter()
+        .find(|n| n.node_id == leader)
+        .unwrap()
+        .log_text();
+    assert!(
+        leader_log.contains("added a learner"),
+        "the leader added it as a learner first:\n{leader_log}"
+    );
+    assert!(
+        leader_log.contains("promoting a learner to voter"),
+        "then promoted it:\n{leader_log}"
+    );
+    let v = nodes[3].cluster().unwrap();
+    assert_eq!(v["cluster_id"], nodes[0].cluster().unwrap()["cluster_id"]);
+}
+
+#[test]
+fn a_node_of_another_cluster_is_refused_and_changes_nothing() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    let b_dir = dir.path().join("b");
+    let mut a = start_cluster(&a_dir, 3, &["--expect", "3"]);
+    let b = start_cluster(&b_dir, 3, &["--expect", "3"]);
+    let a_leader = wait_agreed(&a.iter().collect::<Vec<_>>(), 3, 60);
+    let b_leader = wait_agreed(&b.iter().collect::<Vec<_>>(), 3, 60);
+    let a_view = a[0].cluster().unwrap();
+    let b_view = b[0].cluster().unwrap();
+    assert_ne!(a_view["cluster_id"], b_view["cluster_id"]);
+
+    // Restart a member of A with B's first node as an extra --peer.
+    a[2].kill();
+    a[2].args.push("--peer".into());
+    a[2].args.push(b[0].peer_addr());
+    a[2].restart();
+    let b_log = || b.iter().map(|n| n.log_text()).collect::<String>();
+    wait_for(30, "B to refuse A's node", || {
+        b_log().contains("refusing peer").then_some(())
+    });
+    wait_agreed(&a.iter().collect::<Vec<_>>(), 3, 60);
+    // Neither cluster changed: same ids, same voters, same leaders.
+    assert_eq!(wait_agreed(&b.iter().collect::<Vec<_>>(), 3, 30), b_leader);
+    let a_now = a[0].cluster().unwrap();
+    let b_now = b[0].cluster().unwrap();
+    assert_eq!(a_now["cluster_id"], a_view["cluster_id"]);
+    assert_eq!(b_now["cluster_id"], b_view["cluster_id"]);
+    assert_eq!(members(&a_now, "voter"), members(&a_view, "voter"));
+    assert_eq!(members(&b_now, "voter"), members(&b_view, "voter"));
+    assert_eq!(
+        leader_of(&a[0]).map(|l| l == a_leader || members(&a_now, "voter").contains(&l)),
+        Some(true)
+    );
+    // Logged once per peer by each node that met it, not on every message.
+    let a2 = &a[2].peer_id;
+    for n in &b {
+        let log = n.log_text();
+        let refusals = log
+            .lines()
+            .filter(|l| l.contains("refusing peer") && l.contains(a2.as_str()))
+            .count();
+        assert!(
+            refusals <= 1,
+            "{} logged the refusal {refusals} times:\n{log}",
+            n.name
+        );
+    }
+}
+
+#[test]
+fn bad_settings_end_the_node_with_one_clear_line() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("node")
+            .args([
+                "--no-mdns",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let data = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+
+    let (code, err) = run(&["--data", &data("p"), "--peer", "not-a-multiaddr"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--peer \"not-a-multiaddr\" is not a multiaddr"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let (code, err) = run(&["--data", &dir.path().join("file/sub").to_string_lossy()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot create the data dir"), "{err}");
+
+    std::fs::create_dir_all(dir.path().join("corrupt")).unwrap();
+    std::fs::write(
+        dir.path().join("corrupt/node.redb"),
+        b"definitely not a redb database file",
+    )
+    .unwrap();
+    let (code, err) = run(&["--data", &data("corrupt")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("node.redb"), "{err}");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let (code, err) = run(&[
+        "--data",
+        &data("port"),
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains(&port.to_string()),
+        "the error names the port: {err}"
+    );
+
+    let (code, err2) = run(&["--data", &data("q"), "--election-ms", "400-300"]);
+    assert_eq!(code, Some(1));
+    assert!(err2.contains("--election-ms"), "{err2}");
+
+    for e in [&err, &err2] {
+        assert!(
+            !e.contains("panicked") && e.trim().lines().count() <= 2,
+            "one clear line, no backtrace: {e}"
+        );
+    }
+}

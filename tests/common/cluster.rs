@@ -1,0 +1,237 @@
+//! Real `shoal node` processes on 127.0.0.1 (port 0, mDNS off) for end-to-end tests.
+//! Tests wait on events — the ready file, the HTTP API answering what they expect — with
+//! deadlines, never on fixed sleeps.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// End-to-end cluster tests run one at a time (they share two cores).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A `shoal node` process.
+pub struct NodeProc {
+    /// Short name for messages.
+    pub name: String,
+    /// Its data dir (kept across restarts).
+    pub data: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+    /// Arguments it was started with (besides the per-start ones).
+    pub args: Vec<String>,
+    /// The running process.
+    pub child: Option<Child>,
+    /// Its HTTP address (from the ready file).
+    pub http: String,
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its listen multiaddrs.
+    pub addrs: Vec<String>,
+    /// Its node id.
+    pub node_id: String,
+}
+
+impl NodeProc {
+    /// Start a node in `dir/name` with extra args; returns once its ready file exists.
+    pub fn start(dir: &Path, name: &str, args: &[String]) -> NodeProc {
+        let mut n = NodeProc {
+            name: name.into(),
+            data: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            args: args.to_vec(),
+            child: None,
+            http: String::new(),
+            peer_id: String::new(),
+            addrs: vec![],
+            node_id: String::new(),
+        };
+        n.restart();
+        n
+    }
+
+    /// (Re)start the process with the same data dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let ready = self.data.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("node")
+            .arg("--data")
+            .arg(&self.data)
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--http",
+                "127.0.0.1:0",
+                "--no-mdns",
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(&self.args)
+            .env("SHOAL_LOG", "info,libp2p=warn,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("shoal node starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            if let Ok(t) = std::fs::read_to_string(&ready) {
+                break t;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in 30 s:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::park_timeout(Duration::from_millis(20));
+        };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        self.http = v["http"].as_str().unwrap().into();
+        self.peer_id = v["peer_id"].as_str().unwrap().into();
+        self.node_id = v["node_id"].as_str().unwrap().into();
+        self.addrs = v["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+    }
+
+    /// A multiaddr to give other nodes as `--peer`.
+    pub fn peer_addr(&self) -> String {
+        format!("{}/p2p/{}", self.addrs[0], self.peer_id)
+    }
+
+    /// `kill -9` the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET /api/v1/cluster from this node.
+    pub fn cluster(&self) -> Option<Value> {
+        http_get_json(&self.http, "/api/v1/cluster")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.1 GET of JSON; None when the node does not answer.
+pub fn http_get_json(addr: &str, path: &str) -> Option<Value> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::park_timeout(Duration::from_millis(25));
+    }
+}
+
+/// Start `n` nodes that find each other through `--peer`s, each with `extra` args.
+pub fn start_cluster(dir: &Path, n: usize, extra: &[&str]) -> Vec<NodeProc> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for i in 0..n {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for p in &nodes {
+            args.push("--peer".into());
+            args.push(p.peer_addr());
+        }
+        nodes.push(NodeProc::start(dir, &format!("n{}", i + 1), &args));
+    }
+    nodes
+}
+
+/// The leader's node id as `node` sees it.
+pub fn leader_of(node: &NodeProc) -> Option<String> {
+    node.cluster()?
+        .get("leader")?
+        .get("id")?
+        .as_str()
+        .map(String::from)
+}
+
+/// Node ids with the given membership, as `v` (a cluster view) lists them.
+pub fn members(v: &Value, membership: &str) -> Vec<String> {
+    let mut ids: Vec<String> = v["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .filter(|n| n["membership"].as_str() == Some(membership))
+                .filter_map(|n| n["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Wait until every node in `nodes` names the same leader and `voters` voters; the leader.
+pub fn wait_agreed(nodes: &[&NodeProc], voters: usize, secs: u64) -> String {
+    wait_for(
+        secs,
+        &format!("one leader and {voters} voters on every node"),
+        || {
+            let views: Vec<Value> = nodes.iter().map(|n| n.cluster()).collect::<Option<_>>()?;
+            let leader = views[0]["leader"]["id"].as_str()?.to_string();
+            let voter_ids = members(&views[0], "voter");
+            let all_agree = views.iter().all(|v| {
+                v["leader"]["id"].as_str() == Some(leader.as_str())
+                    && members(v, "voter") == voter_ids
+            });
+            (all_agree && voter_ids.len() == voters).then_some(leader)
+        },
+    )
+}

@@ -1,0 +1,148 @@
+//! Garbage on the wire does not crash a node. A test peer that holds the cluster key opens
+//! each Shoal protocol over an authenticated, encrypted stream (raw TCP garbage would die in
+//! the handshake and prove nothing) and sends random bytes, a huge length prefix, and a
+//! valid frame of the wrong type. The node logs each error and stays a voter.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::*;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use shoal_net::codec;
+use shoal_net::wire::{DataFrame, Hello, PeerInfo};
+
+#[test]
+fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("cluster.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("keygen")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_arg = key_file.to_string_lossy().into_owned();
+    let nodes = start_cluster(dir.path(), 3, &["--expect", "3", "--cluster-key", &key_arg]);
+    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let target = &nodes[0];
+    let term_before = target.cluster().unwrap()["term"].as_u64().unwrap();
+
+    let psk: shoal_net::PreSharedKey = std::fs::read_to_string(&key_file).unwrap().parse().unwrap();
+    let peer: PeerId = target.peer_id.parse().unwrap();
+    let addr: Multiaddr = target.addrs[0].parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let transport = shoal_net::behaviour::build_transport(&key, Some(psk)).unwrap();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|_| transport)
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm
+            .dial(addr.with(libp2p::multiaddr::Protocol::P2p(peer)))
+            .expect("dialling starts");
+        let control = swarm.behaviour().new_control();
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut connected_tx = Some(connected_tx);
+            loop {
+                match swarm.select_next_some().await {
+                    libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        panic!("the test peer, holding the key, could not connect: {error}")
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), connected_rx)
+            .await
+            .expect("connected in time")
+            .unwrap();
+        let wrong_type = codec::encode(&DataFrame::Chunk(vec![1, 2, 3]));
+        let hello = codec::encode(&Hello {
+            node_id: 1,
+            info: PeerInfo::default(),
+            cluster_id: None,
+        });
+        let mut random = vec![0u8; 4096];
+        rand::fill(&mut random[..]);
+        let mut framed_wrong = (wrong_type.len() as u32).to_be_bytes().to_vec();
+        framed_wrong.extend_from_slice(&wrong_type);
+        let mut framed_hello_on_data = (hello.len() as u32).to_be_bytes().to_vec();
+        framed_hello_on_data.extend_from_slice(&hello);
+        for protocol in ["/shoal/raft/1", "/shoal/ctl/1", "/shoal/data/1"] {
+            let wrong = if protocol == "/shoal/data/1" {
+                &framed_hello_on_data
+            } else {
+                &framed_wrong
+            };
+            for payload in [
+                &random[..],
+                &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
+                &wrong[..],
+            ] {
+                let mut c = control.clone();
+                let mut stream = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    c.open_stream(peer, StreamProtocol::new(protocol)),
+                )
+                .await
+                .expect("stream opens in time")
+                .unwrap_or_else(|e| {
+                    panic!("{protocol}: the node accepts an authenticated stream: {e}")
+                });
+                let _ = stream.write_all(payload).await;
+                let _ = stream.close().await;
+                // The node answers with nothing usable and closes the stream.
+                let mut rest = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+                        .await;
+            }
+        }
+    });
+
+    // Each protocol's errors were logged; the node still runs and is still a voter.
+    let log = wait_for(30, "the errors in the node's log", || {
+        let log = target.log_text();
+        let raft = log.matches("protocol=\"/shoal/raft/1\"").count()
+            + log.matches("protocol=/shoal/raft/1").count();
+        let ctl = log.matches("protocol=\"/shoal/ctl/1\"").count()
+            + log.matches("protocol=/shoal/ctl/1").count();
+        let data = log.matches("protocol=\"/shoal/data/1\"").count()
+            + log.matches("protocol=/shoal/data/1").count();
+        if std::env::var("SHOAL_DEBUG_LOG").is_ok() {
+            eprintln!("raft {raft} ctl {ctl} data {data}\n{log}");
+        }
+        (raft >= 3 && ctl >= 3 && data >= 3).then_some(log)
+    });
+    assert!(!log.contains("panicked"), "{log}");
+    let v = target.cluster().expect("the node still answers");
+    assert_eq!(v["this"]["membership"].as_str(), Some("voter"));
+    let agreed = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 30);
+    assert_eq!(
+        agreed, leader,
+        "garbage did not cost the cluster its leader"
+    );
+    assert_eq!(
+        target.cluster().unwrap()["term"].as_u64().unwrap(),
+        term_before,
+        "no election was triggered"
+    );
+}
