@@ -78,6 +78,18 @@ fn three_nodes_elect_one_leader_fail_over_and_take_a_restarted_node_back() {
     );
     let v = nodes[li].cluster().unwrap();
     assert_eq!(v["this"]["state"].as_str(), Some("follower"));
+    // The logs agree: every node reaches the same applied position and state hash.
+    wait_for(30, "the same applied state on every node", || {
+        let views: Vec<_> = nodes
+            .iter()
+            .map(|n| n.cluster())
+            .collect::<Option<Vec<_>>>()?;
+        let first = (&views[0]["applied"], &views[0]["state_hash"]);
+        views
+            .iter()
+            .all(|v| (&v["applied"], &v["state_hash"]) == first)
+            .then_some(())
+    });
     assert_eq!(
         nodes[li].log_text()[log_before_restart..]
             .matches("bootstrapping a new cluster")

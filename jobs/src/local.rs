@@ -242,6 +242,59 @@ pub fn run_local(
     }
 }
 
+/// One attempt-runner of a task: runs an attempt in the scratch directory it is given.
+type Work<T> = Box<dyn Fn(&TaskEnv<'_>) -> Result<T> + Send>;
+
+/// Run tasks on the pool, each with its retries. Events are reported from this thread; the
+/// first task to run out of attempts cancels the others. Results come in completion order.
+fn run_phase<T: Send + 'static>(
+    pool: &TaskPool,
+    shared: &Arc<Shared>,
+    tasks: Vec<(String, Work<T>)>,
+    summary: &mut Summary,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<T>> {
+    let (tx, rx) = mpsc::channel();
+    let n = tasks.len();
+    for (id, work) in tasks {
+        let shared = Arc::clone(shared);
+        let tx = tx.clone();
+        pool.execute(move || {
+            let (etx, erx) = mpsc::channel();
+            let mut failed = 0;
+            let res = shared.attempts(&id, &|e| drop(etx.send(e)), &mut failed, |env| work(env));
+            let _ = tx.send((id, res, erx.try_iter().collect::<Vec<_>>(), failed));
+        });
+    }
+    drop(tx);
+    let mut done = Vec::with_capacity(n);
+    let mut first_error = None;
+    for _ in 0..n {
+        let Ok((id, res, evs, failed)) = rx.recv() else {
+            break;
+        };
+        evs.into_iter().for_each(events);
+        summary.failed_attempts += failed;
+        match res {
+            Ok(v) => {
+                done.push(v);
+                events(Event::TaskDone { task: id });
+            }
+            Err(e) => {
+                shared.cancel.store(true, Ordering::Relaxed);
+                // The task that failed explains the job; the others were only cancelled.
+                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
 fn run_phases(
     shared: &Arc<Shared>,
     splits: Vec<Split>,
@@ -264,72 +317,33 @@ fn run_phases(
         ..Summary::default()
     };
     let pool = TaskPool::new(slots);
+    let n_maps = splits.len() as u32;
 
-    // Map phase: results come back over a channel; the first task that runs out of attempts
-    // cancels the rest.
     let started = Instant::now();
-    let (tx, rx) = mpsc::channel();
-    let n_maps = splits.len();
-    for split in splits {
-        let shared = Arc::clone(shared);
-        let tx = tx.clone();
-        let map_out = map_out.clone();
-        pool.execute(move || {
+    let maps: Vec<(String, Work<Counters>)> = splits
+        .into_iter()
+        .map(|split| {
             let id = task::map_task_id(split.index);
-            let (etx, erx) = mpsc::channel();
-            let mut failed = 0;
-            let res = shared.attempts(&id, &|e| drop(etx.send(e)), &mut failed, |env| {
-                task::run_map(env, &split, &map_out)
-            });
-            let _ = tx.send((
-                id,
-                res.map(|o| o.counters),
-                erx.try_iter().collect::<Vec<_>>(),
-                failed,
-            ));
-        });
-    }
-    drop(tx);
-    let mut first_error = None;
-    for _ in 0..n_maps {
-        let Ok((id, res, evs, failed)) = rx.recv() else {
-            break;
-        };
-        evs.into_iter().for_each(events);
-        summary.failed_attempts += failed;
-        match res {
-            Ok(c) => {
-                summary.counters.merge(&c);
-                events(Event::TaskDone { task: id });
-            }
-            Err(e) => {
-                shared.cancel.store(true, Ordering::Relaxed);
-                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
-                    first_error = Some(e);
-                }
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
+            let map_out = map_out.clone();
+            let work: Work<Counters> =
+                Box::new(move |env| task::run_map(env, &split, &map_out).map(|o| o.counters));
+            (id, work)
+        })
+        .collect();
+    for c in run_phase(&pool, shared, maps, &mut summary, events)? {
+        summary.counters.merge(&c);
     }
     summary.map_time = started.elapsed();
     events(Event::MapsDone);
 
     // Reduce phase: partition p reads every map task's p file, in map order.
     let started = Instant::now();
-    let (tx, rx) = mpsc::channel();
-    for p in 0..r {
-        let shared = Arc::clone(shared);
-        let tx = tx.clone();
-        let map_out = map_out.clone();
-        let out_file = output.join(task::part_name(p));
-        pool.execute(move || {
-            let id = task::reduce_task_id(p);
-            let (etx, erx) = mpsc::channel();
-            let mut failed = 0;
-            let res = shared.attempts(&id, &|e| drop(etx.send(e)), &mut failed, |env| {
-                let inputs = (0..n_maps as u32)
+    let reduces: Vec<(String, Work<(Counters, PathBuf)>)> = (0..r)
+        .map(|p| {
+            let map_out = map_out.clone();
+            let out_file = output.join(task::part_name(p));
+            let work: Work<(Counters, PathBuf)> = Box::new(move |env| {
+                let inputs = (0..n_maps)
                     .map(|m| {
                         let path = task::map_output_path(&map_out, m, p);
                         std::fs::File::open(&path)
@@ -337,39 +351,14 @@ fn run_phases(
                             .ctx(|| format!("opening map output {}", path.display()))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                task::run_reduce(env, p, inputs, &out_file)
+                task::run_reduce(env, p, inputs, &out_file).map(|c| (c, out_file.clone()))
             });
-            let _ = tx.send((
-                id,
-                res.map(|c| (c, out_file)),
-                erx.try_iter().collect::<Vec<_>>(),
-                failed,
-            ));
-        });
-    }
-    drop(tx);
-    for _ in 0..r {
-        let Ok((id, res, evs, failed)) = rx.recv() else {
-            break;
-        };
-        evs.into_iter().for_each(events);
-        summary.failed_attempts += failed;
-        match res {
-            Ok((c, file)) => {
-                summary.counters.merge(&c);
-                summary.parts.push(file);
-                events(Event::TaskDone { task: id });
-            }
-            Err(e) => {
-                shared.cancel.store(true, Ordering::Relaxed);
-                if first_error.is_none() || matches!(first_error, Some(Error::Cancelled)) {
-                    first_error = Some(e);
-                }
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
+            (task::reduce_task_id(p), work)
+        })
+        .collect();
+    for (c, file) in run_phase(&pool, shared, reduces, &mut summary, events)? {
+        summary.counters.merge(&c);
+        summary.parts.push(file);
     }
     summary.parts.sort();
     summary.reduce_time = started.elapsed();

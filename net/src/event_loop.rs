@@ -312,116 +312,113 @@ impl EventLoop {
     }
 
     fn on_raft(&mut self, e: request_response::Event<RaftRequest, RaftResponse>) {
-        use request_response::{Event as E, Message as M};
-        match e {
-            E::Message {
-                peer,
-                message: M::Request {
-                    request, channel, ..
-                },
-                ..
-            } => {
-                let (tx, rx) = oneshot::channel();
-                self.emit(Event::Raft {
-                    peer,
-                    request,
-                    reply: tx,
-                });
-                self.answers.push(
-                    async move {
-                        let resp = rx
-                            .await
-                            .unwrap_or_else(|_| RaftResponse::Refused("node shutting down".into()));
-                        Answer::Raft(channel, resp)
-                    }
-                    .boxed(),
-                );
-            }
-            E::Message {
-                message:
-                    M::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(tx) = self.pending_raft.remove(&request_id) {
-                    let _ = tx.send(Ok(response));
-                }
-            }
-            E::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => {
-                if let Some(tx) = self.pending_raft.remove(&request_id) {
-                    let _ = tx.send(Err(NetError::Request(format!(
-                        "raft request to {peer}: {error}"
-                    ))));
-                }
-            }
-            E::InboundFailure { peer, error, .. } => {
-                warn!(%peer, protocol = "/shoal/raft/1", %error, "bad inbound request; stream closed");
-            }
-            E::ResponseSent { .. } => {}
-        }
+        let inbound = |peer, request, reply| Event::Raft {
+            peer,
+            request,
+            reply,
+        };
+        let kinds = RrKinds {
+            protocol: "/shoal/raft/1",
+            inbound,
+            answer: Answer::Raft,
+            refusal: RaftResponse::Refused,
+        };
+        on_request_response(
+            e,
+            kinds,
+            &mut self.pending_raft,
+            &self.events,
+            &self.answers,
+        );
     }
 
     fn on_ctl(&mut self, e: request_response::Event<CtlRequest, CtlResponse>) {
-        use request_response::{Event as E, Message as M};
-        match e {
-            E::Message {
-                peer,
-                message: M::Request {
-                    request, channel, ..
-                },
-                ..
-            } => {
-                let (tx, rx) = oneshot::channel();
-                self.emit(Event::Ctl {
-                    peer,
-                    request,
-                    reply: tx,
-                });
-                self.answers.push(
-                    async move {
-                        let resp = rx
-                            .await
-                            .unwrap_or_else(|_| CtlResponse::Refused("node shutting down".into()));
-                        Answer::Ctl(channel, resp)
-                    }
-                    .boxed(),
-                );
-            }
-            E::Message {
-                message:
-                    M::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(tx) = self.pending_ctl.remove(&request_id) {
-                    let _ = tx.send(Ok(response));
+        let inbound = |peer, request, reply| Event::Ctl {
+            peer,
+            request,
+            reply,
+        };
+        let kinds = RrKinds {
+            protocol: "/shoal/ctl/1",
+            inbound,
+            answer: Answer::Ctl,
+            refusal: CtlResponse::Refused,
+        };
+        on_request_response(e, kinds, &mut self.pending_ctl, &self.events, &self.answers);
+    }
+}
+
+/// How one request-response protocol maps onto the node's events and answers.
+struct RrKinds<Resp, F> {
+    protocol: &'static str,
+    inbound: F,
+    answer: fn(ResponseChannel<Resp>, Resp) -> Answer,
+    refusal: fn(String) -> Resp,
+}
+
+/// One request-response event of either protocol: an inbound request goes to the node with a
+/// oneshot for the answer (polled with the loop's other futures); a response or failure goes
+/// to the local requester waiting on it.
+fn on_request_response<Req, Resp, F>(
+    e: request_response::Event<Req, Resp>,
+    kinds: RrKinds<Resp, F>,
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, NetError>>>,
+    events: &mpsc::UnboundedSender<Event>,
+    answers: &FuturesUnordered<BoxFuture<'static, Answer>>,
+) where
+    Resp: Send + 'static,
+    F: FnOnce(PeerId, Req, oneshot::Sender<Resp>) -> Event,
+{
+    use request_response::{Event as E, Message as M};
+    match e {
+        E::Message {
+            peer,
+            message: M::Request {
+                request, channel, ..
+            },
+            ..
+        } => {
+            let (tx, rx) = oneshot::channel();
+            let _ = events.send((kinds.inbound)(peer, request, tx));
+            let (answer, refusal) = (kinds.answer, kinds.refusal);
+            answers.push(
+                async move {
+                    let resp = rx
+                        .await
+                        .unwrap_or_else(|_| refusal("node shutting down".into()));
+                    answer(channel, resp)
                 }
-            }
-            E::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => {
-                if let Some(tx) = self.pending_ctl.remove(&request_id) {
-                    let _ = tx.send(Err(NetError::Request(format!(
-                        "ctl request to {peer}: {error}"
-                    ))));
-                }
-            }
-            E::InboundFailure { peer, error, .. } => {
-                warn!(%peer, protocol = "/shoal/ctl/1", %error, "bad inbound request; stream closed");
-            }
-            E::ResponseSent { .. } => {}
+                .boxed(),
+            );
         }
+        E::Message {
+            message:
+                M::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            if let Some(tx) = pending.remove(&request_id) {
+                let _ = tx.send(Ok(response));
+            }
+        }
+        E::OutboundFailure {
+            request_id,
+            error,
+            peer,
+            ..
+        } => {
+            if let Some(tx) = pending.remove(&request_id) {
+                let _ = tx.send(Err(NetError::Request(format!(
+                    "{} request to {peer}: {error}",
+                    kinds.protocol
+                ))));
+            }
+        }
+        E::InboundFailure { peer, error, .. } => {
+            warn!(%peer, protocol = kinds.protocol, %error, "bad inbound request; stream closed");
+        }
+        E::ResponseSent { .. } => {}
     }
 }

@@ -21,7 +21,6 @@ use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
 use crate::node::{Node, CTL_TIMEOUT};
-use crate::state::Command;
 
 /// How long an adopted initial voter waits for the bootstrapper before asking to join.
 const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
@@ -151,18 +150,12 @@ async fn bootstrap(node: &Arc<Node>, chosen: &[(u64, NodeInfo)]) -> anyhow::Resu
     let h = node.start_raft().await?;
     let members: BTreeMap<u64, NodeInfo> = chosen.iter().cloned().collect();
     info!(cluster = format!("{cluster_id:016x}"), voters = ?voters, "bootstrapping a new cluster");
+    // Whoever wins the first election records the cluster id in the replicated state
+    // (see `membership::run`).
     h.raft
         .initialize(members)
         .await
         .map_err(|e| anyhow::anyhow!("raft initialize: {e}"))?;
-    // Record the cluster id in the replicated state too (retry while the first election runs).
-    let cmd = shoal_raft::Cmd(shoal_net::codec::encode(&Command::Init { cluster_id }));
-    for _ in 0..50 {
-        match h.raft.client_write(cmd.clone()).await {
-            Ok(_) => break,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
     Ok(())
 }
 

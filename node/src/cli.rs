@@ -40,8 +40,8 @@ enum Command {
     Kill,
     /// Run a whole job in one process, no cluster.
     Run(Box<crate::run::RunArgs>),
-    /// Start a local demo cluster on loopback (not built yet).
-    Demo,
+    /// A local demo: a 3-node cluster on loopback, a manager killed and replaced, a job.
+    Demo(crate::demo::DemoArgs),
     /// Fault-injection simulation (not built yet).
     Sim,
     /// Write a new cluster key to FILE (give it to every node with --cluster-key).
@@ -69,6 +69,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Status(args) => crate::status::run(args),
+        Command::Demo(args) => crate::demo::run(args),
         Command::Keygen { file } => match crate::status::keygen(&file) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -6,12 +6,14 @@
 //! # Layout
 //! - [`bench`]: `shoal bench`, benchmarks that print figures.
 //! - [`corpus`]: the seeded English-like corpus of benchmarks and the demo.
+//! - [`demo`]: `shoal demo`, the README's main command.
 //! - [`daemon`]: `shoal node`: start-up, the event dispatcher, shutdown.
 //! - [`node`]: a running node and its handlers for what peers send.
 //! - [`bootstrap`]: forming a cluster from identical nodes, and joining one.
 //! - [`membership`]: the leader's policy: promote learners, keep member records current.
 //! - [`rpc`]: Raft over libp2p (the raft crate's RPC trait over `shoal_net`).
 //! - [`state`]: the replicated cluster state Raft applies.
+//! - [`local_cluster`]: child-process clusters on loopback for `shoal demo` and benches.
 //! - [`identity`]: the node's persistent keypair and its node id.
 //! - [`api`], [`view`]: the HTTP API and the cluster view it serves.
 //! - [`status`]: `shoal status` and `shoal keygen`.
@@ -25,8 +27,10 @@ pub mod bootstrap;
 pub mod cli;
 pub mod corpus;
 pub mod daemon;
+pub mod demo;
 pub mod identity;
 pub mod jobargs;
+pub mod local_cluster;
 pub mod membership;
 pub mod node;
 pub mod rpc;

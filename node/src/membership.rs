@@ -1,5 +1,6 @@
-//! The leader's membership policy: learners are promoted to voters up to the voter cap, and
-//! members' records follow their addresses (a restarted node listens on a new port).
+//! The leader's duties besides Raft's own: record the cluster id in the replicated state once,
+//! promote learners to voters up to the voter cap, and keep members' records current (a node
+//! may come back on other addresses).
 //!
 //! The invariant: one membership change at a time, and only on the leader.
 
@@ -12,6 +13,7 @@ use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
 use crate::node::Node;
+use crate::state::Command;
 
 /// Run forever: every second, on the leader, apply one membership change if one is due.
 pub async fn run(node: Arc<Node>) {
@@ -21,6 +23,19 @@ pub async fn run(node: Arc<Node>) {
         let Some(h) = node.raft.get() else { continue };
         let metrics = shoal_raft::metrics(&h.raft);
         if metrics.current_leader != Some(node.id) {
+            continue;
+        }
+        // The first leader records the cluster id in the replicated state.
+        let recorded = h
+            .applied
+            .read()
+            .map(|a| a.state.cluster_id.is_some())
+            .unwrap_or(true);
+        if let (false, Some(cluster_id)) = (recorded, node.cluster_id()) {
+            let cmd = shoal_raft::Cmd(shoal_net::codec::encode(&Command::Init { cluster_id }));
+            if let Err(e) = h.raft.client_write(cmd).await {
+                warn!(error = %e, "recording the cluster id failed; will retry");
+            }
             continue;
         }
         let m = metrics.membership_config.membership().clone();

@@ -93,7 +93,8 @@ pub fn run(args: StatusArgs) -> ExitCode {
     }
 }
 
-fn print_view(v: &ClusterView) {
+/// Print a cluster view as a table.
+pub fn print_view(v: &ClusterView) {
     match &v.cluster_id {
         Some(c) => println!(
             "cluster {c}   term {}   applied {} (term {})   state {}",

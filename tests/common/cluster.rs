@@ -57,9 +57,15 @@ impl NodeProc {
         n
     }
 
-    /// (Re)start the process with the same data dir.
+    /// (Re)start the process with the same data dir (and, after the first start, the same
+    /// p2p port, as a real node with a fixed port would).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
+        let listen = self
+            .addrs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into());
         let ready = self.data.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
@@ -71,13 +77,7 @@ impl NodeProc {
             .arg("node")
             .arg("--data")
             .arg(&self.data)
-            .args([
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--http",
-                "127.0.0.1:0",
-                "--no-mdns",
-            ])
+            .args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"])
             .arg("--ready-file")
             .arg(&ready)
             .args(&self.args)

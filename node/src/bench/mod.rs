@@ -2,6 +2,7 @@
 //! its wall time and peak RSS are measured the same way (`wait4`), and every contender's
 //! output is checked against a reference computed in the same run.
 
+mod failover;
 mod local;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,8 @@ use clap::Subcommand;
 pub enum BenchCmd {
     /// Word count on one machine: shoal run against a hash count, Python and Unix pipelines.
     Local(local::LocalArgs),
+    /// Failover: kill -9 the leader of a 3-node loopback cluster, time the new election.
+    Failover(failover::FailoverArgs),
     /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
     #[command(hide = true)]
     Hashcount {
@@ -33,6 +36,7 @@ pub enum BenchCmd {
 pub fn run(cmd: BenchCmd) -> ExitCode {
     let result = match cmd {
         BenchCmd::Local(args) => local::run(args),
+        BenchCmd::Failover(args) => failover::run(args),
         BenchCmd::Hashcount {
             input,
             output,
