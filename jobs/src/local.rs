@@ -1,5 +1,5 @@
 //! `shoal run`: a whole job in one process. Plans splits, runs map tasks then reduce tasks on
-//! a [`TaskPool`](crate::pool::TaskPool) with retries, writes `part-NNNNN` files and `_SUCCESS`
+//! a [`TaskPool`] with retries, writes `part-NNNNN` files and `_SUCCESS`
 //! last. The same task units run on cluster nodes.
 //!
 //! The invariant: `_SUCCESS` exists only when every part file is complete; a failed job

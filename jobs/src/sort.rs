@@ -258,7 +258,7 @@ impl HashBuffer {
         self.map.is_empty()
     }
 
-    /// Add a record; every [`COMBINE_EVERY`] values of a key are folded by `combine`.
+    /// Add a record; every 64 values of a key are folded by `combine`.
     #[inline]
     pub fn push(&mut self, part: u32, key: &[u8], value: &[u8], combine: &CombineFn<'_>) {
         let p = match self.map.get_mut(key) {

@@ -1,6 +1,6 @@
 //! The event loop: the only owner of the swarm. The rest of the node talks to it through a
 //! [`Client`](crate::Client) (commands over a channel, answers over oneshots) and hears from
-//! it through [`Event`](crate::Event)s.
+//! it through [`Event`]s.
 //!
 //! The invariant: nothing in this loop waits on the node — inbound requests are handed out
 //! with a oneshot for the answer, and the answers are polled here like any other event.

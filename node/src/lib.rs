@@ -4,7 +4,7 @@
 //! API, and the CLI that the `shoal` binary calls.
 //!
 //! # Layout
-//! - [`bench`]: `shoal bench`, benchmarks that print figures.
+//! - [`bench`](mod@bench): `shoal bench`, benchmarks that print figures.
 //! - [`corpus`]: the seeded English-like corpus of benchmarks and the demo.
 //! - [`demo`]: `shoal demo`, the README's main command.
 //! - [`daemon`]: `shoal node`: start-up, the event dispatcher, shutdown.
