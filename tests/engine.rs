@@ -253,11 +253,24 @@ fn a_users_rust_app_runs_through_streaming_main() {
     let exe = Path::new(env!("CARGO_BIN_EXE_shoal"))
         .with_file_name("examples")
         .join("wordlengths");
-    assert!(
-        exe.exists(),
-        "cargo builds examples with the tests: {}",
-        exe.display()
-    );
+    if !exe.exists() {
+        // `cargo test --all-targets` builds examples as tests, not as programs: build it, as a
+        // user would, with the cargo that runs these tests (same profile, so nothing else).
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "wordlengths",
+                "--manifest-path",
+            ])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the example failed");
+    }
+    assert!(exe.exists(), "the example program is at {}", exe.display());
     let reference = r#"
 c = collections.Counter()
 for _, b in files():

@@ -13,6 +13,8 @@
 //! - [`apps`]: the native [`apps::App`] trait and the built-in apps.
 //! - [`task`]: the per-task units: a map task over one split, a reduce task over sorted runs.
 //! - [`pool`]: the task pool that runs user code away from any async runtime.
+//! - [`cluster`]: the replicated job table (jobs, tasks, attempts) and its commands.
+//! - [`scheduler`]: the manager's pure `plan(&Cluster, nodes, now) -> Vec<Command>`.
 //! - [`local`]: the one-process driver behind `shoal run`.
 //! - [`counters`]: job counters (built-in and `reporter:counter:` lines).
 //! - [`error`]: the error type.
@@ -21,12 +23,14 @@
 //! assumes UTF-8, and reducer input is ordered by key bytes, then by (map task, position).
 
 pub mod apps;
+pub mod cluster;
 pub mod counters;
 pub mod error;
 pub mod local;
 pub mod partition;
 pub mod pool;
 pub mod record;
+pub mod scheduler;
 pub mod sort;
 pub mod spec;
 pub mod split;

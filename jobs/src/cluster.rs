@@ -1,0 +1,437 @@
+//! The replicated job table: every job, its splits and tasks, and every attempt of every
+//! task — everything a new manager needs to carry on after the old one died. Raft applies
+//! [`Command`]s to it in log order on every node.
+//!
+//! The invariants: [`Cluster::apply`] is deterministic (no clocks: times come inside the
+//! commands), idempotent, and attempt-tagged — a report about an attempt that is not the
+//! running one (late, duplicated, superseded) is ignored, so a stale worker can never undo
+//! or double-count work.
+//!
+//! Not yet wired into the node: this is the state distributed jobs will replicate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::counters::Counters;
+use crate::partition::Partitioner;
+use crate::spec::JobSpec;
+
+/// A node's Raft id.
+pub type NodeId = u64;
+
+/// Map or reduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// A map task (one split).
+    Map,
+    /// A reduce task (one partition).
+    Reduce,
+}
+
+/// Where a task or attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for a node.
+    Pending,
+    /// Assigned and running.
+    Running,
+    /// Finished; its output is recorded.
+    Done,
+    /// Failed (for a task: out of attempts).
+    Failed,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Tasks are being run.
+    Running,
+    /// Every reduce task finished.
+    Succeeded,
+    /// A task ran out of attempts, or the job could not run.
+    Failed,
+    /// Cancelled by a user.
+    Killed,
+}
+
+/// One try at a task, on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// From 1.
+    pub attempt: u32,
+    /// Where it runs.
+    pub node: NodeId,
+    /// Running, Done or Failed.
+    pub state: TaskState,
+    /// When it was assigned (ms since the epoch, from the command).
+    pub start_ms: u64,
+    /// When it ended.
+    pub end_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A map or reduce task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Map or reduce.
+    pub kind: TaskKind,
+    /// Split index (map) or partition (reduce).
+    pub index: u32,
+    /// Pending, Running, Done or Failed.
+    pub state: TaskState,
+    /// Every attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// Sizes of what the successful attempt wrote (per partition for a map).
+    pub output_sizes: Vec<u64>,
+}
+
+impl Task {
+    fn new(kind: TaskKind, index: u32) -> Task {
+        Task {
+            kind,
+            index,
+            state: TaskState::Pending,
+            attempts: Vec::new(),
+            output_sizes: Vec::new(),
+        }
+    }
+
+    /// The task's id: `m-00003` or `r-00001`.
+    pub fn id(&self) -> String {
+        match self.kind {
+            TaskKind::Map => crate::task::map_task_id(self.index),
+            TaskKind::Reduce => crate::task::reduce_task_id(self.index),
+        }
+    }
+
+    /// The node of the successful attempt.
+    pub fn done_on(&self) -> Option<NodeId> {
+        self.attempts
+            .iter()
+            .find(|a| a.state == TaskState::Done)
+            .map(|a| a.node)
+    }
+
+    fn running(&mut self, attempt: u32) -> Option<&mut Attempt> {
+        self.attempts
+            .iter_mut()
+            .find(|a| a.attempt == attempt && a.state == TaskState::Running)
+    }
+}
+
+/// A split of the job's input and the nodes that hold a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// Its index (= its map task).
+    pub index: u32,
+    /// The input file's name as the mapper sees it.
+    pub name: String,
+    /// Bytes.
+    pub len: u64,
+    /// Nodes holding a copy.
+    pub holders: Vec<NodeId>,
+}
+
+/// A job in the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// `j-…`.
+    pub id: String,
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// Where it stands.
+    pub state: JobState,
+    /// When it was accepted.
+    pub submitted_ms: u64,
+    /// When it ended.
+    pub finished_ms: Option<u64>,
+    /// Its input splits.
+    pub splits: Vec<SplitInfo>,
+    /// Its partitioner (ranges already sampled).
+    pub partitioner: Partitioner,
+    /// One map task per split.
+    pub maps: Vec<Task>,
+    /// One reduce task per partition.
+    pub reduces: Vec<Task>,
+    /// Counters of successful attempts.
+    pub counters: Counters,
+    /// Why it failed or was killed.
+    pub error: Option<String>,
+}
+
+impl Job {
+    /// The task of `kind` with `index`.
+    pub fn task(&self, kind: TaskKind, index: u32) -> Option<&Task> {
+        match kind {
+            TaskKind::Map => self.maps.get(index as usize),
+            TaskKind::Reduce => self.reduces.get(index as usize),
+        }
+    }
+
+    fn task_mut(&mut self, kind: TaskKind, index: u32) -> Option<&mut Task> {
+        match kind {
+            TaskKind::Map => self.maps.get_mut(index as usize),
+            TaskKind::Reduce => self.reduces.get_mut(index as usize),
+        }
+    }
+
+    /// Whether every map task is done (reduces may start).
+    pub fn maps_done(&self) -> bool {
+        self.maps.iter().all(|t| t.state == TaskState::Done)
+    }
+}
+
+/// A change to the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Accept a job whose splits are stored.
+    SubmitJob {
+        /// New job id.
+        id: String,
+        /// The spec (boxed: it dwarfs every other command).
+        spec: Box<JobSpec>,
+        /// Its splits and their holders.
+        splits: Vec<SplitInfo>,
+        /// Its partitioner.
+        partitioner: Partitioner,
+        /// Now.
+        at_ms: u64,
+    },
+    /// Start attempt `attempt` of a task on `node`.
+    Assign {
+        /// Job.
+        job: String,
+        /// Map or reduce.
+        kind: TaskKind,
+        /// Task index.
+        index: u32,
+        /// The attempt being started (one more than the task's attempts so far).
+        attempt: u32,
+        /// Where.
+        node: NodeId,
+        /// Now.
+        at_ms: u64,
+    },
+    /// An attempt finished; its output is on its node.
+    TaskFinished {
+        /// Job.
+        job: String,
+        /// Map or reduce.
+        kind: TaskKind,
+        /// Task index.
+        index: u32,
+        /// Which attempt.
+        attempt: u32,
+        /// Output sizes (per partition for a map).
+        sizes: Vec<u64>,
+        /// The attempt's counters.
+        counters: Counters,
+        /// Now.
+        at_ms: u64,
+    },
+    /// An attempt failed.
+    TaskFailed {
+        /// Job.
+        job: String,
+        /// Map or reduce.
+        kind: TaskKind,
+        /// Task index.
+        index: u32,
+        /// Which attempt.
+        attempt: u32,
+        /// Why (exit status, signal, timeout, stderr tail).
+        error: String,
+        /// Now.
+        at_ms: u64,
+    },
+    /// Cancel a running job.
+    KillJob {
+        /// Job.
+        job: String,
+        /// Now.
+        at_ms: u64,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Applied {
+    /// The table changed.
+    #[default]
+    Changed,
+    /// Nothing to do: the command was stale, duplicated or about something unknown.
+    Ignored(String),
+}
+
+/// The whole table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Jobs by id (ids sort by submission).
+    pub jobs: BTreeMap<String, Job>,
+}
+
+fn ignored(why: impl Into<String>) -> Applied {
+    Applied::Ignored(why.into())
+}
+
+impl Cluster {
+    /// Apply one committed command.
+    pub fn apply(&mut self, cmd: Command) -> Applied {
+        match cmd {
+            Command::SubmitJob {
+                id,
+                spec,
+                splits,
+                partitioner,
+                at_ms,
+            } => {
+                if self.jobs.contains_key(&id) {
+                    return ignored(format!("job {id} exists"));
+                }
+                let maps = splits
+                    .iter()
+                    .map(|s| Task::new(TaskKind::Map, s.index))
+                    .collect();
+                let reduces = (0..spec.reducers)
+                    .map(|p| Task::new(TaskKind::Reduce, p))
+                    .collect();
+                let job = Job {
+                    id: id.clone(),
+                    spec: *spec,
+                    state: JobState::Running,
+                    submitted_ms: at_ms,
+                    finished_ms: None,
+                    splits,
+                    partitioner,
+                    maps,
+                    reduces,
+                    counters: Counters::default(),
+                    error: None,
+                };
+                self.jobs.insert(id, job);
+                Applied::Changed
+            }
+            Command::Assign {
+                job,
+                kind,
+                index,
+                attempt,
+                node,
+                at_ms,
+            } => {
+                let Some(task) = self.running_job(&job).and_then(|j| j.task_mut(kind, index))
+                else {
+                    return ignored("no such running job or task");
+                };
+                if task.state != TaskState::Pending || attempt as usize != task.attempts.len() + 1 {
+                    return ignored(format!(
+                        "{} is not waiting for attempt {attempt}",
+                        task.id()
+                    ));
+                }
+                task.attempts.push(Attempt {
+                    attempt,
+                    node,
+                    state: TaskState::Running,
+                    start_ms: at_ms,
+                    end_ms: None,
+                    error: None,
+                });
+                task.state = TaskState::Running;
+                Applied::Changed
+            }
+            Command::TaskFinished {
+                job,
+                kind,
+                index,
+                attempt,
+                sizes,
+                counters,
+                at_ms,
+            } => {
+                let Some(j) = self.running_job(&job) else {
+                    return ignored("no such running job");
+                };
+                let Some(task) = j.task_mut(kind, index) else {
+                    return ignored("no such task");
+                };
+                let Some(a) = task.running(attempt) else {
+                    return ignored(format!("attempt {attempt} of {} is not running", task.id()));
+                };
+                a.state = TaskState::Done;
+                a.end_ms = Some(at_ms);
+                task.state = TaskState::Done;
+                task.output_sizes = sizes;
+                j.counters.merge(&counters);
+                if j.maps_done() && j.reduces.iter().all(|t| t.state == TaskState::Done) {
+                    j.state = JobState::Succeeded;
+                    j.finished_ms = Some(at_ms);
+                }
+                Applied::Changed
+            }
+            Command::TaskFailed {
+                job,
+                kind,
+                index,
+                attempt,
+                error,
+                at_ms,
+            } => {
+                let Some(j) = self.running_job(&job) else {
+                    return ignored("no such running job");
+                };
+                let max = j.spec.max_attempts;
+                let Some(task) = j.task_mut(kind, index) else {
+                    return ignored("no such task");
+                };
+                let Some(a) = task.running(attempt) else {
+                    return ignored(format!("attempt {attempt} of {} is not running", task.id()));
+                };
+                a.state = TaskState::Failed;
+                a.end_ms = Some(at_ms);
+                a.error = Some(error.clone());
+                if task.attempts.len() as u32 >= max {
+                    task.state = TaskState::Failed;
+                    let reason = format!(
+                        "task {} failed {max} of {max} attempts; the last: {error}",
+                        task.id()
+                    );
+                    j.state = JobState::Failed;
+                    j.finished_ms = Some(at_ms);
+                    j.error = Some(reason);
+                } else {
+                    task.state = TaskState::Pending;
+                }
+                Applied::Changed
+            }
+            Command::KillJob { job, at_ms } => {
+                let Some(j) = self.running_job(&job) else {
+                    return ignored("no such running job");
+                };
+                for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
+                    for a in t
+                        .attempts
+                        .iter_mut()
+                        .filter(|a| a.state == TaskState::Running)
+                    {
+                        a.state = TaskState::Failed;
+                        a.end_ms = Some(at_ms);
+                        a.error = Some("job killed".into());
+                    }
+                }
+                j.state = JobState::Killed;
+                j.finished_ms = Some(at_ms);
+                j.error = Some("killed by a user".into());
+                Applied::Changed
+            }
+        }
+    }
+
+    fn running_job(&mut self, id: &str) -> Option<&mut Job> {
+        self.jobs
+            .get_mut(id)
+            .filter(|j| j.state == JobState::Running)
+    }
+}

@@ -1,0 +1,284 @@
+//! The manager's decisions as a pure function of the replicated table: which pending task
+//! runs where next. The manager loop (on the Raft leader) only reads the applied state,
+//! calls [`plan`], and proposes what it returns; the simulator can drive it the same way.
+//!
+//! Rules: a node runs at most its slots of attempts at once; reduces wait until every map
+//! of their job is done; a map goes first to a node holding its split (locality); a retry
+//! avoids the nodes where the task already failed when another node has a free slot; jobs
+//! are served in submission order, nodes in (busy, id) order.
+//!
+//! The invariant: `plan` is deterministic — ordered maps only, no clock but `now_ms`.
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{Cluster, Command, JobState, NodeId, TaskKind, TaskState};
+
+/// A live node and how many tasks it may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSlots {
+    /// The node.
+    pub node: NodeId,
+    /// Its `--slots`.
+    pub slots: u32,
+}
+
+/// The assignments to propose now.
+pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command> {
+    let mut busy: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (n.node, 0)).collect();
+    for job in cluster
+        .jobs
+        .values()
+        .filter(|j| j.state == JobState::Running)
+    {
+        for t in job.maps.iter().chain(job.reduces.iter()) {
+            for a in t.attempts.iter().filter(|a| a.state == TaskState::Running) {
+                if let Some(b) = busy.get_mut(&a.node) {
+                    *b += 1;
+                }
+            }
+        }
+    }
+    let slots: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (n.node, n.slots)).collect();
+    let free = |busy: &BTreeMap<NodeId, u32>, n: NodeId| {
+        slots.get(&n).copied().unwrap_or(0) > busy.get(&n).copied().unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for job in cluster
+        .jobs
+        .values()
+        .filter(|j| j.state == JobState::Running)
+    {
+        let (kind, tasks) = if job.maps_done() {
+            (TaskKind::Reduce, &job.reduces)
+        } else {
+            (TaskKind::Map, &job.maps)
+        };
+        for task in tasks.iter().filter(|t| t.state == TaskState::Pending) {
+            let failed_on: Vec<NodeId> = task.attempts.iter().map(|a| a.node).collect();
+            let holders: &[NodeId] = match kind {
+                TaskKind::Map => job
+                    .splits
+                    .get(task.index as usize)
+                    .map_or(&[], |s| s.holders.as_slice()),
+                TaskKind::Reduce => &[],
+            };
+            // Candidates by preference: (tried here before, not a holder, busy, id).
+            let best = busy
+                .keys()
+                .copied()
+                .filter(|&n| free(&busy, n))
+                .min_by_key(|&n| (failed_on.contains(&n), !holders.contains(&n), busy[&n], n));
+            let Some(node) = best else { return out };
+            *busy.get_mut(&node).expect("a known node") += 1;
+            out.push(Command::Assign {
+                job: job.id.clone(),
+                kind,
+                index: task.index,
+                attempt: task.attempts.len() as u32 + 1,
+                node,
+                at_ms: now_ms,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Applied, SplitInfo};
+    use crate::counters::Counters;
+    use crate::partition::Partitioner;
+    use crate::spec::{JobKind, JobSpec};
+
+    /// Commands as readable lines, the expected outputs below are written in.
+    fn render(cmds: &[Command]) -> String {
+        cmds.iter()
+            .map(|c| match c {
+                Command::Assign {
+                    job,
+                    kind,
+                    index,
+                    attempt,
+                    node,
+                    ..
+                } => {
+                    let t = if *kind == TaskKind::Map { "m" } else { "r" };
+                    format!("assign {job} {t}{index}#{attempt} -> n{node}")
+                }
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn submit(c: &mut Cluster, id: &str, holders: &[&[NodeId]], reducers: u32, max_attempts: u32) {
+        let mut spec = JobSpec::new(id, vec!["in".into()], JobKind::App("wordcount".into()));
+        spec.reducers = reducers;
+        spec.max_attempts = max_attempts;
+        let splits = holders
+            .iter()
+            .enumerate()
+            .map(|(i, h)| SplitInfo {
+                index: i as u32,
+                name: "in".into(),
+                len: 100,
+                holders: h.to_vec(),
+            })
+            .collect();
+        let cmd = Command::SubmitJob {
+            id: id.into(),
+            spec: Box::new(spec),
+            splits,
+            partitioner: Partitioner::Hash,
+            at_ms: 0,
+        };
+        assert_eq!(c.apply(cmd), Applied::Changed);
+    }
+
+    fn apply_all(c: &mut Cluster, cmds: Vec<Command>) {
+        for cmd in cmds {
+            assert_eq!(c.apply(cmd), Applied::Changed);
+        }
+    }
+
+    fn finish(c: &mut Cluster, job: &str, kind: TaskKind, index: u32, attempt: u32) -> Applied {
+        let cmd = Command::TaskFinished {
+            job: job.into(),
+            kind,
+            index,
+            attempt,
+            sizes: vec![1],
+            counters: Counters::default(),
+            at_ms: 5,
+        };
+        c.apply(cmd)
+    }
+
+    fn nodes(spec: &[(NodeId, u32)]) -> Vec<NodeSlots> {
+        spec.iter()
+            .map(|&(node, slots)| NodeSlots { node, slots })
+            .collect()
+    }
+
+    #[test]
+    fn maps_go_to_split_holders_within_slots_and_reduces_wait_for_every_map() {
+        let mut c = Cluster::default();
+        submit(&mut c, "j-1", &[&[2], &[3], &[1, 2], &[3]], 2, 4);
+        let ns = nodes(&[(1, 1), (2, 1), (3, 1)]);
+        let p = plan(&c, &ns, 1);
+        assert_eq!(
+            render(&p),
+            "assign j-1 m0#1 -> n2\nassign j-1 m1#1 -> n3\nassign j-1 m2#1 -> n1"
+        );
+        apply_all(&mut c, p);
+        assert_eq!(render(&plan(&c, &ns, 2)), "", "every slot is busy");
+        assert_eq!(finish(&mut c, "j-1", TaskKind::Map, 1, 1), Applied::Changed);
+        let p = plan(&c, &ns, 3);
+        assert_eq!(
+            render(&p),
+            "assign j-1 m3#1 -> n3",
+            "the freed holder of split 3 takes it"
+        );
+        apply_all(&mut c, p);
+        for i in [0, 2, 3] {
+            finish(&mut c, "j-1", TaskKind::Map, i, 1);
+        }
+        let p = plan(&c, &ns, 4);
+        assert_eq!(render(&p), "assign j-1 r0#1 -> n1\nassign j-1 r1#1 -> n2");
+        apply_all(&mut c, p);
+        finish(&mut c, "j-1", TaskKind::Reduce, 0, 1);
+        assert_eq!(c.jobs["j-1"].state, JobState::Running);
+        finish(&mut c, "j-1", TaskKind::Reduce, 1, 1);
+        assert_eq!(c.jobs["j-1"].state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_elsewhere_and_stale_reports_are_ignored() {
+        let mut c = Cluster::default();
+        submit(&mut c, "j-1", &[&[1]], 1, 2);
+        let ns = nodes(&[(1, 2), (2, 2)]);
+        let p = plan(&c, &ns, 1);
+        apply_all(&mut c, p);
+        let fail = |attempt| Command::TaskFailed {
+            job: "j-1".into(),
+            kind: TaskKind::Map,
+            index: 0,
+            attempt,
+            error: "exit 1".into(),
+            at_ms: 2,
+        };
+        assert_eq!(c.apply(fail(1)), Applied::Changed);
+        assert!(
+            matches!(c.apply(fail(1)), Applied::Ignored(_)),
+            "a duplicate report changes nothing"
+        );
+        let p = plan(&c, &ns, 3);
+        assert_eq!(
+            render(&p),
+            "assign j-1 m0#2 -> n2",
+            "the retry avoids the node where it failed"
+        );
+        apply_all(&mut c, p);
+        assert!(
+            matches!(
+                finish(&mut c, "j-1", TaskKind::Map, 0, 1),
+                Applied::Ignored(_)
+            ),
+            "attempt 1 is superseded"
+        );
+        assert_eq!(c.jobs["j-1"].maps[0].state, TaskState::Running);
+        // Out of attempts: the job fails, naming the task, the attempts and the last error.
+        assert_eq!(c.apply(fail(2)), Applied::Changed);
+        let j = &c.jobs["j-1"];
+        assert_eq!(j.state, JobState::Failed);
+        assert_eq!(
+            j.error.as_deref(),
+            Some("task m-00000 failed 2 of 2 attempts; the last: exit 1")
+        );
+        assert_eq!(
+            render(&plan(&c, &ns, 4)),
+            "",
+            "nothing runs for a failed job"
+        );
+    }
+
+    #[test]
+    fn jobs_share_slots_in_submission_order_and_a_killed_job_frees_them() {
+        let mut c = Cluster::default();
+        submit(&mut c, "j-1", &[&[1], &[1], &[1]], 1, 4);
+        submit(&mut c, "j-2", &[&[1]], 1, 4);
+        let ns = nodes(&[(1, 2)]);
+        let p = plan(&c, &ns, 1);
+        assert_eq!(render(&p), "assign j-1 m0#1 -> n1\nassign j-1 m1#1 -> n1");
+        apply_all(&mut c, p);
+        assert_eq!(
+            c.apply(Command::KillJob {
+                job: "j-1".into(),
+                at_ms: 2
+            }),
+            Applied::Changed
+        );
+        assert_eq!(c.jobs["j-1"].state, JobState::Killed);
+        assert_eq!(render(&plan(&c, &ns, 3)), "assign j-2 m0#1 -> n1");
+        assert!(
+            matches!(
+                finish(&mut c, "j-1", TaskKind::Map, 0, 1),
+                Applied::Ignored(_)
+            ),
+            "a killed job takes no reports"
+        );
+    }
+
+    #[test]
+    fn the_table_round_trips_through_cbor() {
+        let mut c = Cluster::default();
+        submit(&mut c, "j-1", &[&[1], &[2]], 2, 4);
+        let p = plan(&c, &nodes(&[(1, 1), (2, 1)]), 1);
+        apply_all(&mut c, p);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&c, &mut bytes).unwrap();
+        let back: Cluster = ciborium::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(back, c);
+    }
+}
