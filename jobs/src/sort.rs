@@ -191,14 +191,19 @@ impl SortBuffer {
 pub type CombineFn<'a> =
     dyn Fn(&[u8], &mut dyn crate::apps::Values, &mut dyn FnMut(&[u8])) + Sync + 'a;
 
+/// Bytes kept inside the table entry when short: a lookup then touches the entry alone, not
+/// also a separate allocation for the key and another for the values (cache misses are what
+/// a skewed input with a long tail of keys costs).
+pub type InlineBytes = smallvec::SmallVec<[u8; 16]>;
+
 struct Pending {
     part: u32,
     count: u32,
-    /// Values, each as `u32 length` + bytes.
-    values: Vec<u8>,
+    /// Values, each as a varint length + bytes.
+    values: InlineBytes,
 }
 
-/// Values stored length-prefixed in a byte vector.
+/// Values stored varint-length-prefixed in a byte vector.
 pub struct PackedValues<'a> {
     rest: &'a [u8],
 }
@@ -213,12 +218,21 @@ impl<'a> PackedValues<'a> {
 impl<'a> Iterator for PackedValues<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
-        if self.rest.len() < 4 {
-            return None;
+        // Each value: its length as a LEB128 varint, then its bytes.
+        let mut n = 0usize;
+        let mut shift = 0;
+        let mut i = 0;
+        loop {
+            let b = *self.rest.get(i)?;
+            n |= usize::from(b & 0x7f) << shift;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
         }
-        let n = u32::from_le_bytes(self.rest[..4].try_into().expect("4 bytes")) as usize;
-        let v = &self.rest[4..4 + n];
-        self.rest = &self.rest[4 + n..];
+        let v = self.rest.get(i..i + n)?;
+        self.rest = &self.rest[i + n..];
         Some(v)
     }
 }
@@ -229,23 +243,37 @@ impl crate::apps::Values for PackedValues<'_> {
     }
 }
 
-fn pack(out: &mut Vec<u8>, v: &[u8]) {
-    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    out.extend_from_slice(v);
+/// Append a value as a varint length and its bytes (byte by byte when short: the common
+/// values of a combiner are a few digits, and a library copy call costs more than they do).
+#[inline]
+fn pack(out: &mut InlineBytes, v: &[u8]) {
+    let mut n = v.len();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    if v.len() <= 8 {
+        for &b in v {
+            out.push(b);
+        }
+    } else {
+        out.extend_from_slice(v);
+    }
 }
 
 /// Values of one key combined as they arrive (for native apps with a combiner): memory grows
 /// with distinct keys, not with records.
 #[derive(Default)]
 pub struct HashBuffer {
-    map: FxHashMap<Box<[u8]>, Pending>,
+    map: FxHashMap<InlineBytes, Pending>,
     bytes: usize,
 }
 
 /// Values per key gathered before the combiner folds them.
 const COMBINE_EVERY: u32 = 64;
-/// Rough bytes of bookkeeping per distinct key (table slot, allocations' headers).
-const ENTRY_OVERHEAD: usize = 112;
+/// Rough bytes of bookkeeping per distinct key (its table slot with the table's slack).
+const ENTRY_OVERHEAD: usize = 96;
 
 impl HashBuffer {
     /// Bytes held, estimated with per-entry overhead.
@@ -265,11 +293,13 @@ impl HashBuffer {
             Some(p) => p,
             None => {
                 self.bytes += ENTRY_OVERHEAD + key.len();
-                self.map.entry(key.into()).or_insert(Pending {
-                    part,
-                    count: 0,
-                    values: Vec::new(),
-                })
+                self.map
+                    .entry(InlineBytes::from_slice(key))
+                    .or_insert(Pending {
+                        part,
+                        count: 0,
+                        values: InlineBytes::new(),
+                    })
             }
         };
         let before = p.values.capacity();
@@ -282,8 +312,11 @@ impl HashBuffer {
     }
 
     /// Fold every key's values, then hand the records out sorted by (partition, key).
-    pub fn drain_sorted(&mut self, combine: &CombineFn<'_>) -> Vec<(u32, Box<[u8]>, Vec<u8>)> {
-        let mut out: Vec<(u32, Box<[u8]>, Vec<u8>)> = self
+    pub fn drain_sorted(
+        &mut self,
+        combine: &CombineFn<'_>,
+    ) -> Vec<(u32, InlineBytes, InlineBytes)> {
+        let mut out: Vec<(u32, InlineBytes, InlineBytes)> = self
             .map
             .drain()
             .map(|(k, mut p)| {
@@ -303,7 +336,7 @@ fn fold(key: &[u8], p: &mut Pending, combine: &CombineFn<'_>) {
     // Fold into a small scratch buffer, then back into the entry's own allocation: the hot
     // keys of a skewed input fold thousands of times and must not reallocate each time.
     let mut folded = std::mem::take(&mut p.values);
-    let mut out = Vec::with_capacity(16);
+    let mut out = InlineBytes::new();
     let mut count = 0;
     combine(key, &mut PackedValues::new(&folded), &mut |v| {
         pack(&mut out, v);
