@@ -123,6 +123,15 @@ fn a_fourth_node_with_one_peer_joins_as_learner_and_is_promoted() {
     );
     let v = nodes[3].cluster().unwrap();
     assert_eq!(v["cluster_id"], nodes[0].cluster().unwrap()["cluster_id"]);
+
+    // Every node serves the replicated job table: empty, and a clear 404 for an unknown job.
+    for n in &nodes {
+        let (status, list) = http_get(&n.http, "/api/v1/jobs").expect("the node answers");
+        assert_eq!((status, list), (200, serde_json::json!([])), "{}", n.name);
+        let (status, body) = http_get(&n.http, "/api/v1/jobs/j-nope").expect("the node answers");
+        assert_eq!(status, 404);
+        assert_eq!(body["error"], "no job \"j-nope\"");
+    }
 }
 
 #[test]

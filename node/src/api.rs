@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,12 +16,37 @@ use crate::view::cluster_view;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
         .fallback(not_found)
         .with_state(node)
 }
 
 async fn cluster(State(node): State<Arc<Node>>) -> Response {
     Json(cluster_view(&node)).into_response()
+}
+
+/// The applied job table; empty before this node has Raft.
+fn with_jobs<T>(node: &Node, f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T) -> Option<T> {
+    let h = node.raft.get()?;
+    let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+    Some(f(&applied.state.jobs))
+}
+
+async fn jobs(State(node): State<Arc<Node>>) -> Response {
+    let list = with_jobs(&node, crate::jobs_view::jobs_view).unwrap_or_default();
+    Json(list).into_response()
+}
+
+async fn job(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    match with_jobs(&node, |jobs| {
+        jobs.jobs.get(&id).map(crate::jobs_view::job_view)
+    })
+    .flatten()
+    {
+        Some(view) => Json(view).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no job {id:?}")),
+    }
 }
 
 async fn not_found() -> Response {

@@ -15,7 +15,7 @@
 //! - [`state`]: the replicated cluster state Raft applies.
 //! - [`local_cluster`]: child-process clusters on loopback for `shoal demo` and benches.
 //! - [`identity`]: the node's persistent keypair and its node id.
-//! - [`api`], [`view`]: the HTTP API and the cluster view it serves.
+//! - [`api`], [`view`], [`jobs_view`]: the HTTP API and the cluster and job views it serves.
 //! - [`status`]: `shoal status` and `shoal keygen`.
 //! - [`cli`]: the command line (clap derive): parses, builds a config, calls the subcommand.
 //! - [`jobargs`]: the job flags shared by `shoal run` and `shoal submit`, into a `JobSpec`.
@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod demo;
 pub mod identity;
 pub mod jobargs;
+pub mod jobs_view;
 pub mod local_cluster;
 pub mod membership;
 pub mod node;

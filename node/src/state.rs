@@ -1,40 +1,51 @@
-//! The replicated state of a Shoal cluster, applied by Raft on every node. Today it holds
-//! the cluster's identity; the job and task table joins it with distributed jobs.
+//! The replicated state of a Shoal cluster, applied by Raft on every node: the cluster's
+//! identity and the job table (`shoal_jobs::cluster`).
 //!
 //! The invariant: `apply` is deterministic — no clocks, no randomness, no I/O.
 
 use serde::{Deserialize, Serialize};
+use shoal_jobs::cluster::{Applied, Cluster};
 use shoal_raft::AppState;
 
 /// The cluster's replicated state.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
-    /// The cluster id, recorded by the node that bootstrapped the cluster.
+    /// The cluster id, recorded by the first leader.
     pub cluster_id: Option<u64>,
     /// Commands applied (a cheap way to see that logs agree).
     pub commands: u64,
+    /// Every job, task and attempt.
+    #[serde(default)]
+    pub jobs: Cluster,
 }
 
 /// Changes to [`ClusterState`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
-    /// Record the cluster id (the bootstrapper's first command).
+    /// Record the cluster id (the first leader's first command).
     Init {
         /// The id.
         cluster_id: u64,
     },
+    /// A change to the job table.
+    Jobs(shoal_jobs::cluster::Command),
 }
 
 impl AppState for ClusterState {
     type Command = Command;
-    type Response = ();
+    type Response = Applied;
 
-    fn apply(&mut self, cmd: Command) {
+    fn apply(&mut self, cmd: Command) -> Applied {
         self.commands += 1;
         match cmd {
-            Command::Init { cluster_id } => {
-                self.cluster_id.get_or_insert(cluster_id);
-            }
+            Command::Init { cluster_id } => match self.cluster_id {
+                None => {
+                    self.cluster_id = Some(cluster_id);
+                    Applied::Changed
+                }
+                Some(_) => Applied::Ignored("the cluster id is already recorded".into()),
+            },
+            Command::Jobs(c) => self.jobs.apply(c),
         }
     }
 }

@@ -151,6 +151,11 @@ impl Drop for NodeProc {
 
 /// A plain HTTP/1.1 GET of JSON; None when the node does not answer.
 pub fn http_get_json(addr: &str, path: &str) -> Option<Value> {
+    http_get(addr, path).map(|(_, v)| v)
+}
+
+/// A plain HTTP/1.1 GET: the status code and the JSON body.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, Value)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -160,8 +165,9 @@ pub fn http_get_json(addr: &str, path: &str) -> Option<Value> {
     .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(body).ok()?))
 }
 
 /// Poll `f` until it returns Some, or panic with `what` after `secs`.

@@ -1,0 +1,213 @@
+//! Jobs as the HTTP API shows them (`GET /api/v1/jobs`, `GET /api/v1/jobs/{id}`), read from
+//! the replicated job table. Ids are strings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use shoal_jobs::cluster::{Job, JobState, Task, TaskKind, TaskState};
+
+use crate::view::hex;
+
+/// Task counts of one phase.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    /// Tasks in the phase.
+    pub total: usize,
+    /// Finished.
+    pub done: usize,
+    /// Running now.
+    pub running: usize,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    /// From 1.
+    pub attempt: u32,
+    /// Node id.
+    pub node: String,
+    /// "running", "done" or "failed".
+    pub state: &'static str,
+    /// Assigned at (ms since the epoch).
+    pub start_ms: u64,
+    /// Ended at.
+    pub end_ms: Option<u64>,
+    /// Why it failed: exit status or signal, and the tail of stderr.
+    pub error: Option<String>,
+}
+
+/// One task.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    /// `m-00003` / `r-00001`.
+    pub id: String,
+    /// "map" or "reduce".
+    pub kind: &'static str,
+    /// "pending", "running", "done" or "failed".
+    pub state: &'static str,
+    /// Every attempt.
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One job.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    /// `j-…`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// "queued", "running", "succeeded", "failed" or "killed".
+    pub state: &'static str,
+    /// "map", "reduce" or "done".
+    pub phase: &'static str,
+    /// Accepted at.
+    pub submitted_ms: u64,
+    /// Ended at.
+    pub finished_ms: Option<u64>,
+    /// Map progress.
+    pub maps: Progress,
+    /// Reduce progress.
+    pub reduces: Progress,
+    /// Counters of successful attempts, by group then name.
+    pub counters: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Why it failed or was killed.
+    pub error: Option<String>,
+    /// Every task.
+    pub tasks: Vec<TaskView>,
+}
+
+fn task_state(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Pending => "pending",
+        TaskState::Running => "running",
+        TaskState::Done => "done",
+        TaskState::Failed => "failed",
+    }
+}
+
+fn progress(tasks: &[Task]) -> Progress {
+    Progress {
+        total: tasks.len(),
+        done: tasks.iter().filter(|t| t.state == TaskState::Done).count(),
+        running: tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Running)
+            .count(),
+    }
+}
+
+/// The API's view of a job.
+pub fn job_view(job: &Job) -> JobView {
+    let started = job
+        .maps
+        .iter()
+        .chain(&job.reduces)
+        .any(|t| !t.attempts.is_empty());
+    let state = match job.state {
+        JobState::Running if !started => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Killed => "killed",
+    };
+    let phase = match job.state {
+        JobState::Running if job.maps_done() => "reduce",
+        JobState::Running => "map",
+        _ => "done",
+    };
+    let tasks = job
+        .maps
+        .iter()
+        .chain(&job.reduces)
+        .map(|t| TaskView {
+            id: t.id(),
+            kind: if t.kind == TaskKind::Map {
+                "map"
+            } else {
+                "reduce"
+            },
+            state: task_state(t.state),
+            attempts: t
+                .attempts
+                .iter()
+                .map(|a| AttemptView {
+                    attempt: a.attempt,
+                    node: hex(a.node),
+                    state: task_state(a.state),
+                    start_ms: a.start_ms,
+                    end_ms: a.end_ms,
+                    error: a.error.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    JobView {
+        id: job.id.clone(),
+        name: job.spec.name.clone(),
+        state,
+        phase,
+        submitted_ms: job.submitted_ms,
+        finished_ms: job.finished_ms,
+        maps: progress(&job.maps),
+        reduces: progress(&job.reduces),
+        counters: job.counters.0.clone(),
+        error: job.error.clone(),
+        tasks,
+    }
+}
+
+/// Every job, newest first.
+pub fn jobs_view(jobs: &shoal_jobs::cluster::Cluster) -> Vec<JobView> {
+    let mut v: Vec<&Job> = jobs.jobs.values().collect();
+    v.sort_by(|a, b| {
+        b.submitted_ms
+            .cmp(&a.submitted_ms)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    v.into_iter().map(job_view).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_jobs::cluster::{Cluster, Command, SplitInfo};
+    use shoal_jobs::partition::Partitioner;
+    use shoal_jobs::spec::{JobKind, JobSpec};
+
+    #[test]
+    fn a_job_reads_as_design_md_shows_it() {
+        let mut c = Cluster::default();
+        let spec = JobSpec::new("wc", vec!["in".into()], JobKind::App("wordcount".into()));
+        let splits = vec![SplitInfo {
+            index: 0,
+            name: "in".into(),
+            len: 10,
+            holders: vec![1],
+        }];
+        c.apply(Command::SubmitJob {
+            id: "j-1".into(),
+            spec: Box::new(spec),
+            splits,
+            partitioner: Partitioner::Hash,
+            at_ms: 7,
+        });
+        let v = serde_json::to_value(jobs_view(&c)).unwrap();
+        assert_eq!(v[0]["state"], "queued");
+        assert_eq!(v[0]["phase"], "map");
+        assert_eq!(v[0]["maps"]["total"], 1);
+        c.apply(Command::Assign {
+            job: "j-1".into(),
+            kind: TaskKind::Map,
+            index: 0,
+            attempt: 1,
+            node: 1,
+            at_ms: 8,
+        });
+        let v = serde_json::to_value(job_view(&c.jobs["j-1"])).unwrap();
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["maps"]["running"], 1);
+        assert_eq!(v["tasks"][0]["id"], "m-00000");
+        assert_eq!(v["tasks"][0]["attempts"][0]["node"], "0000000000000001");
+        assert_eq!(v["tasks"][1]["kind"], "reduce");
+    }
+}
