@@ -56,6 +56,13 @@ impl TaskEnv<'_> {
         env
     }
 
+    /// The native app of an app job.
+    fn app(&self) -> Result<Arc<dyn App>> {
+        self.app
+            .clone()
+            .ok_or_else(|| Error::InvalidSpec("app job without its app".into()))
+    }
+
     fn attempt_text(&self) -> String {
         format!("attempt {} of {}", self.attempt, self.spec.max_attempts)
     }
@@ -124,10 +131,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
     );
     match &env.spec.kind {
         JobKind::App(_) => {
-            let app = env
-                .app
-                .clone()
-                .ok_or_else(|| Error::InvalidSpec("app job without its app".into()))?;
+            let app = env.app()?;
             let mut input = open_split(split)?;
             let mut line = Vec::new();
             let mut offset = split.offset;
@@ -631,10 +635,7 @@ fn reduce_into(
     let werr = |e| Error::io(format!("writing {}", tmp.display()), e);
     match &env.spec.kind {
         JobKind::App(_) => {
-            let app = env
-                .app
-                .clone()
-                .ok_or_else(|| Error::InvalidSpec("app job without its app".into()))?;
+            let app = env.app()?;
             let (mut groups, mut records, mut written) = (0u64, 0u64, 0u64);
             let mut write_err: Option<io::Error> = None;
             while let Some(k) = merger.peek_key()? {

@@ -35,6 +35,11 @@ pub struct LocalCluster {
 
 /// GET a JSON document over plain HTTP/1.1; None when the node does not answer.
 pub fn get_json(addr: &str, path: &str) -> Option<Value> {
+    get(addr, path).map(|(_, v)| v)
+}
+
+/// GET over plain HTTP/1.1: the status code and the JSON body.
+pub fn get(addr: &str, path: &str) -> Option<(u16, Value)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -44,7 +49,9 @@ pub fn get_json(addr: &str, path: &str) -> Option<Value> {
     .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
-    serde_json::from_str(resp.split_once("\r\n\r\n")?.1).ok()
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(body).ok()?))
 }
 
 /// Poll `f` every 10 ms until it answers, or fail after `limit`.

@@ -41,10 +41,8 @@ pub async fn run(node: Arc<Node>) {
         let m = metrics.membership_config.membership().clone();
         let voters: BTreeSet<u64> = m.voter_ids().collect();
         let learners: Vec<u64> = m.learner_ids().collect();
-        let reachable = |id: u64| {
-            let hellos = node.hellos();
-            id == node.id || hellos.iter().any(|h| h.node_id == id)
-        };
+        let hellos = node.hellos();
+        let reachable = |id: u64| id == node.id || hellos.iter().any(|h| h.node_id == id);
         if voters.len() < node.settings.voter_cap {
             if let Some(&l) = learners.iter().find(|&&l| reachable(l)) {
                 info!(
@@ -63,7 +61,7 @@ pub async fn run(node: Arc<Node>) {
         }
         // Keep members' records current (addresses change when a node restarts).
         let mut updates = BTreeMap::new();
-        for hello in node.hellos() {
+        for hello in &hellos {
             if let Some(cur) = m.get_node(&hello.node_id) {
                 let fresh = NodeInfo {
                     peer_id: hello.info.peer_id.clone(),

@@ -2,8 +2,6 @@
 //! Tests wait on events — the ready file, the HTTP API answering what they expect — with
 //! deadlines, never on fixed sleeps.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -149,40 +147,14 @@ impl Drop for NodeProc {
     }
 }
 
-/// A plain HTTP/1.1 GET of JSON; None when the node does not answer.
-pub fn http_get_json(addr: &str, path: &str) -> Option<Value> {
-    http_get(addr, path).map(|(_, v)| v)
-}
-
-/// A plain HTTP/1.1 GET: the status code and the JSON body.
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, Value)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, serde_json::from_str(body).ok()?))
-}
+/// The product's plain HTTP GET (status and JSON), as `shoal demo` and the benches use it.
+#[allow(unused_imports)] // not every test binary that includes this module calls both
+pub use shoal_node::local_cluster::{get as http_get, get_json as http_get_json};
 
 /// Poll `f` until it returns Some, or panic with `what` after `secs`.
-pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::park_timeout(Duration::from_millis(25));
-    }
+pub fn wait_for<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    shoal_node::local_cluster::wait_for(Duration::from_secs(secs), what, f)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Start `n` nodes that find each other through `--peer`s, each with `extra` args.
