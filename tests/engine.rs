@@ -7,28 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-const WORDCOUNT_PY: &str = r#"
-c = collections.Counter()
-for _, b in files():
-    c.update(b.split())
-for k in sorted(c):
-    w.write(k + b'\t' + str(c[k]).encode() + b'\n')
-"#;
-
-const MAPPER_PY: &str = "import sys\nfor line in sys.stdin:\n    for word in line.split():\n        print(word + '\\t1')\n";
-const REDUCER_PY: &str = r#"import sys
-current, count = None, 0
-for line in sys.stdin:
-    word, n = line.rstrip('\n').split('\t')
-    if word != current:
-        if current is not None:
-            print(current + '\t' + str(count))
-        current, count = word, 0
-    count += int(n)
-if current is not None:
-    print(current + '\t' + str(count))
-"#;
-
 fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) -> String {
     let o = run(shoal()
         .args(["run", "--input"])
@@ -74,21 +52,10 @@ fn word_count_three_ways_matches_the_reference() {
     let map_py = dir.path().join("map.py").to_string_lossy().into_owned();
     let reduce_py = dir.path().join("reduce.py").to_string_lossy().into_owned();
     for r in [1, 3, 10] {
-        let jobs: [(&str, Vec<&str>); 3] = [
-            ("python", vec!["--map", &map_py, "--reduce", &reduce_py]),
-            (
-                "shell",
-                vec![
-                    "--map",
-                    "tr -s ' \\t' '\\n\\n' | sed '/^$/d'",
-                    "--reduce",
-                    "uniq -c | awk '{print $2 \"\\t\" $1}'",
-                ],
-            ),
-            ("app", vec!["--app", "wordcount"]),
-        ];
+        let jobs = wordcount_jobs(&map_py, &reduce_py);
         for (name, args) in jobs {
             let out = dir.path().join(format!("out-{name}-{r}"));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let summary = shoal_run(&corpus, &out, r, &args);
             if name == "app" {
                 // Counters count each record once: every word is one map output record.
@@ -160,14 +127,7 @@ fn python_combiner_gives_the_same_counts() {
 #[test]
 fn inverted_index_matches_the_reference() {
     let (dir, corpus) = setup();
-    let reference = r#"
-idx = collections.defaultdict(set)
-for name, b in files():
-    for word in b.split():
-        idx[word].add(name.encode())
-for k in sorted(idx):
-    w.write(k + b'\t' + b','.join(sorted(idx[k])) + b'\n')
-"#;
+    let reference = INVERTED_PY;
     let want = sorted_lines(&python_reference(
         &format!("{PY_FILES}{reference}"),
         &corpus,

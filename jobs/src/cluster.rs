@@ -6,8 +6,6 @@
 //! commands), idempotent, and attempt-tagged — a report about an attempt that is not the
 //! running one (late, duplicated, superseded) is ignored, so a stale worker can never undo
 //! or double-count work.
-//!
-//! Not yet wired into the node: this is the state distributed jobs will replicate.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +19,7 @@ use crate::spec::JobSpec;
 pub type NodeId = u64;
 
 /// Map or reduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskKind {
     /// A map task (one split).
     Map,
@@ -85,6 +83,9 @@ pub struct Task {
     pub attempts: Vec<Attempt>,
     /// Sizes of what the successful attempt wrote (per partition for a map).
     pub output_sizes: Vec<u64>,
+    /// Nodes holding the successful attempt's output (a reduce's part file and its copies).
+    #[serde(default)]
+    pub holders: Vec<NodeId>,
 }
 
 impl Task {
@@ -95,6 +96,7 @@ impl Task {
             state: TaskState::Pending,
             attempts: Vec::new(),
             output_sizes: Vec::new(),
+            holders: Vec::new(),
         }
     }
 
@@ -226,6 +228,9 @@ pub enum Command {
         attempt: u32,
         /// Output sizes (per partition for a map).
         sizes: Vec<u64>,
+        /// Nodes holding the output (empty means the attempt's node).
+        #[serde(default)]
+        holders: Vec<NodeId>,
         /// The attempt's counters.
         counters: Counters,
         /// Now.
@@ -348,6 +353,7 @@ impl Cluster {
                 index,
                 attempt,
                 sizes,
+                holders,
                 counters,
                 at_ms,
             } => {
@@ -362,6 +368,11 @@ impl Cluster {
                 };
                 a.state = TaskState::Done;
                 a.end_ms = Some(at_ms);
+                task.holders = if holders.is_empty() {
+                    vec![a.node]
+                } else {
+                    holders
+                };
                 task.state = TaskState::Done;
                 task.output_sizes = sizes;
                 j.counters.merge(&counters);

@@ -149,6 +149,7 @@ mod tests {
             index,
             attempt,
             sizes: vec![1],
+            holders: vec![],
             counters: Counters::default(),
             at_ms: 5,
         };

@@ -87,6 +87,16 @@ pub struct JobSpec {
     pub max_record_bytes: u64,
     /// Partitioner; `None` means the app's choice (hash unless the app samples ranges).
     pub partitioner: Option<Partitioner>,
+    /// On a cluster: copies of each split and part file besides the node that made it.
+    #[serde(default = "default_replication")]
+    pub replication: u32,
+}
+
+/// Copies kept of splits and part files besides the original (`--replication`).
+pub const DEFAULT_REPLICATION: u32 = 2;
+
+fn default_replication() -> u32 {
+    DEFAULT_REPLICATION
 }
 
 impl JobSpec {
@@ -105,6 +115,7 @@ impl JobSpec {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_record_bytes: DEFAULT_MAX_RECORD,
             partitioner: None,
+            replication: DEFAULT_REPLICATION,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct PeerInfo {
     pub addrs: Vec<String>,
     /// Its HTTP API address.
     pub http: String,
+    /// How many tasks it runs at once (`--slots`).
+    #[serde(default)]
+    pub slots: u32,
 }
 
 /// A Raft RPC (`/shoal/raft/1`). The payload is the raft crate's encoding.
@@ -76,6 +79,14 @@ pub enum CtlRequest {
         /// How to reach it.
         info: PeerInfo,
     },
+    /// Propose a command to the replicated state (forwarded to the leader).
+    Propose {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The command, encoded by the node.
+        #[serde(with = "serde_bytes")]
+        command: Vec<u8>,
+    },
 }
 
 /// The answer to a [`CtlRequest`].
@@ -85,6 +96,8 @@ pub enum CtlResponse {
     Hello(Hello),
     /// Done.
     Ok,
+    /// A proposal was committed and applied; the state's answer, encoded by the node.
+    Applied(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Not accepted; the reason.
     Refused(String),
 }
@@ -94,6 +107,14 @@ pub enum CtlResponse {
 pub enum DataRequest {
     /// Send the object stored under `key`.
     Fetch {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The object.
+        key: String,
+    },
+    /// Store the object that follows (`Chunk`s, then `End`) under `key`; the receiver
+    /// answers `End` once it is durable, or `Error`.
+    Put {
         /// The sender's cluster.
         cluster_id: ClusterId,
         /// The object.
@@ -128,6 +149,7 @@ mod tests {
                 peer_id,
                 addrs,
                 http,
+                slots: 2,
             })
     }
 
@@ -152,6 +174,12 @@ mod tests {
                     info,
                 }
             }),
+            (any::<u64>(), any::<Vec<u8>>()).prop_map(|(cluster_id, command)| {
+                CtlRequest::Propose {
+                    cluster_id,
+                    command,
+                }
+            }),
         ]
     }
 
@@ -159,6 +187,7 @@ mod tests {
         prop_oneof![
             hello().prop_map(CtlResponse::Hello),
             Just(CtlResponse::Ok),
+            any::<Vec<u8>>().prop_map(CtlResponse::Applied),
             ".*".prop_map(CtlResponse::Refused)
         ]
     }
@@ -186,7 +215,8 @@ mod tests {
 
         #[test]
         fn data_messages_round_trip(cluster_id in any::<u64>(), key in ".*", bytes in any::<Vec<u8>>(), reason in ".*") {
-            round_trips(&DataRequest::Fetch { cluster_id, key });
+            round_trips(&DataRequest::Fetch { cluster_id, key: key.clone() });
+            round_trips(&DataRequest::Put { cluster_id, key });
             round_trips(&DataFrame::Chunk(bytes));
             round_trips(&DataFrame::End);
             round_trips(&DataFrame::Error(reason));

@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
+use shoal_jobs::cluster::{self, Applied, JobState};
 
 use crate::node::Node;
 use crate::view::cluster_view;
@@ -16,8 +19,15 @@ use crate::view::cluster_view;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
-        .route("/api/v1/jobs", get(jobs))
-        .route("/api/v1/jobs/{id}", get(job))
+        .route(
+            "/api/v1/jobs",
+            get(jobs)
+                .post(crate::submit::submit)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/jobs/{id}", get(job).delete(kill))
+        .route("/api/v1/jobs/{id}/output", get(output_list))
+        .route("/api/v1/jobs/{id}/output/{name}", get(output_part))
         .fallback(not_found)
         .with_state(node)
 }
@@ -27,7 +37,10 @@ async fn cluster(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// The applied job table; empty before this node has Raft.
-fn with_jobs<T>(node: &Node, f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T) -> Option<T> {
+pub(crate) fn with_jobs<T>(
+    node: &Node,
+    f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T,
+) -> Option<T> {
     let h = node.raft.get()?;
     let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
     Some(f(&applied.state.jobs))
@@ -38,7 +51,57 @@ async fn jobs(State(node): State<Arc<Node>>) -> Response {
     Json(list).into_response()
 }
 
-async fn job(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+/// `?wait=MS`: answer once the job's progress changes or it ends, or after MS (at most 30 s).
+#[derive(Debug, serde::Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+/// What a waiting client is told about: state and task counts.
+fn progress_key(node: &Node, id: &str) -> Option<(JobState, usize, usize, usize, usize)> {
+    with_jobs(node, |jobs| {
+        jobs.jobs.get(id).map(|j| {
+            let count =
+                |ts: &[shoal_jobs::cluster::Task], s| ts.iter().filter(|t| t.state == s).count();
+            use shoal_jobs::cluster::TaskState::{Done, Running};
+            (
+                j.state,
+                count(&j.maps, Done),
+                count(&j.maps, Running),
+                count(&j.reduces, Done),
+                count(&j.reduces, Running),
+            )
+        })
+    })
+    .flatten()
+}
+
+async fn job(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<WaitQuery>,
+) -> Response {
+    if let (Some(ms), Some(h)) = (q.wait, node.raft.get()) {
+        use shoal_raft::WatchReceiver;
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(ms.min(30_000));
+        let mut changes = h.raft.metrics();
+        let first = progress_key(&node, &id);
+        while let Some(k) = first {
+            if k.0 != JobState::Running {
+                break;
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+            if progress_key(&node, &id) != first {
+                break;
+            }
+        }
+    }
     match with_jobs(&node, |jobs| {
         jobs.jobs.get(&id).map(crate::jobs_view::job_view)
     })
@@ -47,6 +110,153 @@ async fn job(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response 
         Some(view) => Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no job {id:?}")),
     }
+}
+
+async fn kill(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    let state = with_jobs(&node, |jobs| jobs.jobs.get(&id).map(|j| j.state)).flatten();
+    match state {
+        None => return error(StatusCode::NOT_FOUND, &format!("no job {id:?}")),
+        Some(JobState::Running) => {}
+        Some(s) => {
+            return error(
+                StatusCode::CONFLICT,
+                &format!("job {id} has already ended ({})", state_name(s)),
+            )
+        }
+    }
+    let cmd = crate::state::Command::Jobs(cluster::Command::KillJob {
+        job: id.clone(),
+        at_ms: crate::manager::now_ms(),
+    });
+    match node.propose(&cmd, std::time::Duration::from_secs(10)).await {
+        Ok(Applied::Changed) => {
+            Json(serde_json::json!({ "id": id, "state": "killed" })).into_response()
+        }
+        Ok(Applied::Ignored(why)) => error(StatusCode::CONFLICT, &why),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+fn state_name(s: JobState) -> &'static str {
+    match s {
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Killed => "killed",
+    }
+}
+
+/// The part files of a succeeded job: `(partition, size, holders)`.
+type Parts = Vec<(u32, u64, Vec<u64>)>;
+
+fn parts_of(node: &Node, id: &str) -> Result<Parts, (StatusCode, String)> {
+    let found = with_jobs(node, |jobs| {
+        jobs.jobs.get(id).map(|j| {
+            (
+                j.state,
+                j.reduces
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.index,
+                            t.output_sizes.first().copied().unwrap_or(0),
+                            t.holders.clone(),
+                        )
+                    })
+                    .collect::<Parts>(),
+            )
+        })
+    })
+    .flatten();
+    match found {
+        None => Err((StatusCode::NOT_FOUND, format!("no job {id:?}"))),
+        Some((JobState::Succeeded, parts)) => Ok(parts),
+        Some((s, _)) => Err((
+            StatusCode::CONFLICT,
+            format!("job {id} has no output: it is {}", state_name(s)),
+        )),
+    }
+}
+
+async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
+    match parts_of(&node, &id) {
+        Ok(parts) => {
+            let list: Vec<_> = parts
+                .iter()
+                .map(|(p, size, holders)| {
+                    serde_json::json!({
+                        "name": shoal_jobs::task::part_name(*p),
+                        "size": size,
+                        "holders": holders.iter().map(|&n| crate::view::hex(n)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            Json(serde_json::json!({ "id": id, "parts": list })).into_response()
+        }
+        Err((status, msg)) => error(status, &msg),
+    }
+}
+
+async fn output_part(
+    State(node): State<Arc<Node>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    let parts = match parts_of(&node, &id) {
+        Ok(p) => p,
+        Err((status, msg)) => return error(status, &msg),
+    };
+    let Some((p, size, holders)) = parts
+        .into_iter()
+        .find(|(p, _, _)| shoal_jobs::task::part_name(*p) == name)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("job {id} has no part {name:?}"),
+        );
+    };
+    let key = crate::blobs::part_key(&id, p);
+    let ok = |body: Body| {
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_LENGTH, size.to_string()),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    if let Ok((file, _)) = node.blobs.open_read(&key) {
+        let file = tokio::fs::File::from_std(file);
+        let stream = futures::stream::unfold(file, |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; crate::data::CHUNK];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        return ok(Body::from_stream(stream));
+    }
+    // Another node holds it: stream it through this one.
+    let connected = node.hellos();
+    let Some(peer) = holders
+        .iter()
+        .filter(|&&h| h != node.id)
+        .filter(|&&h| connected.iter().any(|c| c.node_id == h))
+        .find_map(|&h| crate::manager::peer_of(&node, h))
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("no node holding {name} of job {id} is reachable"),
+        );
+    };
+    let stream = crate::data::fetch_stream(Arc::clone(&node), peer, key)
+        .map(|r| r.map_err(std::io::Error::other));
+    ok(Body::from_stream(stream))
 }
 
 async fn not_found() -> Response {

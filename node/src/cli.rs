@@ -28,16 +28,16 @@ struct Cli {
 enum Command {
     /// Run a node of a cluster.
     Node(Box<crate::daemon::NodeArgs>),
-    /// Submit a job to a cluster (not built yet).
-    Submit,
-    /// Show the cluster.
+    /// Submit a job to a cluster; prints its id (with --wait, waits and shows progress).
+    Submit(Box<crate::client::SubmitArgs>),
+    /// Show the cluster, or one job with its tasks.
     Status(crate::status::StatusArgs),
-    /// List jobs (not built yet).
-    Jobs,
-    /// Fetch a job's output (not built yet).
-    Output,
-    /// Cancel a job (not built yet).
-    Kill,
+    /// List jobs, newest first.
+    Jobs(crate::client::JobsArgs),
+    /// Fetch a job's output: its part files and `_SUCCESS`.
+    Output(crate::client::OutputArgs),
+    /// Cancel a job; its running attempts are stopped.
+    Kill(crate::client::JobRef),
     /// Run a whole job in one process, no cluster.
     Run(Box<crate::run::RunArgs>),
     /// A local demo: a 3-node cluster on loopback, a manager killed and replaced, a job.
@@ -69,6 +69,10 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Status(args) => crate::status::run(args),
+        Command::Submit(args) => crate::client::submit(*args),
+        Command::Jobs(args) => crate::client::jobs(args),
+        Command::Output(args) => crate::client::output(args),
+        Command::Kill(args) => crate::client::kill(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Keygen { file } => match crate::status::keygen(&file) {
             Ok(()) => ExitCode::SUCCESS,

@@ -60,6 +60,9 @@ pub struct NodeArgs {
     /// Most voters; further members stay learners.
     #[arg(long, env = "SHOAL_VOTERS", default_value_t = 5)]
     pub voters: usize,
+    /// Tasks this node runs at once (default: its cores).
+    #[arg(long, env = "SHOAL_SLOTS")]
+    pub slots: Option<u32>,
 }
 
 fn parse_election(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -164,9 +167,16 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         expect: args.expect,
         timing,
         voter_cap: args.voters.max(1),
+        slots: args
+            .slots
+            .unwrap_or(shoal_jobs::pool::default_slots() as u32)
+            .max(1),
+        replication: shoal_jobs::spec::DEFAULT_REPLICATION,
     };
+    let blobs = crate::blobs::Blobs::open(args.data.join("blobs"))
+        .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;
     runtime.block_on(serve(
-        args, listen, peers, http, keypair, store, psk, settings,
+        args, listen, peers, http, keypair, store, psk, settings, blobs,
     ))
 }
 
@@ -180,6 +190,7 @@ async fn serve(
     store: Store,
     psk: Option<PreSharedKey>,
     settings: Settings,
+    blobs: crate::blobs::Blobs,
 ) -> anyhow::Result<()> {
     let peer_id = keypair.public().to_peer_id();
     let id = crate::identity::node_id(&peer_id);
@@ -213,8 +224,9 @@ async fn serve(
         peer_id: peer_id.to_string(),
         addrs: addrs.clone(),
         http: http_addr.clone(),
+        slots: settings.slots,
     };
-    let node = Arc::new(Node::new(id, peer_id, info, store, net, settings)?);
+    let node = Arc::new(Node::new(id, peer_id, info, store, net, settings, blobs)?);
     if node.cluster_id().is_some() {
         node.start_raft().await?;
     }
@@ -231,6 +243,8 @@ async fn serve(
     });
     tokio::spawn(crate::bootstrap::run(Arc::clone(&node)));
     tokio::spawn(crate::membership::run(Arc::clone(&node)));
+    tokio::spawn(crate::manager::run(Arc::clone(&node)));
+    tokio::spawn(crate::worker::run(Arc::clone(&node)));
 
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
@@ -295,7 +309,7 @@ fn dispatch(node: &Arc<Node>, e: Event) {
             stream,
         } => {
             let node = Arc::clone(node);
-            tokio::spawn(async move { node.on_data(peer, request, stream).await });
+            tokio::spawn(crate::data::serve(node, peer, request, stream));
         }
     }
 }

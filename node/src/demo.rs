@@ -1,11 +1,9 @@
 //! `shoal demo`: what Shoal does, on this machine, in one command. Starts three nodes on
 //! 127.0.0.1 (mDNS off), shows the cluster electing a manager, kills the manager with
 //! `kill -9` and shows the new one taking over, restarts the killed node and shows it
-//! rejoin, runs a word count through the engine and checks it against an independent count,
-//! then stops the nodes cleanly.
-//!
-//! Distributed jobs are not built yet; when they are, the word count runs on the cluster
-//! and the manager is killed while it runs.
+//! rejoin, submits a word count to a follower with `shoal submit --wait --output`, shows
+//! where its tasks ran, checks the output against an independent count, then stops the
+//! nodes cleanly.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -97,25 +95,66 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     println!("   it rejoined as a follower, with its log; three voters again\n");
     show(&cluster, li)?;
 
-    println!(
-        "\n== word count through the engine (shoal run, 2 slots) on a generated 32 MiB corpus"
-    );
+    let follower = (0..3)
+        .find(|&i| Some(cluster.nodes[i].node_id.as_str()) != cluster.nodes[li].leader().as_deref())
+        .unwrap_or(li);
     let corpus = dir.join("corpus.txt");
     crate::corpus::generate(&corpus, 32 << 20, 50_000, 7)?;
     let out = dir.join("wordcount");
-    let spec = {
-        let mut s = shoal_jobs::JobSpec::new(
-            "demo wordcount",
-            vec![corpus.to_string_lossy().into_owned()],
-            shoal_jobs::spec::JobKind::App("wordcount".into()),
-        );
-        s.reducers = 3;
-        s.split_size = 8 << 20;
-        s
-    };
+    println!(
+        "\n== word count on the cluster: a 32 MiB corpus submitted to a follower (node {})",
+        cluster.nodes[follower].node_id
+    );
+    let url = format!("http://{}", cluster.nodes[follower].http);
+    println!(
+        "   $ shoal submit --node {url} --input corpus.txt --app wordcount -R 3 --split-size 4194304 --wait --output wordcount"
+    );
     let t = Instant::now();
-    let summary = shoal_jobs::local::run_local(&spec, &out, 2, &|_| {})?;
+    let exe = std::env::current_exe()?;
+    let o = std::process::Command::new(exe)
+        .args(["submit", "--node", &url, "--input"])
+        .arg(&corpus)
+        .args([
+            "--app",
+            "wordcount",
+            "-R",
+            "3",
+            "--split-size",
+            "4194304",
+            "--wait",
+            "--output",
+        ])
+        .arg(&out)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(o.status.success(), "shoal submit failed ({})", o.status);
     let secs = t.elapsed().as_secs_f64();
+    let job = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let v = crate::local_cluster::get_json(
+        &cluster.nodes[follower].http,
+        &format!("/api/v1/jobs/{job}"),
+    )
+    .ok_or_else(|| anyhow::anyhow!("the follower did not answer"))?;
+    let mut per_node: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        for a in t["attempts"].as_array().into_iter().flatten() {
+            let e = per_node
+                .entry(a["node"].as_str().unwrap_or("?").to_string())
+                .or_default();
+            if t["kind"] == "map" {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+    }
+    for (node, (m, r)) in &per_node {
+        println!("   node {node}: {m} map and {r} reduce task(s)");
+    }
     let got = crate::bench::read_counts(&out)?;
     let text = std::fs::read(&corpus)?;
     let mut want: HashMap<&[u8], u64> = HashMap::new();
@@ -128,15 +167,16 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut top: Vec<(&Vec<u8>, &u64)> = got.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1));
     println!(
-        "   {} map and {} reduce tasks in {secs:.2} s; {} distinct words; output checked against an independent count",
-        summary.maps,
-        summary.reduces,
+        "   job {job} succeeded in {secs:.2} s (upload included); {} distinct words; output checked against an independent count",
         got.len()
     );
     for (w, n) in top.iter().take(5) {
         println!("   {:>10}  {}", n, String::from_utf8_lossy(w));
     }
-    println!("   output: {}", out.display());
+    println!(
+        "   output: {} (also on the cluster: shoal output {job} --dir DIR)",
+        out.display()
+    );
 
     println!("\n== stopping the nodes (SIGTERM)");
     for n in &mut cluster.nodes {

@@ -47,6 +47,11 @@ pub struct TaskView {
     pub state: &'static str,
     /// Every attempt.
     pub attempts: Vec<AttemptView>,
+    /// Bytes the successful attempt wrote: per partition for a map, the part file for a
+    /// reduce.
+    pub output_sizes: Vec<u64>,
+    /// Nodes holding that output.
+    pub holders: Vec<String>,
 }
 
 /// One job.
@@ -139,6 +144,8 @@ pub fn job_view(job: &Job) -> JobView {
                     error: a.error.clone(),
                 })
                 .collect(),
+            output_sizes: t.output_sizes.clone(),
+            holders: t.holders.iter().map(|&n| hex(n)).collect(),
         })
         .collect();
     JobView {

@@ -11,6 +11,11 @@
 //! - [`node`]: a running node and its handlers for what peers send.
 //! - [`bootstrap`]: forming a cluster from identical nodes, and joining one.
 //! - [`membership`]: the leader's policy: promote learners, keep member records current.
+//! - [`manager`]: the manager loop (leader only): plan, propose assignments.
+//! - [`worker`]: the worker loop (every node): run assigned attempts, report, clean up.
+//! - [`blobs`], [`data`]: the node's object store and `/shoal/data/1` fetch and put.
+//! - [`submit`]: `POST /api/v1/jobs`: upload, split, replicate, propose.
+//! - [`client`]: `shoal submit`, `status JOB`, `jobs`, `output`, `kill`.
 //! - [`rpc`]: Raft over libp2p (the raft crate's RPC trait over `shoal_net`).
 //! - [`state`]: the replicated cluster state Raft applies.
 //! - [`local_cluster`]: child-process clusters on loopback for `shoal demo` and benches.
@@ -23,19 +28,25 @@
 
 pub mod api;
 pub mod bench;
+pub mod blobs;
 pub mod bootstrap;
 pub mod cli;
+pub mod client;
 pub mod corpus;
 pub mod daemon;
+pub mod data;
 pub mod demo;
 pub mod identity;
 pub mod jobargs;
 pub mod jobs_view;
 pub mod local_cluster;
+pub mod manager;
 pub mod membership;
 pub mod node;
 pub mod rpc;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod submit;
 pub mod view;
+pub mod worker;

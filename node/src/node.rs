@@ -5,25 +5,30 @@
 //! and nothing from a node of another cluster reaches Raft.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shoal_net::wire::{
-    CtlRequest, CtlResponse, DataFrame, DataRequest, Hello, PeerInfo, RaftRequest, RaftResponse,
-};
-use shoal_net::{codec, Client, PeerId, PeerRef, Stream, Transport};
+use shoal_net::wire::{CtlRequest, CtlResponse, Hello, PeerInfo, RaftRequest, RaftResponse};
+use shoal_net::{codec, Client, PeerId, PeerRef, Transport};
 use shoal_raft::{Applied, NodeInfo, Raft, Store, Timing};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use shoal_jobs::cluster::Applied as JobsApplied;
+use shoal_jobs::pool::TaskPool;
+
+use crate::blobs::Blobs;
 use crate::rpc::{answer_raft, peer_ref, NetRpc};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, Command};
 
 /// Metadata key of the cluster id in the node's database.
 pub const CLUSTER_ID_KEY: &str = "node.cluster_id";
 
 /// Timeout of control requests.
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of a forwarded proposal (a commit on a majority).
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Raft, once started.
 pub struct RaftHandle {
@@ -55,6 +60,10 @@ pub struct Settings {
     pub timing: Timing,
     /// Most voters; more members stay learners.
     pub voter_cap: usize,
+    /// Tasks this node runs at once.
+    pub slots: u32,
+    /// Copies of each split and part file on nodes besides the one that made it.
+    pub replication: u32,
 }
 
 /// A running node.
@@ -81,7 +90,22 @@ pub struct Node {
     pub status: Mutex<String>,
     /// Set while a bootstrapper has made us an initial voter (so we do not also ask to join).
     pub adopted: Mutex<Option<Instant>>,
+    /// Splits, map outputs and part files stored here.
+    pub blobs: Blobs,
+    /// The threads that run tasks (never the runtime's).
+    pub pool: TaskPool,
+    /// Bytes of map output this node fetched from other nodes, and read from its own store.
+    pub shuffle: ShuffleStats,
     logged: Mutex<HashSet<String>>,
+}
+
+/// Shuffle traffic seen by one node.
+#[derive(Debug, Default)]
+pub struct ShuffleStats {
+    /// Map output received over `/shoal/data/1` from other nodes.
+    pub fetched_bytes: AtomicU64,
+    /// Map output read from this node's own store.
+    pub local_bytes: AtomicU64,
 }
 
 impl Node {
@@ -93,6 +117,7 @@ impl Node {
         store: Store,
         net: Client,
         settings: Settings,
+        blobs: Blobs,
     ) -> anyhow::Result<Self> {
         let cluster = store
             .get_meta(CLUSTER_ID_KEY)?
@@ -108,9 +133,12 @@ impl Node {
             cluster: Arc::new(RwLock::new(cluster)),
             raft: OnceCell::new(),
             peers: Mutex::new(BTreeMap::new()),
-            settings,
+            settings: settings.clone(),
             status: Mutex::new(String::new()),
             adopted: Mutex::new(None),
+            pool: TaskPool::new(settings.slots as usize),
+            blobs,
+            shuffle: ShuffleStats::default(),
             logged: Mutex::new(HashSet::new()),
         })
     }
@@ -170,6 +198,16 @@ impl Node {
             .await
     }
 
+    /// Wait until Raft has started here (a node without a cluster waits for one).
+    pub async fn raft_started(&self) -> &RaftHandle {
+        loop {
+            if let Some(h) = self.raft.get() {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Log `message` once per `key` (foreign peers, refused handshakes).
     pub fn warn_once(&self, key: String, message: impl FnOnce() -> String) {
         if self
@@ -202,7 +240,8 @@ impl Node {
         });
     }
 
-    fn note_foreign(&self, peer: PeerId, theirs: u64, ours: u64) {
+    /// Remember that `peer` is of another cluster (and say so once).
+    pub fn note_foreign(&self, peer: PeerId, theirs: u64, ours: u64) {
         self.with_peer(peer, |p| p.foreign = Some(theirs));
         self.warn_once(format!("foreign {peer}"), || {
             format!("refusing peer {peer}: it belongs to cluster {theirs:016x}, this node to cluster {ours:016x}")
@@ -294,6 +333,117 @@ impl Node {
                 node_id,
                 info,
             } => self.on_join(cluster_id, node_id, info).await,
+            CtlRequest::Propose {
+                cluster_id,
+                command,
+            } => match self.cluster_id() {
+                Some(ours) if ours == cluster_id => match self.write_local(command).await {
+                    Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
+                    Err(why) => CtlResponse::Refused(why),
+                },
+                Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
+        }
+    }
+
+    /// Apply `command` through Raft here; only the leader can. The state's answer and the
+    /// log index of the command.
+    async fn write_local(&self, command: Vec<u8>) -> Result<(JobsApplied, u64), String> {
+        let h = self.raft.get().ok_or("raft is not running here yet")?;
+        let m = shoal_raft::metrics(&h.raft);
+        if m.current_leader != Some(self.id) {
+            return Err(format!(
+                "this node is not the leader (the leader is {})",
+                m.current_leader.map_or("unknown".into(), crate::view::hex)
+            ));
+        }
+        let resp = h
+            .raft
+            .client_write(shoal_raft::Cmd(command))
+            .await
+            .map_err(|e| format!("the proposal failed: {e}"))?;
+        let applied =
+            codec::decode(&resp.response().0).map_err(|e| format!("a malformed reply: {e}"))?;
+        Ok((applied, resp.log_id().index))
+    }
+
+    /// Propose `command` once: here when this node leads, else to the leader over
+    /// `/shoal/ctl/1`. Either way it returns once this node has applied the command too, so
+    /// what a client reads from this node next includes it.
+    pub async fn propose_once(&self, command: &Command) -> Result<JobsApplied, String> {
+        let bytes = codec::encode(command);
+        let h = self.raft.get().ok_or("raft is not running here yet")?;
+        let m = shoal_raft::metrics(&h.raft);
+        match m.current_leader {
+            Some(l) if l == self.id => self.write_local(bytes).await.map(|(a, _)| a),
+            Some(l) => {
+                let cluster_id = self.cluster_id().ok_or("this node has no cluster yet")?;
+                let to = m
+                    .membership_config
+                    .get_node(&l)
+                    .ok_or("the leader's address is unknown")
+                    .and_then(|n| peer_ref(n).map_err(|_| "the leader's address is malformed"))?;
+                let req = CtlRequest::Propose {
+                    cluster_id,
+                    command: bytes,
+                };
+                let (applied, index): (JobsApplied, u64) =
+                    match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
+                        Ok(CtlResponse::Applied(b)) => {
+                            codec::decode(&b).map_err(|e| format!("a malformed reply: {e}"))?
+                        }
+                        Ok(CtlResponse::Refused(why)) => return Err(why),
+                        Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                        Err(e) => return Err(format!("the leader did not answer: {e}")),
+                    };
+                self.wait_applied(index, PROPOSE_TIMEOUT).await;
+                Ok(applied)
+            }
+            None => Err("no leader yet".into()),
+        }
+    }
+
+    /// Wait (at most `limit`) until this node has applied log index `index`.
+    pub async fn wait_applied(&self, index: u64, limit: Duration) {
+        let Some(h) = self.raft.get() else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changes = h.raft.metrics();
+        loop {
+            let at = shoal_raft::metrics(&h.raft)
+                .last_applied
+                .map_or(0, |l| l.index);
+            if at >= index {
+                return;
+            }
+            use shoal_raft::WatchReceiver;
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+    }
+
+    /// Propose `command`, retrying (leader changes, no leader yet) for up to `patience`.
+    pub async fn propose(
+        &self,
+        command: &Command,
+        patience: Duration,
+    ) -> Result<JobsApplied, String> {
+        let deadline = Instant::now() + patience;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.propose_once(command).await {
+                Ok(a) => return Ok(a),
+                Err(e) if Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, "proposal not accepted yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -371,22 +521,6 @@ impl Node {
         }
     }
 
-    /// Answer a data stream. No objects exist before distributed jobs store some.
-    pub async fn on_data(&self, peer: PeerId, req: DataRequest, mut stream: Stream) {
-        let DataRequest::Fetch { cluster_id, key } = req;
-        let answer = match self.cluster_id() {
-            Some(ours) if ours == cluster_id => {
-                DataFrame::Error(format!("no object {key:?} on this node"))
-            }
-            Some(ours) => {
-                self.note_foreign(peer, cluster_id, ours);
-                DataFrame::Error(foreign_reason(ours))
-            }
-            None => DataFrame::Error("this node has no cluster yet".into()),
-        };
-        let _ = codec::write_frame(&mut stream, &answer).await;
-    }
-
     /// Whether Raft's membership includes this node.
     pub fn is_member(&self) -> bool {
         self.raft.get().is_some_and(|h| {
@@ -414,6 +548,15 @@ impl Node {
             .filter(|(_, p)| p.connected && p.hello.is_none() && p.foreign.is_none())
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+/// Wait for Raft's metrics to change (a command applied, a leader change…), at most `tick`.
+pub async fn next_change(changes: &mut shoal_raft::MetricsWatch, tick: Duration) {
+    use shoal_raft::WatchReceiver;
+    if let Ok(Err(_)) = tokio::time::timeout(tick, changes.changed()).await {
+        // Raft has stopped (the node is shutting down): do not spin.
+        tokio::time::sleep(tick).await;
     }
 }
 

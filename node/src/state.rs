@@ -29,6 +29,8 @@ pub enum Command {
     },
     /// A change to the job table.
     Jobs(shoal_jobs::cluster::Command),
+    /// Several changes to the job table, applied in order (the manager's assignments).
+    Batch(Vec<shoal_jobs::cluster::Command>),
 }
 
 impl AppState for ClusterState {
@@ -46,6 +48,22 @@ impl AppState for ClusterState {
                 Some(_) => Applied::Ignored("the cluster id is already recorded".into()),
             },
             Command::Jobs(c) => self.jobs.apply(c),
+            Command::Batch(cs) => {
+                let mut first_ignored = None;
+                let mut changed = false;
+                for c in cs {
+                    match self.jobs.apply(c) {
+                        Applied::Changed => changed = true,
+                        Applied::Ignored(why) => {
+                            first_ignored.get_or_insert(why);
+                        }
+                    }
+                }
+                match (changed, first_ignored) {
+                    (false, Some(why)) => Applied::Ignored(why),
+                    _ => Applied::Changed,
+                }
+            }
         }
     }
 }

@@ -27,9 +27,11 @@ pub struct NodeUrls {
 pub struct StatusArgs {
     #[command(flatten)]
     nodes: NodeUrls,
-    /// Print the JSON of GET /api/v1/cluster.
+    /// Print the JSON (of GET /api/v1/cluster, or of the job).
     #[arg(long)]
     json: bool,
+    /// A job id: show that job and its tasks instead of the cluster.
+    job: Option<String>,
 }
 
 /// GET `path` from the first node that answers; the body and the node's URL.
@@ -70,6 +72,9 @@ pub fn get(nodes: &NodeUrls, path: &str) -> Result<(String, String), String> {
 
 /// Run `shoal status`.
 pub fn run(args: StatusArgs) -> ExitCode {
+    if let Some(job) = &args.job {
+        return crate::client::job_status(&args.nodes, job, args.json);
+    }
     let (body, _) = match get(&args.nodes, "/api/v1/cluster") {
         Ok(b) => b,
         Err(e) => {

@@ -58,6 +58,45 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     /// What the node is waiting for, before it has a cluster.
     pub status: Option<String>,
+    /// Shuffle traffic of this node since it started.
+    #[serde(default)]
+    pub shuffle: ShuffleView,
+    /// Tasks this node runs at once, and how many run now.
+    #[serde(default)]
+    pub slots: SlotsView,
+}
+
+/// Map output this node's reduces read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShuffleView {
+    /// Received over `/shoal/data/1` from other nodes.
+    pub fetched_bytes: u64,
+    /// Read from this node's own store.
+    pub local_bytes: u64,
+}
+
+/// The task pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlotsView {
+    /// `--slots`.
+    pub total: u32,
+    /// Running tasks.
+    pub busy: u32,
+}
+
+fn shuffle_view(node: &Node) -> ShuffleView {
+    use std::sync::atomic::Ordering;
+    ShuffleView {
+        fetched_bytes: node.shuffle.fetched_bytes.load(Ordering::Relaxed),
+        local_bytes: node.shuffle.local_bytes.load(Ordering::Relaxed),
+    }
+}
+
+fn slots_view(node: &Node) -> SlotsView {
+    SlotsView {
+        total: node.settings.slots,
+        busy: node.pool.busy() as u32,
+    }
 }
 
 /// Hex form of ids.
@@ -108,6 +147,8 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             state_hash: String::new(),
             nodes: vec![this],
             status: Some(status).filter(|s| !s.is_empty()),
+            shuffle: shuffle_view(node),
+            slots: slots_view(node),
         };
     };
     let metrics = shoal_raft::metrics(&h.raft);
@@ -185,5 +226,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         state_hash,
         nodes,
         status: Some(status).filter(|s| !s.is_empty()),
+        shuffle: shuffle_view(node),
+        slots: slots_view(node),
     }
 }

@@ -116,4 +116,7 @@ pub fn metrics<S: AppState>(raft: &Raft<S>) -> Metrics {
 
 /// openraft's metrics for Shoal.
 pub type Metrics = openraft::RaftMetrics<TypeConfig>;
+/// A receiver of metrics changes (`raft.metrics()`).
+pub type MetricsWatch = openraft::alias::WatchReceiverOf<TypeConfig, Metrics>;
+pub use openraft::async_runtime::watch::WatchReceiver;
 pub use openraft::{ChangeMembers, ServerState};

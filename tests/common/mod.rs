@@ -100,6 +100,60 @@ def files():
 w = sys.stdout.buffer
 "#;
 
+/// Python reference of word count (after [`PY_FILES`]).
+pub const WORDCOUNT_PY: &str = r#"
+c = collections.Counter()
+for _, b in files():
+    c.update(b.split())
+for k in sorted(c):
+    w.write(k + b'\t' + str(c[k]).encode() + b'\n')
+"#;
+
+/// A Python streaming mapper for word count.
+pub const MAPPER_PY: &str = "import sys\nfor line in sys.stdin:\n    for word in line.split():\n        print(word + '\\t1')\n";
+/// A Python streaming reducer for word count.
+pub const REDUCER_PY: &str = r#"import sys
+current, count = None, 0
+for line in sys.stdin:
+    word, n = line.rstrip('\n').split('\t')
+    if word != current:
+        if current is not None:
+            print(current + '\t' + str(count))
+        current, count = word, 0
+    count += int(n)
+if current is not None:
+    print(current + '\t' + str(count))
+"#;
+
+/// Word count three ways — Python streaming, shell one-liners, the native app: each with its
+/// job flags.
+pub fn wordcount_jobs(map_py: &str, reduce_py: &str) -> Vec<(&'static str, Vec<String>)> {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+    vec![
+        ("python", v(&["--map", map_py, "--reduce", reduce_py])),
+        (
+            "shell",
+            v(&[
+                "--map",
+                "tr -s ' \\t' '\\n\\n' | sed '/^$/d'",
+                "--reduce",
+                "uniq -c | awk '{print $2 \"\\t\" $1}'",
+            ]),
+        ),
+        ("app", v(&["--app", "wordcount"])),
+    ]
+}
+
+/// Python reference of the inverted index (after [`PY_FILES`]).
+pub const INVERTED_PY: &str = r#"
+idx = collections.defaultdict(set)
+for name, b in files():
+    for word in b.split():
+        idx[word].add(name.encode())
+for k in sorted(idx):
+    w.write(k + b'\t' + b','.join(sorted(idx[k])) + b'\n')
+"#;
+
 /// The part files of an output directory in order, checking `_SUCCESS` and that nothing
 /// else is there.
 pub fn parts(out: &Path, r: u32) -> Vec<Vec<u8>> {

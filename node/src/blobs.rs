@@ -1,0 +1,247 @@
+//! The node's object store: input splits, map outputs and part files, as plain files under
+//! `DATA/blobs/`. Keys are paths of lowercase names: `JOB/split-00003`,
+//! `JOB/m-00003.a1/m-00003.p-00001`, `JOB/out/part-00000`. Only this node opens these files;
+//! every other node asks for them over `/shoal/data/1`.
+//!
+//! The invariant: an object is visible under its key only once it is complete (written to a
+//! temporary name, synced, renamed), and a key can never name a file outside the store.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The store rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    root: PathBuf,
+}
+
+/// The key of split `index` of `job`.
+pub fn split_key(job: &str, index: u32) -> String {
+    format!("{job}/split-{index:05}")
+}
+
+/// The directory key holding attempt `attempt` of map `index`'s output.
+pub fn map_dir_key(job: &str, index: u32, attempt: u32) -> String {
+    format!("{job}/m-{index:05}.a{attempt}")
+}
+
+/// The key of partition `p` of attempt `attempt` of map `index`.
+pub fn map_output_key(job: &str, index: u32, attempt: u32, p: u32) -> String {
+    format!("{}/m-{index:05}.p-{p:05}", map_dir_key(job, index, attempt))
+}
+
+/// The key of part file `p` of `job`.
+pub fn part_key(job: &str, p: u32) -> String {
+    format!("{job}/out/{}", shoal_jobs::task::part_name(p))
+}
+
+/// Whether `key` is a well-formed key: `/`-separated names of `[a-z0-9._-]`, none empty or
+/// starting with a dot.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 200
+        && key.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+}
+
+impl Blobs {
+    /// The store under `root` (created).
+    pub fn open(root: PathBuf) -> io::Result<Blobs> {
+        std::fs::create_dir_all(&root)?;
+        Ok(Blobs { root })
+    }
+
+    /// Where `key` lives; `None` for a malformed key.
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        valid_key(key).then(|| self.root.join(key))
+    }
+
+    /// Open `key` for reading with its size.
+    pub fn open_read(&self, key: &str) -> io::Result<(File, u64)> {
+        let path = self.path(key).ok_or_else(|| bad_key(key))?;
+        let f = File::open(&path)?;
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    }
+
+    /// Whether `key` is stored here.
+    pub fn contains(&self, key: &str) -> bool {
+        self.path(key).is_some_and(|p| p.is_file())
+    }
+
+    /// A writer for `key`; the object appears when [`BlobWriter::commit`] is called.
+    pub fn create(&self, key: &str) -> io::Result<BlobWriter> {
+        let path = self.path(key).ok_or_else(|| bad_key(key))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = tmp_name(&path);
+        let file = File::create(&tmp)?;
+        Ok(BlobWriter {
+            file: io::BufWriter::with_capacity(256 << 10, file),
+            tmp,
+            path,
+            len: 0,
+        })
+    }
+
+    /// Make the directory for `key` (for writers that produce files into it).
+    pub fn dir(&self, key: &str) -> io::Result<PathBuf> {
+        let path = self.path(key).ok_or_else(|| bad_key(key))?;
+        std::fs::create_dir_all(&path)?;
+        Ok(path)
+    }
+
+    /// Remove everything of `job` but its output. Returns the bytes freed.
+    pub fn remove_job_scratch(&self, job: &str) -> u64 {
+        let Some(dir) = self.path(job) else { return 0 };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut freed = 0;
+        for e in entries.flatten() {
+            if e.file_name() == "out" {
+                continue;
+            }
+            let p = e.path();
+            freed += du(&p);
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+        freed
+    }
+
+    /// Jobs that have anything stored here.
+    pub fn jobs(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| valid_key(n))
+            .collect()
+    }
+
+    /// A scratch directory for a task attempt (removed by the caller).
+    pub fn scratch(&self, name: &str) -> io::Result<PathBuf> {
+        let p = self.root.join(".scratch").join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(p)
+    }
+}
+
+fn du(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|es| es.flatten().map(|e| du(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+fn bad_key(key: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("malformed object key {key:?}"),
+    )
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// An object being written.
+pub struct BlobWriter {
+    file: io::BufWriter<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    len: u64,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Make the object durable and visible.
+    pub fn commit(self) -> io::Result<u64> {
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        Ok(self.len)
+    }
+
+    /// Drop what was written.
+    pub fn abort(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_the_store() {
+        assert!(valid_key("j-1/split-00001"));
+        assert!(valid_key(&map_output_key("j-1", 3, 2, 1)));
+        assert!(valid_key(&part_key("j-1", 0)));
+        for bad in [
+            "", "../x", "a/../b", "/abs", "a//b", ".hidden", "UPPER", "a b",
+        ] {
+            assert!(!valid_key(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn an_object_appears_only_when_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path().join("b")).expect("open");
+        let mut w = blobs.create("j-1/split-00000").expect("create");
+        w.write_all(b"hello\n").expect("write");
+        assert!(!blobs.contains("j-1/split-00000"));
+        assert_eq!(w.commit().expect("commit"), 6);
+        let (_, len) = blobs.open_read("j-1/split-00000").expect("read");
+        assert_eq!(len, 6);
+        let mut w = blobs.create("j-1/out/part-00000").expect("create");
+        w.write_all(b"x").expect("write");
+        w.commit().expect("commit");
+        assert_eq!(blobs.remove_job_scratch("j-1"), 6);
+        assert!(!blobs.contains("j-1/split-00000"));
+        assert!(blobs.contains("j-1/out/part-00000"));
+    }
+}

@@ -1,0 +1,617 @@
+//! The cluster clients: `shoal submit`, `shoal status JOB`, `shoal jobs`, `shoal output`,
+//! `shoal kill`. Each talks HTTP to the `--node`s in turn, moving on when one does not
+//! answer. Exit codes are DESIGN.md's: 0 the job succeeded, 1 it failed or was killed, 2 bad
+//! usage or input rejected, 3 the cluster could not be reached.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::cli::{EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
+use crate::jobargs::JobArgs;
+use crate::status::NodeUrls;
+use crate::submit::CHAIN_PREFIX;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No node answered.
+    #[error("could not reach the cluster: {0}")]
+    Unreachable(String),
+    /// A node answered with an error.
+    #[error("{message}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// The `error` of the body, or the body.
+        message: String,
+    },
+}
+
+impl ClientError {
+    fn exit(&self) -> ExitCode {
+        match self {
+            ClientError::Unreachable(_) => ExitCode::from(EXIT_UNREACHABLE),
+            ClientError::Http { status, .. } if (400..500).contains(status) => {
+                ExitCode::from(EXIT_USAGE)
+            }
+            ClientError::Http { .. } => ExitCode::from(EXIT_UNREACHABLE),
+        }
+    }
+}
+
+/// An HTTP client over a list of nodes.
+pub struct Client {
+    bases: Vec<String>,
+    /// The node that answered last (tried first next time).
+    current: usize,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+fn base_of(n: &str) -> String {
+    let b = if n.starts_with("http://") || n.starts_with("https://") {
+        n.to_owned()
+    } else {
+        format!("http://{n}")
+    };
+    b.trim_end_matches('/').to_owned()
+}
+
+async fn into_result(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    Err(ClientError::Http {
+        status: status.as_u16(),
+        message,
+    })
+}
+
+impl Client {
+    /// A client of `nodes`.
+    pub fn new(nodes: &NodeUrls) -> Result<Client, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        Ok(Client {
+            bases: nodes.nodes.iter().map(|n| base_of(n)).collect(),
+            current: 0,
+            http,
+            rt,
+        })
+    }
+
+    /// The node answering now.
+    pub fn node(&self) -> &str {
+        &self.bases[self.current % self.bases.len().max(1)]
+    }
+
+    /// Send a request built by `make` to each node in turn, from the current one; a node
+    /// that cannot be reached (or times out) passes the request to the next.
+    pub fn send<T>(
+        &mut self,
+        timeout: Duration,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        read: impl AsyncRead<T>,
+    ) -> Result<T, ClientError> {
+        let mut errors = Vec::new();
+        let n = self.bases.len();
+        for i in 0..n {
+            let idx = (self.current + i) % n;
+            let base = self.bases[idx].clone();
+            let req = make(&self.http, &base).timeout(timeout);
+            let r = self.rt.block_on(async {
+                let resp = req.send().await?;
+                Ok::<_, reqwest::Error>(resp)
+            });
+            match r {
+                Ok(resp) => {
+                    self.current = idx;
+                    return self.rt.block_on(async {
+                        let resp = into_result(resp).await?;
+                        read.read(resp).await
+                    });
+                }
+                Err(e) => errors.push(format!("{base}: {}", error_text(&e))),
+            }
+        }
+        Err(ClientError::Unreachable(errors.join("; ")))
+    }
+
+    /// GET `path` as JSON.
+    pub fn get_json(&mut self, path: &str, timeout: Duration) -> Result<Value, ClientError> {
+        self.send(timeout, |c, b| c.get(format!("{b}{path}")), JsonBody)
+    }
+
+    /// Run a future on the client's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+fn error_text(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// How a response body is read.
+pub trait AsyncRead<T> {
+    /// Read it.
+    fn read(
+        &self,
+        resp: reqwest::Response,
+    ) -> impl std::future::Future<Output = Result<T, ClientError>>;
+}
+
+/// A JSON body.
+pub struct JsonBody;
+
+impl AsyncRead<Value> for JsonBody {
+    async fn read(&self, resp: reqwest::Response) -> Result<Value, ClientError> {
+        resp.json::<Value>()
+            .await
+            .map_err(|e| ClientError::Unreachable(format!("a malformed answer: {e}")))
+    }
+}
+
+/// `shoal submit` flags.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    nodes: NodeUrls,
+    #[command(flatten)]
+    job: JobArgs,
+    /// Copies of each split and part file on other nodes.
+    #[arg(long, default_value_t = shoal_jobs::spec::DEFAULT_REPLICATION, env = "SHOAL_REPLICATION")]
+    replication: u32,
+    /// Wait until the job ends, showing progress; exit 0 only if it succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: fetch the output into DIR (part files and `_SUCCESS`).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// `shoal status JOB`, `shoal jobs`, `shoal kill JOB` flags.
+#[derive(Debug, Args)]
+pub struct JobRef {
+    #[command(flatten)]
+    nodes: NodeUrls,
+    /// The job id (`j-…`).
+    job: String,
+}
+
+/// `shoal jobs` flags.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    nodes: NodeUrls,
+    /// Print the JSON of GET /api/v1/jobs.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shoal output` flags.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[command(flatten)]
+    nodes: NodeUrls,
+    /// The job id.
+    job: String,
+    /// Where to write the part files (absent or empty).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+fn fail(cmd: &str, e: &ClientError) -> ExitCode {
+    eprintln!("shoal {cmd}: {e}");
+    e.exit()
+}
+
+fn usage(cmd: &str, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("shoal {cmd}: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Run `shoal submit`.
+pub fn submit(args: SubmitArgs) -> ExitCode {
+    let wait = args.wait || args.output.is_some();
+    if let Some(out) = &args.output {
+        if let Err(e) = shoal_jobs::local::check_output_dir(out) {
+            return usage("submit", e);
+        }
+    }
+    let mut spec = match args.job.to_spec() {
+        Ok(s) => s,
+        Err(e) => return usage("submit", e),
+    };
+    spec.replication = args.replication;
+    let local: Vec<String> = spec
+        .inputs
+        .iter()
+        .filter(|i| !i.starts_with(CHAIN_PREFIX))
+        .cloned()
+        .collect();
+    let files = match shoal_jobs::split::expand_inputs(&local) {
+        Ok(f) => f,
+        Err(e) => return usage("submit", e),
+    };
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("submit", &e),
+    };
+    let spec_bytes = shoal_net::codec::encode(&spec);
+    let total: u64 = files.iter().map(|f| f.len).sum();
+    let started = std::time::Instant::now();
+    let answer = client.send(
+        Duration::from_secs(24 * 3600),
+        |c, base| {
+            let mut form = reqwest::multipart::Form::new().part(
+                "spec",
+                reqwest::multipart::Part::bytes(spec_bytes.clone())
+                    .mime_str("application/cbor")
+                    .expect("a valid mime type"),
+            );
+            for f in &files {
+                let part = reqwest::multipart::Part::stream_with_length(
+                    reqwest::Body::wrap_stream(file_stream(f.path.clone())),
+                    f.len,
+                )
+                .file_name(f.name.clone());
+                form = form.part("input", part);
+            }
+            c.post(format!("{base}/api/v1/jobs")).multipart(form)
+        },
+        JsonBody,
+    );
+    let id = match answer {
+        Ok(v) => match v["id"].as_str() {
+            Some(id) => id.to_owned(),
+            None => {
+                return fail(
+                    "submit",
+                    &ClientError::Unreachable(format!("an answer without a job id: {v}")),
+                )
+            }
+        },
+        Err(e) => return fail("submit", &e),
+    };
+    println!("{id}");
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "submitted {id} to {} ({} input file(s), {total} bytes, {:.2} s)",
+        client.node(),
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !wait {
+        return ExitCode::SUCCESS;
+    }
+    let code = wait_for(&mut client, &id);
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    match &args.output {
+        Some(dir) => match fetch_output(&mut client, &id, dir) {
+            Ok(n) => {
+                eprintln!("output of {id}: {n} part file(s) in {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("submit", &e),
+        },
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// A file as a stream of chunks, for a streamed upload.
+fn file_stream(
+    path: PathBuf,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(None, move |file: Option<tokio::fs::File>| {
+        let path = path.clone();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut f = match file {
+                Some(f) => f,
+                None => match tokio::fs::File::open(&path).await {
+                    Ok(f) => f,
+                    Err(e) => return Some((Err(e), None)),
+                },
+            };
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf), Some(f)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    })
+}
+
+fn progress_line(v: &Value) -> String {
+    let p = |k: &str| {
+        format!(
+            "{}/{}",
+            v[k]["done"].as_u64().unwrap_or(0),
+            v[k]["total"].as_u64().unwrap_or(0)
+        )
+    };
+    format!(
+        "{} {}: maps {} reduces {}",
+        v["id"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        p("maps"),
+        p("reduces")
+    )
+}
+
+/// Wait for job `id` to end, showing progress on stderr. 0 if it succeeded.
+fn wait_for(client: &mut Client, id: &str) -> ExitCode {
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tasks {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut last = String::new();
+    loop {
+        let path = format!("/api/v1/jobs/{id}?wait=2000");
+        let v = match client.get_json(&path, Duration::from_secs(10)) {
+            Ok(v) => v,
+            Err(ClientError::Unreachable(e)) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                eprintln!(
+                    "shoal: the node went away ({e}); job {id} may still be running: check with `shoal status {id}` on another node"
+                );
+                return ExitCode::from(EXIT_UNREACHABLE);
+            }
+            Err(e) => return fail("submit", &e),
+        };
+        let line = progress_line(&v);
+        if let Some(b) = &bar {
+            let n = |k: &str, f: &str| v[k][f].as_u64().unwrap_or(0);
+            b.set_length(n("maps", "total") + n("reduces", "total"));
+            b.set_position(n("maps", "done") + n("reduces", "done"));
+            b.set_message(format!("{id} {}", v["phase"].as_str().unwrap_or("")));
+        } else if line != last {
+            eprintln!("{line}");
+        }
+        last = line;
+        match v["state"].as_str() {
+            Some("succeeded") => {
+                if let Some(b) = &bar {
+                    b.finish();
+                }
+                eprintln!("{id} succeeded");
+                return ExitCode::SUCCESS;
+            }
+            Some("failed") | Some("killed") => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                eprintln!(
+                    "{id} {}: {}",
+                    v["state"].as_str().unwrap_or(""),
+                    v["error"].as_str().unwrap_or("no reason given")
+                );
+                return ExitCode::from(EXIT_FAILED);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Fetch every part file of `id` into `dir`, then `_SUCCESS`. Returns the number of parts.
+pub fn fetch_output(client: &mut Client, id: &str, dir: &Path) -> Result<usize, ClientError> {
+    let local = |e: std::io::Error| ClientError::Http {
+        status: 400,
+        message: format!("{}: {e}", dir.display()),
+    };
+    let list = client.get_json(
+        &format!("/api/v1/jobs/{id}/output"),
+        Duration::from_secs(10),
+    )?;
+    std::fs::create_dir_all(dir).map_err(local)?;
+    let parts: Vec<String> = list["parts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &parts {
+        let target = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let path = format!("/api/v1/jobs/{id}/output/{name}");
+        let file = std::fs::File::create(&tmp).map_err(local)?;
+        client.send(
+            Duration::from_secs(24 * 3600),
+            |c, b| c.get(format!("{b}{path}")),
+            ToFile(std::sync::Mutex::new(Some(file))),
+        )?;
+        std::fs::rename(&tmp, &target).map_err(local)?;
+    }
+    std::fs::File::create(dir.join("_SUCCESS")).map_err(local)?;
+    Ok(parts.len())
+}
+
+/// A body written to a file.
+struct ToFile(std::sync::Mutex<Option<std::fs::File>>);
+
+impl AsyncRead<()> for ToFile {
+    async fn read(&self, mut resp: reqwest::Response) -> Result<(), ClientError> {
+        let mut file = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| ClientError::Unreachable("the body was already read".into()))?;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            ClientError::Unreachable(format!("the download broke off: {}", error_text(&e)))
+        })? {
+            file.write_all(&chunk).map_err(|e| ClientError::Http {
+                status: 400,
+                message: format!("writing the output: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Run `shoal output`.
+pub fn output(args: OutputArgs) -> ExitCode {
+    if let Err(e) = shoal_jobs::local::check_output_dir(&args.dir) {
+        return usage("output", e);
+    }
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("output", &e),
+    };
+    match fetch_output(&mut client, &args.job, &args.dir) {
+        Ok(n) => {
+            eprintln!("{n} part file(s) in {}", args.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("output", &e),
+    }
+}
+
+/// Run `shoal kill`.
+pub fn kill(args: JobRef) -> ExitCode {
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("kill", &e),
+    };
+    let path = format!("/api/v1/jobs/{}", args.job);
+    match client.send(
+        Duration::from_secs(15),
+        |c, b| c.delete(format!("{b}{path}")),
+        JsonBody,
+    ) {
+        Ok(_) => {
+            eprintln!("{} killed", args.job);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("kill", &e),
+    }
+}
+
+/// Run `shoal jobs`.
+pub fn jobs(args: JobsArgs) -> ExitCode {
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("jobs", &e),
+    };
+    let v = match client.get_json("/api/v1/jobs", Duration::from_secs(10)) {
+        Ok(v) => v,
+        Err(e) => return fail("jobs", &e),
+    };
+    if args.json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<19} {:<10} {:<7} {:>11} {:>11}  NAME",
+        "JOB", "STATE", "PHASE", "MAPS", "REDUCES"
+    );
+    for j in v.as_array().into_iter().flatten() {
+        let p = |k: &str| {
+            format!(
+                "{}/{}",
+                j[k]["done"].as_u64().unwrap_or(0),
+                j[k]["total"].as_u64().unwrap_or(0)
+            )
+        };
+        println!(
+            "{:<19} {:<10} {:<7} {:>11} {:>11}  {}",
+            j["id"].as_str().unwrap_or("?"),
+            j["state"].as_str().unwrap_or("?"),
+            j["phase"].as_str().unwrap_or("?"),
+            p("maps"),
+            p("reduces"),
+            j["name"].as_str().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Run `shoal status JOB`.
+pub fn job_status(nodes: &NodeUrls, job: &str, json: bool) -> ExitCode {
+    let mut client = match Client::new(nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("status", &e),
+    };
+    let v = match client.get_json(&format!("/api/v1/jobs/{job}"), Duration::from_secs(10)) {
+        Ok(v) => v,
+        Err(e) => return fail("status", &e),
+    };
+    if json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    println!("{}", progress_line(&v));
+    if let Some(e) = v["error"].as_str() {
+        println!("error: {e}");
+    }
+    println!(
+        "{:<8} {:<8} {:>7} {:<17} {:>10}",
+        "TASK", "STATE", "ATTEMPT", "NODE", "TIME (ms)"
+    );
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        for a in t["attempts"].as_array().into_iter().flatten() {
+            let ms = match (a["start_ms"].as_u64(), a["end_ms"].as_u64()) {
+                (Some(s), Some(e)) => (e.saturating_sub(s)).to_string(),
+                _ => "-".into(),
+            };
+            println!(
+                "{:<8} {:<8} {:>7} {:<17} {:>10}",
+                t["id"].as_str().unwrap_or("?"),
+                a["state"].as_str().unwrap_or("?"),
+                a["attempt"].as_u64().unwrap_or(0),
+                a["node"].as_str().unwrap_or("?"),
+                ms
+            );
+        }
+    }
+    match v["state"].as_str() {
+        Some("failed") | Some("killed") => ExitCode::from(EXIT_FAILED),
+        _ => ExitCode::SUCCESS,
+    }
+}

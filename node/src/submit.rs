@@ -1,0 +1,382 @@
+//! `POST /api/v1/jobs`: accept a job on any node. The multipart body is a `spec` part first
+//! (the job spec as CBOR, `application/cbor`, or JSON), then one `input` part per input file
+//! (its filename is the name the mapper sees). The node streams each input into line-aligned
+//! splits in its own store, copies each split to `replication` other nodes over
+//! `/shoal/data/1`, then proposes `SubmitJob` (through the leader) and answers
+//! `201 {"id"}`. Inputs named `shoal://JOB` are the part files of a finished job, read from
+//! wherever they live.
+//!
+//! The invariant: nothing is proposed before every split is stored, and a request rejected
+//! for bad input leaves nothing behind on this node.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use shoal_jobs::cluster::{self, JobState, NodeId, SplitInfo};
+use shoal_jobs::spec::JobSpec;
+use shoal_jobs::split::Split;
+use tracing::info;
+
+use crate::api::error;
+use crate::blobs::{part_key, split_key, BlobWriter, Blobs};
+use crate::manager::{now_ms, peer_of};
+use crate::node::Node;
+use crate::state::Command;
+
+/// Splits copied to other nodes at once.
+const PARALLEL_PUSHES: usize = 4;
+
+/// Prefix of an input that names a finished job's output.
+pub const CHAIN_PREFIX: &str = "shoal://";
+
+/// A new job id: `j-` and hex digits that sort by submission time.
+pub fn new_job_id() -> String {
+    format!("j-{:011x}{:04x}", now_ms(), rand::random::<u16>())
+}
+
+/// Cuts a stream of files into line-aligned splits stored under the job's keys.
+struct Splitter<'a> {
+    blobs: &'a Blobs,
+    job: String,
+    split_size: u64,
+    name: String,
+    cur: Option<BlobWriter>,
+    file_has_split: bool,
+    splits: Vec<(u32, String, u64)>,
+    pending: Vec<tokio::task::JoinHandle<std::io::Result<u64>>>,
+}
+
+impl<'a> Splitter<'a> {
+    fn new(blobs: &'a Blobs, job: &str, split_size: u64) -> Self {
+        Splitter {
+            blobs,
+            job: job.to_owned(),
+            split_size: split_size.max(1),
+            name: String::new(),
+            cur: None,
+            file_has_split: false,
+            splits: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn start_file(&mut self, name: &str) {
+        self.name = name.to_owned();
+        self.file_has_split = false;
+    }
+
+    fn writer(&mut self) -> std::io::Result<&mut BlobWriter> {
+        if self.cur.is_none() {
+            let index = self.splits.len() as u32;
+            self.cur = Some(self.blobs.create(&split_key(&self.job, index))?);
+        }
+        Ok(self.cur.as_mut().expect("just created"))
+    }
+
+    fn write(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        while !b.is_empty() {
+            let split_size = self.split_size;
+            let w = self.writer()?;
+            let room = split_size.saturating_sub(w.len()) as usize;
+            if b.len() <= room {
+                return w.write_all(b);
+            }
+            // Past the size: the split ends just after the first newline from here on.
+            match b[room..].iter().position(|&c| c == b'\n') {
+                Some(i) => {
+                    let cut = room + i + 1;
+                    w.write_all(&b[..cut])?;
+                    self.close_split();
+                    b = &b[cut..];
+                }
+                None => return w.write_all(b),
+            }
+        }
+        Ok(())
+    }
+
+    fn close_split(&mut self) {
+        if let Some(w) = self.cur.take() {
+            let index = self.splits.len() as u32;
+            self.splits.push((index, self.name.clone(), w.len()));
+            self.file_has_split = true;
+            // The fsync happens off the runtime.
+            self.pending
+                .push(tokio::task::spawn_blocking(move || w.commit()));
+        }
+    }
+
+    /// The file ended: close its last split (an empty file is one empty split).
+    fn end_file(&mut self) -> std::io::Result<()> {
+        if self.cur.is_none() && !self.file_has_split {
+            self.writer()?;
+        }
+        self.close_split();
+        Ok(())
+    }
+
+    async fn finish(mut self) -> std::io::Result<Vec<(u32, String, u64)>> {
+        if let Some(w) = self.cur.take() {
+            w.abort();
+        }
+        for p in self.pending.drain(..) {
+            p.await.map_err(std::io::Error::other)??;
+        }
+        Ok(std::mem::take(&mut self.splits))
+    }
+}
+
+/// A rejected submission: its status and message.
+struct Rejected(StatusCode, String);
+
+fn bad(msg: impl Into<String>) -> Rejected {
+    Rejected(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The handler.
+pub async fn submit(State(node): State<Arc<Node>>, multipart: Multipart) -> Response {
+    if node.raft.get().is_none() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has not joined a cluster yet",
+        );
+    }
+    let job = new_job_id();
+    match accept(&node, &job, multipart).await {
+        Ok(()) => (StatusCode::CREATED, Json(serde_json::json!({ "id": job }))).into_response(),
+        Err(Rejected(status, msg)) => {
+            let blobs = node.blobs.clone();
+            let j = job.clone();
+            let _ = tokio::task::spawn_blocking(move || blobs.remove_job_scratch(&j)).await;
+            error(status, &msg)
+        }
+    }
+}
+
+async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Rejected> {
+    let first = mp
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("a malformed multipart body: {e}")))?
+        .ok_or_else(|| bad("the body has no `spec` part"))?;
+    if first.name() != Some("spec") {
+        return Err(bad("the first part must be `spec`"));
+    }
+    let cbor = first.content_type() == Some("application/cbor");
+    let bytes = first
+        .bytes()
+        .await
+        .map_err(|e| bad(format!("reading the spec: {e}")))?;
+    let spec: JobSpec = if cbor {
+        shoal_net::codec::decode(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
+    };
+    spec.validate().map_err(|e| bad(e.to_string()))?;
+    let app = match &spec.kind {
+        shoal_jobs::spec::JobKind::App(name) => {
+            Some(shoal_jobs::apps::by_name(name, &spec.env).map_err(|e| bad(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let chained = chained_inputs(node, &spec)?;
+
+    let mut splitter = Splitter::new(&node.blobs, job, spec.split_size);
+    let store_err = |e: std::io::Error| {
+        Rejected(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the input: {e}"),
+        )
+    };
+    while let Some(mut field) = mp
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("a malformed multipart body: {e}")))?
+    {
+        if field.name() != Some("input") {
+            return Err(bad(format!(
+                "unexpected part {:?}; parts are `spec`, then `input`s",
+                field.name().unwrap_or("")
+            )));
+        }
+        let name = field.file_name().unwrap_or("input").to_owned();
+        splitter.start_file(&name);
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| bad(format!("reading input {name:?}: {e}")))?
+        {
+            splitter.write(&chunk).map_err(store_err)?;
+        }
+        splitter.end_file().map_err(store_err)?;
+    }
+    for (source, parts) in &chained {
+        for &(p, ref holders) in parts {
+            let name = shoal_jobs::task::part_name(p);
+            splitter.start_file(&name);
+            read_object(node, &part_key(source, p), holders, &mut splitter).await?;
+            splitter.end_file().map_err(store_err)?;
+        }
+    }
+    let stored = splitter.finish().await.map_err(store_err)?;
+    if stored.is_empty() {
+        return Err(bad("the job has no input"));
+    }
+
+    // The partitioner may sample the input (the sort app's ranges).
+    let local: Vec<Split> = stored
+        .iter()
+        .map(|(index, name, len)| Split {
+            index: *index,
+            path: node.blobs.path(&split_key(job, *index)).unwrap_or_default(),
+            name: name.clone(),
+            offset: 0,
+            len: *len,
+        })
+        .collect();
+    let spec_for_sample = spec.clone();
+    let partitioner = tokio::task::spawn_blocking(move || {
+        shoal_jobs::local::choose_partitioner(&spec_for_sample, app.as_ref(), &local)
+    })
+    .await
+    .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| bad(e.to_string()))?;
+
+    let splits = replicate_splits(node, job, &stored, spec.replication).await;
+    let bytes: u64 = stored.iter().map(|s| s.2).sum();
+    let cmd = Command::Jobs(cluster::Command::SubmitJob {
+        id: job.to_owned(),
+        spec: Box::new(spec),
+        splits,
+        partitioner,
+        at_ms: now_ms(),
+    });
+    node.propose(&cmd, std::time::Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            Rejected(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the cluster did not accept the job: {e}"),
+            )
+        })?;
+    info!(%job, splits = stored.len(), bytes, "job accepted");
+    Ok(())
+}
+
+/// The `shoal://JOB` inputs: each job's part files and their holders.
+#[allow(clippy::type_complexity)]
+fn chained_inputs(
+    node: &Node,
+    spec: &JobSpec,
+) -> Result<Vec<(String, Vec<(u32, Vec<NodeId>)>)>, Rejected> {
+    let mut out = Vec::new();
+    for input in spec.inputs.iter() {
+        let Some(source) = input.strip_prefix(CHAIN_PREFIX) else {
+            continue;
+        };
+        let source = source.trim_end_matches('/').to_owned();
+        let parts = crate::api::with_jobs(node, |jobs| {
+            let j = jobs
+                .jobs
+                .get(&source)
+                .ok_or_else(|| bad(format!("--input {input}: no job {source:?}")))?;
+            if j.state != JobState::Succeeded {
+                return Err(bad(format!(
+                    "--input {input}: job {source} has not succeeded (it is {:?})",
+                    j.state
+                )));
+            }
+            Ok(j.reduces
+                .iter()
+                .map(|t| (t.index, t.holders.clone()))
+                .collect::<Vec<_>>())
+        })
+        .ok_or_else(|| bad("this node has no job table yet"))??;
+        out.push((source, parts));
+    }
+    Ok(out)
+}
+
+/// Feed an object into the splitter, from this node's store or from a holder.
+async fn read_object(
+    node: &Arc<Node>,
+    key: &str,
+    holders: &[NodeId],
+    splitter: &mut Splitter<'_>,
+) -> Result<(), Rejected> {
+    let store_err = |e: std::io::Error| format!("storing the input: {e}");
+    if let Ok((mut f, _)) = node.blobs.open_read(key) {
+        let mut buf = vec![0u8; crate::data::CHUNK];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf)
+                .map_err(|e| bad(format!("reading {key}: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            splitter
+                .write(&buf[..n])
+                .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, store_err(e)))?;
+        }
+    }
+    let mut last = "no node holds it".to_string();
+    for &h in holders.iter().filter(|&&h| h != node.id) {
+        let Some(peer) = peer_of(node, h) else {
+            continue;
+        };
+        let mut written = 0u64;
+        let got = crate::data::fetch(node, peer, key, |b| {
+            written += b.len() as u64;
+            splitter.write(b).map_err(store_err)
+        })
+        .await;
+        match got {
+            Ok(_) => return Ok(()),
+            // Part of the object is in the splits already: another copy cannot resume it.
+            Err(e) if written > 0 => {
+                return Err(Rejected(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{key} broke off while being read: {e}"),
+                ))
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Rejected(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{key} could not be read: {last}"),
+    ))
+}
+
+/// Copy every split to `copies` other nodes; the splits with the nodes that hold them.
+async fn replicate_splits(
+    node: &Arc<Node>,
+    job: &str,
+    stored: &[(u32, String, u64)],
+    copies: u32,
+) -> Vec<SplitInfo> {
+    futures::stream::iter(stored.iter().cloned())
+        .map(|(index, name, len)| {
+            let node = Arc::clone(node);
+            async move {
+                let key = split_key(job, index);
+                let holders = match node.blobs.path(&key) {
+                    Some(path) => crate::worker::replicate(&node, &key, &path, copies, index).await,
+                    None => vec![node.id],
+                };
+                SplitInfo {
+                    index,
+                    name,
+                    len,
+                    holders,
+                }
+            }
+        })
+        .buffered(PARALLEL_PUSHES)
+        .collect()
+        .await
+}

@@ -1,0 +1,523 @@
+//! The worker loop, on every node: watch the applied job table for attempts assigned to this
+//! node, run each on the task pool (never on the runtime that drives Raft and libp2p), and
+//! report `TaskFinished`/`TaskFailed` to the leader, retrying through leader changes.
+//!
+//! A map attempt reads its split from this node's store (fetching it from a holder first when
+//! this node has no copy) and leaves one sorted file per partition under its attempt's key. A
+//! reduce attempt pulls its partition of every map output — from its own store, or over
+//! `/shoal/data/1` from the node that ran the map — merges, reduces, writes its part file,
+//! copies it to `replication` other nodes, and only then reports.
+//!
+//! The invariant: an attempt is started at most once per process, stopped as soon as the
+//! table says it is no longer running (job killed or ended), and its report names its
+//! attempt, so a late report is ignored. When a job ends, its splits and map outputs are
+//! deleted here.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use shoal_jobs::cluster::{self, Applied, Job, JobState, NodeId, SplitInfo, TaskKind, TaskState};
+use shoal_jobs::counters::Counters;
+use shoal_jobs::partition::Partitioner;
+use shoal_jobs::spec::{JobKind, JobSpec};
+use shoal_jobs::split::Split;
+use shoal_jobs::task::{run_map, run_reduce, ReduceInput, TaskEnv};
+use tracing::{debug, info, warn};
+
+use crate::blobs::{map_dir_key, map_output_key, part_key, split_key};
+use crate::manager::{live_nodes, now_ms, peer_of};
+use crate::node::Node;
+use crate::state::Command;
+
+/// How often the loop looks even when nothing changed.
+const TICK: Duration = Duration::from_millis(500);
+/// How long a finished attempt keeps trying to report (leader changes, no leader).
+const REPORT_PATIENCE: Duration = Duration::from_secs(300);
+/// Map outputs a reduce fetches at once.
+const PARALLEL_FETCHES: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AttemptKey {
+    job: String,
+    kind: TaskKind,
+    index: u32,
+    attempt: u32,
+}
+
+/// One map's output as a reduce needs it.
+#[derive(Debug, Clone)]
+struct MapOut {
+    map: u32,
+    node: NodeId,
+    attempt: u32,
+    size: u64,
+}
+
+struct Work {
+    key: AttemptKey,
+    spec: Arc<JobSpec>,
+    partitioner: Partitioner,
+    split: Option<SplitInfo>,
+    inputs: Vec<MapOut>,
+}
+
+/// What a successful attempt reports.
+struct Done {
+    sizes: Vec<u64>,
+    counters: Counters,
+    holders: Vec<NodeId>,
+}
+
+type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AtomicBool>>>>;
+
+fn still_running(jobs: &cluster::Cluster, k: &AttemptKey) -> bool {
+    jobs.jobs
+        .get(&k.job)
+        .filter(|j| j.state == JobState::Running)
+        .and_then(|j| j.task(k.kind, k.index))
+        .and_then(|t| t.attempts.iter().find(|a| a.attempt == k.attempt))
+        .is_some_and(|a| a.state == TaskState::Running)
+}
+
+fn map_outputs(job: &Job, p: u32) -> Vec<MapOut> {
+    job.maps
+        .iter()
+        .filter_map(|t| {
+            let a = t.attempts.iter().find(|a| a.state == TaskState::Done)?;
+            Some(MapOut {
+                map: t.index,
+                node: a.node,
+                attempt: a.attempt,
+                size: t.output_sizes.get(p as usize).copied().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// Run forever.
+pub async fn run(node: Arc<Node>) {
+    let h = node.raft_started().await;
+    let mut changes = h.raft.metrics();
+    let running: Running = Arc::default();
+    let mut started: HashSet<AttemptKey> = HashSet::new();
+    let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
+    let mut cleaned: HashSet<String> = HashSet::new();
+    let mut last_applied = None;
+    loop {
+        crate::node::next_change(&mut changes, TICK).await;
+        let applied_at = shoal_raft::metrics(&h.raft).last_applied;
+        if applied_at == last_applied && last_applied.is_some() {
+            continue;
+        }
+        last_applied = applied_at;
+        let mut to_start = Vec::new();
+        let mut to_clean = Vec::new();
+        {
+            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            let jobs = &applied.state.jobs;
+            for job in jobs.jobs.values() {
+                if job.state != JobState::Running {
+                    if !cleaned.contains(&job.id) {
+                        to_clean.push(job.id.clone());
+                    }
+                    continue;
+                }
+                for t in job.maps.iter().chain(job.reduces.iter()) {
+                    for a in t
+                        .attempts
+                        .iter()
+                        .filter(|a| a.node == node.id && a.state == TaskState::Running)
+                    {
+                        let key = AttemptKey {
+                            job: job.id.clone(),
+                            kind: t.kind,
+                            index: t.index,
+                            attempt: a.attempt,
+                        };
+                        if !started.insert(key.clone()) {
+                            continue;
+                        }
+                        let spec = specs
+                            .entry(job.id.clone())
+                            .or_insert_with(|| Arc::new(job.spec.clone()))
+                            .clone();
+                        to_start.push(Work {
+                            spec,
+                            partitioner: job.partitioner.clone(),
+                            split: match t.kind {
+                                TaskKind::Map => job.splits.get(t.index as usize).cloned(),
+                                TaskKind::Reduce => None,
+                            },
+                            inputs: match t.kind {
+                                TaskKind::Map => Vec::new(),
+                                TaskKind::Reduce => map_outputs(job, t.index),
+                            },
+                            key,
+                        });
+                    }
+                }
+            }
+            let run = running.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, stop) in run.iter() {
+                if !still_running(jobs, k) && !stop.swap(true, Ordering::Relaxed) {
+                    info!(job = %k.job, task = %task_id(k), attempt = k.attempt, "stopping an attempt the job no longer wants");
+                }
+            }
+        }
+        for w in to_start {
+            let stop = Arc::new(AtomicBool::new(false));
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(w.key.clone(), Arc::clone(&stop));
+            tokio::spawn(attempt(Arc::clone(&node), w, stop, Arc::clone(&running)));
+        }
+        for job in to_clean {
+            cleaned.insert(job.clone());
+            started.retain(|k| k.job != job);
+            specs.remove(&job);
+            let node = Arc::clone(&node);
+            tokio::task::spawn_blocking(move || {
+                let freed = node.blobs.remove_job_scratch(&job);
+                if freed > 0 {
+                    info!(%job, freed, "job ended; its splits and map outputs are deleted here");
+                }
+            });
+        }
+    }
+}
+
+fn task_id(k: &AttemptKey) -> String {
+    match k.kind {
+        TaskKind::Map => shoal_jobs::task::map_task_id(k.index),
+        TaskKind::Reduce => shoal_jobs::task::reduce_task_id(k.index),
+    }
+}
+
+async fn attempt(node: Arc<Node>, w: Work, stop: Arc<AtomicBool>, running: Running) {
+    let k = w.key.clone();
+    debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt starts");
+    let result = match k.kind {
+        TaskKind::Map => map_attempt(&node, &w, &stop).await,
+        TaskKind::Reduce => reduce_attempt(&node, &w, &stop).await,
+    };
+    running.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+    if stop.load(Ordering::Relaxed) {
+        debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
+        return;
+    }
+    let cmd = match result {
+        Ok(done) => cluster::Command::TaskFinished {
+            job: k.job.clone(),
+            kind: k.kind,
+            index: k.index,
+            attempt: k.attempt,
+            sizes: done.sizes,
+            holders: done.holders,
+            counters: done.counters,
+            at_ms: now_ms(),
+        },
+        Err(error) => {
+            warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, %error, "attempt failed");
+            cluster::Command::TaskFailed {
+                job: k.job.clone(),
+                kind: k.kind,
+                index: k.index,
+                attempt: k.attempt,
+                error,
+                at_ms: now_ms(),
+            }
+        }
+    };
+    match node.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
+        Ok(Applied::Changed) => {}
+        Ok(Applied::Ignored(why)) => {
+            debug!(job = %k.job, task = %task_id(&k), %why, "report ignored")
+        }
+        Err(e) => {
+            warn!(job = %k.job, task = %task_id(&k), error = %e, "the report was not accepted")
+        }
+    }
+}
+
+/// Run `f` on the task pool and wait for it.
+async fn on_pool<T: Send + 'static>(
+    node: &Node,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.pool.execute(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err("the task panicked".into()));
+        let _ = tx.send(r);
+    });
+    rx.await.map_err(|_| "the task pool stopped".to_string())?
+}
+
+fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, String> {
+    match &spec.kind {
+        JobKind::App(name) => shoal_jobs::apps::by_name(name, &spec.env)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        JobKind::Streaming { .. } => Ok(None),
+    }
+}
+
+/// Run `work` for attempt `w` on the task pool, in its scratch directory.
+async fn on_pool_in_attempt_dir<T: Send + 'static>(
+    node: &Node,
+    w: &Work,
+    stop: &Arc<AtomicBool>,
+    scratch: PathBuf,
+    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (spec, partitioner, job_id, attempt) = (
+        Arc::clone(&w.spec),
+        w.partitioner.clone(),
+        w.key.job.clone(),
+        w.key.attempt,
+    );
+    let stop = Arc::clone(stop);
+    on_pool(node, move || {
+        in_attempt_dir(&scratch, &spec, &partitioner, &job_id, attempt, &stop, work)
+    })
+    .await
+}
+
+/// Run `work` for one attempt in its scratch directory (prepared with the job's shipped
+/// files, removed afterwards whatever happened).
+fn in_attempt_dir<T>(
+    scratch: &std::path::Path,
+    spec: &JobSpec,
+    partitioner: &Partitioner,
+    job_id: &str,
+    attempt: u32,
+    stop: &AtomicBool,
+    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, String>,
+) -> Result<T, String> {
+    let result = (|| {
+        shoal_jobs::streaming::prepare_dir(scratch, &spec.files).map_err(|e| e.to_string())?;
+        let env = TaskEnv {
+            job_id,
+            spec,
+            app: app_of(spec)?,
+            partitioner,
+            attempt,
+            dir: scratch,
+            cancel: stop,
+        };
+        work(&env)
+    })();
+    let _ = std::fs::remove_dir_all(scratch);
+    result
+}
+
+/// Make sure this node has `key` of a split, fetching it from a holder if not.
+async fn ensure_split(node: &Node, key: &str, holders: &[NodeId]) -> Result<(), String> {
+    if node.blobs.contains(key) {
+        return Ok(());
+    }
+    let mut last = "no node holds it".to_string();
+    for &h in holders.iter().filter(|&&h| h != node.id) {
+        let Some(peer) = peer_of(node, h) else {
+            continue;
+        };
+        let mut w = node
+            .blobs
+            .create(key)
+            .map_err(|e| format!("storing {key}: {e}"))?;
+        let got = crate::data::fetch(node, peer, key, |b| {
+            std::io::Write::write_all(&mut w, b).map_err(|e| format!("storing {key}: {e}"))
+        })
+        .await;
+        match got {
+            Ok(_) => {
+                return w
+                    .commit()
+                    .map(|_| ())
+                    .map_err(|e| format!("storing {key}: {e}"));
+            }
+            Err(e) => {
+                w.abort();
+                last = e.to_string();
+            }
+        }
+    }
+    Err(format!("the split {key} could not be fetched: {last}"))
+}
+
+async fn map_attempt(node: &Arc<Node>, w: &Work, stop: &Arc<AtomicBool>) -> Result<Done, String> {
+    let k = &w.key;
+    let split = w.split.clone().ok_or("the job has no such split")?;
+    let key = split_key(&k.job, k.index);
+    ensure_split(node, &key, &split.holders).await?;
+    let path = node.blobs.path(&key).ok_or("a malformed split key")?;
+    let out_dir = node
+        .blobs
+        .dir(&map_dir_key(&k.job, k.index, k.attempt))
+        .map_err(|e| format!("creating the map output directory: {e}"))?;
+    let scratch = node
+        .blobs
+        .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
+        .map_err(|e| format!("creating the attempt directory: {e}"))?;
+    let task_split = Split {
+        index: k.index,
+        path,
+        name: split.name.clone(),
+        offset: 0,
+        len: split.len,
+    };
+    let out = on_pool_in_attempt_dir(node, w, stop, scratch, move |env| {
+        run_map(env, &task_split, &out_dir).map_err(|e| e.to_string())
+    })
+    .await?;
+    Ok(Done {
+        sizes: out.sizes,
+        counters: out.counters,
+        holders: vec![node.id],
+    })
+}
+
+async fn reduce_attempt(
+    node: &Arc<Node>,
+    w: &Work,
+    stop: &Arc<AtomicBool>,
+) -> Result<Done, String> {
+    let k = &w.key;
+    let p = k.index;
+    let scratch = node
+        .blobs
+        .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
+        .map_err(|e| format!("creating the attempt directory: {e}"))?;
+    // Local map outputs are read in place; remote ones are pulled into the attempt directory.
+    let mut inputs: Vec<(u32, PathBuf)> = Vec::new();
+    let mut remote = Vec::new();
+    let mut local_bytes = 0u64;
+    for m in w.inputs.iter().filter(|m| m.size > 0) {
+        let key = map_output_key(&k.job, m.map, m.attempt, p);
+        if m.node == node.id {
+            inputs.push((m.map, node.blobs.path(&key).ok_or("a malformed key")?));
+            local_bytes += m.size;
+        } else {
+            remote.push((m.clone(), key, scratch.join(format!("m-{:05}", m.map))));
+        }
+    }
+    let fetched = futures::stream::iter(remote)
+        .map(|(m, key, path)| {
+            let node = Arc::clone(node);
+            async move {
+                let peer = peer_of(&node, m.node)
+                    .ok_or_else(|| format!("node {:016x} is not a member", m.node))?;
+                crate::data::fetch_to_file(&node, peer, &key, &path)
+                    .await
+                    .map(|n| (m.map, path, n))
+                    .map_err(|e| format!("fetching the output of map {} failed: {e}", m.map))
+            }
+        })
+        .buffer_unordered(PARALLEL_FETCHES)
+        .collect::<Vec<_>>()
+        .await;
+    let mut fetched_bytes = 0u64;
+    for f in fetched {
+        match f {
+            Ok((m, path, n)) => {
+                fetched_bytes += n;
+                inputs.push((m, path));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        }
+    }
+    inputs.sort_by_key(|(m, _)| *m);
+    node.shuffle
+        .fetched_bytes
+        .fetch_add(fetched_bytes, Ordering::Relaxed);
+    node.shuffle
+        .local_bytes
+        .fetch_add(local_bytes, Ordering::Relaxed);
+
+    let out_key = part_key(&k.job, p);
+    node.blobs
+        .dir(&format!("{}/out", k.job))
+        .map_err(|e| format!("creating the output directory: {e}"))?;
+    let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
+    let target = out_file.clone();
+    let mut counters = on_pool_in_attempt_dir(node, w, stop, scratch, move |env| {
+        let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
+        for (_, path) in &inputs {
+            let f = std::fs::File::open(path)
+                .map_err(|e| format!("opening map output {}: {e}", path.display()))?;
+            readers.push(Box::new(f) as Box<dyn Read + Send>);
+        }
+        run_reduce(env, p, readers, &target).map_err(|e| e.to_string())
+    })
+    .await?;
+    counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
+    counters.add_builtin("shuffle_local_bytes", local_bytes);
+    let size = std::fs::metadata(&out_file)
+        .map(|m| m.len())
+        .map_err(|e| format!("the part file vanished: {e}"))?;
+    let holders = replicate(node, &out_key, &out_file, w.spec.replication, p).await;
+    Ok(Done {
+        sizes: vec![size],
+        counters,
+        holders,
+    })
+}
+
+/// Copy a local object to `copies` other live nodes (chosen by rotating on `spread`). Returns
+/// this node and the nodes that now hold it.
+pub async fn replicate(
+    node: &Arc<Node>,
+    key: &str,
+    path: &std::path::Path,
+    copies: u32,
+    spread: u32,
+) -> Vec<NodeId> {
+    let targets = replica_targets(node, copies, spread);
+    let pushes = targets.into_iter().map(|t| {
+        let node = Arc::clone(node);
+        async move {
+            let peer = peer_of(&node, t).ok_or_else(|| "not a member".to_string())?;
+            crate::data::push_file(&node, peer, key, path)
+                .await
+                .map(|_| t)
+                .map_err(|e| e.to_string())
+        }
+    });
+    let mut holders = vec![node.id];
+    for r in futures::future::join_all(pushes).await {
+        match r {
+            Ok(t) => holders.push(t),
+            Err(e) => warn!(%key, error = %e, "copying to another node failed"),
+        }
+    }
+    holders
+}
+
+/// Up to `copies` live nodes other than this one, rotated by `spread` so copies spread out.
+pub fn replica_targets(node: &Node, copies: u32, spread: u32) -> Vec<NodeId> {
+    let others: Vec<NodeId> = live_nodes(node)
+        .into_iter()
+        .map(|n| n.node)
+        .filter(|&n| n != node.id)
+        .collect();
+    if others.is_empty() {
+        return Vec::new();
+    }
+    let start = spread as usize % others.len();
+    others
+        .iter()
+        .cycle()
+        .skip(start)
+        .take((copies as usize).min(others.len()))
+        .copied()
+        .collect()
+}

@@ -1,0 +1,408 @@
+//! Distributed jobs end to end: three real `shoal node` processes on 127.0.0.1; jobs
+//! submitted to a follower with `shoal submit`, checked against independent references, with
+//! task placement, overlap, exact run counts, the shuffle's bytes, chaining and kill checked
+//! through the job's JSON. One cluster test at a time (they share two cores).
+
+mod common;
+
+use std::path::Path;
+
+use common::cluster::*;
+use common::*;
+use serde_json::Value;
+
+/// A three-node cluster and one of its followers.
+struct Cluster {
+    nodes: Vec<NodeProc>,
+    follower: usize,
+}
+
+fn three_nodes(dir: &Path) -> Cluster {
+    let nodes = start_cluster(&dir.join("nodes"), 3, &["--expect", "3", "--slots", "2"]);
+    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let follower = nodes
+        .iter()
+        .position(|n| n.node_id != leader)
+        .expect("a follower");
+    Cluster { nodes, follower }
+}
+
+impl Cluster {
+    fn url(&self, i: usize) -> String {
+        format!("http://{}", self.nodes[i].http)
+    }
+
+    /// `shoal submit --node FOLLOWER …`; the job id and the command's output.
+    fn submit(&self, args: &[&str]) -> (String, std::process::Output) {
+        let o = run(shoal()
+            .args(["submit", "--node", &self.url(self.follower)])
+            .args(args));
+        let id = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        (id, o)
+    }
+
+    fn job(&self, i: usize, id: &str) -> Value {
+        let (status, v) = http_get(&self.nodes[i].http, &format!("/api/v1/jobs/{id}"))
+            .unwrap_or_else(|| panic!("node {i} did not answer"));
+        assert_eq!(status, 200, "GET job {id}: {v}");
+        v
+    }
+}
+
+fn write_script(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Node ids of every attempt of the job's tasks of `kind`.
+fn attempt_nodes(job: &Value, kind: &str) -> Vec<String> {
+    job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == kind)
+        .flat_map(|t| t["attempts"].as_array().unwrap().iter())
+        .map(|a| a["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn done_node(task: &Value) -> String {
+    task["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] == "done")
+        .map(|a| a["node"].as_str().unwrap().to_string())
+        .expect("a done attempt")
+}
+
+#[test]
+fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_nodes() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    let corpus = corpus(dir.path(), 6, 3000);
+    let want = sorted_lines(&python_reference(
+        &format!("{PY_FILES}{WORDCOUNT_PY}"),
+        &corpus,
+        &[],
+    ));
+    assert!(want.len() > 500, "the corpus has many distinct words");
+    let map_py = write_script(dir.path(), "map.py", MAPPER_PY);
+    let reduce_py = write_script(dir.path(), "reduce.py", REDUCER_PY);
+    let input = corpus.to_string_lossy().into_owned();
+    let r = 3;
+    let jobs = wordcount_jobs(&map_py, &reduce_py);
+    let mut wordcount_job = String::new();
+    for (name, job) in jobs {
+        let job: Vec<&str> = job.iter().map(String::as_str).collect();
+        let out = dir.path().join(format!("out-{name}"));
+        let (id, o) = c.submit(
+            &[
+                &["--input", &input, "-R", "3", "--split-size", "65536"][..],
+                &job,
+                &["--wait", "--output", &out.to_string_lossy()],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(
+            id.starts_with("j-"),
+            "the first stdout line is the job id: {id:?}"
+        );
+        // The moment --wait returns: succeeded, _SUCCESS there, output = reference.
+        let v = c.job(c.follower, &id);
+        assert_eq!(v["state"], "succeeded", "{v}");
+        let got = check_keyed_parts(&parts(&out, r));
+        assert!(
+            got == want,
+            "word count via {name} differs from the reference"
+        );
+        if name == "app" {
+            wordcount_job = id;
+        }
+    }
+
+    let out = dir.path().join("out-index");
+    let (_, o) = c.submit(&[
+        "--input",
+        &input,
+        "--app",
+        "invertedindex",
+        "-R",
+        "3",
+        "--split-size",
+        "65536",
+        "--output",
+        &out.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let want_index = sorted_lines(&python_reference(
+        &format!("{PY_FILES}{INVERTED_PY}"),
+        &corpus,
+        &[],
+    ));
+    assert!(
+        check_keyed_parts(&parts(&out, r)) == want_index,
+        "inverted index differs"
+    );
+
+    // A chained job reads the word count's output inside the cluster: count → word.
+    let out = dir.path().join("out-chain");
+    let (_, o) = c.submit(&[
+        "--input",
+        &format!("shoal://{wordcount_job}"),
+        "--map",
+        "awk -F'\\t' '{print $2 \"\\t\" $1}'",
+        "--reduce",
+        "cat",
+        "-R",
+        "2",
+        "--output",
+        &out.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut swapped: Vec<Vec<u8>> = want
+        .iter()
+        .map(|l| {
+            let k = key(l);
+            [&l[k.len() + 1..], b"\t", k].concat()
+        })
+        .collect();
+    swapped.sort();
+    assert!(
+        check_keyed_parts(&parts(&out, 2)) == swapped,
+        "the chained job differs"
+    );
+
+    // Every node's fetched shuffle bytes equal the map output its reduces needed from the
+    // other nodes, over every job this cluster ran.
+    let jobs = http_get_json(&c.nodes[0].http, "/api/v1/jobs").unwrap();
+    let mut want_fetched = std::collections::HashMap::<String, u64>::new();
+    let mut crossed = 0u64;
+    for j in jobs.as_array().unwrap() {
+        let tasks = j["tasks"].as_array().unwrap();
+        let maps: Vec<&Value> = tasks.iter().filter(|t| t["kind"] == "map").collect();
+        for (p, red) in tasks.iter().filter(|t| t["kind"] == "reduce").enumerate() {
+            let rn = done_node(red);
+            for m in &maps {
+                if done_node(m) != rn {
+                    let size = m["output_sizes"][p].as_u64().unwrap();
+                    *want_fetched.entry(rn.clone()).or_default() += size;
+                    crossed += size;
+                }
+            }
+        }
+    }
+    assert!(crossed > 0, "some map output crossed nodes");
+    for n in &c.nodes {
+        let v = n.cluster().unwrap();
+        assert_eq!(
+            v["shuffle"]["fetched_bytes"].as_u64().unwrap(),
+            want_fetched.get(&n.node_id).copied().unwrap_or(0),
+            "shuffle bytes received by {}",
+            n.name
+        );
+    }
+}
+
+/// A mapper that logs its start and end (ns) to a shared file, works a little, and splits
+/// words.
+const LOGGING_MAPPER: &str = r#"#!/bin/sh
+echo "start $SHOAL_TASK_ID $(date +%s%N)" >> "$MAP_LOG"
+sleep 0.4
+tr -s ' \t' '\n\n' | sed '/^$/d'
+echo "end $SHOAL_TASK_ID $(date +%s%N)" >> "$MAP_LOG"
+"#;
+
+#[test]
+fn eight_files_run_eight_maps_spread_over_all_nodes_and_overlapping() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    let input = dir.path().join("eight");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut all = String::new();
+    for f in 0..8 {
+        let text: String = (0..200).map(|i| format!("w{} w{}\n", i % 17, f)).collect();
+        all.push_str(&text);
+        std::fs::write(input.join(format!("f{f}.txt")), text).unwrap();
+    }
+    let log = dir.path().join("map.log");
+    let mapper = write_script(dir.path(), "map.sh", LOGGING_MAPPER);
+    let out = dir.path().join("out");
+    let (id, o) = c.submit(&[
+        "--input",
+        &input.to_string_lossy(),
+        "--map",
+        &mapper,
+        "--reduce",
+        "uniq -c",
+        "-R",
+        "2",
+        "--env",
+        &format!("MAP_LOG={}", log.display()),
+        "--output",
+        &out.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Exactly 8 runs: no duplicate or speculative attempts on a healthy cluster.
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    let starts: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.starts_with("start"))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        8,
+        "the mapper ran {} times:\n{log_text}",
+        starts.len()
+    );
+    let v = c.job(c.follower, &id);
+    let map_nodes = attempt_nodes(&v, "map");
+    assert_eq!(map_nodes.len(), 8, "one attempt per map task");
+
+    // Placement: maps ran on all three nodes.
+    let mut distinct = map_nodes.clone();
+    distinct.sort();
+    distinct.dedup();
+    let mut ids: Vec<String> = c.nodes.iter().map(|n| n.node_id.clone()).collect();
+    ids.sort();
+    assert_eq!(distinct, ids, "maps ran on every node");
+
+    // Overlap: some two mappers, by their own clocks, ran at the same time.
+    let span = |task: &str, what: &str| -> u128 {
+        log_text
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(' ');
+                (f.next() == Some(what) && f.next() == Some(task))
+                    .then(|| f.next().unwrap().parse::<u128>().unwrap())
+            })
+            .unwrap()
+    };
+    let spans: Vec<(u128, u128)> = (0..8)
+        .map(|i| {
+            let t = format!("m-{i:05}");
+            (span(&t, "start"), span(&t, "end"))
+        })
+        .collect();
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapping, "no two maps overlapped: {spans:?}");
+
+    // And the output is right: `uniq -c` of the sorted words.
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for w in all.split_whitespace() {
+        *counts.entry(w.to_string()).or_default() += 1;
+    }
+    let mut got: Vec<(String, usize)> = parts(&out, 2)
+        .iter()
+        .flat_map(|p| lines(p))
+        .map(|l| {
+            let s = String::from_utf8(l).unwrap();
+            let mut f = s.split_whitespace();
+            let n = f.next().unwrap().parse().unwrap();
+            (f.next().unwrap().to_string(), n)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, counts.into_iter().collect::<Vec<_>>());
+}
+
+fn task_processes(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(marker) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn kill_stops_a_running_job_and_bad_submissions_are_refused_before_queueing() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b c\n".repeat(100)).unwrap();
+    let input = input.to_string_lossy().into_owned();
+
+    // 5. Bad input: a clear error, exit 2, and no job queued.
+    let not_exec = write_script(dir.path(), "mapper.bin", "not a program\n");
+    let bad: [(&[&str], &str); 4] = [
+        (
+            &["--input", "/nonexistent/input", "--app", "wordcount"],
+            "/nonexistent/input",
+        ),
+        (&["--input", &input, "--app", "nosuchapp"], "unknown --app"),
+        (
+            &["--input", &input, "--app", "wordcount", "-R", "0"],
+            "--reducers",
+        ),
+        (
+            &["--input", &input, "--map", &not_exec, "--reduce", "cat"],
+            "mapper.bin",
+        ),
+    ];
+    for (args, says) in bad {
+        let (_, o) = c.submit(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{args:?} should name {says:?}: {err}");
+    }
+    let jobs = http_get_json(&c.nodes[0].http, "/api/v1/jobs").unwrap();
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        0,
+        "nothing was queued: {jobs}"
+    );
+
+    // 4d. kill: a job whose mappers would run for minutes stops within seconds.
+    let marker = format!("shoal-kill-test-{}", std::process::id());
+    let (id, o) = c.submit(&[
+        "--input",
+        &input,
+        "--split-size",
+        "1024",
+        "--map",
+        &format!("sleep 300 # {marker}"),
+        "--reduce",
+        "cat",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(30, "the job's mappers to be running", || {
+        (!task_processes(&marker).is_empty()).then_some(())
+    });
+    let o = run(shoal().args(["kill", "--node", &c.url(c.follower), &id]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(c.job(c.follower, &id)["state"], "killed");
+    wait_for(10, "no task process left", || {
+        task_processes(&marker).is_empty().then_some(())
+    });
+    let o = run(shoal().args(["status", "--node", &c.url(0), &id]));
+    assert_eq!(o.status.code(), Some(1), "a killed job's status exits 1");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("killed"));
+    // Its output cannot be fetched, with a clear error.
+    let o = run(shoal()
+        .args(["output", "--node", &c.url(0), &id, "--dir"])
+        .arg(dir.path().join("nope")));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("killed"),
+        "{}",
+        text(&o)
+    );
+}
