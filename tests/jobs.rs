@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
@@ -69,6 +70,21 @@ fn attempt_nodes(job: &Value, kind: &str) -> Vec<String> {
         .flat_map(|t| t["attempts"].as_array().unwrap().iter())
         .map(|a| a["node"].as_str().unwrap().to_string())
         .collect()
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }
 
 fn done_node(task: &Value) -> String {
@@ -200,6 +216,24 @@ fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_node
         }
     }
     assert!(crossed > 0, "some map output crossed nodes");
+
+    // Ended jobs leave no splits or map outputs on any node; their part files stay.
+    wait_for(10, "every node to delete finished jobs' scratch", || {
+        let leftovers: Vec<String> = c
+            .nodes
+            .iter()
+            .flat_map(|n| files_under(&n.data.join("blobs")))
+            .filter(|p| !p.contains("/out/") && !p.contains("/.scratch"))
+            .collect();
+        leftovers.is_empty().then_some(())
+    });
+    let parts_stored = c
+        .nodes
+        .iter()
+        .flat_map(|n| files_under(&n.data.join("blobs")))
+        .filter(|p| p.contains(&format!("{wordcount_job}/out/part-")))
+        .count();
+    assert_eq!(parts_stored, 3 * 3, "three part files, each on three nodes");
     for n in &c.nodes {
         let v = n.cluster().unwrap();
         assert_eq!(
@@ -236,7 +270,10 @@ fn eight_files_run_eight_maps_spread_over_all_nodes_and_overlapping() {
     let log = dir.path().join("map.log");
     let mapper = write_script(dir.path(), "map.sh", LOGGING_MAPPER);
     let out = dir.path().join("out");
+    // The first --node does not answer: the client moves on to the next.
     let (id, o) = c.submit(&[
+        "--node",
+        "http://127.0.0.1:1",
         "--input",
         &input.to_string_lossy(),
         "--map",
@@ -404,5 +441,69 @@ fn kill_stops_a_running_job_and_bad_submissions_are_refused_before_queueing() {
         String::from_utf8_lossy(&o.stderr).contains("killed"),
         "{}",
         text(&o)
+    );
+}
+
+#[test]
+fn busy_slots_do_not_cost_the_manager_its_term() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    let corpus = dir.path().join("corpus.txt");
+    shoal_node::corpus::generate(&corpus, 96 << 20, 200_000, 3).unwrap();
+    let term = |i: usize| c.nodes[i].cluster().unwrap()["term"].as_u64().unwrap();
+    let leader = leader_of(&c.nodes[0]).unwrap();
+    let term_before = term(0);
+
+    // CPU-bound native word counts, back to back, for at least 30 s; every node's two slots
+    // are seen full while they run.
+    let started = std::time::Instant::now();
+    let mut full = std::collections::HashSet::new();
+    let mut jobs = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        let mut child = shoal()
+            .args(["submit", "--node", &c.url(c.follower), "--app", "wordcount"])
+            .args(["--split-size", "4194304", "-R", "3", "--wait", "--input"])
+            .arg(&corpus)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            for (i, n) in c.nodes.iter().enumerate() {
+                if let Some(v) = n.cluster() {
+                    if v["slots"]["busy"] == v["slots"]["total"] {
+                        full.insert(i);
+                    }
+                }
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        };
+        assert!(status.success(), "job {jobs} failed");
+        jobs += 1;
+    }
+    assert_eq!(
+        full.len(),
+        3,
+        "every node's slots were all busy at some point"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            term(i),
+            term_before,
+            "the term changed on node {i} during {jobs} jobs"
+        );
+    }
+    assert_eq!(
+        leader_of(&c.nodes[0]).unwrap(),
+        leader,
+        "the manager kept its role"
+    );
+    println!(
+        "{jobs} jobs in {:.1} s, term {term_before} throughout",
+        started.elapsed().as_secs_f64()
     );
 }

@@ -29,18 +29,21 @@ impl TaskPool {
                 let busy = Arc::clone(&busy);
                 std::thread::Builder::new()
                     .name(format!("shoal-task-{i}"))
-                    .spawn(move || loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => {
-                                busy.fetch_add(1, Ordering::Relaxed);
-                                job();
-                                busy.fetch_sub(1, Ordering::Relaxed);
+                    .spawn(move || {
+                        lower_priority();
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            match job {
+                                Ok(job) => {
+                                    busy.fetch_add(1, Ordering::Relaxed);
+                                    job();
+                                    busy.fetch_sub(1, Ordering::Relaxed);
+                                }
+                                Err(_) => return,
                             }
-                            Err(_) => return,
                         }
                     })
                     .expect("spawning a task thread")
@@ -78,6 +81,17 @@ impl Drop for TaskPool {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+/// Task threads (and the processes they start) run at nice 10, so under contention the
+/// node's own threads — Raft heartbeats, libp2p — run first, and a node whose slots are all
+/// busy keeps its role.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority on the calling thread only; a failure leaves it as is.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 

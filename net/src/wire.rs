@@ -4,6 +4,9 @@
 //! The invariant: every type here round-trips through CBOR unchanged (property-tested), and
 //! byte payloads are `serde_bytes` (a CBOR byte string, not an array of integers).
 
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
 /// A cluster's id: random, chosen once when the cluster is bootstrapped.
@@ -133,6 +136,103 @@ pub enum DataFrame {
     Error(String),
 }
 
+/// The CBOR of `DataFrame::Chunk(b)` up to `b`'s bytes: a one-entry map, the text "Chunk".
+const CHUNK_PREFIX: [u8; 7] = [0xa1, 0x65, b'C', b'h', b'u', b'n', b'k'];
+
+/// The CBOR head of a byte string of `len` bytes (major type 2, shortest form), as ciborium
+/// writes it.
+fn bytes_head(len: usize) -> ([u8; 5], usize) {
+    let mut h = [0u8; 5];
+    match len {
+        0..=23 => {
+            h[0] = 0x40 | len as u8;
+            (h, 1)
+        }
+        24..=0xff => {
+            h[..2].copy_from_slice(&[0x58, len as u8]);
+            (h, 2)
+        }
+        0x100..=0xffff => {
+            h[0] = 0x59;
+            h[1..3].copy_from_slice(&(len as u16).to_be_bytes());
+            (h, 3)
+        }
+        _ => {
+            h[0] = 0x5a;
+            h[1..5].copy_from_slice(&(len as u32).to_be_bytes());
+            (h, 5)
+        }
+    }
+}
+
+impl DataFrame {
+    /// Write `DataFrame::Chunk(bytes)` — the same bytes as [`codec::write_frame`] would —
+    /// without copying `bytes` into an encoding buffer.
+    ///
+    /// [`codec::write_frame`]: crate::codec::write_frame
+    pub async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io::Result<()> {
+        let (head, n) = bytes_head(bytes.len());
+        let total = CHUNK_PREFIX.len() + n + bytes.len();
+        if total > crate::codec::MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a chunk of {} bytes is over the frame limit", bytes.len()),
+            ));
+        }
+        let mut header = Vec::with_capacity(16);
+        header.extend_from_slice(&(total as u32).to_be_bytes());
+        header.extend_from_slice(&CHUNK_PREFIX);
+        header.extend_from_slice(&head[..n]);
+        io.write_all(&header).await?;
+        io.write_all(bytes).await?;
+        io.flush().await
+    }
+
+    /// Read one frame of a data stream. A `Chunk`'s bytes are read straight into their own
+    /// buffer; any other frame is decoded as usual. Lengths over `max` are refused first.
+    pub async fn read<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<DataFrame> {
+        let mut len = [0u8; 4];
+        io.read_exact(&mut len).await?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame length {len} is over the {max}-byte limit"),
+            ));
+        }
+        // Enough for the prefix and the longest byte-string head.
+        let mut start = [0u8; 12];
+        let k = len.min(start.len());
+        io.read_exact(&mut start[..k]).await?;
+        if k == start.len() && start[..7] == CHUNK_PREFIX {
+            let n = match start[7] {
+                b @ 0x40..=0x57 => Some(((b - 0x40) as usize, 1)),
+                0x58 => Some((start[8] as usize, 2)),
+                0x59 => Some((u16::from_be_bytes([start[8], start[9]]) as usize, 3)),
+                0x5a => Some((
+                    u32::from_be_bytes([start[8], start[9], start[10], start[11]]) as usize,
+                    5,
+                )),
+                _ => None,
+            };
+            if let Some((blen, hlen)) = n {
+                let body = 7 + hlen;
+                if body + blen == len {
+                    let mut bytes = vec![0u8; blen];
+                    let early = (k - body).min(blen);
+                    bytes[..early].copy_from_slice(&start[body..body + early]);
+                    io.read_exact(&mut bytes[early..]).await?;
+                    return Ok(DataFrame::Chunk(bytes));
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        body[..k].copy_from_slice(&start[..k]);
+        io.read_exact(&mut body[k..]).await?;
+        crate::codec::decode(&body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +320,38 @@ mod tests {
             round_trips(&DataFrame::Chunk(bytes));
             round_trips(&DataFrame::End);
             round_trips(&DataFrame::Error(reason));
+        }
+
+        #[test]
+        fn chunks_written_without_copying_are_the_codec_s_frames(
+            len in prop_oneof![0usize..40, 200usize..300, 65_000usize..66_000],
+            reason in ".{0,40}",
+        ) {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            futures::executor::block_on(async {
+                let mut fast = Vec::new();
+                DataFrame::write_chunk(&mut fast, &bytes).await.unwrap();
+                let mut slow = Vec::new();
+                crate::codec::write_frame(&mut slow, &DataFrame::Chunk(bytes.clone())).await.unwrap();
+                prop_assert_eq!(&fast, &slow);
+                let mut stream: Vec<u8> = fast;
+                for f in [DataFrame::End, DataFrame::Error(reason.clone())] {
+                    crate::codec::write_frame(&mut stream, &f).await.unwrap();
+                }
+                let mut r = &stream[..];
+                prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::Chunk(bytes.clone()));
+                prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::End);
+                prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::Error(reason.clone()));
+                Ok(())
+            })?;
+        }
+
+        #[test]
+        fn data_frames_from_garbage_never_panic(bytes in any::<Vec<u8>>()) {
+            let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            let mut r = &framed[..];
+            let _ = futures::executor::block_on(DataFrame::read(&mut r, 1 << 20));
         }
 
         #[test]

@@ -367,13 +367,32 @@ fn progress_line(v: &Value) -> String {
             v[k]["total"].as_u64().unwrap_or(0)
         )
     };
+    let c = |name: &str| v["counters"]["shoal"][name].as_u64().unwrap_or(0);
     format!(
-        "{} {}: maps {} reduces {}",
+        "{} {}: maps {} reduces {} · read {} · shuffled {} · wrote {}",
         v["id"].as_str().unwrap_or("?"),
         v["state"].as_str().unwrap_or("?"),
         p("maps"),
-        p("reduces")
+        p("reduces"),
+        human(c("map_input_bytes")),
+        human(c("shuffle_fetched_bytes") + c("shuffle_local_bytes")),
+        human(c("output_bytes"))
     )
+}
+
+/// Bytes for people: `512 B`, `3.2 MiB`.
+fn human(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut x = b as f64 / 1024.0;
+    let mut u = 0;
+    while x >= 1024.0 && u < UNITS.len() - 1 {
+        x /= 1024.0;
+        u += 1;
+    }
+    format!("{x:.1} {}", UNITS[u])
 }
 
 /// Wait for job `id` to end, showing progress on stderr. 0 if it succeeded.

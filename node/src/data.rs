@@ -97,7 +97,7 @@ async fn send_object(node: &Node, key: &str, stream: &mut Stream) -> Result<(), 
     tokio::task::spawn_blocking(move || read_chunks(file, &tx));
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk.map_err(|e| format!("reading {key:?}: {e}"))?;
-        codec::write_frame(stream, &DataFrame::Chunk(chunk))
+        DataFrame::write_chunk(stream, &chunk)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -139,7 +139,7 @@ async fn receive_object(node: &Node, key: &str, stream: &mut Stream) -> Result<(
         .create(key)
         .map_err(|e| format!("cannot store {key:?}: {e}"))?;
     loop {
-        let frame = tokio::time::timeout(STALL, codec::read_frame(stream, MAX_DATA_FRAME)).await;
+        let frame = tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME)).await;
         match frame {
             Ok(Ok(DataFrame::Chunk(bytes))) => {
                 if let Err(e) = w.write_all(&bytes) {
@@ -193,7 +193,7 @@ pub async fn fetch(
     let mut stream = open(node, peer, &req).await?;
     let mut total = 0u64;
     loop {
-        let frame = tokio::time::timeout(STALL, codec::read_frame(&mut stream, MAX_DATA_FRAME))
+        let frame = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
             .await
             .map_err(|_| broke(peer, format!("silent for {STALL:?}")))?
             .map_err(|e| broke(peer, e))?;
@@ -286,7 +286,7 @@ pub fn fetch_stream(
             }
         };
         loop {
-            let frame = tokio::time::timeout(STALL, codec::read_frame(&mut stream, MAX_DATA_FRAME))
+            let frame = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
                 .await
                 .map_err(|_| broke(peer, format!("silent for {STALL:?}")))
                 .and_then(|r| r.map_err(|e| broke(peer, e)));
@@ -338,14 +338,14 @@ async fn push_file_once(
         let chunk =
             chunk.map_err(|e| DataError::Local(format!("reading {}: {e}", path.display())))?;
         total += chunk.len() as u64;
-        codec::write_frame(&mut stream, &DataFrame::Chunk(chunk))
+        DataFrame::write_chunk(&mut stream, &chunk)
             .await
             .map_err(|e| broke(peer, e))?;
     }
     codec::write_frame(&mut stream, &DataFrame::End)
         .await
         .map_err(|e| broke(peer, e))?;
-    let answer = tokio::time::timeout(STALL, codec::read_frame(&mut stream, MAX_DATA_FRAME))
+    let answer = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
         .await
         .map_err(|_| broke(peer, format!("no answer within {STALL:?}")))?
         .map_err(|e| broke(peer, e))?;

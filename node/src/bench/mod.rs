@@ -2,8 +2,10 @@
 //! its wall time and peak RSS are measured the same way (`wait4`), and every contender's
 //! output is checked against a reference computed in the same run.
 
+mod cluster;
 mod failover;
 mod local;
+mod shuffle;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +21,12 @@ pub enum BenchCmd {
     Local(local::LocalArgs),
     /// Failover: kill -9 the leader of a 3-node loopback cluster, time the new election.
     Failover(failover::FailoverArgs),
+    /// The data plane: /shoal/data/1 against a bare libp2p stream and loopback TCP.
+    Shuffle(shuffle::ShuffleArgs),
+    /// Latency of a 10-line job on a 3-node loopback cluster (submit → --wait returns).
+    Latency(cluster::LatencyArgs),
+    /// Word count on a 3-node loopback cluster against `shoal run` on the same data.
+    Cluster(cluster::ClusterArgs),
     /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
     #[command(hide = true)]
     Hashcount {
@@ -37,6 +45,9 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
     let result = match cmd {
         BenchCmd::Local(args) => local::run(args),
         BenchCmd::Failover(args) => failover::run(args),
+        BenchCmd::Shuffle(args) => shuffle::run(args),
+        BenchCmd::Latency(args) => cluster::latency(args),
+        BenchCmd::Cluster(args) => cluster::cluster(args),
         BenchCmd::Hashcount {
             input,
             output,

@@ -1,0 +1,261 @@
+//! `shoal bench shuffle`: the data plane's throughput between two nodes in one process, over
+//! the real transport (tcp → noise → yamux on 127.0.0.1). One object is fetched over
+//! `/shoal/data/1` exactly as a reducer fetches a map output (CBOR `Chunk` frames, the node's
+//! own serve and fetch code); the baselines are the same bytes copied raw over a libp2p
+//! stream of the same connection stack, and over a plain loopback TCP socket.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use shoal_net::wire::{DataRequest, PeerInfo};
+use shoal_net::{Event, Keypair};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::node::{Node, Settings};
+
+/// `shoal bench shuffle` flags.
+#[derive(Debug, Args)]
+pub struct ShuffleArgs {
+    /// Object size, MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mb: u64,
+    /// Runs of each contender (the best is kept).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+const CLUSTER: u64 = 0x5ba1_0000_0000_0001;
+
+/// Run the benchmark.
+pub fn run(args: ShuffleArgs) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(args))
+}
+
+async fn start_node(
+    dir: &std::path::Path,
+    name: &str,
+    peers: Vec<shoal_net::Multiaddr>,
+) -> anyhow::Result<(Arc<Node>, tokio::sync::mpsc::UnboundedReceiver<Event>)> {
+    let keypair = Keypair::generate_ed25519();
+    let peer_id = keypair.public().to_peer_id();
+    let (net, mut events, event_loop) = shoal_net::start(shoal_net::Config {
+        keypair,
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        peers,
+        mdns: false,
+        psk: None,
+    })?;
+    tokio::spawn(event_loop.run());
+    let addr = loop {
+        match events.recv().await {
+            Some(Event::Listening { addr }) => break addr,
+            Some(_) => continue,
+            None => anyhow::bail!("the network stopped"),
+        }
+    };
+    let info = PeerInfo {
+        peer_id: peer_id.to_string(),
+        addrs: vec![addr.to_string()],
+        http: String::new(),
+        slots: 1,
+    };
+    let settings = Settings {
+        expect: 1,
+        timing: shoal_raft::Timing::default(),
+        voter_cap: 1,
+        slots: 1,
+        replication: 0,
+    };
+    let blobs = crate::blobs::Blobs::open(dir.join(name))?;
+    let node = Node::new(
+        crate::identity::node_id(&peer_id),
+        peer_id,
+        info,
+        shoal_raft::Store::in_memory()?,
+        net,
+        settings,
+        blobs,
+    )?;
+    node.set_cluster_id(Some(CLUSTER))?;
+    Ok((Arc::new(node), events))
+}
+
+async fn bench(args: ShuffleArgs) -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let size = args.size_mb << 20;
+    let (a, mut a_events) = start_node(dir.path(), "a", vec![]).await?;
+    let a_addr: shoal_net::Multiaddr = a.peer_info().addrs[0].parse()?;
+    let (b, mut b_events) = start_node(dir.path(), "b", vec![a_addr]).await?;
+
+    // The object, in A's store (and the page cache, as a fresh map output is).
+    let key = "j-bench/m-00000.a1/m-00000.p-00000";
+    let mut w = a.blobs.create(key)?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in block.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    for _ in 0..args.size_mb {
+        w.write_all(&block)?;
+    }
+    w.commit()?;
+    let path = a
+        .blobs
+        .path(key)
+        .ok_or_else(|| anyhow::anyhow!("bad key"))?;
+
+    // A serves: the node's data plane, or a raw copy for the baseline.
+    let server = Arc::clone(&a);
+    let raw_path = path.clone();
+    tokio::spawn(async move {
+        while let Some(e) = a_events.recv().await {
+            if let Event::Data {
+                peer,
+                request,
+                mut stream,
+            } = e
+            {
+                match &request {
+                    DataRequest::Fetch { key, .. } if key == "raw" => {
+                        let path = raw_path.clone();
+                        tokio::spawn(async move {
+                            let mut f = match tokio::fs::File::open(&path).await {
+                                Ok(f) => f,
+                                Err(_) => return,
+                            };
+                            let mut buf = vec![0u8; 1 << 20];
+                            while let Ok(n) = f.read(&mut buf).await {
+                                if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            let _ = stream.close().await;
+                        });
+                    }
+                    _ => {
+                        tokio::spawn(crate::data::serve(
+                            Arc::clone(&server),
+                            peer,
+                            request,
+                            stream,
+                        ));
+                    }
+                }
+            }
+        }
+    });
+    let a_peer = a.peer_id;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = b_events.recv().await {
+            if matches!(e, Event::Connected { peer, .. } if peer == a_peer) {
+                return;
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the two nodes did not connect within 10 s"))?;
+    tokio::spawn(async move { while b_events.recv().await.is_some() {} });
+
+    println!(
+        "shuffle: one {} MiB object from node A to node B on 127.0.0.1, best of {}",
+        args.size_mb, args.runs
+    );
+    let mut best = [f64::MAX; 3];
+    for _ in 0..args.runs {
+        // /shoal/data/1, the node's own fetch.
+        let t = Instant::now();
+        let mut got = 0u64;
+        let n = crate::data::fetch(&b, a_peer, key, |c| {
+            got += c.len() as u64;
+            Ok(())
+        })
+        .await?;
+        anyhow::ensure!(n == size && got == size, "fetched {n} of {size} bytes");
+        best[0] = best[0].min(t.elapsed().as_secs_f64());
+
+        // A bare libp2p stream over the same transport.
+        let t = Instant::now();
+        let mut s = b.net.open_data(a_peer).await?;
+        shoal_net::codec::write_frame(
+            &mut s,
+            &DataRequest::Fetch {
+                cluster_id: CLUSTER,
+                key: "raw".into(),
+            },
+        )
+        .await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut raw = 0u64;
+        loop {
+            let k = s.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            raw += k as u64;
+        }
+        anyhow::ensure!(raw == size, "raw stream copied {raw} of {size} bytes");
+        best[1] = best[1].min(t.elapsed().as_secs_f64());
+
+        // Plain loopback TCP.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let at = listener.local_addr()?;
+        let p = path.clone();
+        let send = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await?;
+            let mut f = tokio::fs::File::open(&p).await?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                sock.write_all(&buf[..n]).await?;
+            }
+            sock.shutdown().await?;
+            Ok::<_, std::io::Error>(())
+        });
+        let t = Instant::now();
+        let mut sock = tokio::net::TcpStream::connect(at).await?;
+        let mut tcp = 0u64;
+        loop {
+            let k = sock.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            tcp += k as u64;
+        }
+        send.await??;
+        anyhow::ensure!(tcp == size, "TCP copied {tcp} of {size} bytes");
+        best[2] = best[2].min(t.elapsed().as_secs_f64());
+    }
+    let mib = args.size_mb as f64;
+    let rate = |s: f64| mib / s;
+    println!(
+        "  /shoal/data/1 (CBOR chunks)     {:>8.0} MiB/s",
+        rate(best[0])
+    );
+    println!(
+        "  bare libp2p stream (same stack) {:>8.0} MiB/s",
+        rate(best[1])
+    );
+    println!(
+        "  raw loopback TCP                {:>8.0} MiB/s",
+        rate(best[2])
+    );
+    let ratio = best[1] / best[0];
+    println!(
+        "  data plane / bare stream: {ratio:.2}x (goal >= 0.8x){}",
+        if ratio >= 0.8 { "" } else { " — NOT MET" }
+    );
+    Ok(true)
+}
