@@ -423,6 +423,29 @@ fn kill_stops_a_running_job_and_bad_submissions_are_refused_before_queueing() {
     wait_for(30, "the job's mappers to be running", || {
         (!task_processes(&marker).is_empty()).then_some(())
     });
+    // The worker's heartbeat tells the leader what it runs and how far it got: the whole
+    // split (600 bytes) is in the mapper's stdin.
+    let leader = leader_of(&c.nodes[0]).unwrap();
+    let li = c.nodes.iter().position(|n| n.node_id == leader).unwrap();
+    let runner = c.job(li, &id)["tasks"][0]["attempts"][0]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(10, "the leader to hear the map's progress", || {
+        let v = c.nodes[li].cluster()?;
+        let node = v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == runner.as_str())?
+            .clone();
+        let running = node["heartbeat"]["running"].as_array()?.clone();
+        running
+            .iter()
+            .any(|a| {
+                a["job"] == id.as_str() && a["task"] == "m-00000" && a["progress_bytes"] == 600
+            })
+            .then_some(())
+    });
     let o = run(shoal().args(["kill", "--node", &c.url(c.follower), &id]));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(c.job(c.follower, &id)["state"], "killed");

@@ -171,6 +171,7 @@ impl Shared {
                 attempt,
                 dir: &dir,
                 cancel: &self.cancel,
+                progress: None,
             };
             let result = work(&env);
             let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub struct TaskEnv<'a> {
     pub dir: &'a Path,
     /// Set to stop the attempt.
     pub cancel: &'a AtomicBool,
+    /// Where a map publishes how many bytes of its split it has consumed (for heartbeats).
+    pub progress: Option<&'a AtomicU64>,
 }
 
 impl TaskEnv<'_> {
@@ -162,10 +164,13 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
                 if let Some(e) = c.error.take() {
                     return Err(e);
                 }
-                if lines.is_multiple_of(4096)
-                    && env.cancel.load(std::sync::atomic::Ordering::Relaxed)
-                {
-                    return Err(Error::Cancelled);
+                if lines.is_multiple_of(4096) {
+                    if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Err(Error::Cancelled);
+                    }
+                    if let Some(p) = env.progress {
+                        p.store(offset - split.offset, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
             c.counters.add_builtin("map_input_records", lines);
@@ -180,7 +185,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
             let mut lines = 0u64;
             let out = streaming::run(
                 &launch,
-                |stdin| feed_split(split, max, stdin, &mut lines),
+                |stdin| feed_split(split, max, stdin, &mut lines, env.progress),
                 |stdout| {
                     for_each_line(stdout, |line| {
                         let (k, v) = split_tab(line);
@@ -207,7 +212,13 @@ fn open_split(split: &Split) -> Result<BufReader<io::Take<File>>> {
 }
 
 /// Copy a split to a mapper's stdin, refusing lines longer than `max`; counts the lines.
-fn feed_split(split: &Split, max: u64, stdin: &mut dyn Write, lines: &mut u64) -> Result<()> {
+fn feed_split(
+    split: &Split,
+    max: u64,
+    stdin: &mut dyn Write,
+    lines: &mut u64,
+    progress: Option<&AtomicU64>,
+) -> Result<()> {
     let mut input = open_split(split)?.into_inner();
     let mut buf = vec![0u8; 256 << 10];
     let mut pos = split.offset;
@@ -242,6 +253,9 @@ fn feed_split(split: &Split, max: u64, stdin: &mut dyn Write, lines: &mut u64) -
         stdin
             .write_all(&buf[..n])
             .ctx(|| "writing to the mapper's stdin".into())?;
+        if let Some(p) = progress {
+            p.store(pos - split.offset, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     Ok(())
 }

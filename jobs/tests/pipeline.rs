@@ -111,6 +111,7 @@ fn run_with_app(spec: &JobSpec, app: Arc<dyn App>, out: &Path) {
             attempt: 1,
             dir,
             cancel,
+            progress: None,
         }
     }
     for s in &splits {

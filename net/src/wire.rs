@@ -90,6 +90,38 @@ pub enum CtlRequest {
         #[serde(with = "serde_bytes")]
         command: Vec<u8>,
     },
+    /// A worker's heartbeat (to the leader).
+    Heartbeat(Heartbeat),
+}
+
+/// A worker's heartbeat to the leader: its slots and the attempts it is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's cluster.
+    pub cluster_id: ClusterId,
+    /// The sender.
+    pub node_id: u64,
+    /// Its `--slots`.
+    pub slots: u32,
+    /// Slots running a task now.
+    pub busy: u32,
+    /// Its running attempts.
+    pub running: Vec<RunningAttempt>,
+}
+
+/// One running attempt, as a heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningAttempt {
+    /// Job id.
+    pub job: String,
+    /// Task id (`m-00003`, `r-00001`).
+    pub task: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Input consumed so far: split bytes for a map, map output bytes pulled for a reduce.
+    pub progress_bytes: u64,
+    /// Since the attempt started here, ms.
+    pub elapsed_ms: u64,
 }
 
 /// The answer to a [`CtlRequest`].

@@ -9,7 +9,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shoal_net::wire::{CtlRequest, CtlResponse, Hello, PeerInfo, RaftRequest, RaftResponse};
+use shoal_net::wire::{
+    CtlRequest, CtlResponse, Heartbeat, Hello, PeerInfo, RaftRequest, RaftResponse,
+};
 use shoal_net::{codec, Client, PeerId, PeerRef, Transport};
 use shoal_raft::{Applied, NodeInfo, Raft, Store, Timing};
 use tokio::sync::OnceCell;
@@ -96,6 +98,9 @@ pub struct Node {
     pub pool: TaskPool,
     /// Bytes of map output this node fetched from other nodes, and read from its own store.
     pub shuffle: ShuffleStats,
+    /// The last heartbeat of each node and when it came (the leader hears every node's;
+    /// every node records its own).
+    pub heartbeats: Mutex<BTreeMap<u64, (Instant, Heartbeat)>>,
     logged: Mutex<HashSet<String>>,
 }
 
@@ -139,6 +144,7 @@ impl Node {
             pool: TaskPool::new(settings.slots as usize),
             blobs,
             shuffle: ShuffleStats::default(),
+            heartbeats: Mutex::new(BTreeMap::new()),
             logged: Mutex::new(HashSet::new()),
         })
     }
@@ -196,6 +202,14 @@ impl Node {
                 Ok::<_, anyhow::Error>(RaftHandle { raft, applied })
             })
             .await
+    }
+
+    /// Remember a node's heartbeat.
+    pub fn record_heartbeat(&self, hb: Heartbeat) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hb.node_id, (Instant::now(), hb));
     }
 
     /// Wait until Raft has started here (a node without a cluster waits for one).
@@ -333,6 +347,14 @@ impl Node {
                 node_id,
                 info,
             } => self.on_join(cluster_id, node_id, info).await,
+            CtlRequest::Heartbeat(hb) => match self.cluster_id() {
+                Some(ours) if ours == hb.cluster_id => {
+                    self.record_heartbeat(hb);
+                    CtlResponse::Ok
+                }
+                Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
             CtlRequest::Propose {
                 cluster_id,
                 command,

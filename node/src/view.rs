@@ -28,6 +28,33 @@ pub struct NodeView {
     pub reachable: bool,
     /// Milliseconds since its last sign of life, as seen from this node.
     pub last_seen_ms_ago: Option<u64>,
+    /// Its last heartbeat, where this node heard it (the leader hears every node's).
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatView>,
+}
+
+/// A node's last heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatView {
+    /// How long ago it came.
+    pub ms_ago: u64,
+    /// Its slots.
+    pub slots: u32,
+    /// Slots busy.
+    pub busy: u32,
+    /// Its running attempts with their progress.
+    pub running: Vec<shoal_net::wire::RunningAttempt>,
+}
+
+fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
+    let hbs = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+    let (at, hb) = hbs.get(&id)?;
+    Some(HeartbeatView {
+        ms_ago: at.elapsed().as_millis() as u64,
+        slots: hb.slots,
+        busy: hb.busy,
+        running: hb.running.clone(),
+    })
 }
 
 /// A log position.
@@ -136,6 +163,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         state: "unknown".into(),
         reachable: true,
         last_seen_ms_ago: Some(0),
+        heartbeat: heartbeat_view(node, node.id),
     };
     let Some(h) = node.raft.get() else {
         return ClusterView {
@@ -198,6 +226,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             state: state.into(),
             reachable,
             last_seen_ms_ago: ago,
+            heartbeat: heartbeat_view(node, *id),
         });
     }
     if !nodes.iter().any(|n| n.id == this.id) {

@@ -16,9 +16,9 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use shoal_jobs::cluster::{self, Applied, Job, JobState, NodeId, SplitInfo, TaskKind, TaskState};
@@ -27,6 +27,8 @@ use shoal_jobs::partition::Partitioner;
 use shoal_jobs::spec::{JobKind, JobSpec};
 use shoal_jobs::split::Split;
 use shoal_jobs::task::{run_map, run_reduce, ReduceInput, TaskEnv};
+use shoal_net::wire::{CtlRequest, Heartbeat, RunningAttempt};
+use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
 use crate::blobs::{map_dir_key, map_output_key, part_key, split_key};
@@ -73,7 +75,15 @@ struct Done {
     holders: Vec<NodeId>,
 }
 
-type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AtomicBool>>>>;
+/// A running attempt's shared state: its stop flag and progress.
+#[derive(Debug)]
+struct AttemptState {
+    stop: AtomicBool,
+    progress: AtomicU64,
+    started: Instant,
+}
+
+type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AttemptState>>>>;
 
 fn still_running(jobs: &cluster::Cluster, k: &AttemptKey) -> bool {
     jobs.jobs
@@ -104,6 +114,7 @@ pub async fn run(node: Arc<Node>) {
     let h = node.raft_started().await;
     let mut changes = h.raft.metrics();
     let running: Running = Arc::default();
+    tokio::spawn(heartbeats(Arc::clone(&node), Arc::clone(&running)));
     let mut started: HashSet<AttemptKey> = HashSet::new();
     let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
     let mut cleaned: HashSet<String> = HashSet::new();
@@ -163,19 +174,23 @@ pub async fn run(node: Arc<Node>) {
                 }
             }
             let run = running.lock().unwrap_or_else(|p| p.into_inner());
-            for (k, stop) in run.iter() {
-                if !still_running(jobs, k) && !stop.swap(true, Ordering::Relaxed) {
+            for (k, st) in run.iter() {
+                if !still_running(jobs, k) && !st.stop.swap(true, Ordering::Relaxed) {
                     info!(job = %k.job, task = %task_id(k), attempt = k.attempt, "stopping an attempt the job no longer wants");
                 }
             }
         }
         for w in to_start {
-            let stop = Arc::new(AtomicBool::new(false));
+            let st = Arc::new(AttemptState {
+                stop: AtomicBool::new(false),
+                progress: AtomicU64::new(0),
+                started: Instant::now(),
+            });
             running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(w.key.clone(), Arc::clone(&stop));
-            tokio::spawn(attempt(Arc::clone(&node), w, stop, Arc::clone(&running)));
+                .insert(w.key.clone(), Arc::clone(&st));
+            tokio::spawn(attempt(Arc::clone(&node), w, st, Arc::clone(&running)));
         }
         for job in to_clean {
             cleaned.insert(job.clone());
@@ -192,6 +207,61 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
+/// How often a worker tells the leader what it runs.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Every [`HEARTBEAT`], send this node's slots and running attempts to the leader (and keep
+/// a copy here).
+async fn heartbeats(node: Arc<Node>, running: Running) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let Some(cluster_id) = node.cluster_id() else {
+            continue;
+        };
+        let mut attempts: Vec<RunningAttempt> = running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, st)| RunningAttempt {
+                job: k.job.clone(),
+                task: task_id(k),
+                attempt: k.attempt,
+                progress_bytes: st.progress.load(Ordering::Relaxed),
+                elapsed_ms: st.started.elapsed().as_millis() as u64,
+            })
+            .collect();
+        attempts.sort_by(|a, b| (&a.job, &a.task).cmp(&(&b.job, &b.task)));
+        let hb = Heartbeat {
+            cluster_id,
+            node_id: node.id,
+            slots: node.settings.slots,
+            busy: node.pool.busy() as u32,
+            running: attempts,
+        };
+        node.record_heartbeat(hb.clone());
+        let Some(h) = node.raft.get() else { continue };
+        let leader = shoal_raft::metrics(&h.raft).current_leader;
+        let Some(to) = leader
+            .filter(|&l| l != node.id)
+            .and_then(|l| peer_of(&node, l))
+        else {
+            continue;
+        };
+        let to = shoal_net::PeerRef {
+            peer: to,
+            addrs: vec![],
+        };
+        if let Err(e) = node
+            .net
+            .ctl(&to, CtlRequest::Heartbeat(hb), crate::node::CTL_TIMEOUT)
+            .await
+        {
+            debug!(error = %e, "heartbeat not delivered");
+        }
+    }
+}
+
 fn task_id(k: &AttemptKey) -> String {
     match k.kind {
         TaskKind::Map => shoal_jobs::task::map_task_id(k.index),
@@ -199,15 +269,15 @@ fn task_id(k: &AttemptKey) -> String {
     }
 }
 
-async fn attempt(node: Arc<Node>, w: Work, stop: Arc<AtomicBool>, running: Running) {
+async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Running) {
     let k = w.key.clone();
     debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt starts");
     let result = match k.kind {
-        TaskKind::Map => map_attempt(&node, &w, &stop).await,
-        TaskKind::Reduce => reduce_attempt(&node, &w, &stop).await,
+        TaskKind::Map => map_attempt(&node, &w, &st).await,
+        TaskKind::Reduce => reduce_attempt(&node, &w, &st).await,
     };
     running.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
-    if stop.load(Ordering::Relaxed) {
+    if st.stop.load(Ordering::Relaxed) {
         debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
         return;
     }
@@ -272,7 +342,7 @@ fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, Stri
 async fn on_pool_in_attempt_dir<T: Send + 'static>(
     node: &Node,
     w: &Work,
-    stop: &Arc<AtomicBool>,
+    st: &Arc<AttemptState>,
     scratch: PathBuf,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
@@ -282,9 +352,9 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
         w.key.job.clone(),
         w.key.attempt,
     );
-    let stop = Arc::clone(stop);
+    let st = Arc::clone(st);
     on_pool(node, move || {
-        in_attempt_dir(&scratch, &spec, &partitioner, &job_id, attempt, &stop, work)
+        in_attempt_dir(&scratch, &spec, &partitioner, &job_id, attempt, &st, work)
     })
     .await
 }
@@ -297,7 +367,7 @@ fn in_attempt_dir<T>(
     partitioner: &Partitioner,
     job_id: &str,
     attempt: u32,
-    stop: &AtomicBool,
+    st: &AttemptState,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, String>,
 ) -> Result<T, String> {
     let result = (|| {
@@ -309,7 +379,8 @@ fn in_attempt_dir<T>(
             partitioner,
             attempt,
             dir: scratch,
-            cancel: stop,
+            cancel: &st.stop,
+            progress: Some(&st.progress),
         };
         work(&env)
     })();
@@ -351,7 +422,7 @@ async fn ensure_split(node: &Node, key: &str, holders: &[NodeId]) -> Result<(), 
     Err(format!("the split {key} could not be fetched: {last}"))
 }
 
-async fn map_attempt(node: &Arc<Node>, w: &Work, stop: &Arc<AtomicBool>) -> Result<Done, String> {
+async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, String> {
     let k = &w.key;
     let split = w.split.clone().ok_or("the job has no such split")?;
     let key = split_key(&k.job, k.index);
@@ -372,7 +443,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, stop: &Arc<AtomicBool>) -> Resu
         offset: 0,
         len: split.len,
     };
-    let out = on_pool_in_attempt_dir(node, w, stop, scratch, move |env| {
+    let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         run_map(env, &task_split, &out_dir).map_err(|e| e.to_string())
     })
     .await?;
@@ -386,7 +457,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, stop: &Arc<AtomicBool>) -> Resu
 async fn reduce_attempt(
     node: &Arc<Node>,
     w: &Work,
-    stop: &Arc<AtomicBool>,
+    st: &Arc<AttemptState>,
 ) -> Result<Done, String> {
     let k = &w.key;
     let p = k.index;
@@ -423,10 +494,12 @@ async fn reduce_attempt(
         .collect::<Vec<_>>()
         .await;
     let mut fetched_bytes = 0u64;
+    st.progress.fetch_add(local_bytes, Ordering::Relaxed);
     for f in fetched {
         match f {
             Ok((m, path, n)) => {
                 fetched_bytes += n;
+                st.progress.fetch_add(n, Ordering::Relaxed);
                 inputs.push((m, path));
             }
             Err(e) => {
@@ -449,7 +522,7 @@ async fn reduce_attempt(
         .map_err(|e| format!("creating the output directory: {e}"))?;
     let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
     let target = out_file.clone();
-    let mut counters = on_pool_in_attempt_dir(node, w, stop, scratch, move |env| {
+    let mut counters = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
         for (_, path) in &inputs {
             let f = std::fs::File::open(path)
