@@ -369,7 +369,7 @@ fn task_processes(marker: &str) -> Vec<String> {
 }
 
 #[test]
-fn kill_stops_a_running_job_and_bad_submissions_are_refused_before_queueing() {
+fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let c = three_nodes(dir.path());
@@ -406,6 +406,49 @@ fn kill_stops_a_running_job_and_bad_submissions_are_refused_before_queueing() {
         0,
         "nothing was queued: {jobs}"
     );
+
+    // A mapper that fails: retried on another node, then the job fails with the reason;
+    // every attempt shows the exit status and the stderr tail.
+    let (id, o) = c.submit(&[
+        "--input",
+        &input,
+        "--map",
+        "echo 'oops: bad record' >&2; exit 3",
+        "--reduce",
+        "cat",
+        "--max-attempts",
+        "2",
+        "--wait",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failed job exits 1: {}",
+        text(&o)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("failed 2 of 2 attempts") && err.contains("oops: bad record"),
+        "the reason is printed: {err}"
+    );
+    let v = c.job(c.follower, &id);
+    assert_eq!(v["state"], "failed");
+    let attempts = v["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_ne!(
+        attempts[0]["node"], attempts[1]["node"],
+        "the retry ran elsewhere"
+    );
+    for a in attempts {
+        assert_eq!(a["exit"], "exit 3", "{a}");
+        assert!(
+            a["stderr_tail"]
+                .as_str()
+                .unwrap()
+                .contains("oops: bad record"),
+            "{a}"
+        );
+    }
 
     // 4d. kill: a job whose mappers would run for minutes stops within seconds.
     let marker = format!("shoal-kill-test-{}", std::process::id());

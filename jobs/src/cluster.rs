@@ -68,6 +68,12 @@ pub struct Attempt {
     pub end_ms: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// How the user's program ended, when that is why it failed (`exit 3`, `signal 9 …`).
+    #[serde(default)]
+    pub exit: Option<String>,
+    /// The tail of the program's stderr, when it failed.
+    #[serde(default)]
+    pub stderr_tail: Option<String>,
 }
 
 /// A map or reduce task.
@@ -248,6 +254,12 @@ pub enum Command {
         attempt: u32,
         /// Why (exit status, signal, timeout, stderr tail).
         error: String,
+        /// How the user's program ended, when that is why.
+        #[serde(default)]
+        exit: Option<String>,
+        /// The tail of its stderr.
+        #[serde(default)]
+        stderr_tail: Option<String>,
         /// Now.
         at_ms: u64,
     },
@@ -343,6 +355,8 @@ impl Cluster {
                     start_ms: at_ms,
                     end_ms: None,
                     error: None,
+                    exit: None,
+                    stderr_tail: None,
                 });
                 task.state = TaskState::Running;
                 Applied::Changed
@@ -388,6 +402,8 @@ impl Cluster {
                 index,
                 attempt,
                 error,
+                exit,
+                stderr_tail,
                 at_ms,
             } => {
                 let Some(j) = self.running_job(&job) else {
@@ -403,6 +419,8 @@ impl Cluster {
                 a.state = TaskState::Failed;
                 a.end_ms = Some(at_ms);
                 a.error = Some(error.clone());
+                a.exit = exit;
+                a.stderr_tail = stderr_tail;
                 if task.attempts.len() as u32 >= max {
                     task.state = TaskState::Failed;
                     let reason = format!(

@@ -30,9 +30,21 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
-    /// A user's mapper, reducer or combiner failed this attempt.
+    /// A task failed for good (the job-level reason).
     #[error("{0}")]
     TaskFailed(String),
+    /// A user's mapper, reducer or combiner failed this attempt: how it ended, and the tail
+    /// of its stderr.
+    #[error("{message}{}", tail_suffix(.stderr_tail))]
+    Program {
+        /// What happened, naming the program, the task and the attempt.
+        message: String,
+        /// How it ended: `exit 3`, `signal 9 (SIGKILL)`, `timeout 600 s`; none when it
+        /// could not start.
+        exit: Option<String>,
+        /// Its last lines of stderr (empty when it wrote none).
+        stderr_tail: String,
+    },
     /// An I/O error with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -47,6 +59,14 @@ pub enum Error {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last stderr:\n{tail}")
+    }
 }
 
 impl Error {

@@ -206,7 +206,9 @@ mod tests {
             kind: TaskKind::Map,
             index: 0,
             attempt,
-            error: "exit 1".into(),
+            error: "mapper exited with status 1".into(),
+            exit: Some("exit 1".into()),
+            stderr_tail: None,
             at_ms: 2,
         };
         assert_eq!(c.apply(fail(1)), Applied::Changed);
@@ -235,7 +237,7 @@ mod tests {
         assert_eq!(j.state, JobState::Failed);
         assert_eq!(
             j.error.as_deref(),
-            Some("task m-00000 failed 2 of 2 attempts; the last: exit 1")
+            Some("task m-00000 failed 2 of 2 attempts; the last: mapper exited with status 1")
         );
         assert_eq!(
             render(&plan(&c, &ns, 4)),

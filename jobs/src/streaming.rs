@@ -212,11 +212,10 @@ where
     C: FnOnce(&mut dyn BufRead) -> Result<()>,
 {
     let shown = display(l.program);
-    let mut child = command_for(l)?.spawn().map_err(|e| {
-        Error::TaskFailed(format!(
-            "could not start {} `{shown}` on {}: {e}",
-            l.role, l.context
-        ))
+    let mut child = command_for(l)?.spawn().map_err(|e| Error::Program {
+        message: format!("could not start {} `{shown}` on {}: {e}", l.role, l.context),
+        exit: None,
+        stderr_tail: String::new(),
     })?;
     let pid = child.id() as i32;
     let stdin = child.stdin.take().expect("stdin is piped");
@@ -282,29 +281,26 @@ where
         watchdog.thread().unpark();
         let fed = feeder
             .join()
-            .unwrap_or_else(|_| Err(Error::TaskFailed("stdin feeder panicked".into())));
+            .unwrap_or_else(|_| Err(Error::TaskFailed("the stdin feeder panicked".into())));
         let err_report = err_reader.join().unwrap_or_default();
         (consumed, fed, err_report, status)
     });
 
-    let tail = err_report.tail_text();
-    let with_tail = |msg: String| {
-        if tail.is_empty() {
-            msg
-        } else {
-            format!("{msg}; last stderr:\n{tail}")
-        }
-    };
+    let stderr_tail = err_report.tail_text();
     if l.cancel.load(Ordering::Relaxed) {
         return Err(Error::Cancelled);
     }
     if timed_out.load(Ordering::Acquire) {
-        return Err(Error::TaskFailed(with_tail(format!(
-            "{} `{shown}` was killed after {} s without reading input, writing output or reporting status, on {}",
-            l.role,
-            l.timeout.as_secs(),
-            l.context
-        ))));
+        return Err(Error::Program {
+            message: format!(
+                "{} `{shown}` was killed after {} s without reading input, writing output or reporting status, on {}",
+                l.role,
+                l.timeout.as_secs(),
+                l.context
+            ),
+            exit: Some(format!("timeout {} s", l.timeout.as_secs())),
+            stderr_tail,
+        });
     }
     // Our side's errors first: when feeding or collecting failed we killed the process, and
     // its exit status says nothing about the cause.
@@ -313,15 +309,22 @@ where
     let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
-        let how = match (status.code(), status.signal()) {
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
-            _ => "failed".to_string(),
+        let (how, exit) = match (status.code(), status.signal()) {
+            (Some(code), _) => (format!("exited with status {code}"), format!("exit {code}")),
+            (None, Some(sig)) => {
+                let name = signal_name(sig);
+                (
+                    format!("was killed by signal {sig} ({name})"),
+                    format!("signal {sig} ({name})"),
+                )
+            }
+            _ => ("failed".to_string(), "unknown".to_string()),
         };
-        return Err(Error::TaskFailed(with_tail(format!(
-            "{} `{shown}` {how} on {}",
-            l.role, l.context
-        ))));
+        return Err(Error::Program {
+            message: format!("{} `{shown}` {how} on {}", l.role, l.context),
+            exit: Some(exit),
+            stderr_tail,
+        });
     }
     Ok(Outcome {
         counters: err_report.counters,

@@ -32,8 +32,12 @@ pub struct AttemptView {
     pub start_ms: u64,
     /// Ended at.
     pub end_ms: Option<u64>,
-    /// Why it failed: exit status or signal, and the tail of stderr.
+    /// Why it failed, in words (with the tail of stderr).
     pub error: Option<String>,
+    /// How the program ended when that is why: `exit 3`, `signal 9 (SIGKILL)`, `timeout 600 s`.
+    pub exit: Option<String>,
+    /// The last lines of the program's stderr.
+    pub stderr_tail: Option<String>,
 }
 
 /// One task.
@@ -142,6 +146,8 @@ pub fn job_view(job: &Job) -> JobView {
                     start_ms: a.start_ms,
                     end_ms: a.end_ms,
                     error: a.error.clone(),
+                    exit: a.exit.clone(),
+                    stderr_tail: a.stderr_tail.clone(),
                 })
                 .collect(),
             output_sizes: t.output_sizes.clone(),

@@ -68,6 +68,46 @@ struct Work {
     inputs: Vec<MapOut>,
 }
 
+/// Why an attempt failed, as its report carries it.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    exit: Option<String>,
+    stderr_tail: Option<String>,
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Self {
+        Failure {
+            error,
+            exit: None,
+            stderr_tail: None,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(error: &str) -> Self {
+        Failure::from(error.to_string())
+    }
+}
+
+impl From<shoal_jobs::Error> for Failure {
+    fn from(e: shoal_jobs::Error) -> Self {
+        let error = e.to_string();
+        match e {
+            shoal_jobs::Error::Program {
+                exit, stderr_tail, ..
+            } => Failure {
+                error,
+                exit,
+                stderr_tail: Some(stderr_tail).filter(|t| !t.is_empty()),
+            },
+            _ => Failure::from(error),
+        }
+    }
+}
+
 /// What a successful attempt reports.
 struct Done {
     sizes: Vec<u64>,
@@ -292,14 +332,16 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
             counters: done.counters,
             at_ms: now_ms(),
         },
-        Err(error) => {
-            warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, %error, "attempt failed");
+        Err(f) => {
+            warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
             cluster::Command::TaskFailed {
                 job: k.job.clone(),
                 kind: k.kind,
                 index: k.index,
                 attempt: k.attempt,
-                error,
+                error: f.error,
+                exit: f.exit,
+                stderr_tail: f.stderr_tail,
                 at_ms: now_ms(),
             }
         }
@@ -318,12 +360,12 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
 /// Run `f` on the task pool and wait for it.
 async fn on_pool<T: Send + 'static>(
     node: &Node,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     node.pool.execute(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|_| Err("the task panicked".into()));
+            .unwrap_or_else(|_| Err(Failure::from("the task panicked")));
         let _ = tx.send(r);
     });
     rx.await.map_err(|_| "the task pool stopped".to_string())?
@@ -344,8 +386,8 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
     w: &Work,
     st: &Arc<AttemptState>,
     scratch: PathBuf,
-    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
     let (spec, partitioner, job_id, attempt) = (
         Arc::clone(&w.spec),
         w.partitioner.clone(),
@@ -368,8 +410,8 @@ fn in_attempt_dir<T>(
     job_id: &str,
     attempt: u32,
     st: &AttemptState,
-    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, String>,
-) -> Result<T, String> {
+    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure>,
+) -> Result<T, Failure> {
     let result = (|| {
         shoal_jobs::streaming::prepare_dir(scratch, &spec.files).map_err(|e| e.to_string())?;
         let env = TaskEnv {
@@ -422,7 +464,7 @@ async fn ensure_split(node: &Node, key: &str, holders: &[NodeId]) -> Result<(), 
     Err(format!("the split {key} could not be fetched: {last}"))
 }
 
-async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, String> {
+async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {
     let k = &w.key;
     let split = w.split.clone().ok_or("the job has no such split")?;
     let key = split_key(&k.job, k.index);
@@ -444,7 +486,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         len: split.len,
     };
     let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
-        run_map(env, &task_split, &out_dir).map_err(|e| e.to_string())
+        run_map(env, &task_split, &out_dir).map_err(Failure::from)
     })
     .await?;
     Ok(Done {
@@ -458,7 +500,7 @@ async fn reduce_attempt(
     node: &Arc<Node>,
     w: &Work,
     st: &Arc<AttemptState>,
-) -> Result<Done, String> {
+) -> Result<Done, Failure> {
     let k = &w.key;
     let p = k.index;
     let scratch = node
@@ -504,7 +546,7 @@ async fn reduce_attempt(
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
@@ -529,7 +571,7 @@ async fn reduce_attempt(
                 .map_err(|e| format!("opening map output {}: {e}", path.display()))?;
             readers.push(Box::new(f) as Box<dyn Read + Send>);
         }
-        run_reduce(env, p, readers, &target).map_err(|e| e.to_string())
+        run_reduce(env, p, readers, &target).map_err(Failure::from)
     })
     .await?;
     counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
