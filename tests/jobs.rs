@@ -303,7 +303,7 @@ fn eight_files_run_eight_maps_spread_over_all_nodes_and_overlapping() {
     );
     let v = c.job(c.follower, &id);
     let map_nodes = attempt_nodes(&v, "map");
-    assert_eq!(map_nodes.len(), 8, "one attempt per map task");
+    assert_eq!(map_nodes.len(), 8, "one attempt per map task: {v}");
 
     // Placement: maps ran on all three nodes.
     let mut distinct = map_nodes.clone();
@@ -337,22 +337,7 @@ fn eight_files_run_eight_maps_spread_over_all_nodes_and_overlapping() {
     assert!(overlapping, "no two maps overlapped: {spans:?}");
 
     // And the output is right: `uniq -c` of the sorted words.
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for w in all.split_whitespace() {
-        *counts.entry(w.to_string()).or_default() += 1;
-    }
-    let mut got: Vec<(String, usize)> = parts(&out, 2)
-        .iter()
-        .flat_map(|p| lines(p))
-        .map(|l| {
-            let s = String::from_utf8(l).unwrap();
-            let mut f = s.split_whitespace();
-            let n = f.next().unwrap().parse().unwrap();
-            (f.next().unwrap().to_string(), n)
-        })
-        .collect();
-    got.sort();
-    assert_eq!(got, counts.into_iter().collect::<Vec<_>>());
+    assert_eq!(uniq_counts(&parts(&out, 2)), word_counts(&all));
 }
 
 fn task_processes(marker: &str) -> Vec<String> {

@@ -74,6 +74,10 @@ pub struct Attempt {
     /// The tail of the program's stderr, when it failed.
     #[serde(default)]
     pub stderr_tail: Option<String>,
+    /// Ended by a lost node or lost output, not by its own fault: does not count toward
+    /// the job's `max_attempts`.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// A map or reduce task.
@@ -92,6 +96,9 @@ pub struct Task {
     /// Nodes holding the successful attempt's output (a reduce's part file and its copies).
     #[serde(default)]
     pub holders: Vec<NodeId>,
+    /// The successful attempt's counters (taken back from the job's if its output is lost).
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 impl Task {
@@ -103,6 +110,7 @@ impl Task {
             attempts: Vec::new(),
             output_sizes: Vec::new(),
             holders: Vec::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -120,6 +128,11 @@ impl Task {
             .iter()
             .find(|a| a.state == TaskState::Done)
             .map(|a| a.node)
+    }
+
+    /// Attempts that count toward `max_attempts` (not ended by a lost node or output).
+    pub fn counted_attempts(&self) -> u32 {
+        self.attempts.iter().filter(|a| !a.lost).count() as u32
     }
 
     fn running(&mut self, attempt: u32) -> Option<&mut Attempt> {
@@ -183,6 +196,30 @@ impl Job {
             TaskKind::Map => self.maps.get_mut(index as usize),
             TaskKind::Reduce => self.reduces.get_mut(index as usize),
         }
+    }
+
+    /// Put finished map `index` back to pending because its output is gone — unless every
+    /// reduce is already done. Its counters are taken back; the re-run adds them again.
+    fn rerun_map(&mut self, index: u32, at_ms: u64, why: &str) -> bool {
+        if self.reduces.iter().all(|t| t.state == TaskState::Done) {
+            return false;
+        }
+        let Some(t) = self.maps.get_mut(index as usize) else {
+            return false;
+        };
+        let Some(a) = t.attempts.iter_mut().find(|a| a.state == TaskState::Done) else {
+            return false;
+        };
+        a.state = TaskState::Failed;
+        a.end_ms = a.end_ms.or(Some(at_ms));
+        a.error = Some(format!("finished, but {why}"));
+        a.lost = true;
+        t.state = TaskState::Pending;
+        t.output_sizes.clear();
+        t.holders.clear();
+        self.counters.unmerge(&t.counters);
+        t.counters = Counters::default();
+        true
     }
 
     /// Whether every map task is done (reduces may start).
@@ -260,6 +297,28 @@ pub enum Command {
         /// The tail of its stderr.
         #[serde(default)]
         stderr_tail: Option<String>,
+        /// Not the task's fault (a map output it needed was lost): does not count.
+        #[serde(default)]
+        lost: bool,
+        /// Now.
+        at_ms: u64,
+    },
+    /// A node stopped answering: its running attempts end (lost), and map outputs that
+    /// lived only there are run again unless every reduce of their job is done.
+    NodeLost {
+        /// The node.
+        node: NodeId,
+        /// Now.
+        at_ms: u64,
+    },
+    /// A reduce could not fetch attempt `attempt` of map `index`: run that map again.
+    MapOutputLost {
+        /// Job.
+        job: String,
+        /// The map task.
+        index: u32,
+        /// Its successful attempt whose output is gone.
+        attempt: u32,
         /// Now.
         at_ms: u64,
     },
@@ -357,6 +416,7 @@ impl Cluster {
                     error: None,
                     exit: None,
                     stderr_tail: None,
+                    lost: false,
                 });
                 task.state = TaskState::Running;
                 Applied::Changed
@@ -389,6 +449,7 @@ impl Cluster {
                 };
                 task.state = TaskState::Done;
                 task.output_sizes = sizes;
+                task.counters = counters.clone();
                 j.counters.merge(&counters);
                 if j.maps_done() && j.reduces.iter().all(|t| t.state == TaskState::Done) {
                     j.state = JobState::Succeeded;
@@ -404,6 +465,7 @@ impl Cluster {
                 error,
                 exit,
                 stderr_tail,
+                lost,
                 at_ms,
             } => {
                 let Some(j) = self.running_job(&job) else {
@@ -421,7 +483,8 @@ impl Cluster {
                 a.error = Some(error.clone());
                 a.exit = exit;
                 a.stderr_tail = stderr_tail;
-                if task.attempts.len() as u32 >= max {
+                a.lost = lost;
+                if task.counted_attempts() >= max {
                     task.state = TaskState::Failed;
                     let reason = format!(
                         "task {} failed {max} of {max} attempts; the last: {error}",
@@ -434,6 +497,73 @@ impl Cluster {
                     task.state = TaskState::Pending;
                 }
                 Applied::Changed
+            }
+            Command::NodeLost { node, at_ms } => {
+                let mut changed = false;
+                for j in self
+                    .jobs
+                    .values_mut()
+                    .filter(|j| j.state == JobState::Running)
+                {
+                    let why = format!("node {node:016x} was lost");
+                    for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
+                        for a in t
+                            .attempts
+                            .iter_mut()
+                            .filter(|a| a.node == node && a.state == TaskState::Running)
+                        {
+                            a.state = TaskState::Failed;
+                            a.end_ms = Some(at_ms);
+                            a.error = Some(why.clone());
+                            a.lost = true;
+                            t.state = TaskState::Pending;
+                            changed = true;
+                        }
+                    }
+                    let lost_maps: Vec<u32> = j
+                        .maps
+                        .iter()
+                        .filter(|t| t.state == TaskState::Done && t.holders == [node])
+                        .map(|t| t.index)
+                        .collect();
+                    for m in lost_maps {
+                        changed |= j.rerun_map(
+                            m,
+                            at_ms,
+                            &format!("its output was lost with node {node:016x}"),
+                        );
+                    }
+                }
+                if changed {
+                    Applied::Changed
+                } else {
+                    ignored(format!("node {node:016x} had nothing running or needed"))
+                }
+            }
+            Command::MapOutputLost {
+                job,
+                index,
+                attempt,
+                at_ms,
+            } => {
+                let Some(j) = self.running_job(&job) else {
+                    return ignored("no such running job");
+                };
+                let done = j
+                    .maps
+                    .get(index as usize)
+                    .and_then(|t| t.attempts.iter().find(|a| a.state == TaskState::Done))
+                    .map(|a| a.attempt);
+                if done != Some(attempt) {
+                    return ignored(format!(
+                        "attempt {attempt} of map {index} is not its output"
+                    ));
+                }
+                if j.rerun_map(index, at_ms, "a reduce could not fetch its output") {
+                    Applied::Changed
+                } else {
+                    ignored("every reduce is done")
+                }
             }
             Command::KillJob { job, at_ms } => {
                 let Some(j) = self.running_job(&job) else {

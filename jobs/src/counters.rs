@@ -51,6 +51,15 @@ impl Counters {
         }
     }
 
+    /// Take back every counter of `other` (a task whose output was lost and will re-run).
+    pub fn unmerge(&mut self, other: &Counters) {
+        for (group, names) in &other.0 {
+            for (name, v) in names {
+                self.add(group, name, -*v);
+            }
+        }
+    }
+
     /// Parse a `reporter:counter:GROUP,NAME,AMOUNT` line (without the prefix).
     /// Returns false when the line is malformed; the caller keeps it as plain stderr.
     pub fn add_reported(&mut self, rest: &str) -> bool {

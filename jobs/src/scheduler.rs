@@ -209,6 +209,7 @@ mod tests {
             error: "mapper exited with status 1".into(),
             exit: Some("exit 1".into()),
             stderr_tail: None,
+            lost: false,
             at_ms: 2,
         };
         assert_eq!(c.apply(fail(1)), Applied::Changed);
@@ -271,6 +272,82 @@ mod tests {
             ),
             "a killed job takes no reports"
         );
+    }
+
+    #[test]
+    fn a_lost_node_s_work_runs_again_elsewhere_without_using_up_attempts() {
+        let mut c = Cluster::default();
+        // One attempt allowed: lost attempts must not count.
+        submit(&mut c, "j-1", &[&[1], &[2]], 1, 1);
+        let ns = nodes(&[(1, 1), (2, 1), (3, 1)]);
+        let p = plan(&c, &ns, 1);
+        assert_eq!(render(&p), "assign j-1 m0#1 -> n1\nassign j-1 m1#1 -> n2");
+        apply_all(&mut c, p);
+        assert_eq!(finish(&mut c, "j-1", TaskKind::Map, 0, 1), Applied::Changed);
+
+        // Node 1 dies: its finished map's output lived only there; node 2 dies running m1.
+        for node in [1, 2] {
+            assert_eq!(
+                c.apply(Command::NodeLost { node, at_ms: 3 }),
+                Applied::Changed
+            );
+        }
+        let j = &c.jobs["j-1"];
+        assert_eq!(j.state, JobState::Running);
+        assert!(j.maps.iter().all(|t| t.state == TaskState::Pending));
+        assert!(j.maps.iter().all(|t| t.counted_attempts() == 0));
+        assert!(
+            matches!(
+                c.apply(Command::NodeLost { node: 1, at_ms: 4 }),
+                Applied::Ignored(_)
+            ),
+            "a node already declared lost has nothing left"
+        );
+        let live = nodes(&[(3, 2)]);
+        let p = plan(&c, &live, 5);
+        assert_eq!(render(&p), "assign j-1 m0#2 -> n3\nassign j-1 m1#2 -> n3");
+        apply_all(&mut c, p);
+        assert!(
+            matches!(
+                finish(&mut c, "j-1", TaskKind::Map, 1, 1),
+                Applied::Ignored(_)
+            ),
+            "the lost attempt's late report is ignored"
+        );
+        for m in 0..2 {
+            assert_eq!(finish(&mut c, "j-1", TaskKind::Map, m, 2), Applied::Changed);
+        }
+        let p = plan(&c, &live, 6);
+        assert_eq!(render(&p), "assign j-1 r0#1 -> n3");
+        apply_all(&mut c, p);
+
+        // A reduce cannot fetch map 1's output: map 1 runs again, the reduce's attempt does
+        // not count, and the reduce waits for the maps.
+        let lost = Command::MapOutputLost {
+            job: "j-1".into(),
+            index: 1,
+            attempt: 2,
+            at_ms: 7,
+        };
+        assert_eq!(c.apply(lost.clone()), Applied::Changed);
+        assert!(
+            matches!(c.apply(lost), Applied::Ignored(_)),
+            "once is enough"
+        );
+        let failed = Command::TaskFailed {
+            job: "j-1".into(),
+            kind: TaskKind::Reduce,
+            index: 0,
+            attempt: 1,
+            error: "fetching the output of map 1 failed".into(),
+            exit: None,
+            stderr_tail: None,
+            lost: true,
+            at_ms: 7,
+        };
+        assert_eq!(c.apply(failed), Applied::Changed);
+        assert_eq!(c.jobs["j-1"].state, JobState::Running);
+        assert_eq!(render(&plan(&c, &live, 8)), "assign j-1 m1#3 -> n3");
     }
 
     #[test]

@@ -204,6 +204,22 @@ fn is_broken_pipe(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
 }
 
+/// Spawn the attempt's process. A shipped executable written just now can be briefly "busy"
+/// (ETXTBSY): another task thread forked while its write descriptor was open, and the child
+/// holds it until it execs. That clears within moments, so it is retried a few times.
+fn spawn_retrying_busy(l: &Launch<'_>) -> Result<std::io::Result<std::process::Child>> {
+    let mut tries = 0;
+    loop {
+        match command_for(l)?.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5 * tries));
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 /// Run a process: `feed` writes its stdin (closed when `feed` returns), `consume` reads its
 /// stdout on the calling thread.
 pub fn run<F, C>(l: &Launch<'_>, feed: F, consume: C) -> Result<Outcome>
@@ -212,7 +228,7 @@ where
     C: FnOnce(&mut dyn BufRead) -> Result<()>,
 {
     let shown = display(l.program);
-    let mut child = command_for(l)?.spawn().map_err(|e| Error::Program {
+    let mut child = spawn_retrying_busy(l)?.map_err(|e| Error::Program {
         message: format!("could not start {} `{shown}` on {}: {e}", l.role, l.context),
         exit: None,
         stderr_tail: String::new(),

@@ -63,6 +63,10 @@ pub struct NodeArgs {
     /// Tasks this node runs at once (default: its cores).
     #[arg(long, env = "SHOAL_SLOTS")]
     pub slots: Option<u32>,
+    /// Seconds of silence (no heartbeat) after which the manager declares a node lost: its
+    /// running tasks go elsewhere and map outputs only it held are run again.
+    #[arg(long, env = "SHOAL_NODE_TIMEOUT", default_value_t = 5.0)]
+    pub node_timeout: f64,
 }
 
 fn parse_election(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -172,6 +176,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or(shoal_jobs::pool::default_slots() as u32)
             .max(1),
         replication: shoal_jobs::spec::DEFAULT_REPLICATION,
+        node_timeout: Duration::from_secs_f64(args.node_timeout.clamp(0.5, 3600.0)),
     };
     let blobs = crate::blobs::Blobs::open(args.data.join("blobs"))
         .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;

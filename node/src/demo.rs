@@ -1,9 +1,8 @@
 //! `shoal demo`: what Shoal does, on this machine, in one command. Starts three nodes on
-//! 127.0.0.1 (mDNS off), shows the cluster electing a manager, kills the manager with
-//! `kill -9` and shows the new one taking over, restarts the killed node and shows it
-//! rejoin, submits a word count to a follower with `shoal submit --wait --output`, shows
-//! where its tasks ran, checks the output against an independent count, then stops the
-//! nodes cleanly.
+//! 127.0.0.1 (mDNS off), shows the cluster electing a manager, submits a word count to a follower with `shoal submit --output`, kills the manager with
+//! `kill -9` a quarter of the way through and shows the new manager finishing the job (where
+//! every attempt ran, which were lost), restarts the killed node and shows it rejoin, checks
+//! the output against an independent count, then stops the nodes cleanly.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -61,57 +60,36 @@ fn show(cluster: &LocalCluster, i: usize) -> anyhow::Result<()> {
 
 fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     println!(
-        "== starting 3 Shoal nodes on 127.0.0.1 (mDNS off, data in {})",
+        "== starting 3 Shoal nodes on 127.0.0.1 (mDNS off, --node-timeout 2, data in {})",
         dir.display()
     );
     let started = Instant::now();
-    let mut cluster = LocalCluster::start(dir, 3, &[])?;
+    let mut cluster = LocalCluster::start(dir, 3, &["--node-timeout", "2"])?;
     let leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
     println!(
         "   formed one cluster and elected a manager in {:.2} s\n",
         started.elapsed().as_secs_f64()
     );
     show(&cluster, 0)?;
-
     let li = cluster
         .index_of(&leader)
         .ok_or_else(|| anyhow::anyhow!("unknown leader"))?;
-    println!("\n== kill -9 of the manager (node {leader})");
-    let killed = Instant::now();
-    cluster.nodes[li].kill();
-    let other = (li + 1) % 3;
-    let new_leader = wait_for(Duration::from_secs(30), "a new manager", || {
-        cluster.nodes[other].leader().filter(|l| *l != leader)
-    })?;
-    println!(
-        "   node {new_leader} took over after {:.2} s\n",
-        killed.elapsed().as_secs_f64()
-    );
-    show(&cluster, other)?;
+    let follower = (li + 1) % 3;
 
-    println!("\n== restarting the killed node with its data dir");
-    cluster.nodes[li].restart()?;
-    cluster.wait_agreed(3, Duration::from_secs(60))?;
-    println!("   it rejoined as a follower, with its log; three voters again\n");
-    show(&cluster, li)?;
-
-    let follower = (0..3)
-        .find(|&i| Some(cluster.nodes[i].node_id.as_str()) != cluster.nodes[li].leader().as_deref())
-        .unwrap_or(li);
     let corpus = dir.join("corpus.txt");
-    crate::corpus::generate(&corpus, 32 << 20, 50_000, 7)?;
+    crate::corpus::generate(&corpus, 96 << 20, 50_000, 7)?;
     let out = dir.join("wordcount");
     println!(
-        "\n== word count on the cluster: a 32 MiB corpus submitted to a follower (node {})",
+        "\n== word count of a 96 MiB corpus, submitted to a follower (node {})",
         cluster.nodes[follower].node_id
     );
     let url = format!("http://{}", cluster.nodes[follower].http);
     println!(
-        "   $ shoal submit --node {url} --input corpus.txt --app wordcount -R 3 --split-size 4194304 --wait --output wordcount"
+        "   $ shoal submit --node {url} --input corpus.txt --app wordcount -R 3 --split-size 2097152 --output wordcount"
     );
     let t = Instant::now();
     let exe = std::env::current_exe()?;
-    let o = std::process::Command::new(exe)
+    let child = std::process::Command::new(exe)
         .args(["submit", "--node", &url, "--input"])
         .arg(&corpus)
         .args([
@@ -120,13 +98,36 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
             "-R",
             "3",
             "--split-size",
-            "4194304",
-            "--wait",
+            "2097152",
             "--output",
         ])
         .arg(&out)
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output()?;
+        .spawn()?;
+    // Mid-job: once a quarter of the maps are done, the manager dies.
+    wait_for(
+        Duration::from_secs(60),
+        "the job to be a quarter done",
+        || {
+            let jobs =
+                crate::local_cluster::get_json(&cluster.nodes[follower].http, "/api/v1/jobs")?;
+            let j = jobs.as_array()?.first()?.clone();
+            let (done, total) = (j["maps"]["done"].as_u64()?, j["maps"]["total"].as_u64()?);
+            (total > 0 && done * 4 >= total && done < total).then_some(())
+        },
+    )?;
+    println!("\n== kill -9 of the manager (node {leader}) in the middle of the job");
+    let killed = Instant::now();
+    cluster.nodes[li].kill();
+    let new_leader = wait_for(Duration::from_secs(30), "a new manager", || {
+        cluster.nodes[follower].leader().filter(|l| *l != leader)
+    })?;
+    println!(
+        "   node {new_leader} took over after {:.2} s; it carries on with the job from the replicated job table\n",
+        killed.elapsed().as_secs_f64()
+    );
+    let o = child.wait_with_output()?;
     anyhow::ensure!(o.status.success(), "shoal submit failed ({})", o.status);
     let secs = t.elapsed().as_secs_f64();
     let job = String::from_utf8_lossy(&o.stdout)
@@ -139,22 +140,35 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
         &format!("/api/v1/jobs/{job}"),
     )
     .ok_or_else(|| anyhow::anyhow!("the follower did not answer"))?;
-    let mut per_node: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+    let mut per_node: std::collections::BTreeMap<String, (u32, u32, u32)> = Default::default();
     for t in v["tasks"].as_array().into_iter().flatten() {
         for a in t["attempts"].as_array().into_iter().flatten() {
             let e = per_node
                 .entry(a["node"].as_str().unwrap_or("?").to_string())
                 .or_default();
-            if t["kind"] == "map" {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
+            match (t["kind"].as_str(), a["lost"].as_bool()) {
+                (_, Some(true)) => e.2 += 1,
+                (Some("map"), _) => e.0 += 1,
+                _ => e.1 += 1,
             }
         }
     }
-    for (node, (m, r)) in &per_node {
-        println!("   node {node}: {m} map and {r} reduce task(s)");
+    for (node, (m, r, lost)) in &per_node {
+        let note = if *node == leader {
+            "  (the killed manager)"
+        } else {
+            ""
+        };
+        println!("   node {node}: {m} map and {r} reduce attempt(s), {lost} lost{note}");
     }
+
+    println!("\n== restarting the killed node with its data dir");
+    cluster.nodes[li].restart()?;
+    cluster.wait_agreed(3, Duration::from_secs(60))?;
+    println!("   it rejoined as a follower, with its log; three voters again\n");
+    show(&cluster, li)?;
+    println!();
+
     let got = crate::bench::read_counts(&out)?;
     let text = std::fs::read(&corpus)?;
     let mut want: HashMap<&[u8], u64> = HashMap::new();
@@ -167,7 +181,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut top: Vec<(&Vec<u8>, &u64)> = got.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1));
     println!(
-        "   job {job} succeeded in {secs:.2} s (upload included); {} distinct words; output checked against an independent count",
+        "   job {job} succeeded in {secs:.2} s (upload and the failover included); {} distinct words; output checked against an independent count",
         got.len()
     );
     for (w, n) in top.iter().take(5) {

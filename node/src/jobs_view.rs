@@ -38,6 +38,8 @@ pub struct AttemptView {
     pub exit: Option<String>,
     /// The last lines of the program's stderr.
     pub stderr_tail: Option<String>,
+    /// Ended by a lost node or lost output (does not count toward the attempts).
+    pub lost: bool,
 }
 
 /// One task.
@@ -148,6 +150,7 @@ pub fn job_view(job: &Job) -> JobView {
                     error: a.error.clone(),
                     exit: a.exit.clone(),
                     stderr_tail: a.stderr_tail.clone(),
+                    lost: a.lost,
                 })
                 .collect(),
             output_sizes: t.output_sizes.clone(),

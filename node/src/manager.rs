@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_jobs::cluster::NodeId;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use shoal_jobs::cluster::{self, Cluster, JobState, NodeId, TaskKind, TaskState};
 use shoal_jobs::scheduler::{plan, NodeSlots};
 use shoal_raft::ServerState;
 use tracing::{debug, warn};
@@ -56,17 +59,80 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
     out
 }
 
+/// Nodes whose lease ran out: silent (no heartbeat) for longer than `--node-timeout`,
+/// counted from when this node became leader at the earliest, and with something the job
+/// table still expects of them (a running attempt, or map output that only they hold).
+fn expired(node: &Node, jobs: &Cluster, leader_since: Instant) -> Vec<NodeId> {
+    let timeout = node.settings.node_timeout;
+    let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+    let silent = |n: NodeId| {
+        let last = heard
+            .get(&n)
+            .map_or(leader_since, |(at, _)| (*at).max(leader_since));
+        last.elapsed() > timeout
+    };
+    let mut out = BTreeSet::new();
+    for j in jobs.jobs.values().filter(|j| j.state == JobState::Running) {
+        let reduces_done = j.reduces.iter().all(|t| t.state == TaskState::Done);
+        for t in j.maps.iter().chain(j.reduces.iter()) {
+            for a in t.attempts.iter().filter(|a| a.state == TaskState::Running) {
+                if a.node != node.id && silent(a.node) {
+                    out.insert(a.node);
+                }
+            }
+            if t.kind == TaskKind::Map && t.state == TaskState::Done && !reduces_done {
+                if let [only] = t.holders[..] {
+                    if only != node.id && silent(only) {
+                        out.insert(only);
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Run forever.
 pub async fn run(node: Arc<Node>) {
     let h = node.raft_started().await;
     let mut changes = h.raft.metrics();
+    let mut leader_since: Option<Instant> = None;
     loop {
         crate::node::next_change(&mut changes, TICK).await;
         let m = shoal_raft::metrics(&h.raft);
         if m.current_leader != Some(node.id) || m.state != ServerState::Leader {
+            leader_since = None;
             continue;
         }
-        let nodes = live_nodes(&node);
+        // A new manager starts every lease fresh.
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        let lost = {
+            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            expired(&node, &applied.state.jobs, since)
+        };
+        if let Some(&n) = lost.first() {
+            warn!(node = %crate::view::hex(n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
+            let cmd = Command::Jobs(cluster::Command::NodeLost {
+                node: n,
+                at_ms: now_ms(),
+            });
+            if let Err(e) = node.propose_once(&cmd).await {
+                warn!(error = %e, "declaring a node lost failed; will retry");
+            }
+            continue;
+        }
+        let nodes: Vec<NodeSlots> = {
+            let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+            live_nodes(&node)
+                .into_iter()
+                .filter(|n| {
+                    n.node == node.id
+                        || heard.get(&n.node).is_none_or(|(at, _)| {
+                            (*at).max(since).elapsed() <= node.settings.node_timeout
+                        })
+                })
+                .collect()
+        };
         let cmds = {
             let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
             plan(&applied.state.jobs, &nodes, now_ms())

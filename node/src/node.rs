@@ -66,6 +66,8 @@ pub struct Settings {
     pub slots: u32,
     /// Copies of each split and part file on nodes besides the one that made it.
     pub replication: u32,
+    /// A node silent this long while the job table expects something of it is lost.
+    pub node_timeout: Duration,
 }
 
 /// A running node.
@@ -98,6 +100,9 @@ pub struct Node {
     pub pool: TaskPool,
     /// Bytes of map output this node fetched from other nodes, and read from its own store.
     pub shuffle: ShuffleStats,
+    /// When this process started (ms since the epoch): attempts assigned to this node before
+    /// then died with the previous process.
+    pub started_ms: u64,
     /// The last heartbeat of each node and when it came (the leader hears every node's;
     /// every node records its own).
     pub heartbeats: Mutex<BTreeMap<u64, (Instant, Heartbeat)>>,
@@ -145,6 +150,7 @@ impl Node {
             blobs,
             shuffle: ShuffleStats::default(),
             heartbeats: Mutex::new(BTreeMap::new()),
+            started_ms: crate::manager::now_ms(),
             logged: Mutex::new(HashSet::new()),
         })
     }

@@ -74,6 +74,10 @@ struct Failure {
     error: String,
     exit: Option<String>,
     stderr_tail: Option<String>,
+    /// Not the task's fault (does not count toward its attempts).
+    lost: bool,
+    /// The map whose output could not be fetched, and its attempt.
+    lost_map: Option<(u32, u32)>,
 }
 
 impl From<String> for Failure {
@@ -82,6 +86,8 @@ impl From<String> for Failure {
             error,
             exit: None,
             stderr_tail: None,
+            lost: false,
+            lost_map: None,
         }
     }
 }
@@ -99,9 +105,9 @@ impl From<shoal_jobs::Error> for Failure {
             shoal_jobs::Error::Program {
                 exit, stderr_tail, ..
             } => Failure {
-                error,
                 exit,
                 stderr_tail: Some(stderr_tail).filter(|t| !t.is_empty()),
+                ..Failure::from(error)
             },
             _ => Failure::from(error),
         }
@@ -159,6 +165,7 @@ pub async fn run(node: Arc<Node>) {
     let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
     let mut cleaned: HashSet<String> = HashSet::new();
     let mut last_applied = None;
+    let boot_ms = node.started_ms;
     loop {
         crate::node::next_change(&mut changes, TICK).await;
         let applied_at = shoal_raft::metrics(&h.raft).last_applied;
@@ -168,6 +175,7 @@ pub async fn run(node: Arc<Node>) {
         last_applied = applied_at;
         let mut to_start = Vec::new();
         let mut to_clean = Vec::new();
+        let mut stale = Vec::new();
         {
             let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
             let jobs = &applied.state.jobs;
@@ -191,6 +199,12 @@ pub async fn run(node: Arc<Node>) {
                             attempt: a.attempt,
                         };
                         if !started.insert(key.clone()) {
+                            continue;
+                        }
+                        // Assigned before this process started: whatever ran then died
+                        // with the old process, and is not trusted.
+                        if a.start_ms < boot_ms {
+                            stale.push(key);
                             continue;
                         }
                         let spec = specs
@@ -231,6 +245,26 @@ pub async fn run(node: Arc<Node>) {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(w.key.clone(), Arc::clone(&st));
             tokio::spawn(attempt(Arc::clone(&node), w, st, Arc::clone(&running)));
+        }
+        for k in stale {
+            let node = Arc::clone(&node);
+            tokio::spawn(async move {
+                info!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "an attempt of before the restart is reported lost");
+                let cmd = cluster::Command::TaskFailed {
+                    job: k.job.clone(),
+                    kind: k.kind,
+                    index: k.index,
+                    attempt: k.attempt,
+                    error: "its node restarted while it ran".into(),
+                    exit: None,
+                    stderr_tail: None,
+                    lost: true,
+                    at_ms: now_ms(),
+                };
+                if let Err(e) = node.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
+                    warn!(job = %k.job, error = %e, "reporting a stale attempt failed");
+                }
+            });
         }
         for job in to_clean {
             cleaned.insert(job.clone());
@@ -334,6 +368,17 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
         },
         Err(f) => {
             warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
+            if let Some((index, attempt)) = f.lost_map {
+                let lost = cluster::Command::MapOutputLost {
+                    job: k.job.clone(),
+                    index,
+                    attempt,
+                    at_ms: now_ms(),
+                };
+                if let Err(e) = node.propose(&Command::Jobs(lost), REPORT_PATIENCE).await {
+                    warn!(job = %k.job, error = %e, "reporting a lost map output failed");
+                }
+            }
             cluster::Command::TaskFailed {
                 job: k.job.clone(),
                 kind: k.kind,
@@ -342,6 +387,7 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
                 error: f.error,
                 exit: f.exit,
                 stderr_tail: f.stderr_tail,
+                lost: f.lost,
                 at_ms: now_ms(),
             }
         }
@@ -524,12 +570,23 @@ async fn reduce_attempt(
         .map(|(m, key, path)| {
             let node = Arc::clone(node);
             async move {
-                let peer = peer_of(&node, m.node)
-                    .ok_or_else(|| format!("node {:016x} is not a member", m.node))?;
-                crate::data::fetch_to_file(&node, peer, &key, &path)
-                    .await
-                    .map(|n| (m.map, path, n))
-                    .map_err(|e| format!("fetching the output of map {} failed: {e}", m.map))
+                let lost = |why: String| Failure {
+                    error: format!(
+                        "fetching the output of map {} from node {:016x} failed: {why}",
+                        m.map, m.node
+                    ),
+                    exit: None,
+                    stderr_tail: None,
+                    lost: true,
+                    lost_map: Some((m.map, m.attempt)),
+                };
+                let peer = peer_of(&node, m.node).ok_or_else(|| lost("not a member".into()))?;
+                match crate::data::fetch_to_file(&node, peer, &key, &path).await {
+                    Ok(n) => Ok((m.map, path, n)),
+                    // This node's own disk failed: not the map's fault.
+                    Err(e @ crate::data::DataError::Local(_)) => Err(Failure::from(e.to_string())),
+                    Err(e) => Err(lost(e.to_string())),
+                }
             }
         })
         .buffer_unordered(PARALLEL_FETCHES)
@@ -544,9 +601,9 @@ async fn reduce_attempt(
                 st.progress.fetch_add(n, Ordering::Relaxed);
                 inputs.push((m, path));
             }
-            Err(e) => {
+            Err(f) => {
                 let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e.into());
+                return Err(f);
             }
         }
     }

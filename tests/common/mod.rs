@@ -215,6 +215,31 @@ pub fn check_keyed_parts(parts: &[Vec<u8>]) -> Vec<Vec<u8>> {
     all
 }
 
+/// Word counts from part files of `uniq -c` lines (`  count word`), sorted by word.
+pub fn uniq_counts(parts: &[Vec<u8>]) -> Vec<(String, usize)> {
+    let mut got: Vec<(String, usize)> = parts
+        .iter()
+        .flat_map(|p| lines(p))
+        .map(|l| {
+            let s = String::from_utf8(l).unwrap();
+            let mut f = s.split_whitespace();
+            let n = f.next().unwrap().parse().unwrap();
+            (f.next().unwrap().to_string(), n)
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// Word counts of a text, sorted by word.
+pub fn word_counts(text: &str) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for w in text.split_whitespace() {
+        *counts.entry(w.to_string()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
 /// Lines of a reference output, sorted.
 pub fn sorted_lines(b: &[u8]) -> Vec<Vec<u8>> {
     let mut l = lines(b);

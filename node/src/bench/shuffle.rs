@@ -72,6 +72,7 @@ async fn start_node(
         voter_cap: 1,
         slots: 1,
         replication: 0,
+        node_timeout: Duration::from_secs(5),
     };
     let blobs = crate::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(
