@@ -195,3 +195,82 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     );
     Ok(term_before == term_after)
 }
+
+/// `shoal bench stall` flags.
+#[derive(Debug, Args)]
+pub struct StallArgs {
+    /// Manager kills to time.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+}
+
+/// Run `shoal bench stall`: the job stall after a manager's `kill -9` — from the kill until
+/// the job's count of finished maps moves again, seen from the follower the job was
+/// submitted to.
+pub fn stall(args: StallArgs) -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let mut cluster = LocalCluster::start(&dir.path().join("nodes"), 3, &["--node-timeout", "2"])?;
+    let mut leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input)?;
+    for f in 0..40 {
+        std::fs::write(input.join(format!("f{f:02}.txt")), format!("a b c f{f}\n"))?;
+    }
+    println!(
+        "job stall after kill -9 of the manager: 40 maps of 0.3 s on 3 nodes × 2 slots, {} trials",
+        args.trials
+    );
+    let mut stalls = Vec::new();
+    for trial in 1..=args.trials {
+        let li = cluster
+            .index_of(&leader)
+            .ok_or_else(|| anyhow::anyhow!("unknown leader"))?;
+        let fi = (li + 1) % 3;
+        let http = cluster.nodes[fi].http.clone();
+        let out = dir.path().join(format!("out-{trial}"));
+        let child = submit(&format!("http://{http}"))
+            .arg("--input")
+            .arg(&input)
+            .args([
+                "--map",
+                "sleep 0.3; tr ' ' '\\n'",
+                "--reduce",
+                "uniq -c",
+                "--output",
+            ])
+            .arg(&out)
+            .spawn()?;
+        let maps_done = |http: &str| -> Option<u64> {
+            let jobs = crate::local_cluster::get_json(http, "/api/v1/jobs")?;
+            jobs.as_array()?.first()?["maps"]["done"].as_u64()
+        };
+        let before =
+            crate::local_cluster::wait_for(Duration::from_secs(60), "some maps done", || {
+                maps_done(&http).filter(|&d| (6..30).contains(&d))
+            })?;
+        let killed = Instant::now();
+        cluster.nodes[li].kill();
+        crate::local_cluster::wait_for(Duration::from_secs(60), "completions to resume", || {
+            maps_done(&http).filter(|&d| d > before)
+        })?;
+        let secs = killed.elapsed().as_secs_f64();
+        let o = child.wait_with_output()?;
+        anyhow::ensure!(o.status.success(), "the job of trial {trial} failed");
+        let counts = read_counts(&out)?;
+        anyhow::ensure!(
+            counts.get(b"a".as_slice()) == Some(&40) && counts.len() == 43,
+            "trial {trial}: the output is wrong"
+        );
+        println!("trial {trial:>2}: completions resumed {secs:.3} s after the kill");
+        stalls.push(secs);
+        cluster.nodes[li].restart()?;
+        leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
+    }
+    let (min, median, max) = stats(stalls);
+    println!(
+        "job stall over {} kills: min {min:.3} s, median {median:.3} s, max {max:.3} s (goal: median < 2 s{})",
+        args.trials,
+        if median < 2.0 { "" } else { ": NOT MET" }
+    );
+    Ok(true)
+}

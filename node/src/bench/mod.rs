@@ -27,6 +27,8 @@ pub enum BenchCmd {
     Latency(cluster::LatencyArgs),
     /// Word count on a 3-node loopback cluster against `shoal run` on the same data.
     Cluster(cluster::ClusterArgs),
+    /// The job stall after a manager's kill -9: until task completions resume.
+    Stall(cluster::StallArgs),
     /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
     #[command(hide = true)]
     Hashcount {
@@ -48,6 +50,7 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
         BenchCmd::Shuffle(args) => shuffle::run(args),
         BenchCmd::Latency(args) => cluster::latency(args),
         BenchCmd::Cluster(args) => cluster::cluster(args),
+        BenchCmd::Stall(args) => cluster::stall(args),
         BenchCmd::Hashcount {
             input,
             output,
