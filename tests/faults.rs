@@ -208,3 +208,66 @@ fn a_worker_killed_mid_map_and_mid_reduce_has_its_work_redone() {
     });
     assert!(lost_reduce, "the victim's reduce was declared lost: {j}");
 }
+
+#[test]
+fn the_manager_and_then_the_next_manager_killed_on_five_nodes_cost_no_job() {
+    let _serial = one_at_a_time();
+    let s = setup();
+    let mut nodes = start_cluster(
+        &s.dir.path().join("nodes"),
+        5,
+        &["--expect", "5", "--slots", "1", "--node-timeout", "2"],
+    );
+    let first = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 5, 60);
+    // The client names every node but the two managers-to-be are unknown: give it all five;
+    // it waits through whichever answers.
+    let all: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
+    let out = s.dir.path().join("out");
+    let child = shoal()
+        .args(["submit", "--node", &all.join(","), "--input"])
+        .arg(&s.input)
+        .args([
+            "--map",
+            SLOW_MAP,
+            "--reduce",
+            SLOW_REDUCE,
+            "-R",
+            "3",
+            "--output",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fi = (index_of(&nodes, &first) + 1) % 5;
+    wait_for(60, "the job mid-map", || {
+        let d = done(&the_job(&nodes[fi])?, "maps");
+        (1..12).contains(&d).then_some(())
+    });
+    let li = index_of(&nodes, &first);
+    nodes[li].kill();
+    let second = wait_for(30, "a second manager", || {
+        leader_of(&nodes[fi]).filter(|l| *l != first)
+    });
+    // Kill the second manager as soon as it leads, while the job still runs.
+    assert_eq!(
+        the_job(&nodes[fi]).unwrap()["state"],
+        "running",
+        "still mid-job"
+    );
+    let li2 = index_of(&nodes, &second);
+    nodes[li2].kill();
+    let fi = (0..5).find(|&i| i != li && i != li2).unwrap();
+    let third = wait_for(30, "a third manager", || {
+        leader_of(&nodes[fi]).filter(|l| *l != first && *l != second)
+    });
+    assert_ne!(
+        the_job(&nodes[fi]).unwrap()["state"],
+        "succeeded",
+        "killed mid-job"
+    );
+    finish(child);
+    check_output(&s, &out);
+    println!("managers: {first} → {second} → {third}");
+}
