@@ -209,9 +209,18 @@ pub struct StallArgs {
 /// submitted to.
 pub fn stall(args: StallArgs) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
-    let mut cluster = LocalCluster::start(&dir.path().join("nodes"), 3, &["--node-timeout", "2"])?;
+    let result = stall_trials(&args, dir.path());
+    if result.is_err() {
+        let kept = dir.keep();
+        eprintln!("the nodes' logs are kept in {}", kept.display());
+    }
+    result
+}
+
+fn stall_trials(args: &StallArgs, dir: &std::path::Path) -> anyhow::Result<bool> {
+    let mut cluster = LocalCluster::start(&dir.join("nodes"), 3, &["--node-timeout", "2"])?;
     let mut leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
-    let input = dir.path().join("in");
+    let input = dir.join("in");
     std::fs::create_dir_all(&input)?;
     for f in 0..40 {
         std::fs::write(input.join(format!("f{f:02}.txt")), format!("a b c f{f}\n"))?;
@@ -227,7 +236,7 @@ pub fn stall(args: StallArgs) -> anyhow::Result<bool> {
             .ok_or_else(|| anyhow::anyhow!("unknown leader"))?;
         let fi = (li + 1) % 3;
         let http = cluster.nodes[fi].http.clone();
-        let out = dir.path().join(format!("out-{trial}"));
+        let out = dir.join(format!("out-{trial}"));
         let child = submit(&format!("http://{http}"))
             .arg("--input")
             .arg(&input)
@@ -250,6 +259,12 @@ pub fn stall(args: StallArgs) -> anyhow::Result<bool> {
             })?;
         let killed = Instant::now();
         cluster.nodes[li].kill();
+        // Completions count once a new manager is in place (one the old manager committed
+        // just before dying could otherwise look like a resumption).
+        let old = leader.clone();
+        crate::local_cluster::wait_for(Duration::from_secs(30), "a new manager", || {
+            cluster.nodes[fi].leader().filter(|l| *l != old)
+        })?;
         crate::local_cluster::wait_for(Duration::from_secs(60), "completions to resume", || {
             maps_done(&http).filter(|&d| d > before)
         })?;
