@@ -126,10 +126,15 @@ pub async fn run(node: Arc<Node>) {
             live_nodes(&node)
                 .into_iter()
                 .filter(|n| {
+                    // Live: heard within the timeout (or, with no heartbeat yet, still inside
+                    // the grace period since this node became leader) — the same clock as
+                    // `expired`, so a node is never given work it would be declared lost for.
                     n.node == node.id
-                        || heard.get(&n.node).is_none_or(|(at, _)| {
-                            (*at).max(since).elapsed() <= node.settings.node_timeout
-                        })
+                        || heard
+                            .get(&n.node)
+                            .map_or(since, |(at, _)| (*at).max(since))
+                            .elapsed()
+                            <= node.settings.node_timeout
                 })
                 .collect()
         };

@@ -326,13 +326,18 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
             peer: to,
             addrs: vec![],
         };
-        if let Err(e) = node
-            .net
-            .ctl(&to, CtlRequest::Heartbeat(hb), crate::node::CTL_TIMEOUT)
-            .await
-        {
-            debug!(error = %e, "heartbeat not delivered");
-        }
+        // Never wait on a send: a leader that just died must not delay the heartbeats the
+        // next one needs.
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            if let Err(e) = node
+                .net
+                .ctl(&to, CtlRequest::Heartbeat(hb), HEARTBEAT)
+                .await
+            {
+                debug!(error = %e, "heartbeat not delivered");
+            }
+        });
     }
 }
 
