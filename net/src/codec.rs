@@ -52,8 +52,8 @@ pub async fn write_raw_frame<W: AsyncWrite + Unpin>(io: &mut W, body: &[u8]) -> 
     io.flush().await
 }
 
-/// Read one frame's bytes, refusing lengths over `max` before allocating.
-pub async fn read_raw_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Vec<u8>> {
+/// Read a frame's length prefix, refusing lengths over `max`.
+pub async fn read_frame_len<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -63,6 +63,12 @@ pub async fn read_raw_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io:
             format!("frame length {len} is over the {max}-byte limit"),
         ));
     }
+    Ok(len)
+}
+
+/// Read one frame's bytes, refusing lengths over `max` before allocating.
+pub async fn read_raw_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    let len = read_frame_len(io, max).await?;
     let mut body = vec![0u8; len];
     io.read_exact(&mut body).await?;
     Ok(body)

@@ -223,15 +223,7 @@ impl DataFrame {
     /// Read one frame of a data stream. A `Chunk`'s bytes are read straight into their own
     /// buffer; any other frame is decoded as usual. Lengths over `max` are refused first.
     pub async fn read<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<DataFrame> {
-        let mut len = [0u8; 4];
-        io.read_exact(&mut len).await?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame length {len} is over the {max}-byte limit"),
-            ));
-        }
+        let len = crate::codec::read_frame_len(io, max).await?;
         // Enough for the prefix and the longest byte-string head.
         let mut start = [0u8; 12];
         let k = len.min(start.len());

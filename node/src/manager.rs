@@ -17,7 +17,7 @@ use shoal_jobs::scheduler::{plan, NodeSlots};
 use shoal_raft::ServerState;
 use tracing::{debug, warn};
 
-use crate::node::Node;
+use crate::node::{Heartbeats, Node};
 use crate::state::Command;
 
 /// How often the loop looks even when nothing changed.
@@ -59,18 +59,21 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
     out
 }
 
+/// The start of node `n`'s current lease: its last heartbeat, but never before this node
+/// became leader (a new manager starts every lease fresh).
+fn last_heard(heard: &Heartbeats, n: NodeId, leader_since: Instant) -> Instant {
+    heard
+        .get(&n)
+        .map_or(leader_since, |(at, _)| (*at).max(leader_since))
+}
+
 /// Nodes whose lease ran out: silent (no heartbeat) for longer than `--node-timeout`,
 /// counted from when this node became leader at the earliest, and with something the job
 /// table still expects of them (a running attempt, or map output that only they hold).
 fn expired(node: &Node, jobs: &Cluster, leader_since: Instant) -> Vec<NodeId> {
     let timeout = node.settings.node_timeout;
     let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-    let silent = |n: NodeId| {
-        let last = heard
-            .get(&n)
-            .map_or(leader_since, |(at, _)| (*at).max(leader_since));
-        last.elapsed() > timeout
-    };
+    let silent = |n: NodeId| last_heard(&heard, n, leader_since).elapsed() > timeout;
     let mut out = BTreeSet::new();
     for j in jobs.jobs.values().filter(|j| j.state == JobState::Running) {
         let reduces_done = j.reduces.iter().all(|t| t.state == TaskState::Done);
@@ -130,11 +133,7 @@ pub async fn run(node: Arc<Node>) {
                     // the grace period since this node became leader) — the same clock as
                     // `expired`, so a node is never given work it would be declared lost for.
                     n.node == node.id
-                        || heard
-                            .get(&n.node)
-                            .map_or(since, |(at, _)| (*at).max(since))
-                            .elapsed()
-                            <= node.settings.node_timeout
+                        || last_heard(&heard, n.node, since).elapsed() <= node.settings.node_timeout
                 })
                 .collect()
         };

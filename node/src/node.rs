@@ -105,9 +105,12 @@ pub struct Node {
     pub started_ms: u64,
     /// The last heartbeat of each node and when it came (the leader hears every node's;
     /// every node records its own).
-    pub heartbeats: Mutex<BTreeMap<u64, (Instant, Heartbeat)>>,
+    pub heartbeats: Mutex<Heartbeats>,
     logged: Mutex<HashSet<String>>,
 }
+
+/// The last heartbeat of each node, and when it came.
+pub type Heartbeats = BTreeMap<u64, (Instant, Heartbeat)>;
 
 /// Shuffle traffic seen by one node.
 #[derive(Debug, Default)]

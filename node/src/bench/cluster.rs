@@ -208,13 +208,7 @@ pub struct StallArgs {
 /// the job's count of finished maps moves again, seen from the follower the job was
 /// submitted to.
 pub fn stall(args: StallArgs) -> anyhow::Result<bool> {
-    let dir = tempfile::tempdir()?;
-    let result = stall_trials(&args, dir.path());
-    if result.is_err() {
-        let kept = dir.keep();
-        eprintln!("the nodes' logs are kept in {}", kept.display());
-    }
-    result
+    super::in_kept_dir_on_error(|dir| stall_trials(&args, dir))
 }
 
 fn stall_trials(args: &StallArgs, dir: &std::path::Path) -> anyhow::Result<bool> {

@@ -23,13 +23,7 @@ pub struct FailoverArgs {
 
 /// Run the benchmark; prints one line per trial and min/median/max.
 pub fn run(args: FailoverArgs) -> anyhow::Result<bool> {
-    let dir = tempfile::tempdir()?;
-    let result = trials(&args, dir.path());
-    if result.is_err() {
-        let kept = dir.keep();
-        eprintln!("the nodes' logs are kept in {}", kept.display());
-    }
-    result
+    super::in_kept_dir_on_error(|dir| trials(&args, dir))
 }
 
 fn trials(args: &FailoverArgs, dir: &std::path::Path) -> anyhow::Result<bool> {

@@ -67,6 +67,18 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
     }
 }
 
+/// Run `f` in a fresh temporary directory, kept (and named) when `f` fails so the nodes'
+/// logs can be read.
+pub fn in_kept_dir_on_error(f: impl FnOnce(&Path) -> anyhow::Result<bool>) -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let result = f(dir.path());
+    if result.is_err() {
+        let kept = dir.keep();
+        eprintln!("the nodes' logs are kept in {}", kept.display());
+    }
+    result
+}
+
 /// Wall time and peak RSS of one child process tree.
 #[derive(Debug, Clone, Copy)]
 pub struct Measured {
