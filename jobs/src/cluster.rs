@@ -78,6 +78,26 @@ pub struct Attempt {
     /// the job's `max_attempts`.
     #[serde(default)]
     pub lost: bool,
+    /// A speculative backup of a slow attempt still running.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+impl Attempt {
+    fn start(attempt: u32, node: NodeId, at_ms: u64, backup: bool) -> Attempt {
+        Attempt {
+            attempt,
+            node,
+            state: TaskState::Running,
+            start_ms: at_ms,
+            end_ms: None,
+            error: None,
+            exit: None,
+            stderr_tail: None,
+            lost: false,
+            backup,
+        }
+    }
 }
 
 /// A map or reduce task.
@@ -133,6 +153,22 @@ impl Task {
     /// Attempts that count toward `max_attempts` (not ended by a lost node or output).
     pub fn counted_attempts(&self) -> u32 {
         self.attempts.iter().filter(|a| !a.lost).count() as u32
+    }
+
+    /// Attempts still running (two while a backup races the original).
+    pub fn running_attempts(&self) -> impl Iterator<Item = &Attempt> {
+        self.attempts
+            .iter()
+            .filter(|a| a.state == TaskState::Running)
+    }
+
+    /// Pending again when no attempt is left running, else still running.
+    fn settle(&mut self) {
+        self.state = if self.running_attempts().next().is_some() {
+            TaskState::Running
+        } else {
+            TaskState::Pending
+        };
     }
 
     fn running(&mut self, attempt: u32) -> Option<&mut Attempt> {
@@ -222,6 +258,15 @@ impl Job {
         true
     }
 
+    /// The phase the job is in and its tasks: maps until every map is done, then reduces.
+    pub fn phase(&self) -> (TaskKind, &[Task]) {
+        if self.maps_done() {
+            (TaskKind::Reduce, &self.reduces)
+        } else {
+            (TaskKind::Map, &self.maps)
+        }
+    }
+
     /// Whether every map task is done (reduces may start).
     pub fn maps_done(&self) -> bool {
         self.maps.iter().all(|t| t.state == TaskState::Done)
@@ -244,7 +289,9 @@ pub enum Command {
         /// Now.
         at_ms: u64,
     },
-    /// Start attempt `attempt` of a task on `node`.
+    /// Start attempt `attempt` of a pending task on `node` — or, as a `backup`, a
+    /// speculative second attempt of a running one on another node: whichever attempt
+    /// finishes first wins and the other is stopped.
     Assign {
         /// Job.
         job: String,
@@ -254,8 +301,11 @@ pub enum Command {
         index: u32,
         /// The attempt being started (one more than the task's attempts so far).
         attempt: u32,
-        /// Where.
+        /// Where (for a backup, never where the running attempt is).
         node: NodeId,
+        /// A backup of the task's one running attempt.
+        #[serde(default)]
+        backup: bool,
         /// Now.
         at_ms: u64,
     },
@@ -395,29 +445,26 @@ impl Cluster {
                 index,
                 attempt,
                 node,
+                backup,
                 at_ms,
             } => {
                 let Some(task) = self.running_job(&job).and_then(|j| j.task_mut(kind, index))
                 else {
                     return ignored("no such running job or task");
                 };
-                if task.state != TaskState::Pending || attempt as usize != task.attempts.len() + 1 {
-                    return ignored(format!(
-                        "{} is not waiting for attempt {attempt}",
-                        task.id()
-                    ));
+                let next = attempt as usize == task.attempts.len() + 1;
+                let ok = if backup {
+                    let running: Vec<NodeId> = task.running_attempts().map(|a| a.node).collect();
+                    next && running.len() == 1 && !running.contains(&node)
+                } else {
+                    next && task.state == TaskState::Pending
+                };
+                if !ok {
+                    let what = if backup { "a backup" } else { "attempt" };
+                    return ignored(format!("{} is not waiting for {what} {attempt}", task.id()));
                 }
-                task.attempts.push(Attempt {
-                    attempt,
-                    node,
-                    state: TaskState::Running,
-                    start_ms: at_ms,
-                    end_ms: None,
-                    error: None,
-                    exit: None,
-                    stderr_tail: None,
-                    lost: false,
-                });
+                task.attempts
+                    .push(Attempt::start(attempt, node, at_ms, backup));
                 task.state = TaskState::Running;
                 Applied::Changed
             }
@@ -442,8 +489,20 @@ impl Cluster {
                 };
                 a.state = TaskState::Done;
                 a.end_ms = Some(at_ms);
+                let winner = a.node;
+                // The first finisher wins; a racing attempt is stopped and does not count.
+                for other in task
+                    .attempts
+                    .iter_mut()
+                    .filter(|o| o.state == TaskState::Running)
+                {
+                    other.state = TaskState::Failed;
+                    other.end_ms = Some(at_ms);
+                    other.error = Some(format!("superseded: attempt {attempt} finished first"));
+                    other.lost = true;
+                }
                 task.holders = if holders.is_empty() {
-                    vec![a.node]
+                    vec![winner]
                 } else {
                     holders
                 };
@@ -484,7 +543,9 @@ impl Cluster {
                 a.exit = exit;
                 a.stderr_tail = stderr_tail;
                 a.lost = lost;
-                if task.counted_attempts() >= max {
+                if task.running_attempts().next().is_some() {
+                    // Its racing twin carries on.
+                } else if task.counted_attempts() >= max {
                     task.state = TaskState::Failed;
                     let reason = format!(
                         "task {} failed {max} of {max} attempts; the last: {error}",
@@ -507,6 +568,7 @@ impl Cluster {
                 {
                     let why = format!("node {node:016x} was lost");
                     for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
+                        let mut ended = false;
                         for a in t
                             .attempts
                             .iter_mut()
@@ -516,7 +578,10 @@ impl Cluster {
                             a.end_ms = Some(at_ms);
                             a.error = Some(why.clone());
                             a.lost = true;
-                            t.state = TaskState::Pending;
+                            ended = true;
+                        }
+                        if ended {
+                            t.settle();
                             changed = true;
                         }
                     }

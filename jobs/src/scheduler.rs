@@ -7,11 +7,17 @@
 //! avoids the nodes where the task already failed when another node has a free slot; jobs
 //! are served in submission order, nodes in (busy, id) order.
 //!
+//! Stragglers: once every task of a job's phase has started and at least half of them are
+//! done, a task whose only attempt has run [`SPECULATE_FACTOR`] times the phase's median
+//! duration and at least [`SPECULATE_MARGIN_MS`] longer than it gets one backup attempt on
+//! another node with a free slot (slowest first, after all pending work). The margin keeps
+//! even tasks on a busy machine from ever being backed up.
+//!
 //! The invariant: `plan` is deterministic — ordered maps only, no clock but `now_ms`.
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Cluster, Command, JobState, NodeId, TaskKind, TaskState};
+use crate::cluster::{Cluster, Command, Job, JobState, NodeId, Task, TaskKind, TaskState};
 
 /// A live node and how many tasks it may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,65 +28,140 @@ pub struct NodeSlots {
     pub slots: u32,
 }
 
+/// How many times the phase's median duration an attempt must have run to be backed up.
+pub const SPECULATE_FACTOR: u64 = 3;
+
+/// How much longer than the phase's median an attempt must have run to be backed up.
+pub const SPECULATE_MARGIN_MS: u64 = 5_000;
+
 /// The assignments to propose now.
 pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command> {
-    let mut busy: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (n.node, 0)).collect();
-    for job in cluster
-        .jobs
-        .values()
-        .filter(|j| j.state == JobState::Running)
-    {
-        for t in job.maps.iter().chain(job.reduces.iter()) {
-            for a in t.attempts.iter().filter(|a| a.state == TaskState::Running) {
-                if let Some(b) = busy.get_mut(&a.node) {
-                    *b += 1;
-                }
-            }
-        }
-    }
-    let slots: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (n.node, n.slots)).collect();
-    let free = |busy: &BTreeMap<NodeId, u32>, n: NodeId| {
-        slots.get(&n).copied().unwrap_or(0) > busy.get(&n).copied().unwrap_or(0)
+    let mut slots = Slots::new(cluster, nodes);
+    let running = || {
+        cluster
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
     };
     let mut out = Vec::new();
-    for job in cluster
-        .jobs
-        .values()
-        .filter(|j| j.state == JobState::Running)
-    {
-        let (kind, tasks) = if job.maps_done() {
-            (TaskKind::Reduce, &job.reduces)
-        } else {
-            (TaskKind::Map, &job.maps)
-        };
+    for job in running() {
+        let (kind, tasks) = job.phase();
         for task in tasks.iter().filter(|t| t.state == TaskState::Pending) {
-            let failed_on: Vec<NodeId> = task.attempts.iter().map(|a| a.node).collect();
-            let holders: &[NodeId] = match kind {
-                TaskKind::Map => job
-                    .splits
-                    .get(task.index as usize)
-                    .map_or(&[], |s| s.holders.as_slice()),
-                TaskKind::Reduce => &[],
+            let Some(node) = slots.take(job, task, None) else {
+                return out;
             };
-            // Candidates by preference: (tried here before, not a holder, busy, id).
-            let best = busy
-                .keys()
-                .copied()
-                .filter(|&n| free(&busy, n))
-                .min_by_key(|&n| (failed_on.contains(&n), !holders.contains(&n), busy[&n], n));
-            let Some(node) = best else { return out };
-            *busy.get_mut(&node).expect("a known node") += 1;
             out.push(Command::Assign {
                 job: job.id.clone(),
                 kind,
                 index: task.index,
                 attempt: task.attempts.len() as u32 + 1,
                 node,
+                backup: false,
+                at_ms: now_ms,
+            });
+        }
+    }
+    for job in running() {
+        for (task, runs_on) in stragglers(job, now_ms) {
+            let Some(node) = slots.take(job, task, Some(runs_on)) else {
+                continue;
+            };
+            out.push(Command::Assign {
+                job: job.id.clone(),
+                kind: task.kind,
+                index: task.index,
+                attempt: task.attempts.len() as u32 + 1,
+                node,
+                backup: true,
                 at_ms: now_ms,
             });
         }
     }
     out
+}
+
+/// Live nodes' slots and how many of them running attempts use.
+struct Slots {
+    busy: BTreeMap<NodeId, u32>,
+    slots: BTreeMap<NodeId, u32>,
+}
+
+impl Slots {
+    fn new(cluster: &Cluster, nodes: &[NodeSlots]) -> Slots {
+        let mut busy: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (n.node, 0)).collect();
+        for job in cluster
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
+        {
+            for t in job.maps.iter().chain(job.reduces.iter()) {
+                for a in t.running_attempts() {
+                    if let Some(b) = busy.get_mut(&a.node) {
+                        *b += 1;
+                    }
+                }
+            }
+        }
+        let slots = nodes.iter().map(|n| (n.node, n.slots)).collect();
+        Slots { busy, slots }
+    }
+
+    /// Take a free slot for a new attempt of `task`, never on `not`; candidates by
+    /// preference: (tried there before, not holding its split, busy, id).
+    fn take(&mut self, job: &Job, task: &Task, not: Option<NodeId>) -> Option<NodeId> {
+        let holders: &[NodeId] = match task.kind {
+            TaskKind::Map => job
+                .splits
+                .get(task.index as usize)
+                .map_or(&[], |s| s.holders.as_slice()),
+            TaskKind::Reduce => &[],
+        };
+        let tried: Vec<NodeId> = task.attempts.iter().map(|a| a.node).collect();
+        let node = self
+            .busy
+            .iter()
+            .filter(|&(&n, &b)| Some(n) != not && self.slots.get(&n).copied().unwrap_or(0) > b)
+            .min_by_key(|&(&n, &b)| (tried.contains(&n), !holders.contains(&n), b, n))
+            .map(|(&n, _)| n)?;
+        *self.busy.entry(node).or_default() += 1;
+        Some(node)
+    }
+}
+
+/// The tasks of `job`'s current phase worth a backup attempt now, slowest first, with the
+/// node their one attempt runs on.
+fn stragglers(job: &Job, now_ms: u64) -> Vec<(&Task, NodeId)> {
+    let (_, tasks) = job.phase();
+    if tasks.iter().any(|t| t.state == TaskState::Pending) {
+        return Vec::new();
+    }
+    let mut took: Vec<u64> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Done)
+        .filter_map(|t| t.attempts.iter().find(|a| a.state == TaskState::Done))
+        .map(|a| a.end_ms.unwrap_or(a.start_ms).saturating_sub(a.start_ms))
+        .collect();
+    if took.is_empty() || took.len() * 2 < tasks.len() {
+        return Vec::new();
+    }
+    took.sort_unstable();
+    let median = took[took.len() / 2];
+    let threshold = (median * SPECULATE_FACTOR).max(median + SPECULATE_MARGIN_MS);
+    let mut slow: Vec<(u64, &Task, NodeId)> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .filter_map(|t| {
+            let mut running = t.running_attempts();
+            let a = running.next()?;
+            if running.next().is_some() {
+                return None;
+            }
+            let ran = now_ms.saturating_sub(a.start_ms);
+            (ran > threshold).then_some((ran, t, a.node))
+        })
+        .collect();
+    slow.sort_by_key(|(ran, t, _)| (std::cmp::Reverse(*ran), t.index));
+    slow.into_iter().map(|(_, t, n)| (t, n)).collect()
 }
 
 #[cfg(test)]
@@ -101,10 +182,12 @@ mod tests {
                     index,
                     attempt,
                     node,
+                    backup,
                     ..
                 } => {
                     let t = if *kind == TaskKind::Map { "m" } else { "r" };
-                    format!("assign {job} {t}{index}#{attempt} -> n{node}")
+                    let verb = if *backup { "backup" } else { "assign" };
+                    format!("{verb} {job} {t}{index}#{attempt} -> n{node}")
                 }
                 other => format!("{other:?}"),
             })
@@ -348,6 +431,109 @@ mod tests {
         assert_eq!(c.apply(failed), Applied::Changed);
         assert_eq!(c.jobs["j-1"].state, JobState::Running);
         assert_eq!(render(&plan(&c, &live, 8)), "assign j-1 m1#3 -> n3");
+    }
+
+    fn finish_at(c: &mut Cluster, kind: TaskKind, index: u32, attempt: u32, at_ms: u64) {
+        let cmd = Command::TaskFinished {
+            job: "j-1".into(),
+            kind,
+            index,
+            attempt,
+            sizes: vec![1],
+            holders: vec![],
+            counters: Counters::default(),
+            at_ms,
+        };
+        assert_eq!(c.apply(cmd), Applied::Changed);
+    }
+
+    #[test]
+    fn a_straggler_gets_one_backup_elsewhere_and_the_first_finisher_wins() {
+        let mut c = Cluster::default();
+        submit(&mut c, "j-1", &[&[1], &[2], &[3], &[1]], 1, 1);
+        let ns = nodes(&[(1, 1), (2, 1), (3, 1), (4, 1)]);
+        let p = plan(&c, &ns, 0);
+        assert_eq!(
+            render(&p),
+            "assign j-1 m0#1 -> n1\nassign j-1 m1#1 -> n2\nassign j-1 m2#1 -> n3\nassign j-1 m3#1 -> n4"
+        );
+        apply_all(&mut c, p);
+        // Maps 0 and 1 take 1 s; maps 2 and 3 are still running.
+        finish_at(&mut c, TaskKind::Map, 0, 1, 1_000);
+        finish_at(&mut c, TaskKind::Map, 1, 1, 1_000);
+        assert_eq!(
+            render(&plan(&c, &ns, 6_000)),
+            "",
+            "6 s is within the margin over a 1 s median"
+        );
+        let p = plan(&c, &ns, 6_500);
+        assert_eq!(
+            render(&p),
+            "backup j-1 m2#2 -> n1\nbackup j-1 m3#2 -> n2",
+            "slowest first, on free nodes, never beside the running attempt"
+        );
+        apply_all(&mut c, p);
+        assert_eq!(
+            render(&plan(&c, &ns, 20_000)),
+            "",
+            "one backup per task at a time"
+        );
+        // The backup of map 2 wins: the original is stopped and does not count.
+        finish_at(&mut c, TaskKind::Map, 2, 2, 7_000);
+        let t = &c.jobs["j-1"].maps[2];
+        assert_eq!(t.state, TaskState::Done);
+        assert_eq!(t.attempts[0].state, TaskState::Failed);
+        assert!(t.attempts[0].lost);
+        assert_eq!(
+            t.attempts[0].error.as_deref(),
+            Some("superseded: attempt 2 finished first")
+        );
+        assert!(
+            matches!(
+                finish(&mut c, "j-1", TaskKind::Map, 2, 1),
+                Applied::Ignored(_)
+            ),
+            "the loser's report is ignored"
+        );
+        // Map 3's backup fails; its original carries on, and the job does not fail even
+        // though max_attempts is 1.
+        let failed = Command::TaskFailed {
+            job: "j-1".into(),
+            kind: TaskKind::Map,
+            index: 3,
+            attempt: 2,
+            error: "mapper exited with status 1".into(),
+            exit: Some("exit 1".into()),
+            stderr_tail: None,
+            lost: false,
+            at_ms: 7_000,
+        };
+        assert_eq!(c.apply(failed), Applied::Changed);
+        let j = &c.jobs["j-1"];
+        assert_eq!(j.state, JobState::Running);
+        assert_eq!(j.maps[3].state, TaskState::Running);
+        finish_at(&mut c, TaskKind::Map, 3, 1, 8_000);
+        assert!(c.jobs["j-1"].maps_done());
+    }
+
+    #[test]
+    fn even_tasks_are_never_backed_up() {
+        let mut c = Cluster::default();
+        submit(&mut c, "j-1", &[&[1], &[2], &[3], &[4]], 1, 4);
+        let ns = nodes(&[(1, 2), (2, 2), (3, 2), (4, 2)]);
+        let p = plan(&c, &ns, 0);
+        apply_all(&mut c, p);
+        finish_at(&mut c, TaskKind::Map, 0, 1, 10_000);
+        finish_at(&mut c, TaskKind::Map, 1, 1, 12_000);
+        assert_eq!(
+            render(&plan(&c, &ns, 25_000)),
+            "",
+            "2.5x the median: slow, but not a straggler"
+        );
+        assert_eq!(
+            render(&plan(&c, &ns, 40_000)),
+            "backup j-1 m2#2 -> n1\nbackup j-1 m3#2 -> n2"
+        );
     }
 
     #[test]

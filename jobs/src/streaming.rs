@@ -117,14 +117,19 @@ fn command_for(l: &Launch<'_>) -> Result<Command> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setpgid and prctl are async-signal-safe and touch only the child.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: setpgid, prctl and getppid are async-signal-safe and touch only the child.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // The node died between the fork and the prctl: the signal will never come.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the node died while starting the task"));
             }
             Ok(())
         });

@@ -84,7 +84,7 @@ impl Blobs {
         let tmp = tmp_name(&path);
         let file = File::create(&tmp)?;
         Ok(BlobWriter {
-            file: io::BufWriter::with_capacity(256 << 10, file),
+            file: Some(io::BufWriter::with_capacity(256 << 10, file)),
             tmp,
             path,
             len: 0,
@@ -98,24 +98,56 @@ impl Blobs {
         Ok(path)
     }
 
-    /// Remove everything of `job` but its output. Returns the bytes freed.
-    pub fn remove_job_scratch(&self, job: &str) -> u64 {
+    /// Remove everything of `job` but the part files in `keep` (those the job table says
+    /// this node holds): splits, map outputs of every attempt, unfinished writes, and parts a
+    /// losing or failed attempt left behind. Returns the bytes freed.
+    pub fn remove_job_scratch(&self, job: &str, keep: &[u32]) -> u64 {
         let Some(dir) = self.path(job) else { return 0 };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return 0;
         };
+        let keep: Vec<String> = keep
+            .iter()
+            .map(|&p| shoal_jobs::task::part_name(p))
+            .collect();
         let mut freed = 0;
         for e in entries.flatten() {
+            let p = e.path();
             if e.file_name() == "out" {
+                let Ok(parts) = std::fs::read_dir(&p) else {
+                    continue;
+                };
+                for part in parts.flatten() {
+                    let name = part.file_name().to_string_lossy().into_owned();
+                    if !keep.contains(&name) {
+                        freed += remove(&part.path());
+                    }
+                }
                 continue;
             }
-            let p = e.path();
-            freed += du(&p);
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
+            freed += remove(&p);
+        }
+        freed
+    }
+
+    /// Remove what a previous process of this node left half-done: attempt directories and
+    /// objects never committed. Nothing in flight survives a restart. Returns the bytes freed.
+    pub fn sweep(&self) -> u64 {
+        let mut freed = remove(&self.root.join(".scratch"));
+        let mut dirs = vec![self.root.clone()];
+        while let Some(d) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
             };
+            for e in entries.flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if name.starts_with('.') && name.ends_with(".tmp") {
+                    freed += remove(&p);
+                }
+            }
         }
         freed
     }
@@ -141,6 +173,17 @@ impl Blobs {
     }
 }
 
+/// Remove a file or a directory tree; the bytes it held.
+fn remove(p: &Path) -> u64 {
+    let n = du(p);
+    let _ = if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+    n
+}
+
 fn du(p: &Path) -> u64 {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::read_dir(p)
@@ -159,16 +202,18 @@ fn bad_key(key: &str) -> io::Error {
 }
 
 fn tmp_name(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
-/// An object being written.
+/// An object being written; dropped without [`BlobWriter::commit`], it leaves nothing.
 pub struct BlobWriter {
-    file: io::BufWriter<File>,
+    file: Option<io::BufWriter<File>>,
     tmp: PathBuf,
     path: PathBuf,
     len: u64,
@@ -186,28 +231,48 @@ impl BlobWriter {
     }
 
     /// Make the object durable and visible.
-    pub fn commit(self) -> io::Result<u64> {
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_data()?;
-        std::fs::rename(&self.tmp, &self.path)?;
-        Ok(self.len)
+    pub fn commit(mut self) -> io::Result<u64> {
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("the object was already committed"));
+        };
+        let done = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_data())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done.map(|()| self.len)
     }
 
     /// Drop what was written.
-    pub fn abort(self) {
-        let _ = std::fs::remove_file(&self.tmp);
+    pub fn abort(self) {}
+
+    fn file(&mut self) -> io::Result<&mut io::BufWriter<File>> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the object was already committed"))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = self.file()?.write(buf)?;
         self.len += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file()?.flush()
     }
 }
 
@@ -237,11 +302,46 @@ mod tests {
         assert_eq!(w.commit().expect("commit"), 6);
         let (_, len) = blobs.open_read("j-1/split-00000").expect("read");
         assert_eq!(len, 6);
-        let mut w = blobs.create("j-1/out/part-00000").expect("create");
-        w.write_all(b"x").expect("write");
-        w.commit().expect("commit");
-        assert_eq!(blobs.remove_job_scratch("j-1"), 6);
+        for p in 0..2 {
+            let mut w = blobs.create(&part_key("j-1", p)).expect("create");
+            w.write_all(b"x").expect("write");
+            w.commit().expect("commit");
+        }
+        // A part this node does not hold (a losing attempt's) goes with the scratch.
+        assert_eq!(blobs.remove_job_scratch("j-1", &[0]), 7);
         assert!(!blobs.contains("j-1/split-00000"));
-        assert!(blobs.contains("j-1/out/part-00000"));
+        assert!(blobs.contains(&part_key("j-1", 0)));
+        assert!(!blobs.contains(&part_key("j-1", 1)));
+    }
+
+    #[test]
+    fn a_restart_sweeps_what_the_old_process_left_half_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path().join("b")).expect("open");
+        let mut w = blobs.create("j-1/split-00000").expect("create");
+        w.write_all(b"half").expect("write");
+        w.flush().expect("flush");
+        std::mem::forget(w); // the process died mid-write
+        let scratch = blobs.scratch("j-1.m-00000.a1").expect("scratch");
+        std::fs::write(scratch.join("x"), b"12").expect("write");
+        let mut w = blobs.create(&part_key("j-1", 0)).expect("create");
+        w.write_all(b"done").expect("write");
+        w.commit().expect("commit");
+        assert_eq!(blobs.sweep(), 6);
+        assert!(blobs.contains(&part_key("j-1", 0)));
+        let left: Vec<_> = walk(dir.path());
+        assert_eq!(left.len(), 1, "only the committed part is left: {left:?}");
+    }
+
+    fn walk(p: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p).expect("read_dir").flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
     }
 }

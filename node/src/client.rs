@@ -592,11 +592,17 @@ pub fn jobs(args: JobsArgs) -> ExitCode {
 }
 
 /// Run `shoal status JOB`.
-pub fn job_status(nodes: &NodeUrls, job: &str, json: bool) -> ExitCode {
+pub fn job_status(nodes: &NodeUrls, job: &str, json: bool, wait: bool) -> ExitCode {
     let mut client = match Client::new(nodes) {
         Ok(c) => c,
         Err(e) => return fail("status", &e),
     };
+    if wait {
+        let code = wait_for(&mut client, job);
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+    }
     let v = match client.get_json(&format!("/api/v1/jobs/{job}"), Duration::from_secs(10)) {
         Ok(v) => v,
         Err(e) => return fail("status", &e),
@@ -610,7 +616,7 @@ pub fn job_status(nodes: &NodeUrls, job: &str, json: bool) -> ExitCode {
         println!("error: {e}");
     }
     println!(
-        "{:<8} {:<8} {:>7} {:<17} {:>10}",
+        "{:<8} {:<8} {:>7} {:<17} {:>10}  NOTE",
         "TASK", "STATE", "ATTEMPT", "NODE", "TIME (ms)"
     );
     for t in v["tasks"].as_array().into_iter().flatten() {
@@ -619,13 +625,24 @@ pub fn job_status(nodes: &NodeUrls, job: &str, json: bool) -> ExitCode {
                 (Some(s), Some(e)) => (e.saturating_sub(s)).to_string(),
                 _ => "-".into(),
             };
+            let mut note = Vec::new();
+            if a["backup"] == true {
+                note.push("backup".to_string());
+            }
+            if a["lost"] == true {
+                note.push("lost".to_string());
+            }
+            if let Some(e) = a["exit"].as_str().or(a["error"].as_str()) {
+                note.push(e.lines().next().unwrap_or("").to_string());
+            }
             println!(
-                "{:<8} {:<8} {:>7} {:<17} {:>10}",
+                "{:<8} {:<8} {:>7} {:<17} {:>10}  {}",
                 t["id"].as_str().unwrap_or("?"),
                 a["state"].as_str().unwrap_or("?"),
                 a["attempt"].as_u64().unwrap_or(0),
                 a["node"].as_str().unwrap_or("?"),
-                ms
+                ms,
+                note.join(", ")
             );
         }
     }

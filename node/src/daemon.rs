@@ -67,6 +67,11 @@ pub struct NodeArgs {
     /// running tasks go elsewhere and map outputs only it held are run again.
     #[arg(long, env = "SHOAL_NODE_TIMEOUT", default_value_t = 5.0)]
     pub node_timeout: f64,
+    /// Seconds a voter may stay silent before the leader replaces it with a live learner,
+    /// or removes it while more than three voters remain (it stays a learner and becomes a
+    /// voter again when it comes back).
+    #[arg(long, env = "SHOAL_VOTER_GRACE", default_value_t = 30.0)]
+    pub voter_grace: f64,
 }
 
 fn parse_election(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -95,14 +100,19 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot write to the data dir {}", dir.display()))?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!(
-            "the data dir {} is in use by another shoal node",
-            dir.display()
-        );
+    // A node restarted right after a crash may find the lock still held for a moment by a
+    // task process the old node was forking; give that a few seconds before giving up.
+    for _ in 0..30 {
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    Ok(f)
+    bail!(
+        "the data dir {} is in use by another shoal node",
+        dir.display()
+    )
 }
 
 /// Run a node until Ctrl-C or SIGTERM.
@@ -177,9 +187,17 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             .max(1),
         replication: shoal_jobs::spec::DEFAULT_REPLICATION,
         node_timeout: Duration::from_secs_f64(args.node_timeout.clamp(0.5, 3600.0)),
+        voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
     };
     let blobs = crate::blobs::Blobs::open(args.data.join("blobs"))
         .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;
+    let swept = blobs.sweep();
+    if swept > 0 {
+        tracing::info!(
+            bytes = swept,
+            "removed what the previous process left half-done"
+        );
+    }
     runtime.block_on(serve(
         args, listen, peers, http, keypair, store, psk, settings, blobs,
     ))

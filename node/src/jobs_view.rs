@@ -40,6 +40,8 @@ pub struct AttemptView {
     pub stderr_tail: Option<String>,
     /// Ended by a lost node or lost output (does not count toward the attempts).
     pub lost: bool,
+    /// A speculative backup of a slow attempt.
+    pub backup: bool,
 }
 
 /// One task.
@@ -151,6 +153,7 @@ pub fn job_view(job: &Job) -> JobView {
                     exit: a.exit.clone(),
                     stderr_tail: a.stderr_tail.clone(),
                     lost: a.lost,
+                    backup: a.backup,
                 })
                 .collect(),
             output_sizes: t.output_sizes.clone(),
@@ -217,6 +220,7 @@ mod tests {
             index: 0,
             attempt: 1,
             node: 1,
+            backup: false,
             at_ms: 8,
         });
         let v = serde_json::to_value(job_view(&c.jobs["j-1"])).unwrap();

@@ -61,7 +61,7 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
 
 /// The start of node `n`'s current lease: its last heartbeat, but never before this node
 /// became leader (a new manager starts every lease fresh).
-fn last_heard(heard: &Heartbeats, n: NodeId, leader_since: Instant) -> Instant {
+pub fn last_heard(heard: &Heartbeats, n: NodeId, leader_since: Instant) -> Instant {
     heard
         .get(&n)
         .map_or(leader_since, |(at, _)| (*at).max(leader_since))

@@ -1,12 +1,20 @@
 //! The leader's duties besides Raft's own: record the cluster id in the replicated state once,
-//! promote learners to voters up to the voter cap, and keep members' records current (a node
-//! may come back on other addresses).
+//! promote live learners to voters up to the voter cap, replace or remove voters silent past
+//! `--voter-grace`, and keep members' records current (a node may come back on other
+//! addresses).
 //!
-//! The invariant: one membership change at a time, and only on the leader.
+//! Liveness is the manager's: a heartbeat within `--node-timeout` (every lease starts fresh
+//! when a node becomes leader). A silent voter is replaced by a live learner when there is
+//! one, else removed while more than [`MIN_VOTERS`] voters remain, so a five-node cluster
+//! survives three crashes that come one after another. It stays a learner, and is promoted
+//! again when it comes back.
+//!
+//! The invariant: one membership change at a time, only on the leader, and never below
+//! [`MIN_VOTERS`] voters by removal.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_raft::ChangeMembers;
 use shoal_raft::NodeInfo;
@@ -15,16 +23,22 @@ use tracing::{info, warn};
 use crate::node::Node;
 use crate::state::Command;
 
+/// Removal never takes the voters below this many.
+pub const MIN_VOTERS: usize = 3;
+
 /// Run forever: every second, on the leader, apply one membership change if one is due.
 pub async fn run(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut leader_since: Option<Instant> = None;
     loop {
         tick.tick().await;
         let Some(h) = node.raft.get() else { continue };
         let metrics = shoal_raft::metrics(&h.raft);
         if metrics.current_leader != Some(node.id) {
+            leader_since = None;
             continue;
         }
+        let since = *leader_since.get_or_insert_with(Instant::now);
         // The first leader records the cluster id in the replicated state.
         let recorded = h
             .applied
@@ -42,7 +56,36 @@ pub async fn run(node: Arc<Node>) {
         let voters: BTreeSet<u64> = m.voter_ids().collect();
         let learners: Vec<u64> = m.learner_ids().collect();
         let hellos = node.hellos();
-        let reachable = |id: u64| id == node.id || hellos.iter().any(|h| h.node_id == id);
+        let silent_for = |id: u64| {
+            let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+            crate::manager::last_heard(&heard, id, since).elapsed()
+        };
+        let reachable = |id: u64| {
+            id == node.id
+                || (hellos.iter().any(|h| h.node_id == id)
+                    && silent_for(id) <= node.settings.node_timeout)
+        };
+        if let Some(change) = replace_silent_voter(
+            &voters,
+            &learners,
+            |id| id != node.id && silent_for(id) > node.settings.voter_grace,
+            reachable,
+        ) {
+            warn!(
+                silent = format!("{:016x}", change.gone),
+                replacement = change.by.map(|l| format!("{l:016x}")),
+                grace = ?node.settings.voter_grace,
+                "a voter was silent past the grace period; changing the voters"
+            );
+            if let Err(e) = h
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(change.voters), true)
+                .await
+            {
+                warn!(error = %e, "replacing a silent voter failed; will retry");
+            }
+            continue;
+        }
         if voters.len() < node.settings.voter_cap {
             if let Some(&l) = learners.iter().find(|&&l| reachable(l)) {
                 info!(
@@ -88,5 +131,84 @@ pub async fn run(node: Arc<Node>) {
                 warn!(error = %e, "updating member records failed");
             }
         }
+    }
+}
+
+/// A change of voters for one that went silent.
+#[derive(Debug, PartialEq, Eq)]
+struct VoterChange {
+    /// The silent voter.
+    gone: u64,
+    /// The live learner taking its place, if any.
+    by: Option<u64>,
+    /// The new set of voters.
+    voters: BTreeSet<u64>,
+}
+
+/// The first voter `gone` says is silent past the grace period, replaced by the first
+/// `live` learner, or removed when more than [`MIN_VOTERS`] voters remain; `None` when no
+/// change is due or allowed.
+fn replace_silent_voter(
+    voters: &BTreeSet<u64>,
+    learners: &[u64],
+    gone: impl Fn(u64) -> bool,
+    live: impl Fn(u64) -> bool,
+) -> Option<VoterChange> {
+    let silent = voters.iter().copied().find(|&v| gone(v))?;
+    let mut next = voters.clone();
+    next.remove(&silent);
+    let by = learners.iter().copied().find(|&l| live(l));
+    match by {
+        Some(l) => {
+            next.insert(l);
+        }
+        None if next.len() < MIN_VOTERS => return None,
+        None => {}
+    }
+    Some(VoterChange {
+        gone: silent,
+        by,
+        voters: next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_silent_voter_is_replaced_by_a_live_learner_or_removed_down_to_three() {
+        let dead = |ids: &'static [u64]| move |id: u64| ids.contains(&id);
+        // A live learner takes the silent voter's place; a dead learner does not.
+        let c = replace_silent_voter(&set(&[1, 2, 3]), &[4, 5], dead(&[2, 4]), |id| {
+            id != 4 && id != 2
+        });
+        assert_eq!(
+            c,
+            Some(VoterChange {
+                gone: 2,
+                by: Some(5),
+                voters: set(&[1, 3, 5])
+            })
+        );
+        // No learner: removed while more than three remain.
+        let c = replace_silent_voter(&set(&[1, 2, 3, 4, 5]), &[], dead(&[5]), |_| true);
+        assert_eq!(c.map(|c| c.voters), Some(set(&[1, 2, 3, 4])));
+        let c = replace_silent_voter(&set(&[1, 2, 3, 4]), &[5], dead(&[4, 5]), |id| id < 4);
+        assert_eq!(c.map(|c| c.voters), Some(set(&[1, 2, 3])));
+        // Never below three.
+        assert_eq!(
+            replace_silent_voter(&set(&[1, 2, 3]), &[4], dead(&[3, 4]), |id| id < 3),
+            None
+        );
+        // Nobody silent: nothing to do.
+        assert_eq!(
+            replace_silent_voter(&set(&[1, 2, 3, 4, 5]), &[6], dead(&[]), |_| true),
+            None
+        );
     }
 }

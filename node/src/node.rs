@@ -68,6 +68,9 @@ pub struct Settings {
     pub replication: u32,
     /// A node silent this long while the job table expects something of it is lost.
     pub node_timeout: Duration,
+    /// A voter silent this long is replaced by a live learner, or removed while more than
+    /// three voters remain.
+    pub voter_grace: Duration,
 }
 
 /// A running node.

@@ -30,6 +30,10 @@ pub struct StatusArgs {
     /// Print the JSON (of GET /api/v1/cluster, or of the job).
     #[arg(long)]
     json: bool,
+    /// With a job id: wait until the job ends, showing its progress (exit status as
+    /// `submit --wait`).
+    #[arg(long, requires = "job")]
+    wait: bool,
     /// A job id: show that job and its tasks instead of the cluster.
     job: Option<String>,
 }
@@ -73,7 +77,7 @@ pub fn get(nodes: &NodeUrls, path: &str) -> Result<(String, String), String> {
 /// Run `shoal status`.
 pub fn run(args: StatusArgs) -> ExitCode {
     if let Some(job) = &args.job {
-        return crate::client::job_status(&args.nodes, job, args.json);
+        return crate::client::job_status(&args.nodes, job, args.json, args.wait);
     }
     let (body, _) = match get(&args.nodes, "/api/v1/cluster") {
         Ok(b) => b,

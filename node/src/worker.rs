@@ -182,7 +182,13 @@ pub async fn run(node: Arc<Node>) {
             for job in jobs.jobs.values() {
                 if job.state != JobState::Running {
                     if !cleaned.contains(&job.id) {
-                        to_clean.push(job.id.clone());
+                        let keep: Vec<u32> = job
+                            .reduces
+                            .iter()
+                            .filter(|t| t.state == TaskState::Done && t.holders.contains(&node.id))
+                            .map(|t| t.index)
+                            .collect();
+                        to_clean.push((job.id.clone(), keep));
                     }
                     continue;
                 }
@@ -266,15 +272,15 @@ pub async fn run(node: Arc<Node>) {
                 }
             });
         }
-        for job in to_clean {
+        for (job, keep) in to_clean {
             cleaned.insert(job.clone());
             started.retain(|k| k.job != job);
             specs.remove(&job);
             let node = Arc::clone(&node);
             tokio::task::spawn_blocking(move || {
-                let freed = node.blobs.remove_job_scratch(&job);
+                let freed = node.blobs.remove_job_scratch(&job, &keep);
                 if freed > 0 {
-                    info!(%job, freed, "job ended; its splits and map outputs are deleted here");
+                    info!(%job, freed, "job ended; its splits, map outputs and stray parts are deleted here");
                 }
             });
         }

@@ -92,9 +92,10 @@ impl NodeProc {
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!(
-                    "{} exited ({status}) before it was ready:\n{}",
+                    "{} exited ({status}) before it was ready:\n{}\nholders: {}",
                     self.name,
-                    self.log_text()
+                    self.log_text(),
+                    holders_of(&self.data.join("LOCK"))
                 );
             }
             assert!(
@@ -212,4 +213,20 @@ pub fn wait_agreed(nodes: &[&NodeProc], voters: usize, secs: u64) -> String {
             (all_agree && voter_ids.len() == voters).then_some(leader)
         },
     )
+}
+
+/// Processes holding `path` open (pid, state, command line).
+fn holders_of(path: &Path) -> String {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let fds = p.path().join("fd");
+        for fd in std::fs::read_dir(&fds).into_iter().flatten().flatten() {
+            if std::fs::read_link(fd.path()).ok().as_deref() == Some(path) {
+                let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+                let cmd = std::fs::read_to_string(p.path().join("cmdline")).unwrap_or_default();
+                out.push(format!("{stat} | {}", cmd.replace('\0', " ")));
+            }
+        }
+    }
+    out.join("\n")
 }

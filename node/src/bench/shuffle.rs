@@ -73,6 +73,7 @@ async fn start_node(
         slots: 1,
         replication: 0,
         node_timeout: Duration::from_secs(5),
+        voter_grace: Duration::from_secs(30),
     };
     let blobs = crate::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(
