@@ -257,3 +257,72 @@ fn bad_settings_end_the_node_with_one_clear_line() {
         );
     }
 }
+
+#[test]
+fn an_api_token_guards_every_route_and_is_required_beyond_loopback() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+
+    // Beyond loopback without a token: refused before anything is bound.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--http", "10.255.255.1:7070", "--data"])
+        .arg(dir.path().join("open"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("without --api-token"), "{err}");
+    assert!(!dir.path().join("open").exists(), "nothing was created");
+
+    // With a token (on loopback too): every route answers 401 without it.
+    let node = NodeProc::start(
+        dir.path(),
+        "n1",
+        &[
+            "--expect".into(),
+            "1".into(),
+            "--api-token".into(),
+            token_file.to_string_lossy().into_owned(),
+        ],
+    );
+    for path in [
+        "/api/v1/cluster",
+        "/api/v1/jobs",
+        "/api/v1/jobs/j-1",
+        "/nope",
+    ] {
+        let (status, body) = http_get(&node.http, path).unwrap();
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+    }
+    let status = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["status", "--json", "--node", &node.http])
+            .args(extra)
+            .env_remove("SHOAL_API_TOKEN")
+            .env_remove("SHOAL_API_TOKEN_FILE");
+        if let Some(t) = env {
+            cmd.env("SHOAL_API_TOKEN", t);
+        }
+        let o = cmd.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = status(&[], None);
+    assert!(!ok && err.contains("401"), "no token: {err}");
+    let (ok, _, err) = status(&[], Some("wrong-token-0123456789"));
+    assert!(!ok && err.contains("401"), "a wrong token: {err}");
+    let (ok, out, err) = status(&["--api-token", &token_file.to_string_lossy()], None);
+    assert!(ok && out.contains("\"cluster_id\""), "--api-token: {err}");
+    let (ok, out, err) = status(&[], Some("s3cret-token-0123456789"));
+    assert!(
+        ok && out.contains("\"cluster_id\""),
+        "SHOAL_API_TOKEN: {err}"
+    );
+}

@@ -85,10 +85,13 @@ impl Behaviour {
         // On a LAN nobody confirms our external address, so client mode would never end.
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if mdns {
-            Some(mdns::tokio::Behaviour::new(
-                mdns::Config::default(),
-                peer_id,
-            )?)
+            // Ask every 10 s (the default is 5 min), so peers are found again soon after
+            // a cable is plugged back in.
+            let config = mdns::Config {
+                query_interval: Duration::from_secs(10),
+                ..mdns::Config::default()
+            };
+            Some(mdns::tokio::Behaviour::new(config, peer_id)?)
         } else {
             None
         };

@@ -85,8 +85,13 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let headers = nodes.headers().map_err(|e| ClientError::Http {
+            status: 400,
+            message: e,
+        })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
+            .default_headers(headers)
             .build()
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         Ok(Client {

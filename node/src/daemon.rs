@@ -33,9 +33,13 @@ pub struct NodeArgs {
         default_value = "/ip4/0.0.0.0/tcp/7071"
     )]
     pub listen: Vec<String>,
-    /// HTTP API address.
+    /// HTTP API address. Anything but a loopback address needs --api-token.
     #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:7070")]
     pub http: String,
+    /// A file holding the HTTP API's token: every request must then carry
+    /// `Authorization: Bearer TOKEN`. Required when --http is not a loopback address.
+    #[arg(long, env = "SHOAL_API_TOKEN_FILE")]
+    pub api_token: Option<PathBuf>,
     /// A peer to dial, as a multiaddr with or without /p2p/ID; repeatable.
     #[arg(long, env = "SHOAL_PEER", value_delimiter = ',')]
     pub peer: Vec<String>,
@@ -148,6 +152,16 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             args.http
         )
     })?;
+    let api_token = args
+        .api_token
+        .as_deref()
+        .map(crate::token::read)
+        .transpose()?;
+    if api_token.is_none() && !http.ip().is_loopback() {
+        bail!(
+            "refusing to serve the HTTP API on {http} without --api-token FILE: submitting a job runs code on every node, so an API beyond loopback must need a token"
+        );
+    }
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data dir {}", args.data.display()))?;
     let _lock = lock_data_dir(&args.data)?;
@@ -199,7 +213,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     runtime.block_on(serve(
-        args, listen, peers, http, keypair, store, psk, settings, blobs,
+        args, listen, peers, http, keypair, store, psk, settings, blobs, api_token,
     ))
 }
 
@@ -214,6 +228,7 @@ async fn serve(
     psk: Option<PreSharedKey>,
     settings: Settings,
     blobs: crate::blobs::Blobs,
+    api_token: Option<String>,
 ) -> anyhow::Result<()> {
     let peer_id = keypair.public().to_peer_id();
     let id = crate::identity::node_id(&peer_id);
@@ -279,7 +294,15 @@ async fn serve(
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
 
-    axum::serve(listener, crate::api::router(Arc::clone(&node)))
+    let mut app = crate::api::router(Arc::clone(&node));
+    if let Some(token) = api_token {
+        info!("the HTTP API needs its token (--api-token)");
+        let token: Arc<str> = token.into();
+        app = app.layer(axum::middleware::from_fn(move |req, next| {
+            crate::token::require(Arc::clone(&token), req, next)
+        }));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server")?;

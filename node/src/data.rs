@@ -21,8 +21,11 @@ use crate::node::{foreign_reason, Node};
 pub const CHUNK: usize = 1 << 20;
 /// Largest frame a data stream accepts (a chunk and its CBOR header).
 const MAX_DATA_FRAME: usize = CHUNK + 64;
-/// How long a silent data stream is waited for.
-const STALL: Duration = Duration::from_secs(60);
+/// How long a silent data stream is waited for: a 1 MiB chunk takes milliseconds, so this
+/// much silence means the peer is gone (a cut cable keeps a TCP connection open for a while).
+const STALL: Duration = Duration::from_secs(10);
+/// How long opening a data stream may take (a round trip on a live connection).
+const OPEN: Duration = Duration::from_secs(5);
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,14 @@ pub enum DataError {
         peer: PeerId,
         /// What happened.
         message: String,
+    },
+    /// The other side went silent: it is unreachable, and trying again would only wait again.
+    #[error(
+        "data stream to {peer}: no answer (silent for {STALL:?}, or not open within {OPEN:?})"
+    )]
+    Silent {
+        /// The other side.
+        peer: PeerId,
     },
     /// The other side refused or failed.
     #[error("{peer} answered: {message}")]
@@ -169,11 +180,14 @@ async fn receive_object(node: &Node, key: &str, stream: &mut Stream) -> Result<(
 }
 
 async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {
-    let mut stream = node.net.open_data(peer).await.map_err(|e| broke(peer, e))?;
-    codec::write_frame(&mut stream, req)
-        .await
-        .map_err(|e| broke(peer, e))?;
-    Ok(stream)
+    let opened = tokio::time::timeout(OPEN, async {
+        let mut stream = node.net.open_data(peer).await.map_err(|e| broke(peer, e))?;
+        codec::write_frame(&mut stream, req)
+            .await
+            .map_err(|e| broke(peer, e))?;
+        Ok(stream)
+    });
+    opened.await.map_err(|_| DataError::Silent { peer })?
 }
 
 /// Fetch `key` from `peer`, handing each chunk to `sink`. Returns the bytes received.
@@ -195,7 +209,7 @@ pub async fn fetch(
     loop {
         let frame = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
             .await
-            .map_err(|_| broke(peer, format!("silent for {STALL:?}")))?
+            .map_err(|_| DataError::Silent { peer })?
             .map_err(|e| broke(peer, e))?;
         match frame {
             DataFrame::Chunk(bytes) => {
@@ -288,7 +302,7 @@ pub fn fetch_stream(
         loop {
             let frame = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
                 .await
-                .map_err(|_| broke(peer, format!("silent for {STALL:?}")))
+                .map_err(|_| DataError::Silent { peer })
                 .and_then(|r| r.map_err(|e| broke(peer, e)));
             let item = match frame {
                 Ok(DataFrame::Chunk(bytes)) => Ok(bytes),
@@ -338,8 +352,9 @@ async fn push_file_once(
         let chunk =
             chunk.map_err(|e| DataError::Local(format!("reading {}: {e}", path.display())))?;
         total += chunk.len() as u64;
-        DataFrame::write_chunk(&mut stream, &chunk)
+        tokio::time::timeout(STALL, DataFrame::write_chunk(&mut stream, &chunk))
             .await
+            .map_err(|_| DataError::Silent { peer })?
             .map_err(|e| broke(peer, e))?;
     }
     codec::write_frame(&mut stream, &DataFrame::End)
@@ -347,7 +362,7 @@ async fn push_file_once(
         .map_err(|e| broke(peer, e))?;
     let answer = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
         .await
-        .map_err(|_| broke(peer, format!("no answer within {STALL:?}")))?
+        .map_err(|_| DataError::Silent { peer })?
         .map_err(|e| broke(peer, e))?;
     let _ = stream.close().await;
     match answer {

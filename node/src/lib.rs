@@ -48,5 +48,6 @@ pub mod run;
 pub mod state;
 pub mod status;
 pub mod submit;
+pub mod token;
 pub mod view;
 pub mod worker;

@@ -564,12 +564,18 @@ impl Node {
         })
     }
 
-    /// Hellos of connected, same-cluster-or-none peers.
+    /// Hellos of connected, same-cluster-or-none peers seen (a ping, a message) within
+    /// `--node-timeout`: a peer behind a cut cable keeps its TCP connection for a while, but
+    /// nothing should be sent its way.
     pub fn hellos(&self) -> Vec<Hello> {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |p: &PeerEntry| {
+            p.last_seen
+                .is_some_and(|t| t.elapsed() <= self.settings.node_timeout)
+        };
         peers
             .values()
-            .filter(|p| p.connected && p.foreign.is_none())
+            .filter(|p| p.connected && p.foreign.is_none() && fresh(p))
             .filter_map(|p| p.hello.clone())
             .collect()
     }

@@ -35,12 +35,22 @@ pub struct NodeProc {
     pub addrs: Vec<String>,
     /// Its node id.
     pub node_id: String,
+    /// The network namespace it runs in (None: this host's loopback, mDNS off).
+    pub ns: Option<String>,
 }
 
 impl NodeProc {
     /// Start a node in `dir/name` with extra args; returns once its ready file exists.
     pub fn start(dir: &Path, name: &str, args: &[String]) -> NodeProc {
+        Self::start_in(None, dir, name, args)
+    }
+
+    /// Start a node inside network namespace `ns` (when given) with only `args` besides its
+    /// data dir and ready file: the product's defaults (all interfaces, mDNS on) unless
+    /// `args` say otherwise.
+    pub fn start_in(ns: Option<&str>, dir: &Path, name: &str, args: &[String]) -> NodeProc {
         let mut n = NodeProc {
+            ns: ns.map(String::from),
             name: name.into(),
             data: dir.join(name),
             log: dir.join(format!("{name}.log")),
@@ -71,11 +81,12 @@ impl NodeProc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .arg("node")
-            .arg("--data")
-            .arg(&self.data)
-            .args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"])
+        let mut cmd = self.command();
+        cmd.arg("node").arg("--data").arg(&self.data);
+        if self.ns.is_none() {
+            cmd.args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"]);
+        }
+        let child = cmd
             .arg("--ready-file")
             .arg(&ready)
             .args(&self.args)
@@ -118,6 +129,26 @@ impl NodeProc {
             .collect();
     }
 
+    /// The `shoal` binary, run where this node runs (inside its namespace, if any).
+    pub fn command(&self) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shoal")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_shoal")),
+        }
+    }
+
+    /// GET `path` from this node's API (from inside its namespace, if any).
+    pub fn get(&self, path: &str) -> Option<(u16, Value)> {
+        match &self.ns {
+            Some(ns) => crate::common::netns::in_ns(ns, || http_get(&self.http, path)),
+            None => http_get(&self.http, path),
+        }
+    }
+
     /// A multiaddr to give other nodes as `--peer`.
     pub fn peer_addr(&self) -> String {
         format!("{}/p2p/{}", self.addrs[0], self.peer_id)
@@ -138,7 +169,7 @@ impl NodeProc {
 
     /// GET /api/v1/cluster from this node.
     pub fn cluster(&self) -> Option<Value> {
-        http_get_json(&self.http, "/api/v1/cluster")
+        self.get("/api/v1/cluster").map(|(_, v)| v)
     }
 }
 

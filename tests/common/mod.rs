@@ -177,6 +177,8 @@ pub fn parts(out: &Path, r: u32) -> Vec<Vec<u8>> {
 }
 
 pub mod cluster;
+#[allow(dead_code)] // only the netns tests use it
+pub mod netns;
 
 /// Lines of a byte buffer (without newlines).
 pub fn lines(b: &[u8]) -> Vec<Vec<u8>> {

@@ -1,0 +1,312 @@
+//! "Separate machines" on one host: Linux network namespaces the test creates itself (it is
+//! root), joined by veth pairs to bridges in a switch namespace of their own, so nothing
+//! touches the host's network. Links can be cut and healed, and loss and delay added with
+//! `tc netem`. Everything is deleted when the [`Lan`] is dropped, even when a test fails,
+//! and namespaces left by a test process that died are deleted by the next one.
+//!
+//! Needs root and `ip`. Without them the tests skip with a visible message — unless
+//! `SHOAL_REQUIRE_NETNS=1` (CI sets it), when they fail instead.
+
+use std::process::Command;
+
+/// Run `ip` with `args`; panic with its stderr if it fails.
+pub fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Whether namespaces can be made here; when not, skip (or fail under SHOAL_REQUIRE_NETNS=1).
+pub fn available(test: &str) -> bool {
+    let probe = format!("shoal-{}-probe{}", std::process::id(), next_id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+        return true;
+    }
+    let why = "needs root and iproute2 (`ip netns add` failed)";
+    if std::env::var("SHOAL_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{test}: {why}, and SHOAL_REQUIRE_NETNS=1");
+    }
+    eprintln!("SKIPPED {test}: {why}; set SHOAL_REQUIRE_NETNS=1 to make this a failure");
+    false
+}
+
+/// Run `f` on a thread inside namespace `ns` (sockets it opens live there).
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("the namespace");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("the namespaced thread")
+    })
+}
+
+/// A host in the LAN: its namespace, subnet and address.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Namespace name.
+    pub ns: String,
+    /// Its interface's address.
+    pub addr: String,
+    /// Index of its switch port (`p{i}` in the switch namespace).
+    port: usize,
+}
+
+/// Namespaces, bridges and links made for one test.
+pub struct Lan {
+    prefix: String,
+    switch: String,
+    namespaces: Vec<String>,
+    /// The hosts, in creation order.
+    pub hosts: Vec<Host>,
+    subnets: usize,
+}
+
+impl Lan {
+    /// A switch namespace with `subnets` bridges (10.77.S.0/24, S from 1); with more than one,
+    /// a router namespace joins them (at 10.77.S.254) and mDNS cannot cross.
+    pub fn new(subnets: usize) -> Lan {
+        sweep_dead();
+        let prefix = format!("shoal-{}-{}", std::process::id(), next_id());
+        let switch = format!("{prefix}-sw");
+        let mut lan = Lan {
+            prefix,
+            switch: switch.clone(),
+            namespaces: Vec::new(),
+            hosts: Vec::new(),
+            subnets,
+        };
+        lan.add_ns(&switch);
+        for s in 1..=subnets {
+            let br = format!("br{s}");
+            ip(&["-n", &switch, "link", "add", &br, "type", "bridge"]);
+            ip(&["-n", &switch, "link", "set", &br, "up"]);
+        }
+        if subnets > 1 {
+            let router = format!("{}-rt", lan.prefix);
+            lan.add_ns(&router);
+            ip(&[
+                "netns",
+                "exec",
+                &router,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]);
+            for s in 1..=subnets {
+                let (inside, port) = (format!("eth{s}"), format!("r{s}"));
+                ip(&[
+                    "-n", &router, "link", "add", &inside, "type", "veth", "peer", "name", &port,
+                    "netns", &switch,
+                ]);
+                ip(&[
+                    "-n",
+                    &router,
+                    "addr",
+                    "add",
+                    &format!("10.77.{s}.254/24"),
+                    "dev",
+                    &inside,
+                ]);
+                ip(&["-n", &router, "link", "set", &inside, "up"]);
+                ip(&[
+                    "-n",
+                    &switch,
+                    "link",
+                    "set",
+                    &port,
+                    "master",
+                    &format!("br{s}"),
+                ]);
+                ip(&["-n", &switch, "link", "set", &port, "up"]);
+            }
+        }
+        lan
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        ip(&["netns", "add", ns]);
+        self.namespaces.push(ns.to_string());
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    /// A new host on subnet `subnet` (from 1): its own namespace, `eth0` with the next
+    /// address, a multicast route (mDNS needs one), and a default route via the router.
+    pub fn host(&mut self, subnet: usize) -> Host {
+        assert!((1..=self.subnets).contains(&subnet));
+        let i = self.hosts.len() + 1;
+        let ns = format!("{}-h{i}", self.prefix);
+        self.add_ns(&ns);
+        let port = format!("p{i}");
+        let addr = format!("10.77.{subnet}.{i}");
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch,
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        if self.subnets > 1 {
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.77.{subnet}.254"),
+            ]);
+        }
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            &format!("br{subnet}"),
+        ]);
+        ip(&["-n", &self.switch, "link", "set", &port, "up"]);
+        let h = Host { ns, addr, port: i };
+        self.hosts.push(h.clone());
+        h
+    }
+
+    /// Pull `host`'s cable (its switch port goes down) or plug it back.
+    pub fn link(&self, host: &Host, up: bool) {
+        let port = format!("p{}", host.port);
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Loss and delay on `host`'s side of its link: `tc netem` where the kernel has it;
+    /// where it does not (no `sch_netem`), the loss alone, by nftables (`numgen random`).
+    /// Returns what was applied, for the test to print.
+    pub fn impair(&self, host: &Host, loss_pct: u32, delay_ms: u32) -> String {
+        let netem = Command::new("tc")
+            .args([
+                "-n", &host.ns, "qdisc", "replace", "dev", "eth0", "root", "netem", "loss",
+            ])
+            .arg(format!("{loss_pct}%"))
+            .args(["delay", &format!("{delay_ms}ms")])
+            .output()
+            .expect("tc runs");
+        if netem.status.success() {
+            return format!("{loss_pct}% loss and {delay_ms} ms delay (tc netem)");
+        }
+        let nft = |rule: &str| {
+            let o = Command::new("ip")
+                .args(["netns", "exec", &host.ns, "nft"])
+                .args(rule.split(' '))
+                .output()
+                .expect("nft runs");
+            assert!(
+                o.status.success(),
+                "nft {rule}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        nft("add table inet impair");
+        for hook in ["input", "output"] {
+            nft(&format!(
+                "add chain inet impair {hook} {{ type filter hook {hook} priority 0 ; }}"
+            ));
+            // Half the loss each way: about loss_pct% of round trips lose a packet.
+            nft(&format!(
+                "add rule inet impair {hook} iifname != lo oifname != lo numgen random mod 200 < {loss_pct} counter drop"
+            ));
+        }
+        format!(
+            "{loss_pct}% loss (nftables; this kernel has no sch_netem, so no added delay: {})",
+            String::from_utf8_lossy(&netem.stderr).trim()
+        )
+    }
+}
+
+/// Packets nftables dropped on `host` (0 where netem does the work).
+pub fn dropped(host: &Host) -> u64 {
+    let o = Command::new("ip")
+        .args([
+            "netns", "exec", &host.ns, "nft", "list", "table", "inet", "impair",
+        ])
+        .output();
+    let Ok(o) = o else { return 0 };
+    let text = String::from_utf8_lossy(&o.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "packets")
+        .filter_map(|w| w[1].parse::<u64>().ok())
+        .sum()
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn next_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Delete namespaces a test process that is gone left behind (`shoal-PID-…`).
+fn sweep_dead() {
+    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name
+            .strip_prefix("shoal-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
