@@ -370,12 +370,7 @@ fn attempts(job: &Value) -> Vec<Value> {
 fn submit_wait(args: &[String]) -> String {
     let o = run(shoal().arg("submit").args(args));
     assert!(o.status.success(), "submit --wait failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string()
+    job_id(&o)
 }
 
 #[test]

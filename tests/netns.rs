@@ -99,12 +99,7 @@ fn wordcount(
         .args(extra)
         .output()
         .unwrap();
-    let id = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let id = job_id(&o);
     (id, o)
 }
 

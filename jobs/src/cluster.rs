@@ -372,6 +372,12 @@ pub enum Command {
         /// Now.
         at_ms: u64,
     },
+    /// Drop an ended job from the table (the retention limit): its metadata goes, and every
+    /// node deletes its files.
+    Forget {
+        /// Job.
+        job: String,
+    },
     /// Cancel a running job.
     KillJob {
         /// Job.
@@ -630,6 +636,14 @@ impl Cluster {
                     ignored("every reduce is done")
                 }
             }
+            Command::Forget { job } => match self.jobs.get(&job) {
+                Some(j) if j.state != JobState::Running => {
+                    self.jobs.remove(&job);
+                    Applied::Changed
+                }
+                Some(_) => ignored(format!("job {job} is still running")),
+                None => ignored(format!("no job {job}")),
+            },
             Command::KillJob { job, at_ms } => {
                 let Some(j) = self.running_job(&job) else {
                     return ignored("no such running job");

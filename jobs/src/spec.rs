@@ -60,8 +60,10 @@ pub enum JobKind {
     App(String),
 }
 
-/// A whole job as submitted.
+/// A whole job as submitted. In JSON every field but `inputs` and `kind` may be left out
+/// (the defaults of [`JobSpec::new`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JobSpec {
     /// A human name (defaults to the app or mapper).
     pub name: String,
@@ -97,6 +99,13 @@ pub const DEFAULT_REPLICATION: u32 = 2;
 
 fn default_replication() -> u32 {
     DEFAULT_REPLICATION
+}
+
+impl Default for JobSpec {
+    /// No input and no program: [`JobSpec::validate`] refuses it until both are given.
+    fn default() -> Self {
+        JobSpec::new("", Vec::new(), JobKind::App(String::new()))
+    }
 }
 
 impl JobSpec {

@@ -135,6 +135,18 @@ pub enum CtlResponse {
     Applied(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Not accepted; the reason.
     Refused(String),
+    /// The leader's answer to a `Heartbeat`: every node's last heartbeat it has heard, so
+    /// any node can show the whole cluster.
+    Heartbeats(Vec<HeardHeartbeat>),
+}
+
+/// A heartbeat as the leader heard it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeardHeartbeat {
+    /// How long ago it came, ms.
+    pub ms_ago: u64,
+    /// The heartbeat.
+    pub heartbeat: Heartbeat,
 }
 
 /// A bulk data request (`/shoal/data/1`): the first frame of a stream.

@@ -19,6 +19,8 @@ use crate::view::cluster_view;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
+        .route("/metrics", get(crate::metrics::metrics))
+        .route("/", get(dashboard))
         .route(
             "/api/v1/jobs",
             get(jobs)
@@ -30,6 +32,18 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/jobs/{id}/output/{name}", get(output_part))
         .fallback(not_found)
         .with_state(node)
+}
+
+/// The dashboard: one page, no external assets; it polls the API every second.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 async fn cluster(State(node): State<Arc<Node>>) -> Response {

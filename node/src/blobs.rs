@@ -130,6 +130,11 @@ impl Blobs {
         freed
     }
 
+    /// Remove everything of `job`, its output too. Returns the bytes freed.
+    pub fn remove_job(&self, job: &str) -> u64 {
+        self.path(job).map_or(0, |dir| remove(&dir))
+    }
+
     /// Remove what a previous process of this node left half-done: attempt directories and
     /// objects never committed. Nothing in flight survives a restart. Returns the bytes freed.
     pub fn sweep(&self) -> u64 {

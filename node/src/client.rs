@@ -571,11 +571,20 @@ pub fn jobs(args: JobsArgs) -> ExitCode {
         println!("{v}");
         return ExitCode::SUCCESS;
     }
-    println!(
+    print!("{}", jobs_text(&v, usize::MAX));
+    ExitCode::SUCCESS
+}
+
+/// The newest `limit` jobs of a `GET /api/v1/jobs` answer as a table.
+pub fn jobs_text(v: &Value, limit: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:<19} {:<10} {:<7} {:>11} {:>11}  NAME",
         "JOB", "STATE", "PHASE", "MAPS", "REDUCES"
     );
-    for j in v.as_array().into_iter().flatten() {
+    for j in v.as_array().into_iter().flatten().take(limit) {
         let p = |k: &str| {
             format!(
                 "{}/{}",
@@ -583,7 +592,8 @@ pub fn jobs(args: JobsArgs) -> ExitCode {
                 j[k]["total"].as_u64().unwrap_or(0)
             )
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:<19} {:<10} {:<7} {:>11} {:>11}  {}",
             j["id"].as_str().unwrap_or("?"),
             j["state"].as_str().unwrap_or("?"),
@@ -593,7 +603,7 @@ pub fn jobs(args: JobsArgs) -> ExitCode {
             j["name"].as_str().unwrap_or("")
         );
     }
-    ExitCode::SUCCESS
+    out
 }
 
 /// Run `shoal status JOB`.

@@ -76,6 +76,10 @@ pub struct NodeArgs {
     /// voter again when it comes back).
     #[arg(long, env = "SHOAL_VOTER_GRACE", default_value_t = 30.0)]
     pub voter_grace: f64,
+    /// Ended jobs to keep in the job table (with their tasks, counters and output); the
+    /// oldest beyond this are forgotten and their files deleted on every node.
+    #[arg(long, env = "SHOAL_RETAIN_JOBS", default_value_t = 100)]
+    pub retain_jobs: usize,
 }
 
 fn parse_election(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -202,6 +206,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         replication: shoal_jobs::spec::DEFAULT_REPLICATION,
         node_timeout: Duration::from_secs_f64(args.node_timeout.clamp(0.5, 3600.0)),
         voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
+        retain_jobs: args.retain_jobs.max(1),
     };
     let blobs = crate::blobs::Blobs::open(args.data.join("blobs"))
         .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;
@@ -283,6 +288,7 @@ async fn serve(
     tokio::spawn(crate::membership::run(Arc::clone(&node)));
     tokio::spawn(crate::manager::run(Arc::clone(&node)));
     tokio::spawn(crate::worker::run(Arc::clone(&node)));
+    tokio::spawn(crate::metrics::count_leader_changes(Arc::clone(&node)));
 
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({

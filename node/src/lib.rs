@@ -42,6 +42,7 @@ pub mod jobs_view;
 pub mod local_cluster;
 pub mod manager;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod rpc;
 pub mod run;

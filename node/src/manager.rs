@@ -124,6 +124,20 @@ pub async fn run(node: Arc<Node>) {
             }
             continue;
         }
+        let forget = {
+            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            beyond_retention(&applied.state.jobs, node.settings.retain_jobs)
+        };
+        if let Some(job) = forget {
+            debug!(%job, "forgetting an ended job beyond --retain-jobs");
+            if let Err(e) = node
+                .propose_once(&Command::Jobs(cluster::Command::Forget { job }))
+                .await
+            {
+                warn!(error = %e, "forgetting an old job failed; will retry");
+            }
+            continue;
+        }
         let nodes: Vec<NodeSlots> = {
             let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
             live_nodes(&node)
@@ -150,6 +164,21 @@ pub async fn run(node: Arc<Node>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The oldest ended job (by when it ended) when more than `keep` have ended.
+fn beyond_retention(jobs: &Cluster, keep: usize) -> Option<String> {
+    let mut ended: Vec<(u64, &String)> = jobs
+        .jobs
+        .values()
+        .filter(|j| j.state != JobState::Running)
+        .map(|j| (j.finished_ms.unwrap_or(j.submitted_ms), &j.id))
+        .collect();
+    if ended.len() <= keep {
+        return None;
+    }
+    ended.sort();
+    ended.first().map(|(_, id)| (*id).clone())
 }
 
 /// The peer id of member `id`, from the Raft membership.

@@ -71,6 +71,8 @@ pub struct Settings {
     /// A voter silent this long is replaced by a live learner, or removed while more than
     /// three voters remain.
     pub voter_grace: Duration,
+    /// Ended jobs the table keeps; older ones are forgotten (and their files deleted).
+    pub retain_jobs: usize,
 }
 
 /// A running node.
@@ -109,6 +111,8 @@ pub struct Node {
     /// The last heartbeat of each node and when it came (the leader hears every node's;
     /// every node records its own).
     pub heartbeats: Mutex<Heartbeats>,
+    /// Leader changes this node has seen (a leader elected where there was another or none).
+    pub leader_changes: AtomicU64,
     logged: Mutex<HashSet<String>>,
 }
 
@@ -156,6 +160,7 @@ impl Node {
             blobs,
             shuffle: ShuffleStats::default(),
             heartbeats: Mutex::new(BTreeMap::new()),
+            leader_changes: AtomicU64::new(0),
             started_ms: crate::manager::now_ms(),
             logged: Mutex::new(HashSet::new()),
         })
@@ -216,7 +221,39 @@ impl Node {
             .await
     }
 
-    /// Remember a node's heartbeat.
+    /// Every node's last heartbeat this node knows, with how long ago it came.
+    pub fn heard_heartbeats(&self) -> Vec<shoal_net::wire::HeardHeartbeat> {
+        let heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .values()
+            .map(|(at, hb)| shoal_net::wire::HeardHeartbeat {
+                ms_ago: at.elapsed().as_millis() as u64,
+                heartbeat: hb.clone(),
+            })
+            .collect()
+    }
+
+    /// Take the leader's copies of other nodes' heartbeats (newer than ours only).
+    pub fn merge_heartbeats(&self, list: Vec<shoal_net::wire::HeardHeartbeat>) {
+        let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for h in list {
+            if h.heartbeat.node_id == self.id {
+                continue;
+            }
+            let at = now
+                .checked_sub(std::time::Duration::from_millis(h.ms_ago))
+                .unwrap_or(now);
+            let newer = heard
+                .get(&h.heartbeat.node_id)
+                .is_none_or(|(old, _)| *old < at);
+            if newer {
+                heard.insert(h.heartbeat.node_id, (at, h.heartbeat));
+            }
+        }
+    }
+
+    /// Record a heartbeat (this node's own, or one sent to it as leader).
     pub fn record_heartbeat(&self, hb: Heartbeat) {
         self.heartbeats
             .lock()
@@ -362,7 +399,7 @@ impl Node {
             CtlRequest::Heartbeat(hb) => match self.cluster_id() {
                 Some(ours) if ours == hb.cluster_id => {
                     self.record_heartbeat(hb);
-                    CtlResponse::Ok
+                    CtlResponse::Heartbeats(self.heard_heartbeats())
                 }
                 Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
                 None => CtlResponse::Refused("this node has no cluster yet".into()),

@@ -65,6 +65,9 @@ pub struct StatusArgs {
     /// `submit --wait`).
     #[arg(long, requires = "job")]
     wait: bool,
+    /// Keep showing the cluster and the newest jobs, refreshed every second.
+    #[arg(long, conflicts_with_all = ["job", "json"])]
+    watch: bool,
     /// A job id: show that job and its tasks instead of the cluster.
     job: Option<String>,
 }
@@ -111,6 +114,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
     if let Some(job) = &args.job {
         return crate::client::job_status(&args.nodes, job, args.json, args.wait);
     }
+    if args.watch {
+        return watch(&args.nodes);
+    }
     let (body, _) = match get(&args.nodes, "/api/v1/cluster") {
         Ok(b) => b,
         Err(e) => {
@@ -136,31 +142,47 @@ pub fn run(args: StatusArgs) -> ExitCode {
 
 /// Print a cluster view as a table.
 pub fn print_view(v: &ClusterView) {
-    match &v.cluster_id {
-        Some(c) => println!(
+    print!("{}", view_text(v));
+}
+
+/// A cluster view as a table.
+pub fn view_text(v: &ClusterView) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = match &v.cluster_id {
+        Some(c) => writeln!(
+            out,
             "cluster {c}   term {}   applied {} (term {})   state {}",
             v.term, v.applied.index, v.applied.term, v.state_hash
         ),
-        None => println!(
+        None => writeln!(
+            out,
             "no cluster yet{}",
             v.status
                 .as_deref()
                 .map(|s| format!(": {s}"))
                 .unwrap_or_default()
         ),
-    }
-    match &v.leader {
-        Some(l) => println!("manager (leader): {}  {}", l.id, l.http),
-        None => println!("manager (leader): none yet"),
-    }
-    println!(
-        "{:<17} {:<10} {:<10} {:<10} {:>10}  HTTP",
-        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)"
+    };
+    let _ = match &v.leader {
+        Some(l) => writeln!(out, "manager (leader): {}  {}", l.id, l.http),
+        None => writeln!(out, "manager (leader): none yet"),
+    };
+    let _ = writeln!(
+        out,
+        "{:<17} {:<10} {:<10} {:<10} {:>10} {:>6}  HTTP",
+        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)", "SLOTS"
     );
     for n in &v.nodes {
         let me = if n.id == v.this.id { "*" } else { " " };
-        println!(
-            "{}{:<16} {:<10} {:<10} {:<10} {:>10}  {}",
+        let slots = n
+            .heartbeat
+            .as_ref()
+            .map(|h| format!("{}/{}", h.busy, h.slots))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{}{:<16} {:<10} {:<10} {:<10} {:>10} {:>6}  {}",
             me,
             n.id,
             n.membership.as_deref().unwrap_or("-"),
@@ -169,8 +191,48 @@ pub fn print_view(v: &ClusterView) {
             n.last_seen_ms_ago
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "-".into()),
+            slots,
             n.http
         );
+    }
+    out
+}
+
+/// `shoal status --watch`: the cluster and the newest jobs, every second — redrawn in place
+/// on a terminal, printed again only when it changed when piped. Runs until interrupted.
+fn watch(nodes: &NodeUrls) -> ExitCode {
+    use std::io::IsTerminal;
+    let mut client = match crate::client::Client::new(nodes) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoal status: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let wait = std::time::Duration::from_secs(5);
+        let text = match (
+            client.get_json("/api/v1/cluster", wait),
+            client.get_json("/api/v1/jobs", wait),
+        ) {
+            (Ok(c), Ok(j)) => match serde_json::from_value::<ClusterView>(c) {
+                Ok(v) => format!("{}\n{}", view_text(&v), crate::client::jobs_text(&j, 15)),
+                Err(e) => format!("unexpected answer from the node: {e}\n"),
+            },
+            (Err(e), _) | (_, Err(e)) => format!("{e}\n"),
+        };
+        if text != last {
+            if tty {
+                print!("\x1b[H\x1b[2J{text}");
+            } else {
+                println!("{text}");
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            last = text;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 

@@ -272,6 +272,22 @@ pub async fn run(node: Arc<Node>) {
                 }
             });
         }
+        let forgotten: Vec<String> = {
+            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            cleaned
+                .iter()
+                .filter(|j| !applied.state.jobs.jobs.contains_key(*j))
+                .cloned()
+                .collect()
+        };
+        for job in forgotten {
+            cleaned.remove(&job);
+            let node = Arc::clone(&node);
+            tokio::task::spawn_blocking(move || {
+                let freed = node.blobs.remove_job(&job);
+                info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
+            });
+        }
         for (job, keep) in to_clean {
             cleaned.insert(job.clone());
             started.retain(|k| k.job != job);
@@ -336,12 +352,14 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
         // next one needs.
         let node = Arc::clone(&node);
         tokio::spawn(async move {
-            if let Err(e) = node
+            match node
                 .net
                 .ctl(&to, CtlRequest::Heartbeat(hb), HEARTBEAT)
                 .await
             {
-                debug!(error = %e, "heartbeat not delivered");
+                Ok(shoal_net::wire::CtlResponse::Heartbeats(all)) => node.merge_heartbeats(all),
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "heartbeat not delivered"),
             }
         });
     }

@@ -16,6 +16,16 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("command starts")
 }
 
+/// The job id `shoal submit` prints first on stdout (empty if it printed none).
+pub fn job_id(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 /// Stdout and stderr of an output, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

@@ -74,6 +74,7 @@ async fn start_node(
         replication: 0,
         node_timeout: Duration::from_secs(5),
         voter_grace: Duration::from_secs(30),
+        retain_jobs: 100,
     };
     let blobs = crate::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(

@@ -1,0 +1,312 @@
+//! `GET /metrics`: the node and the cluster as this node sees them, in Prometheus' text
+//! format. Job and task figures come from the replicated job table (the same on every node);
+//! shuffle bytes, peers and Raft figures are this node's own; slots are per node, from the
+//! heartbeats this node has heard (the leader hears every node's).
+//!
+//! The invariant: every family has one `# HELP` and one `# TYPE` line before its samples,
+//! label values are escaped, and names follow Prometheus' conventions (`_total` counters,
+//! `_seconds`, `_bytes`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use shoal_jobs::cluster::{Cluster, JobState, TaskKind, TaskState};
+
+use crate::node::Node;
+use crate::view::hex;
+
+/// Upper bounds of the task-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+
+/// Run forever: count the leader changes this node sees.
+pub async fn count_leader_changes(node: Arc<Node>) {
+    let h = node.raft_started().await;
+    let mut changes = h.raft.metrics();
+    let mut last = None;
+    loop {
+        let leader = shoal_raft::metrics(&h.raft).current_leader;
+        if leader.is_some() && leader != last {
+            node.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        last = leader.or(last);
+        crate::node::next_change(&mut changes, std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// A metrics page being written.
+struct Page(String);
+
+impl Page {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn kind_name(k: TaskKind) -> &'static str {
+    match k {
+        TaskKind::Map => "map",
+        TaskKind::Reduce => "reduce",
+    }
+}
+
+/// The job table's families.
+fn jobs(page: &mut Page, table: &Cluster) {
+    page.family("shoal_jobs", "gauge", "Jobs in the job table, by state.");
+    for (state, label) in [
+        (JobState::Running, "running"),
+        (JobState::Succeeded, "succeeded"),
+        (JobState::Failed, "failed"),
+        (JobState::Killed, "killed"),
+    ] {
+        let n = table.jobs.values().filter(|j| j.state == state).count();
+        page.sample("shoal_jobs", &[("state", label)], n as f64);
+    }
+    page.family(
+        "shoal_tasks",
+        "gauge",
+        "Tasks of the jobs in the table, by kind and state.",
+    );
+    for kind in [TaskKind::Map, TaskKind::Reduce] {
+        for (state, label) in [
+            (TaskState::Pending, "pending"),
+            (TaskState::Running, "running"),
+            (TaskState::Done, "done"),
+            (TaskState::Failed, "failed"),
+        ] {
+            let n = table
+                .jobs
+                .values()
+                .flat_map(|j| j.maps.iter().chain(&j.reduces))
+                .filter(|t| t.kind == kind && t.state == state)
+                .count();
+            page.sample(
+                "shoal_tasks",
+                &[("kind", kind_name(kind)), ("state", label)],
+                n as f64,
+            );
+        }
+    }
+    page.family(
+        "shoal_task_attempts",
+        "gauge",
+        "Attempts of the jobs in the table, by kind and outcome.",
+    );
+    for kind in [TaskKind::Map, TaskKind::Reduce] {
+        let attempts = || {
+            table
+                .jobs
+                .values()
+                .flat_map(|j| j.maps.iter().chain(&j.reduces))
+                .filter(move |t| t.kind == kind)
+                .flat_map(|t| t.attempts.iter())
+        };
+        for (label, n) in [
+            (
+                "running",
+                attempts().filter(|a| a.state == TaskState::Running).count(),
+            ),
+            (
+                "done",
+                attempts().filter(|a| a.state == TaskState::Done).count(),
+            ),
+            (
+                "failed",
+                attempts()
+                    .filter(|a| a.state == TaskState::Failed && !a.lost)
+                    .count(),
+            ),
+            ("lost", attempts().filter(|a| a.lost).count()),
+            ("backup", attempts().filter(|a| a.backup).count()),
+        ] {
+            page.sample(
+                "shoal_task_attempts",
+                &[("kind", kind_name(kind)), ("outcome", label)],
+                n as f64,
+            );
+        }
+    }
+    page.family(
+        "shoal_task_duration_seconds",
+        "histogram",
+        "Durations of the successful attempts of the jobs in the table.",
+    );
+    for kind in [TaskKind::Map, TaskKind::Reduce] {
+        let took: Vec<f64> = table
+            .jobs
+            .values()
+            .flat_map(|j| j.maps.iter().chain(&j.reduces))
+            .filter(|t| t.kind == kind)
+            .flat_map(|t| t.attempts.iter())
+            .filter(|a| a.state == TaskState::Done)
+            .map(|a| a.end_ms.unwrap_or(a.start_ms).saturating_sub(a.start_ms) as f64 / 1000.0)
+            .collect();
+        let k = kind_name(kind);
+        for le in BUCKETS {
+            let n = took.iter().filter(|&&t| t <= le).count();
+            page.sample(
+                "shoal_task_duration_seconds_bucket",
+                &[("kind", k), ("le", &le.to_string())],
+                n as f64,
+            );
+        }
+        page.sample(
+            "shoal_task_duration_seconds_bucket",
+            &[("kind", k), ("le", "+Inf")],
+            took.len() as f64,
+        );
+        page.sample(
+            "shoal_task_duration_seconds_sum",
+            &[("kind", k)],
+            took.iter().sum(),
+        );
+        page.sample(
+            "shoal_task_duration_seconds_count",
+            &[("kind", k)],
+            took.len() as f64,
+        );
+    }
+    page.family(
+        "shoal_job_counter",
+        "gauge",
+        "Counters of each job's successful attempts, as its JSON shows them.",
+    );
+    for j in table.jobs.values() {
+        for (group, names) in &j.counters.0 {
+            for (name, v) in names {
+                page.sample(
+                    "shoal_job_counter",
+                    &[("job", &j.id), ("group", group), ("name", name)],
+                    *v as f64,
+                );
+            }
+        }
+    }
+}
+
+/// The whole page.
+pub fn render(node: &Node) -> String {
+    let mut page = Page(String::new());
+    if let Some(h) = node.raft.get() {
+        {
+            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            jobs(&mut page, &applied.state.jobs);
+        }
+        let m = shoal_raft::metrics(&h.raft);
+        page.family("shoal_raft_term", "gauge", "This node's current Raft term.");
+        page.sample("shoal_raft_term", &[], m.current_term as f64);
+        page.family(
+            "shoal_raft_applied_index",
+            "gauge",
+            "Index of the last log entry this node applied.",
+        );
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        page.sample("shoal_raft_applied_index", &[], applied as f64);
+        page.family(
+            "shoal_raft_is_leader",
+            "gauge",
+            "1 on the leader (the manager), else 0.",
+        );
+        let leads = m.current_leader == Some(node.id);
+        page.sample("shoal_raft_is_leader", &[], if leads { 1.0 } else { 0.0 });
+    }
+    page.family(
+        "shoal_raft_leader_changes_total",
+        "counter",
+        "Leaders this node has seen elected since it started.",
+    );
+    let changes = node.leader_changes.load(Ordering::Relaxed);
+    page.sample("shoal_raft_leader_changes_total", &[], changes as f64);
+    page.family(
+        "shoal_peers_connected",
+        "gauge",
+        "Peers of this node's cluster it has heard from within --node-timeout.",
+    );
+    page.sample("shoal_peers_connected", &[], node.hellos().len() as f64);
+    page.family(
+        "shoal_shuffle_fetched_bytes_total",
+        "counter",
+        "Map output this node's reduces fetched from other nodes.",
+    );
+    let fetched = node.shuffle.fetched_bytes.load(Ordering::Relaxed);
+    page.sample("shoal_shuffle_fetched_bytes_total", &[], fetched as f64);
+    page.family(
+        "shoal_shuffle_local_bytes_total",
+        "counter",
+        "Map output this node's reduces read from its own store.",
+    );
+    let local = node.shuffle.local_bytes.load(Ordering::Relaxed);
+    page.sample("shoal_shuffle_local_bytes_total", &[], local as f64);
+    let beats: Vec<(u64, u32, u32)> = {
+        let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .iter()
+            .map(|(id, (_, hb))| (*id, hb.slots, hb.busy))
+            .collect()
+    };
+    page.family(
+        "shoal_node_slots",
+        "gauge",
+        "Task slots of each node this node has heard from.",
+    );
+    for (id, slots, _) in &beats {
+        page.sample(
+            "shoal_node_slots",
+            &[("node", &hex(*id))],
+            f64::from(*slots),
+        );
+    }
+    page.family(
+        "shoal_node_slots_busy",
+        "gauge",
+        "Busy task slots of each node, at its last heartbeat.",
+    );
+    for (id, _, busy) in &beats {
+        page.sample(
+            "shoal_node_slots_busy",
+            &[("node", &hex(*id))],
+            f64::from(*busy),
+        );
+    }
+    page.0
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&node),
+    )
+        .into_response()
+}

@@ -1,0 +1,99 @@
+"""Drive a follower's dashboard in headless Chromium while a job runs (tests/dashboard.rs).
+
+argv: URL JOB_ID JOB_NAME SCREENSHOT_DIR. Prints SUCCEEDED once the job page shows the job
+succeeded, then reads `KILLED <leader id>` from stdin and prints `NEW_LEADER <id>` once the
+page names another leader. Exits non-zero with the reason on any failed check.
+"""
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+url, job, name, shots = sys.argv[1:5]
+
+
+def wait(what, check, limit=120):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+        except Exception:  # the page is being redrawn
+            pass
+        time.sleep(0.1)
+    sys.exit(f"timed out waiting for {what}")
+
+
+opts = webdriver.ChromeOptions()
+for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
+    opts.add_argument(a)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+try:
+    driver.get(url + "/#/")
+
+    def progress():
+        row = driver.find_element(By.CSS_SELECTOR, f'[data-job="{job}"]').find_element(By.XPATH, "../..")
+        cells = row.find_elements(By.TAG_NAME, "td")
+        done, total = cells[3].text.split()[-1].split("/")
+        return cells, int(done), int(total), cells[2].text
+
+    first = wait("the job in the jobs list", progress)
+    seen = [first[1]]
+    # The name is shown as text: markup in it is neither rendered nor run.
+    if first[0][1].text != name:
+        sys.exit(f"the job's name shows as {first[0][1].text!r}, not {name!r}")
+    if driver.execute_script("return window.pwned") is not None:
+        sys.exit("a script in the job's name ran")
+
+    def rose():
+        _, done, total, state = progress()
+        seen.append(done)
+        return state == "succeeded" or done > seen[0]
+
+    wait("map progress to rise", rose)
+    wait("the job to succeed in the list", lambda: progress()[3] == "succeeded")
+    if max(seen) <= min(seen) and min(seen) != progress()[2]:
+        sys.exit(f"progress never rose: {seen}")
+    # A follower shows every node's heartbeat (slots busy/total), not just its own.
+    def slots_known():
+        rows = driver.find_elements(By.CSS_SELECTOR, "#nodes tr")[1:]
+        cells = [r.find_elements(By.TAG_NAME, "td")[6].text for r in rows]
+        return len(cells) == 3 and all("/" in c for c in cells)
+
+    wait("every node's slots on the follower's page", slots_known, limit=30)
+    driver.save_screenshot(f"{shots}/cluster.png")
+
+    driver.get(url + f"/#/job/{job}")
+    wait("the job page", lambda: driver.find_element(By.ID, "job-state").text == "succeeded")
+    segs = driver.find_elements(By.CSS_SELECTOR, "#timeline .seg.done")
+    if not segs:
+        sys.exit("the job page has no attempts in its timeline")
+    driver.save_screenshot(f"{shots}/job.png")
+
+    # An unknown job: the page says so.
+    driver.get(url + "/#/job/j-nosuchjob")
+    wait("the unknown job's error", lambda: "no job" in driver.find_element(By.ID, "job-error").text.lower()
+         or "not found" in driver.find_element(By.ID, "job-error").text.lower())
+
+    # A bad form: refused with the node's reason, shown as text.
+    driver.get(url + "/#/")
+    wait("the submit form", lambda: driver.find_element(By.ID, "submit"))
+    driver.find_element(By.CSS_SELECTOR, "#submit button").click()
+    wait("the refusal", lambda: driver.find_element(By.ID, "submit-result").text.startswith("refused"))
+
+    old_leader = driver.find_element(By.ID, "leader").get_attribute("data-leader")
+    print("SUCCEEDED", old_leader, flush=True)
+    line = sys.stdin.readline().split()
+    if line[:1] != ["KILLED"]:
+        sys.exit(f"expected KILLED, got {line}")
+    killed = line[1]
+    new = wait("the page to name a new leader",
+               lambda: (lambda l: l if l and l != killed else None)(
+                   driver.find_element(By.ID, "leader").get_attribute("data-leader")), limit=60)
+    driver.save_screenshot(f"{shots}/failover.png")
+    print("NEW_LEADER", new, flush=True)
+finally:
+    driver.quit()
