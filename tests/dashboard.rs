@@ -171,6 +171,14 @@ fn metrics_errors_watch_and_retention() {
     assert!(sample(&scrape, "shoal_raft_term", &[]).unwrap() >= 1.0);
     assert!(sample(&scrape, "shoal_raft_leader_changes_total", &[]).unwrap() >= 1.0);
     assert_eq!(sample(&scrape, "shoal_peers_connected", &[]), Some(2.0));
+    for family in [
+        "shoal_node_slots",
+        "shoal_node_slots_busy",
+        "shoal_node_disk_bytes",
+    ] {
+        let n = scrape.samples.iter().filter(|s| s.metric == family).count();
+        assert_eq!(n, 3, "{family}: one sample per node, a follower included");
+    }
 
     // Errors are JSON with the right status.
     let (status, v) = http_get(&nodes[0].http, "/api/v1/jobs/j-nosuchjob").unwrap();

@@ -107,6 +107,10 @@ pub struct Heartbeat {
     pub busy: u32,
     /// Its running attempts.
     pub running: Vec<RunningAttempt>,
+    /// Bytes its object store holds (splits, map outputs, part files), measured every few
+    /// seconds.
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 /// One running attempt, as a heartbeat reports it.

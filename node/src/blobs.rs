@@ -135,6 +135,11 @@ impl Blobs {
         self.path(job).map_or(0, |dir| remove(&dir))
     }
 
+    /// Bytes stored here (walks the store: call it now and then, off the runtime).
+    pub fn used_bytes(&self) -> u64 {
+        du(&self.root)
+    }
+
     /// Remove what a previous process of this node left half-done: attempt directories and
     /// objects never committed. Nothing in flight survives a restart. Returns the bytes freed.
     pub fn sweep(&self) -> u64 {

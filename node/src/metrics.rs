@@ -265,36 +265,36 @@ pub fn render(node: &Node) -> String {
     );
     let local = node.shuffle.local_bytes.load(Ordering::Relaxed);
     page.sample("shoal_shuffle_local_bytes_total", &[], local as f64);
-    let beats: Vec<(u64, u32, u32)> = {
+    let beats: Vec<(u64, shoal_net::wire::Heartbeat)> = {
         let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         heard
             .iter()
-            .map(|(id, (_, hb))| (*id, hb.slots, hb.busy))
+            .map(|(id, (_, hb))| (*id, hb.clone()))
             .collect()
     };
-    page.family(
-        "shoal_node_slots",
-        "gauge",
-        "Task slots of each node this node has heard from.",
-    );
-    for (id, slots, _) in &beats {
-        page.sample(
+    type PerNode = fn(&shoal_net::wire::Heartbeat) -> f64;
+    let per_node: [(&str, &str, PerNode); 3] = [
+        (
             "shoal_node_slots",
-            &[("node", &hex(*id))],
-            f64::from(*slots),
-        );
-    }
-    page.family(
-        "shoal_node_slots_busy",
-        "gauge",
-        "Busy task slots of each node, at its last heartbeat.",
-    );
-    for (id, _, busy) in &beats {
-        page.sample(
+            "Task slots of each node this node has heard from.",
+            |hb| f64::from(hb.slots),
+        ),
+        (
             "shoal_node_slots_busy",
-            &[("node", &hex(*id))],
-            f64::from(*busy),
-        );
+            "Busy task slots of each node, at its last heartbeat.",
+            |hb| f64::from(hb.busy),
+        ),
+        (
+            "shoal_node_disk_bytes",
+            "Bytes each node's object store holds, at its last heartbeat.",
+            |hb| hb.disk_bytes as f64,
+        ),
+    ];
+    for (name, help, value) in per_node {
+        page.family(name, "gauge", help);
+        for (id, hb) in &beats {
+            page.sample(name, &[("node", &hex(*id))], value(hb));
+        }
     }
     page.0
 }

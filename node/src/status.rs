@@ -170,8 +170,8 @@ pub fn view_text(v: &ClusterView) -> String {
     };
     let _ = writeln!(
         out,
-        "{:<17} {:<10} {:<10} {:<10} {:>10} {:>6}  HTTP",
-        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)", "SLOTS"
+        "{:<17} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10}  HTTP",
+        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)", "SLOTS", "DISK (MiB)"
     );
     for n in &v.nodes {
         let me = if n.id == v.this.id { "*" } else { " " };
@@ -180,9 +180,14 @@ pub fn view_text(v: &ClusterView) -> String {
             .as_ref()
             .map(|h| format!("{}/{}", h.busy, h.slots))
             .unwrap_or_else(|| "-".into());
+        let disk = n
+            .heartbeat
+            .as_ref()
+            .map(|h| format!("{:.1}", h.disk_bytes as f64 / f64::from(1u32 << 20)))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{}{:<16} {:<10} {:<10} {:<10} {:>10} {:>6}  {}",
+            "{}{:<16} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10}  {}",
             me,
             n.id,
             n.membership.as_deref().unwrap_or("-"),
@@ -192,6 +197,7 @@ pub fn view_text(v: &ClusterView) -> String {
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "-".into()),
             slots,
+            disk,
             n.http
         );
     }

@@ -44,6 +44,9 @@ pub struct HeartbeatView {
     pub busy: u32,
     /// Its running attempts with their progress.
     pub running: Vec<shoal_net::wire::RunningAttempt>,
+    /// Bytes its object store holds.
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
@@ -54,6 +57,7 @@ fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
         slots: hb.slots,
         busy: hb.busy,
         running: hb.running.clone(),
+        disk_bytes: hb.disk_bytes,
     })
 }
 

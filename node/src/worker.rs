@@ -310,8 +310,18 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// a copy here).
 async fn heartbeats(node: Arc<Node>, running: Running) {
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let disk = Arc::new(AtomicU64::new(0));
+    let mut beats = 0u64;
     loop {
         tick.tick().await;
+        // The store's size, every tenth beat, off the runtime.
+        if beats.is_multiple_of(10) {
+            let (node, disk) = (Arc::clone(&node), Arc::clone(&disk));
+            tokio::task::spawn_blocking(move || {
+                disk.store(node.blobs.used_bytes(), Ordering::Relaxed)
+            });
+        }
+        beats += 1;
         let Some(cluster_id) = node.cluster_id() else {
             continue;
         };
@@ -334,6 +344,7 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
             slots: node.settings.slots,
             busy: node.pool.busy() as u32,
             running: attempts,
+            disk_bytes: disk.load(Ordering::Relaxed),
         };
         node.record_heartbeat(hb.clone());
         let Some(h) = node.raft.get() else { continue };
