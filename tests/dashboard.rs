@@ -334,4 +334,36 @@ fn a_follower_s_dashboard_shows_a_job_succeed_and_the_next_leader() {
         assert!(len > 10_000, "{png} saved ({len} bytes)");
     }
     println!("screenshots in {}", shots.display());
+
+    // A node with an API token: the page asks for it once and then shows the cluster.
+    let token_file = dir.path().join("api.token");
+    std::fs::write(&token_file, "dashboard-token-0123456789\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("guarded")).unwrap();
+    let guarded = NodeProc::start(
+        &dir.path().join("guarded"),
+        "g1",
+        &[
+            "--expect".into(),
+            "1".into(),
+            "--api-token".into(),
+            token_file.to_string_lossy().into_owned(),
+        ],
+    );
+    let o = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/dashboard.py"
+        ))
+        .args([
+            "token",
+            &format!("http://{}", guarded.http),
+            "dashboard-token-0123456789",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("TOKEN_OK"),
+        "the page asked for the token once: {}",
+        text(&o)
+    );
 }

@@ -1,10 +1,11 @@
 //! The HTTP API's token. Submitting a job runs code on every node, so an API reachable from
 //! beyond this machine must not be open: a node whose `--http` is not a loopback address
 //! refuses to start without `--api-token FILE`, and with a token every request must carry
-//! `Authorization: Bearer TOKEN` or is answered 401.
+//! `Authorization: Bearer TOKEN` or is answered 401 — all but the dashboard's page, which
+//! holds no data and asks the user for the token.
 //!
-//! The invariant: with a token set, no route answers anything but 401 to a request without
-//! it, and the comparison takes the same time whatever the guess.
+//! The invariant: with a token set, no route but `GET /` answers anything but 401 to a
+//! request without it, and the comparison takes the same time whatever the guess.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,8 +59,12 @@ fn same(given: &[u8], want: &[u8]) -> bool {
             == 0
 }
 
-/// Middleware: answer 401 unless the request carries the bearer token.
+/// Middleware: answer 401 unless the request carries the bearer token — except the
+/// dashboard's page itself (`GET /`), which holds no data and asks for the token.
 pub async fn require(token: Arc<str>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/" && req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

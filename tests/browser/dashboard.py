@@ -11,7 +11,11 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-url, job, name, shots = sys.argv[1:5]
+TOKEN_MODE = sys.argv[1] == "token"
+if TOKEN_MODE:
+    url, token = sys.argv[2:4]
+else:
+    url, job, name, shots = sys.argv[1:5]
 
 
 def wait(what, check, limit=120):
@@ -30,8 +34,24 @@ def wait(what, check, limit=120):
 opts = webdriver.ChromeOptions()
 for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
     opts.add_argument(a)
+# Keep a prompt open until this script answers it.
+opts.set_capability("unhandledPromptBehavior", "ignore")
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 try:
+    if TOKEN_MODE:
+        # A node with --api-token: the page asks once, then shows the cluster.
+        driver.get(url + "/#/")
+        alert = wait("the token prompt", lambda: driver.switch_to.alert, limit=30)
+        alert.send_keys(token)
+        alert.accept()
+        wait("the cluster behind the token",
+             lambda: driver.find_element(By.ID, "cluster").text not in ("", "…", "none yet"), limit=30)
+        driver.refresh()
+        wait("the cluster after a reload, without asking again",
+             lambda: driver.find_element(By.ID, "cluster").text not in ("", "…", "none yet"), limit=30)
+        print("TOKEN_OK", flush=True)
+        sys.exit(0)
+
     driver.get(url + "/#/")
 
     def progress():
