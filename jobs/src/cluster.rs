@@ -98,6 +98,14 @@ impl Attempt {
             backup,
         }
     }
+
+    /// End a running attempt as failed at `at_ms`; `lost` when it was not its own fault.
+    fn fail(&mut self, at_ms: u64, error: String, lost: bool) {
+        self.state = TaskState::Failed;
+        self.end_ms = Some(at_ms);
+        self.error = Some(error);
+        self.lost = lost;
+    }
 }
 
 /// A map or reduce task.
@@ -502,10 +510,11 @@ impl Cluster {
                     .iter_mut()
                     .filter(|o| o.state == TaskState::Running)
                 {
-                    other.state = TaskState::Failed;
-                    other.end_ms = Some(at_ms);
-                    other.error = Some(format!("superseded: attempt {attempt} finished first"));
-                    other.lost = true;
+                    other.fail(
+                        at_ms,
+                        format!("superseded: attempt {attempt} finished first"),
+                        true,
+                    );
                 }
                 task.holders = if holders.is_empty() {
                     vec![winner]
@@ -543,12 +552,9 @@ impl Cluster {
                 let Some(a) = task.running(attempt) else {
                     return ignored(format!("attempt {attempt} of {} is not running", task.id()));
                 };
-                a.state = TaskState::Failed;
-                a.end_ms = Some(at_ms);
-                a.error = Some(error.clone());
+                a.fail(at_ms, error.clone(), lost);
                 a.exit = exit;
                 a.stderr_tail = stderr_tail;
-                a.lost = lost;
                 if task.running_attempts().next().is_some() {
                     // Its racing twin carries on.
                 } else if task.counted_attempts() >= max {
@@ -580,10 +586,7 @@ impl Cluster {
                             .iter_mut()
                             .filter(|a| a.node == node && a.state == TaskState::Running)
                         {
-                            a.state = TaskState::Failed;
-                            a.end_ms = Some(at_ms);
-                            a.error = Some(why.clone());
-                            a.lost = true;
+                            a.fail(at_ms, why.clone(), true);
                             ended = true;
                         }
                         if ended {
@@ -654,9 +657,7 @@ impl Cluster {
                         .iter_mut()
                         .filter(|a| a.state == TaskState::Running)
                     {
-                        a.state = TaskState::Failed;
-                        a.end_ms = Some(at_ms);
-                        a.error = Some("job killed".into());
+                        a.fail(at_ms, "job killed".into(), false);
                     }
                 }
                 j.state = JobState::Killed;

@@ -152,7 +152,7 @@ pub async fn submit(State(node): State<Arc<Node>>, multipart: Multipart) -> Resp
         Err(Rejected(status, msg)) => {
             let blobs = node.blobs.clone();
             let j = job.clone();
-            let _ = tokio::task::spawn_blocking(move || blobs.remove_job_scratch(&j, &[])).await;
+            let _ = tokio::task::spawn_blocking(move || blobs.remove_job(&j)).await;
             error(status, &msg)
         }
     }

@@ -176,9 +176,15 @@ pub async fn run(node: Arc<Node>) {
         let mut to_start = Vec::new();
         let mut to_clean = Vec::new();
         let mut stale = Vec::new();
+        let forgotten: Vec<String>;
         {
             let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
             let jobs = &applied.state.jobs;
+            forgotten = cleaned
+                .iter()
+                .filter(|j| !jobs.jobs.contains_key(*j))
+                .cloned()
+                .collect();
             for job in jobs.jobs.values() {
                 if job.state != JobState::Running {
                     if !cleaned.contains(&job.id) {
@@ -272,14 +278,6 @@ pub async fn run(node: Arc<Node>) {
                 }
             });
         }
-        let forgotten: Vec<String> = {
-            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
-            cleaned
-                .iter()
-                .filter(|j| !applied.state.jobs.jobs.contains_key(*j))
-                .cloned()
-                .collect()
-        };
         for job in forgotten {
             cleaned.remove(&job);
             let node = Arc::clone(&node);

@@ -123,16 +123,7 @@ impl Lan {
                     &inside,
                 ]);
                 ip(&["-n", &router, "link", "set", &inside, "up"]);
-                ip(&[
-                    "-n",
-                    &switch,
-                    "link",
-                    "set",
-                    &port,
-                    "master",
-                    &format!("br{s}"),
-                ]);
-                ip(&["-n", &switch, "link", "set", &port, "up"]);
+                lan.plug(&port, s);
             }
         }
         lan
@@ -189,19 +180,17 @@ impl Lan {
                 &format!("10.77.{subnet}.254"),
             ]);
         }
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &port,
-            "master",
-            &format!("br{subnet}"),
-        ]);
-        ip(&["-n", &self.switch, "link", "set", &port, "up"]);
+        self.plug(&port, subnet);
         let h = Host { ns, addr, port: i };
         self.hosts.push(h.clone());
         h
+    }
+
+    /// Attach switch-side `port` to subnet `subnet`'s bridge, and turn it on.
+    fn plug(&self, port: &str, subnet: usize) {
+        let bridge = format!("br{subnet}");
+        ip(&["-n", &self.switch, "link", "set", port, "master", &bridge]);
+        ip(&["-n", &self.switch, "link", "set", port, "up"]);
     }
 
     /// Pull `host`'s cable (its switch port goes down) or plug it back.
