@@ -148,3 +148,54 @@ fn a_failed_job_exits_1_with_the_reason() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("exited with status 4"), "{err}");
 }
+
+/// `shoal sim ARGS…`: (exit code, stdout, stderr).
+fn sim(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = shoal().arg("sim").args(args).output().expect("shoal runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sim_passes_a_seed_and_names_the_failing_one_with_its_command() {
+    let (code, out, err) = sim(&["--seed", "4", "--steps", "30"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("seed     4: ok"), "{out}");
+    assert!(out.contains("1 seeds: 0 with a violation"), "{out}");
+
+    let (code, out, err) = sim(&[
+        "--seeds",
+        "1..3",
+        "--plant",
+        "apply-out-of-order",
+        "--tail",
+        "5",
+    ]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("VIOLATION of logs_agree"), "{out}");
+    assert!(out.contains("invariant logs_agree violated at"), "{out}");
+    assert!(
+        out.contains("reproduce with: shoal sim --seed 1 --nodes 5 --jobs 4 --faults crash,kill,partition,oneway,loss,dup,delay --steps 60 --deadline 300 --plant apply-out-of-order"),
+        "{out}"
+    );
+    assert!(out.contains("last 5 of "), "{out}");
+}
+
+#[test]
+fn sim_usage_errors_exit_2() {
+    for args in [
+        &["--faults", "meteor"][..],
+        &["--seeds", "5..2"],
+        &["--plant", "nothing"],
+        &["--nodes", "0"],
+    ] {
+        let (code, out, err) = sim(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+    }
+    let (code, out, _) = sim(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("--plant") && out.contains("--seeds"), "{out}");
+}

@@ -84,7 +84,7 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    fn start(attempt: u32, node: NodeId, at_ms: u64, backup: bool) -> Attempt {
+    pub(crate) fn start(attempt: u32, node: NodeId, at_ms: u64, backup: bool) -> Attempt {
         Attempt {
             attempt,
             node,
@@ -130,7 +130,7 @@ pub struct Task {
 }
 
 impl Task {
-    fn new(kind: TaskKind, index: u32) -> Task {
+    pub(crate) fn new(kind: TaskKind, index: u32) -> Task {
         Task {
             kind,
             index,
@@ -245,6 +245,9 @@ impl Job {
     /// Put finished map `index` back to pending because its output is gone — unless every
     /// reduce is already done. Its counters are taken back; the re-run adds them again.
     fn rerun_map(&mut self, index: u32, at_ms: u64, why: &str) -> bool {
+        if crate::planted::active(crate::planted::Bug::NoRerun) {
+            return false;
+        }
         if self.reduces.iter().all(|t| t.state == TaskState::Done) {
             return false;
         }
@@ -498,7 +501,15 @@ impl Cluster {
                 let Some(task) = j.task_mut(kind, index) else {
                     return ignored("no such task");
                 };
-                let Some(a) = task.running(attempt) else {
+                let planted = crate::planted::active(crate::planted::Bug::FinishAnyAttempt);
+                let found = if planted {
+                    task.attempts
+                        .iter_mut()
+                        .find(|a| a.attempt == attempt && a.state != TaskState::Done)
+                } else {
+                    task.running(attempt)
+                };
+                let Some(a) = found else {
                     return ignored(format!("attempt {attempt} of {} is not running", task.id()));
                 };
                 a.state = TaskState::Done;

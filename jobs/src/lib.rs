@@ -12,6 +12,7 @@
 //! - [`streaming`]: running an external mapper/reducer under the Hadoop Streaming contract.
 //! - [`apps`]: the native [`apps::App`] trait and the built-in apps.
 //! - [`task`]: the per-task units: a map task over one split, a reduce task over sorted runs.
+//! - [`planted`]: bugs the simulator plants to show its invariants fire (off elsewhere).
 //! - [`pool`]: the task pool that runs user code away from any async runtime.
 //! - [`cluster`]: the replicated job table (jobs, tasks, attempts) and its commands.
 //! - [`scheduler`]: the manager's pure `plan(&Cluster, nodes, now) -> Vec<Command>`.
@@ -28,6 +29,7 @@ pub mod counters;
 pub mod error;
 pub mod local;
 pub mod partition;
+pub mod planted;
 pub mod pool;
 pub mod record;
 pub mod scheduler;

@@ -15,7 +15,7 @@
 //!
 //! The invariant: `plan` is deterministic — ordered maps only, no clock but `now_ms`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{Cluster, Command, Job, JobState, NodeId, Task, TaskKind, TaskState};
 
@@ -80,10 +80,13 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
     out
 }
 
-/// Live nodes' slots and how many of them running attempts use.
+/// Live nodes' slots and how many of them running attempts use; the nodes with a free slot
+/// ordered by (busy, id), so each assignment costs a few set operations, not a pass over
+/// every node (1,000 nodes × 4,000 free slots is one `plan`).
 struct Slots {
     busy: BTreeMap<NodeId, u32>,
     slots: BTreeMap<NodeId, u32>,
+    free: BTreeSet<(u32, NodeId)>,
 }
 
 impl Slots {
@@ -102,8 +105,13 @@ impl Slots {
                 }
             }
         }
-        let slots = nodes.iter().map(|n| (n.node, n.slots)).collect();
-        Slots { busy, slots }
+        let slots: BTreeMap<NodeId, u32> = nodes.iter().map(|n| (n.node, n.slots)).collect();
+        let free = busy
+            .iter()
+            .filter(|&(n, &b)| slots.get(n).copied().unwrap_or(0) > b)
+            .map(|(&n, &b)| (b, n))
+            .collect();
+        Slots { busy, slots, free }
     }
 
     /// Take a free slot for a new attempt of `task`, never on `not`; candidates by
@@ -117,18 +125,39 @@ impl Slots {
             TaskKind::Reduce => &[],
         };
         let tried: Vec<NodeId> = task.attempts.iter().map(|a| a.node).collect();
-        let node = self
-            .busy
-            .iter()
-            .filter(|&(&n, &b)| Some(n) != not && self.slots.get(&n).copied().unwrap_or(0) > b)
-            .min_by_key(|&(&n, &b)| (tried.contains(&n), !holders.contains(&n), b, n))
-            .map(|(&n, _)| n)?;
-        *self.busy.entry(node).or_default() += 1;
+        let allowed = |n: NodeId| Some(n) != not;
+        let free_holder = |want_tried: bool| {
+            holders
+                .iter()
+                .filter(|&&h| allowed(h) && tried.contains(&h) == want_tried)
+                .filter_map(|&h| {
+                    let b = *self.busy.get(&h)?;
+                    self.free.contains(&(b, h)).then_some((b, h))
+                })
+                .min()
+        };
+        let first_free = |want_tried: bool| {
+            self.free
+                .iter()
+                .find(|&&(_, n)| allowed(n) && tried.contains(&n) == want_tried)
+                .copied()
+        };
+        // Untried holders, then any untried node (the holders among them came first), then
+        // tried holders, then any tried node.
+        let (b, node) = free_holder(false)
+            .or_else(|| first_free(false))
+            .or_else(|| free_holder(true))
+            .or_else(|| first_free(true))?;
+        self.free.remove(&(b, node));
+        let b = b + 1;
+        self.busy.insert(node, b);
+        if self.slots.get(&node).copied().unwrap_or(0) > b {
+            self.free.insert((b, node));
+        }
         Some(node)
     }
 }
 
-/// The tasks of `job`'s current phase worth a backup attempt now, slowest first, with the
 /// node their one attempt runs on.
 fn stragglers(job: &Job, now_ms: u64) -> Vec<(&Task, NodeId)> {
     let (_, tasks) = job.phase();
@@ -546,5 +575,68 @@ mod tests {
         ciborium::into_writer(&c, &mut bytes).unwrap();
         let back: Cluster = ciborium::from_reader(bytes.as_slice()).unwrap();
         assert_eq!(back, c);
+    }
+
+    /// The choice `Slots::take` made before it kept an ordered set of free nodes: the
+    /// minimum over every node with a free slot of (tried, not a holder, busy, id).
+    fn naive_take(
+        busy: &mut BTreeMap<NodeId, u32>,
+        slots: &BTreeMap<NodeId, u32>,
+        holders: &[NodeId],
+        tried: &[NodeId],
+        not: Option<NodeId>,
+    ) -> Option<NodeId> {
+        let node = busy
+            .iter()
+            .filter(|&(&n, &b)| Some(n) != not && slots.get(&n).copied().unwrap_or(0) > b)
+            .min_by_key(|&(&n, &b)| (tried.contains(&n), !holders.contains(&n), b, n))
+            .map(|(&n, _)| n)?;
+        *busy.entry(node).or_default() += 1;
+        Some(node)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn take_chooses_as_the_full_scan_did(
+            slot_counts in proptest::collection::vec(0u32..4, 1..12),
+            running in proptest::collection::vec(0u64..12, 0..20),
+            takes in proptest::collection::vec(
+                (proptest::collection::vec(1u64..13, 0..4), proptest::collection::vec(1u64..13, 0..3), proptest::option::of(1u64..13)),
+                1..30,
+            ),
+        ) {
+            let live = nodes(&slot_counts.iter().enumerate().map(|(i, &s)| (i as NodeId + 1, s)).collect::<Vec<_>>());
+            let n = live.len() as NodeId;
+            // One running job whose map i runs on node running[i] (some not live).
+            let mut c = Cluster::default();
+            let holders: Vec<Vec<NodeId>> = running.iter().map(|_| vec![1]).collect();
+            let refs: Vec<&[NodeId]> = holders.iter().map(|h| h.as_slice()).collect();
+            if !refs.is_empty() {
+                submit(&mut c, "j", &refs, 1, 3);
+                for (i, &on) in running.iter().enumerate() {
+                    c.apply(Command::Assign { job: "j".into(), kind: TaskKind::Map, index: i as u32, attempt: 1, node: on % (n + 2) + 1, backup: false, at_ms: 0 });
+                }
+            }
+            let mut fast = Slots::new(&c, &live);
+            let mut busy = fast.busy.clone();
+            let slots = fast.slots.clone();
+            for (split_holders, tried_on, not) in takes {
+                let mut job = Job::clone(c.jobs.values().next().unwrap_or(&empty_job()));
+                job.splits = vec![SplitInfo { index: 0, name: "in".into(), len: 1, holders: split_holders.clone() }];
+                let mut task = Task::new(TaskKind::Map, 0);
+                for (k, &t) in tried_on.iter().enumerate() {
+                    task.attempts.push(crate::cluster::Attempt::start(k as u32 + 1, t, 0, false));
+                }
+                let want = naive_take(&mut busy, &slots, &split_holders, &tried_on, not);
+                let got = fast.take(&job, &task, not);
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    fn empty_job() -> Job {
+        let mut c = Cluster::default();
+        submit(&mut c, "e", &[&[1]], 1, 3);
+        c.jobs.remove("e").expect("submitted")
     }
 }

@@ -42,8 +42,14 @@ enum Command {
     Run(Box<crate::run::RunArgs>),
     /// A local demo: a 3-node cluster on loopback, a manager killed and replaced, a job.
     Demo(crate::demo::DemoArgs),
-    /// Fault-injection simulation (not built yet).
-    Sim,
+    /// Fault-injection simulations: many nodes in one process, seeded, invariant-checked
+    /// (`shoal sim --help`).
+    #[command(disable_help_flag = true)]
+    Sim {
+        /// Everything after `sim`, for the simulator's own parser.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Write a new cluster key to FILE (give it to every node with --cluster-key).
     Keygen {
         /// Where to write the key (must not exist).
@@ -54,11 +60,21 @@ enum Command {
     Bench(crate::bench::BenchCmd),
 }
 
-/// Entry point of the `shoal` binary.
+/// Entry point of the `shoal` binary, without the simulator.
 pub fn main() -> ExitCode {
+    main_with(|_| {
+        eprintln!("shoal sim: this build has no simulator");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Entry point of the `shoal` binary; `sim` runs `shoal sim ARGS…` (the simulator crate
+/// depends on this one, so the binary passes it in).
+pub fn main_with(sim: impl FnOnce(Vec<std::ffi::OsString>) -> ExitCode) -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::Sim { args } => sim(args),
         Command::Run(args) => crate::run::run(*args),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Node(args) => match crate::daemon::run(*args) {
@@ -81,11 +97,6 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        other => {
-            let name = format!("{other:?}").to_lowercase();
-            eprintln!("shoal {name}: not built yet in this version of Shoal");
-            ExitCode::from(EXIT_USAGE)
-        }
     }
 }
 

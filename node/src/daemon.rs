@@ -130,6 +130,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         heartbeat_ms: args.heartbeat_ms,
         election_min_ms: emin,
         election_max_ms: emax,
+        ..Timing::default()
     };
     if args.heartbeat_ms == 0 || args.heartbeat_ms >= emin {
         bail!(

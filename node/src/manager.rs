@@ -67,25 +67,22 @@ pub fn last_heard(heard: &Heartbeats, n: NodeId, leader_since: Instant) -> Insta
         .map_or(leader_since, |(at, _)| (*at).max(leader_since))
 }
 
-/// Nodes whose lease ran out: silent (no heartbeat) for longer than `--node-timeout`,
-/// counted from when this node became leader at the earliest, and with something the job
-/// table still expects of them (a running attempt, or map output that only they hold).
-fn expired(node: &Node, jobs: &Cluster, leader_since: Instant) -> Vec<NodeId> {
-    let timeout = node.settings.node_timeout;
-    let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-    let silent = |n: NodeId| last_heard(&heard, n, leader_since).elapsed() > timeout;
+/// Nodes whose lease ran out — `silent` says whether a node has been quiet past
+/// `--node-timeout` — and with something the job table still expects of them (a running
+/// attempt, or map output that only they hold).
+fn expired(jobs: &Cluster, me: NodeId, silent: &impl Fn(NodeId) -> bool) -> Vec<NodeId> {
     let mut out = BTreeSet::new();
     for j in jobs.jobs.values().filter(|j| j.state == JobState::Running) {
         let reduces_done = j.reduces.iter().all(|t| t.state == TaskState::Done);
         for t in j.maps.iter().chain(j.reduces.iter()) {
             for a in t.attempts.iter().filter(|a| a.state == TaskState::Running) {
-                if a.node != node.id && silent(a.node) {
+                if a.node != me && silent(a.node) {
                     out.insert(a.node);
                 }
             }
             if t.kind == TaskKind::Map && t.state == TaskState::Done && !reduces_done {
                 if let [only] = t.holders[..] {
-                    if only != node.id && silent(only) {
+                    if only != me && silent(only) {
                         out.insert(only);
                     }
                 }
@@ -93,6 +90,55 @@ fn expired(node: &Node, jobs: &Cluster, leader_since: Instant) -> Vec<NodeId> {
         }
     }
     out.into_iter().collect()
+}
+
+/// What the manager knows besides the job table when it decides.
+#[derive(Debug, Clone)]
+pub struct Outlook {
+    /// This node (the leader).
+    pub me: NodeId,
+    /// Members it can reach and their slots.
+    pub members: Vec<NodeSlots>,
+    /// `--node-timeout`.
+    pub node_timeout: Duration,
+    /// `--retain-jobs`.
+    pub retain_jobs: usize,
+    /// Now, ms since the epoch (goes into the commands).
+    pub now_ms: u64,
+}
+
+/// The manager's next proposal, a pure function of the applied table, what it knows of the
+/// members, and how long each has been silent (since its last heartbeat, or since this node
+/// became leader when later): a silent node that the table still needs is declared lost;
+/// else the oldest ended job beyond `--retain-jobs` is forgotten; else the scheduler's
+/// assignments for the members heard from within the timeout. The daemon and the simulator
+/// both call it.
+pub fn decide(
+    jobs: &Cluster,
+    o: &Outlook,
+    silent_for: impl Fn(NodeId) -> Duration,
+) -> Option<Command> {
+    let silent = |n: NodeId| silent_for(n) > o.node_timeout;
+    if let Some(&n) = expired(jobs, o.me, &silent).first() {
+        return Some(Command::Jobs(cluster::Command::NodeLost {
+            node: n,
+            at_ms: o.now_ms,
+        }));
+    }
+    if let Some(job) = beyond_retention(jobs, o.retain_jobs) {
+        return Some(Command::Jobs(cluster::Command::Forget { job }));
+    }
+    // Live: heard within the timeout (or, with no heartbeat yet, still inside the grace
+    // period since this node became leader) — the same clock as `expired`, so a node is
+    // never given work it would be declared lost for.
+    let live: Vec<NodeSlots> = o
+        .members
+        .iter()
+        .filter(|n| n.node == o.me || !silent(n.node))
+        .copied()
+        .collect();
+    let cmds = plan(jobs, &live, o.now_ms);
+    (!cmds.is_empty()).then_some(Command::Batch(cmds))
 }
 
 /// Run forever.
@@ -109,58 +155,33 @@ pub async fn run(node: Arc<Node>) {
         }
         // A new manager starts every lease fresh.
         let since = *leader_since.get_or_insert_with(Instant::now);
-        let lost = {
-            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
-            expired(&node, &applied.state.jobs, since)
+        let outlook = Outlook {
+            me: node.id,
+            members: live_nodes(&node),
+            node_timeout: node.settings.node_timeout,
+            retain_jobs: node.settings.retain_jobs,
+            now_ms: now_ms(),
         };
-        if let Some(&n) = lost.first() {
-            warn!(node = %crate::view::hex(n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
-            let cmd = Command::Jobs(cluster::Command::NodeLost {
-                node: n,
-                at_ms: now_ms(),
-            });
-            if let Err(e) = node.propose_once(&cmd).await {
-                warn!(error = %e, "declaring a node lost failed; will retry");
-            }
-            continue;
-        }
-        let forget = {
-            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
-            beyond_retention(&applied.state.jobs, node.settings.retain_jobs)
-        };
-        if let Some(job) = forget {
-            debug!(%job, "forgetting an ended job beyond --retain-jobs");
-            if let Err(e) = node
-                .propose_once(&Command::Jobs(cluster::Command::Forget { job }))
-                .await
-            {
-                warn!(error = %e, "forgetting an old job failed; will retry");
-            }
-            continue;
-        }
-        let nodes: Vec<NodeSlots> = {
+        let next = {
             let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-            live_nodes(&node)
-                .into_iter()
-                .filter(|n| {
-                    // Live: heard within the timeout (or, with no heartbeat yet, still inside
-                    // the grace period since this node became leader) — the same clock as
-                    // `expired`, so a node is never given work it would be declared lost for.
-                    n.node == node.id
-                        || last_heard(&heard, n.node, since).elapsed() <= node.settings.node_timeout
-                })
-                .collect()
-        };
-        let cmds = {
             let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
-            plan(&applied.state.jobs, &nodes, now_ms())
+            decide(&applied.state.jobs, &outlook, |n| {
+                last_heard(&heard, n, since).elapsed()
+            })
         };
-        if cmds.is_empty() {
-            continue;
+        let Some(cmd) = next else { continue };
+        match &cmd {
+            Command::Jobs(cluster::Command::NodeLost { node: n, .. }) => {
+                warn!(node = %crate::view::hex(*n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
+            }
+            Command::Jobs(cluster::Command::Forget { job }) => {
+                debug!(%job, "forgetting an ended job beyond --retain-jobs");
+            }
+            Command::Batch(cmds) => debug!(n = cmds.len(), "proposing assignments"),
+            _ => {}
         }
-        debug!(n = cmds.len(), "proposing assignments");
-        if let Err(e) = node.propose_once(&Command::Batch(cmds)).await {
-            warn!(error = %e, "proposing assignments failed; will retry");
+        if let Err(e) = node.propose_once(&cmd).await {
+            warn!(error = %e, "the manager's proposal failed; will retry");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

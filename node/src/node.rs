@@ -38,6 +38,8 @@ pub struct RaftHandle {
     pub raft: Raft<ClusterState>,
     /// The applied state.
     pub applied: Arc<RwLock<Applied<ClusterState>>>,
+    /// The order of inbound AppendEntries.
+    pub inbound: shoal_raft::Inbound,
 }
 
 /// What this node knows about a peer.
@@ -213,10 +215,20 @@ impl Node {
                     net: self.net.clone(),
                     cluster: Arc::clone(&self.cluster),
                 };
-                let (raft, applied) =
-                    shoal_raft::start(self.id, &self.store, self.settings.timing, rpc).await?;
+                let (raft, applied) = shoal_raft::start(
+                    self.id,
+                    &self.store,
+                    self.settings.timing,
+                    rpc,
+                    rand::random(),
+                )
+                .await?;
                 info!(node = self.id, cluster = ?self.cluster_id(), "raft started");
-                Ok::<_, anyhow::Error>(RaftHandle { raft, applied })
+                Ok::<_, anyhow::Error>(RaftHandle {
+                    raft,
+                    applied,
+                    inbound: Default::default(),
+                })
             })
             .await
     }
@@ -358,7 +370,7 @@ impl Node {
         }
         self.seen(peer);
         match self.start_raft().await {
-            Ok(h) => answer_raft(&h.raft, &req).await,
+            Ok(h) => answer_raft(&h.raft, &h.inbound, &req).await,
             Err(e) => RaftResponse::Refused(format!("raft is not running here: {e}")),
         }
     }

@@ -12,8 +12,6 @@ use shoal_net::wire::{RaftRequest, RaftResponse};
 use shoal_net::{codec, Client, Multiaddr, PeerId, PeerRef, Transport};
 use shoal_raft::{NodeId, NodeInfo, RaftRpc, RpcError, RpcKind};
 
-use crate::state::ClusterState;
-
 #[derive(Serialize, Deserialize)]
 struct Payload {
     kind: RpcKind,
@@ -35,14 +33,17 @@ pub fn peer_ref(info: &NodeInfo) -> Result<PeerRef, String> {
     Ok(PeerRef { peer, addrs })
 }
 
-/// Raft's RPCs over the libp2p client.
+/// Raft's RPCs over a [`Transport`]: the libp2p client in a node, the simulated network in
+/// the simulator.
 #[derive(Clone)]
-pub struct NetRpc {
-    pub(crate) net: Client,
-    pub(crate) cluster: Arc<RwLock<Option<u64>>>,
+pub struct NetRpc<T: Transport = Client> {
+    /// The transport.
+    pub net: T,
+    /// This node's cluster id, which every request carries.
+    pub cluster: Arc<RwLock<Option<u64>>>,
 }
 
-impl RaftRpc for NetRpc {
+impl<T: Transport> RaftRpc for NetRpc<T> {
     async fn call(
         &self,
         _target: NodeId,
@@ -75,12 +76,16 @@ impl RaftRpc for NetRpc {
 }
 
 /// Answer an inbound Raft request addressed to `raft` (already checked for the cluster id).
-pub async fn answer_raft(raft: &shoal_raft::Raft<ClusterState>, req: &RaftRequest) -> RaftResponse {
+pub async fn answer_raft<S: shoal_raft::AppState>(
+    raft: &shoal_raft::Raft<S>,
+    inbound: &shoal_raft::Inbound,
+    req: &RaftRequest,
+) -> RaftResponse {
     let payload: Payload = match codec::decode(&req.payload) {
         Ok(p) => p,
         Err(e) => return RaftResponse::Refused(format!("malformed Raft payload: {e}")),
     };
-    match shoal_raft::handle_rpc(raft, payload.kind, &payload.body).await {
+    match shoal_raft::handle_rpc(raft, inbound, payload.kind, &payload.body).await {
         Ok(bytes) => RaftResponse::Ok(bytes),
         Err(e) => RaftResponse::Refused(e.to_string()),
     }

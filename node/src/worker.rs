@@ -43,21 +43,30 @@ const REPORT_PATIENCE: Duration = Duration::from_secs(300);
 /// Map outputs a reduce fetches at once.
 const PARALLEL_FETCHES: usize = 4;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct AttemptKey {
-    job: String,
-    kind: TaskKind,
-    index: u32,
-    attempt: u32,
+/// One attempt of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptKey {
+    /// Job id.
+    pub job: String,
+    /// Map or reduce.
+    pub kind: TaskKind,
+    /// Task index.
+    pub index: u32,
+    /// Attempt number.
+    pub attempt: u32,
 }
 
 /// One map's output as a reduce needs it.
 #[derive(Debug, Clone)]
-struct MapOut {
-    map: u32,
-    node: NodeId,
-    attempt: u32,
-    size: u64,
+pub struct MapOut {
+    /// The map task.
+    pub map: u32,
+    /// The node that ran it.
+    pub node: NodeId,
+    /// Its successful attempt.
+    pub attempt: u32,
+    /// Bytes of the reduce's partition.
+    pub size: u64,
 }
 
 struct Work {
@@ -65,7 +74,8 @@ struct Work {
     spec: Arc<JobSpec>,
     partitioner: Partitioner,
     split: Option<SplitInfo>,
-    inputs: Vec<MapOut>,
+    /// A reduce's inputs, or why it cannot run now (not its fault).
+    inputs: Result<Vec<MapOut>, String>,
 }
 
 /// Why an attempt failed, as its report carries it.
@@ -131,7 +141,8 @@ struct AttemptState {
 
 type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AttemptState>>>>;
 
-fn still_running(jobs: &cluster::Cluster, k: &AttemptKey) -> bool {
+/// Whether the table still wants attempt `k` to run (its job running, it not ended).
+pub fn still_running(jobs: &cluster::Cluster, k: &AttemptKey) -> bool {
     jobs.jobs
         .get(&k.job)
         .filter(|j| j.state == JobState::Running)
@@ -140,10 +151,43 @@ fn still_running(jobs: &cluster::Cluster, k: &AttemptKey) -> bool {
         .is_some_and(|a| a.state == TaskState::Running)
 }
 
-fn map_outputs(job: &Job, p: u32) -> Vec<MapOut> {
+/// Running attempts that the table assigns to node `me`, in table order: what the node
+/// must be running. The daemon's worker and the simulator's both start from it.
+pub fn assigned(
+    jobs: &cluster::Cluster,
+    me: NodeId,
+) -> impl Iterator<Item = (&Job, &cluster::Task, AttemptKey, u64)> {
+    jobs.jobs
+        .values()
+        .filter(|j| j.state == JobState::Running)
+        .flat_map(|j| j.maps.iter().chain(j.reduces.iter()).map(move |t| (j, t)))
+        .flat_map(move |(j, t)| {
+            t.attempts
+                .iter()
+                .filter(move |a| a.node == me && a.state == TaskState::Running)
+                .map(move |a| {
+                    let key = AttemptKey {
+                        job: j.id.clone(),
+                        kind: t.kind,
+                        index: t.index,
+                        attempt: a.attempt,
+                    };
+                    (j, t, key, a.start_ms)
+                })
+        })
+}
+
+/// The maps' outputs that reduce `p` of `job` must read: each map's successful attempt and
+/// the node that ran it — or `None` while a map is not done (its output was lost after the
+/// reduce was assigned, and it is being run again): a reduce over fewer than every map
+/// would write a wrong part file. (The simulator found that one.)
+pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
+    use shoal_jobs::planted::{active, Bug};
+    let partial = active(Bug::PartialReduceInput);
     job.maps
         .iter()
-        .filter_map(|t| {
+        .filter(|t| !partial || t.state == TaskState::Done)
+        .map(|t| {
             let a = t.attempts.iter().find(|a| a.state == TaskState::Done)?;
             Some(MapOut {
                 map: t.index,
@@ -185,59 +229,47 @@ pub async fn run(node: Arc<Node>) {
                 .filter(|j| !jobs.jobs.contains_key(*j))
                 .cloned()
                 .collect();
-            for job in jobs.jobs.values() {
-                if job.state != JobState::Running {
-                    if !cleaned.contains(&job.id) {
-                        let keep: Vec<u32> = job
-                            .reduces
-                            .iter()
-                            .filter(|t| t.state == TaskState::Done && t.holders.contains(&node.id))
-                            .map(|t| t.index)
-                            .collect();
-                        to_clean.push((job.id.clone(), keep));
-                    }
+            for job in jobs.jobs.values().filter(|j| j.state != JobState::Running) {
+                if !cleaned.contains(&job.id) {
+                    let keep: Vec<u32> = job
+                        .reduces
+                        .iter()
+                        .filter(|t| t.state == TaskState::Done && t.holders.contains(&node.id))
+                        .map(|t| t.index)
+                        .collect();
+                    to_clean.push((job.id.clone(), keep));
+                }
+            }
+            for (job, t, key, start_ms) in assigned(jobs, node.id) {
+                if !started.insert(key.clone()) {
                     continue;
                 }
-                for t in job.maps.iter().chain(job.reduces.iter()) {
-                    for a in t
-                        .attempts
-                        .iter()
-                        .filter(|a| a.node == node.id && a.state == TaskState::Running)
-                    {
-                        let key = AttemptKey {
-                            job: job.id.clone(),
-                            kind: t.kind,
-                            index: t.index,
-                            attempt: a.attempt,
-                        };
-                        if !started.insert(key.clone()) {
-                            continue;
-                        }
-                        // Assigned before this process started: whatever ran then died
-                        // with the old process, and is not trusted.
-                        if a.start_ms < boot_ms {
-                            stale.push(key);
-                            continue;
-                        }
-                        let spec = specs
-                            .entry(job.id.clone())
-                            .or_insert_with(|| Arc::new(job.spec.clone()))
-                            .clone();
-                        to_start.push(Work {
-                            spec,
-                            partitioner: job.partitioner.clone(),
-                            split: match t.kind {
-                                TaskKind::Map => job.splits.get(t.index as usize).cloned(),
-                                TaskKind::Reduce => None,
-                            },
-                            inputs: match t.kind {
-                                TaskKind::Map => Vec::new(),
-                                TaskKind::Reduce => map_outputs(job, t.index),
-                            },
-                            key,
-                        });
-                    }
+                // Assigned before this process started: whatever ran then died with the
+                // old process, and is not trusted.
+                if start_ms < boot_ms {
+                    stale.push(key);
+                    continue;
                 }
+                let spec = specs
+                    .entry(job.id.clone())
+                    .or_insert_with(|| Arc::new(job.spec.clone()))
+                    .clone();
+                to_start.push(Work {
+                    spec,
+                    partitioner: job.partitioner.clone(),
+                    split: match t.kind {
+                        TaskKind::Map => job.splits.get(t.index as usize).cloned(),
+                        TaskKind::Reduce => None,
+                    },
+                    inputs: match t.kind {
+                        TaskKind::Map => Ok(Vec::new()),
+                        TaskKind::Reduce => map_outputs(job, t.index).ok_or_else(|| {
+                            "a map output it needs is being made again; it will be reassigned"
+                                .to_string()
+                        }),
+                    },
+                    key,
+                });
             }
             let run = running.lock().unwrap_or_else(|p| p.into_inner());
             for (k, st) in run.iter() {
@@ -587,6 +619,13 @@ async fn reduce_attempt(
 ) -> Result<Done, Failure> {
     let k = &w.key;
     let p = k.index;
+    let outputs = w.inputs.as_ref().map_err(|why| Failure {
+        error: why.clone(),
+        exit: None,
+        stderr_tail: None,
+        lost: true,
+        lost_map: None,
+    })?;
     let scratch = node
         .blobs
         .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
@@ -595,7 +634,7 @@ async fn reduce_attempt(
     let mut inputs: Vec<(u32, PathBuf)> = Vec::new();
     let mut remote = Vec::new();
     let mut local_bytes = 0u64;
-    for m in w.inputs.iter().filter(|m| m.size > 0) {
+    for m in outputs.iter().filter(|m| m.size > 0) {
         let key = map_output_key(&k.job, m.map, m.attempt, p);
         if m.node == node.id {
             inputs.push((m.map, node.blobs.path(&key).ok_or("a malformed key")?));
@@ -675,6 +714,18 @@ async fn reduce_attempt(
         .map(|m| m.len())
         .map_err(|e| format!("the part file vanished: {e}"))?;
     let holders = replicate(node, &out_key, &out_file, w.spec.replication, p).await;
+    // A part file on one disk only is lost with that disk, after its job succeeded: when
+    // another member could have taken a copy but none did, try again (elsewhere).
+    let could_copy = w.spec.replication > 0 && !replica_targets(node, 1, p).is_empty();
+    if holders.len() == 1 && could_copy {
+        return Err(Failure {
+            error: "the part file could not be copied to any other node".into(),
+            exit: None,
+            stderr_tail: None,
+            lost: true,
+            lost_map: None,
+        });
+    }
     Ok(Done {
         sizes: vec![size],
         counters,

@@ -25,13 +25,14 @@
 //! applying the committed log in order, from the last persisted snapshot.
 
 pub mod network;
+pub mod planted;
 pub mod state_machine;
 pub mod store;
 pub mod types;
 
 use std::sync::Arc;
 
-pub use network::{handle_rpc, RaftRpc, RpcError, RpcKind};
+pub use network::{handle_rpc, Inbound, RaftRpc, RpcError, RpcKind};
 pub use state_machine::{AppState, Applied, StateMachine};
 pub use store::{LogStore, Store, StoreError};
 pub use types::{Cmd, NodeId, NodeInfo, Reply, TypeConfig};
@@ -48,6 +49,10 @@ pub struct Timing {
     pub election_min_ms: u64,
     /// Election timeout, upper bound.
     pub election_max_ms: u64,
+    /// Take a snapshot every this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (a follower further behind gets the snapshot).
+    pub keep_behind_snapshot: u64,
 }
 
 impl Default for Timing {
@@ -56,6 +61,8 @@ impl Default for Timing {
             heartbeat_ms: 100,
             election_min_ms: 300,
             election_max_ms: 400,
+            snapshot_every: 5000,
+            keep_behind_snapshot: 1000,
         }
     }
 }
@@ -74,9 +81,21 @@ pub enum StartError {
     Fatal(String),
 }
 
-/// Start Raft node `id` over `store`, reaching peers through `rpc`. Returns the Raft handle
-/// and a handle on the applied state.
+/// Start Raft node `id` over `store`, reaching peers through `rpc`; `seed` seeds every
+/// random choice openraft makes (a node passes one from the OS, the simulator its run's).
+/// Returns the Raft handle and a handle on the applied state.
 pub async fn start<S: AppState, R: RaftRpc>(
+    id: NodeId,
+    store: &Store,
+    timing: Timing,
+    rpc: R,
+    seed: u64,
+) -> Result<(Raft<S>, Arc<std::sync::RwLock<Applied<S>>>), StartError> {
+    // openraft's tasks inherit the seed from the task that creates them: this one.
+    types::Runtime::scope(seed, start_seeded(id, store, timing, rpc)).await
+}
+
+async fn start_seeded<S: AppState, R: RaftRpc>(
     id: NodeId,
     store: &Store,
     timing: Timing,
@@ -87,6 +106,8 @@ pub async fn start<S: AppState, R: RaftRpc>(
         heartbeat_interval: timing.heartbeat_ms,
         election_timeout_min: timing.election_min_ms,
         election_timeout_max: timing.election_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every.max(1)),
+        max_in_snapshot_log_to_keep: timing.keep_behind_snapshot,
         ..Default::default()
     };
     let config = Arc::new(

@@ -15,6 +15,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::planted::{active, Bug};
 use crate::store::{from_cbor, to_cbor, Store, StoreError, SNAPSHOT};
 use crate::types::{LogId, Reply, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -59,7 +60,9 @@ impl<S: AppState> StateMachine<S> {
         let mut applied = Applied::<S>::default();
         if let Some(bytes) = store.get_meta(SNAPSHOT)? {
             let snap: PersistedSnapshot = from_cbor(&bytes)?;
-            applied.state = from_cbor(&snap.data)?;
+            if !active(Bug::SnapshotIgnored) {
+                applied.state = from_cbor(&snap.data)?;
+            }
             applied.last_applied = snap.meta.last_log_id;
             applied.membership = snap.meta.last_membership;
         }
@@ -121,6 +124,8 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        // Planted (simulator only): the first command of a batch waits for the next one.
+        let mut held: Option<S::Command> = None;
         while let Some((entry, responder)) = entries.try_next().await? {
             let reply = {
                 let mut a = self.write();
@@ -128,6 +133,17 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
                 match entry.payload {
                     EntryPayload::Blank => Reply::default(),
                     EntryPayload::Normal(cmd) => match from_cbor::<S::Command>(&cmd.0) {
+                        Ok(cmd) if active(Bug::ApplyOutOfOrder) => match held.take() {
+                            None => {
+                                held = Some(cmd);
+                                Reply(to_cbor(&S::Response::default()))
+                            }
+                            Some(first) => {
+                                let reply = a.state.apply(cmd);
+                                a.state.apply(first);
+                                Reply(to_cbor(&reply))
+                            }
+                        },
                         Ok(cmd) => Reply(to_cbor(&a.state.apply(cmd))),
                         Err(e) => {
                             // A command this build cannot read (a newer node's?) changes nothing
@@ -145,6 +161,9 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
             if let Some(r) = responder {
                 r.send(reply);
             }
+        }
+        if let Some(first) = held {
+            self.write().state.apply(first);
         }
         Ok(())
     }
@@ -174,7 +193,9 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
         };
         self.store.put_meta(SNAPSHOT, Some(&to_cbor(&persisted)))?;
         let mut a = self.write();
-        a.state = state;
+        if !active(Bug::SnapshotIgnored) {
+            a.state = state;
+        }
         a.last_applied = meta.last_log_id;
         a.membership = meta.last_membership.clone();
         Ok(())

@@ -46,7 +46,19 @@ openraft::declare_raft_types!(
         R = Reply,
         NodeId = NodeId,
         Node = NodeInfo,
+        AsyncRuntime = Runtime,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
 );
+
+// Standard Raft leader ids: at most one leader per term. (openraft's default, "advanced"
+// ids, let two candidates both win one term — the simulator's one-leader-per-term invariant
+// caught it.)
+
+/// openraft's runtime for Shoal: tokio, with openraft's random choices (election timeouts,
+/// tick phases) drawn from a seeded generator. A node seeds it from the OS; the simulator
+/// from its run's seed, so the same seed elects the same leaders.
+pub type Runtime =
+    openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
 
 /// openraft's log id for Shoal.
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;

@@ -1,0 +1,40 @@
+//! Bugs the simulator plants on purpose, to show that its invariants catch them.
+//!
+//! Each switch is a thread-local flag, off unless the simulator turns it on for the one
+//! thread its run lives on, so a planted bug never leaks into another run, a test running
+//! beside it, or a node.
+
+use std::cell::Cell;
+
+/// A bug the job table or the scheduler can be made to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bug {
+    /// A reduce reads the map outputs that exist when it starts, even when a map whose
+    /// output was lost is being run again (the bug the simulator found).
+    PartialReduceInput,
+    /// A finish report is accepted from an attempt that is no longer running.
+    FinishAnyAttempt,
+    /// A map whose output was lost is never run again.
+    NoRerun,
+}
+
+thread_local! {
+    static PLANTED: Cell<u8> = const { Cell::new(0) };
+}
+
+fn bit(bug: Bug) -> u8 {
+    1 << bug as u8
+}
+
+/// Turn `bug` on or off for this thread.
+pub fn set(bug: Bug, on: bool) {
+    PLANTED.with(|p| {
+        let v = p.get();
+        p.set(if on { v | bit(bug) } else { v & !bit(bug) });
+    });
+}
+
+/// Whether `bug` is planted on this thread.
+pub fn active(bug: Bug) -> bool {
+    PLANTED.with(|p| p.get() & bit(bug) != 0)
+}

@@ -1,0 +1,667 @@
+//! One simulated Shoal node: real openraft over the real state machine and job table
+//! (wrapped to record a hash chain of what it applied), the real manager decision
+//! ([`shoal_node::manager::decide`]), the real worker's view of its assignments
+//! ([`shoal_node::worker::assigned`], [`shoal_node::worker::map_outputs`]), Raft RPCs through
+//! the node's own [`NetRpc`] over a simulated [`Transport`] — and, in place of the processes
+//! and files a daemon has, tasks that compute word counts in memory after a seeded delay.
+//!
+//! The invariant: a crash aborts every task this node spawned and shuts its Raft down;
+//! what survives is exactly what a disk would keep — the redb store and the objects.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId, TaskKind};
+use shoal_jobs::counters::Counters;
+use shoal_jobs::partition::stable_hash;
+use shoal_jobs::scheduler::NodeSlots;
+use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
+use shoal_net::{codec, NetError, PeerRef, Transport};
+use shoal_node::manager::{decide, Outlook};
+use shoal_node::rpc::{answer_raft, NetRpc};
+use shoal_node::state::{ClusterState, Command};
+use shoal_node::worker::{assigned, map_outputs, still_running, AttemptKey, MapOut};
+use shoal_raft::{AppState, Applied, Cmd, Raft, ServerState, Timing};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::rng::mix;
+use crate::workload;
+use crate::world::{lock, Answer, Blobs, Msg, World};
+
+/// The simulated cluster's id.
+pub const CLUSTER_ID: u64 = 0x5348_4f41_4c53_494d;
+/// Tasks a node runs at once.
+pub const SLOTS: u32 = 2;
+/// `--node-timeout` of the simulated nodes.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a worker heartbeats the leader.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the loops look even when nothing changed.
+const TICK: Duration = Duration::from_millis(250);
+/// How long a data request may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a forwarded proposal may take.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished attempt keeps trying to report.
+const REPORT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Raft timing of the simulated nodes: the daemon's defaults, and a snapshot every 40
+/// entries with no log kept behind it, so that snapshots are built, installed and
+/// restarted from in every run.
+pub fn timing() -> Timing {
+    Timing {
+        snapshot_every: 40,
+        keep_behind_snapshot: 0,
+        ..Timing::default()
+    }
+}
+
+/// The replicated state as the simulator runs it: the node's [`ClusterState`], plus a hash
+/// chain over every command applied — `history[i]` after the first `i + 1` — so the
+/// checker can tell whether two nodes applied the same commands in the same order.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct SimState {
+    /// The real state.
+    pub state: ClusterState,
+    /// The chain after every command.
+    pub history: Vec<u64>,
+}
+
+impl AppState for SimState {
+    type Command = Command;
+    type Response = JobsApplied;
+
+    fn apply(&mut self, cmd: Command) -> JobsApplied {
+        let last = self.history.last().copied().unwrap_or(0);
+        self.history
+            .push(mix(last ^ stable_hash(&codec::encode(&cmd))));
+        self.state.apply(cmd)
+    }
+}
+
+/// The simulated network, as one node sees it.
+#[derive(Clone)]
+pub struct SimNet {
+    world: Arc<World>,
+    from: usize,
+}
+
+impl SimNet {
+    async fn send(&self, to: &PeerRef, msg: Msg, timeout: Duration) -> Result<Answer, NetError> {
+        let i = self
+            .world
+            .index_of(&to.peer)
+            .ok_or_else(|| NetError::Request(format!("no route to {}", to.peer)))?;
+        self.world
+            .exchange(self.from, i, msg, timeout)
+            .await
+            .ok_or(NetError::Timeout(timeout))
+    }
+}
+
+impl Transport for SimNet {
+    async fn raft(
+        &self,
+        to: &PeerRef,
+        req: RaftRequest,
+        timeout: Duration,
+    ) -> Result<RaftResponse, NetError> {
+        match self.send(to, Msg::Raft(req), timeout).await? {
+            Answer::Raft(r) => Ok(r),
+            other => Err(NetError::Request(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn ctl(
+        &self,
+        to: &PeerRef,
+        req: CtlRequest,
+        timeout: Duration,
+    ) -> Result<CtlResponse, NetError> {
+        match self.send(to, Msg::Ctl(req), timeout).await? {
+            Answer::Ctl(r) => Ok(r),
+            other => Err(NetError::Request(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
+
+/// A running node.
+pub struct SimNode {
+    /// Index in the world.
+    pub idx: usize,
+    /// Raft id.
+    pub id: NodeId,
+    /// Raft.
+    pub raft: Raft<SimState>,
+    /// The applied state.
+    pub applied: Arc<RwLock<Applied<SimState>>>,
+    world: Arc<World>,
+    net: SimNet,
+    blobs: Blobs,
+    boot_ms: u64,
+    heard: Mutex<BTreeMap<NodeId, Instant>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    attempts: Mutex<BTreeMap<AttemptKey, AbortHandle>>,
+    stopping: std::sync::atomic::AtomicBool,
+    inbound: shoal_raft::Inbound,
+}
+
+/// Start node `idx` from its durable state.
+pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, String> {
+    let (id, store, blobs) = {
+        let m = lock(&world.machines[idx]);
+        (m.id, m.store.clone(), Arc::clone(&m.blobs))
+    };
+    let net = SimNet {
+        world: Arc::clone(world),
+        from: idx,
+    };
+    let rpc = NetRpc {
+        net: net.clone(),
+        cluster: Arc::new(RwLock::new(Some(CLUSTER_ID))),
+    };
+    let seed = world.rng(|r| r.next_u64());
+    let (raft, applied) = shoal_raft::start::<SimState, _>(id, &store, timing(), rpc, seed)
+        .await
+        .map_err(|e| e.to_string())?;
+    let node = Arc::new(SimNode {
+        idx,
+        id,
+        raft,
+        applied,
+        world: Arc::clone(world),
+        net,
+        blobs,
+        boot_ms: world.now_ms(),
+        heard: Mutex::new(BTreeMap::new()),
+        tasks: Mutex::new(Vec::new()),
+        attempts: Mutex::new(BTreeMap::new()),
+        stopping: Default::default(),
+        inbound: Default::default(),
+    });
+    node.spawn(manager(Arc::clone(&node)));
+    node.spawn(worker(Arc::clone(&node)));
+    node.spawn(heartbeats(Arc::clone(&node)));
+    node.spawn(leadership(Arc::clone(&node)));
+    Ok(node)
+}
+
+impl SimNode {
+    /// Spawn a task that dies with this node.
+    pub fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let h = tokio::spawn(f).abort_handle();
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(h);
+    }
+
+    /// The crash: every task stops, Raft shuts down.
+    pub async fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, t) in std::mem::take(&mut *lock(&self.attempts)) {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await;
+    }
+
+    /// Raft's metrics now.
+    pub fn metrics(&self) -> shoal_raft::Metrics {
+        shoal_raft::metrics(&self.raft)
+    }
+
+    /// Answer a message from a peer.
+    pub async fn handle(&self, msg: Msg) -> Answer {
+        match msg {
+            Msg::Raft(req) if req.cluster_id != CLUSTER_ID => {
+                Answer::Raft(RaftResponse::Refused("foreign cluster".into()))
+            }
+            Msg::Raft(req) => Answer::Raft(answer_raft(&self.raft, &self.inbound, &req).await),
+            Msg::Ctl(CtlRequest::Propose { command, .. }) => {
+                Answer::Ctl(match self.write_local(command).await {
+                    Ok(bytes) => CtlResponse::Applied(bytes),
+                    Err(why) => CtlResponse::Refused(why),
+                })
+            }
+            Msg::Ctl(CtlRequest::Heartbeat(hb)) => {
+                lock(&self.heard).insert(hb.node_id, Instant::now());
+                Answer::Ctl(CtlResponse::Ok)
+            }
+            Msg::Ctl(_) => Answer::Ctl(CtlResponse::Refused("not simulated".into())),
+            Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),
+            Msg::Push(key, bytes) => {
+                lock(&self.blobs).insert(key, bytes);
+                Answer::Pushed
+            }
+        }
+    }
+
+    /// Commit `command` here, as the leader; the CBOR of the state's answer and the index.
+    async fn write_local(&self, command: Vec<u8>) -> Result<Vec<u8>, String> {
+        let m = self.metrics();
+        if m.current_leader != Some(self.id) {
+            return Err("this node is not the leader".into());
+        }
+        let resp = self
+            .raft
+            .client_write(Cmd(command))
+            .await
+            .map_err(|e| format!("the proposal failed: {e}"))?;
+        let applied: JobsApplied =
+            codec::decode(&resp.response().0).map_err(|e| format!("a malformed reply: {e}"))?;
+        Ok(codec::encode(&(applied, resp.log_id().index)))
+    }
+
+    /// Propose `cmd` here or through the leader, retrying through leader changes for up to
+    /// `patience`. The state's answer and the command's log index.
+    pub async fn propose(
+        &self,
+        cmd: &Command,
+        patience: Duration,
+    ) -> Result<(JobsApplied, u64), String> {
+        let bytes = codec::encode(cmd);
+        let deadline = Instant::now() + patience;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let result = match self.metrics().current_leader {
+                Some(l) if l == self.id => self.write_local(bytes.clone()).await,
+                Some(l) => {
+                    let req = CtlRequest::Propose {
+                        cluster_id: CLUSTER_ID,
+                        command: bytes.clone(),
+                    };
+                    match self.member(l) {
+                        None => Err("the leader's address is unknown".into()),
+                        Some(to) => match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
+                            Ok(CtlResponse::Applied(b)) => Ok(b),
+                            Ok(CtlResponse::Refused(why)) => Err(why),
+                            Ok(other) => Err(format!("unexpected answer {other:?}")),
+                            Err(e) => Err(format!("the leader did not answer: {e}")),
+                        },
+                    }
+                }
+                None => Err("no leader yet".into()),
+            };
+            match result {
+                Ok(b) => return codec::decode(&b).map_err(|e| format!("a malformed reply: {e}")),
+                Err(_) if Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Where member `id` is reached, from the Raft membership (as the daemon does).
+    fn member(&self, id: NodeId) -> Option<PeerRef> {
+        let m = self.metrics();
+        let info = m.membership_config.get_node(&id)?;
+        shoal_node::rpc::peer_ref(info).ok()
+    }
+
+    /// An object: from this node's store, else from the first of `holders` that has it.
+    async fn object(&self, key: &str, holders: &[NodeId]) -> Option<Arc<Vec<u8>>> {
+        if let Some(b) = lock(&self.blobs).get(key).cloned() {
+            return Some(b);
+        }
+        for &h in holders.iter().filter(|&&h| h != self.id) {
+            let to = (h as usize).wrapping_sub(1);
+            let msg = Msg::Fetch(key.to_string());
+            if let Some(Answer::Fetched(Some(b))) =
+                self.world.exchange(self.idx, to, msg, FETCH_TIMEOUT).await
+            {
+                return Some(b);
+            }
+        }
+        None
+    }
+
+    /// Store `bytes` under `key` here and on up to `copies` other members; the holders.
+    pub async fn store_replicated(
+        &self,
+        key: &str,
+        bytes: Arc<Vec<u8>>,
+        copies: usize,
+    ) -> Vec<NodeId> {
+        lock(&self.blobs).insert(key.to_string(), Arc::clone(&bytes));
+        let mut holders = vec![self.id];
+        let n = self.world.machines.len();
+        for step in 1..n {
+            if holders.len() > copies {
+                break;
+            }
+            let to = (self.idx + step) % n;
+            let msg = Msg::Push(key.to_string(), Arc::clone(&bytes));
+            if let Some(Answer::Pushed) =
+                self.world.exchange(self.idx, to, msg, FETCH_TIMEOUT).await
+            {
+                holders.push(to as NodeId + 1);
+            }
+        }
+        holders
+    }
+}
+
+/// The manager: on the leader, the daemon's own decision on what the table needs next.
+async fn manager(node: Arc<SimNode>) {
+    let mut changes = node.raft.metrics();
+    let mut since: Option<Instant> = None;
+    loop {
+        shoal_node::node::next_change(&mut changes, TICK).await;
+        let m = node.metrics();
+        if m.current_leader != Some(node.id) || m.state != ServerState::Leader {
+            since = None;
+            continue;
+        }
+        let since = *since.get_or_insert_with(Instant::now);
+        let outlook = Outlook {
+            me: node.id,
+            members: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(&id, _)| NodeSlots {
+                    node: id,
+                    slots: SLOTS,
+                })
+                .collect(),
+            node_timeout: NODE_TIMEOUT,
+            retain_jobs: usize::MAX,
+            now_ms: node.world.now_ms(),
+        };
+        let next = {
+            let heard = lock(&node.heard);
+            let applied = node.applied.read().unwrap_or_else(|p| p.into_inner());
+            decide(&applied.state.state.jobs, &outlook, |n| {
+                let last = heard.get(&n).map_or(since, |&t| t.max(since));
+                Instant::now() - last
+            })
+        };
+        let Some(cmd) = next else { continue };
+        node.world.count(|s| s.proposals += 1);
+        node.world
+            .trace(format!("n{} manager proposes {}", node.id, describe(&cmd)));
+        if node.write_local(codec::encode(&cmd)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    match cmd {
+        Command::Batch(cs) => format!("{} assignments", cs.len()),
+        Command::Jobs(cluster::Command::NodeLost { node, .. }) => format!("node {node} lost"),
+        Command::Jobs(c) => format!("{c:?}").chars().take(60).collect(),
+        Command::Init { .. } => "init".into(),
+    }
+}
+
+/// On every change of this node's Raft metrics, tell the checker when it leads a term.
+async fn leadership(node: Arc<SimNode>) {
+    use shoal_raft::WatchReceiver;
+    let mut changes = node.raft.metrics();
+    let mut last = None;
+    loop {
+        let m = node.metrics();
+        if m.state == ServerState::Leader && last != Some(m.current_term) {
+            last = Some(m.current_term);
+            node.world
+                .trace(format!("n{} leads term {}", node.id, m.current_term));
+            crate::invariants::one_leader_per_term(&node.world, m.current_term, node.id);
+        }
+        if changes.changed().await.is_err() {
+            if !node.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                node.world.violate(
+                    "raft_keeps_running",
+                    format!(
+                        "node {}'s Raft stopped by itself (a panic in its core?)",
+                        node.id
+                    ),
+                );
+            }
+            return;
+        }
+    }
+}
+
+/// Every second, tell the leader this node is alive.
+async fn heartbeats(node: Arc<SimNode>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(leader) = node.metrics().current_leader else {
+            continue;
+        };
+        if leader == node.id {
+            continue;
+        }
+        let hb = Heartbeat {
+            cluster_id: CLUSTER_ID,
+            node_id: node.id,
+            slots: SLOTS,
+            busy: lock(&node.attempts).len() as u32,
+            running: Vec::new(),
+            disk_bytes: 0,
+        };
+        if let Some(to) = node.member(leader) {
+            let _ = node
+                .net
+                .ctl(&to, CtlRequest::Heartbeat(hb), HEARTBEAT)
+                .await;
+        }
+    }
+}
+
+/// What an attempt needs from the table when it starts.
+struct Work {
+    key: AttemptKey,
+    split: Option<cluster::SplitInfo>,
+    inputs: Option<Vec<MapOut>>,
+    partitioner: shoal_jobs::partition::Partitioner,
+    reducers: u32,
+}
+
+/// The worker: start what the table assigns here, stop what it no longer wants.
+async fn worker(node: Arc<SimNode>) {
+    let mut changes = node.raft.metrics();
+    let mut started = std::collections::BTreeSet::new();
+    loop {
+        shoal_node::node::next_change(&mut changes, TICK).await;
+        let mut work = Vec::new();
+        let mut stale = Vec::new();
+        {
+            let applied = node.applied.read().unwrap_or_else(|p| p.into_inner());
+            let jobs = &applied.state.state.jobs;
+            for (job, t, key, start_ms) in assigned(jobs, node.id) {
+                if !started.insert(key.clone()) {
+                    continue;
+                }
+                if start_ms < node.boot_ms {
+                    stale.push(key);
+                    continue;
+                }
+                work.push(Work {
+                    split: match t.kind {
+                        TaskKind::Map => job.splits.get(t.index as usize).cloned(),
+                        TaskKind::Reduce => None,
+                    },
+                    inputs: match t.kind {
+                        TaskKind::Map => Some(Vec::new()),
+                        TaskKind::Reduce => map_outputs(job, t.index),
+                    },
+                    partitioner: job.partitioner.clone(),
+                    reducers: job.spec.reducers,
+                    key,
+                });
+            }
+            lock(&node.attempts).retain(|k, h| {
+                let keep = still_running(jobs, k) && !h.is_finished();
+                if !keep {
+                    h.abort();
+                }
+                keep
+            });
+        }
+        for key in stale {
+            let n = Arc::clone(&node);
+            node.spawn(async move {
+                let cmd = failed(&n, &key, "its node restarted while it ran".into(), true);
+                let _ = n.propose(&cmd, REPORT_PATIENCE).await;
+            });
+        }
+        for w in work {
+            let key = w.key.clone();
+            let n = Arc::clone(&node);
+            let h = tokio::spawn(attempt(n, w)).abort_handle();
+            lock(&node.attempts).insert(key, h);
+        }
+    }
+}
+
+fn failed(node: &SimNode, k: &AttemptKey, error: String, lost: bool) -> Command {
+    Command::Jobs(cluster::Command::TaskFailed {
+        job: k.job.clone(),
+        kind: k.kind,
+        index: k.index,
+        attempt: k.attempt,
+        error,
+        exit: None,
+        stderr_tail: None,
+        lost,
+        at_ms: node.world.now_ms(),
+    })
+}
+
+/// Object keys.
+pub fn split_key(job: &str, index: u32) -> String {
+    format!("split/{job}/{index}")
+}
+
+fn map_key(job: &str, map: u32, attempt: u32, p: u32) -> String {
+    format!("map/{job}/{map}/{attempt}/{p}")
+}
+
+/// Where a reduce's part file is stored.
+pub fn part_key(job: &str, p: u32) -> String {
+    format!("part/{job}/{p}")
+}
+
+/// One attempt: wait its seeded duration, compute, store, report.
+async fn attempt(node: Arc<SimNode>, w: Work) {
+    let k = &w.key;
+    let slow = node.world.rng(|r| r.chance(0.03));
+    let ms = node.world.rng(|r| {
+        if slow {
+            r.between(15_000, 30_000)
+        } else {
+            r.between(200, 2_500)
+        }
+    });
+    node.world.trace(format!(
+        "n{} starts {} {:?} {} attempt {} ({ms} ms)",
+        node.id, k.job, k.kind, k.index, k.attempt
+    ));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let cmd = match k.kind {
+        TaskKind::Map => map_attempt(&node, &w).await,
+        TaskKind::Reduce => reduce_attempt(&node, &w).await,
+    };
+    match node.propose(&cmd, REPORT_PATIENCE).await {
+        Ok((a, _)) => node.world.trace(format!(
+            "n{} reported {} {:?} {} attempt {}: {a:?}",
+            node.id, k.job, k.kind, k.index, k.attempt
+        )),
+        Err(e) => node.world.trace(format!("n{} report failed: {e}", node.id)),
+    }
+    lock(&node.attempts).remove(k);
+}
+
+async fn map_attempt(node: &SimNode, w: &Work) -> Command {
+    let k = &w.key;
+    let Some(split) = &w.split else {
+        return failed(node, k, "no such split".into(), false);
+    };
+    let Some(text) = node
+        .object(&split_key(&k.job, k.index), &split.holders)
+        .await
+    else {
+        return failed(node, k, "its split could not be read".into(), true);
+    };
+    let parts = workload::map_split(&text, &w.partitioner, w.reducers);
+    let mut sizes = Vec::new();
+    for (p, bytes) in parts.into_iter().enumerate() {
+        sizes.push(bytes.len() as u64);
+        lock(&node.blobs).insert(
+            map_key(&k.job, k.index, k.attempt, p as u32),
+            Arc::new(bytes),
+        );
+    }
+    Command::Jobs(cluster::Command::TaskFinished {
+        job: k.job.clone(),
+        kind: k.kind,
+        index: k.index,
+        attempt: k.attempt,
+        sizes,
+        holders: Vec::new(),
+        counters: Counters::default(),
+        at_ms: node.world.now_ms(),
+    })
+}
+
+async fn reduce_attempt(node: &SimNode, w: &Work) -> Command {
+    let k = &w.key;
+    let Some(outputs) = &w.inputs else {
+        return failed(
+            node,
+            k,
+            "a map output it needs is being made again".into(),
+            true,
+        );
+    };
+    let mut inputs = Vec::new();
+    for mo in outputs {
+        let key = map_key(&k.job, mo.map, mo.attempt, k.index);
+        match node.object(&key, &[mo.node]).await {
+            Some(b) => inputs.push(b),
+            None => {
+                let lost = Command::Jobs(cluster::Command::MapOutputLost {
+                    job: k.job.clone(),
+                    index: mo.map,
+                    attempt: mo.attempt,
+                    at_ms: node.world.now_ms(),
+                });
+                let _ = node.propose(&lost, REPORT_PATIENCE).await;
+                let why = format!(
+                    "map {} attempt {} output could not be fetched",
+                    mo.map, mo.attempt
+                );
+                return failed(node, k, why, true);
+            }
+        }
+    }
+    let part = Arc::new(workload::reduce(&inputs));
+    let size = part.len() as u64;
+    let holders = node
+        .store_replicated(&part_key(&k.job, k.index), part, 1)
+        .await;
+    if holders.len() == 1 && node.world.machines.len() > 1 {
+        // As the daemon's worker: a part file on one disk only is not a finished reduce.
+        return failed(node, k, "the part file could not be copied".into(), true);
+    }
+    Command::Jobs(cluster::Command::TaskFinished {
+        job: k.job.clone(),
+        kind: k.kind,
+        index: k.index,
+        attempt: k.attempt,
+        sizes: vec![size],
+        holders,
+        counters: Counters::default(),
+        at_ms: node.world.now_ms(),
+    })
+}

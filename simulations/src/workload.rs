@@ -1,0 +1,197 @@
+//! The workload: word-count jobs over seeded text, the map and reduce the simulated tasks
+//! compute, the reference answer, and the client that submits jobs to a node.
+//!
+//! The reference is computed from the whole text directly, not from the map and reduce
+//! functions, so a task that loses or doubles input shows as a wrong part file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_jobs::cluster::{self, Applied as JobsApplied, SplitInfo};
+use shoal_jobs::partition::Partitioner;
+use shoal_jobs::spec::{JobKind, JobSpec};
+use shoal_node::state::Command;
+
+use crate::node::{split_key, SimNode};
+use crate::rng::Rng;
+use crate::world::{lock, Acked, World};
+
+/// Reduce partitions per job.
+pub const REDUCERS: u32 = 3;
+/// Words the text is drawn from.
+const WORDS: &[&str] = &[
+    "shoal", "raft", "map", "reduce", "split", "leader", "term", "vote", "log", "node", "task",
+    "job", "key", "value", "sort", "merge", "spill", "part", "seed", "fault", "crash", "heal",
+    "loss", "lease", "quorum", "commit", "apply", "snapshot", "peer", "fish", "école", "ñu",
+];
+
+/// A job to submit: its splits' text.
+#[derive(Debug, Clone)]
+pub struct JobInput {
+    /// One text per split.
+    pub splits: Vec<Vec<u8>>,
+}
+
+/// Seeded input for one job: 3–8 splits of 10–40 lines of 1–12 words.
+pub fn job_input(rng: &mut Rng) -> JobInput {
+    let n = rng.between(3, 8);
+    let splits = (0..n)
+        .map(|_| {
+            let mut text = Vec::new();
+            for _ in 0..rng.between(10, 40) {
+                let words: Vec<&str> = (0..rng.between(1, 12))
+                    .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+                    .collect();
+                text.extend_from_slice(words.join(" ").as_bytes());
+                text.push(b'\n');
+            }
+            text
+        })
+        .collect();
+    JobInput { splits }
+}
+
+fn counts_to_lines(counts: &BTreeMap<Vec<u8>, u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (word, n) in counts {
+        out.extend_from_slice(word);
+        out.push(b'\t');
+        out.extend_from_slice(n.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A map task: count the split's words, one sorted `word\tcount` list per partition.
+pub fn map_split(text: &[u8], partitioner: &Partitioner, r: u32) -> Vec<Vec<u8>> {
+    let mut parts = vec![BTreeMap::new(); r as usize];
+    for word in text
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        let p = partitioner.partition(word, r) as usize;
+        *parts[p].entry(word.to_vec()).or_insert(0) += 1;
+    }
+    parts.iter().map(counts_to_lines).collect()
+}
+
+/// A reduce task: sum the counts of every map's list for its partition.
+pub fn reduce(inputs: &[Arc<Vec<u8>>]) -> Vec<u8> {
+    let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for input in inputs {
+        for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(tab) = line.iter().position(|&b| b == b'\t') else {
+                continue;
+            };
+            let n: u64 = std::str::from_utf8(&line[tab + 1..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            *counts.entry(line[..tab].to_vec()).or_insert(0) += n;
+        }
+    }
+    counts_to_lines(&counts)
+}
+
+/// The reference: every part file the job must produce.
+pub fn expected(input: &JobInput, partitioner: &Partitioner, r: u32) -> Vec<Vec<u8>> {
+    let mut parts = vec![BTreeMap::new(); r as usize];
+    for text in &input.splits {
+        for word in String::from_utf8_lossy(text).split_whitespace() {
+            let p = partitioner.partition(word.as_bytes(), r) as usize;
+            *parts[p].entry(word.as_bytes().to_vec()).or_insert(0) += 1;
+        }
+    }
+    parts.iter().map(counts_to_lines).collect()
+}
+
+/// Submit job `id` through `node`, as `shoal submit` does: store the splits here and on
+/// two more nodes, then propose the job. The job's log index once committed.
+pub async fn submit(
+    node: Arc<SimNode>,
+    id: String,
+    input: JobInput,
+    at_ms: u64,
+) -> Result<u64, String> {
+    let mut splits = Vec::new();
+    for (i, text) in input.splits.iter().enumerate() {
+        let holders = node
+            .store_replicated(&split_key(&id, i as u32), Arc::new(text.clone()), 2)
+            .await;
+        splits.push(SplitInfo {
+            index: i as u32,
+            name: format!("input-{i}"),
+            len: text.len() as u64,
+            holders,
+        });
+    }
+    let mut spec = JobSpec::new(
+        id.clone(),
+        vec!["sim".into()],
+        JobKind::App("wordcount".into()),
+    );
+    spec.reducers = REDUCERS;
+    spec.max_attempts = 4;
+    let cmd = Command::Jobs(cluster::Command::SubmitJob {
+        id,
+        spec: Box::new(spec),
+        splits,
+        partitioner: Partitioner::Hash,
+        at_ms,
+    });
+    match node.propose(&cmd, Duration::from_secs(20)).await? {
+        (JobsApplied::Changed, index) => Ok(index),
+        (JobsApplied::Ignored(why), _) => Err(why),
+    }
+}
+
+/// The client: submit `jobs` jobs at seeded times in the first `window`, each to a random
+/// node that is up, trying another node (and a new id) when a submission is not
+/// acknowledged. Acknowledged jobs are recorded with their reference answers.
+pub async fn client(world: Arc<World>, jobs: usize, window: Duration) {
+    let mut at: Vec<u64> = (0..jobs)
+        .map(|_| world.rng(|r| r.below(window.as_millis() as u64 + 1)))
+        .collect();
+    at.sort_unstable();
+    let mut handles = Vec::new();
+    for (j, ms) in at.into_iter().enumerate() {
+        let input = world.rng(job_input);
+        let w = Arc::clone(&world);
+        tokio::time::sleep_until(world.start + Duration::from_millis(ms)).await;
+        handles.push(tokio::spawn(async move {
+            for tryno in 0..20 {
+                let n = w.machines.len() as u64;
+                let pick = w.rng(|r| r.below(n)) as usize;
+                let Some(node) = w.live(pick) else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let id = format!("j-{:06x}-{j:02}-{tryno:02}", w.seed & 0xff_ffff);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (input2, id2) = (input.clone(), id.clone());
+                let node2 = Arc::clone(&node);
+                let at_ms = w.now_ms();
+                lock(&w.expected)
+                    .insert(id.clone(), expected(&input, &Partitioner::Hash, REDUCERS));
+                node.spawn(async move {
+                    let _ = tx.send(submit(node2, id2, input2, at_ms).await);
+                });
+                drop(node);
+                match rx.await {
+                    Ok(Ok(index)) => {
+                        w.trace(format!("client: {id} acknowledged at index {index}"));
+                        lock(&w.acked).insert(id, Acked { index });
+                        return;
+                    }
+                    Ok(Err(e)) => w.trace(format!("client: {id} refused: {e}")),
+                    Err(_) => w.trace(format!("client: {id}: the node crashed")),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
