@@ -104,7 +104,13 @@ fn metrics_errors_watch_and_retention() {
     let (_, jobs) = http_get(&nodes[0].http, "/api/v1/jobs").unwrap();
     assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
 
-    // /metrics parses and agrees with the job's JSON.
+    // /metrics parses and agrees with the job's JSON — once the follower has heard, through
+    // the leader, every node's heartbeat (they come every second).
+    wait_for(10, "every node's heartbeat on the follower", || {
+        let c = nodes[2].cluster()?;
+        let nodes = c["nodes"].as_array()?;
+        (nodes.len() == 3 && nodes.iter().all(|n| !n["heartbeat"].is_null())).then_some(())
+    });
     let id = &ids[2];
     let (_, job) = http_get(&nodes[2].http, &format!("/api/v1/jobs/{id}")).unwrap();
     let text = {

@@ -465,6 +465,8 @@ struct Work {
     inputs: Option<Vec<MapOut>>,
     partitioner: shoal_jobs::partition::Partitioner,
     reducers: u32,
+    /// The job's native app (or why it has none).
+    app: Result<Arc<dyn shoal_jobs::apps::App>, String>,
 }
 
 /// The worker: start what the table assigns here, stop what it no longer wants.
@@ -497,6 +499,13 @@ async fn worker(node: Arc<SimNode>) {
                     },
                     partitioner: job.partitioner.clone(),
                     reducers: job.spec.reducers,
+                    app: match &job.spec.kind {
+                        shoal_jobs::spec::JobKind::App(name) => {
+                            shoal_jobs::apps::by_name(name, &job.spec.env)
+                                .map_err(|e| e.to_string())
+                        }
+                        _ => Err("the simulator runs native apps only".into()),
+                    },
                     key,
                 });
             }
@@ -593,7 +602,11 @@ async fn map_attempt(node: &SimNode, w: &Work) -> Command {
     else {
         return failed(node, k, "its split could not be read".into(), true);
     };
-    let parts = workload::map_split(&text, &w.partitioner, w.reducers);
+    let app = match &w.app {
+        Ok(app) => app,
+        Err(e) => return failed(node, k, e.clone(), false),
+    };
+    let parts = workload::map_split(app.as_ref(), &text, &w.partitioner, w.reducers);
     let mut sizes = Vec::new();
     for (p, bytes) in parts.into_iter().enumerate() {
         sizes.push(bytes.len() as u64);
@@ -645,7 +658,11 @@ async fn reduce_attempt(node: &SimNode, w: &Work) -> Command {
             }
         }
     }
-    let part = Arc::new(workload::reduce(&inputs));
+    let app = match &w.app {
+        Ok(app) => app,
+        Err(e) => return failed(node, k, e.clone(), false),
+    };
+    let part = Arc::new(workload::reduce(app.as_ref(), &inputs));
     let size = part.len() as u64;
     let holders = node
         .store_replicated(&part_key(&k.job, k.index), part, 1)
