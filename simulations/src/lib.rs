@@ -289,7 +289,7 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "seed {:>5}: {} — {}/{} jobs succeeded in {:.0} simulated s; {} messages ({} lost, {} duplicated), {} crashes, {} kills, {} partitions; trace {:016x}",
+            "seed {:>5}: {} — {} jobs succeeded ({} acknowledged) in {:.0} simulated s; {} messages ({} lost, {} duplicated), {} crashes, {} kills, {} partitions; trace {:016x}",
             self.config.seed,
             if self.ok() {
                 "ok".to_string()

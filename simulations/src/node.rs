@@ -606,7 +606,13 @@ async fn map_attempt(node: &SimNode, w: &Work) -> Command {
         Ok(app) => app,
         Err(e) => return failed(node, k, e.clone(), false),
     };
-    let parts = workload::map_split(app.as_ref(), &text, &w.partitioner, w.reducers);
+    let parts = workload::map_split(
+        app.as_ref(),
+        split.name.as_bytes(),
+        &text,
+        &w.partitioner,
+        w.reducers,
+    );
     let mut sizes = Vec::new();
     for (p, bytes) in parts.into_iter().enumerate() {
         sizes.push(bytes.len() as u64);

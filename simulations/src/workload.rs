@@ -28,15 +28,28 @@ const WORDS: &[&str] = &[
     "loss", "lease", "quorum", "commit", "apply", "snapshot", "peer", "fish", "école", "ñu",
 ];
 
-/// A job to submit: its splits' text.
+/// A job to submit: its native app and its splits' text.
 #[derive(Debug, Clone)]
 pub struct JobInput {
+    /// `wordcount` or `invertedindex`.
+    pub app: &'static str,
     /// One text per split.
     pub splits: Vec<Vec<u8>>,
 }
 
-/// Seeded input for one job: 3–8 splits of 10–40 lines of 1–12 words.
+/// The name a split's input file has (the inverted index lists these).
+pub fn split_name(i: usize) -> String {
+    format!("input-{i}")
+}
+
+/// Seeded input for one job: `wordcount` or `invertedindex` over 3–8 splits of 10–40 lines
+/// of 1–12 words.
 pub fn job_input(rng: &mut Rng) -> JobInput {
+    let app = if rng.chance(0.5) {
+        "wordcount"
+    } else {
+        "invertedindex"
+    };
     let n = rng.between(3, 8);
     let splits = (0..n)
         .map(|_| {
@@ -51,7 +64,7 @@ pub fn job_input(rng: &mut Rng) -> JobInput {
             text
         })
         .collect();
-    JobInput { splits }
+    JobInput { app, splits }
 }
 
 fn counts_to_lines(counts: &BTreeMap<Vec<u8>, u64>) -> Vec<u8> {
@@ -89,10 +102,16 @@ fn line(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 /// A map task: the job's native app over every line of the split, its output partitioned
 /// by the job's partitioner, sorted by key and folded by the app's combiner — one
 /// `key\tvalue` list per partition.
-pub fn map_split(app: &dyn App, text: &[u8], partitioner: &Partitioner, r: u32) -> Vec<Vec<u8>> {
+pub fn map_split(
+    app: &dyn App,
+    input: &[u8],
+    text: &[u8],
+    partitioner: &Partitioner,
+    r: u32,
+) -> Vec<Vec<u8>> {
     let mut parts: Vec<BTreeMap<Vec<u8>, Vec<Vec<u8>>>> = vec![BTreeMap::new(); r as usize];
     for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        app.map(b"input", l, &mut |k, v| {
+        app.map(input, l, &mut |k, v| {
             let p = partitioner.partition(k, r) as usize;
             parts[p].entry(k.to_vec()).or_default().push(v.to_vec());
         });
@@ -138,16 +157,35 @@ pub fn reduce(app: &dyn App, inputs: &[Arc<Vec<u8>>]) -> Vec<u8> {
     out
 }
 
-/// The reference: every part file the job must produce.
+/// The reference: every part file the job must produce — for `wordcount` each word's
+/// count, for `invertedindex` the sorted names of the splits holding each word, joined by
+/// commas — counted from the whole input, not through the app.
 pub fn expected(input: &JobInput, partitioner: &Partitioner, r: u32) -> Vec<Vec<u8>> {
-    let mut parts = vec![BTreeMap::new(); r as usize];
-    for text in &input.splits {
+    let mut counts = vec![BTreeMap::<Vec<u8>, u64>::new(); r as usize];
+    let mut docs = vec![BTreeMap::<Vec<u8>, std::collections::BTreeSet<String>>::new(); r as usize];
+    for (i, text) in input.splits.iter().enumerate() {
         for word in String::from_utf8_lossy(text).split_whitespace() {
             let p = partitioner.partition(word.as_bytes(), r) as usize;
-            *parts[p].entry(word.as_bytes().to_vec()).or_insert(0) += 1;
+            *counts[p].entry(word.as_bytes().to_vec()).or_insert(0) += 1;
+            docs[p]
+                .entry(word.as_bytes().to_vec())
+                .or_default()
+                .insert(split_name(i));
         }
     }
-    parts.iter().map(counts_to_lines).collect()
+    if input.app == "wordcount" {
+        return counts.iter().map(counts_to_lines).collect();
+    }
+    docs.iter()
+        .map(|words| {
+            let mut out = Vec::new();
+            for (word, names) in words {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                line(&mut out, word, names.join(",").as_bytes());
+            }
+            out
+        })
+        .collect()
 }
 
 /// Submit job `id` through `node`, as `shoal submit` does: store the splits here and on
@@ -165,7 +203,7 @@ pub async fn submit(
             .await;
         splits.push(SplitInfo {
             index: i as u32,
-            name: format!("input-{i}"),
+            name: split_name(i),
             len: text.len() as u64,
             holders,
         });
@@ -173,7 +211,7 @@ pub async fn submit(
     let mut spec = JobSpec::new(
         id.clone(),
         vec!["sim".into()],
-        JobKind::App("wordcount".into()),
+        JobKind::App(input.app.into()),
     );
     spec.reducers = REDUCERS;
     spec.max_attempts = 4;
@@ -237,5 +275,51 @@ pub async fn client(world: Arc<World>, jobs: usize, window: Duration) {
     }
     for h in handles {
         let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The app run as the simulated tasks run it (every split mapped, every partition
+    /// reduced) gives the reference, for both apps; and a lost split shows.
+    #[test]
+    fn tasks_running_the_app_give_the_reference() {
+        let mut rng = Rng::new(3);
+        for app in ["wordcount", "invertedindex"] {
+            let input = JobInput {
+                app,
+                ..job_input(&mut rng)
+            };
+            let a = shoal_jobs::apps::by_name(app, &Default::default()).expect("a built-in app");
+            let p = Partitioner::Hash;
+            let maps: Vec<Vec<Vec<u8>>> = input
+                .splits
+                .iter()
+                .enumerate()
+                .map(|(i, t)| map_split(a.as_ref(), split_name(i).as_bytes(), t, &p, REDUCERS))
+                .collect();
+            let parts = |skip: Option<usize>| -> Vec<Vec<u8>> {
+                (0..REDUCERS as usize)
+                    .map(|r| {
+                        let inputs: Vec<Arc<Vec<u8>>> = maps
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| Some(*i) != skip)
+                            .map(|(_, m)| Arc::new(m[r].clone()))
+                            .collect();
+                        reduce(a.as_ref(), &inputs)
+                    })
+                    .collect()
+            };
+            let want = expected(&input, &p, REDUCERS);
+            assert!(
+                want.iter().all(|w| !w.is_empty()),
+                "{app}: empty partitions"
+            );
+            assert_eq!(parts(None), want, "{app}");
+            assert_ne!(parts(Some(0)), want, "{app}: a missing split must show");
+        }
     }
 }

@@ -102,7 +102,7 @@ fn outputs_match_catches_a_reduce_over_part_of_the_map_outputs() {
 
 #[test]
 fn one_accepted_finish_catches_a_finish_from_a_stopped_attempt() {
-    check_caught("finish-any-attempt", Config::default(), 80);
+    check_caught("finish-any-attempt", Config::default(), 200);
 }
 
 #[test]
