@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    shoal_node::cli::main_with(shoal_sim::cli::main)
+    shoal_node::cli::main(shoal_sim::cli::main)
 }

@@ -60,17 +60,9 @@ enum Command {
     Bench(crate::bench::BenchCmd),
 }
 
-/// Entry point of the `shoal` binary, without the simulator.
-pub fn main() -> ExitCode {
-    main_with(|_| {
-        eprintln!("shoal sim: this build has no simulator");
-        ExitCode::from(EXIT_USAGE)
-    })
-}
-
 /// Entry point of the `shoal` binary; `sim` runs `shoal sim ARGS…` (the simulator crate
 /// depends on this one, so the binary passes it in).
-pub fn main_with(sim: impl FnOnce(Vec<std::ffi::OsString>) -> ExitCode) -> ExitCode {
+pub fn main(sim: impl FnOnce(Vec<std::ffi::OsString>) -> ExitCode) -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {

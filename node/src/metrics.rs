@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use shoal_jobs::cluster::{Cluster, JobState, TaskKind, TaskState};
+use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
 use crate::node::Node;
 use crate::view::hex;
@@ -48,6 +48,12 @@ impl Page {
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
 
+    /// A family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.0.push_str(name);
         if !labels.is_empty() {
@@ -78,6 +84,14 @@ fn kind_name(k: TaskKind) -> &'static str {
     }
 }
 
+/// Every task of every job in the table.
+fn tasks(table: &Cluster) -> impl Iterator<Item = &Task> {
+    table
+        .jobs
+        .values()
+        .flat_map(|j| j.maps.iter().chain(&j.reduces))
+}
+
 /// The job table's families.
 fn jobs(page: &mut Page, table: &Cluster) {
     page.family("shoal_jobs", "gauge", "Jobs in the job table, by state.");
@@ -102,10 +116,7 @@ fn jobs(page: &mut Page, table: &Cluster) {
             (TaskState::Done, "done"),
             (TaskState::Failed, "failed"),
         ] {
-            let n = table
-                .jobs
-                .values()
-                .flat_map(|j| j.maps.iter().chain(&j.reduces))
+            let n = tasks(table)
                 .filter(|t| t.kind == kind && t.state == state)
                 .count();
             page.sample(
@@ -122,10 +133,7 @@ fn jobs(page: &mut Page, table: &Cluster) {
     );
     for kind in [TaskKind::Map, TaskKind::Reduce] {
         let attempts = || {
-            table
-                .jobs
-                .values()
-                .flat_map(|j| j.maps.iter().chain(&j.reduces))
+            tasks(table)
                 .filter(move |t| t.kind == kind)
                 .flat_map(|t| t.attempts.iter())
         };
@@ -160,10 +168,7 @@ fn jobs(page: &mut Page, table: &Cluster) {
         "Durations of the successful attempts of the jobs in the table.",
     );
     for kind in [TaskKind::Map, TaskKind::Reduce] {
-        let took: Vec<f64> = table
-            .jobs
-            .values()
-            .flat_map(|j| j.maps.iter().chain(&j.reduces))
+        let took: Vec<f64> = tasks(table)
             .filter(|t| t.kind == kind)
             .flat_map(|t| t.attempts.iter())
             .filter(|a| a.state == TaskState::Done)
@@ -221,50 +226,50 @@ pub fn render(node: &Node) -> String {
             jobs(&mut page, &applied.state.jobs);
         }
         let m = shoal_raft::metrics(&h.raft);
-        page.family("shoal_raft_term", "gauge", "This node's current Raft term.");
-        page.sample("shoal_raft_term", &[], m.current_term as f64);
-        page.family(
+        page.single(
+            "shoal_raft_term",
+            "gauge",
+            "This node's current Raft term.",
+            m.current_term as f64,
+        );
+        page.single(
             "shoal_raft_applied_index",
             "gauge",
             "Index of the last log entry this node applied.",
+            m.last_applied.map_or(0, |l| l.index) as f64,
         );
-        let applied = m.last_applied.map_or(0, |l| l.index);
-        page.sample("shoal_raft_applied_index", &[], applied as f64);
-        page.family(
+        let leads = m.current_leader == Some(node.id);
+        page.single(
             "shoal_raft_is_leader",
             "gauge",
             "1 on the leader (the manager), else 0.",
+            if leads { 1.0 } else { 0.0 },
         );
-        let leads = m.current_leader == Some(node.id);
-        page.sample("shoal_raft_is_leader", &[], if leads { 1.0 } else { 0.0 });
     }
-    page.family(
+    page.single(
         "shoal_raft_leader_changes_total",
         "counter",
         "Leaders this node has seen elected since it started.",
+        node.leader_changes.load(Ordering::Relaxed) as f64,
     );
-    let changes = node.leader_changes.load(Ordering::Relaxed);
-    page.sample("shoal_raft_leader_changes_total", &[], changes as f64);
-    page.family(
+    page.single(
         "shoal_peers_connected",
         "gauge",
         "Peers of this node's cluster it has heard from within --node-timeout.",
+        node.hellos().len() as f64,
     );
-    page.sample("shoal_peers_connected", &[], node.hellos().len() as f64);
-    page.family(
+    page.single(
         "shoal_shuffle_fetched_bytes_total",
         "counter",
         "Map output this node's reduces fetched from other nodes.",
+        node.shuffle.fetched_bytes.load(Ordering::Relaxed) as f64,
     );
-    let fetched = node.shuffle.fetched_bytes.load(Ordering::Relaxed);
-    page.sample("shoal_shuffle_fetched_bytes_total", &[], fetched as f64);
-    page.family(
+    page.single(
         "shoal_shuffle_local_bytes_total",
         "counter",
         "Map output this node's reduces read from its own store.",
+        node.shuffle.local_bytes.load(Ordering::Relaxed) as f64,
     );
-    let local = node.shuffle.local_bytes.load(Ordering::Relaxed);
-    page.sample("shoal_shuffle_local_bytes_total", &[], local as f64);
     let beats: Vec<(u64, shoal_net::wire::Heartbeat)> = {
         let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         heard

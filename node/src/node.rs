@@ -38,7 +38,7 @@ pub struct RaftHandle {
     pub raft: Raft<ClusterState>,
     /// The applied state.
     pub applied: Arc<RwLock<Applied<ClusterState>>>,
-    /// The order of inbound AppendEntries.
+    /// The order of inbound AppendEntries and snapshots.
     pub inbound: shoal_raft::Inbound,
 }
 

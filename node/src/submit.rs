@@ -365,7 +365,10 @@ async fn replicate_splits(
             async move {
                 let key = split_key(job, index);
                 let holders = match node.blobs.path(&key) {
-                    Some(path) => crate::worker::replicate(&node, &key, &path, copies, index).await,
+                    Some(path) => {
+                        let targets = crate::worker::replica_targets(&node, copies, index);
+                        crate::worker::replicate(&node, &key, &path, &targets).await
+                    }
                     None => vec![node.id],
                 };
                 SplitInfo {

@@ -102,6 +102,16 @@ impl From<String> for Failure {
     }
 }
 
+impl Failure {
+    /// A failure that is not the task's fault: it does not count toward its attempts.
+    fn lost(error: String) -> Self {
+        Failure {
+            lost: true,
+            ..Failure::from(error)
+        }
+    }
+}
+
 impl From<&str> for Failure {
     fn from(error: &str) -> Self {
         Failure::from(error.to_string())
@@ -619,13 +629,10 @@ async fn reduce_attempt(
 ) -> Result<Done, Failure> {
     let k = &w.key;
     let p = k.index;
-    let outputs = w.inputs.as_ref().map_err(|why| Failure {
-        error: why.clone(),
-        exit: None,
-        stderr_tail: None,
-        lost: true,
-        lost_map: None,
-    })?;
+    let outputs = w
+        .inputs
+        .as_ref()
+        .map_err(|why| Failure::lost(why.clone()))?;
     let scratch = node
         .blobs
         .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
@@ -648,14 +655,11 @@ async fn reduce_attempt(
             let node = Arc::clone(node);
             async move {
                 let lost = |why: String| Failure {
-                    error: format!(
+                    lost_map: Some((m.map, m.attempt)),
+                    ..Failure::lost(format!(
                         "fetching the output of map {} from node {:016x} failed: {why}",
                         m.map, m.node
-                    ),
-                    exit: None,
-                    stderr_tail: None,
-                    lost: true,
-                    lost_map: Some((m.map, m.attempt)),
+                    ))
                 };
                 let peer = peer_of(&node, m.node).ok_or_else(|| lost("not a member".into()))?;
                 match crate::data::fetch_to_file(&node, peer, &key, &path).await {
@@ -713,18 +717,14 @@ async fn reduce_attempt(
     let size = std::fs::metadata(&out_file)
         .map(|m| m.len())
         .map_err(|e| format!("the part file vanished: {e}"))?;
-    let holders = replicate(node, &out_key, &out_file, w.spec.replication, p).await;
+    let targets = replica_targets(node, w.spec.replication, p);
+    let holders = replicate(node, &out_key, &out_file, &targets).await;
     // A part file on one disk only is lost with that disk, after its job succeeded: when
     // another member could have taken a copy but none did, try again (elsewhere).
-    let could_copy = w.spec.replication > 0 && !replica_targets(node, 1, p).is_empty();
-    if holders.len() == 1 && could_copy {
-        return Err(Failure {
-            error: "the part file could not be copied to any other node".into(),
-            exit: None,
-            stderr_tail: None,
-            lost: true,
-            lost_map: None,
-        });
+    if holders.len() == 1 && !targets.is_empty() {
+        return Err(Failure::lost(
+            "the part file could not be copied to any other node".into(),
+        ));
     }
     Ok(Done {
         sizes: vec![size],
@@ -733,17 +733,15 @@ async fn reduce_attempt(
     })
 }
 
-/// Copy a local object to `copies` other live nodes (chosen by rotating on `spread`). Returns
-/// this node and the nodes that now hold it.
+/// Copy a local object to `targets` (see [`replica_targets`]). Returns this node and the
+/// nodes that now hold it.
 pub async fn replicate(
     node: &Arc<Node>,
     key: &str,
     path: &std::path::Path,
-    copies: u32,
-    spread: u32,
+    targets: &[NodeId],
 ) -> Vec<NodeId> {
-    let targets = replica_targets(node, copies, spread);
-    let pushes = targets.into_iter().map(|t| {
+    let pushes = targets.iter().map(|&t| {
         let node = Arc::clone(node);
         async move {
             let peer = peer_of(&node, t).ok_or_else(|| "not a member".to_string())?;

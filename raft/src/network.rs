@@ -214,7 +214,33 @@ type LeaderIdOf = openraft::alias::LeaderIdOf<TypeConfig>;
 /// sent a longer prefix, and this node took it).
 #[derive(Debug, Default)]
 pub struct Inbound {
-    newest: tokio::sync::Mutex<Option<(LeaderIdOf, LogId)>>,
+    newest: tokio::sync::Mutex<Newest>,
+}
+
+/// The last log id taken from the newest leader that sent entries or a snapshot.
+#[derive(Debug, Default)]
+struct Newest(Option<(LeaderIdOf, LogId)>);
+
+impl Newest {
+    /// Whether what `leader` sends, up to `last`, is older than what it already sent.
+    fn stale(&self, leader: &LeaderIdOf, last: Option<LogId>) -> bool {
+        match (&self.0, last) {
+            (Some((l, seen)), Some(last)) => l == leader && last < *seen,
+            _ => false,
+        }
+    }
+
+    /// Raft took what `leader` sent, up to `last`.
+    fn took(&mut self, leader: LeaderIdOf, last: Option<LogId>) {
+        let Some(last) = last else { return };
+        if self
+            .0
+            .as_ref()
+            .is_none_or(|(l, seen)| *l != leader || last > *seen)
+        {
+            self.0 = Some((leader, last));
+        }
+    }
 }
 
 /// Answer an inbound Raft RPC: decode, hand to Raft, encode its result.
@@ -228,23 +254,16 @@ pub async fn handle_rpc<S: AppState>(
         RpcKind::Append => {
             let req: AppendEntriesRequest<TypeConfig> = decode(kind, body)?;
             let last = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
+            let leader = req.vote.leader_id;
             let mut newest = inbound.newest.lock().await;
-            if let (Some((vote, seen)), Some(last)) = (newest.as_ref(), last) {
-                if *vote == req.vote.leader_id && last < *seen {
-                    let done: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> =
-                        Ok(AppendEntriesResponse::Success);
-                    return Ok(to_cbor(&done));
-                }
+            if newest.stale(&leader, last) {
+                let done: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> =
+                    Ok(AppendEntriesResponse::Success);
+                return Ok(to_cbor(&done));
             }
-            let vote = req.vote.leader_id;
             let res = raft.append_entries(req).await;
-            if let (Ok(AppendEntriesResponse::Success), Some(last)) = (&res, last) {
-                if newest
-                    .as_ref()
-                    .is_none_or(|(v, seen)| *v != vote || last > *seen)
-                {
-                    *newest = Some((vote, last));
-                }
+            if let Ok(AppendEntriesResponse::Success) = &res {
+                newest.took(leader, last);
             }
             to_cbor(&res)
         }
@@ -255,12 +274,10 @@ pub async fn handle_rpc<S: AppState>(
             let last = req.meta.last_log_id;
             let leader = req.vote.leader_id;
             let mut newest = inbound.newest.lock().await;
-            if let (Some((l, seen)), Some(last)) = (newest.as_ref(), last) {
-                if *l == leader && last < *seen {
-                    let done: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
-                        Ok(SnapshotResponse::new(req.vote));
-                    return Ok(to_cbor(&done));
-                }
+            if newest.stale(&leader, last) {
+                let done: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+                    Ok(SnapshotResponse::new(req.vote));
+                return Ok(to_cbor(&done));
             }
             let snap = openraft::Snapshot {
                 meta: req.meta,
@@ -270,13 +287,8 @@ pub async fn handle_rpc<S: AppState>(
                 .install_full_snapshot(req.vote, snap)
                 .await
                 .map_err(RaftError::Fatal);
-            if let (Ok(_), Some(last)) = (&res, last) {
-                if newest
-                    .as_ref()
-                    .is_none_or(|(l, seen)| *l != leader || last > *seen)
-                {
-                    *newest = Some((leader, last));
-                }
+            if res.is_ok() {
+                newest.took(leader, last);
             }
             to_cbor(&res)
         }

@@ -126,7 +126,7 @@ pub fn outputs_match(world: &World, checked: &mut BTreeSet<String>) {
         for t in j.reduces.iter().filter(|t| t.kind == TaskKind::Reduce) {
             let want = parts.get(t.index as usize).cloned().unwrap_or_default();
             let got = t.holders.iter().find_map(|&h| {
-                let m = lock(world.machines.get((h as usize).wrapping_sub(1))?);
+                let m = lock(world.machines.get(World::index(h))?);
                 let b = lock(&m.blobs).get(&part_key(&j.id, t.index)).cloned();
                 b
             });

@@ -409,16 +409,19 @@ pub fn sweep(
 }
 
 async fn simulate(config: Config) -> Outcome {
+    let peers = (0..config.nodes)
+        .map(|i| {
+            let kp = shoal_net::Keypair::ed25519_from_bytes([i as u8 + 1; 32]);
+            kp.map(|kp| kp.public().to_peer_id())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default();
     let world = Arc::new(World {
         seed: config.seed,
         rng: Mutex::new(rng::Rng::new(config.seed)),
         machines: (0..config.nodes)
-            .map(|i| {
-                let kp = shoal_net::Keypair::ed25519_from_bytes([i as u8 + 1; 32])
-                    .map_err(|e| e.to_string());
+            .map(|_| {
                 Ok(Mutex::new(Machine {
-                    id: i as u64 + 1,
-                    peer: kp?.public().to_peer_id(),
                     store: shoal_raft::Store::in_memory().map_err(|e| e.to_string())?,
                     blobs: Arc::default(),
                     live: None,
@@ -429,6 +432,7 @@ async fn simulate(config: Config) -> Outcome {
             })
             .collect::<Result<Vec<_>, String>>()
             .unwrap_or_default(),
+        peers,
         net: Mutex::new(NetFaults {
             delay_ms: 5,
             ..NetFaults::default()
@@ -442,7 +446,10 @@ async fn simulate(config: Config) -> Outcome {
         start: Instant::now(),
         tail: config.tail.max(1),
     });
-    if world.machines.len() != config.nodes || config.nodes == 0 {
+    if world.machines.len() != config.nodes
+        || world.peers.len() != config.nodes
+        || config.nodes == 0
+    {
         return failed_to_start(&config, "could not make the machines".into());
     }
     if let Err(e) = boot(&world).await {
@@ -473,12 +480,8 @@ async fn simulate(config: Config) -> Outcome {
         invariants::every_job_ends(&world);
     }
     client.abort();
-    let succeeded = world
-        .live(
-            (0..config.nodes)
-                .find(|&i| world.live(i).is_some())
-                .unwrap_or(0),
-        )
+    let succeeded = (0..config.nodes)
+        .find_map(|i| world.live(i))
         .map_or(0, |n| {
             let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
             let jobs = &a.state.state.jobs.jobs;
@@ -525,11 +528,10 @@ async fn boot(world: &Arc<World>) -> Result<(), String> {
     let mut members = BTreeMap::new();
     for i in 0..world.machines.len() {
         let node = node::start(world, i).await?;
-        let peer = lock(&world.machines[i]).peer;
         members.insert(
             node.id,
             shoal_raft::NodeInfo {
-                peer_id: peer.to_string(),
+                peer_id: world.peers[i].to_string(),
                 addrs: Vec::new(),
                 http: String::new(),
             },

@@ -151,9 +151,10 @@ pub struct SimNode {
 
 /// Start node `idx` from its durable state.
 pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, String> {
-    let (id, store, blobs) = {
+    let id = World::id(idx);
+    let (store, blobs) = {
         let m = lock(&world.machines[idx]);
-        (m.id, m.store.clone(), Arc::clone(&m.blobs))
+        (m.store.clone(), Arc::clone(&m.blobs))
     };
     let net = SimNet {
         world: Arc::clone(world),
@@ -312,7 +313,7 @@ impl SimNode {
             return Some(b);
         }
         for &h in holders.iter().filter(|&&h| h != self.id) {
-            let to = (h as usize).wrapping_sub(1);
+            let to = World::index(h);
             let msg = Msg::Fetch(key.to_string());
             if let Some(Answer::Fetched(Some(b))) =
                 self.world.exchange(self.idx, to, msg, FETCH_TIMEOUT).await
@@ -342,7 +343,7 @@ impl SimNode {
             if let Some(Answer::Pushed) =
                 self.world.exchange(self.idx, to, msg, FETCH_TIMEOUT).await
             {
-                holders.push(to as NodeId + 1);
+                holders.push(World::id(to));
             }
         }
         holders

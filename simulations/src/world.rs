@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use shoal_jobs::cluster::NodeId;
 use shoal_jobs::partition::stable_hash;
 use shoal_net::wire::{CtlRequest, CtlResponse, RaftRequest, RaftResponse};
 use shoal_net::PeerId;
@@ -28,12 +29,8 @@ pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// A node's stored objects (splits, map outputs, part files): kept across crashes.
 pub type Blobs = Arc<Mutex<BTreeMap<String, Arc<Vec<u8>>>>>;
 
-/// One machine of the simulation.
+/// One machine of the simulation (its Raft id is its index + 1, see [`World::id`]).
 pub struct Machine {
-    /// Raft id.
-    pub id: u64,
-    /// Its peer id (what the membership records).
-    pub peer: PeerId,
     /// Its Raft log, vote and snapshot, on an in-memory redb: kept across crashes.
     pub store: shoal_raft::Store,
     /// Its objects: kept across crashes.
@@ -156,6 +153,8 @@ pub struct World {
     pub rng: Mutex<Rng>,
     /// The machines, by index (Raft id = index + 1).
     pub machines: Vec<Mutex<Machine>>,
+    /// Each machine's peer id (what the membership records), by index.
+    pub peers: Vec<PeerId>,
     /// The network's faults.
     pub net: Mutex<NetFaults>,
     /// The trace.
@@ -237,7 +236,17 @@ impl World {
 
     /// The index of the machine with `peer`.
     pub fn index_of(&self, peer: &PeerId) -> Option<usize> {
-        self.machines.iter().position(|m| lock(m).peer == *peer)
+        self.peers.iter().position(|p| p == peer)
+    }
+
+    /// The Raft id of machine `i`.
+    pub fn id(i: usize) -> NodeId {
+        i as NodeId + 1
+    }
+
+    /// The index of the machine with Raft id `id` (out of range for an unknown id).
+    pub fn index(id: NodeId) -> usize {
+        (id as usize).wrapping_sub(1)
     }
 
     fn link_open(&self, from: usize, to: usize) -> bool {
