@@ -326,3 +326,129 @@ fn an_api_token_guards_every_route_and_is_required_beyond_loopback() {
         "SHOAL_API_TOKEN: {err}"
     );
 }
+
+/// The writing end of a pipe whose reading end is already closed.
+fn pipe_without_reader() -> std::process::Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    std::process::Stdio::from(write)
+}
+
+/// Ended quietly: no panic on stderr, and either exit 0 or SIGPIPE's default action.
+fn assert_quiet_end(what: &str, status: std::process::ExitStatus, stderr: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{what}: {stderr}"
+    );
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "{what} ended with {status}: {stderr}"
+    );
+}
+
+#[test]
+fn printing_commands_stop_quietly_when_their_reader_goes_away() {
+    use std::io::{BufRead, Read};
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let n = NodeProc::start(dir.path(), "n1", &["--expect".into(), "1".into()]);
+    wait_agreed(&[&n], 1, 30);
+    let url = format!("http://{}", n.http);
+    // Output larger than a pipe's buffer, so `shoal output` must write after a reader left.
+    let input = dir.path().join("words.txt");
+    let words: String = (0..30_000).map(|i| format!("word{i} w\n")).collect();
+    std::fs::write(&input, words).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "submit",
+            "--node",
+            &url,
+            "--app",
+            "wordcount",
+            "-R",
+            "2",
+            "--wait",
+            "--input",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+
+    // `shoal output JOB` without --dir: the part files, in order, on stdout.
+    let out_dir = dir.path().join("out");
+    let shoal = || std::process::Command::new(env!("CARGO_BIN_EXE_shoal"));
+    let o = shoal()
+        .args(["output", "--node", &url, &id, "--dir"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = shoal()
+        .args(["output", "--node", &url, &id])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let parts: Vec<u8> = (0..2)
+        .flat_map(|p| std::fs::read(out_dir.join(format!("part-{p:05}"))).unwrap())
+        .collect();
+    assert!(parts.len() > 256 << 10, "output larger than a pipe holds");
+    assert!(o.stdout == parts, "stdout holds the part files in order");
+
+    // `shoal status --watch | head -5`.
+    let mut watch = shoal()
+        .args(["status", "--watch", "--node", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    for _ in 0..5 {
+        lines.next().expect("a line").unwrap();
+    }
+    drop(lines);
+    let status = wait_for(20, "status --watch to stop once its reader left", || {
+        watch.try_wait().unwrap()
+    });
+    let mut stderr = String::new();
+    watch
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_quiet_end("status --watch | head -5", status, &stderr);
+
+    // Every other command that prints, into a pipe nobody reads.
+    for args in [
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["status", &id],
+        vec!["jobs"],
+        vec!["jobs", "--json"],
+        vec!["output", &id],
+    ] {
+        let o = shoal()
+            .args(&args)
+            .args(["--node", &url])
+            .stdout(pipe_without_reader())
+            .output()
+            .unwrap();
+        assert_quiet_end(
+            &args.join(" "),
+            o.status,
+            &String::from_utf8_lossy(&o.stderr),
+        );
+    }
+}

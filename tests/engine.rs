@@ -272,3 +272,27 @@ for k in sorted(c):
     );
     assert!(check_keyed_parts(&parts(&out, 3)) == want);
 }
+
+#[test]
+fn shipped_scripts_run_by_their_shebang_from_a_relative_output_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let want = shebang_wordcount_setup(work, 3, 500);
+    for (lang, map, reduce) in [
+        ("py", "./mapper.py", "reducer.py"),
+        ("sh", "map.sh", "./reduce.sh"),
+    ] {
+        let out = format!("out-{lang}");
+        let o = run(shoal()
+            .current_dir(work)
+            .arg("run")
+            .args(shebang_job(map, reduce))
+            .args(["--output", &out, "-R", "2"]));
+        assert!(o.status.success(), "{lang}: {}", text(&o));
+        let got = check_keyed_parts(&parts(&work.join(&out), 2));
+        assert!(
+            got == want,
+            "{lang}: the word count differs from the reference"
+        );
+    }
+}

@@ -558,3 +558,63 @@ fn busy_slots_do_not_cost_the_manager_its_term() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes_dir = dir.path().join("nodes");
+    // As a user starts them: each in its own working directory, the first with the default
+    // `./shoal-data`, the others with a relative `--data`.
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for (i, data) in [None, Some("rel/dir"), Some("./d3")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut args: Vec<String> = ["--expect", "3", "--slots", "2"].map(String::from).to_vec();
+        for p in &nodes {
+            args.extend(["--peer".to_string(), p.peer_addr()]);
+        }
+        nodes.push(NodeProc::start_relative(
+            &nodes_dir,
+            &format!("n{}", i + 1),
+            data,
+            &args,
+        ));
+    }
+    wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    assert!(nodes_dir.join("n1/shoal-data/node.redb").is_file());
+    assert!(nodes_dir.join("n2/rel/dir/node.redb").is_file());
+    assert!(nodes_dir.join("n3/d3/node.redb").is_file());
+
+    // The client too runs with relative paths, from its own working directory.
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let want = shebang_wordcount_setup(&work, 4, 1500);
+    let node = format!("http://{}", nodes[0].http);
+    for (lang, map, reduce) in [
+        ("python", "./mapper.py", "reducer.py"),
+        ("shell", "./map.sh", "reduce.sh"),
+    ] {
+        let out = format!("out-{lang}");
+        let o = run(shoal()
+            .current_dir(&work)
+            .args(["submit", "--node", &node])
+            .args(shebang_job(map, reduce))
+            .args(["-R", "2", "--split-size", "32768", "--output", &out]));
+        assert!(o.status.success(), "{lang}: {}", text(&o));
+        let got = check_keyed_parts(&parts(&work.join(&out), 2));
+        assert!(
+            got == want,
+            "word count by shipped {lang} scripts differs from the reference"
+        );
+        // Every node ran a part of it: the paths held on each of them.
+        let id = job_id(&o);
+        let (_, v) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}")).unwrap();
+        let mut ran = attempt_nodes(&v, "map");
+        ran.extend(attempt_nodes(&v, "reduce"));
+        ran.sort();
+        ran.dedup();
+        assert_eq!(ran.len(), 3, "{lang}: attempts ran on every node: {v}");
+    }
+}

@@ -86,6 +86,9 @@ pub fn display(p: &Program) -> &str {
 }
 
 fn command_for(l: &Launch<'_>) -> Result<Command> {
+    // The child starts in `l.dir`, so a relative `l.dir` (a relative `--data` or `--output`)
+    // would name the program, HOME and TMPDIR relative to itself: resolve it first.
+    let dir = std::path::absolute(l.dir).ctx(|| format!("resolving {}", l.dir.display()))?;
     let mut cmd = match l.program {
         Program::Shell(line) => {
             let mut c = Command::new("sh");
@@ -97,7 +100,7 @@ fn command_for(l: &Launch<'_>) -> Result<Command> {
                 Error::InvalidSpec(format!("program file {name} is not shipped with the job"))
             })?;
             match interpreter_for(f)? {
-                None => Command::new(l.dir.join(name)),
+                None => Command::new(dir.join(name)),
                 Some(interp) => {
                     let mut c = Command::new(interp);
                     c.arg(name);
@@ -107,11 +110,11 @@ fn command_for(l: &Launch<'_>) -> Result<Command> {
         }
     };
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    cmd.current_dir(l.dir)
+    cmd.current_dir(&dir)
         .env_clear()
         .env("PATH", path)
-        .env("HOME", l.dir)
-        .env("TMPDIR", l.dir.join("tmp"))
+        .env("HOME", &dir)
+        .env("TMPDIR", dir.join("tmp"))
         .env("LANG", "C")
         .envs(l.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())

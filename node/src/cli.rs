@@ -65,6 +65,17 @@ enum Command {
 pub fn main(sim: impl FnOnce(Vec<std::ffi::OsString>) -> ExitCode) -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if matches!(
+        cli.command,
+        Command::Status(_)
+            | Command::Submit(_)
+            | Command::Jobs(_)
+            | Command::Output(_)
+            | Command::Kill(_)
+            | Command::Keygen { .. }
+    ) {
+        stop_quietly_on_closed_stdout();
+    }
     match cli.command {
         Command::Sim { args } => sim(args),
         Command::Run(args) => crate::run::run(*args),
@@ -102,4 +113,16 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// A client command whose reader goes away (`shoal status --watch | head -5`) stops quietly,
+/// as Unix tools do: the next write raises SIGPIPE and ends the process, instead of
+/// `println!` panicking with a backtrace. Rust ignores SIGPIPE by default; only the client
+/// commands restore it — a node, `shoal run`, the demo and the benches write into their
+/// tasks' pipes, where a closed pipe is an error to report, not a reason to die.
+fn stop_quietly_on_closed_stdout() {
+    // SAFETY: setting a signal's disposition to its default; no handler runs our code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -231,9 +231,10 @@ pub struct OutputArgs {
     nodes: NodeUrls,
     /// The job id.
     job: String,
-    /// Where to write the part files (absent or empty).
+    /// Where to write the part files (absent or empty). Without it the part files are
+    /// written to stdout one after another, in order.
     #[arg(long)]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
 }
 
 fn fail(cmd: &str, e: &ClientError) -> ExitCode {
@@ -467,39 +468,63 @@ pub fn fetch_output(client: &mut Client, id: &str, dir: &Path) -> Result<usize, 
         status: 400,
         message: format!("{}: {e}", dir.display()),
     };
-    let list = client.get_json(
-        &format!("/api/v1/jobs/{id}/output"),
-        Duration::from_secs(10),
-    )?;
+    let parts = part_names(client, id)?;
     std::fs::create_dir_all(dir).map_err(local)?;
-    let parts: Vec<String> = list["parts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     for name in &parts {
         let target = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
-        let path = format!("/api/v1/jobs/{id}/output/{name}");
         let file = std::fs::File::create(&tmp).map_err(local)?;
-        client.send(
-            Duration::from_secs(24 * 3600),
-            |c, b| c.get(format!("{b}{path}")),
-            ToFile(std::sync::Mutex::new(Some(file))),
-        )?;
+        fetch_part(client, id, name, Box::new(file))?;
         std::fs::rename(&tmp, &target).map_err(local)?;
     }
     std::fs::File::create(dir.join("_SUCCESS")).map_err(local)?;
     Ok(parts.len())
 }
 
-/// A body written to a file.
-struct ToFile(std::sync::Mutex<Option<std::fs::File>>);
+/// The names of `id`'s part files, in order.
+fn part_names(client: &mut Client, id: &str) -> Result<Vec<String>, ClientError> {
+    let list = client.get_json(
+        &format!("/api/v1/jobs/{id}/output"),
+        Duration::from_secs(10),
+    )?;
+    Ok(list["parts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
 
-impl AsyncRead<()> for ToFile {
+/// Download part file `name` of `id` into `to`.
+fn fetch_part(
+    client: &mut Client,
+    id: &str,
+    name: &str,
+    to: Box<dyn Write + Send>,
+) -> Result<(), ClientError> {
+    let path = format!("/api/v1/jobs/{id}/output/{name}");
+    client.send(
+        Duration::from_secs(24 * 3600),
+        |c, b| c.get(format!("{b}{path}")),
+        ToWriter(std::sync::Mutex::new(Some(to))),
+    )
+}
+
+/// Write every part file of `id` to stdout, in order. Returns the number of parts.
+pub fn cat_output(client: &mut Client, id: &str) -> Result<usize, ClientError> {
+    let parts = part_names(client, id)?;
+    for name in &parts {
+        fetch_part(client, id, name, Box::new(std::io::stdout()))?;
+    }
+    Ok(parts.len())
+}
+
+/// A body written to a file or stdout.
+struct ToWriter(std::sync::Mutex<Option<Box<dyn Write + Send>>>);
+
+impl AsyncRead<()> for ToWriter {
     async fn read(&self, mut resp: reqwest::Response) -> Result<(), ClientError> {
         let mut file = self
             .0
@@ -515,22 +540,33 @@ impl AsyncRead<()> for ToFile {
                 message: format!("writing the output: {e}"),
             })?;
         }
-        Ok(())
+        file.flush().map_err(|e| ClientError::Http {
+            status: 400,
+            message: format!("writing the output: {e}"),
+        })
     }
 }
 
 /// Run `shoal output`.
 pub fn output(args: OutputArgs) -> ExitCode {
-    if let Err(e) = shoal_jobs::local::check_output_dir(&args.dir) {
-        return usage("output", e);
+    if let Some(dir) = &args.dir {
+        if let Err(e) = shoal_jobs::local::check_output_dir(dir) {
+            return usage("output", e);
+        }
     }
     let mut client = match Client::new(&args.nodes) {
         Ok(c) => c,
         Err(e) => return fail("output", &e),
     };
-    match fetch_output(&mut client, &args.job, &args.dir) {
+    let fetched = match &args.dir {
+        Some(dir) => fetch_output(&mut client, &args.job, dir),
+        None => cat_output(&mut client, &args.job),
+    };
+    match fetched {
         Ok(n) => {
-            eprintln!("{n} part file(s) in {}", args.dir.display());
+            if let Some(dir) = &args.dir {
+                eprintln!("{n} part file(s) in {}", dir.display());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail("output", &e),

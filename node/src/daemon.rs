@@ -124,7 +124,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Run a node until Ctrl-C or SIGTERM.
-pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     let (emin, emax) = parse_election(&args.election_ms)?;
     let timing = Timing {
         heartbeat_ms: args.heartbeat_ms,
@@ -169,6 +169,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data dir {}", args.data.display()))?;
+    // Every path derived from the data dir crosses a `chdir` (a task's working directory is
+    // its attempt directory) or a process boundary: make it absolute once, here.
+    args.data = std::fs::canonicalize(&args.data)
+        .with_context(|| format!("cannot resolve the data dir {}", args.data.display()))?;
     let _lock = lock_data_dir(&args.data)?;
     let keypair = crate::identity::load_or_create(&args.data)?;
     let store = Store::open(&args.data.join("node.redb"))?;

@@ -238,8 +238,25 @@ fn watch(nodes: &NodeUrls) -> ExitCode {
             let _ = std::io::Write::flush(&mut std::io::stdout());
             last = text;
         }
+        // Piped into `head`, an unchanged view would never write again to learn that the
+        // reader left: ask the pipe.
+        if !tty && stdout_reader_gone() {
+            return ExitCode::SUCCESS;
+        }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// Whether stdout is a pipe whose reading end is closed.
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & libc::POLLERR != 0
 }
 
 /// Write a new cluster key to `path` (refusing to overwrite one).

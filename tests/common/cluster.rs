@@ -37,6 +37,10 @@ pub struct NodeProc {
     pub node_id: String,
     /// The network namespace it runs in (None: this host's loopback, mDNS off).
     pub ns: Option<String>,
+    /// Where the process runs and the `--data` it is given, when it runs as a user on one
+    /// machine would start it: in a working directory of its own, with a relative `--data`
+    /// or none at all (the default, `./shoal-data`). None: `--data` is the absolute `data`.
+    pub relative: Option<(PathBuf, Option<String>)>,
 }
 
 impl NodeProc {
@@ -49,10 +53,43 @@ impl NodeProc {
     /// data dir and ready file: the product's defaults (all interfaces, mDNS on) unless
     /// `args` say otherwise.
     pub fn start_in(ns: Option<&str>, dir: &Path, name: &str, args: &[String]) -> NodeProc {
+        Self::launch(ns, dir, name, args, None)
+    }
+
+    /// Start a node whose working directory is `dir/name`, with `--data data_arg` (a
+    /// relative path) or, for `None`, no `--data` at all.
+    pub fn start_relative(
+        dir: &Path,
+        name: &str,
+        data_arg: Option<&str>,
+        args: &[String],
+    ) -> NodeProc {
+        let cwd = dir.join(name);
+        std::fs::create_dir_all(&cwd).unwrap();
+        Self::launch(
+            None,
+            dir,
+            name,
+            args,
+            Some((cwd, data_arg.map(String::from))),
+        )
+    }
+
+    fn launch(
+        ns: Option<&str>,
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        relative: Option<(PathBuf, Option<String>)>,
+    ) -> NodeProc {
+        let data = match &relative {
+            Some((cwd, arg)) => cwd.join(arg.as_deref().unwrap_or("shoal-data")),
+            None => dir.join(name),
+        };
         let mut n = NodeProc {
             ns: ns.map(String::from),
             name: name.into(),
-            data: dir.join(name),
+            data,
             log: dir.join(format!("{name}.log")),
             args: args.to_vec(),
             child: None,
@@ -60,6 +97,7 @@ impl NodeProc {
             peer_id: String::new(),
             addrs: vec![],
             node_id: String::new(),
+            relative,
         };
         n.restart();
         n
@@ -74,7 +112,10 @@ impl NodeProc {
             .first()
             .cloned()
             .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into());
-        let ready = self.data.with_extension("ready");
+        let ready = match &self.relative {
+            Some((cwd, _)) => cwd.with_extension("ready"),
+            None => self.data.with_extension("ready"),
+        };
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -82,7 +123,18 @@ impl NodeProc {
             .open(&self.log)
             .unwrap();
         let mut cmd = self.command();
-        cmd.arg("node").arg("--data").arg(&self.data);
+        cmd.arg("node");
+        match &self.relative {
+            Some((cwd, data_arg)) => {
+                cmd.current_dir(cwd);
+                if let Some(a) = data_arg {
+                    cmd.args(["--data", a]);
+                }
+            }
+            None => {
+                cmd.arg("--data").arg(&self.data);
+            }
+        }
         if self.ns.is_none() {
             cmd.args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"]);
         }

@@ -135,6 +135,50 @@ if current is not None:
     print(current + '\t' + str(count))
 "#;
 
+/// A Python word-count mapper run by its shebang (not by `python3 FILE`).
+pub const SHEBANG_MAPPER_PY: &str = "#!/usr/bin/env python3\nimport sys\nfor line in sys.stdin.buffer:\n    for word in line.split():\n        sys.stdout.buffer.write(word + b'\\t1\\n')\n";
+/// A Python word-count reducer and combiner run by its shebang.
+pub const SHEBANG_REDUCER_PY: &str = "#!/usr/bin/env python3\nimport sys\ncur, n = None, 0\nfor line in sys.stdin.buffer:\n    k, v = line.rstrip(b'\\n').split(b'\\t')\n    if k != cur:\n        if cur is not None:\n            sys.stdout.buffer.write(cur + b'\\t' + str(n).encode() + b'\\n')\n        cur, n = k, 0\n    n += int(v)\nif cur is not None:\n    sys.stdout.buffer.write(cur + b'\\t' + str(n).encode() + b'\\n')\n";
+/// The same word count as shell scripts run by their shebang.
+pub const SHEBANG_MAPPER_SH: &str =
+    "#!/bin/sh\ntr -s ' \\t' '\\n\\n' | sed '/^$/d' | sed 's/$/\\t1/'\n";
+pub const SHEBANG_REDUCER_SH: &str =
+    "#!/bin/sh\nawk -F '\\t' '$1 != k { if (NR > 1) print k \"\\t\" n; k = $1; n = 0 } { n += $2 } END { if (NR > 0) print k \"\\t\" n }'\n";
+
+/// Write a word-count corpus and the shebang scripts (`mapper.py`, `reducer.py`, `map.sh`,
+/// `reduce.sh`) into `work`; the reference output's lines, sorted.
+pub fn shebang_wordcount_setup(work: &Path, files: usize, lines: usize) -> Vec<Vec<u8>> {
+    let input = corpus(work, files, lines);
+    for (name, text) in [
+        ("mapper.py", SHEBANG_MAPPER_PY),
+        ("reducer.py", SHEBANG_REDUCER_PY),
+        ("map.sh", SHEBANG_MAPPER_SH),
+        ("reduce.sh", SHEBANG_REDUCER_SH),
+    ] {
+        std::fs::write(work.join(name), text).unwrap();
+    }
+    sorted_lines(&python_reference(
+        &format!("{PY_FILES}{WORDCOUNT_PY}"),
+        &input,
+        &[],
+    ))
+}
+
+/// The job flags of the shebang word count over `corpus`: `map` and `reduce` (also the
+/// combiner), as relative paths.
+pub fn shebang_job<'a>(map: &'a str, reduce: &'a str) -> [&'a str; 8] {
+    [
+        "--input",
+        "corpus",
+        "--map",
+        map,
+        "--reduce",
+        reduce,
+        "--combine",
+        reduce,
+    ]
+}
+
 /// Word count three ways — Python streaming, shell one-liners, the native app: each with its
 /// job flags.
 pub fn wordcount_jobs(map_py: &str, reduce_py: &str) -> Vec<(&'static str, Vec<String>)> {
