@@ -618,3 +618,97 @@ fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
         assert_eq!(ran.len(), 3, "{lang}: attempts ran on every node: {v}");
     }
 }
+
+#[test]
+fn combined_small_files_keep_every_file_name_and_line() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    let corpus = corpus(dir.path(), 40, 30);
+    // A file without a final newline before another file: its last word must not run into
+    // the next file's first one.
+    std::fs::write(corpus.join("doc00.txt.part"), b"lastword").unwrap();
+    // Files with something in them (an empty file has no record, so no split names it).
+    let files = python_reference(
+        &format!("{PY_FILES}\nfor n, b in files():\n    if b: w.write(n.encode() + b'\\n')"),
+        &corpus,
+        &[],
+    );
+    let n_files = lines(&files).len();
+    let input = corpus.to_string_lossy().into_owned();
+    let combined = ["--combine-files", "--split-size", "4096", "-R", "2"];
+
+    // A native app sees each record's own file: the inverted index names the right files.
+    let out = dir.path().join("out-index");
+    let (id, o) = c.submit(
+        &[
+            &["--input", &input, "--app", "invertedindex"][..],
+            &combined,
+            &["--output", &out.to_string_lossy()],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let want = sorted_lines(&python_reference(
+        &format!("{PY_FILES}{INVERTED_PY}"),
+        &corpus,
+        &[],
+    ));
+    assert!(
+        check_keyed_parts(&parts(&out, 2)) == want,
+        "the inverted index differs"
+    );
+    let maps = c.job(c.follower, &id)["maps"]["total"].as_u64().unwrap();
+    assert!(
+        maps > 1 && maps * 4 <= n_files as u64,
+        "{n_files} files packed into a few splits: {maps}"
+    );
+
+    // A streaming mapper gets several files on one stdin and their names, one per line.
+    let out = dir.path().join("out-names");
+    let (_, o) = c.submit(
+        &[
+            &["--input", &input][..],
+            &[
+                "--map",
+                "cat > /dev/null; printf '%s\\n' \"$SHOAL_INPUT_FILES\" | sed 's/$/\\t1/'",
+                "--reduce",
+                "uniq",
+            ],
+            &combined,
+            &["--output", &out.to_string_lossy()],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let names: Vec<Vec<u8>> = check_keyed_parts(&parts(&out, 2))
+        .iter()
+        .map(|l| key(l).to_vec())
+        .collect();
+    assert_eq!(
+        names,
+        sorted_lines(&files),
+        "every file named by SHOAL_INPUT_FILES"
+    );
+
+    // Word count over the same packing equals the reference: no line lost or joined.
+    let out = dir.path().join("out-wc");
+    let (_, o) = c.submit(
+        &[
+            &["--input", &input, "--app", "wordcount"][..],
+            &combined,
+            &["--output", &out.to_string_lossy()],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let want = sorted_lines(&python_reference(
+        &format!("{PY_FILES}{WORDCOUNT_PY}"),
+        &corpus,
+        &[],
+    ));
+    assert!(
+        check_keyed_parts(&parts(&out, 2)) == want,
+        "the word count differs"
+    );
+}

@@ -187,16 +187,20 @@ impl Task {
 }
 
 /// A split of the job's input and the nodes that hold a copy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitInfo {
     /// Its index (= its map task).
     pub index: u32,
-    /// The input file's name as the mapper sees it.
+    /// The input file's name as the mapper sees it (the first file's, for a combined split).
     pub name: String,
     /// Bytes.
     pub len: u64,
     /// Nodes holding a copy.
     pub holders: Vec<NodeId>,
+    /// A combined split (`--combine-files`): the files it holds one after another, each
+    /// with its bytes in this split. Empty: the split is part of one file, `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<(String, u64)>,
 }
 
 /// A job in the table.

@@ -162,7 +162,10 @@ impl Shared {
                 .tmp
                 .join("attempts")
                 .join(format!("{task_id}-{attempt}"));
-            crate::streaming::prepare_dir(&dir, &self.spec.files)?;
+            // Processes run in it with the shipped files; a native app makes it if it spills.
+            if matches!(self.spec.kind, JobKind::Streaming { .. }) {
+                crate::streaming::prepare_dir(&dir, &self.spec.files)?;
+            }
             let env = TaskEnv {
                 job_id: &self.job_id,
                 spec: &self.spec,

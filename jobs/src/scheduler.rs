@@ -236,6 +236,7 @@ mod tests {
                 name: "in".into(),
                 len: 100,
                 holders: h.to_vec(),
+                files: Vec::new(),
             })
             .collect();
         let cmd = Command::SubmitJob {
@@ -622,7 +623,7 @@ mod tests {
             let slots = fast.slots.clone();
             for (split_holders, tried_on, not) in takes {
                 let mut job = Job::clone(c.jobs.values().next().unwrap_or(&empty_job()));
-                job.splits = vec![SplitInfo { index: 0, name: "in".into(), len: 1, holders: split_holders.clone() }];
+                job.splits = vec![SplitInfo { index: 0, name: "in".into(), len: 1, holders: split_holders.clone(), files: Vec::new() }];
                 let mut task = Task::new(TaskKind::Map, 0);
                 for (k, &t) in tried_on.iter().enumerate() {
                     task.attempts.push(crate::cluster::Attempt::start(k as u32 + 1, t, 0, false));

@@ -92,6 +92,12 @@ pub struct JobSpec {
     /// On a cluster: copies of each split and part file besides the node that made it.
     #[serde(default = "default_replication")]
     pub replication: u32,
+    /// On a cluster: pack small input files together into splits of up to `split_size`
+    /// (`--combine-files`), so a thousand small files are a few map tasks, not a thousand.
+    /// A native app still sees each record's own file name; a streaming mapper gets
+    /// several files on one stdin, so `SHOAL_INPUT_FILE` is not set for it and
+    /// `SHOAL_INPUT_FILES` lists the files, one per line.
+    pub combine_files: bool,
 }
 
 /// Copies kept of splits and part files besides the original (`--replication`).
@@ -125,6 +131,7 @@ impl JobSpec {
             max_record_bytes: DEFAULT_MAX_RECORD,
             partitioner: None,
             replication: DEFAULT_REPLICATION,
+            combine_files: false,
         }
     }
 

@@ -37,6 +37,10 @@ pub struct Split {
     pub offset: u64,
     /// Length in bytes.
     pub len: u64,
+    /// A combined split: the files it holds one after another, each with its bytes
+    /// (see `SplitInfo::files`). Empty: the whole split belongs to `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<(String, u64)>,
 }
 
 /// Files and directories whose names start with these are not input (Hadoop's rule:
@@ -142,6 +146,7 @@ pub fn plan_splits(files: &[InputFile], split_size: u64, max_record: u64) -> Res
                 name: f.name.clone(),
                 offset,
                 len,
+                files: Vec::new(),
             });
         };
         if f.len <= split_size {

@@ -120,6 +120,14 @@ pub fn map_output_path(out_dir: &Path, index: u32, p: u32) -> PathBuf {
     out_dir.join(format!("m-{index:05}.p-{p:05}"))
 }
 
+/// Where that file is written before the task commits it: a hidden name in the same
+/// directory (a rename, not a copy; and no directory made and removed per attempt — a
+/// job of thousands of small maps spends its time in the filesystem's inode allocator
+/// otherwise).
+fn staged_output_path(out_dir: &Path, index: u32, p: u32) -> PathBuf {
+    out_dir.join(format!(".m-{index:05}.p-{p:05}.staged"))
+}
+
 /// Run a map task over `split`; on success its partition files are renamed into `out_dir`.
 pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOutput> {
     let r = env.spec.reducers;
@@ -138,6 +146,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
             let mut line = Vec::new();
             let mut offset = split.offset;
             let mut lines = 0u64;
+            let mut file_of = FileOf::new(split);
             loop {
                 line.clear();
                 let n = (&mut input)
@@ -151,16 +160,17 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
                 if body.last() == Some(&b'\n') {
                     body = &body[..body.len() - 1];
                 }
+                let file = file_of.at(offset - split.offset);
                 if body.len() as u64 > env.spec.max_record_bytes {
                     return Err(Error::RecordTooLong {
-                        file: split.name.clone(),
+                        file: file.to_owned(),
                         offset,
                         max: env.spec.max_record_bytes,
                     });
                 }
                 offset += n as u64;
                 lines += 1;
-                app.map(split.name.as_bytes(), body, &mut |k, v| c.emit(k, v));
+                app.map(file.as_bytes(), body, &mut |k, v| c.emit(k, v));
                 if let Some(e) = c.error.take() {
                     return Err(e);
                 }
@@ -177,8 +187,16 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
         }
         JobKind::Streaming { map, .. } => {
             let mut vars = env.base_env(&map_task_id(split.index));
-            vars.push(("SHOAL_INPUT_FILE".into(), split.name.clone()));
-            vars.push(("mapreduce_map_input_file".into(), split.name.clone()));
+            // A combined split is several files on one stdin: their names, one per line,
+            // and SHOAL_INPUT_FILE only when there is just one.
+            if !split.files.is_empty() {
+                let names: Vec<&str> = split.files.iter().map(|(n, _)| n.as_str()).collect();
+                vars.push(("SHOAL_INPUT_FILES".into(), names.join("\n")));
+            }
+            if split.files.len() <= 1 {
+                vars.push(("SHOAL_INPUT_FILE".into(), split.name.clone()));
+                vars.push(("mapreduce_map_input_file".into(), split.name.clone()));
+            }
             vars.push(("SHOAL_PARTITIONS".into(), r.to_string()));
             let launch = env.launch("mapper", map, vars, context);
             let max = env.spec.max_record_bytes;
@@ -199,6 +217,38 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
         }
     }
     c.finish(split.index, out_dir)
+}
+
+/// The input file a record of a split came from: the split's own name, or, for a combined
+/// split, the member file the record starts in. Asked in increasing positions.
+struct FileOf<'s> {
+    split: &'s Split,
+    /// Members passed so far (the current one is `next - 1`).
+    next: usize,
+    /// Where the current member ends, relative to the split's start.
+    end: u64,
+}
+
+impl<'s> FileOf<'s> {
+    fn new(split: &'s Split) -> Self {
+        FileOf {
+            split,
+            next: 0,
+            end: 0,
+        }
+    }
+
+    fn at(&mut self, pos: u64) -> &'s str {
+        let files = &self.split.files;
+        if files.is_empty() {
+            return &self.split.name;
+        }
+        while pos >= self.end && self.next < files.len() {
+            self.end += files[self.next].1;
+            self.next += 1;
+        }
+        &files[self.next.max(1) - 1].0
+    }
 }
 
 fn open_split(split: &Split) -> Result<BufReader<io::Take<File>>> {
@@ -374,11 +424,19 @@ impl<'e, 'a> Collector<'e, 'a> {
     }
 
     fn spill(&mut self) -> Result<()> {
-        let path = self.env.dir.join(format!("spill-{:04}", self.runs.len()));
+        let path = self.next_run_path()?;
         let (run, records) = self.sorted_run(&path)?;
         self.counters.add_builtin("spilled_records", records);
         self.runs.push(run);
         Ok(())
+    }
+
+    /// The next run's file. The attempt directory is made when first needed: a native
+    /// app's attempt that never spills needs none.
+    fn next_run_path(&self) -> Result<PathBuf> {
+        std::fs::create_dir_all(self.env.dir)
+            .ctx(|| format!("creating {}", self.env.dir.display()))?;
+        Ok(self.env.dir.join(format!("spill-{:04}", self.runs.len())))
     }
 
     /// Sort (or fold) what the buffer holds and write it as a run; empties the buffer.
@@ -420,17 +478,15 @@ impl<'e, 'a> Collector<'e, 'a> {
 
     /// Write one sorted file per partition into the attempt dir, then rename into `out_dir`.
     fn finish(mut self, index: u32, out_dir: &Path) -> Result<MapOutput> {
-        let staged = self.env.dir.join("out");
-        std::fs::create_dir_all(&staged).ctx(|| format!("creating {}", staged.display()))?;
         if self.runs.is_empty() {
-            return self.finish_in_memory(index, &staged, out_dir);
+            return self.finish_in_memory(index, out_dir);
         }
         let buffered = match &self.buffer {
             Buffer::Sort(b) => !b.is_empty(),
             Buffer::Hash(b) => !b.is_empty(),
         };
         if buffered {
-            let path = self.env.dir.join(format!("spill-{:04}", self.runs.len()));
+            let path = self.next_run_path()?;
             let (run, _) = self.sorted_run(&path)?;
             self.runs.push(run);
         }
@@ -442,7 +498,7 @@ impl<'e, 'a> Collector<'e, 'a> {
             .clone()
             .filter(|a| a.has_combiner() && self.runs.len() > 1);
         for p in 0..self.r {
-            let staged_file = map_output_path(&staged, index, p);
+            let staged_file = staged_output_path(out_dir, index, p);
             let size = {
                 let sources = self
                     .runs
@@ -487,17 +543,17 @@ impl<'e, 'a> Collector<'e, 'a> {
     }
 
     /// Nothing spilled: write each partition's file straight from the sorted buffer.
-    fn finish_in_memory(mut self, index: u32, staged: &Path, out_dir: &Path) -> Result<MapOutput> {
+    fn finish_in_memory(mut self, index: u32, out_dir: &Path) -> Result<MapOutput> {
         let r = self.r;
         let mut writers = (0..r)
             .map(|p| {
-                let path = map_output_path(staged, index, p);
+                let path = staged_output_path(out_dir, index, p);
                 File::create(&path)
                     .map(|f| (path, RecordWriter::new(f)))
-                    .ctx(|| format!("creating {}", staged.display()))
+                    .ctx(|| format!("creating {}", out_dir.display()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let werr = |e| Error::io(format!("writing map output in {}", staged.display()), e);
+        let werr = |e| Error::io(format!("writing map output in {}", out_dir.display()), e);
         match &mut self.buffer {
             Buffer::Sort(b) => {
                 b.sort();

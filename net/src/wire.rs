@@ -171,6 +171,39 @@ pub enum DataRequest {
         /// The object.
         key: String,
     },
+    /// Send the objects stored under `keys`, one after another (each as `Chunk`s, then
+    /// `End`): many small objects for the price of one stream. At most [`MAX_BATCH_KEYS`].
+    FetchMany {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The objects, in the order they are sent.
+        keys: Vec<String>,
+    },
+    /// Store the objects that follow, one per key in order (each as `Chunk`s, then `End`);
+    /// the receiver answers `End` once every one is durable, or `Error`. At most
+    /// [`MAX_BATCH_KEYS`].
+    PutMany {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The objects, in the order they follow.
+        keys: Vec<String>,
+    },
+}
+
+/// Most objects one `FetchMany` or `PutMany` may name.
+pub const MAX_BATCH_KEYS: usize = 1024;
+
+impl DataRequest {
+    /// The sender's cluster and the objects the request names, in order.
+    pub fn parts(&self) -> (ClusterId, &[String]) {
+        match self {
+            DataRequest::Fetch { cluster_id, key } | DataRequest::Put { cluster_id, key } => {
+                (*cluster_id, std::slice::from_ref(key))
+            }
+            DataRequest::FetchMany { cluster_id, keys }
+            | DataRequest::PutMany { cluster_id, keys } => (*cluster_id, keys),
+        }
+    }
 }
 
 /// Frames a data stream answers with: `Chunk`s, then `End` (or an `Error`).
@@ -356,7 +389,9 @@ mod tests {
         #[test]
         fn data_messages_round_trip(cluster_id in any::<u64>(), key in ".*", bytes in any::<Vec<u8>>(), reason in ".*") {
             round_trips(&DataRequest::Fetch { cluster_id, key: key.clone() });
-            round_trips(&DataRequest::Put { cluster_id, key });
+            round_trips(&DataRequest::Put { cluster_id, key: key.clone() });
+            round_trips(&DataRequest::FetchMany { cluster_id, keys: vec![key.clone(), key.clone()] });
+            round_trips(&DataRequest::PutMany { cluster_id, keys: vec![key] });
             round_trips(&DataFrame::Chunk(bytes));
             round_trips(&DataFrame::End);
             round_trips(&DataFrame::Error(reason));

@@ -176,10 +176,16 @@ impl Blobs {
 
     /// A scratch directory for a task attempt (removed by the caller).
     pub fn scratch(&self, name: &str) -> io::Result<PathBuf> {
-        let p = self.root.join(".scratch").join(name);
+        let p = self.scratch_path(name);
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p)?;
         Ok(p)
+    }
+
+    /// Where a task attempt's scratch directory goes, for attempts that make it only when
+    /// they need it (a native app's map usually does not).
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.root.join(".scratch").join(name)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
-use shoal_net::wire::{DataFrame, DataRequest};
+use shoal_net::wire::{DataFrame, DataRequest, MAX_BATCH_KEYS};
 use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
@@ -68,11 +68,7 @@ fn broke(peer: PeerId, e: impl std::fmt::Display) -> DataError {
 
 /// Answer an inbound data stream.
 pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
-    let (cluster_id, key) = match &req {
-        DataRequest::Fetch { cluster_id, key } | DataRequest::Put { cluster_id, key } => {
-            (*cluster_id, key.clone())
-        }
-    };
+    let (cluster_id, keys) = req.parts();
     let refuse = match node.cluster_id() {
         Some(ours) if ours == cluster_id => None,
         Some(ours) => {
@@ -80,41 +76,57 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
             Some(foreign_reason(ours))
         }
         None => Some("this node has no cluster yet".into()),
-    };
+    }
+    .or_else(|| {
+        (keys.len() > MAX_BATCH_KEYS).then(|| {
+            format!(
+                "{} objects in one request; at most {MAX_BATCH_KEYS}",
+                keys.len()
+            )
+        })
+    });
     if let Some(why) = refuse {
         let _ = codec::write_frame(&mut stream, &DataFrame::Error(why)).await;
         let _ = stream.close().await;
         return;
     }
     node.seen(peer);
-    let result = match req {
-        DataRequest::Fetch { .. } => send_object(&node, &key, &mut stream).await,
-        DataRequest::Put { .. } => receive_object(&node, &key, &mut stream).await,
+    let result = match &req {
+        DataRequest::Fetch { .. } | DataRequest::FetchMany { .. } => {
+            send_objects(&node, keys, &mut stream).await
+        }
+        DataRequest::Put { .. } | DataRequest::PutMany { .. } => {
+            receive_objects(&node, keys, &mut stream).await
+        }
     };
     if let Err(e) = result {
-        tracing::debug!(%peer, %key, error = %e, "data stream ended with an error");
+        tracing::debug!(%peer, keys = keys.len(), first = %keys.first().map_or("", |k| k.as_str()), error = %e, "data stream ended with an error");
         let _ = codec::write_frame(&mut stream, &DataFrame::Error(e)).await;
     }
     let _ = stream.close().await;
 }
 
-async fn send_object(node: &Node, key: &str, stream: &mut Stream) -> Result<(), String> {
-    let (file, _) = node
-        .blobs
-        .open_read(key)
-        .map_err(|e| format!("no object {key:?} on this node: {e}"))?;
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-    // Disk reads on a blocking thread; two chunks in flight at most.
-    tokio::task::spawn_blocking(move || read_chunks(file, &tx));
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk.map_err(|e| format!("reading {key:?}: {e}"))?;
-        DataFrame::write_chunk(stream, &chunk)
+/// Stream each object of `keys` in order: its chunks, then `End`.
+async fn send_objects(node: &Node, keys: &[String], stream: &mut Stream) -> Result<(), String> {
+    for key in keys {
+        let (file, _) = node
+            .blobs
+            .open_read(key)
+            .map_err(|e| format!("no object {key:?} on this node: {e}"))?;
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+        // Disk reads on a blocking thread; two chunks in flight at most.
+        tokio::task::spawn_blocking(move || read_chunks(file, &tx));
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(|e| format!("reading {key:?}: {e}"))?;
+            DataFrame::write_chunk(stream, &chunk)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        codec::write_frame(stream, &DataFrame::End)
             .await
             .map_err(|e| e.to_string())?;
     }
-    codec::write_frame(stream, &DataFrame::End)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(())
 }
 
 fn read_chunks(mut file: std::fs::File, tx: &mpsc::Sender<std::io::Result<Vec<u8>>>) {
@@ -142,6 +154,17 @@ fn read_chunks(mut file: std::fs::File, tx: &mpsc::Sender<std::io::Result<Vec<u8
             return;
         }
     }
+}
+
+/// Store each object of `keys` as it arrives (chunks, then `End`, one after another); answer
+/// `End` once every one is durable. An object that does not arrive whole is not stored.
+async fn receive_objects(node: &Node, keys: &[String], stream: &mut Stream) -> Result<(), String> {
+    for key in keys {
+        receive_object(node, key, stream).await?;
+    }
+    codec::write_frame(stream, &DataFrame::End)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn receive_object(node: &Node, key: &str, stream: &mut Stream) -> Result<(), String> {
@@ -173,10 +196,12 @@ async fn receive_object(node: &Node, key: &str, stream: &mut Stream) -> Result<(
             }
         }
     }
-    w.commit().map_err(|e| format!("{key:?}: {e}"))?;
-    codec::write_frame(stream, &DataFrame::End)
+    // The fsync off the runtime.
+    let key = key.to_owned();
+    tokio::task::spawn_blocking(move || w.commit().map_err(|e| format!("{key:?}: {e}")))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
 }
 
 async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {
@@ -244,36 +269,6 @@ where
     }
 }
 
-/// Fetch `key` from `peer` into a local file, retrying a broken stream. Returns the bytes
-/// received.
-pub async fn fetch_to_file(
-    node: &Node,
-    peer: PeerId,
-    key: &str,
-    path: &std::path::Path,
-) -> Result<u64, DataError> {
-    retrying(|| fetch_to_file_once(node, peer, key, path)).await
-}
-
-async fn fetch_to_file_once(
-    node: &Node,
-    peer: PeerId,
-    key: &str,
-    path: &std::path::Path,
-) -> Result<u64, DataError> {
-    let file = std::fs::File::create(path)
-        .map_err(|e| DataError::Local(format!("creating {}: {e}", path.display())))?;
-    let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
-    let n = fetch(node, peer, key, |b| {
-        out.write_all(b)
-            .map_err(|e| format!("writing {}: {e}", path.display()))
-    })
-    .await?;
-    out.flush()
-        .map_err(|e| DataError::Local(format!("writing {}: {e}", path.display())))?;
-    Ok(n)
-}
-
 /// Fetch `key` from `peer` as a stream of chunks (for HTTP bodies); errors end the stream.
 pub fn fetch_stream(
     node: Arc<Node>,
@@ -326,48 +321,198 @@ pub async fn push_file(
     key: &str,
     path: &std::path::Path,
 ) -> Result<u64, DataError> {
-    retrying(|| push_file_once(node, peer, key, path)).await
+    let items = [(key.to_owned(), path.to_owned())];
+    retrying(|| push_files_once(node, peer, &items)).await
 }
 
-async fn push_file_once(
+/// Store each local file on `peer` under its key, all in one stream (at most
+/// [`MAX_BATCH_KEYS`]), retrying a broken stream: `Ok` once the peer holds every one.
+pub async fn push_files(
     node: &Node,
     peer: PeerId,
-    key: &str,
-    path: &std::path::Path,
+    items: &[(String, std::path::PathBuf)],
+) -> Result<u64, DataError> {
+    retrying(|| push_files_once(node, peer, items)).await
+}
+
+async fn push_files_once(
+    node: &Node,
+    peer: PeerId,
+    items: &[(String, std::path::PathBuf)],
 ) -> Result<u64, DataError> {
     let cluster_id = node
         .cluster_id()
         .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))?;
-    let file = std::fs::File::open(path)
-        .map_err(|e| DataError::Local(format!("opening {}: {e}", path.display())))?;
-    let req = DataRequest::Put {
-        cluster_id,
-        key: key.to_owned(),
+    let req = match items {
+        [(key, _)] => DataRequest::Put {
+            cluster_id,
+            key: key.clone(),
+        },
+        _ => DataRequest::PutMany {
+            cluster_id,
+            keys: items.iter().map(|(k, _)| k.clone()).collect(),
+        },
     };
     let mut stream = open(node, peer, &req).await?;
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-    tokio::task::spawn_blocking(move || read_chunks(file, &tx));
     let mut total = 0u64;
-    while let Some(chunk) = rx.recv().await {
-        let chunk =
-            chunk.map_err(|e| DataError::Local(format!("reading {}: {e}", path.display())))?;
-        total += chunk.len() as u64;
-        tokio::time::timeout(STALL, DataFrame::write_chunk(&mut stream, &chunk))
+    for (_, path) in items {
+        let file = std::fs::File::open(path)
+            .map_err(|e| DataError::Local(format!("opening {}: {e}", path.display())))?;
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+        tokio::task::spawn_blocking(move || read_chunks(file, &tx));
+        while let Some(chunk) = rx.recv().await {
+            let chunk =
+                chunk.map_err(|e| DataError::Local(format!("reading {}: {e}", path.display())))?;
+            total += chunk.len() as u64;
+            tokio::time::timeout(STALL, DataFrame::write_chunk(&mut stream, &chunk))
+                .await
+                .map_err(|_| DataError::Silent { peer })?
+                .map_err(|e| broke(peer, e))?;
+        }
+        codec::write_frame(&mut stream, &DataFrame::End)
             .await
-            .map_err(|_| DataError::Silent { peer })?
             .map_err(|e| broke(peer, e))?;
     }
-    codec::write_frame(&mut stream, &DataFrame::End)
-        .await
-        .map_err(|e| broke(peer, e))?;
-    let answer = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
-        .await
-        .map_err(|_| DataError::Silent { peer })?
-        .map_err(|e| broke(peer, e))?;
+    let answer = read_frame(&mut stream, peer).await?;
     let _ = stream.close().await;
     match answer {
         DataFrame::End => Ok(total),
         DataFrame::Error(message) => Err(DataError::Remote { peer, message }),
         DataFrame::Chunk(_) => Err(broke(peer, "unexpected data in the answer to a put")),
     }
+}
+
+/// The next frame of a data stream, or why there is none.
+async fn read_frame(stream: &mut Stream, peer: PeerId) -> Result<DataFrame, DataError> {
+    tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME))
+        .await
+        .map_err(|_| DataError::Silent { peer })?
+        .map_err(|e| broke(peer, e))
+}
+
+/// Most bytes one batch stream carries: a batch of small objects is one stream, while large
+/// objects still get a stream each (and so run in parallel).
+pub const BATCH_BYTES: u64 = 64 << 20;
+
+/// Group `(peer, item)` pairs into batches for one stream each: the items of one peer, in
+/// order, at most [`MAX_BATCH_KEYS`] and [`BATCH_BYTES`] (by `size`) a batch, a larger
+/// item alone.
+pub fn batches<P: Ord + Copy, T>(
+    items: impl IntoIterator<Item = (P, T)>,
+    size: impl Fn(&T) -> u64,
+) -> Vec<(P, Vec<T>)> {
+    let mut by_peer: std::collections::BTreeMap<P, Vec<T>> = Default::default();
+    for (p, t) in items {
+        by_peer.entry(p).or_default().push(t);
+    }
+    let mut out = Vec::new();
+    for (p, ts) in by_peer {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for t in ts {
+            let n = size(&t);
+            if !batch.is_empty() && (batch.len() == MAX_BATCH_KEYS || bytes + n > BATCH_BYTES) {
+                out.push((p, std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += n;
+            batch.push(t);
+        }
+        if !batch.is_empty() {
+            out.push((p, batch));
+        }
+    }
+    out
+}
+
+/// A batch fetch that stopped: how many objects arrived whole first, and why.
+#[derive(Debug)]
+pub struct BatchFailed {
+    /// Objects received whole before the failure (the failing one is `items[done]`).
+    pub done: usize,
+    /// Why.
+    pub error: DataError,
+}
+
+/// Fetch many objects from `peer` into local files, [`MAX_BATCH_KEYS`] per stream; a
+/// broken stream is retried from the first object not yet received. Returns the bytes
+/// received.
+pub async fn fetch_many_to_files(
+    node: &Node,
+    peer: PeerId,
+    items: &[(String, std::path::PathBuf)],
+) -> Result<u64, BatchFailed> {
+    let (mut done, mut total, mut tries) = (0, 0u64, 1);
+    while done < items.len() {
+        let batch = &items[done..items.len().min(done + MAX_BATCH_KEYS)];
+        let (got, bytes, failed) = fetch_batch_once(node, peer, batch).await;
+        done += got;
+        total += bytes;
+        match failed {
+            None => {}
+            Some(e @ DataError::Stream { .. }) if tries < TRIES => {
+                tracing::debug!(error = %e, "data stream broke; trying again");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                tries += 1;
+            }
+            Some(error) => return Err(BatchFailed { done, error }),
+        }
+    }
+    Ok(total)
+}
+
+/// One stream of a batch fetch: objects received whole, their bytes, and what stopped it.
+async fn fetch_batch_once(
+    node: &Node,
+    peer: PeerId,
+    batch: &[(String, std::path::PathBuf)],
+) -> (usize, u64, Option<DataError>) {
+    let Some(cluster_id) = node.cluster_id() else {
+        let e = DataError::Local("this node has no cluster yet".into());
+        return (0, 0, Some(e));
+    };
+    let req = DataRequest::FetchMany {
+        cluster_id,
+        keys: batch.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    let mut stream = match open(node, peer, &req).await {
+        Ok(s) => s,
+        Err(e) => return (0, 0, Some(e)),
+    };
+    let (mut done, mut total) = (0, 0u64);
+    for (_, path) in batch {
+        match receive_to_file(&mut stream, peer, path).await {
+            Ok(n) => {
+                done += 1;
+                total += n;
+            }
+            Err(e) => return (done, total, Some(e)),
+        }
+    }
+    let _ = stream.close().await;
+    (done, total, None)
+}
+
+/// Read one object's chunks up to its `End` into a new file at `path`.
+async fn receive_to_file(
+    stream: &mut Stream,
+    peer: PeerId,
+    path: &std::path::Path,
+) -> Result<u64, DataError> {
+    let local = |e: std::io::Error| DataError::Local(format!("writing {}: {e}", path.display()));
+    let mut out =
+        std::io::BufWriter::with_capacity(CHUNK, std::fs::File::create(path).map_err(local)?);
+    let mut total = 0u64;
+    loop {
+        match read_frame(stream, peer).await? {
+            DataFrame::Chunk(bytes) => {
+                total += bytes.len() as u64;
+                out.write_all(&bytes).map_err(local)?;
+            }
+            DataFrame::End => break,
+            DataFrame::Error(message) => return Err(DataError::Remote { peer, message }),
+        }
+    }
+    out.flush().map_err(local)?;
+    Ok(total)
 }

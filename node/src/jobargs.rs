@@ -32,6 +32,12 @@ pub struct JobArgs {
     /// Target split size in bytes.
     #[arg(long, default_value_t = spec::DEFAULT_SPLIT_SIZE, env = "SHOAL_SPLIT_SIZE")]
     pub split_size: u64,
+    /// Pack small input files together into splits of up to --split-size (one map task
+    /// for many files). A streaming mapper then reads several files on one stdin:
+    /// SHOAL_INPUT_FILE is unset and SHOAL_INPUT_FILES lists them, one per line. On a
+    /// cluster only: `shoal run` starts a task per file cheaply and ignores it.
+    #[arg(long, env = "SHOAL_COMBINE_FILES")]
+    pub combine_files: bool,
     /// Sort buffer per task, MiB.
     #[arg(long, default_value_t = spec::DEFAULT_SORT_MB, env = "SHOAL_SORT_MB")]
     pub sort_mb: u32,
@@ -93,6 +99,7 @@ impl JobArgs {
         let mut spec = JobSpec::new(name, self.input.clone(), kind);
         spec.reducers = self.reducers;
         spec.split_size = self.split_size;
+        spec.combine_files = self.combine_files;
         spec.sort_bytes = u64::from(self.sort_mb) << 20;
         spec.files = files;
         spec.env = self.env.iter().cloned().collect::<BTreeMap<_, _>>();

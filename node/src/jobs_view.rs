@@ -202,6 +202,7 @@ mod tests {
             name: "in".into(),
             len: 10,
             holders: vec![1],
+            files: Vec::new(),
         }];
         c.apply(Command::SubmitJob {
             id: "j-1".into(),

@@ -39,27 +39,39 @@ pub fn new_job_id() -> String {
     format!("j-{:011x}{:04x}", now_ms(), rand::random::<u16>())
 }
 
-/// Cuts a stream of files into line-aligned splits stored under the job's keys.
+/// Cuts a stream of files into line-aligned splits stored under the job's keys: a split
+/// per file (and more for a file larger than the split size), or, with `combine`, small
+/// files packed together up to the split size, each member file ending with a newline.
 struct Splitter<'a> {
     blobs: &'a Blobs,
     job: String,
     split_size: u64,
+    combine: bool,
     name: String,
     cur: Option<BlobWriter>,
+    /// The current split's files with their bytes in it (combined splits only).
+    cur_files: Vec<(String, u64)>,
     file_has_split: bool,
-    splits: Vec<(u32, String, u64)>,
+    /// Whether the current file so far ends a line (or is empty).
+    ends_line: bool,
+    files_seen: usize,
+    splits: Vec<SplitInfo>,
     pending: Vec<tokio::task::JoinHandle<std::io::Result<u64>>>,
 }
 
 impl<'a> Splitter<'a> {
-    fn new(blobs: &'a Blobs, job: &str, split_size: u64) -> Self {
+    fn new(blobs: &'a Blobs, job: &str, split_size: u64, combine: bool) -> Self {
         Splitter {
             blobs,
             job: job.to_owned(),
             split_size: split_size.max(1),
+            combine,
             name: String::new(),
             cur: None,
+            cur_files: Vec::new(),
             file_has_split: false,
+            ends_line: true,
+            files_seen: 0,
             splits: Vec::new(),
             pending: Vec::new(),
         }
@@ -68,33 +80,46 @@ impl<'a> Splitter<'a> {
     fn start_file(&mut self, name: &str) {
         self.name = name.to_owned();
         self.file_has_split = false;
+        self.ends_line = true;
+        self.files_seen += 1;
     }
 
-    fn writer(&mut self) -> std::io::Result<&mut BlobWriter> {
+    /// Append `b` (part of the current file) to the current split.
+    fn append(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
         if self.cur.is_none() {
             let index = self.splits.len() as u32;
             self.cur = Some(self.blobs.create(&split_key(&self.job, index))?);
         }
-        Ok(self.cur.as_mut().expect("just created"))
+        self.cur.as_mut().expect("just created").write_all(b)?;
+        self.ends_line = b.last() == Some(&b'\n');
+        if self.combine {
+            match self.cur_files.last_mut() {
+                Some((name, n)) if *name == self.name => *n += b.len() as u64,
+                _ => self.cur_files.push((self.name.clone(), b.len() as u64)),
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, mut b: &[u8]) -> std::io::Result<()> {
         while !b.is_empty() {
-            let split_size = self.split_size;
-            let w = self.writer()?;
-            let room = split_size.saturating_sub(w.len()) as usize;
+            let used = self.cur.as_ref().map_or(0, |w| w.len());
+            let room = self.split_size.saturating_sub(used) as usize;
             if b.len() <= room {
-                return w.write_all(b);
+                return self.append(b);
             }
             // Past the size: the split ends just after the first newline from here on.
             match b[room..].iter().position(|&c| c == b'\n') {
                 Some(i) => {
                     let cut = room + i + 1;
-                    w.write_all(&b[..cut])?;
+                    self.append(&b[..cut])?;
                     self.close_split();
                     b = &b[cut..];
                 }
-                None => return w.write_all(b),
+                None => return self.append(b),
             }
         }
         Ok(())
@@ -103,7 +128,16 @@ impl<'a> Splitter<'a> {
     fn close_split(&mut self) {
         if let Some(w) = self.cur.take() {
             let index = self.splits.len() as u32;
-            self.splits.push((index, self.name.clone(), w.len()));
+            let files = std::mem::take(&mut self.cur_files);
+            self.splits.push(SplitInfo {
+                index,
+                name: files
+                    .first()
+                    .map_or_else(|| self.name.clone(), |f| f.0.clone()),
+                len: w.len(),
+                holders: Vec::new(),
+                files,
+            });
             self.file_has_split = true;
             // The fsync happens off the runtime.
             self.pending
@@ -111,16 +145,31 @@ impl<'a> Splitter<'a> {
         }
     }
 
-    /// The file ended: close its last split (an empty file is one empty split).
+    /// The file ended: close its last split (an empty file is one empty split); combined,
+    /// end its last line and go on filling the split.
     fn end_file(&mut self) -> std::io::Result<()> {
+        if self.combine {
+            if !self.ends_line {
+                self.append(b"\n")?;
+            }
+            return Ok(());
+        }
         if self.cur.is_none() && !self.file_has_split {
-            self.writer()?;
+            let index = self.splits.len() as u32;
+            self.cur = Some(self.blobs.create(&split_key(&self.job, index))?);
         }
         self.close_split();
         Ok(())
     }
 
-    async fn finish(mut self) -> std::io::Result<Vec<(u32, String, u64)>> {
+    async fn finish(mut self) -> std::io::Result<Vec<SplitInfo>> {
+        if self.combine {
+            // Only empty files: one empty split, as without combining.
+            if self.cur.is_none() && self.splits.is_empty() && self.files_seen > 0 {
+                self.cur = Some(self.blobs.create(&split_key(&self.job, 0))?);
+            }
+            self.close_split();
+        }
         if let Some(w) = self.cur.take() {
             w.abort();
         }
@@ -186,7 +235,7 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
     };
     let chained = chained_inputs(node, &spec)?;
 
-    let mut splitter = Splitter::new(&node.blobs, job, spec.split_size);
+    let mut splitter = Splitter::new(&node.blobs, job, spec.split_size, spec.combine_files);
     let store_err = |e: std::io::Error| {
         Rejected(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -231,12 +280,16 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
     // The partitioner may sample the input (the sort app's ranges).
     let local: Vec<Split> = stored
         .iter()
-        .map(|(index, name, len)| Split {
-            index: *index,
-            path: node.blobs.path(&split_key(job, *index)).unwrap_or_default(),
-            name: name.clone(),
+        .map(|s| Split {
+            index: s.index,
+            path: node
+                .blobs
+                .path(&split_key(job, s.index))
+                .unwrap_or_default(),
+            name: s.name.clone(),
             offset: 0,
-            len: *len,
+            len: s.len,
+            files: s.files.clone(),
         })
         .collect();
     let spec_for_sample = spec.clone();
@@ -247,8 +300,9 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
     .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| bad(e.to_string()))?;
 
-    let splits = replicate_splits(node, job, &stored, spec.replication).await;
-    let bytes: u64 = stored.iter().map(|s| s.2).sum();
+    let bytes: u64 = stored.iter().map(|s| s.len).sum();
+    let n_splits = stored.len();
+    let splits = replicate_splits(node, job, stored, spec.replication).await;
     let cmd = Command::Jobs(cluster::Command::SubmitJob {
         id: job.to_owned(),
         spec: Box::new(spec),
@@ -264,7 +318,7 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
                 format!("the cluster did not accept the job: {e}"),
             )
         })?;
-    info!(%job, splits = stored.len(), bytes, "job accepted");
+    info!(%job, splits = n_splits, bytes, "job accepted");
     Ok(())
 }
 
@@ -353,33 +407,59 @@ async fn read_object(
 }
 
 /// Copy every split to `copies` other nodes; the splits with the nodes that hold them.
+/// Splits travel to each node in batches — one stream carries up to
+/// [`shoal_net::wire::MAX_BATCH_KEYS`] splits or [`crate::data::BATCH_BYTES`] — so 2,000 small files
+/// cost a few streams, not 4,000 round trips.
 async fn replicate_splits(
     node: &Arc<Node>,
     job: &str,
-    stored: &[(u32, String, u64)],
+    mut stored: Vec<SplitInfo>,
     copies: u32,
 ) -> Vec<SplitInfo> {
-    futures::stream::iter(stored.iter().cloned())
-        .map(|(index, name, len)| {
+    let mut by_target: Vec<(NodeId, usize)> = Vec::new();
+    for (i, s) in stored.iter_mut().enumerate() {
+        s.holders = vec![node.id];
+        for t in crate::worker::replica_targets(node, copies, s.index) {
+            by_target.push((t, i));
+        }
+    }
+    let batches = crate::data::batches(by_target, |&i| stored[i].len);
+    let mut pushed: Vec<(NodeId, Vec<usize>, bool)> = futures::stream::iter(batches)
+        .map(|(target, batch)| {
             let node = Arc::clone(node);
+            let items: Option<Vec<(String, std::path::PathBuf)>> = batch
+                .iter()
+                .map(|&i| {
+                    let key = split_key(job, stored[i].index);
+                    node.blobs.path(&key).map(|p| (key, p))
+                })
+                .collect();
             async move {
-                let key = split_key(job, index);
-                let holders = match node.blobs.path(&key) {
-                    Some(path) => {
-                        let targets = crate::worker::replica_targets(&node, copies, index);
-                        crate::worker::replicate(&node, &key, &path, &targets).await
+                let ok = match (peer_of(&node, target), items) {
+                    (Some(peer), Some(items)) => {
+                        match crate::data::push_files(&node, peer, &items).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                tracing::warn!(splits = items.len(), error = %e, "copying splits to another node failed");
+                                false
+                            }
+                        }
                     }
-                    None => vec![node.id],
+                    _ => false,
                 };
-                SplitInfo {
-                    index,
-                    name,
-                    len,
-                    holders,
-                }
+                (target, batch, ok)
             }
         })
-        .buffered(PARALLEL_PUSHES)
+        .buffer_unordered(PARALLEL_PUSHES)
         .collect()
-        .await
+        .await;
+    pushed.sort_by_key(|p| p.0);
+    for (target, batch, ok) in pushed {
+        if ok {
+            for i in batch {
+                stored[i].holders.push(target);
+            }
+        }
+    }
+    stored
 }

@@ -539,7 +539,10 @@ fn in_attempt_dir<T>(
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let result = (|| {
-        shoal_jobs::streaming::prepare_dir(scratch, &spec.files).map_err(|e| e.to_string())?;
+        // Processes run in it with the shipped files; a native app makes it if it spills.
+        if matches!(spec.kind, JobKind::Streaming { .. }) {
+            shoal_jobs::streaming::prepare_dir(scratch, &spec.files).map_err(|e| e.to_string())?;
+        }
         let env = TaskEnv {
             job_id,
             spec,
@@ -602,14 +605,14 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         .map_err(|e| format!("creating the map output directory: {e}"))?;
     let scratch = node
         .blobs
-        .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
-        .map_err(|e| format!("creating the attempt directory: {e}"))?;
+        .scratch_path(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt));
     let task_split = Split {
         index: k.index,
         path,
         name: split.name.clone(),
         offset: 0,
         len: split.len,
+        files: split.files.clone(),
     };
     let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         run_map(env, &task_split, &out_dir).map_err(Failure::from)
@@ -650,23 +653,43 @@ async fn reduce_attempt(
             remote.push((m.clone(), key, scratch.join(format!("m-{:05}", m.map))));
         }
     }
-    let fetched = futures::stream::iter(remote)
-        .map(|(m, key, path)| {
+    // Small map outputs of one node come in one stream (a job of many small maps would
+    // otherwise pay a stream per output); large ones still come a stream each, in parallel.
+    let batches = crate::data::batches(remote.into_iter().map(|r| (r.0.node, r)), |r| r.0.size);
+    let fetched = futures::stream::iter(batches)
+        .map(|(holder, batch)| {
             let node = Arc::clone(node);
             async move {
-                let lost = |why: String| Failure {
+                let lost = |m: &MapOut, why: String| Failure {
                     lost_map: Some((m.map, m.attempt)),
                     ..Failure::lost(format!(
                         "fetching the output of map {} from node {:016x} failed: {why}",
                         m.map, m.node
                     ))
                 };
-                let peer = peer_of(&node, m.node).ok_or_else(|| lost("not a member".into()))?;
-                match crate::data::fetch_to_file(&node, peer, &key, &path).await {
-                    Ok(n) => Ok((m.map, path, n)),
+                let Some(peer) = peer_of(&node, holder) else {
+                    return Err(lost(&batch[0].0, "not a member".into()));
+                };
+                let items: Vec<(String, PathBuf)> = batch
+                    .iter()
+                    .map(|(_, k, p)| (k.clone(), p.clone()))
+                    .collect();
+                match crate::data::fetch_many_to_files(&node, peer, &items).await {
+                    Ok(n) => Ok((
+                        batch
+                            .into_iter()
+                            .map(|(m, _, p)| (m.map, p))
+                            .collect::<Vec<_>>(),
+                        n,
+                    )),
                     // This node's own disk failed: not the map's fault.
-                    Err(e @ crate::data::DataError::Local(_)) => Err(Failure::from(e.to_string())),
-                    Err(e) => Err(lost(e.to_string())),
+                    Err(crate::data::BatchFailed {
+                        error: e @ crate::data::DataError::Local(_),
+                        ..
+                    }) => Err(Failure::from(e.to_string())),
+                    Err(crate::data::BatchFailed { done, error }) => {
+                        Err(lost(&batch[done.min(batch.len() - 1)].0, error.to_string()))
+                    }
                 }
             }
         })
@@ -677,10 +700,10 @@ async fn reduce_attempt(
     st.progress.fetch_add(local_bytes, Ordering::Relaxed);
     for f in fetched {
         match f {
-            Ok((m, path, n)) => {
+            Ok((got, n)) => {
                 fetched_bytes += n;
                 st.progress.fetch_add(n, Ordering::Relaxed);
-                inputs.push((m, path));
+                inputs.extend(got);
             }
             Err(f) => {
                 let _ = std::fs::remove_dir_all(&scratch);

@@ -206,6 +206,7 @@ pub async fn submit(
             name: split_name(i),
             len: text.len() as u64,
             holders,
+            files: Vec::new(),
         });
     }
     let mut spec = JobSpec::new(

@@ -38,7 +38,8 @@ pub struct ClusterArgs {
 
 const MAP_PY: &str = "#!/usr/bin/env python3\nimport sys\nfor line in sys.stdin:\n    for w in line.split():\n        print(w + '\\t1')\n";
 
-fn start(dir: &std::path::Path) -> anyhow::Result<(LocalCluster, String)> {
+/// A 3-node loopback cluster in `dir/nodes` and the URL of one of its followers.
+pub(super) fn start(dir: &std::path::Path) -> anyhow::Result<(LocalCluster, String)> {
     let cluster = LocalCluster::start(&dir.join("nodes"), 3, &[])?;
     let leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
     let follower = cluster

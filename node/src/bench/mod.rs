@@ -6,6 +6,7 @@ mod cluster;
 mod failover;
 mod local;
 mod shuffle;
+mod small_files;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +30,8 @@ pub enum BenchCmd {
     Cluster(cluster::ClusterArgs),
     /// The job stall after a manager's kill -9: until task completions resume.
     Stall(cluster::StallArgs),
+    /// Many small input files (2,000 of 1 KB) on a 3-node loopback cluster: upload and job.
+    SmallFiles(small_files::SmallFilesArgs),
     /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
     #[command(hide = true)]
     Hashcount {
@@ -51,6 +54,7 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
         BenchCmd::Latency(args) => cluster::latency(args),
         BenchCmd::Cluster(args) => cluster::cluster(args),
         BenchCmd::Stall(args) => cluster::stall(args),
+        BenchCmd::SmallFiles(args) => small_files::run(args),
         BenchCmd::Hashcount {
             input,
             output,
