@@ -258,7 +258,9 @@ fn open_split(split: &Split) -> Result<BufReader<io::Take<File>>> {
     })?;
     f.seek(SeekFrom::Start(split.offset))
         .ctx(|| format!("reading {}", split.path.display()))?;
-    Ok(BufReader::with_capacity(256 << 10, f.take(split.len)))
+    // A small split gets a small buffer (thousands of 1 KB splits are common).
+    let cap = (split.len + 1).min(256 << 10) as usize;
+    Ok(BufReader::with_capacity(cap, f.take(split.len)))
 }
 
 /// Copy a split to a mapper's stdin, refusing lines longer than `max`; counts the lines.

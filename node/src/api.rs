@@ -60,15 +60,28 @@ pub(crate) fn with_jobs<T>(
     Some(f(&applied.state.jobs))
 }
 
-async fn jobs(State(node): State<Arc<Node>>) -> Response {
-    let list = with_jobs(&node, crate::jobs_view::jobs_view).unwrap_or_default();
+/// `?tasks=false`: jobs without their task tables.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    tasks: Option<bool>,
+}
+
+async fn jobs(
+    State(node): State<Arc<Node>>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> Response {
+    let with_tasks = q.tasks.unwrap_or(true);
+    let list =
+        with_jobs(&node, |jobs| crate::jobs_view::jobs_view(jobs, with_tasks)).unwrap_or_default();
     Json(list).into_response()
 }
 
 /// `?wait=MS`: answer once the job's progress changes or it ends, or after MS (at most 30 s).
+/// `?tasks=false`: without the task table.
 #[derive(Debug, serde::Deserialize)]
 struct WaitQuery {
     wait: Option<u64>,
+    tasks: Option<bool>,
 }
 
 /// What a waiting client is told about: state and task counts.
@@ -117,7 +130,9 @@ async fn job(
         }
     }
     match with_jobs(&node, |jobs| {
-        jobs.jobs.get(&id).map(crate::jobs_view::job_view)
+        jobs.jobs
+            .get(&id)
+            .map(|j| crate::jobs_view::job_view(j, q.tasks.unwrap_or(true)))
     })
     .flatten()
     {

@@ -414,7 +414,7 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
     });
     let mut last = String::new();
     loop {
-        let path = format!("/api/v1/jobs/{id}?wait=2000");
+        let path = format!("/api/v1/jobs/{id}?wait=2000&tasks=false");
         let v = match client.get_json(&path, Duration::from_secs(10)) {
             Ok(v) => v,
             Err(ClientError::Unreachable(e)) => {
@@ -599,7 +599,13 @@ pub fn jobs(args: JobsArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("jobs", &e),
     };
-    let v = match client.get_json("/api/v1/jobs", Duration::from_secs(10)) {
+    // The table needs no task lists; --json shows the whole API answer.
+    let path = if args.json {
+        "/api/v1/jobs"
+    } else {
+        "/api/v1/jobs?tasks=false"
+    };
+    let v = match client.get_json(path, Duration::from_secs(10)) {
         Ok(v) => v,
         Err(e) => return fail("jobs", &e),
     };

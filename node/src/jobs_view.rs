@@ -85,8 +85,10 @@ pub struct JobView {
     pub counters: BTreeMap<String, BTreeMap<String, i64>>,
     /// Why it failed or was killed.
     pub error: Option<String>,
-    /// Every task.
-    pub tasks: Vec<TaskView>,
+    /// Every task (left out when the request says `?tasks=false`: a job of thousands of
+    /// tasks is a large answer, and a client following progress needs only the counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskView>>,
 }
 
 fn task_state(s: TaskState) -> &'static str {
@@ -110,7 +112,7 @@ fn progress(tasks: &[Task]) -> Progress {
 }
 
 /// The API's view of a job.
-pub fn job_view(job: &Job) -> JobView {
+pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
     let started = job
         .maps
         .iter()
@@ -128,38 +130,39 @@ pub fn job_view(job: &Job) -> JobView {
         JobState::Running => "map",
         _ => "done",
     };
-    let tasks = job
-        .maps
-        .iter()
-        .chain(&job.reduces)
-        .map(|t| TaskView {
-            id: t.id(),
-            kind: if t.kind == TaskKind::Map {
-                "map"
-            } else {
-                "reduce"
-            },
-            state: task_state(t.state),
-            attempts: t
-                .attempts
-                .iter()
-                .map(|a| AttemptView {
-                    attempt: a.attempt,
-                    node: hex(a.node),
-                    state: task_state(a.state),
-                    start_ms: a.start_ms,
-                    end_ms: a.end_ms,
-                    error: a.error.clone(),
-                    exit: a.exit.clone(),
-                    stderr_tail: a.stderr_tail.clone(),
-                    lost: a.lost,
-                    backup: a.backup,
-                })
-                .collect(),
-            output_sizes: t.output_sizes.clone(),
-            holders: t.holders.iter().map(|&n| hex(n)).collect(),
-        })
-        .collect();
+    let tasks = with_tasks.then(|| {
+        job.maps
+            .iter()
+            .chain(&job.reduces)
+            .map(|t| TaskView {
+                id: t.id(),
+                kind: if t.kind == TaskKind::Map {
+                    "map"
+                } else {
+                    "reduce"
+                },
+                state: task_state(t.state),
+                attempts: t
+                    .attempts
+                    .iter()
+                    .map(|a| AttemptView {
+                        attempt: a.attempt,
+                        node: hex(a.node),
+                        state: task_state(a.state),
+                        start_ms: a.start_ms,
+                        end_ms: a.end_ms,
+                        error: a.error.clone(),
+                        exit: a.exit.clone(),
+                        stderr_tail: a.stderr_tail.clone(),
+                        lost: a.lost,
+                        backup: a.backup,
+                    })
+                    .collect(),
+                output_sizes: t.output_sizes.clone(),
+                holders: t.holders.iter().map(|&n| hex(n)).collect(),
+            })
+            .collect()
+    });
     JobView {
         id: job.id.clone(),
         name: job.spec.name.clone(),
@@ -176,14 +179,14 @@ pub fn job_view(job: &Job) -> JobView {
 }
 
 /// Every job, newest first.
-pub fn jobs_view(jobs: &shoal_jobs::cluster::Cluster) -> Vec<JobView> {
+pub fn jobs_view(jobs: &shoal_jobs::cluster::Cluster, with_tasks: bool) -> Vec<JobView> {
     let mut v: Vec<&Job> = jobs.jobs.values().collect();
     v.sort_by(|a, b| {
         b.submitted_ms
             .cmp(&a.submitted_ms)
             .then_with(|| b.id.cmp(&a.id))
     });
-    v.into_iter().map(job_view).collect()
+    v.into_iter().map(|j| job_view(j, with_tasks)).collect()
 }
 
 #[cfg(test)]
@@ -211,7 +214,7 @@ mod tests {
             partitioner: Partitioner::Hash,
             at_ms: 7,
         });
-        let v = serde_json::to_value(jobs_view(&c)).unwrap();
+        let v = serde_json::to_value(jobs_view(&c, true)).unwrap();
         assert_eq!(v[0]["state"], "queued");
         assert_eq!(v[0]["phase"], "map");
         assert_eq!(v[0]["maps"]["total"], 1);
@@ -224,11 +227,15 @@ mod tests {
             backup: false,
             at_ms: 8,
         });
-        let v = serde_json::to_value(job_view(&c.jobs["j-1"])).unwrap();
+        let v = serde_json::to_value(job_view(&c.jobs["j-1"], true)).unwrap();
         assert_eq!(v["state"], "running");
         assert_eq!(v["maps"]["running"], 1);
         assert_eq!(v["tasks"][0]["id"], "m-00000");
         assert_eq!(v["tasks"][0]["attempts"][0]["node"], "0000000000000001");
         assert_eq!(v["tasks"][1]["kind"], "reduce");
+        // `?tasks=false`: the same job, its counts, no task table.
+        let summary = serde_json::to_value(job_view(&c.jobs["j-1"], false)).unwrap();
+        assert_eq!(summary["maps"], v["maps"]);
+        assert!(summary.get("tasks").is_none(), "{summary}");
     }
 }

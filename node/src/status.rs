@@ -221,7 +221,7 @@ fn watch(nodes: &NodeUrls) -> ExitCode {
         let wait = std::time::Duration::from_secs(5);
         let text = match (
             client.get_json("/api/v1/cluster", wait),
-            client.get_json("/api/v1/jobs", wait),
+            client.get_json("/api/v1/jobs?tasks=false", wait),
         ) {
             (Ok(c), Ok(j)) => match serde_json::from_value::<ClusterView>(c) {
                 Ok(v) => format!("{}\n{}", view_text(&v), crate::client::jobs_text(&j, 15)),

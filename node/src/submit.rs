@@ -56,7 +56,8 @@ struct Splitter<'a> {
     ends_line: bool,
     files_seen: usize,
     splits: Vec<SplitInfo>,
-    pending: Vec<tokio::task::JoinHandle<std::io::Result<u64>>>,
+    /// Closed splits, written out; made durable and visible together at the end.
+    written: Vec<crate::blobs::Unsynced>,
 }
 
 impl<'a> Splitter<'a> {
@@ -73,7 +74,7 @@ impl<'a> Splitter<'a> {
             ends_line: true,
             files_seen: 0,
             splits: Vec::new(),
-            pending: Vec::new(),
+            written: Vec::new(),
         }
     }
 
@@ -116,7 +117,7 @@ impl<'a> Splitter<'a> {
                 Some(i) => {
                     let cut = room + i + 1;
                     self.append(&b[..cut])?;
-                    self.close_split();
+                    self.close_split()?;
                     b = &b[cut..];
                 }
                 None => return self.append(b),
@@ -125,7 +126,7 @@ impl<'a> Splitter<'a> {
         Ok(())
     }
 
-    fn close_split(&mut self) {
+    fn close_split(&mut self) -> std::io::Result<()> {
         if let Some(w) = self.cur.take() {
             let index = self.splits.len() as u32;
             let files = std::mem::take(&mut self.cur_files);
@@ -139,10 +140,9 @@ impl<'a> Splitter<'a> {
                 files,
             });
             self.file_has_split = true;
-            // The fsync happens off the runtime.
-            self.pending
-                .push(tokio::task::spawn_blocking(move || w.commit()));
+            self.written.push(w.finish_unsynced()?);
         }
+        Ok(())
     }
 
     /// The file ended: close its last split (an empty file is one empty split); combined,
@@ -158,8 +158,7 @@ impl<'a> Splitter<'a> {
             let index = self.splits.len() as u32;
             self.cur = Some(self.blobs.create(&split_key(&self.job, index))?);
         }
-        self.close_split();
-        Ok(())
+        self.close_split()
     }
 
     async fn finish(mut self) -> std::io::Result<Vec<SplitInfo>> {
@@ -168,14 +167,16 @@ impl<'a> Splitter<'a> {
             if self.cur.is_none() && self.splits.is_empty() && self.files_seen > 0 {
                 self.cur = Some(self.blobs.create(&split_key(&self.job, 0))?);
             }
-            self.close_split();
+            self.close_split()?;
         }
         if let Some(w) = self.cur.take() {
             w.abort();
         }
-        for p in self.pending.drain(..) {
-            p.await.map_err(std::io::Error::other)??;
-        }
+        // One sync for the whole upload, off the runtime.
+        let (blobs, written) = (self.blobs.clone(), std::mem::take(&mut self.written));
+        tokio::task::spawn_blocking(move || blobs.commit_all(written))
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(std::mem::take(&mut self.splits))
     }
 }
