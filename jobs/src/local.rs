@@ -324,19 +324,25 @@ fn run_phases(
     let n_maps = splits.len() as u32;
 
     let started = Instant::now();
-    let maps: Vec<(String, Work<Counters>)> = splits
+    type MapDone = (u32, Counters, Vec<u64>);
+    let maps: Vec<(String, Work<MapDone>)> = splits
         .into_iter()
         .map(|split| {
             let id = task::map_task_id(split.index);
-            let map_out = map_out.clone();
-            let work: Work<Counters> =
-                Box::new(move |env| task::run_map(env, &split, &map_out).map(|o| o.counters));
+            let out_file = task::map_output_file(&map_out, split.index);
+            let work: Work<MapDone> = Box::new(move |env| {
+                task::run_map(env, &split, &out_file).map(|o| (split.index, o.counters, o.sizes))
+            });
             (id, work)
         })
         .collect();
-    for c in run_phase(&pool, shared, maps, &mut summary, events)? {
+    // Each map's partition sizes: where partition p lies in its output file.
+    let mut sizes: Vec<Vec<u64>> = vec![Vec::new(); n_maps as usize];
+    for (m, c, s) in run_phase(&pool, shared, maps, &mut summary, events)? {
         summary.counters.merge(&c);
+        sizes[m as usize] = s;
     }
+    let sizes = Arc::new(sizes);
     summary.map_time = started.elapsed();
     events(Event::MapsDone);
 
@@ -345,14 +351,15 @@ fn run_phases(
     let reduces: Vec<(String, Work<(Counters, PathBuf)>)> = (0..r)
         .map(|p| {
             let map_out = map_out.clone();
+            let sizes = Arc::clone(&sizes);
             let out_file = output.join(task::part_name(p));
             let work: Work<(Counters, PathBuf)> = Box::new(move |env| {
                 let inputs = (0..n_maps)
                     .map(|m| {
-                        let path = task::map_output_path(&map_out, m, p);
-                        std::fs::File::open(&path)
+                        let path = task::map_output_file(&map_out, m);
+                        let (offset, len) = task::partition_range(&sizes[m as usize], p);
+                        crate::sort::open_range(&path, offset, len)
                             .map(|f| Box::new(f) as task::ReduceInput)
-                            .ctx(|| format!("opening map output {}", path.display()))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 task::run_reduce(env, p, inputs, &out_file).map(|c| (c, out_file.clone()))

@@ -32,12 +32,16 @@ impl Run {
     /// A reader over partition `p`'s section.
     pub fn section(&self, p: usize) -> Result<impl Read + Send + use<>> {
         let (off, len) = self.sections[p];
-        let mut f =
-            File::open(&self.path).ctx(|| format!("opening run {}", self.path.display()))?;
-        f.seek(SeekFrom::Start(off))
-            .ctx(|| format!("seeking run {}", self.path.display()))?;
-        Ok(f.take(len))
+        open_range(&self.path, off, len)
     }
+}
+
+/// A reader over `len` bytes of the file at `path` from `offset`.
+pub fn open_range(path: &Path, offset: u64, len: u64) -> Result<std::io::Take<File>> {
+    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))
+        .ctx(|| format!("seeking in {}", path.display()))?;
+    Ok(f.take(len))
 }
 
 /// Write records, already sorted by (partition, key), as a run with one section per partition.

@@ -17,7 +17,6 @@ use crate::apps::App;
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
 use crate::partition::Partitioner;
-use crate::record::RecordWriter;
 use crate::sort::{write_run, GroupValues, HashBuffer, Merger, PackedValues, Run, SortBuffer};
 use crate::spec::{JobKind, JobSpec, Program};
 use crate::split::Split;
@@ -104,32 +103,43 @@ pub fn part_name(partition: u32) -> String {
     format!("part-{partition:05}")
 }
 
-/// What a finished map task produced.
+/// What a finished map task produced: one file of sorted records, partition after
+/// partition (Hadoop's `file.out`): one file per map however many reducers, so a job of
+/// thousands of small maps creates thousands of files, not thousands times R.
 #[derive(Debug)]
 pub struct MapOutput {
-    /// One sorted record file per partition (possibly empty), in `out_dir`.
-    pub files: Vec<PathBuf>,
-    /// Their sizes in bytes.
+    /// The output file.
+    pub file: PathBuf,
+    /// The bytes of each partition in it, in partition order (see [`partition_range`]).
     pub sizes: Vec<u64>,
     /// The attempt's counters.
     pub counters: Counters,
 }
 
-/// Where map task `index`'s partition `p` file lives in an output directory.
-pub fn map_output_path(out_dir: &Path, index: u32, p: u32) -> PathBuf {
-    out_dir.join(format!("m-{index:05}.p-{p:05}"))
+/// Where map task `index`'s output file lives in a directory.
+pub fn map_output_file(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("m-{index:05}.out"))
 }
 
-/// Where that file is written before the task commits it: a hidden name in the same
-/// directory (a rename, not a copy; and no directory made and removed per attempt — a
-/// job of thousands of small maps spends its time in the filesystem's inode allocator
-/// otherwise).
-fn staged_output_path(out_dir: &Path, index: u32, p: u32) -> PathBuf {
-    out_dir.join(format!(".m-{index:05}.p-{p:05}.staged"))
+/// `(offset, length)` of partition `p` in a map output file whose partitions have `sizes`.
+pub fn partition_range(sizes: &[u64], p: u32) -> (u64, u64) {
+    let p = p as usize;
+    let offset = sizes.iter().take(p).sum();
+    (offset, sizes.get(p).copied().unwrap_or(0))
 }
 
-/// Run a map task over `split`; on success its partition files are renamed into `out_dir`.
-pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOutput> {
+/// Where a map output is written before the task commits it: a hidden name beside it
+/// (a rename, not a copy, and no directory made and removed per attempt).
+fn staged_path(out_file: &Path) -> PathBuf {
+    let name = out_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out_file.with_file_name(format!(".{name}.staged"))
+}
+
+/// Run a map task over `split`; on success its output is renamed to `out_file`.
+pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutput> {
     let r = env.spec.reducers;
     let mut c = Collector::new(env, r)?;
     c.counters.add_builtin("map_input_bytes", split.len);
@@ -216,7 +226,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_dir: &Path) -> Result<MapOu
             c.counters.merge(&out.counters);
         }
     }
-    c.finish(split.index, out_dir)
+    c.finish(out_file)
 }
 
 /// The input file a record of a split came from: the split's own name, or, for a combined
@@ -478,148 +488,84 @@ impl<'e, 'a> Collector<'e, 'a> {
         }
     }
 
-    /// Write one sorted file per partition into the attempt dir, then rename into `out_dir`.
-    fn finish(mut self, index: u32, out_dir: &Path) -> Result<MapOutput> {
-        if self.runs.is_empty() {
-            return self.finish_in_memory(index, out_dir);
-        }
+    /// Write the output file, partition after partition, then rename it into place.
+    fn finish(mut self, out_file: &Path) -> Result<MapOutput> {
+        let staged = staged_path(out_file);
+        let sizes = if self.runs.is_empty() {
+            // Nothing spilled: the sorted buffer is the output.
+            let (run, _) = self.sorted_run(&staged)?;
+            run.sections.iter().map(|&(_, len)| len).collect()
+        } else {
+            self.merge_runs(&staged)?
+        };
+        self.counters
+            .add_builtin("map_output_records", self.out_records);
+        self.counters
+            .add_builtin("map_output_bytes", self.out_bytes);
+        std::fs::rename(&staged, out_file)
+            .ctx(|| format!("moving map output to {}", out_file.display()))?;
+        Ok(MapOutput {
+            file: out_file.to_owned(),
+            sizes,
+            counters: self.counters,
+        })
+    }
+
+    /// Merge the spilled runs (and what is still buffered) into `path`, partition after
+    /// partition, folding with the app's combiner; the bytes of each partition.
+    fn merge_runs(&mut self, path: &Path) -> Result<Vec<u64>> {
         let buffered = match &self.buffer {
             Buffer::Sort(b) => !b.is_empty(),
             Buffer::Hash(b) => !b.is_empty(),
         };
         if buffered {
-            let path = self.next_run_path()?;
-            let (run, _) = self.sorted_run(&path)?;
+            let run_path = self.next_run_path()?;
+            let (run, _) = self.sorted_run(&run_path)?;
             self.runs.push(run);
         }
-        let mut files = Vec::with_capacity(self.r as usize);
-        let mut sizes = Vec::with_capacity(self.r as usize);
         let fold = self
             .env
             .app
             .clone()
             .filter(|a| a.has_combiner() && self.runs.len() > 1);
+        let file = File::create(path).ctx(|| format!("creating {}", path.display()))?;
+        let mut w = crate::record::RecordWriter::new(file);
+        let werr = |e| Error::io(format!("writing {}", path.display()), e);
+        let mut sizes = Vec::with_capacity(self.r as usize);
         for p in 0..self.r {
-            let staged_file = staged_output_path(out_dir, index, p);
-            let size = {
-                let sources = self
-                    .runs
-                    .iter()
-                    .map(|r| r.section(p as usize))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut merger = Merger::new(sources)?;
-                let file = File::create(&staged_file)
-                    .ctx(|| format!("creating {}", staged_file.display()))?;
-                let mut w = crate::record::RecordWriter::new(file);
-                let werr = |e| Error::io(format!("writing {}", staged_file.display()), e);
-                match &fold {
-                    Some(app) => {
-                        while let Some(k) = merger.peek_key()? {
-                            let key = k.to_vec();
-                            let mut folded = Vec::new();
-                            let mut vs = GroupValues::new(&mut merger, &key);
-                            app.combine(&key, &mut vs, &mut |v| folded.push(v.to_vec()));
-                            vs.drain();
-                            if let Some(e) = vs.error.take() {
-                                return Err(e);
-                            }
-                            for v in folded {
-                                w.write(&key, &v).map_err(werr)?;
-                            }
+            let start = w.bytes();
+            let sources = self
+                .runs
+                .iter()
+                .map(|r| r.section(p as usize))
+                .collect::<Result<Vec<_>>>()?;
+            let mut merger = Merger::new(sources)?;
+            match &fold {
+                Some(app) => {
+                    while let Some(k) = merger.peek_key()? {
+                        let key = k.to_vec();
+                        let mut folded = Vec::new();
+                        let mut vs = GroupValues::new(&mut merger, &key);
+                        app.combine(&key, &mut vs, &mut |v| folded.push(v.to_vec()));
+                        vs.drain();
+                        if let Some(e) = vs.error.take() {
+                            return Err(e);
                         }
-                    }
-                    None => {
-                        while let Some((k, v)) = merger.next_record()? {
-                            w.write(k, v).map_err(werr)?;
+                        for v in folded {
+                            w.write(&key, &v).map_err(werr)?;
                         }
                     }
                 }
-                let n = w.bytes();
-                w.finish().map_err(werr)?;
-                n
-            };
-            files.push(staged_file);
-            sizes.push(size);
-        }
-        self.commit(index, files, sizes, out_dir)
-    }
-
-    /// Nothing spilled: write each partition's file straight from the sorted buffer.
-    fn finish_in_memory(mut self, index: u32, out_dir: &Path) -> Result<MapOutput> {
-        let r = self.r;
-        let mut writers = (0..r)
-            .map(|p| {
-                let path = staged_output_path(out_dir, index, p);
-                File::create(&path)
-                    .map(|f| (path, RecordWriter::new(f)))
-                    .ctx(|| format!("creating {}", out_dir.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let werr = |e| Error::io(format!("writing map output in {}", out_dir.display()), e);
-        match &mut self.buffer {
-            Buffer::Sort(b) => {
-                b.sort();
-                match &self.env.spec.kind {
-                    JobKind::Streaming {
-                        combine: Some(c), ..
-                    } => {
-                        let c = c.clone();
-                        let combined =
-                            combine_with_process(self.env, &c, b, r, &mut self.counters)?;
-                        for (p, k, v) in combined.iter() {
-                            writers[p as usize].1.write(k, v).map_err(werr)?;
-                        }
-                    }
-                    _ => {
-                        for (p, k, v) in b.iter() {
-                            writers[p as usize].1.write(k, v).map_err(werr)?;
-                        }
+                None => {
+                    while let Some((k, v)) = merger.next_record()? {
+                        w.write(k, v).map_err(werr)?;
                     }
                 }
             }
-            Buffer::Hash(b) => {
-                let app = self.env.app.clone().expect("hash buffer only for apps");
-                for (p, k, packed) in b.drain_sorted(&|k, vs, e| app.combine(k, vs, e)) {
-                    for v in PackedValues::new(&packed) {
-                        writers[p as usize].1.write(&k, v).map_err(werr)?;
-                    }
-                }
-            }
+            sizes.push(w.bytes() - start);
         }
-        let mut files = Vec::with_capacity(r as usize);
-        let mut sizes = Vec::with_capacity(r as usize);
-        for (path, w) in writers {
-            sizes.push(w.bytes());
-            w.finish().map_err(werr)?;
-            files.push(path);
-        }
-        self.commit(index, files, sizes, out_dir)
-    }
-
-    /// Rename the staged partition files into `out_dir`: the task's output appears whole.
-    fn commit(
-        mut self,
-        index: u32,
-        files: Vec<PathBuf>,
-        sizes: Vec<u64>,
-        out_dir: &Path,
-    ) -> Result<MapOutput> {
-        self.counters
-            .add_builtin("map_output_records", self.out_records);
-        self.counters
-            .add_builtin("map_output_bytes", self.out_bytes);
-        let mut committed = Vec::with_capacity(files.len());
-        for (p, f) in files.into_iter().enumerate() {
-            let dest = map_output_path(out_dir, index, p as u32);
-            std::fs::rename(&f, &dest)
-                .ctx(|| format!("moving map output to {}", dest.display()))?;
-            committed.push(dest);
-        }
-        Ok(MapOutput {
-            files: committed,
-            sizes,
-            counters: self.counters,
-        })
+        w.finish().map_err(werr)?;
+        Ok(sizes)
     }
 }
 

@@ -114,15 +114,20 @@ fn run_with_app(spec: &JobSpec, app: Arc<dyn App>, out: &Path) {
             progress: None,
         }
     }
+    let mut sizes = Vec::new();
     for s in &splits {
         let d = scratch.path().join(format!("m{}", s.index));
-        task::run_map(&env(spec, &app, &part, &d, &cancel), s, &map_out).unwrap();
+        let out = task::map_output_file(&map_out, s.index);
+        let o = task::run_map(&env(spec, &app, &part, &d, &cancel), s, &out).unwrap();
+        sizes.push(o.sizes);
     }
     for p in 0..spec.reducers {
         let inputs = (0..splits.len() as u32)
             .map(|m| {
-                Box::new(std::fs::File::open(task::map_output_path(&map_out, m, p)).unwrap())
-                    as task::ReduceInput
+                let (offset, len) = task::partition_range(&sizes[m as usize], p);
+                let f =
+                    shoal_jobs::sort::open_range(&task::map_output_file(&map_out, m), offset, len);
+                Box::new(f.unwrap()) as task::ReduceInput
             })
             .collect();
         let d = scratch.path().join(format!("r{p}"));

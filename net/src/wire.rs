@@ -171,13 +171,14 @@ pub enum DataRequest {
         /// The object.
         key: String,
     },
-    /// Send the objects stored under `keys`, one after another (each as `Chunk`s, then
-    /// `End`): many small objects for the price of one stream. At most [`MAX_BATCH_KEYS`].
+    /// Send the byte ranges `pieces` of stored objects, one after another (each as
+    /// `Chunk`s, then `End`): many small pieces — a reduce's partition of many map outputs —
+    /// for the price of one stream. At most [`MAX_BATCH_KEYS`].
     FetchMany {
         /// The sender's cluster.
         cluster_id: ClusterId,
-        /// The objects, in the order they are sent.
-        keys: Vec<String>,
+        /// The pieces, in the order they are sent.
+        pieces: Vec<Piece>,
     },
     /// Store the objects that follow, one per key in order (each as `Chunk`s, then `End`);
     /// the receiver answers `End` once every one is durable, or `Error`. At most
@@ -190,18 +191,37 @@ pub enum DataRequest {
     },
 }
 
-/// Most objects one `FetchMany` or `PutMany` may name.
+/// Bytes `offset..offset + len` of the object stored under `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// The object.
+    pub key: String,
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// Most objects or pieces one `FetchMany` or `PutMany` may name.
 pub const MAX_BATCH_KEYS: usize = 1024;
 
 impl DataRequest {
-    /// The sender's cluster and the objects the request names, in order.
-    pub fn parts(&self) -> (ClusterId, &[String]) {
+    /// The sender's cluster.
+    pub fn cluster_id(&self) -> ClusterId {
         match self {
-            DataRequest::Fetch { cluster_id, key } | DataRequest::Put { cluster_id, key } => {
-                (*cluster_id, std::slice::from_ref(key))
-            }
-            DataRequest::FetchMany { cluster_id, keys }
-            | DataRequest::PutMany { cluster_id, keys } => (*cluster_id, keys),
+            DataRequest::Fetch { cluster_id, .. }
+            | DataRequest::Put { cluster_id, .. }
+            | DataRequest::FetchMany { cluster_id, .. }
+            | DataRequest::PutMany { cluster_id, .. } => *cluster_id,
+        }
+    }
+
+    /// How many objects or pieces it names.
+    pub fn count(&self) -> usize {
+        match self {
+            DataRequest::Fetch { .. } | DataRequest::Put { .. } => 1,
+            DataRequest::FetchMany { pieces, .. } => pieces.len(),
+            DataRequest::PutMany { keys, .. } => keys.len(),
         }
     }
 }
@@ -390,7 +410,7 @@ mod tests {
         fn data_messages_round_trip(cluster_id in any::<u64>(), key in ".*", bytes in any::<Vec<u8>>(), reason in ".*") {
             round_trips(&DataRequest::Fetch { cluster_id, key: key.clone() });
             round_trips(&DataRequest::Put { cluster_id, key: key.clone() });
-            round_trips(&DataRequest::FetchMany { cluster_id, keys: vec![key.clone(), key.clone()] });
+            round_trips(&DataRequest::FetchMany { cluster_id, pieces: vec![Piece { key: key.clone(), offset: 3, len: u64::MAX }] });
             round_trips(&DataRequest::PutMany { cluster_id, keys: vec![key] });
             round_trips(&DataFrame::Chunk(bytes));
             round_trips(&DataFrame::End);

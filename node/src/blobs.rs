@@ -24,14 +24,10 @@ pub fn split_key(job: &str, index: u32) -> String {
     format!("{job}/split-{index:05}")
 }
 
-/// The directory key holding attempt `attempt` of map `index`'s output.
-pub fn map_dir_key(job: &str, index: u32, attempt: u32) -> String {
-    format!("{job}/m-{index:05}.a{attempt}")
-}
-
-/// The key of partition `p` of attempt `attempt` of map `index`.
-pub fn map_output_key(job: &str, index: u32, attempt: u32, p: u32) -> String {
-    format!("{}/m-{index:05}.p-{p:05}", map_dir_key(job, index, attempt))
+/// The key of attempt `attempt` of map `index`'s output: one file, its partitions one
+/// after another (the job table has their sizes).
+pub fn map_output_key(job: &str, index: u32, attempt: u32) -> String {
+    format!("{job}/m-{index:05}.a{attempt}.out")
 }
 
 /// The key of part file `p` of `job`.
@@ -376,7 +372,7 @@ mod tests {
     #[test]
     fn keys_cannot_escape_the_store() {
         assert!(valid_key("j-1/split-00001"));
-        assert!(valid_key(&map_output_key("j-1", 3, 2, 1)));
+        assert!(valid_key(&map_output_key("j-1", 3, 2)));
         assert!(valid_key(&part_key("j-1", 0)));
         for bad in [
             "", "../x", "a/../b", "/abs", "a//b", ".hidden", "UPPER", "a b",

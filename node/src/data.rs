@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
-use shoal_net::wire::{DataFrame, DataRequest, MAX_BATCH_KEYS};
+use shoal_net::wire::{DataFrame, DataRequest, Piece, MAX_BATCH_KEYS};
 use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
@@ -68,7 +68,7 @@ fn broke(peer: PeerId, e: impl std::fmt::Display) -> DataError {
 
 /// Answer an inbound data stream.
 pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
-    let (cluster_id, keys) = req.parts();
+    let cluster_id = req.cluster_id();
     let refuse = match node.cluster_id() {
         Some(ours) if ours == cluster_id => None,
         Some(ours) => {
@@ -78,10 +78,10 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
         None => Some("this node has no cluster yet".into()),
     }
     .or_else(|| {
-        (keys.len() > MAX_BATCH_KEYS).then(|| {
+        (req.count() > MAX_BATCH_KEYS).then(|| {
             format!(
                 "{} objects in one request; at most {MAX_BATCH_KEYS}",
-                keys.len()
+                req.count()
             )
         })
     });
@@ -92,49 +92,70 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
     }
     node.seen(peer);
     let result = match &req {
-        DataRequest::Fetch { .. } | DataRequest::FetchMany { .. } => {
-            send_objects(&node, keys, &mut stream).await
+        DataRequest::Fetch { key, .. } => send_piece(&node, key, 0, None, &mut stream).await,
+        DataRequest::FetchMany { pieces, .. } => {
+            let mut sent = Ok(());
+            for p in pieces {
+                sent = send_piece(&node, &p.key, p.offset, Some(p.len), &mut stream).await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            sent
         }
-        DataRequest::Put { .. } | DataRequest::PutMany { .. } => {
-            receive_objects(&node, keys, &mut stream).await
+        DataRequest::Put { key, .. } => {
+            receive_objects(&node, std::slice::from_ref(key), &mut stream).await
         }
+        DataRequest::PutMany { keys, .. } => receive_objects(&node, keys, &mut stream).await,
     };
     if let Err(e) = result {
-        tracing::debug!(%peer, keys = keys.len(), first = %keys.first().map_or("", |k| k.as_str()), error = %e, "data stream ended with an error");
+        tracing::debug!(%peer, objects = req.count(), error = %e, "data stream ended with an error");
         let _ = codec::write_frame(&mut stream, &DataFrame::Error(e)).await;
     }
     let _ = stream.close().await;
 }
 
-/// Stream each object of `keys` in order: its chunks, then `End`.
-async fn send_objects(node: &Node, keys: &[String], stream: &mut Stream) -> Result<(), String> {
-    for key in keys {
-        let (file, _) = node
-            .blobs
-            .open_read(key)
-            .map_err(|e| format!("no object {key:?} on this node: {e}"))?;
-        let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-        // Disk reads on a blocking thread; two chunks in flight at most.
-        tokio::task::spawn_blocking(move || read_chunks(file, &tx));
-        while let Some(chunk) = rx.recv().await {
-            let chunk = chunk.map_err(|e| format!("reading {key:?}: {e}"))?;
-            DataFrame::write_chunk(stream, &chunk)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        codec::write_frame(stream, &DataFrame::End)
+/// Stream bytes `offset..offset + len` of `key` (to its end when `len` is `None`): its
+/// chunks, then `End`.
+async fn send_piece(
+    node: &Node,
+    key: &str,
+    offset: u64,
+    len: Option<u64>,
+    stream: &mut Stream,
+) -> Result<(), String> {
+    let (mut file, size) = node
+        .blobs
+        .open_read(key)
+        .map_err(|e| format!("no object {key:?} on this node: {e}"))?;
+    let len = len.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(format!("{key:?} holds {size} bytes, not {offset}+{len}"));
+    }
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+        .map_err(|e| format!("reading {key:?}: {e}"))?;
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    // Disk reads on a blocking thread; two chunks in flight at most.
+    tokio::task::spawn_blocking(move || read_chunks(file, len, &tx));
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(|e| format!("reading {key:?}: {e}"))?;
+        DataFrame::write_chunk(stream, &chunk)
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok(())
+    codec::write_frame(stream, &DataFrame::End)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-fn read_chunks(mut file: std::fs::File, tx: &mpsc::Sender<std::io::Result<Vec<u8>>>) {
-    // A small object gets a buffer its size (+1 to see the end), not a zeroed 1 MiB: a reduce
-    // over thousands of small map outputs would spend its time in memset.
-    let size = file.metadata().map_or(CHUNK as u64, |m| m.len());
-    let cap = (size + 1).min(CHUNK as u64) as usize;
-    loop {
+/// Read `len` bytes of `file` from where it stands, in chunks of at most [`CHUNK`].
+fn read_chunks(file: std::fs::File, len: u64, tx: &mpsc::Sender<std::io::Result<Vec<u8>>>) {
+    let mut file = file.take(len);
+    let mut left = len;
+    while left > 0 {
+        // A small piece gets a buffer its size, not a zeroed 1 MiB: a reduce over thousands
+        // of small map outputs would spend its time in memset.
+        let cap = left.min(CHUNK as u64) as usize;
         let mut buf = vec![0u8; cap];
         let mut n = 0;
         while n < cap {
@@ -147,14 +168,15 @@ fn read_chunks(mut file: std::fs::File, tx: &mpsc::Sender<std::io::Result<Vec<u8
                 }
             }
         }
-        if n == 0 {
-            return;
-        }
-        buf.truncate(n);
-        if tx.blocking_send(Ok(buf)).is_err() {
-            return;
-        }
         if n < cap {
+            let _ = tx.blocking_send(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the object is shorter than it was",
+            )));
+            return;
+        }
+        left -= n as u64;
+        if tx.blocking_send(Ok(buf)).is_err() {
             return;
         }
     }
@@ -212,7 +234,8 @@ async fn receive_object(
             }
         }
     }
-    w.finish_unsynced().map_err(|e| format!("storing {key:?}: {e}"))
+    w.finish_unsynced()
+        .map_err(|e| format!("storing {key:?}: {e}"))
 }
 
 async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {
@@ -367,10 +390,12 @@ async fn push_files_once(
     let mut stream = open(node, peer, &req).await?;
     let mut total = 0u64;
     for (_, path) in items {
-        let file = std::fs::File::open(path)
-            .map_err(|e| DataError::Local(format!("opening {}: {e}", path.display())))?;
+        let local =
+            |e: std::io::Error| DataError::Local(format!("opening {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(local)?;
+        let len = file.metadata().map_err(local)?.len();
         let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-        tokio::task::spawn_blocking(move || read_chunks(file, &tx));
+        tokio::task::spawn_blocking(move || read_chunks(file, len, &tx));
         while let Some(chunk) = rx.recv().await {
             let chunk =
                 chunk.map_err(|e| DataError::Local(format!("reading {}: {e}", path.display())))?;
@@ -436,47 +461,65 @@ pub fn batches<P: Ord + Copy, T>(
     out
 }
 
-/// A batch fetch that stopped: how many objects arrived whole first, and why.
+/// A batch fetch that stopped: how many pieces arrived whole first, and why.
 #[derive(Debug)]
 pub struct BatchFailed {
-    /// Objects received whole before the failure (the failing one is `items[done]`).
+    /// Pieces received whole before the failure (the failing one is `pieces[done]`).
     pub done: usize,
     /// Why.
     pub error: DataError,
 }
 
-/// Fetch many objects from `peer` into local files, [`MAX_BATCH_KEYS`] per stream; a
-/// broken stream is retried from the first object not yet received. Returns the bytes
-/// received.
-pub async fn fetch_many_to_files(
+/// Fetch `pieces` from `peer` into one local file at `path`, one after another (so piece
+/// `i` starts at the sum of the lengths before it), [`MAX_BATCH_KEYS`] per stream; a broken
+/// stream is retried from the first piece not yet received. Returns the bytes received.
+pub async fn fetch_pieces_to_file(
     node: &Node,
     peer: PeerId,
-    items: &[(String, std::path::PathBuf)],
+    pieces: &[Piece],
+    path: &std::path::Path,
 ) -> Result<u64, BatchFailed> {
+    let local = |e: std::io::Error| BatchFailed {
+        done: 0,
+        error: DataError::Local(format!("writing {}: {e}", path.display())),
+    };
+    let file = std::fs::File::create(path).map_err(local)?;
+    let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
     let (mut done, mut total, mut tries) = (0, 0u64, 1);
-    while done < items.len() {
-        let batch = &items[done..items.len().min(done + MAX_BATCH_KEYS)];
-        let (got, bytes, failed) = fetch_batch_once(node, peer, batch).await;
+    while done < pieces.len() {
+        let batch = &pieces[done..pieces.len().min(done + MAX_BATCH_KEYS)];
+        let (got, bytes, failed) = fetch_batch_once(node, peer, batch, &mut out).await;
         done += got;
         total += bytes;
         match failed {
             None => {}
             Some(e @ DataError::Stream { .. }) if tries < TRIES => {
                 tracing::debug!(error = %e, "data stream broke; trying again");
+                // Drop the broken piece's partial bytes: it is fetched again whole.
+                let keep = out
+                    .flush()
+                    .and_then(|()| out.get_ref().set_len(total))
+                    .and_then(|()| {
+                        std::io::Seek::seek(out.get_mut(), std::io::SeekFrom::Start(total))
+                    });
+                keep.map_err(|e| BatchFailed { done, ..local(e) })?;
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
                 tries += 1;
             }
             Some(error) => return Err(BatchFailed { done, error }),
         }
     }
+    out.flush().map_err(|e| BatchFailed { done, ..local(e) })?;
     Ok(total)
 }
 
-/// One stream of a batch fetch: objects received whole, their bytes, and what stopped it.
+/// One stream of a batch fetch: pieces received whole (into `out`), their bytes, and what
+/// stopped it.
 async fn fetch_batch_once(
     node: &Node,
     peer: PeerId,
-    batch: &[(String, std::path::PathBuf)],
+    batch: &[Piece],
+    out: &mut impl Write,
 ) -> (usize, u64, Option<DataError>) {
     let Some(cluster_id) = node.cluster_id() else {
         let e = DataError::Local("this node has no cluster yet".into());
@@ -484,15 +527,15 @@ async fn fetch_batch_once(
     };
     let req = DataRequest::FetchMany {
         cluster_id,
-        keys: batch.iter().map(|(k, _)| k.clone()).collect(),
+        pieces: batch.to_vec(),
     };
     let mut stream = match open(node, peer, &req).await {
         Ok(s) => s,
         Err(e) => return (0, 0, Some(e)),
     };
     let (mut done, mut total) = (0, 0u64);
-    for (_, path) in batch {
-        match receive_to_file(&mut stream, peer, path).await {
+    for piece in batch {
+        match receive_piece(&mut stream, peer, piece, out).await {
             Ok(n) => {
                 done += 1;
                 total += n;
@@ -504,26 +547,38 @@ async fn fetch_batch_once(
     (done, total, None)
 }
 
-/// Read one object's chunks up to its `End` into a new file at `path`.
-async fn receive_to_file(
+/// Read one piece's chunks up to its `End` into `out`, checking its length.
+async fn receive_piece(
     stream: &mut Stream,
     peer: PeerId,
-    path: &std::path::Path,
+    piece: &Piece,
+    out: &mut impl Write,
 ) -> Result<u64, DataError> {
-    let local = |e: std::io::Error| DataError::Local(format!("writing {}: {e}", path.display()));
-    let mut out =
-        std::io::BufWriter::with_capacity(CHUNK, std::fs::File::create(path).map_err(local)?);
     let mut total = 0u64;
     loop {
         match read_frame(stream, peer).await? {
             DataFrame::Chunk(bytes) => {
                 total += bytes.len() as u64;
-                out.write_all(&bytes).map_err(local)?;
+                if total > piece.len {
+                    return Err(DataError::Remote {
+                        peer,
+                        message: format!(
+                            "sent more than the {} bytes asked of {}",
+                            piece.len, piece.key
+                        ),
+                    });
+                }
+                out.write_all(&bytes)
+                    .map_err(|e| DataError::Local(format!("writing a fetched piece: {e}")))?;
             }
-            DataFrame::End => break,
+            DataFrame::End if total == piece.len => return Ok(total),
+            DataFrame::End => {
+                return Err(broke(
+                    peer,
+                    format!("{} ended after {total} of {} bytes", piece.key, piece.len),
+                ))
+            }
             DataFrame::Error(message) => return Err(DataError::Remote { peer, message }),
         }
     }
-    out.flush().map_err(local)?;
-    Ok(total)
 }

@@ -31,7 +31,7 @@ use shoal_net::wire::{CtlRequest, Heartbeat, RunningAttempt};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
-use crate::blobs::{map_dir_key, map_output_key, part_key, split_key};
+use crate::blobs::{map_output_key, part_key, split_key};
 use crate::manager::{live_nodes, now_ms, peer_of};
 use crate::node::Node;
 use crate::state::Command;
@@ -65,6 +65,8 @@ pub struct MapOut {
     pub node: NodeId,
     /// Its successful attempt.
     pub attempt: u32,
+    /// Where the reduce's partition starts in the map's output.
+    pub offset: u64,
     /// Bytes of the reduce's partition.
     pub size: u64,
 }
@@ -199,11 +201,13 @@ pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
         .filter(|t| !partial || t.state == TaskState::Done)
         .map(|t| {
             let a = t.attempts.iter().find(|a| a.state == TaskState::Done)?;
+            let (offset, size) = shoal_jobs::task::partition_range(&t.output_sizes, p);
             Some(MapOut {
                 map: t.index,
                 node: a.node,
                 attempt: a.attempt,
-                size: t.output_sizes.get(p as usize).copied().unwrap_or(0),
+                offset,
+                size,
             })
         })
         .collect()
@@ -599,10 +603,10 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
     let key = split_key(&k.job, k.index);
     ensure_split(node, &key, &split.holders).await?;
     let path = node.blobs.path(&key).ok_or("a malformed split key")?;
-    let out_dir = node
+    let out_file = node
         .blobs
-        .dir(&map_dir_key(&k.job, k.index, k.attempt))
-        .map_err(|e| format!("creating the map output directory: {e}"))?;
+        .path(&map_output_key(&k.job, k.index, k.attempt))
+        .ok_or("a malformed map output key")?;
     let scratch = node
         .blobs
         .scratch_path(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt));
@@ -615,7 +619,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         files: split.files.clone(),
     };
     let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
-        run_map(env, &task_split, &out_dir).map_err(Failure::from)
+        run_map(env, &task_split, &out_file).map_err(Failure::from)
     })
     .await?;
     Ok(Done {
@@ -640,25 +644,28 @@ async fn reduce_attempt(
         .blobs
         .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
         .map_err(|e| format!("creating the attempt directory: {e}"))?;
-    // Local map outputs are read in place; remote ones are pulled into the attempt directory.
-    let mut inputs: Vec<(u32, PathBuf)> = Vec::new();
+    // Local map outputs are read in place; remote ones are pulled into the attempt
+    // directory, the pieces from one node into one file, one after another.
+    let mut inputs: Vec<(u32, PathBuf, u64, u64)> = Vec::new();
     let mut remote = Vec::new();
     let mut local_bytes = 0u64;
     for m in outputs.iter().filter(|m| m.size > 0) {
-        let key = map_output_key(&k.job, m.map, m.attempt, p);
+        let key = map_output_key(&k.job, m.map, m.attempt);
         if m.node == node.id {
-            inputs.push((m.map, node.blobs.path(&key).ok_or("a malformed key")?));
+            let path = node.blobs.path(&key).ok_or("a malformed key")?;
+            inputs.push((m.map, path, m.offset, m.size));
             local_bytes += m.size;
         } else {
-            remote.push((m.clone(), key, scratch.join(format!("m-{:05}", m.map))));
+            remote.push((m.clone(), key));
         }
     }
-    // Small map outputs of one node come in one stream (a job of many small maps would
-    // otherwise pay a stream per output); large ones still come a stream each, in parallel.
+    // Small pieces of one node come in one stream (a job of many small maps would otherwise
+    // pay a stream per map); large ones still come a stream each, in parallel.
     let batches = crate::data::batches(remote.into_iter().map(|r| (r.0.node, r)), |r| r.0.size);
-    let fetched = futures::stream::iter(batches)
-        .map(|(holder, batch)| {
+    let fetched = futures::stream::iter(batches.into_iter().enumerate())
+        .map(|(i, (holder, batch))| {
             let node = Arc::clone(node);
+            let path = scratch.join(format!("fetched-{i:04}"));
             async move {
                 let lost = |m: &MapOut, why: String| Failure {
                     lost_map: Some((m.map, m.attempt)),
@@ -670,18 +677,26 @@ async fn reduce_attempt(
                 let Some(peer) = peer_of(&node, holder) else {
                     return Err(lost(&batch[0].0, "not a member".into()));
                 };
-                let items: Vec<(String, PathBuf)> = batch
+                let pieces: Vec<shoal_net::wire::Piece> = batch
                     .iter()
-                    .map(|(_, k, p)| (k.clone(), p.clone()))
+                    .map(|(m, key)| shoal_net::wire::Piece {
+                        key: key.clone(),
+                        offset: m.offset,
+                        len: m.size,
+                    })
                     .collect();
-                match crate::data::fetch_many_to_files(&node, peer, &items).await {
-                    Ok(n) => Ok((
-                        batch
-                            .into_iter()
-                            .map(|(m, _, p)| (m.map, p))
-                            .collect::<Vec<_>>(),
-                        n,
-                    )),
+                match crate::data::fetch_pieces_to_file(&node, peer, &pieces, &path).await {
+                    Ok(n) => {
+                        let mut at = 0;
+                        let got: Vec<(u32, PathBuf, u64, u64)> = batch
+                            .iter()
+                            .map(|(m, _)| {
+                                at += m.size;
+                                (m.map, path.clone(), at - m.size, m.size)
+                            })
+                            .collect();
+                        Ok((got, n))
+                    }
                     // This node's own disk failed: not the map's fault.
                     Err(crate::data::BatchFailed {
                         error: e @ crate::data::DataError::Local(_),
@@ -711,7 +726,7 @@ async fn reduce_attempt(
             }
         }
     }
-    inputs.sort_by_key(|(m, _)| *m);
+    inputs.sort_by_key(|(m, ..)| *m);
     node.shuffle
         .fetched_bytes
         .fetch_add(fetched_bytes, Ordering::Relaxed);
@@ -727,9 +742,8 @@ async fn reduce_attempt(
     let target = out_file.clone();
     let mut counters = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
-        for (_, path) in &inputs {
-            let f = std::fs::File::open(path)
-                .map_err(|e| format!("opening map output {}: {e}", path.display()))?;
+        for (_, path, offset, len) in &inputs {
+            let f = shoal_jobs::sort::open_range(path, *offset, *len)?;
             readers.push(Box::new(f) as Box<dyn Read + Send>);
         }
         run_reduce(env, p, readers, &target).map_err(Failure::from)
