@@ -691,17 +691,32 @@ fn combined_small_files_keep_every_file_name_and_line() {
         "every file named by SHOAL_INPUT_FILES"
     );
 
-    // Word count over the same packing equals the reference: no line lost or joined.
+    // Word count over the same packing equals the reference: no line lost or joined. With
+    // no copies, the nodes that run maps without holding the input fetch just their split.
     let out = dir.path().join("out-wc");
-    let (_, o) = c.submit(
+    let (id, o) = c.submit(
         &[
-            &["--input", &input, "--app", "wordcount"][..],
+            &[
+                "--input",
+                &input,
+                "--app",
+                "wordcount",
+                "--replication",
+                "0",
+            ][..],
             &combined,
             &["--output", &out.to_string_lossy()],
         ]
         .concat(),
     );
     assert!(o.status.success(), "{}", text(&o));
+    let mut ran = attempt_nodes(&c.job(c.follower, &id), "map");
+    ran.sort();
+    ran.dedup();
+    assert!(
+        ran.len() > 1,
+        "maps ran beyond the one node holding the input: {ran:?}"
+    );
     let want = sorted_lines(&python_reference(
         &format!("{PY_FILES}{WORDCOUNT_PY}"),
         &corpus,

@@ -201,6 +201,17 @@ pub struct SplitInfo {
     /// with its bytes in this split. Empty: the split is part of one file, `name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<(String, u64)>,
+    /// The stored object that holds it, when splits are packed into segments: segment
+    /// `s` of the job, from byte `offset`. `None`: the split is an object of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<u32>,
+    /// Where it starts in its segment.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A job in the table.

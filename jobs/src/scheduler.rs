@@ -280,6 +280,7 @@ mod tests {
                 len: 100,
                 holders: h.to_vec(),
                 files: Vec::new(),
+                ..Default::default()
             })
             .collect();
         let cmd = Command::SubmitJob {
@@ -717,7 +718,7 @@ mod tests {
             let slots = fast.slots.clone();
             for (split_holders, tried_on, not) in takes {
                 let mut job = Job::clone(c.jobs.values().next().unwrap_or(&empty_job()));
-                job.splits = vec![SplitInfo { index: 0, name: "in".into(), len: 1, holders: split_holders.clone(), files: Vec::new() }];
+                job.splits = vec![SplitInfo { index: 0, name: "in".into(), len: 1, holders: split_holders.clone(), ..Default::default() }];
                 let mut task = Task::new(TaskKind::Map, 0);
                 for (k, &t) in tried_on.iter().enumerate() {
                     task.attempts.push(crate::cluster::Attempt::start(k as u32 + 1, t, 0, false));

@@ -19,6 +19,19 @@ pub struct Blobs {
     root: PathBuf,
 }
 
+/// The key of segment `index` of `job`: splits stored one after another.
+pub fn segment_key(job: &str, index: u32) -> String {
+    format!("{job}/seg-{index:05}")
+}
+
+/// The object a split is read from and where in it: its segment, or its own object.
+pub fn split_object(job: &str, split: &shoal_jobs::cluster::SplitInfo) -> (String, u64) {
+    match split.segment {
+        Some(s) => (segment_key(job, s), split.offset),
+        None => (split_key(job, split.index), 0),
+    }
+}
+
 /// The key of split `index` of `job`.
 pub fn split_key(job: &str, index: u32) -> String {
     format!("{job}/split-{index:05}")

@@ -254,7 +254,7 @@ pub async fn fetch(
     node: &Node,
     peer: PeerId,
     key: &str,
-    mut sink: impl FnMut(&[u8]) -> Result<(), String>,
+    sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<u64, DataError> {
     let cluster_id = node
         .cluster_id()
@@ -263,6 +263,38 @@ pub async fn fetch(
         cluster_id,
         key: key.to_owned(),
     };
+    fetch_with(node, peer, req, sink).await
+}
+
+/// Fetch bytes `offset..offset + len` of `key` from `peer`, handing each chunk to `sink`.
+pub async fn fetch_range(
+    node: &Node,
+    peer: PeerId,
+    key: &str,
+    offset: u64,
+    len: u64,
+    sink: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, DataError> {
+    let cluster_id = node
+        .cluster_id()
+        .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))?;
+    let req = DataRequest::FetchMany {
+        cluster_id,
+        pieces: vec![Piece {
+            key: key.to_owned(),
+            offset,
+            len,
+        }],
+    };
+    fetch_with(node, peer, req, sink).await
+}
+
+async fn fetch_with(
+    node: &Node,
+    peer: PeerId,
+    req: DataRequest,
+    mut sink: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, DataError> {
     let mut stream = open(node, peer, &req).await?;
     let mut total = 0u64;
     loop {

@@ -206,6 +206,7 @@ mod tests {
             len: 10,
             holders: vec![1],
             files: Vec::new(),
+            ..Default::default()
         }];
         c.apply(Command::SubmitJob {
             id: "j-1".into(),

@@ -9,6 +9,7 @@
 //! The invariant: nothing is proposed before every split is stored, and a request rejected
 //! for bad input leaves nothing behind on this node.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use shoal_jobs::split::Split;
 use tracing::info;
 
 use crate::api::error;
-use crate::blobs::{part_key, split_key, BlobWriter, Blobs};
+use crate::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
 use crate::manager::{now_ms, peer_of};
 use crate::node::Node;
 use crate::state::Command;
@@ -39,16 +40,22 @@ pub fn new_job_id() -> String {
     format!("j-{:011x}{:04x}", now_ms(), rand::random::<u16>())
 }
 
-/// Cuts a stream of files into line-aligned splits stored under the job's keys: a split
-/// per file (and more for a file larger than the split size), or, with `combine`, small
-/// files packed together up to the split size, each member file ending with a newline.
+/// Cuts a stream of files into line-aligned splits: a split per file (and more for a file
+/// larger than the split size), or, with `combine`, small files packed together up to the
+/// split size, each member file ending with a newline. Splits are stored one after another
+/// in segments (`JOB/seg-NNNNN`) of about the split size, so 2,000 small files are a few
+/// objects to store and copy, not 2,000, while each is still its own map task.
 struct Splitter<'a> {
     blobs: &'a Blobs,
     job: String,
     split_size: u64,
     combine: bool,
     name: String,
-    cur: Option<BlobWriter>,
+    /// The segment being written, and its index.
+    seg: Option<BlobWriter>,
+    seg_index: u32,
+    /// Where the split being written started in the segment (None: no split open).
+    split_start: Option<u64>,
     /// The current split's files with their bytes in it (combined splits only).
     cur_files: Vec<(String, u64)>,
     file_has_split: bool,
@@ -56,7 +63,7 @@ struct Splitter<'a> {
     ends_line: bool,
     files_seen: usize,
     splits: Vec<SplitInfo>,
-    /// Closed splits, written out; made durable and visible together at the end.
+    /// Closed segments, written out; made durable and visible together at the end.
     written: Vec<crate::blobs::Unsynced>,
 }
 
@@ -68,7 +75,9 @@ impl<'a> Splitter<'a> {
             split_size: split_size.max(1),
             combine,
             name: String::new(),
-            cur: None,
+            seg: None,
+            seg_index: 0,
+            split_start: None,
             cur_files: Vec::new(),
             file_has_split: false,
             ends_line: true,
@@ -85,16 +94,33 @@ impl<'a> Splitter<'a> {
         self.files_seen += 1;
     }
 
-    /// Append `b` (part of the current file) to the current split.
+    /// Open a split (and a segment) if none is open; the segment's writer.
+    fn open_split(&mut self) -> std::io::Result<&mut BlobWriter> {
+        if self.seg.is_none() {
+            let key = segment_key(&self.job, self.seg_index);
+            self.seg = Some(self.blobs.create(&key)?);
+        }
+        let seg = self.seg.as_mut().expect("just opened");
+        if self.split_start.is_none() {
+            self.split_start = Some(seg.len());
+        }
+        Ok(seg)
+    }
+
+    /// Bytes of the open split so far.
+    fn split_len(&self) -> u64 {
+        match (&self.seg, self.split_start) {
+            (Some(w), Some(start)) => w.len() - start,
+            _ => 0,
+        }
+    }
+
+    /// Append `b` (part of the current file) to the open split.
     fn append(&mut self, b: &[u8]) -> std::io::Result<()> {
         if b.is_empty() {
             return Ok(());
         }
-        if self.cur.is_none() {
-            let index = self.splits.len() as u32;
-            self.cur = Some(self.blobs.create(&split_key(&self.job, index))?);
-        }
-        self.cur.as_mut().expect("just created").write_all(b)?;
+        self.open_split()?.write_all(b)?;
         self.ends_line = b.last() == Some(&b'\n');
         if self.combine {
             match self.cur_files.last_mut() {
@@ -107,8 +133,7 @@ impl<'a> Splitter<'a> {
 
     fn write(&mut self, mut b: &[u8]) -> std::io::Result<()> {
         while !b.is_empty() {
-            let used = self.cur.as_ref().map_or(0, |w| w.len());
-            let room = self.split_size.saturating_sub(used) as usize;
+            let room = self.split_size.saturating_sub(self.split_len()) as usize;
             if b.len() <= room {
                 return self.append(b);
             }
@@ -127,20 +152,38 @@ impl<'a> Splitter<'a> {
     }
 
     fn close_split(&mut self) -> std::io::Result<()> {
-        if let Some(w) = self.cur.take() {
-            let index = self.splits.len() as u32;
-            let files = std::mem::take(&mut self.cur_files);
-            self.splits.push(SplitInfo {
-                index,
-                name: files
-                    .first()
-                    .map_or_else(|| self.name.clone(), |f| f.0.clone()),
-                len: w.len(),
-                holders: Vec::new(),
-                files,
-            });
-            self.file_has_split = true;
+        let Some(start) = self.split_start.take() else {
+            return Ok(());
+        };
+        let index = self.splits.len() as u32;
+        let files = std::mem::take(&mut self.cur_files);
+        let len = self.seg.as_ref().map_or(0, |w| w.len()) - start;
+        self.splits.push(SplitInfo {
+            index,
+            name: files
+                .first()
+                .map_or_else(|| self.name.clone(), |f| f.0.clone()),
+            len,
+            holders: Vec::new(),
+            files,
+            segment: Some(self.seg_index),
+            offset: start,
+        });
+        self.file_has_split = true;
+        if self
+            .seg
+            .as_ref()
+            .is_some_and(|w| w.len() >= self.split_size)
+        {
+            self.close_segment()?;
+        }
+        Ok(())
+    }
+
+    fn close_segment(&mut self) -> std::io::Result<()> {
+        if let Some(w) = self.seg.take() {
             self.written.push(w.finish_unsynced()?);
+            self.seg_index += 1;
         }
         Ok(())
     }
@@ -154,9 +197,8 @@ impl<'a> Splitter<'a> {
             }
             return Ok(());
         }
-        if self.cur.is_none() && !self.file_has_split {
-            let index = self.splits.len() as u32;
-            self.cur = Some(self.blobs.create(&split_key(&self.job, index))?);
+        if self.split_start.is_none() && !self.file_has_split {
+            self.open_split()?;
         }
         self.close_split()
     }
@@ -164,14 +206,12 @@ impl<'a> Splitter<'a> {
     async fn finish(mut self) -> std::io::Result<Vec<SplitInfo>> {
         if self.combine {
             // Only empty files: one empty split, as without combining.
-            if self.cur.is_none() && self.splits.is_empty() && self.files_seen > 0 {
-                self.cur = Some(self.blobs.create(&split_key(&self.job, 0))?);
+            if self.split_start.is_none() && self.splits.is_empty() && self.files_seen > 0 {
+                self.open_split()?;
             }
             self.close_split()?;
         }
-        if let Some(w) = self.cur.take() {
-            w.abort();
-        }
+        self.close_segment()?;
         // One sync for the whole upload, off the runtime.
         let (blobs, written) = (self.blobs.clone(), std::mem::take(&mut self.written));
         tokio::task::spawn_blocking(move || blobs.commit_all(written))
@@ -281,16 +321,16 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
     // The partitioner may sample the input (the sort app's ranges).
     let local: Vec<Split> = stored
         .iter()
-        .map(|s| Split {
-            index: s.index,
-            path: node
-                .blobs
-                .path(&split_key(job, s.index))
-                .unwrap_or_default(),
-            name: s.name.clone(),
-            offset: 0,
-            len: s.len,
-            files: s.files.clone(),
+        .map(|s| {
+            let (key, offset) = split_object(job, s);
+            Split {
+                index: s.index,
+                path: node.blobs.path(&key).unwrap_or_default(),
+                name: s.name.clone(),
+                offset,
+                len: s.len,
+                files: s.files.clone(),
+            }
         })
         .collect();
     let spec_for_sample = spec.clone();
@@ -407,60 +447,70 @@ async fn read_object(
     ))
 }
 
-/// Copy every split to `copies` other nodes; the splits with the nodes that hold them.
-/// Splits travel to each node in batches — one stream carries up to
-/// [`shoal_net::wire::MAX_BATCH_KEYS`] splits or [`crate::data::BATCH_BYTES`] — so 2,000 small files
-/// cost a few streams, not 4,000 round trips.
+/// Copy every segment to `copies` other nodes; the splits with the nodes that hold them.
+/// Small segments travel to a node in batches (one stream for up to
+/// [`shoal_net::wire::MAX_BATCH_KEYS`] objects or [`crate::data::BATCH_BYTES`]), large ones a
+/// stream each, [`PARALLEL_PUSHES`] at a time.
 async fn replicate_splits(
     node: &Arc<Node>,
     job: &str,
     mut stored: Vec<SplitInfo>,
     copies: u32,
 ) -> Vec<SplitInfo> {
-    let mut by_target: Vec<(NodeId, usize)> = Vec::new();
-    for (i, s) in stored.iter_mut().enumerate() {
-        s.holders = vec![node.id];
-        for t in crate::worker::replica_targets(node, copies, s.index) {
-            by_target.push((t, i));
+    // Every split is in a segment (the splitter writes them so); a segment's size is where
+    // its last split ends.
+    let mut segments: BTreeMap<u32, u64> = BTreeMap::new();
+    for s in &stored {
+        let seg = s.segment.unwrap_or(s.index);
+        let end = segments.entry(seg).or_default();
+        *end = (*end).max(s.offset + s.len);
+    }
+    let mut by_target: Vec<(NodeId, (u32, u64))> = Vec::new();
+    for (&seg, &size) in &segments {
+        for t in crate::worker::replica_targets(node, copies, seg) {
+            by_target.push((t, (seg, size)));
         }
     }
-    let batches = crate::data::batches(by_target, |&i| stored[i].len);
-    let mut pushed: Vec<(NodeId, Vec<usize>, bool)> = futures::stream::iter(batches)
+    let batches = crate::data::batches(by_target, |&(_, size)| size);
+    let mut pushed: Vec<(NodeId, Vec<u32>)> = futures::stream::iter(batches)
         .map(|(target, batch)| {
             let node = Arc::clone(node);
             let items: Option<Vec<(String, std::path::PathBuf)>> = batch
                 .iter()
-                .map(|&i| {
-                    let key = split_key(job, stored[i].index);
+                .map(|&(seg, _)| {
+                    let key = segment_key(job, seg);
                     node.blobs.path(&key).map(|p| (key, p))
                 })
                 .collect();
+            let segs: Vec<u32> = batch.iter().map(|&(seg, _)| seg).collect();
             async move {
-                let ok = match (peer_of(&node, target), items) {
-                    (Some(peer), Some(items)) => {
-                        match crate::data::push_files(&node, peer, &items).await {
-                            Ok(_) => true,
-                            Err(e) => {
-                                tracing::warn!(splits = items.len(), error = %e, "copying splits to another node failed");
-                                false
-                            }
-                        }
-                    }
-                    _ => false,
+                let Some((peer, items)) = peer_of(&node, target).zip(items) else {
+                    return (target, Vec::new());
                 };
-                (target, batch, ok)
+                match crate::data::push_files(&node, peer, &items).await {
+                    Ok(_) => (target, segs),
+                    Err(e) => {
+                        tracing::warn!(segments = items.len(), error = %e, "copying input to another node failed");
+                        (target, Vec::new())
+                    }
+                }
             }
         })
         .buffer_unordered(PARALLEL_PUSHES)
         .collect()
         .await;
     pushed.sort_by_key(|p| p.0);
-    for (target, batch, ok) in pushed {
-        if ok {
-            for i in batch {
-                stored[i].holders.push(target);
-            }
+    let mut holders: BTreeMap<u32, Vec<NodeId>> = BTreeMap::new();
+    for (target, segs) in pushed {
+        for seg in segs {
+            holders.entry(seg).or_default().push(target);
         }
+    }
+    for s in stored.iter_mut() {
+        let copies = holders.get(&s.segment.unwrap_or(s.index));
+        s.holders = std::iter::once(node.id)
+            .chain(copies.into_iter().flatten().copied())
+            .collect();
     }
     stored
 }

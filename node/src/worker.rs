@@ -563,30 +563,36 @@ fn in_attempt_dir<T>(
     result
 }
 
-/// Make sure this node has `key` of a split, fetching it from a holder if not.
-async fn ensure_split(node: &Node, key: &str, holders: &[NodeId]) -> Result<(), String> {
-    if node.blobs.contains(key) {
-        return Ok(());
+/// Where this node reads split `split` of `job` (a file and the offset in it): in its own
+/// copy of the split's segment, or, when it has none, in the split alone, fetched from a
+/// holder first.
+async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(PathBuf, u64), String> {
+    let (key, offset) = crate::blobs::split_object(job, split);
+    let path = |key: &str| node.blobs.path(key).ok_or("a malformed split key");
+    if node.blobs.contains(&key) {
+        return Ok((path(&key)?, offset));
+    }
+    let own = split_key(job, split.index);
+    if node.blobs.contains(&own) {
+        return Ok((path(&own)?, 0));
     }
     let mut last = "no node holds it".to_string();
-    for &h in holders.iter().filter(|&&h| h != node.id) {
+    for &h in split.holders.iter().filter(|&&h| h != node.id) {
         let Some(peer) = peer_of(node, h) else {
             continue;
         };
         let mut w = node
             .blobs
-            .create(key)
-            .map_err(|e| format!("storing {key}: {e}"))?;
-        let got = crate::data::fetch(node, peer, key, |b| {
-            std::io::Write::write_all(&mut w, b).map_err(|e| format!("storing {key}: {e}"))
+            .create(&own)
+            .map_err(|e| format!("storing {own}: {e}"))?;
+        let got = crate::data::fetch_range(node, peer, &key, offset, split.len, |b| {
+            std::io::Write::write_all(&mut w, b).map_err(|e| format!("storing {own}: {e}"))
         })
         .await;
         match got {
             Ok(_) => {
-                return w
-                    .commit()
-                    .map(|_| ())
-                    .map_err(|e| format!("storing {key}: {e}"));
+                w.commit().map_err(|e| format!("storing {own}: {e}"))?;
+                return Ok((path(&own)?, 0));
             }
             Err(e) => {
                 w.abort();
@@ -594,15 +600,16 @@ async fn ensure_split(node: &Node, key: &str, holders: &[NodeId]) -> Result<(), 
             }
         }
     }
-    Err(format!("the split {key} could not be fetched: {last}"))
+    Err(format!(
+        "split {} could not be fetched: {last}",
+        split.index
+    ))
 }
 
 async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {
     let k = &w.key;
     let split = w.split.clone().ok_or("the job has no such split")?;
-    let key = split_key(&k.job, k.index);
-    ensure_split(node, &key, &split.holders).await?;
-    let path = node.blobs.path(&key).ok_or("a malformed split key")?;
+    let (path, offset) = ensure_split(node, &k.job, &split).await?;
     let out_file = node
         .blobs
         .path(&map_output_key(&k.job, k.index, k.attempt))
@@ -614,7 +621,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         index: k.index,
         path,
         name: split.name.clone(),
-        offset: 0,
+        offset,
         len: split.len,
         files: split.files.clone(),
     };

@@ -27,6 +27,7 @@ pub fn big_table(nodes: u64, jobs: u32, maps: u32) -> Cluster {
                     .map(|k| 1 + (u64::from(i) * 7 + k * 131 + u64::from(j)) % nodes)
                     .collect(),
                 files: Vec::new(),
+                ..Default::default()
             })
             .collect();
         let mut spec = JobSpec::new(

@@ -207,6 +207,7 @@ pub async fn submit(
             len: text.len() as u64,
             holders,
             files: Vec::new(),
+            ..Default::default()
         });
     }
     let mut spec = JobSpec::new(
