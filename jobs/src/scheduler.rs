@@ -15,7 +15,9 @@
 //!
 //! Short tasks queue ahead: once the oldest running job's current phase has finished at
 //! least [`QUEUE_AHEAD_SAMPLES`] tasks with a median under [`QUEUE_AHEAD_MS`], a node may
-//! hold twice its slots of attempts. The extra ones wait on the node's task pool, so a slot
+//! hold twice its slots of attempts (four times under a tenth of that, so the wait of a
+//! queued attempt stays around a third of a second at most). The extra ones wait on the
+//! node's task pool, so a slot
 //! that frees starts the next task at once instead of waiting for a report and then an
 //! assignment to pass through Raft — for a 1 KB map those round trips took as long as the
 //! map. Long tasks never queue (a queued attempt would only wait, and could not go to a node
@@ -48,15 +50,16 @@ pub const QUEUE_AHEAD_SAMPLES: usize = 4;
 /// The median task duration below which tasks queue ahead on their nodes.
 pub const QUEUE_AHEAD_MS: u64 = 1_000;
 
-/// Whether the oldest running job's phase has shown its tasks to be short.
-fn queue_ahead(cluster: &Cluster) -> bool {
+/// How many attempts a node may hold per slot: more than one once the oldest running job's
+/// phase has shown its tasks to be short.
+fn queue_ahead(cluster: &Cluster) -> u32 {
     let Some(job) = cluster
         .jobs
         .values()
         .filter(|j| j.state == JobState::Running)
         .min_by_key(|j| (j.submitted_ms, &j.id))
     else {
-        return false;
+        return 1;
     };
     let (_, tasks) = job.phase();
     let mut durations: Vec<u64> = tasks
@@ -66,11 +69,15 @@ fn queue_ahead(cluster: &Cluster) -> bool {
         .filter_map(|a| Some(a.end_ms?.saturating_sub(a.start_ms)))
         .collect();
     if durations.len() < QUEUE_AHEAD_SAMPLES {
-        return false;
+        return 1;
     }
     let mid = durations.len() / 2;
-    let (_, median, _) = durations.select_nth_unstable(mid);
-    *median < QUEUE_AHEAD_MS
+    let (_, &mut median, _) = durations.select_nth_unstable(mid);
+    match median {
+        m if m < QUEUE_AHEAD_MS / 10 => 4,
+        m if m < QUEUE_AHEAD_MS => 2,
+        _ => 1,
+    }
 }
 
 /// The assignments to propose now.
@@ -147,7 +154,7 @@ impl Slots {
         let ahead = queue_ahead(cluster);
         let slots: BTreeMap<NodeId, u32> = nodes
             .iter()
-            .map(|n| (n.node, if ahead { n.slots * 2 } else { n.slots }))
+            .map(|n| (n.node, n.slots.saturating_mul(ahead)))
             .collect();
         let free = busy
             .iter()
@@ -321,7 +328,7 @@ mod tests {
 
     #[test]
     fn short_tasks_queue_ahead_and_long_ones_never_do() {
-        for (finish_at, queued) in [(5, true), (QUEUE_AHEAD_MS + 10, false)] {
+        for (finish_at, per_slot) in [(5, 4), (QUEUE_AHEAD_MS / 2, 2), (QUEUE_AHEAD_MS + 10, 1)] {
             let mut c = Cluster::default();
             let one: &[NodeId] = &[1];
             submit(&mut c, "j-1", &[one; 12], 1, 4);
@@ -358,12 +365,11 @@ mod tests {
                     assert_eq!(c.apply(cmd), Applied::Changed);
                 }
             }
-            // Four maps done: short ones let each node hold twice its slots.
+            // Four maps done: short ones let each node hold more than its slots.
             let p = plan(&c, &ns, 10 * finish_at);
-            let want = if queued { 4 } else { 2 };
             assert_eq!(
                 p.len(),
-                want,
+                2 * per_slot,
                 "finishing after {finish_at} ms: {}",
                 render(&p)
             );

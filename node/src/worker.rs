@@ -219,6 +219,8 @@ pub async fn run(node: Arc<Node>) {
     let mut changes = h.raft.metrics();
     let running: Running = Arc::default();
     tokio::spawn(heartbeats(Arc::clone(&node), Arc::clone(&running)));
+    let (reports, queued) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(send_reports(Arc::clone(&node), queued));
     let mut started: HashSet<AttemptKey> = HashSet::new();
     let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
     let mut cleaned: HashSet<String> = HashSet::new();
@@ -302,7 +304,13 @@ pub async fn run(node: Arc<Node>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(w.key.clone(), Arc::clone(&st));
-            tokio::spawn(attempt(Arc::clone(&node), w, st, Arc::clone(&running)));
+            tokio::spawn(attempt(
+                Arc::clone(&node),
+                w,
+                st,
+                Arc::clone(&running),
+                reports.clone(),
+            ));
         }
         for k in stale {
             let node = Arc::clone(&node);
@@ -427,7 +435,53 @@ fn task_id(k: &AttemptKey) -> String {
     }
 }
 
-async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Running) {
+/// A finished attempt's report: its commands, in order, and the attempt for the logs.
+type Report = (Vec<cluster::Command>, AttemptKey);
+
+/// Propose the attempts' reports to the leader, those that queued up while the previous
+/// proposal was in flight together as one `Batch`: a node finishing many short tasks makes
+/// one Raft entry per round trip, not one per task. Reports are never lost to a busy
+/// leader: each proposal is retried for [`REPORT_PATIENCE`].
+async fn send_reports(node: Arc<Node>, mut queued: tokio::sync::mpsc::UnboundedReceiver<Report>) {
+    /// Reports in one proposal at most (a bound on the entry's size).
+    const MAX_BATCH: usize = 256;
+    while let Some(first) = queued.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut cmds: Vec<cluster::Command> = Vec::new();
+        for (c, _) in &batch {
+            cmds.extend(c.iter().cloned());
+        }
+        let cmd = match cmds.len() {
+            1 => Command::Jobs(cmds.remove(0)),
+            _ => Command::Batch(cmds),
+        };
+        match node.propose(&cmd, REPORT_PATIENCE).await {
+            Ok(Applied::Changed) => {}
+            Ok(Applied::Ignored(why)) => {
+                debug!(reports = batch.len(), %why, "a report was ignored")
+            }
+            Err(e) => {
+                for (_, k) in &batch {
+                    warn!(job = %k.job, task = %task_id(k), attempt = k.attempt, error = %e, "the report was not accepted");
+                }
+            }
+        }
+    }
+}
+
+async fn attempt(
+    node: Arc<Node>,
+    w: Work,
+    st: Arc<AttemptState>,
+    running: Running,
+    reports: tokio::sync::mpsc::UnboundedSender<Report>,
+) {
     let k = w.key.clone();
     debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt starts");
     let result = match k.kind {
@@ -439,6 +493,7 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
         debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
         return;
     }
+    let mut cmds = Vec::new();
     let cmd = match result {
         Ok(done) => cluster::Command::TaskFinished {
             job: k.job.clone(),
@@ -452,16 +507,15 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
         },
         Err(f) => {
             warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
+            // The lost map output first: the map runs again before this attempt's failure
+            // frees its task for another attempt.
             if let Some((index, attempt)) = f.lost_map {
-                let lost = cluster::Command::MapOutputLost {
+                cmds.push(cluster::Command::MapOutputLost {
                     job: k.job.clone(),
                     index,
                     attempt,
                     at_ms: now_ms(),
-                };
-                if let Err(e) = node.propose(&Command::Jobs(lost), REPORT_PATIENCE).await {
-                    warn!(job = %k.job, error = %e, "reporting a lost map output failed");
-                }
+                });
             }
             cluster::Command::TaskFailed {
                 job: k.job.clone(),
@@ -476,14 +530,9 @@ async fn attempt(node: Arc<Node>, w: Work, st: Arc<AttemptState>, running: Runni
             }
         }
     };
-    match node.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
-        Ok(Applied::Changed) => {}
-        Ok(Applied::Ignored(why)) => {
-            debug!(job = %k.job, task = %task_id(&k), %why, "report ignored")
-        }
-        Err(e) => {
-            warn!(job = %k.job, task = %task_id(&k), error = %e, "the report was not accepted")
-        }
+    cmds.push(cmd);
+    if reports.send((cmds, k.clone())).is_err() {
+        warn!(job = %k.job, task = %task_id(&k), "the report was dropped: the worker is stopping");
     }
 }
 
