@@ -1,7 +1,9 @@
-//! The node's object store: input splits, map outputs and part files, as plain files under
-//! `DATA/blobs/`. Keys are paths of lowercase names: `JOB/split-00003`,
-//! `JOB/m-00003.a1/m-00003.p-00001`, `JOB/out/part-00000`. Only this node opens these files;
-//! every other node asks for them over `/shoal/data/1`.
+//! The node's object store: input segments (splits one after another) or single splits,
+//! map outputs and part files, as plain files under `DATA/blobs/`. Keys are paths of
+//! lowercase names: `JOB/seg-00000`, `JOB/split-00003` (a split fetched alone),
+//! `JOB/m-00003.a1.out` (one map attempt's partitions one after another),
+//! `JOB/out/part-00000`. Only this node opens these files; every other node asks for them,
+//! or byte ranges of them, over `/shoal/data/1`.
 //!
 //! The invariant: an object is visible under its key only once it is complete (written to a
 //! temporary name, synced, renamed), and a key can never name a file outside the store.
