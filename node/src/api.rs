@@ -12,6 +12,8 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use shoal_jobs::cluster::{self, Applied, JobState};
 
+use crate::http_error::error;
+use crate::node::with_jobs;
 use crate::node::Node;
 use crate::view::cluster_view;
 
@@ -48,16 +50,6 @@ async fn dashboard() -> Response {
 
 async fn cluster(State(node): State<Arc<Node>>) -> Response {
     Json(cluster_view(&node)).into_response()
-}
-
-/// The applied job table; empty before this node has Raft.
-pub(crate) fn with_jobs<T>(
-    node: &Node,
-    f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T,
-) -> Option<T> {
-    let h = node.raft.get()?;
-    let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
-    Some(f(&applied.state.jobs))
 }
 
 /// `?tasks=false`: jobs without their task tables.
@@ -155,7 +147,7 @@ async fn kill(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response
     }
     let cmd = crate::state::Command::Jobs(cluster::Command::KillJob {
         job: id.clone(),
-        at_ms: crate::manager::now_ms(),
+        at_ms: crate::clock::now_ms(),
     });
     match node.propose(&cmd, std::time::Duration::from_secs(10)).await {
         Ok(Applied::Changed) => {
@@ -216,7 +208,7 @@ async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> R
                     serde_json::json!({
                         "name": shoal_jobs::task::part_name(*p),
                         "size": size,
-                        "holders": holders.iter().map(|&n| crate::view::hex(n)).collect::<Vec<_>>(),
+                        "holders": holders.iter().map(|&n| crate::identity::hex(n)).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -290,9 +282,4 @@ async fn output_part(
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint")
-}
-
-/// A JSON error response.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }

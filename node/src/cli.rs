@@ -6,13 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code for a job that failed or was killed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code for bad usage or input rejected before anything ran.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code when no node of the cluster answered.
-pub const EXIT_UNREACHABLE: u8 = 3;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal",

@@ -278,7 +278,7 @@ async fn serve(
     if node.cluster_id().is_some() {
         node.start_raft().await?;
     }
-    info!(node = %crate::view::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
+    info!(node = %crate::identity::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
 
     let dispatcher = Arc::clone(&node);
     tokio::spawn(async move {
@@ -297,7 +297,7 @@ async fn serve(
 
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
-            "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::view::hex(id),
+            "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::identity::hex(id),
         });
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, ready.to_string())

@@ -37,3 +37,8 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Keypair> {
 pub fn node_id(peer: &PeerId) -> u64 {
     shoal_jobs::partition::stable_hash(&peer.to_bytes())
 }
+
+/// A node id as the API and the logs show it: 16 hex digits.
+pub fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}

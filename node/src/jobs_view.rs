@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use shoal_jobs::cluster::{Job, JobState, Task, TaskKind, TaskState};
 
-use crate::view::hex;
+use crate::identity::hex;
 
 /// Task counts of one phase.
 #[derive(Debug, Serialize)]

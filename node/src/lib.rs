@@ -19,7 +19,10 @@
 //! - [`rpc`]: Raft over libp2p (the raft crate's RPC trait over `shoal_net`).
 //! - [`state`]: the replicated cluster state Raft applies.
 //! - [`local_cluster`]: child-process clusters on loopback for `shoal demo` and benches.
-//! - [`identity`]: the node's persistent keypair and its node id.
+//! - [`identity`]: the node's persistent keypair and its node id (and how ids are shown).
+//! - [`clock`]: milliseconds since the epoch, the job table's time.
+//! - [`exit`]: the client commands' exit codes.
+//! - [`http_error`]: the HTTP API's `{"error"}` answer.
 //! - [`api`], [`view`], [`jobs_view`]: the HTTP API and the cluster and job views it serves.
 //! - [`status`]: `shoal status` and `shoal keygen`.
 //! - [`cli`]: the command line (clap derive): parses, builds a config, calls the subcommand.
@@ -32,10 +35,13 @@ pub mod blobs;
 pub mod bootstrap;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod corpus;
 pub mod daemon;
 pub mod data;
 pub mod demo;
+pub mod exit;
+pub mod http_error;
 pub mod identity;
 pub mod jobargs;
 pub mod jobs_view;

@@ -17,19 +17,12 @@ use shoal_jobs::scheduler::{plan, NodeSlots};
 use shoal_raft::ServerState;
 use tracing::{debug, warn};
 
+use crate::clock::now_ms;
 use crate::node::{Heartbeats, Node};
 use crate::state::Command;
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Members this node can reach (itself included) and their slots.
 pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
@@ -172,7 +165,7 @@ pub async fn run(node: Arc<Node>) {
         let Some(cmd) = next else { continue };
         match &cmd {
             Command::Jobs(cluster::Command::NodeLost { node: n, .. }) => {
-                warn!(node = %crate::view::hex(*n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
+                warn!(node = %crate::identity::hex(*n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
             }
             Command::Jobs(cluster::Command::Forget { job }) => {
                 debug!(%job, "forgetting an ended job beyond --retain-jobs");

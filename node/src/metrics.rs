@@ -16,8 +16,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
+use crate::identity::hex;
 use crate::node::Node;
-use crate::view::hex;
 
 /// Upper bounds of the task-duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [

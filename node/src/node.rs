@@ -163,7 +163,7 @@ impl Node {
             shuffle: ShuffleStats::default(),
             heartbeats: Mutex::new(BTreeMap::new()),
             leader_changes: AtomicU64::new(0),
-            started_ms: crate::manager::now_ms(),
+            started_ms: crate::clock::now_ms(),
             logged: Mutex::new(HashSet::new()),
         })
     }
@@ -438,7 +438,8 @@ impl Node {
         if m.current_leader != Some(self.id) {
             return Err(format!(
                 "this node is not the leader (the leader is {})",
-                m.current_leader.map_or("unknown".into(), crate::view::hex)
+                m.current_leader
+                    .map_or("unknown".into(), crate::identity::hex)
             ));
         }
         let resp = h
@@ -657,4 +658,14 @@ pub fn foreign_reason(ours: u64) -> String {
 fn parse_foreign(why: &str) -> Option<u64> {
     let hex = why.strip_prefix("foreign cluster: this node belongs to cluster ")?;
     u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The applied job table; `None` before this node has Raft.
+pub(crate) fn with_jobs<T>(
+    node: &Node,
+    f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T,
+) -> Option<T> {
+    let h = node.raft.get()?;
+    let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+    Some(f(&applied.state.jobs))
 }

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shoal_jobs::local::{run_local, Event, Summary};
 use shoal_jobs::Error;
 
-use crate::cli::{EXIT_FAILED, EXIT_USAGE};
+use crate::exit::{EXIT_FAILED, EXIT_USAGE};
 use crate::jobargs::JobArgs;
 
 /// `shoal run` flags.

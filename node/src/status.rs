@@ -6,52 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::EXIT_UNREACHABLE;
+use crate::client::NodeUrls;
+use crate::exit::EXIT_UNREACHABLE;
 use crate::view::ClusterView;
-
-/// Which nodes a client talks to.
-#[derive(Debug, Args, Clone)]
-pub struct NodeUrls {
-    /// A node's HTTP address; repeatable — the next is tried when one does not answer.
-    #[arg(
-        long = "node",
-        env = "SHOAL_NODE",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7070"
-    )]
-    pub nodes: Vec<String>,
-    /// A file holding the nodes' API token (or put the token itself in SHOAL_API_TOKEN).
-    #[arg(long, env = "SHOAL_API_TOKEN_FILE")]
-    pub api_token: Option<std::path::PathBuf>,
-}
-
-impl NodeUrls {
-    /// The API token to send, from --api-token or SHOAL_API_TOKEN.
-    pub fn token(&self) -> Result<Option<String>, String> {
-        if let Some(path) = &self.api_token {
-            return crate::token::read(path)
-                .map(Some)
-                .map_err(|e| e.to_string());
-        }
-        match std::env::var("SHOAL_API_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => crate::token::parse(t.trim())
-                .map(Some)
-                .ok_or_else(|| "SHOAL_API_TOKEN is not a usable token".to_string()),
-            _ => Ok(None),
-        }
-    }
-
-    /// Default headers carrying the token, if there is one.
-    pub fn headers(&self) -> Result<reqwest::header::HeaderMap, String> {
-        let mut h = reqwest::header::HeaderMap::new();
-        if let Some(t) = self.token()? {
-            let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
-                .map_err(|e| format!("the API token cannot be sent: {e}"))?;
-            h.insert(reqwest::header::AUTHORIZATION, v);
-        }
-        Ok(h)
-    }
-}
 
 /// `shoal status` flags.
 #[derive(Debug, Args)]

@@ -23,9 +23,10 @@ use shoal_jobs::spec::JobSpec;
 use shoal_jobs::split::Split;
 use tracing::info;
 
-use crate::api::error;
 use crate::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
-use crate::manager::{now_ms, peer_of};
+use crate::clock::now_ms;
+use crate::http_error::error;
+use crate::manager::peer_of;
 use crate::node::Node;
 use crate::state::Command;
 
@@ -375,7 +376,7 @@ fn chained_inputs(
             continue;
         };
         let source = source.trim_end_matches('/').to_owned();
-        let parts = crate::api::with_jobs(node, |jobs| {
+        let parts = crate::node::with_jobs(node, |jobs| {
             let j = jobs
                 .jobs
                 .get(&source)

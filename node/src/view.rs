@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use shoal_net::PeerId;
 use shoal_raft::ServerState;
 
+use crate::identity::hex;
 use crate::node::Node;
 
 /// One node of the cluster.
@@ -128,11 +129,6 @@ fn slots_view(node: &Node) -> SlotsView {
         total: node.settings.slots,
         busy: node.pool.busy() as u32,
     }
-}
-
-/// Hex form of ids.
-pub fn hex(id: u64) -> String {
-    format!("{id:016x}")
 }
 
 /// Build the view from the node's Raft metrics and peer table.

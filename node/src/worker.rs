@@ -32,7 +32,8 @@ use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
 use crate::blobs::{map_output_key, part_key, split_key};
-use crate::manager::{live_nodes, now_ms, peer_of};
+use crate::clock::now_ms;
+use crate::manager::{live_nodes, peer_of};
 use crate::node::Node;
 use crate::state::Command;
 
