@@ -21,6 +21,7 @@ use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
 use crate::node::{Node, CTL_TIMEOUT};
+use crate::sync::Locked;
 
 /// How long an adopted initial voter waits for the bootstrapper before asking to join.
 const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
@@ -47,8 +48,7 @@ pub async fn run(node: Arc<Node>) {
             }
             let adopted = node
                 .adopted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .is_some_and(|t| t.elapsed() < ADOPTED_PATIENCE);
             if !adopted && last_join.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(2)) {
                 last_join = Some(Instant::now());
@@ -106,7 +106,7 @@ pub async fn run(node: Arc<Node>) {
 }
 
 fn set_status(node: &Node, status: String) {
-    let mut s = node.status.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = node.status.locked();
     if *s != status {
         if !status.is_empty() {
             info!("{status}");

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::exit::{EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::jobargs::JobArgs;
 use crate::submit::CHAIN_PREFIX;
+use crate::sync::Locked;
 
 /// Which nodes a client talks to.
 #[derive(Debug, Args, Clone)]
@@ -571,8 +572,7 @@ impl AsyncRead<()> for ToWriter {
     async fn read(&self, mut resp: reqwest::Response) -> Result<(), ClientError> {
         let mut file = self
             .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .take()
             .ok_or_else(|| ClientError::Unreachable("the body was already read".into()))?;
         while let Some(chunk) = resp.chunk().await.map_err(|e| {

@@ -18,6 +18,7 @@ use shoal_raft::{Store, Timing};
 use tracing::{info, warn};
 
 use crate::node::{Node, Settings};
+use crate::sync::ReadWrite;
 
 /// `shoal node` flags.
 #[derive(Debug, Args)]
@@ -327,7 +328,7 @@ async fn serve(
 fn dispatch(node: &Arc<Node>, e: Event) {
     match e {
         Event::Listening { addr } => {
-            let mut info = node.info.write().unwrap_or_else(|p| p.into_inner());
+            let mut info = node.info.write_now();
             let a = addr.to_string();
             if !info.addrs.contains(&a) {
                 info.addrs.push(a);

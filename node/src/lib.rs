@@ -23,6 +23,7 @@
 //! - [`clock`]: milliseconds since the epoch, the job table's time.
 //! - [`exit`]: the client commands' exit codes.
 //! - [`http_error`]: the HTTP API's `{"error"}` answer.
+//! - [`sync`]: locks that ignore poisoning, in one place.
 //! - [`api`], [`view`], [`jobs_view`]: the HTTP API and the cluster and job views it serves.
 //! - [`status`]: `shoal status` and `shoal keygen`.
 //! - [`cli`]: the command line (clap derive): parses, builds a config, calls the subcommand.
@@ -55,6 +56,7 @@ pub mod run;
 pub mod state;
 pub mod status;
 pub mod submit;
+pub mod sync;
 pub mod token;
 pub mod view;
 pub mod worker;

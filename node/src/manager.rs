@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use crate::clock::now_ms;
 use crate::node::{Heartbeats, Node};
 use crate::state::Command;
+use crate::sync::{Locked, ReadWrite};
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
@@ -156,8 +157,8 @@ pub async fn run(node: Arc<Node>) {
             now_ms: now_ms(),
         };
         let next = {
-            let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            let heard = node.heartbeats.locked();
+            let applied = h.applied.read_now();
             decide(&applied.state.jobs, &outlook, |n| {
                 last_heard(&heard, n, since).elapsed()
             })

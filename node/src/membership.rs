@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::node::Node;
 use crate::state::Command;
+use crate::sync::Locked;
 
 /// Removal never takes the voters below this many.
 pub const MIN_VOTERS: usize = 3;
@@ -57,7 +58,7 @@ pub async fn run(node: Arc<Node>) {
         let learners: Vec<u64> = m.learner_ids().collect();
         let hellos = node.hellos();
         let silent_for = |id: u64| {
-            let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+            let heard = node.heartbeats.locked();
             crate::manager::last_heard(&heard, id, since).elapsed()
         };
         let reachable = |id: u64| {

@@ -18,6 +18,7 @@ use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
 use crate::identity::hex;
 use crate::node::Node;
+use crate::sync::{Locked, ReadWrite};
 
 /// Upper bounds of the task-duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -222,7 +223,7 @@ pub fn render(node: &Node) -> String {
     let mut page = Page(String::new());
     if let Some(h) = node.raft.get() {
         {
-            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            let applied = h.applied.read_now();
             jobs(&mut page, &applied.state.jobs);
         }
         let m = shoal_raft::metrics(&h.raft);
@@ -271,7 +272,7 @@ pub fn render(node: &Node) -> String {
         node.shuffle.local_bytes.load(Ordering::Relaxed) as f64,
     );
     let beats: Vec<(u64, shoal_net::wire::Heartbeat)> = {
-        let heard = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let heard = node.heartbeats.locked();
         heard
             .iter()
             .map(|(id, (_, hb))| (*id, hb.clone()))

@@ -23,6 +23,7 @@ use shoal_jobs::pool::TaskPool;
 use crate::blobs::Blobs;
 use crate::rpc::{answer_raft, peer_ref, NetRpc};
 use crate::state::{ClusterState, Command};
+use crate::sync::{Locked, ReadWrite};
 
 /// Metadata key of the cluster id in the node's database.
 pub const CLUSTER_ID_KEY: &str = "node.cluster_id";
@@ -170,7 +171,7 @@ impl Node {
 
     /// The cluster id, if any.
     pub fn cluster_id(&self) -> Option<u64> {
-        *self.cluster.read().unwrap_or_else(|p| p.into_inner())
+        *self.cluster.read_now()
     }
 
     /// Persist and adopt a cluster id.
@@ -179,13 +180,13 @@ impl Node {
             CLUSTER_ID_KEY,
             id.map(u64::to_be_bytes).as_ref().map(|b| &b[..]),
         )?;
-        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = id;
+        *self.cluster.write_now() = id;
         Ok(())
     }
 
     /// This node's own info.
     pub fn peer_info(&self) -> PeerInfo {
-        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.info.read_now().clone()
     }
 
     /// This node as a Raft membership record.
@@ -235,7 +236,7 @@ impl Node {
 
     /// Every node's last heartbeat this node knows, with how long ago it came.
     pub fn heard_heartbeats(&self) -> Vec<shoal_net::wire::HeardHeartbeat> {
-        let heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let heard = self.heartbeats.locked();
         heard
             .values()
             .map(|(at, hb)| shoal_net::wire::HeardHeartbeat {
@@ -247,7 +248,7 @@ impl Node {
 
     /// Take the leader's copies of other nodes' heartbeats (newer than ours only).
     pub fn merge_heartbeats(&self, list: Vec<shoal_net::wire::HeardHeartbeat>) {
-        let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heard = self.heartbeats.locked();
         let now = Instant::now();
         for h in list {
             if h.heartbeat.node_id == self.id {
@@ -268,8 +269,7 @@ impl Node {
     /// Record a heartbeat (this node's own, or one sent to it as leader).
     pub fn record_heartbeat(&self, hb: Heartbeat) {
         self.heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert(hb.node_id, (Instant::now(), hb));
     }
 
@@ -285,18 +285,13 @@ impl Node {
 
     /// Log `message` once per `key` (foreign peers, refused handshakes).
     pub fn warn_once(&self, key: String, message: impl FnOnce() -> String) {
-        if self
-            .logged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key)
-        {
+        if self.logged.locked().insert(key) {
             warn!("{} (logged once)", message());
         }
     }
 
     fn with_peer<T>(&self, peer: PeerId, f: impl FnOnce(&mut PeerEntry) -> T) -> T {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.locked();
         f(peers.entry(peer).or_default())
     }
 
@@ -396,7 +391,7 @@ impl Node {
                         cluster = format!("{cluster_id:016x}"),
                         "bootstrap aborted by its initiator; forgetting the cluster id"
                     );
-                    *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *self.adopted.locked() = None;
                     if let Err(e) = self.set_cluster_id(None) {
                         return CtlResponse::Refused(e.to_string());
                     }
@@ -547,8 +542,7 @@ impl Node {
                             cluster = format!("{cluster_id:016x}"),
                             "adopted as an initial voter of a new cluster"
                         );
-                        *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Instant::now());
+                        *self.adopted.locked() = Some(Instant::now());
                         CtlResponse::Ok
                     }
                     Err(e) => CtlResponse::Refused(e.to_string()),
@@ -618,7 +612,7 @@ impl Node {
     /// `--node-timeout`: a peer behind a cut cable keeps its TCP connection for a while, but
     /// nothing should be sent its way.
     pub fn hellos(&self) -> Vec<Hello> {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.locked();
         let fresh = |p: &PeerEntry| {
             p.last_seen
                 .is_some_and(|t| t.elapsed() <= self.settings.node_timeout)
@@ -632,7 +626,7 @@ impl Node {
 
     /// Connected peers with no hello yet.
     pub fn unknown_peers(&self) -> Vec<PeerId> {
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.locked();
         peers
             .iter()
             .filter(|(_, p)| p.connected && p.hello.is_none() && p.foreign.is_none())
@@ -666,6 +660,6 @@ pub(crate) fn with_jobs<T>(
     f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T,
 ) -> Option<T> {
     let h = node.raft.get()?;
-    let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+    let applied = h.applied.read_now();
     Some(f(&applied.state.jobs))
 }

@@ -9,6 +9,7 @@ use shoal_raft::ServerState;
 
 use crate::identity::hex;
 use crate::node::Node;
+use crate::sync::{Locked, ReadWrite};
 
 /// One node of the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +52,7 @@ pub struct HeartbeatView {
 }
 
 fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
-    let hbs = node.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+    let hbs = node.heartbeats.locked();
     let (at, hb) = hbs.get(&id)?;
     Some(HeartbeatView {
         ms_ago: at.elapsed().as_millis() as u64,
@@ -134,7 +135,7 @@ fn slots_view(node: &Node) -> SlotsView {
 /// Build the view from the node's Raft metrics and peer table.
 pub fn cluster_view(node: &Node) -> ClusterView {
     let me = node.peer_info();
-    let peers = node.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let peers = node.peers.locked().clone();
     let seen = |peer_id: &str| -> (bool, Option<u64>) {
         let Ok(pid) = peer_id.parse::<PeerId>() else {
             return (false, None);
@@ -149,11 +150,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             None => (false, None),
         }
     };
-    let status = node
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let status = node.status.locked().clone();
     let mut this = NodeView {
         id: hex(node.id),
         peer_id: me.peer_id.clone(),
@@ -236,7 +233,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         .current_leader
         .and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
     let (state_hash, applied) = {
-        let a = h.applied.read().unwrap_or_else(|p| p.into_inner());
+        let a = h.applied.read_now();
         let bytes = shoal_net::codec::encode(&a.state);
         let pos = a
             .last_applied

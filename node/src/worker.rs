@@ -36,6 +36,7 @@ use crate::clock::now_ms;
 use crate::manager::{live_nodes, peer_of};
 use crate::node::Node;
 use crate::state::Command;
+use crate::sync::{Locked, ReadWrite};
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
@@ -239,7 +240,7 @@ pub async fn run(node: Arc<Node>) {
         let mut stale = Vec::new();
         let forgotten: Vec<String>;
         {
-            let applied = h.applied.read().unwrap_or_else(|p| p.into_inner());
+            let applied = h.applied.read_now();
             let jobs = &applied.state.jobs;
             forgotten = cleaned
                 .iter()
@@ -288,7 +289,7 @@ pub async fn run(node: Arc<Node>) {
                     key,
                 });
             }
-            let run = running.lock().unwrap_or_else(|p| p.into_inner());
+            let run = running.locked();
             for (k, st) in run.iter() {
                 if !still_running(jobs, k) && !st.stop.swap(true, Ordering::Relaxed) {
                     info!(job = %k.job, task = %task_id(k), attempt = k.attempt, "stopping an attempt the job no longer wants");
@@ -301,10 +302,7 @@ pub async fn run(node: Arc<Node>) {
                 progress: AtomicU64::new(0),
                 started: Instant::now(),
             });
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(w.key.clone(), Arc::clone(&st));
+            running.locked().insert(w.key.clone(), Arc::clone(&st));
             tokio::spawn(attempt(
                 Arc::clone(&node),
                 w,
@@ -379,8 +377,7 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
             continue;
         };
         let mut attempts: Vec<RunningAttempt> = running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .map(|(k, st)| RunningAttempt {
                 job: k.job.clone(),
@@ -489,7 +486,7 @@ async fn attempt(
         TaskKind::Map => map_attempt(&node, &w, &st).await,
         TaskKind::Reduce => reduce_attempt(&node, &w, &st).await,
     };
-    running.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+    running.locked().remove(&k);
     if st.stop.load(Ordering::Relaxed) {
         debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
         return;
