@@ -62,18 +62,11 @@ fn queue_ahead(cluster: &Cluster) -> u32 {
         return 1;
     };
     let (_, tasks) = job.phase();
-    let mut durations: Vec<u64> = tasks
-        .iter()
-        .flat_map(|t| t.attempts.iter())
-        .filter(|a| a.state == TaskState::Done)
-        .filter_map(|a| Some(a.end_ms?.saturating_sub(a.start_ms)))
-        .collect();
-    if durations.len() < QUEUE_AHEAD_SAMPLES {
+    let took = finished_took(tasks);
+    if took.len() < QUEUE_AHEAD_SAMPLES {
         return 1;
     }
-    let mid = durations.len() / 2;
-    let (_, &mut median, _) = durations.select_nth_unstable(mid);
-    match median {
+    match took[took.len() / 2] {
         m if m < QUEUE_AHEAD_MS / 10 => 4,
         m if m < QUEUE_AHEAD_MS => 2,
         _ => 1,
@@ -209,21 +202,28 @@ impl Slots {
 }
 
 /// node their one attempt runs on.
-fn stragglers(job: &Job, now_ms: u64) -> Vec<(&Task, NodeId)> {
-    let (_, tasks) = job.phase();
-    if tasks.iter().any(|t| t.state == TaskState::Pending) {
-        return Vec::new();
-    }
+/// How long each finished task of `tasks` took (its successful attempt), sorted: what the
+/// phase's median — for backups and for queueing ahead — is taken from.
+fn finished_took(tasks: &[Task]) -> Vec<u64> {
     let mut took: Vec<u64> = tasks
         .iter()
         .filter(|t| t.state == TaskState::Done)
         .filter_map(|t| t.attempts.iter().find(|a| a.state == TaskState::Done))
         .map(|a| a.end_ms.unwrap_or(a.start_ms).saturating_sub(a.start_ms))
         .collect();
+    took.sort_unstable();
+    took
+}
+
+fn stragglers(job: &Job, now_ms: u64) -> Vec<(&Task, NodeId)> {
+    let (_, tasks) = job.phase();
+    if tasks.iter().any(|t| t.state == TaskState::Pending) {
+        return Vec::new();
+    }
+    let took = finished_took(tasks);
     if took.is_empty() || took.len() * 2 < tasks.len() {
         return Vec::new();
     }
-    took.sort_unstable();
     let median = took[took.len() / 2];
     let threshold = (median * SPECULATE_FACTOR).max(median + SPECULATE_MARGIN_MS);
     let mut slow: Vec<(u64, &Task, NodeId)> = tasks

@@ -103,13 +103,12 @@ pub fn part_name(partition: u32) -> String {
     format!("part-{partition:05}")
 }
 
-/// What a finished map task produced: one file of sorted records, partition after
-/// partition (Hadoop's `file.out`): one file per map however many reducers, so a job of
-/// thousands of small maps creates thousands of files, not thousands times R.
+/// What a finished map task produced. Its output is one file of sorted records, partition
+/// after partition (Hadoop's `file.out`), renamed to the `out_file` it was given: one file
+/// per map however many reducers, so a job of thousands of small maps creates thousands of
+/// files, not thousands times R.
 #[derive(Debug)]
 pub struct MapOutput {
-    /// The output file.
-    pub file: PathBuf,
     /// The bytes of each partition in it, in partition order (see [`partition_range`]).
     pub sizes: Vec<u64>,
     /// The attempt's counters.
@@ -129,13 +128,14 @@ pub fn partition_range(sizes: &[u64], p: u32) -> (u64, u64) {
 }
 
 /// Where a map output is written before the task commits it: a hidden name beside it
-/// (a rename, not a copy, and no directory made and removed per attempt).
+/// (a rename, not a copy, and no directory made and removed per attempt), ending in `.tmp`
+/// like every uncommitted object, so a restarted node's sweep removes what a crash left.
 fn staged_path(out_file: &Path) -> PathBuf {
     let name = out_file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    out_file.with_file_name(format!(".{name}.staged"))
+    out_file.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Run a map task over `split`; on success its output is renamed to `out_file`.
@@ -505,7 +505,6 @@ impl<'e, 'a> Collector<'e, 'a> {
         std::fs::rename(&staged, out_file)
             .ctx(|| format!("moving map output to {}", out_file.display()))?;
         Ok(MapOutput {
-            file: out_file.to_owned(),
             sizes,
             counters: self.counters,
         })

@@ -200,19 +200,18 @@ impl Blobs {
         // A few objects: an fsync each (a syncfs would also wait for whatever else is being
         // written to the filesystem).
         if objects.len() <= FSYNC_EACH_UP_TO {
-            for o in &objects {
-                File::open(&o.tmp)?.sync_data()?;
+            for o in objects {
+                o.commit()?;
             }
-        } else {
-            let root = File::open(&self.root)?;
-            // SAFETY: a plain syscall on a descriptor this function owns.
-            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            return Ok(());
         }
-        for mut o in objects {
-            std::fs::rename(&o.tmp, &o.path)?;
-            o.tmp = PathBuf::new();
+        let root = File::open(&self.root)?;
+        // SAFETY: a plain syscall on a descriptor this function owns.
+        if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for o in objects {
+            o.publish()?;
         }
         Ok(())
     }
@@ -290,19 +289,8 @@ impl BlobWriter {
     }
 
     /// Make the object durable and visible.
-    pub fn commit(mut self) -> io::Result<u64> {
-        let Some(file) = self.file.take() else {
-            return Err(io::Error::other("the object was already committed"));
-        };
-        let done = file
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_data())
-            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
-        if done.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        done.map(|()| self.len)
+    pub fn commit(self) -> io::Result<u64> {
+        self.finish_unsynced()?.commit()
     }
 
     /// Drop what was written.
@@ -341,14 +329,17 @@ pub struct Unsynced {
 }
 
 impl Unsynced {
-    /// Its bytes.
-    pub fn len(&self) -> u64 {
-        self.len
+    /// Make this one object durable (an `fsync`) and visible; its bytes.
+    pub fn commit(self) -> io::Result<u64> {
+        File::open(&self.tmp)?.sync_data()?;
+        self.publish()
     }
 
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Rename it into place (its data already durable); its bytes.
+    fn publish(mut self) -> io::Result<u64> {
+        std::fs::rename(&self.tmp, &self.path)?;
+        self.tmp = PathBuf::new();
+        Ok(self.len)
     }
 }
 

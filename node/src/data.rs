@@ -254,55 +254,16 @@ pub async fn fetch(
     node: &Node,
     peer: PeerId,
     key: &str,
-    sink: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<u64, DataError> {
-    let cluster_id = node
-        .cluster_id()
-        .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))?;
-    let req = DataRequest::Fetch {
-        cluster_id,
-        key: key.to_owned(),
-    };
-    fetch_with(node, peer, req, sink).await
-}
-
-/// Fetch bytes `offset..offset + len` of `key` from `peer`, handing each chunk to `sink`.
-pub async fn fetch_range(
-    node: &Node,
-    peer: PeerId,
-    key: &str,
-    offset: u64,
-    len: u64,
-    sink: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<u64, DataError> {
-    let cluster_id = node
-        .cluster_id()
-        .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))?;
-    let req = DataRequest::FetchMany {
-        cluster_id,
-        pieces: vec![Piece {
-            key: key.to_owned(),
-            offset,
-            len,
-        }],
-    };
-    fetch_with(node, peer, req, sink).await
-}
-
-async fn fetch_with(
-    node: &Node,
-    peer: PeerId,
-    req: DataRequest,
     mut sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<u64, DataError> {
+    let req = DataRequest::Fetch {
+        cluster_id: our_cluster(node)?,
+        key: key.to_owned(),
+    };
     let mut stream = open(node, peer, &req).await?;
     let mut total = 0u64;
     loop {
-        let frame = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
-            .await
-            .map_err(|_| DataError::Silent { peer })?
-            .map_err(|e| broke(peer, e))?;
-        match frame {
+        match read_frame(&mut stream, peer).await? {
             DataFrame::Chunk(bytes) => {
                 total += bytes.len() as u64;
                 sink(&bytes).map_err(DataError::Local)?;
@@ -311,6 +272,25 @@ async fn fetch_with(
             DataFrame::Error(message) => return Err(DataError::Remote { peer, message }),
         }
     }
+}
+
+/// Fetch `piece` from `peer` into `out`, checking that exactly its length arrives.
+pub async fn fetch_range(
+    node: &Node,
+    peer: PeerId,
+    piece: &Piece,
+    out: &mut impl Write,
+) -> Result<u64, DataError> {
+    match fetch_batch_once(node, peer, std::slice::from_ref(piece), out).await {
+        (_, n, None) => Ok(n),
+        (_, _, Some(e)) => Err(e),
+    }
+}
+
+/// This node's cluster id, which every data request carries.
+fn our_cluster(node: &Node) -> Result<u64, DataError> {
+    node.cluster_id()
+        .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))
 }
 
 /// Tries of a transfer whose stream broke (a connection replaced under it, say).
@@ -343,12 +323,10 @@ pub fn fetch_stream(
 ) -> impl futures::Stream<Item = Result<Vec<u8>, DataError>> {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, DataError>>(4);
     tokio::spawn(async move {
-        let cluster_id = match node.cluster_id() {
-            Some(c) => c,
-            None => {
-                let _ = tx
-                    .send(Err(DataError::Local("this node has no cluster yet".into())))
-                    .await;
+        let cluster_id = match our_cluster(&node) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
                 return;
             }
         };
@@ -361,11 +339,7 @@ pub fn fetch_stream(
             }
         };
         loop {
-            let frame = tokio::time::timeout(STALL, DataFrame::read(&mut stream, MAX_DATA_FRAME))
-                .await
-                .map_err(|_| DataError::Silent { peer })
-                .and_then(|r| r.map_err(|e| broke(peer, e)));
-            let item = match frame {
+            let item = match read_frame(&mut stream, peer).await {
                 Ok(DataFrame::Chunk(bytes)) => Ok(bytes),
                 Ok(DataFrame::End) => return,
                 Ok(DataFrame::Error(message)) => Err(DataError::Remote { peer, message }),
@@ -406,9 +380,7 @@ async fn push_files_once(
     peer: PeerId,
     items: &[(String, std::path::PathBuf)],
 ) -> Result<u64, DataError> {
-    let cluster_id = node
-        .cluster_id()
-        .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))?;
+    let cluster_id = our_cluster(node)?;
     let req = match items {
         [(key, _)] => DataRequest::Put {
             cluster_id,
@@ -553,9 +525,9 @@ async fn fetch_batch_once(
     batch: &[Piece],
     out: &mut impl Write,
 ) -> (usize, u64, Option<DataError>) {
-    let Some(cluster_id) = node.cluster_id() else {
-        let e = DataError::Local("this node has no cluster yet".into());
-        return (0, 0, Some(e));
+    let cluster_id = match our_cluster(node) {
+        Ok(c) => c,
+        Err(e) => return (0, 0, Some(e)),
     };
     let req = DataRequest::FetchMany {
         cluster_id,

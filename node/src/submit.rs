@@ -448,7 +448,8 @@ async fn read_object(
     ))
 }
 
-/// Copy every segment to `copies` other nodes; the splits with the nodes that hold them.
+/// Copy every object holding splits (segments) to `copies` other nodes; the splits with the
+/// nodes that hold them.
 /// Small segments travel to a node in batches (one stream for up to
 /// [`shoal_net::wire::MAX_BATCH_KEYS`] objects or [`crate::data::BATCH_BYTES`]), large ones a
 /// stream each, [`PARALLEL_PUSHES`] at a time.
@@ -458,38 +459,35 @@ async fn replicate_splits(
     mut stored: Vec<SplitInfo>,
     copies: u32,
 ) -> Vec<SplitInfo> {
-    // Every split is in a segment (the splitter writes them so); a segment's size is where
-    // its last split ends.
-    let mut segments: BTreeMap<u32, u64> = BTreeMap::new();
+    // The objects that hold the splits (their segments), each with its size: where its
+    // last split ends. The object's place in this list spreads the copies over the nodes.
+    let mut objects: BTreeMap<String, u64> = BTreeMap::new();
     for s in &stored {
-        let seg = s.segment.unwrap_or(s.index);
-        let end = segments.entry(seg).or_default();
-        *end = (*end).max(s.offset + s.len);
+        let (key, offset) = split_object(job, s);
+        let end = objects.entry(key).or_default();
+        *end = (*end).max(offset + s.len);
     }
-    let mut by_target: Vec<(NodeId, (u32, u64))> = Vec::new();
-    for (&seg, &size) in &segments {
-        for t in crate::worker::replica_targets(node, copies, seg) {
-            by_target.push((t, (seg, size)));
+    let mut by_target: Vec<(NodeId, (String, u64))> = Vec::new();
+    for (spread, (key, &size)) in objects.iter().enumerate() {
+        for t in crate::worker::replica_targets(node, copies, spread as u32) {
+            by_target.push((t, (key.clone(), size)));
         }
     }
     let batches = crate::data::batches(by_target, |&(_, size)| size);
-    let mut pushed: Vec<(NodeId, Vec<u32>)> = futures::stream::iter(batches)
+    let mut pushed: Vec<(NodeId, Vec<String>)> = futures::stream::iter(batches)
         .map(|(target, batch)| {
             let node = Arc::clone(node);
-            let items: Option<Vec<(String, std::path::PathBuf)>> = batch
+            let keys: Vec<String> = batch.into_iter().map(|(key, _)| key).collect();
+            let items: Option<Vec<(String, std::path::PathBuf)>> = keys
                 .iter()
-                .map(|&(seg, _)| {
-                    let key = segment_key(job, seg);
-                    node.blobs.path(&key).map(|p| (key, p))
-                })
+                .map(|key| node.blobs.path(key).map(|p| (key.clone(), p)))
                 .collect();
-            let segs: Vec<u32> = batch.iter().map(|&(seg, _)| seg).collect();
             async move {
                 let Some((peer, items)) = peer_of(&node, target).zip(items) else {
                     return (target, Vec::new());
                 };
                 match crate::data::push_files(&node, peer, &items).await {
-                    Ok(_) => (target, segs),
+                    Ok(_) => (target, keys),
                     Err(e) => {
                         tracing::warn!(segments = items.len(), error = %e, "copying input to another node failed");
                         (target, Vec::new())
@@ -501,14 +499,14 @@ async fn replicate_splits(
         .collect()
         .await;
     pushed.sort_by_key(|p| p.0);
-    let mut holders: BTreeMap<u32, Vec<NodeId>> = BTreeMap::new();
-    for (target, segs) in pushed {
-        for seg in segs {
-            holders.entry(seg).or_default().push(target);
+    let mut holders: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
+    for (target, keys) in pushed {
+        for key in keys {
+            holders.entry(key).or_default().push(target);
         }
     }
     for s in stored.iter_mut() {
-        let copies = holders.get(&s.segment.unwrap_or(s.index));
+        let copies = holders.get(&split_object(job, s).0);
         s.holders = std::iter::once(node.id)
             .chain(copies.into_iter().flatten().copied())
             .collect();

@@ -632,10 +632,12 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
             .blobs
             .create(&own)
             .map_err(|e| format!("storing {own}: {e}"))?;
-        let got = crate::data::fetch_range(node, peer, &key, offset, split.len, |b| {
-            std::io::Write::write_all(&mut w, b).map_err(|e| format!("storing {own}: {e}"))
-        })
-        .await;
+        let piece = shoal_net::wire::Piece {
+            key: key.clone(),
+            offset,
+            len: split.len,
+        };
+        let got = crate::data::fetch_range(node, peer, &piece, &mut w).await;
         match got {
             Ok(_) => {
                 w.commit().map_err(|e| format!("storing {own}: {e}"))?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{measure, read_counts};
+use super::read_counts;
 use crate::local_cluster::LocalCluster;
 
 /// `shoal bench latency` flags.
@@ -136,26 +136,8 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
         args.size_mb
     );
     crate::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
-    let exe = std::env::current_exe()?;
     let local_out = dir.path().join("out-run");
-    let local = measure(
-        Command::new(&exe)
-            .args([
-                "run",
-                "--app",
-                "wordcount",
-                "-R",
-                "3",
-                "--slots",
-                "2",
-                "--input",
-            ])
-            .arg(&corpus)
-            .arg("--output")
-            .arg(&local_out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )?;
+    let local = super::measure_local_wordcount(&corpus, &local_out, &["--slots", "2"])?;
     let (cluster, url) = start(dir.path())?;
     let term_before = term(&cluster);
     let cluster_out = dir.path().join("out-cluster");

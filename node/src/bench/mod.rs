@@ -125,6 +125,26 @@ pub fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     })
 }
 
+/// `shoal run --app wordcount -R 3` over `input` into `out`, with `extra` flags, measured:
+/// the one-process baseline the cluster benches compare against.
+pub fn measure_local_wordcount(
+    input: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Measured> {
+    measure(
+        Command::new(std::env::current_exe()?)
+            .args(["run", "--app", "wordcount", "-R", "3"])
+            .args(extra)
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+}
+
 /// Word counts from `word<TAB>count` lines, or `uniq -c` lines (`  count word`), in every
 /// regular file of `path` (a file or a directory of part files).
 pub fn read_counts(path: &Path) -> anyhow::Result<BTreeMap<Vec<u8>, u64>> {

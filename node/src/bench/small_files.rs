@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::{measure, read_counts};
+use super::read_counts;
 
 /// `shoal bench small-files` flags.
 #[derive(Debug, Args)]
@@ -45,15 +45,7 @@ fn measure_small_files(args: &SmallFilesArgs, dir: &std::path::Path) -> anyhow::
     );
     let exe = std::env::current_exe()?;
     let local_out = dir.join("out-run");
-    let local = measure(
-        Command::new(&exe)
-            .args(["run", "--app", "wordcount", "-R", "3", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&local_out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )?;
+    let local = super::measure_local_wordcount(&input, &local_out, &[])?;
     let want = read_counts(&local_out)?;
     println!("  shoal run (one process)        {:>6.2} s", local.secs);
     let (_cluster, url) = super::cluster::start(dir)?;
