@@ -1,7 +1,10 @@
 //! Garbage on the wire does not crash a node. A test peer that holds the cluster key opens
 //! each Shoal protocol over an authenticated, encrypted stream (raw TCP garbage would die in
 //! the handshake and prove nothing) and sends random bytes, a huge length prefix, and a
-//! valid frame of the wrong type. The node logs each error and stays a voter.
+//! valid frame of the wrong type. The node logs each error and stays a voter. Then the same
+//! peer lies in well-formed data requests — a byte range past an object's end or wrapping
+//! around, too many pieces or objects at once, a key outside the store — and each is refused
+//! with a reason, nothing is stored.
 
 mod common;
 
@@ -11,7 +14,7 @@ use common::cluster::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use shoal_net::codec;
-use shoal_net::wire::{DataFrame, Hello, PeerInfo};
+use shoal_net::wire::{DataFrame, DataRequest, Hello, PeerInfo, Piece, MAX_BATCH_KEYS};
 
 #[test]
 fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
@@ -33,6 +36,40 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
     let target = &nodes[0];
     let term_before = target.cluster().unwrap()["term"].as_u64().unwrap();
+
+    // A finished job's part file on the target: an object to ask for wrong ranges of.
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b c\n".repeat(50)).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["submit", "--wait", "--app", "wordcount", "--node"])
+        .arg(format!("http://{}", target.http))
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, v) = http_get(&target.http, &format!("/api/v1/jobs/{job}")).unwrap();
+    let part_size = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "reduce")
+        .unwrap()["output_sizes"][0]
+        .as_u64()
+        .unwrap();
+    assert!(part_size > 0);
+    let part = format!("{job}/out/part-00000");
+    let lied_into_store = target.data.join("blobs").join(&job).join("x");
+    let cluster_id = u64::from_str_radix(
+        target.cluster().unwrap()["cluster_id"].as_str().unwrap(),
+        16,
+    )
+    .unwrap();
 
     let psk: shoal_net::PreSharedKey = std::fs::read_to_string(&key_file).unwrap().parse().unwrap();
     let peer: PeerId = target.peer_id.parse().unwrap();
@@ -116,7 +153,73 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
                         .await;
             }
         }
+
+        // Well-formed requests that lie: each answered with an error naming why.
+        let piece = |key: &str, offset: u64, len: u64| Piece {
+            key: key.into(),
+            offset,
+            len,
+        };
+        let lies: Vec<(DataRequest, &str)> = vec![
+            (
+                DataRequest::FetchMany {
+                    cluster_id,
+                    pieces: vec![piece(&part, 0, part_size + 1)],
+                },
+                "holds",
+            ),
+            (
+                DataRequest::FetchMany {
+                    cluster_id,
+                    pieces: vec![piece(&part, u64::MAX, 2)],
+                },
+                "holds",
+            ),
+            (
+                DataRequest::FetchMany {
+                    cluster_id,
+                    pieces: vec![piece(&part, 0, 1); MAX_BATCH_KEYS + 1],
+                },
+                "at most",
+            ),
+            (
+                DataRequest::PutMany {
+                    cluster_id,
+                    keys: vec![format!("{job}/x"); MAX_BATCH_KEYS + 1],
+                },
+                "at most",
+            ),
+            (
+                DataRequest::FetchMany {
+                    cluster_id,
+                    pieces: vec![piece("../node.redb", 0, 1)],
+                },
+                "no object",
+            ),
+        ];
+        for (lie, says) in lies {
+            let mut c = control.clone();
+            let mut stream = c
+                .open_stream(peer, StreamProtocol::new("/shoal/data/1"))
+                .await
+                .expect("the data stream opens");
+            codec::write_frame(&mut stream, &lie).await.unwrap();
+            let answer = tokio::time::timeout(
+                Duration::from_secs(10),
+                DataFrame::read(&mut stream, 1 << 20),
+            )
+            .await
+            .expect("an answer in time")
+            .expect("a frame");
+            let what = format!("{lie:?}");
+            let what = what.get(..160).unwrap_or(&what);
+            match answer {
+                DataFrame::Error(why) => assert!(why.contains(says), "{what}…: {why}"),
+                other => panic!("{what}… was answered with {other:?}"),
+            }
+        }
     });
+    assert!(!lied_into_store.exists(), "nothing was stored");
 
     // Each protocol's errors were logged; the node still runs and is still a voter.
     let log = wait_for(30, "the errors in the node's log", || {
