@@ -11,3 +11,12 @@ pub mod prelude {
 }
 
 pub use shoal_jobs::apps::streaming_main;
+
+// The `shoal` command line, the demo and the benchmarks: the binary's code, public for the
+// end-to-end tests (which drive the same local clusters as the demo).
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod cli;
+#[doc(hidden)]
+pub mod demo;

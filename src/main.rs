@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    shoal_node::cli::main(shoal_sim::cli::main)
+    shoal::cli::main()
 }

@@ -501,7 +501,7 @@ fn busy_slots_do_not_cost_the_manager_its_term() {
     let dir = tempfile::tempdir().unwrap();
     let c = three_nodes(dir.path());
     let corpus = dir.path().join("corpus.txt");
-    shoal_node::corpus::generate(&corpus, 96 << 20, 200_000, 3).unwrap();
+    shoal::demo::corpus::generate(&corpus, 96 << 20, 200_000, 3).unwrap();
     let term = |i: usize| c.nodes[i].cluster().unwrap()["term"].as_u64().unwrap();
     let leader = leader_of(&c.nodes[0]).unwrap();
     let term_before = term(0);

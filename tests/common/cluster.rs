@@ -233,11 +233,11 @@ impl Drop for NodeProc {
 
 /// The product's plain HTTP GET (status and JSON), as `shoal demo` and the benches use it.
 #[allow(unused_imports)] // not every test binary that includes this module calls both
-pub use shoal_node::local_cluster::{get as http_get, get_json as http_get_json};
+pub use shoal::demo::local_cluster::{get as http_get, get_json as http_get_json};
 
 /// Poll `f` until it returns Some, or panic with `what` after `secs`.
 pub fn wait_for<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
-    shoal_node::local_cluster::wait_for(Duration::from_secs(secs), what, f)
+    shoal::demo::local_cluster::wait_for(Duration::from_secs(secs), what, f)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 

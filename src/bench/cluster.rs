@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::read_counts;
-use crate::local_cluster::LocalCluster;
+use crate::demo::local_cluster::LocalCluster;
 
 /// `shoal bench latency` flags.
 #[derive(Debug, Args)]
@@ -135,7 +135,7 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
         "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster",
         args.size_mb
     );
-    crate::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
+    crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
     let local_out = dir.path().join("out-run");
     let local = super::measure_local_wordcount(&corpus, &local_out, &["--slots", "2"])?;
     let (cluster, url) = start(dir.path())?;
@@ -227,24 +227,27 @@ fn stall_trials(args: &StallArgs, dir: &std::path::Path) -> anyhow::Result<bool>
             .arg(&out)
             .spawn()?;
         let maps_done = |http: &str| -> Option<u64> {
-            let jobs = crate::local_cluster::get_json(http, "/api/v1/jobs")?;
+            let jobs = crate::demo::local_cluster::get_json(http, "/api/v1/jobs")?;
             jobs.as_array()?.first()?["maps"]["done"].as_u64()
         };
-        let before =
-            crate::local_cluster::wait_for(Duration::from_secs(60), "some maps done", || {
-                maps_done(&http).filter(|&d| (6..30).contains(&d))
-            })?;
+        let before = crate::demo::local_cluster::wait_for(
+            Duration::from_secs(60),
+            "some maps done",
+            || maps_done(&http).filter(|&d| (6..30).contains(&d)),
+        )?;
         let killed = Instant::now();
         cluster.nodes[li].kill();
         // Completions count once a new manager is in place (one the old manager committed
         // just before dying could otherwise look like a resumption).
         let old = leader.clone();
-        crate::local_cluster::wait_for(Duration::from_secs(30), "a new manager", || {
+        crate::demo::local_cluster::wait_for(Duration::from_secs(30), "a new manager", || {
             cluster.nodes[fi].leader().filter(|l| *l != old)
         })?;
-        crate::local_cluster::wait_for(Duration::from_secs(60), "completions to resume", || {
-            maps_done(&http).filter(|&d| d > before)
-        })?;
+        crate::demo::local_cluster::wait_for(
+            Duration::from_secs(60),
+            "completions to resume",
+            || maps_done(&http).filter(|&d| d > before),
+        )?;
         let secs = killed.elapsed().as_secs_f64();
         let o = child.wait_with_output()?;
         anyhow::ensure!(o.status.success(), "the job of trial {trial} failed");

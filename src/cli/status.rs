@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::client::NodeUrls;
-use crate::exit::EXIT_UNREACHABLE;
-use crate::view::ClusterView;
+use crate::cli::client::NodeUrls;
+use crate::cli::exit::EXIT_UNREACHABLE;
+use shoal_node::view::ClusterView;
 
 /// `shoal status` flags.
 #[derive(Debug, Args)]
@@ -69,7 +69,7 @@ pub fn get(nodes: &NodeUrls, path: &str) -> Result<(String, String), String> {
 /// Run `shoal status`.
 pub fn run(args: StatusArgs) -> ExitCode {
     if let Some(job) = &args.job {
-        return crate::client::job_status(&args.nodes, job, args.json, args.wait);
+        return crate::cli::client::job_status(&args.nodes, job, args.json, args.wait);
     }
     if args.watch {
         return watch(&args.nodes);
@@ -165,7 +165,7 @@ pub fn view_text(v: &ClusterView) -> String {
 /// on a terminal, printed again only when it changed when piped. Runs until interrupted.
 fn watch(nodes: &NodeUrls) -> ExitCode {
     use std::io::IsTerminal;
-    let mut client = match crate::client::Client::new(nodes) {
+    let mut client = match crate::cli::client::Client::new(nodes) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shoal status: {e}");
@@ -181,7 +181,11 @@ fn watch(nodes: &NodeUrls) -> ExitCode {
             client.get_json("/api/v1/jobs?tasks=false", wait),
         ) {
             (Ok(c), Ok(j)) => match serde_json::from_value::<ClusterView>(c) {
-                Ok(v) => format!("{}\n{}", view_text(&v), crate::client::jobs_text(&j, 15)),
+                Ok(v) => format!(
+                    "{}\n{}",
+                    view_text(&v),
+                    crate::cli::client::jobs_text(&j, 15)
+                ),
                 Err(e) => format!("unexpected answer from the node: {e}\n"),
             },
             (Err(e), _) | (_, Err(e)) => format!("{e}\n"),

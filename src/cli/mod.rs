@@ -2,6 +2,12 @@
 //! that does the work. Exit codes are the user's contract (DESIGN.md): 0 success, 1 job
 //! failed or killed, 2 bad usage or input rejected, 3 cluster unreachable.
 
+pub mod client;
+pub mod exit;
+pub mod jobargs;
+pub mod run;
+pub mod status;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,19 +26,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node of a cluster.
-    Node(Box<crate::daemon::NodeArgs>),
+    Node(Box<shoal_node::daemon::NodeArgs>),
     /// Submit a job to a cluster; prints its id (with --wait, waits and shows progress).
-    Submit(Box<crate::client::SubmitArgs>),
+    Submit(Box<crate::cli::client::SubmitArgs>),
     /// Show the cluster, or one job with its tasks.
-    Status(crate::status::StatusArgs),
+    Status(crate::cli::status::StatusArgs),
     /// List jobs, newest first.
-    Jobs(crate::client::JobsArgs),
+    Jobs(crate::cli::client::JobsArgs),
     /// Fetch a job's output: its part files and `_SUCCESS`.
-    Output(crate::client::OutputArgs),
+    Output(crate::cli::client::OutputArgs),
     /// Cancel a job; its running attempts are stopped.
-    Kill(crate::client::JobRef),
+    Kill(crate::cli::client::JobRef),
     /// Run a whole job in one process, no cluster.
-    Run(Box<crate::run::RunArgs>),
+    Run(Box<crate::cli::run::RunArgs>),
     /// A local demo: a 3-node cluster on loopback, a manager killed and replaced, a job.
     Demo(crate::demo::DemoArgs),
     /// Fault-injection simulations: many nodes in one process, seeded, invariant-checked
@@ -53,9 +59,8 @@ enum Command {
     Bench(crate::bench::BenchCmd),
 }
 
-/// Entry point of the `shoal` binary; `sim` runs `shoal sim ARGS…` (the simulator crate
-/// depends on this one, so the binary passes it in).
-pub fn main(sim: impl FnOnce(Vec<std::ffi::OsString>) -> ExitCode) -> ExitCode {
+/// Entry point of the `shoal` binary.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     if matches!(
@@ -70,23 +75,23 @@ pub fn main(sim: impl FnOnce(Vec<std::ffi::OsString>) -> ExitCode) -> ExitCode {
         stop_quietly_on_closed_stdout();
     }
     match cli.command {
-        Command::Sim { args } => sim(args),
-        Command::Run(args) => crate::run::run(*args),
+        Command::Sim { args } => shoal_sim::cli::main(args),
+        Command::Run(args) => crate::cli::run::run(*args),
         Command::Bench(cmd) => crate::bench::run(cmd),
-        Command::Node(args) => match crate::daemon::run(*args) {
+        Command::Node(args) => match shoal_node::daemon::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal node: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Command::Status(args) => crate::status::run(args),
-        Command::Submit(args) => crate::client::submit(*args),
-        Command::Jobs(args) => crate::client::jobs(args),
-        Command::Output(args) => crate::client::output(args),
-        Command::Kill(args) => crate::client::kill(args),
+        Command::Status(args) => crate::cli::status::run(args),
+        Command::Submit(args) => crate::cli::client::submit(*args),
+        Command::Jobs(args) => crate::cli::client::jobs(args),
+        Command::Output(args) => crate::cli::client::output(args),
+        Command::Kill(args) => crate::cli::client::kill(args),
         Command::Demo(args) => crate::demo::run(args),
-        Command::Keygen { file } => match crate::status::keygen(&file) {
+        Command::Keygen { file } => match crate::cli::status::keygen(&file) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal keygen: {e:#}");

@@ -31,7 +31,7 @@ fn measure_small_files(args: &SmallFilesArgs, dir: &std::path::Path) -> anyhow::
     let input = dir.join("logs");
     std::fs::create_dir_all(&input)?;
     for f in 0..args.files {
-        crate::corpus::generate(
+        crate::demo::corpus::generate(
             &input.join(format!("host-{f:05}.log")),
             args.file_bytes,
             5_000,
@@ -83,7 +83,7 @@ fn measure_small_files(args: &SmallFilesArgs, dir: &std::path::Path) -> anyhow::
             read_counts(&out)? == want,
             "the cluster's word count ({name}) differs from shoal run's"
         );
-        let maps = crate::local_cluster::get_json(
+        let maps = crate::demo::local_cluster::get_json(
             url.trim_start_matches("http://"),
             &format!("/api/v1/jobs/{id}"),
         )

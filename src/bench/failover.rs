@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::local_cluster::{wait_for, LocalCluster};
+use crate::demo::local_cluster::{wait_for, LocalCluster};
 
 /// `shoal bench failover` flags.
 #[derive(Debug, Args)]

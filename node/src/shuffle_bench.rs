@@ -1,5 +1,5 @@
-//! `shoal bench shuffle`: the data plane's throughput between two nodes in one process, over
-//! the real transport (tcp → noise → yamux on 127.0.0.1). One object is fetched over
+//! The measurement behind `shoal bench shuffle`: the data plane's throughput between two nodes
+//! in one process, over the real transport (tcp → noise → yamux on 127.0.0.1). One object is fetched over
 //! `/shoal/data/1` exactly as a reducer fetches a map output (CBOR `Chunk` frames, the node's
 //! own serve and fetch code); the baselines are the same bytes copied raw over a libp2p
 //! stream of the same connection stack, and over a plain loopback TCP socket.
@@ -8,7 +8,6 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use shoal_net::wire::{DataRequest, PeerInfo};
 use shoal_net::{Event, Keypair};
@@ -16,26 +15,27 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::node::{Node, Settings};
 
-/// `shoal bench shuffle` flags.
-#[derive(Debug, Args)]
-pub struct ShuffleArgs {
-    /// Object size, MiB.
-    #[arg(long, default_value_t = 1024)]
-    size_mb: u64,
-    /// Runs of each contender (the best is kept).
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-}
-
 const CLUSTER: u64 = 0x5ba1_0000_0000_0001;
 
-/// Run the benchmark.
-pub fn run(args: ShuffleArgs) -> anyhow::Result<bool> {
+/// The best time of each contender, seconds, for one object of `size_mb` MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct ShuffleFigures {
+    /// `/shoal/data/1`, the node's own serve and fetch.
+    pub data_plane: f64,
+    /// A bare libp2p stream over the same transport.
+    pub bare_stream: f64,
+    /// Plain loopback TCP.
+    pub tcp: f64,
+}
+
+/// Move one object of `size_mb` MiB from node A to node B `runs` times with each contender;
+/// the best time of each. Every copy's length is checked.
+pub fn measure(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(bench(args))
+    runtime.block_on(bench(size_mb, runs))
 }
 
 async fn start_node(
@@ -90,9 +90,9 @@ async fn start_node(
     Ok((Arc::new(node), events))
 }
 
-async fn bench(args: ShuffleArgs) -> anyhow::Result<bool> {
+async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     let dir = tempfile::tempdir()?;
-    let size = args.size_mb << 20;
+    let size = size_mb << 20;
     let (a, mut a_events) = start_node(dir.path(), "a", vec![]).await?;
     let a_addr: shoal_net::Multiaddr = a.peer_info().addrs[0].parse()?;
     let (b, mut b_events) = start_node(dir.path(), "b", vec![a_addr]).await?;
@@ -108,7 +108,7 @@ async fn bench(args: ShuffleArgs) -> anyhow::Result<bool> {
         x ^= x << 17;
         *b = x as u8;
     }
-    for _ in 0..args.size_mb {
+    for _ in 0..size_mb {
         w.write_all(&block)?;
     }
     w.commit()?;
@@ -169,12 +169,8 @@ async fn bench(args: ShuffleArgs) -> anyhow::Result<bool> {
     .map_err(|_| anyhow::anyhow!("the two nodes did not connect within 10 s"))?;
     tokio::spawn(async move { while b_events.recv().await.is_some() {} });
 
-    println!(
-        "shuffle: one {} MiB object from node A to node B on 127.0.0.1, best of {}",
-        args.size_mb, args.runs
-    );
     let mut best = [f64::MAX; 3];
-    for _ in 0..args.runs {
+    for _ in 0..runs {
         // /shoal/data/1, the node's own fetch.
         let t = Instant::now();
         let mut got = 0u64;
@@ -241,24 +237,9 @@ async fn bench(args: ShuffleArgs) -> anyhow::Result<bool> {
         anyhow::ensure!(tcp == size, "TCP copied {tcp} of {size} bytes");
         best[2] = best[2].min(t.elapsed().as_secs_f64());
     }
-    let mib = args.size_mb as f64;
-    let rate = |s: f64| mib / s;
-    println!(
-        "  /shoal/data/1 (CBOR chunks)     {:>8.0} MiB/s",
-        rate(best[0])
-    );
-    println!(
-        "  bare libp2p stream (same stack) {:>8.0} MiB/s",
-        rate(best[1])
-    );
-    println!(
-        "  raw loopback TCP                {:>8.0} MiB/s",
-        rate(best[2])
-    );
-    let ratio = best[1] / best[0];
-    println!(
-        "  data plane / bare stream: {ratio:.2}x (goal >= 0.8x){}",
-        if ratio >= 0.8 { "" } else { " — NOT MET" }
-    );
-    Ok(true)
+    Ok(ShuffleFigures {
+        data_plane: best[0],
+        bare_stream: best[1],
+        tcp: best[2],
+    })
 }

@@ -4,14 +4,17 @@
 //! every attempt ran, which were lost), restarts the killed node and shows it rejoin, checks
 //! the output against an independent count, then stops the nodes cleanly.
 
+pub mod corpus;
+pub mod local_cluster;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::local_cluster::{wait_for, LocalCluster};
-use crate::view::ClusterView;
+use crate::demo::local_cluster::{wait_for, LocalCluster};
+use shoal_node::view::ClusterView;
 
 /// `shoal demo` flags.
 #[derive(Debug, Args)]
@@ -54,7 +57,7 @@ fn show(cluster: &LocalCluster, i: usize) -> anyhow::Result<()> {
             .cluster()
             .ok_or_else(|| anyhow::anyhow!("node did not answer"))?,
     )?;
-    crate::status::print_view(&v);
+    crate::cli::status::print_view(&v);
     Ok(())
 }
 
@@ -77,7 +80,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     let follower = (li + 1) % 3;
 
     let corpus = dir.join("corpus.txt");
-    crate::corpus::generate(&corpus, 96 << 20, 50_000, 7)?;
+    crate::demo::corpus::generate(&corpus, 96 << 20, 50_000, 7)?;
     let out = dir.join("wordcount");
     println!(
         "\n== word count of a 96 MiB corpus, submitted to a follower (node {})",
@@ -110,8 +113,10 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
         Duration::from_secs(60),
         "the job to be a quarter done",
         || {
-            let jobs =
-                crate::local_cluster::get_json(&cluster.nodes[follower].http, "/api/v1/jobs")?;
+            let jobs = crate::demo::local_cluster::get_json(
+                &cluster.nodes[follower].http,
+                "/api/v1/jobs",
+            )?;
             let j = jobs.as_array()?.first()?.clone();
             let (done, total) = (j["maps"]["done"].as_u64()?, j["maps"]["total"].as_u64()?);
             (total > 0 && done * 4 >= total && done < total).then_some(())
@@ -135,7 +140,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
         .next()
         .unwrap_or("")
         .to_string();
-    let v = crate::local_cluster::get_json(
+    let v = crate::demo::local_cluster::get_json(
         &cluster.nodes[follower].http,
         &format!("/api/v1/jobs/{job}"),
     )

@@ -66,7 +66,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         "generating a {} MiB corpus ({} distinct words, seed {})…",
         args.size_mb, args.distinct, args.seed
     );
-    crate::corpus::generate(&corpus, args.size_mb << 20, args.distinct, args.seed)?;
+    crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, args.seed)?;
     copy_prefix(&corpus, &prefix, args.python_mb << 20)?;
     let size = std::fs::metadata(&corpus)?.len() as f64 / (1 << 20) as f64;
     let psize = std::fs::metadata(&prefix)?.len() as f64 / (1 << 20) as f64;

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shoal_jobs::local::{run_local, Event, Summary};
 use shoal_jobs::Error;
 
-use crate::exit::{EXIT_FAILED, EXIT_USAGE};
-use crate::jobargs::JobArgs;
+use crate::cli::exit::{EXIT_FAILED, EXIT_USAGE};
+use crate::cli::jobargs::JobArgs;
 
 /// `shoal run` flags.
 #[derive(Debug, Args)]
