@@ -17,7 +17,7 @@ use shoal_net::{Event, Multiaddr, PreSharedKey};
 use shoal_raft::{Store, Timing};
 use tracing::{info, warn};
 
-use crate::node::{Node, Settings};
+use crate::cluster::node::{Node, Settings};
 use crate::sync::ReadWrite;
 
 /// `shoal node` flags.
@@ -161,7 +161,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     let api_token = args
         .api_token
         .as_deref()
-        .map(crate::token::read)
+        .map(crate::http::token::read)
         .transpose()?;
     if api_token.is_none() && !http.ip().is_loopback() {
         bail!(
@@ -175,7 +175,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     args.data = std::fs::canonicalize(&args.data)
         .with_context(|| format!("cannot resolve the data dir {}", args.data.display()))?;
     let _lock = lock_data_dir(&args.data)?;
-    let keypair = crate::identity::load_or_create(&args.data)?;
+    let keypair = crate::cluster::identity::load_or_create(&args.data)?;
     let store = Store::open(&args.data.join("node.redb"))?;
     let psk = match &args.cluster_key {
         Some(path) => {
@@ -214,7 +214,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
         retain_jobs: args.retain_jobs.max(1),
     };
-    let blobs = crate::blobs::Blobs::open(args.data.join("blobs"))
+    let blobs = crate::storage::blobs::Blobs::open(args.data.join("blobs"))
         .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;
     let swept = blobs.sweep();
     if swept > 0 {
@@ -238,11 +238,11 @@ async fn serve(
     store: Store,
     psk: Option<PreSharedKey>,
     settings: Settings,
-    blobs: crate::blobs::Blobs,
+    blobs: crate::storage::blobs::Blobs,
     api_token: Option<String>,
 ) -> anyhow::Result<()> {
     let peer_id = keypair.public().to_peer_id();
-    let id = crate::identity::node_id(&peer_id);
+    let id = crate::cluster::identity::node_id(&peer_id);
     let n_listen = listen.len();
     let (net, mut events, event_loop) = shoal_net::start(shoal_net::Config {
         keypair,
@@ -279,7 +279,7 @@ async fn serve(
     if node.cluster_id().is_some() {
         node.start_raft().await?;
     }
-    info!(node = %crate::identity::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
+    info!(node = %crate::cluster::identity::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
 
     let dispatcher = Arc::clone(&node);
     tokio::spawn(async move {
@@ -290,15 +290,17 @@ async fn serve(
             dispatch(&dispatcher, e);
         }
     });
-    tokio::spawn(crate::bootstrap::run(Arc::clone(&node)));
-    tokio::spawn(crate::membership::run(Arc::clone(&node)));
-    tokio::spawn(crate::manager::run(Arc::clone(&node)));
-    tokio::spawn(crate::worker::run(Arc::clone(&node)));
-    tokio::spawn(crate::metrics::count_leader_changes(Arc::clone(&node)));
+    tokio::spawn(crate::cluster::bootstrap::run(Arc::clone(&node)));
+    tokio::spawn(crate::cluster::membership::run(Arc::clone(&node)));
+    tokio::spawn(crate::control::manager::run(Arc::clone(&node)));
+    tokio::spawn(crate::control::worker::run(Arc::clone(&node)));
+    tokio::spawn(crate::http::metrics::count_leader_changes(Arc::clone(
+        &node,
+    )));
 
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
-            "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::identity::hex(id),
+            "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::cluster::identity::hex(id),
         });
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, ready.to_string())
@@ -306,12 +308,12 @@ async fn serve(
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let mut app = crate::api::router(Arc::clone(&node));
+    let mut app = crate::http::api::router(Arc::clone(&node));
     if let Some(token) = api_token {
         info!("the HTTP API needs its token (--api-token)");
         let token: Arc<str> = token.into();
         app = app.layer(axum::middleware::from_fn(move |req, next| {
-            crate::token::require(Arc::clone(&token), req, next)
+            crate::http::token::require(Arc::clone(&token), req, next)
         }));
     }
     axum::serve(listener, app)
@@ -367,7 +369,7 @@ fn dispatch(node: &Arc<Node>, e: Event) {
             stream,
         } => {
             let node = Arc::clone(node);
-            tokio::spawn(crate::data::serve(node, peer, request, stream));
+            tokio::spawn(crate::storage::data::serve(node, peer, request, stream));
         }
     }
 }

@@ -1,44 +1,25 @@
 //! # shoal-node — a Shoal node: the daemon and its HTTP surface
 //!
-//! Wiring: identity and data dir, Raft over libp2p, the manager and worker loops, the HTTP
-//! API. The `shoal` command line (client, demo, benchmarks) lives in the root package.
+//! Wiring: identity and data dir, Raft over libp2p, the manager and worker loops, the object
+//! store and data plane, the HTTP API. The `shoal` command line (client, demo, benchmarks)
+//! lives in the root package.
 //!
-//! # Layout
-//! - [`daemon`]: `shoal node`: start-up, the event dispatcher, shutdown.
-//! - [`node`]: a running node and its handlers for what peers send.
-//! - [`bootstrap`]: forming a cluster from identical nodes, and joining one.
-//! - [`membership`]: the leader's policy: promote learners, keep member records current.
-//! - [`manager`]: the manager loop (leader only): plan, propose assignments.
-//! - [`worker`]: the worker loop (every node): run assigned attempts, report, clean up.
-//! - [`blobs`], [`data`]: the node's object store and `/shoal/data/1` fetch and put.
-//! - [`submit`]: `POST /api/v1/jobs`: upload, split, replicate, propose.
-//! - [`rpc`]: Raft over libp2p (the raft crate's RPC trait over `shoal_net`).
-//! - [`state`]: the replicated cluster state Raft applies.
-//! - [`identity`]: the node's persistent keypair and its node id (and how ids are shown).
-//! - [`clock`]: milliseconds since the epoch, the job table's time.
-//! - [`http_error`]: the HTTP API's `{"error"}` answer.
-//! - [`shuffle_bench`]: the data-plane measurement behind `shoal bench shuffle`.
-//! - [`sync`]: locks that ignore poisoning, in one place.
-//! - [`api`], [`view`], [`jobs_view`]: the HTTP API and the cluster and job views it serves.
+//! # Rooms
+//! - [`daemon`]: `shoal node`: its flags, start-up, the event dispatcher, shutdown.
+//! - [`cluster`]: the node among its peers: identity, peers and heartbeats, proposing,
+//!   bootstrap, membership, Raft over libp2p, the replicated state.
+//! - [`control`]: the manager loop (leader only) and the worker loop with its attempts.
+//! - [`storage`]: the object store, the data plane (`/shoal/data/1`) and replication.
+//! - [`http`]: the HTTP API: router, token, submit, the views it serves, metrics, the
+//!   dashboard.
+//! - `clock`, [`sync`]: the job table's time; locks that ignore poisoning.
+//!
+//! Modules are private unless the root package or the simulator uses them.
 
-pub mod api;
-pub mod blobs;
-pub mod bootstrap;
-pub mod clock;
+mod clock;
+pub mod cluster;
+pub mod control;
 pub mod daemon;
-pub mod data;
-pub mod http_error;
-pub mod identity;
-pub mod jobs_view;
-pub mod manager;
-pub mod membership;
-pub mod metrics;
-pub mod node;
-pub mod rpc;
-pub mod shuffle_bench;
-pub mod state;
-pub mod submit;
+pub mod http;
+pub mod storage;
 pub mod sync;
-pub mod token;
-pub mod view;
-pub mod worker;

@@ -1,7 +1,7 @@
 //! One simulated Shoal node: real openraft over the real state machine and job table
 //! (wrapped to record a hash chain of what it applied), the real manager decision
-//! ([`shoal_node::manager::decide`]), the real worker's view of its assignments
-//! ([`shoal_node::worker::assigned`], [`shoal_node::worker::map_outputs`]), Raft RPCs through
+//! ([`shoal_node::control::manager::decide`]), the real worker's view of its assignments
+//! ([`shoal_node::control::worker::assigned`], [`shoal_node::control::worker::map_outputs`]), Raft RPCs through
 //! the node's own [`NetRpc`] over a simulated [`Transport`] — and, in place of the processes
 //! and files a daemon has, tasks that compute word counts in memory after a seeded delay.
 //!
@@ -19,10 +19,10 @@ use shoal_jobs::partition::stable_hash;
 use shoal_jobs::scheduler::NodeSlots;
 use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
 use shoal_net::{codec, NetError, PeerRef, Transport};
-use shoal_node::manager::{decide, Outlook};
-use shoal_node::rpc::{answer_raft, NetRpc};
-use shoal_node::state::{ClusterState, Command};
-use shoal_node::worker::{assigned, map_outputs, still_running, AttemptKey, MapOut};
+use shoal_node::cluster::rpc::{answer_raft, NetRpc};
+use shoal_node::cluster::state::{ClusterState, Command};
+use shoal_node::control::manager::{decide, Outlook};
+use shoal_node::control::worker::{assigned, map_outputs, still_running, AttemptKey, MapOut};
 use shoal_raft::{AppState, Applied, Cmd, Raft, ServerState, Timing};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -304,7 +304,7 @@ impl SimNode {
     fn member(&self, id: NodeId) -> Option<PeerRef> {
         let m = self.metrics();
         let info = m.membership_config.get_node(&id)?;
-        shoal_node::rpc::peer_ref(info).ok()
+        shoal_node::cluster::rpc::peer_ref(info).ok()
     }
 
     /// An object: from this node's store, else from the first of `holders` that has it.
@@ -355,7 +355,7 @@ async fn manager(node: Arc<SimNode>) {
     let mut changes = node.raft.metrics();
     let mut since: Option<Instant> = None;
     loop {
-        shoal_node::node::next_change(&mut changes, TICK).await;
+        shoal_node::cluster::node::next_change(&mut changes, TICK).await;
         let m = node.metrics();
         if m.current_leader != Some(node.id) || m.state != ServerState::Leader {
             since = None;
@@ -475,7 +475,7 @@ async fn worker(node: Arc<SimNode>) {
     let mut changes = node.raft.metrics();
     let mut started = std::collections::BTreeSet::new();
     loop {
-        shoal_node::node::next_change(&mut changes, TICK).await;
+        shoal_node::cluster::node::next_change(&mut changes, TICK).await;
         let mut work = Vec::new();
         let mut stale = Vec::new();
         {

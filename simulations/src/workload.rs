@@ -13,7 +13,7 @@ use shoal_jobs::apps::{App, Values};
 use shoal_jobs::cluster::{self, Applied as JobsApplied, SplitInfo};
 use shoal_jobs::partition::Partitioner;
 use shoal_jobs::spec::{JobKind, JobSpec};
-use shoal_node::state::Command;
+use shoal_node::cluster::state::Command;
 
 use crate::node::{split_key, SimNode};
 use crate::rng::Rng;

@@ -23,7 +23,7 @@ pub fn run(args: ShuffleArgs) -> anyhow::Result<bool> {
         "shuffle: one {} MiB object from node A to node B on 127.0.0.1, best of {}",
         args.size_mb, args.runs
     );
-    let best = shoal_node::shuffle_bench::measure(args.size_mb, args.runs)?;
+    let best = shoal_node::storage::bench::measure(args.size_mb, args.runs)?;
     let rate = |s: f64| args.size_mb as f64 / s;
     println!(
         "  /shoal/data/1 (CBOR chunks)     {:>8.0} MiB/s",

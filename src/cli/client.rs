@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::cli::exit::{EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::cli::jobargs::JobArgs;
-use shoal_node::submit::CHAIN_PREFIX;
+use shoal_node::http::submit::CHAIN_PREFIX;
 use shoal_node::sync::Locked;
 
 /// Which nodes a client talks to.
@@ -36,12 +36,12 @@ impl NodeUrls {
     /// The API token to send, from --api-token or SHOAL_API_TOKEN.
     pub fn token(&self) -> Result<Option<String>, String> {
         if let Some(path) = &self.api_token {
-            return shoal_node::token::read(path)
+            return shoal_node::http::token::read(path)
                 .map(Some)
                 .map_err(|e| e.to_string());
         }
         match std::env::var("SHOAL_API_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => shoal_node::token::parse(t.trim())
+            Ok(t) if !t.trim().is_empty() => shoal_node::http::token::parse(t.trim())
                 .map(Some)
                 .ok_or_else(|| "SHOAL_API_TOKEN is not a usable token".to_string()),
             _ => Ok(None),

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::cli::client::NodeUrls;
 use crate::cli::exit::EXIT_UNREACHABLE;
-use shoal_node::view::ClusterView;
+use shoal_node::http::view::ClusterView;
 
 /// `shoal status` flags.
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::demo::local_cluster::{wait_for, LocalCluster};
-use shoal_node::view::ClusterView;
+use shoal_node::http::view::ClusterView;
 
 /// `shoal demo` flags.
 #[derive(Debug, Args)]

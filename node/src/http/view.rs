@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use shoal_net::PeerId;
 use shoal_raft::ServerState;
 
-use crate::identity::hex;
-use crate::node::Node;
+use crate::cluster::identity::hex;
+use crate::cluster::node::Node;
 use crate::sync::{Locked, ReadWrite};
 
 /// One node of the cluster.

@@ -20,8 +20,8 @@ use shoal_raft::ChangeMembers;
 use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
-use crate::node::Node;
-use crate::state::Command;
+use crate::cluster::node::Node;
+use crate::cluster::state::Command;
 use crate::sync::Locked;
 
 /// Removal never takes the voters below this many.
@@ -59,7 +59,7 @@ pub async fn run(node: Arc<Node>) {
         let hellos = node.hellos();
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
-            crate::manager::last_heard(&heard, id, since).elapsed()
+            crate::control::manager::last_heard(&heard, id, since).elapsed()
         };
         let reachable = |id: u64| {
             id == node.id

@@ -13,7 +13,7 @@ use shoal_net::wire::{DataRequest, PeerInfo};
 use shoal_net::{Event, Keypair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::node::{Node, Settings};
+use crate::cluster::node::{Node, Settings};
 
 const CLUSTER: u64 = 0x5ba1_0000_0000_0001;
 
@@ -76,9 +76,9 @@ async fn start_node(
         voter_grace: Duration::from_secs(30),
         retain_jobs: 100,
     };
-    let blobs = crate::blobs::Blobs::open(dir.join(name))?;
+    let blobs = crate::storage::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(
-        crate::identity::node_id(&peer_id),
+        crate::cluster::identity::node_id(&peer_id),
         peer_id,
         info,
         shoal_raft::Store::in_memory()?,
@@ -146,7 +146,7 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
                         });
                     }
                     _ => {
-                        tokio::spawn(crate::data::serve(
+                        tokio::spawn(crate::storage::data::serve(
                             Arc::clone(&server),
                             peer,
                             request,
@@ -174,7 +174,7 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
         // /shoal/data/1, the node's own fetch.
         let t = Instant::now();
         let mut got = 0u64;
-        let n = crate::data::fetch(&b, a_peer, key, |c| {
+        let n = crate::storage::data::fetch(&b, a_peer, key, |c| {
             got += c.len() as u64;
             Ok(())
         })

@@ -16,8 +16,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
-use crate::identity::hex;
-use crate::node::Node;
+use crate::cluster::identity::hex;
+use crate::cluster::node::Node;
 use crate::sync::{Locked, ReadWrite};
 
 /// Upper bounds of the task-duration histogram, in seconds.
@@ -36,7 +36,7 @@ pub async fn count_leader_changes(node: Arc<Node>) {
             node.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         last = leader.or(last);
-        crate::node::next_change(&mut changes, std::time::Duration::from_secs(1)).await;
+        crate::cluster::node::next_change(&mut changes, std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -23,12 +23,12 @@ use shoal_jobs::spec::JobSpec;
 use shoal_jobs::split::Split;
 use tracing::info;
 
-use crate::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
 use crate::clock::now_ms;
-use crate::http_error::error;
-use crate::manager::peer_of;
-use crate::node::Node;
-use crate::state::Command;
+use crate::cluster::node::Node;
+use crate::cluster::state::Command;
+use crate::control::manager::peer_of;
+use crate::http::error::error;
+use crate::storage::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
 
 /// Splits copied to other nodes at once.
 const PARALLEL_PUSHES: usize = 4;
@@ -65,7 +65,7 @@ struct Splitter<'a> {
     files_seen: usize,
     splits: Vec<SplitInfo>,
     /// Closed segments, written out; made durable and visible together at the end.
-    written: Vec<crate::blobs::Unsynced>,
+    written: Vec<crate::storage::blobs::Unsynced>,
 }
 
 impl<'a> Splitter<'a> {
@@ -376,7 +376,7 @@ fn chained_inputs(
             continue;
         };
         let source = source.trim_end_matches('/').to_owned();
-        let parts = crate::node::with_jobs(node, |jobs| {
+        let parts = crate::cluster::node::with_jobs(node, |jobs| {
             let j = jobs
                 .jobs
                 .get(&source)
@@ -407,7 +407,7 @@ async fn read_object(
 ) -> Result<(), Rejected> {
     let store_err = |e: std::io::Error| format!("storing the input: {e}");
     if let Ok((mut f, _)) = node.blobs.open_read(key) {
-        let mut buf = vec![0u8; crate::data::CHUNK];
+        let mut buf = vec![0u8; crate::storage::data::CHUNK];
         loop {
             let n = std::io::Read::read(&mut f, &mut buf)
                 .map_err(|e| bad(format!("reading {key}: {e}")))?;
@@ -425,7 +425,7 @@ async fn read_object(
             continue;
         };
         let mut written = 0u64;
-        let got = crate::data::fetch(node, peer, key, |b| {
+        let got = crate::storage::data::fetch(node, peer, key, |b| {
             written += b.len() as u64;
             splitter.write(b).map_err(store_err)
         })
@@ -451,7 +451,7 @@ async fn read_object(
 /// Copy every object holding splits (segments) to `copies` other nodes; the splits with the
 /// nodes that hold them.
 /// Small segments travel to a node in batches (one stream for up to
-/// [`shoal_net::wire::MAX_BATCH_KEYS`] objects or [`crate::data::BATCH_BYTES`]), large ones a
+/// [`shoal_net::wire::MAX_BATCH_KEYS`] objects or [`crate::storage::data::BATCH_BYTES`]), large ones a
 /// stream each, [`PARALLEL_PUSHES`] at a time.
 async fn replicate_splits(
     node: &Arc<Node>,
@@ -469,11 +469,11 @@ async fn replicate_splits(
     }
     let mut by_target: Vec<(NodeId, (String, u64))> = Vec::new();
     for (spread, (key, &size)) in objects.iter().enumerate() {
-        for t in crate::worker::replica_targets(node, copies, spread as u32) {
+        for t in crate::control::worker::replica_targets(node, copies, spread as u32) {
             by_target.push((t, (key.clone(), size)));
         }
     }
-    let batches = crate::data::batches(by_target, |&(_, size)| size);
+    let batches = crate::storage::data::batches(by_target, |&(_, size)| size);
     let mut pushed: Vec<(NodeId, Vec<String>)> = futures::stream::iter(batches)
         .map(|(target, batch)| {
             let node = Arc::clone(node);
@@ -486,7 +486,7 @@ async fn replicate_splits(
                 let Some((peer, items)) = peer_of(&node, target).zip(items) else {
                     return (target, Vec::new());
                 };
-                match crate::data::push_files(&node, peer, &items).await {
+                match crate::storage::data::push_files(&node, peer, &items).await {
                     Ok(_) => (target, keys),
                     Err(e) => {
                         tracing::warn!(segments = items.len(), error = %e, "copying input to another node failed");

@@ -31,11 +31,11 @@ use shoal_net::wire::{CtlRequest, Heartbeat, RunningAttempt};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
-use crate::blobs::{map_output_key, part_key, split_key};
 use crate::clock::now_ms;
-use crate::manager::{live_nodes, peer_of};
-use crate::node::Node;
-use crate::state::Command;
+use crate::cluster::node::Node;
+use crate::cluster::state::Command;
+use crate::control::manager::{live_nodes, peer_of};
+use crate::storage::blobs::{map_output_key, part_key, split_key};
 use crate::sync::{Locked, ReadWrite};
 
 /// How often the loop looks even when nothing changed.
@@ -229,7 +229,7 @@ pub async fn run(node: Arc<Node>) {
     let mut last_applied = None;
     let boot_ms = node.started_ms;
     loop {
-        crate::node::next_change(&mut changes, TICK).await;
+        crate::cluster::node::next_change(&mut changes, TICK).await;
         let applied_at = shoal_raft::metrics(&h.raft).last_applied;
         if applied_at == last_applied && last_applied.is_some() {
             continue;
@@ -614,7 +614,7 @@ fn in_attempt_dir<T>(
 /// copy of the split's segment, or, when it has none, in the split alone, fetched from a
 /// holder first.
 async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(PathBuf, u64), String> {
-    let (key, offset) = crate::blobs::split_object(job, split);
+    let (key, offset) = crate::storage::blobs::split_object(job, split);
     let path = |key: &str| node.blobs.path(key).ok_or("a malformed split key");
     if node.blobs.contains(&key) {
         return Ok((path(&key)?, offset));
@@ -637,7 +637,7 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
             offset,
             len: split.len,
         };
-        let got = crate::data::fetch_range(node, peer, &piece, &mut w).await;
+        let got = crate::storage::data::fetch_range(node, peer, &piece, &mut w).await;
         match got {
             Ok(_) => {
                 w.commit().map_err(|e| format!("storing {own}: {e}"))?;
@@ -717,7 +717,8 @@ async fn reduce_attempt(
     }
     // Small pieces of one node come in one stream (a job of many small maps would otherwise
     // pay a stream per map); large ones still come a stream each, in parallel.
-    let batches = crate::data::batches(remote.into_iter().map(|r| (r.0.node, r)), |r| r.0.size);
+    let batches =
+        crate::storage::data::batches(remote.into_iter().map(|r| (r.0.node, r)), |r| r.0.size);
     let fetched = futures::stream::iter(batches.into_iter().enumerate())
         .map(|(i, (holder, batch))| {
             let node = Arc::clone(node);
@@ -741,7 +742,8 @@ async fn reduce_attempt(
                         len: m.size,
                     })
                     .collect();
-                match crate::data::fetch_pieces_to_file(&node, peer, &pieces, &path).await {
+                match crate::storage::data::fetch_pieces_to_file(&node, peer, &pieces, &path).await
+                {
                     Ok(n) => {
                         let mut at = 0;
                         let got: Vec<(u32, PathBuf, u64, u64)> = batch
@@ -754,11 +756,11 @@ async fn reduce_attempt(
                         Ok((got, n))
                     }
                     // This node's own disk failed: not the map's fault.
-                    Err(crate::data::BatchFailed {
-                        error: e @ crate::data::DataError::Local(_),
+                    Err(crate::storage::data::BatchFailed {
+                        error: e @ crate::storage::data::DataError::Local(_),
                         ..
                     }) => Err(Failure::from(e.to_string())),
-                    Err(crate::data::BatchFailed { done, error }) => {
+                    Err(crate::storage::data::BatchFailed { done, error }) => {
                         Err(lost(&batch[done.min(batch.len() - 1)].0, error.to_string()))
                     }
                 }
@@ -838,7 +840,7 @@ pub async fn replicate(
         let node = Arc::clone(node);
         async move {
             let peer = peer_of(&node, t).ok_or_else(|| "not a member".to_string())?;
-            crate::data::push_file(&node, peer, key, path)
+            crate::storage::data::push_file(&node, peer, key, path)
                 .await
                 .map(|_| t)
                 .map_err(|e| e.to_string())

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use shoal_jobs::cluster::{Job, JobState, Task, TaskKind, TaskState};
 
-use crate::identity::hex;
+use crate::cluster::identity::hex;
 
 /// Task counts of one phase.
 #[derive(Debug, Serialize)]

@@ -18,8 +18,8 @@ use shoal_raft::ServerState;
 use tracing::{debug, warn};
 
 use crate::clock::now_ms;
-use crate::node::{Heartbeats, Node};
-use crate::state::Command;
+use crate::cluster::node::{Heartbeats, Node};
+use crate::cluster::state::Command;
 use crate::sync::{Locked, ReadWrite};
 
 /// How often the loop looks even when nothing changed.
@@ -141,7 +141,7 @@ pub async fn run(node: Arc<Node>) {
     let mut changes = h.raft.metrics();
     let mut leader_since: Option<Instant> = None;
     loop {
-        crate::node::next_change(&mut changes, TICK).await;
+        crate::cluster::node::next_change(&mut changes, TICK).await;
         let m = shoal_raft::metrics(&h.raft);
         if m.current_leader != Some(node.id) || m.state != ServerState::Leader {
             leader_since = None;
@@ -166,7 +166,7 @@ pub async fn run(node: Arc<Node>) {
         let Some(cmd) = next else { continue };
         match &cmd {
             Command::Jobs(cluster::Command::NodeLost { node: n, .. }) => {
-                warn!(node = %crate::identity::hex(*n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
+                warn!(node = %crate::cluster::identity::hex(*n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
             }
             Command::Jobs(cluster::Command::Forget { job }) => {
                 debug!(%job, "forgetting an ended job beyond --retain-jobs");

@@ -20,7 +20,7 @@ use shoal_net::{PeerRef, Transport};
 use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
-use crate::node::{Node, CTL_TIMEOUT};
+use crate::cluster::node::{Node, CTL_TIMEOUT};
 use crate::sync::Locked;
 
 /// How long an adopted initial voter waits for the bootstrapper before asking to join.
@@ -126,7 +126,7 @@ async fn bootstrap(node: &Arc<Node>, chosen: &[(u64, NodeInfo)]) -> anyhow::Resu
     let voters: Vec<u64> = chosen.iter().map(|(id, _)| *id).collect();
     let mut adopted = Vec::new();
     for (id, info) in &chosen[1..] {
-        let to = crate::rpc::peer_ref(info).map_err(anyhow::Error::msg)?;
+        let to = crate::cluster::rpc::peer_ref(info).map_err(anyhow::Error::msg)?;
         match node
             .net
             .ctl(

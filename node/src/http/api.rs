@@ -12,21 +12,21 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use shoal_jobs::cluster::{self, Applied, JobState};
 
-use crate::http_error::error;
-use crate::node::with_jobs;
-use crate::node::Node;
-use crate::view::cluster_view;
+use crate::cluster::node::with_jobs;
+use crate::cluster::node::Node;
+use crate::http::error::error;
+use crate::http::view::cluster_view;
 
 /// The API's routes.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics", get(crate::http::metrics::metrics))
         .route("/", get(dashboard))
         .route(
             "/api/v1/jobs",
             get(jobs)
-                .post(crate::submit::submit)
+                .post(crate::http::submit::submit)
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/jobs/{id}", get(job).delete(kill))
@@ -63,8 +63,10 @@ async fn jobs(
     axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> Response {
     let with_tasks = q.tasks.unwrap_or(true);
-    let list =
-        with_jobs(&node, |jobs| crate::jobs_view::jobs_view(jobs, with_tasks)).unwrap_or_default();
+    let list = with_jobs(&node, |jobs| {
+        crate::http::jobs_view::jobs_view(jobs, with_tasks)
+    })
+    .unwrap_or_default();
     Json(list).into_response()
 }
 
@@ -124,7 +126,7 @@ async fn job(
     match with_jobs(&node, |jobs| {
         jobs.jobs
             .get(&id)
-            .map(|j| crate::jobs_view::job_view(j, q.tasks.unwrap_or(true)))
+            .map(|j| crate::http::jobs_view::job_view(j, q.tasks.unwrap_or(true)))
     })
     .flatten()
     {
@@ -145,7 +147,7 @@ async fn kill(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response
             )
         }
     }
-    let cmd = crate::state::Command::Jobs(cluster::Command::KillJob {
+    let cmd = crate::cluster::state::Command::Jobs(cluster::Command::KillJob {
         job: id.clone(),
         at_ms: crate::clock::now_ms(),
     });
@@ -208,7 +210,7 @@ async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> R
                     serde_json::json!({
                         "name": shoal_jobs::task::part_name(*p),
                         "size": size,
-                        "holders": holders.iter().map(|&n| crate::identity::hex(n)).collect::<Vec<_>>(),
+                        "holders": holders.iter().map(|&n| crate::cluster::identity::hex(n)).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -235,7 +237,7 @@ async fn output_part(
             &format!("job {id} has no part {name:?}"),
         );
     };
-    let key = crate::blobs::part_key(&id, p);
+    let key = crate::storage::blobs::part_key(&id, p);
     let ok = |body: Body| {
         (
             [
@@ -250,7 +252,7 @@ async fn output_part(
         let file = tokio::fs::File::from_std(file);
         let stream = futures::stream::unfold(file, |mut f| async move {
             use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; crate::data::CHUNK];
+            let mut buf = vec![0u8; crate::storage::data::CHUNK];
             match f.read(&mut buf).await {
                 Ok(0) => None,
                 Ok(n) => {
@@ -268,14 +270,14 @@ async fn output_part(
         .iter()
         .filter(|&&h| h != node.id)
         .filter(|&&h| connected.iter().any(|c| c.node_id == h))
-        .find_map(|&h| crate::manager::peer_of(&node, h))
+        .find_map(|&h| crate::control::manager::peer_of(&node, h))
     else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("no node holding {name} of job {id} is reachable"),
         );
     };
-    let stream = crate::data::fetch_stream(Arc::clone(&node), peer, key)
+    let stream = crate::storage::data::fetch_stream(Arc::clone(&node), peer, key)
         .map(|r| r.map_err(std::io::Error::other));
     ok(Body::from_stream(stream))
 }

@@ -15,7 +15,7 @@ use shoal_net::wire::{DataFrame, DataRequest, Piece, MAX_BATCH_KEYS};
 use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
-use crate::node::{foreign_reason, Node};
+use crate::cluster::node::{foreign_reason, Node};
 
 /// Bytes per `Chunk` frame.
 pub const CHUNK: usize = 1 << 20;
@@ -205,7 +205,7 @@ async fn receive_object(
     node: &Node,
     key: &str,
     stream: &mut Stream,
-) -> Result<crate::blobs::Unsynced, String> {
+) -> Result<crate::storage::blobs::Unsynced, String> {
     let mut w = node
         .blobs
         .create(key)

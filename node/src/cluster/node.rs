@@ -20,9 +20,9 @@ use tracing::{info, warn};
 use shoal_jobs::cluster::Applied as JobsApplied;
 use shoal_jobs::pool::TaskPool;
 
-use crate::blobs::Blobs;
-use crate::rpc::{answer_raft, peer_ref, NetRpc};
-use crate::state::{ClusterState, Command};
+use crate::cluster::rpc::{answer_raft, peer_ref, NetRpc};
+use crate::cluster::state::{ClusterState, Command};
+use crate::storage::blobs::Blobs;
 use crate::sync::{Locked, ReadWrite};
 
 /// Metadata key of the cluster id in the node's database.
@@ -434,7 +434,7 @@ impl Node {
             return Err(format!(
                 "this node is not the leader (the leader is {})",
                 m.current_leader
-                    .map_or("unknown".into(), crate::identity::hex)
+                    .map_or("unknown".into(), crate::cluster::identity::hex)
             ));
         }
         let resp = h

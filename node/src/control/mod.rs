@@ -1,0 +1,5 @@
+//! The job control loops: the manager (on the Raft leader: plan, propose assignments) and
+//! the worker (on every node: run assigned attempts, report, clean up).
+
+pub mod manager;
+pub mod worker;

@@ -1,0 +1,10 @@
+//! The HTTP surface every node serves: the router and its token check, `POST /api/v1/jobs`,
+//! the cluster and job views, Prometheus metrics and the dashboard.
+
+pub(crate) mod api;
+pub(crate) mod error;
+pub(crate) mod jobs_view;
+pub(crate) mod metrics;
+pub mod submit;
+pub mod token;
+pub mod view;

@@ -1,0 +1,6 @@
+//! Where a node keeps data and how data moves between nodes: the object store (input
+//! segments, map outputs, parts), `/shoal/data/1` fetch and put, and replication.
+
+pub mod bench;
+pub(crate) mod blobs;
+pub(crate) mod data;
