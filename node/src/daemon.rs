@@ -337,12 +337,12 @@ fn dispatch(node: &Arc<Node>, e: Event) {
             }
         }
         Event::Connected { peer, .. } => {
-            node.set_connected(peer, true);
+            node.peers.set_connected(peer, true);
             let node = Arc::clone(node);
             tokio::spawn(async move { node.greet(peer).await });
         }
-        Event::Disconnected { peer } => node.set_connected(peer, false),
-        Event::Seen { peer } => node.seen(peer),
+        Event::Disconnected { peer } => node.peers.set_connected(peer, false),
+        Event::Seen { peer } => node.peers.seen(peer),
         Event::Raft {
             peer,
             request,

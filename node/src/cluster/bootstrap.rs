@@ -32,7 +32,7 @@ pub async fn run(node: Arc<Node>) {
     let mut last_join = None::<Instant>;
     loop {
         tick.tick().await;
-        for peer in node.unknown_peers() {
+        for peer in node.peers.unknown_peers() {
             node.greet(peer).await;
         }
         if node.is_member() {
@@ -56,7 +56,7 @@ pub async fn run(node: Arc<Node>) {
             }
             continue;
         }
-        let hellos = node.hellos();
+        let hellos = node.peers.hellos();
         if let Some(h) = hellos.iter().find(|h| h.cluster_id.is_some()) {
             let cluster = h.cluster_id.expect("checked");
             info!(cluster = format!("{cluster:016x}"), via = %h.info.peer_id, "found an existing cluster; joining it");
@@ -171,6 +171,7 @@ async fn release(node: &Node, adopted: &[PeerRef], cluster_id: u64) {
 /// Ask a same-cluster peer to have the leader add us as a learner.
 async fn ask_to_join(node: &Node, cluster_id: u64) {
     let members: Vec<Hello> = node
+        .peers
         .hellos()
         .into_iter()
         .filter(|h| h.cluster_id == Some(cluster_id))

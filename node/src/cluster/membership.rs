@@ -22,7 +22,6 @@ use tracing::{info, warn};
 
 use crate::cluster::node::Node;
 use crate::cluster::state::Command;
-use crate::sync::Locked;
 
 /// Removal never takes the voters below this many.
 pub const MIN_VOTERS: usize = 3;
@@ -56,7 +55,7 @@ pub async fn run(node: Arc<Node>) {
         let m = metrics.membership_config.membership().clone();
         let voters: BTreeSet<u64> = m.voter_ids().collect();
         let learners: Vec<u64> = m.learner_ids().collect();
-        let hellos = node.hellos();
+        let hellos = node.peers.hellos();
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
             crate::control::manager::last_heard(&heard, id, since).elapsed()

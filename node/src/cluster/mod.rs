@@ -3,8 +3,13 @@
 //! over libp2p and the replicated state Raft applies.
 
 pub(crate) mod bootstrap;
+mod handlers;
+pub(crate) mod heartbeats;
 pub(crate) mod identity;
+pub(crate) mod members;
 pub(crate) mod membership;
 pub mod node;
+pub(crate) mod peers;
+mod propose;
 pub mod rpc;
 pub mod state;

@@ -6,11 +6,9 @@
 //! [`shoal_jobs::scheduler::plan`] returned for the state it read; a stale proposal is
 //! harmless because every command is attempt-tagged.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shoal_jobs::cluster::{self, Cluster, JobState, NodeId, TaskKind, TaskState};
 use shoal_jobs::scheduler::{plan, NodeSlots};
@@ -18,40 +16,14 @@ use shoal_raft::ServerState;
 use tracing::{debug, warn};
 
 use crate::clock::now_ms;
-use crate::cluster::node::{Heartbeats, Node};
+use crate::cluster::heartbeats::Heartbeats;
+use crate::cluster::members::live_nodes;
+use crate::cluster::node::Node;
 use crate::cluster::state::Command;
-use crate::sync::{Locked, ReadWrite};
+use crate::sync::ReadWrite;
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
-
-/// Members this node can reach (itself included) and their slots.
-pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
-    let Some(h) = node.raft.get() else {
-        return Vec::new();
-    };
-    let m = shoal_raft::metrics(&h.raft);
-    let hellos = node.hellos();
-    let mut out: Vec<NodeSlots> = m
-        .membership_config
-        .membership()
-        .nodes()
-        .filter_map(|(&id, _)| {
-            if id == node.id {
-                return Some(NodeSlots {
-                    node: id,
-                    slots: node.settings.slots,
-                });
-            }
-            hellos.iter().find(|h| h.node_id == id).map(|h| NodeSlots {
-                node: id,
-                slots: h.info.slots.max(1),
-            })
-        })
-        .collect();
-    out.sort_by_key(|n| n.node);
-    out
-}
 
 /// The start of node `n`'s current lease: its last heartbeat, but never before this node
 /// became leader (a new manager starts every lease fresh).
@@ -194,12 +166,4 @@ fn beyond_retention(jobs: &Cluster, keep: usize) -> Option<String> {
     }
     ended.sort();
     ended.first().map(|(_, id)| (*id).clone())
-}
-
-/// The peer id of member `id`, from the Raft membership.
-pub fn peer_of(node: &Node, id: NodeId) -> Option<shoal_net::PeerId> {
-    let h = node.raft.get()?;
-    let m = shoal_raft::metrics(&h.raft);
-    let info = m.membership_config.get_node(&id)?;
-    info.peer_id.parse().ok()
 }

@@ -1,5 +1,6 @@
 //! The job control loops: the manager (on the Raft leader: plan, propose assignments) and
 //! the worker (on every node: run assigned attempts, report, clean up).
 
+mod attempt;
 pub mod manager;
 pub mod worker;

@@ -265,12 +265,12 @@ async fn output_part(
         return ok(Body::from_stream(stream));
     }
     // Another node holds it: stream it through this one.
-    let connected = node.hellos();
+    let connected = node.peers.hellos();
     let Some(peer) = holders
         .iter()
         .filter(|&&h| h != node.id)
         .filter(|&&h| connected.iter().any(|c| c.node_id == h))
-        .find_map(|&h| crate::control::manager::peer_of(&node, h))
+        .find_map(|&h| crate::cluster::members::peer_of(&node, h))
     else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

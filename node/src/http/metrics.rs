@@ -18,7 +18,7 @@ use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
 use crate::cluster::identity::hex;
 use crate::cluster::node::Node;
-use crate::sync::{Locked, ReadWrite};
+use crate::sync::ReadWrite;
 
 /// Upper bounds of the task-duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -257,7 +257,7 @@ pub fn render(node: &Node) -> String {
         "shoal_peers_connected",
         "gauge",
         "Peers of this node's cluster it has heard from within --node-timeout.",
-        node.hellos().len() as f64,
+        node.peers.hellos().len() as f64,
     );
     page.single(
         "shoal_shuffle_fetched_bytes_total",

@@ -24,9 +24,9 @@ use shoal_jobs::split::Split;
 use tracing::info;
 
 use crate::clock::now_ms;
+use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::cluster::state::Command;
-use crate::control::manager::peer_of;
 use crate::http::error::error;
 use crate::storage::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
 
@@ -469,7 +469,7 @@ async fn replicate_splits(
     }
     let mut by_target: Vec<(NodeId, (String, u64))> = Vec::new();
     for (spread, (key, &size)) in objects.iter().enumerate() {
-        for t in crate::control::worker::replica_targets(node, copies, spread as u32) {
+        for t in crate::storage::replication::replica_targets(node, copies, spread as u32) {
             by_target.push((t, (key.clone(), size)));
         }
     }

@@ -135,7 +135,7 @@ fn slots_view(node: &Node) -> SlotsView {
 /// Build the view from the node's Raft metrics and peer table.
 pub fn cluster_view(node: &Node) -> ClusterView {
     let me = node.peer_info();
-    let peers = node.peers.locked().clone();
+    let peers = node.peers.all();
     let seen = |peer_id: &str| -> (bool, Option<u64>) {
         let Ok(pid) = peer_id.parse::<PeerId>() else {
             return (false, None);

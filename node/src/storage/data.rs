@@ -72,7 +72,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
     let refuse = match node.cluster_id() {
         Some(ours) if ours == cluster_id => None,
         Some(ours) => {
-            node.note_foreign(peer, cluster_id, ours);
+            node.peers.note_foreign(peer, cluster_id, ours);
             Some(foreign_reason(ours))
         }
         None => Some("this node has no cluster yet".into()),
@@ -90,7 +90,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
         let _ = stream.close().await;
         return;
     }
-    node.seen(peer);
+    node.peers.seen(peer);
     let result = match &req {
         DataRequest::Fetch { key, .. } => send_piece(&node, key, 0, None, &mut stream).await,
         DataRequest::FetchMany { pieces, .. } => {

@@ -4,3 +4,4 @@
 pub mod bench;
 pub(crate) mod blobs;
 pub(crate) mod data;
+pub(crate) mod replication;

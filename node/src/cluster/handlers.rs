@@ -1,0 +1,159 @@
+//! The node's answers to what peers send: Raft RPCs and control requests (hello, adopt,
+//! join, propose, heartbeat). Nothing from a node of another cluster reaches Raft.
+
+use std::time::Instant;
+
+use shoal_net::wire::{CtlRequest, CtlResponse, PeerInfo, RaftRequest, RaftResponse};
+use shoal_net::{codec, PeerId, Transport};
+use shoal_raft::NodeInfo;
+use tracing::info;
+
+use crate::cluster::node::{foreign_reason, Node, CTL_TIMEOUT};
+use crate::cluster::rpc::{answer_raft, peer_ref};
+use crate::sync::Locked;
+
+impl Node {
+    /// Answer an inbound Raft RPC.
+    pub async fn on_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
+        let Some(ours) = self.cluster_id() else {
+            return RaftResponse::Refused("this node has no cluster yet".into());
+        };
+        if req.cluster_id != ours {
+            self.peers.note_foreign(peer, req.cluster_id, ours);
+            return RaftResponse::Refused(foreign_reason(ours));
+        }
+        self.peers.seen(peer);
+        match self.start_raft().await {
+            Ok(h) => answer_raft(&h.raft, &h.inbound, &req).await,
+            Err(e) => RaftResponse::Refused(format!("raft is not running here: {e}")),
+        }
+    }
+
+    /// Answer an inbound control request.
+    pub async fn on_ctl(&self, peer: PeerId, req: CtlRequest) -> CtlResponse {
+        self.peers.seen(peer);
+        match req {
+            CtlRequest::Hello(h) => {
+                if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
+                    if ours != theirs {
+                        self.peers.note_foreign(peer, theirs, ours);
+                        return CtlResponse::Refused(foreign_reason(ours));
+                    }
+                }
+                self.peers.record_hello(peer, h, self.cluster_id());
+                CtlResponse::Hello(self.hello())
+            }
+            CtlRequest::Adopt { cluster_id, voters } => self.on_adopt(cluster_id, &voters),
+            CtlRequest::Release { cluster_id } => {
+                if self.cluster_id() == Some(cluster_id) && self.raft.get().is_none() {
+                    info!(
+                        cluster = format!("{cluster_id:016x}"),
+                        "bootstrap aborted by its initiator; forgetting the cluster id"
+                    );
+                    *self.adopted.locked() = None;
+                    if let Err(e) = self.set_cluster_id(None) {
+                        return CtlResponse::Refused(e.to_string());
+                    }
+                }
+                CtlResponse::Ok
+            }
+            CtlRequest::Join {
+                cluster_id,
+                node_id,
+                info,
+            } => self.on_join(cluster_id, node_id, info).await,
+            CtlRequest::Heartbeat(hb) => match self.cluster_id() {
+                Some(ours) if ours == hb.cluster_id => {
+                    self.heartbeats.record(hb);
+                    CtlResponse::Heartbeats(self.heartbeats.heard())
+                }
+                Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
+            CtlRequest::Propose {
+                cluster_id,
+                command,
+            } => match self.cluster_id() {
+                Some(ours) if ours == cluster_id => match self.write_local(command).await {
+                    Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
+                    Err(why) => CtlResponse::Refused(why),
+                },
+                Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
+        }
+    }
+
+    fn on_adopt(&self, cluster_id: u64, voters: &[u64]) -> CtlResponse {
+        match self.cluster_id() {
+            Some(c) if c == cluster_id => CtlResponse::Ok,
+            Some(c) => CtlResponse::Refused(foreign_reason(c)),
+            None if !voters.contains(&self.id) => {
+                CtlResponse::Refused("this node is not among the voters".into())
+            }
+            None => match self.store.has_raft_state() {
+                Ok(true) => CtlResponse::Refused("this node already has Raft state".into()),
+                Err(e) => CtlResponse::Refused(e.to_string()),
+                Ok(false) => match self.set_cluster_id(Some(cluster_id)) {
+                    Ok(()) => {
+                        info!(
+                            cluster = format!("{cluster_id:016x}"),
+                            "adopted as an initial voter of a new cluster"
+                        );
+                        *self.adopted.locked() = Some(Instant::now());
+                        CtlResponse::Ok
+                    }
+                    Err(e) => CtlResponse::Refused(e.to_string()),
+                },
+            },
+        }
+    }
+
+    async fn on_join(&self, cluster_id: u64, node_id: u64, info: PeerInfo) -> CtlResponse {
+        let Some(ours) = self.cluster_id() else {
+            return CtlResponse::Refused("this node has no cluster yet".into());
+        };
+        if cluster_id != ours {
+            return CtlResponse::Refused(foreign_reason(ours));
+        }
+        let Some(h) = self.raft.get() else {
+            return CtlResponse::Refused("raft is not running here yet".into());
+        };
+        let metrics = shoal_raft::metrics(&h.raft);
+        match metrics.current_leader {
+            Some(leader) if leader == self.id => {
+                let node = NodeInfo {
+                    peer_id: info.peer_id,
+                    addrs: info.addrs,
+                    http: info.http,
+                };
+                match h.raft.add_learner(node_id, node, false).await {
+                    Ok(_) => {
+                        info!(joiner = node_id, "added a learner");
+                        CtlResponse::Ok
+                    }
+                    Err(e) => CtlResponse::Refused(format!("adding the learner failed: {e}")),
+                }
+            }
+            Some(leader) => {
+                let Some(to) = metrics
+                    .membership_config
+                    .get_node(&leader)
+                    .and_then(|n| peer_ref(n).ok())
+                else {
+                    return CtlResponse::Refused("the leader's address is unknown".into());
+                };
+                let fwd = CtlRequest::Join {
+                    cluster_id,
+                    node_id,
+                    info,
+                };
+                self.net
+                    .ctl(&to, fwd, CTL_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|e| CtlResponse::Refused(e.to_string()))
+            }
+            None => CtlResponse::Refused("no leader yet".into()),
+        }
+    }
+}

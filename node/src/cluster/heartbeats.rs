@@ -1,0 +1,72 @@
+//! Heartbeats as a node keeps them: its own, every node's when it leads, and the leader's
+//! copies it is sent back.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shoal_net::wire::{HeardHeartbeat, Heartbeat};
+
+use crate::sync::Locked;
+
+/// The last heartbeat of each node, and when it came.
+pub type Heartbeats = BTreeMap<u64, (Instant, Heartbeat)>;
+
+/// The heartbeats one node knows.
+#[derive(Debug)]
+pub struct HeartbeatBook {
+    /// This node's id (the leader's copy of our own heartbeat is never taken).
+    own: u64,
+    heard: Mutex<Heartbeats>,
+}
+
+impl HeartbeatBook {
+    /// An empty book for node `own`.
+    pub fn new(own: u64) -> Self {
+        HeartbeatBook {
+            own,
+            heard: Mutex::default(),
+        }
+    }
+
+    /// The heartbeats, for reading.
+    pub fn locked(&self) -> MutexGuard<'_, Heartbeats> {
+        self.heard.locked()
+    }
+
+    /// Every node's last heartbeat this node knows, with how long ago it came.
+    pub fn heard(&self) -> Vec<HeardHeartbeat> {
+        self.locked()
+            .values()
+            .map(|(at, hb)| HeardHeartbeat {
+                ms_ago: at.elapsed().as_millis() as u64,
+                heartbeat: hb.clone(),
+            })
+            .collect()
+    }
+
+    /// Take the leader's copies of other nodes' heartbeats (newer than ours only).
+    pub fn merge(&self, list: Vec<HeardHeartbeat>) {
+        let mut heard = self.locked();
+        let now = Instant::now();
+        for h in list {
+            if h.heartbeat.node_id == self.own {
+                continue;
+            }
+            let at = now
+                .checked_sub(Duration::from_millis(h.ms_ago))
+                .unwrap_or(now);
+            let newer = heard
+                .get(&h.heartbeat.node_id)
+                .is_none_or(|(old, _)| *old < at);
+            if newer {
+                heard.insert(h.heartbeat.node_id, (at, h.heartbeat));
+            }
+        }
+    }
+
+    /// Record a heartbeat (this node's own, or one sent to it as leader).
+    pub fn record(&self, hb: Heartbeat) {
+        self.locked().insert(hb.node_id, (Instant::now(), hb));
+    }
+}

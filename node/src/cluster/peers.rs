@@ -1,0 +1,126 @@
+//! What a node knows of its peers: their hellos, connections, last signs of life and
+//! clusters, and the warnings it has already logged about them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use shoal_net::wire::Hello;
+use shoal_net::PeerId;
+use tracing::warn;
+
+use crate::sync::Locked;
+
+/// What this node knows about a peer.
+#[derive(Debug, Default, Clone)]
+pub struct PeerEntry {
+    /// Its last hello.
+    pub hello: Option<Hello>,
+    /// An open connection.
+    pub connected: bool,
+    /// Last sign of life (ping, message).
+    pub last_seen: Option<Instant>,
+    /// Its cluster, when it is not ours.
+    pub foreign: Option<u64>,
+}
+
+/// The peers one node knows.
+#[derive(Debug)]
+pub struct PeerBook {
+    peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
+    logged: Mutex<HashSet<String>>,
+    /// A peer silent this long is not offered work or messages (`--node-timeout`).
+    node_timeout: Duration,
+}
+
+impl PeerBook {
+    /// An empty book; peers silent for `node_timeout` are left out of [`PeerBook::hellos`].
+    pub fn new(node_timeout: Duration) -> Self {
+        PeerBook {
+            peers: Mutex::default(),
+            logged: Mutex::default(),
+            node_timeout,
+        }
+    }
+
+    /// Every peer and what is known of it.
+    pub fn all(&self) -> BTreeMap<PeerId, PeerEntry> {
+        self.peers.locked().clone()
+    }
+
+    /// Log `message` once per `key` (foreign peers, refused handshakes).
+    pub fn warn_once(&self, key: String, message: impl FnOnce() -> String) {
+        if self.logged.locked().insert(key) {
+            warn!("{} (logged once)", message());
+        }
+    }
+
+    fn with_peer<T>(&self, peer: PeerId, f: impl FnOnce(&mut PeerEntry) -> T) -> T {
+        let mut peers = self.peers.locked();
+        f(peers.entry(peer).or_default())
+    }
+
+    /// The peer is alive.
+    pub fn seen(&self, peer: PeerId) {
+        self.with_peer(peer, |p| p.last_seen = Some(Instant::now()));
+    }
+
+    /// A connection to the peer opened or closed.
+    pub fn set_connected(&self, peer: PeerId, connected: bool) {
+        self.with_peer(peer, |p| {
+            p.connected = connected;
+            if connected {
+                p.last_seen = Some(Instant::now());
+            }
+        });
+    }
+
+    /// Remember that `peer` is of another cluster (and say so once).
+    pub fn note_foreign(&self, peer: PeerId, theirs: u64, ours: u64) {
+        self.with_peer(peer, |p| p.foreign = Some(theirs));
+        self.warn_once(format!("foreign {peer}"), || {
+            format!("refusing peer {peer}: it belongs to cluster {theirs:016x}, this node to cluster {ours:016x}")
+        });
+    }
+
+    /// Take `peer`'s hello, unless it names another cluster than `ours`.
+    pub fn record_hello(&self, peer: PeerId, h: Hello, ours: Option<u64>) {
+        if let (Some(ours), Some(theirs)) = (ours, h.cluster_id) {
+            if ours != theirs {
+                self.note_foreign(peer, theirs, ours);
+                return;
+            }
+        }
+        self.with_peer(peer, |p| {
+            p.hello = Some(h);
+            p.foreign = None;
+            p.last_seen = Some(Instant::now());
+        });
+    }
+
+    /// Hellos of connected, same-cluster-or-none peers seen (a ping, a message) within
+    /// `--node-timeout`: a peer behind a cut cable keeps its TCP connection for a while, but
+    /// nothing should be sent its way.
+    pub fn hellos(&self) -> Vec<Hello> {
+        let peers = self.peers.locked();
+        let fresh = |p: &PeerEntry| {
+            p.last_seen
+                .is_some_and(|t| t.elapsed() <= self.node_timeout)
+        };
+        peers
+            .values()
+            .filter(|p| p.connected && p.foreign.is_none() && fresh(p))
+            .filter_map(|p| p.hello.clone())
+            .collect()
+    }
+
+    /// Connected peers with no hello yet.
+    pub fn unknown_peers(&self) -> Vec<PeerId> {
+        let peers = self.peers.locked();
+        peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.hello.is_none() && p.foreign.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}

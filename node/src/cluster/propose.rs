@@ -1,0 +1,116 @@
+//! Proposing commands: through Raft here when this node leads, else forwarded to the leader
+//! over `/shoal/ctl/1`, retried through leader changes; each returns once this node has
+//! applied the command too.
+
+use std::time::{Duration, Instant};
+
+use shoal_jobs::cluster::Applied as JobsApplied;
+use shoal_net::wire::{CtlRequest, CtlResponse};
+use shoal_net::{codec, Transport};
+
+use crate::cluster::node::{Node, PROPOSE_TIMEOUT};
+use crate::cluster::rpc::peer_ref;
+use crate::cluster::state::Command;
+
+impl Node {
+    /// Apply `command` through Raft here; only the leader can. The state's answer and the
+    /// log index of the command.
+    pub(super) async fn write_local(&self, command: Vec<u8>) -> Result<(JobsApplied, u64), String> {
+        let h = self.raft.get().ok_or("raft is not running here yet")?;
+        let m = shoal_raft::metrics(&h.raft);
+        if m.current_leader != Some(self.id) {
+            return Err(format!(
+                "this node is not the leader (the leader is {})",
+                m.current_leader
+                    .map_or("unknown".into(), crate::cluster::identity::hex)
+            ));
+        }
+        let resp = h
+            .raft
+            .client_write(shoal_raft::Cmd(command))
+            .await
+            .map_err(|e| format!("the proposal failed: {e}"))?;
+        let applied =
+            codec::decode(&resp.response().0).map_err(|e| format!("a malformed reply: {e}"))?;
+        Ok((applied, resp.log_id().index))
+    }
+
+    /// Propose `command` once: here when this node leads, else to the leader over
+    /// `/shoal/ctl/1`. Either way it returns once this node has applied the command too, so
+    /// what a client reads from this node next includes it.
+    pub async fn propose_once(&self, command: &Command) -> Result<JobsApplied, String> {
+        let bytes = codec::encode(command);
+        let h = self.raft.get().ok_or("raft is not running here yet")?;
+        let m = shoal_raft::metrics(&h.raft);
+        match m.current_leader {
+            Some(l) if l == self.id => self.write_local(bytes).await.map(|(a, _)| a),
+            Some(l) => {
+                let cluster_id = self.cluster_id().ok_or("this node has no cluster yet")?;
+                let to = m
+                    .membership_config
+                    .get_node(&l)
+                    .ok_or("the leader's address is unknown")
+                    .and_then(|n| peer_ref(n).map_err(|_| "the leader's address is malformed"))?;
+                let req = CtlRequest::Propose {
+                    cluster_id,
+                    command: bytes,
+                };
+                let (applied, index): (JobsApplied, u64) =
+                    match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
+                        Ok(CtlResponse::Applied(b)) => {
+                            codec::decode(&b).map_err(|e| format!("a malformed reply: {e}"))?
+                        }
+                        Ok(CtlResponse::Refused(why)) => return Err(why),
+                        Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                        Err(e) => return Err(format!("the leader did not answer: {e}")),
+                    };
+                self.wait_applied(index, PROPOSE_TIMEOUT).await;
+                Ok(applied)
+            }
+            None => Err("no leader yet".into()),
+        }
+    }
+
+    /// Wait (at most `limit`) until this node has applied log index `index`.
+    pub async fn wait_applied(&self, index: u64, limit: Duration) {
+        let Some(h) = self.raft.get() else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changes = h.raft.metrics();
+        loop {
+            let at = shoal_raft::metrics(&h.raft)
+                .last_applied
+                .map_or(0, |l| l.index);
+            if at >= index {
+                return;
+            }
+            use shoal_raft::WatchReceiver;
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+    }
+
+    /// Propose `command`, retrying (leader changes, no leader yet) for up to `patience`.
+    pub async fn propose(
+        &self,
+        command: &Command,
+        patience: Duration,
+    ) -> Result<JobsApplied, String> {
+        let deadline = Instant::now() + patience;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.propose_once(command).await {
+                Ok(a) => return Ok(a),
+                Err(e) if Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, "proposal not accepted yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! One attempt of one task, as the worker loop starts it: a map reads its split (fetching it
+//! first when this node has no copy) and writes its sorted output; a reduce fetches its
+//! partition of every map output, merges, reduces, writes its part and copies it to
+//! `replication` other nodes. Each runs on the task pool, never on the runtime that drives
+//! Raft and libp2p, and ends in one report.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use shoal_jobs::cluster::{self, NodeId, SplitInfo, TaskKind};
+use shoal_jobs::counters::Counters;
+use shoal_jobs::partition::Partitioner;
+use shoal_jobs::spec::{JobKind, JobSpec};
+use shoal_jobs::split::Split;
+use shoal_jobs::task::{run_map, run_reduce, ReduceInput, TaskEnv};
+use tracing::{debug, warn};
+
+use crate::clock::now_ms;
+use crate::cluster::members::peer_of;
+use crate::cluster::node::Node;
+use crate::storage::blobs::{map_output_key, part_key, split_key};
+use crate::storage::replication::{replica_targets, replicate};
+use crate::sync::Locked;
+
+/// Map outputs a reduce fetches at once.
+const PARALLEL_FETCHES: usize = 4;
+
+/// One attempt of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptKey {
+    /// Job id.
+    pub job: String,
+    /// Map or reduce.
+    pub kind: TaskKind,
+    /// Task index.
+    pub index: u32,
+    /// Attempt number.
+    pub attempt: u32,
+}
+
+/// One map's output as a reduce needs it.
+#[derive(Debug, Clone)]
+pub struct MapOut {
+    /// The map task.
+    pub map: u32,
+    /// The node that ran it.
+    pub node: NodeId,
+    /// Its successful attempt.
+    pub attempt: u32,
+    /// Where the reduce's partition starts in the map's output.
+    pub offset: u64,
+    /// Bytes of the reduce's partition.
+    pub size: u64,
+}
+
+pub(super) struct Work {
+    pub(super) key: AttemptKey,
+    pub(super) spec: Arc<JobSpec>,
+    pub(super) partitioner: Partitioner,
+    pub(super) split: Option<SplitInfo>,
+    /// A reduce's inputs, or why it cannot run now (not its fault).
+    pub(super) inputs: Result<Vec<MapOut>, String>,
+}
+
+/// Why an attempt failed, as its report carries it.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    exit: Option<String>,
+    stderr_tail: Option<String>,
+    /// Not the task's fault (does not count toward its attempts).
+    lost: bool,
+    /// The map whose output could not be fetched, and its attempt.
+    lost_map: Option<(u32, u32)>,
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Self {
+        Failure {
+            error,
+            exit: None,
+            stderr_tail: None,
+            lost: false,
+            lost_map: None,
+        }
+    }
+}
+
+impl Failure {
+    /// A failure that is not the task's fault: it does not count toward its attempts.
+    fn lost(error: String) -> Self {
+        Failure {
+            lost: true,
+            ..Failure::from(error)
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(error: &str) -> Self {
+        Failure::from(error.to_string())
+    }
+}
+
+impl From<shoal_jobs::Error> for Failure {
+    fn from(e: shoal_jobs::Error) -> Self {
+        let error = e.to_string();
+        match e {
+            shoal_jobs::Error::Program {
+                exit, stderr_tail, ..
+            } => Failure {
+                exit,
+                stderr_tail: Some(stderr_tail).filter(|t| !t.is_empty()),
+                ..Failure::from(error)
+            },
+            _ => Failure::from(error),
+        }
+    }
+}
+
+/// What a successful attempt reports.
+struct Done {
+    sizes: Vec<u64>,
+    counters: Counters,
+    holders: Vec<NodeId>,
+}
+
+/// A running attempt's shared state: its stop flag and progress.
+#[derive(Debug)]
+pub(super) struct AttemptState {
+    pub(super) stop: AtomicBool,
+    pub(super) progress: AtomicU64,
+    pub(super) started: Instant,
+}
+
+pub(super) type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AttemptState>>>>;
+
+pub(super) fn task_id(k: &AttemptKey) -> String {
+    match k.kind {
+        TaskKind::Map => shoal_jobs::task::map_task_id(k.index),
+        TaskKind::Reduce => shoal_jobs::task::reduce_task_id(k.index),
+    }
+}
+
+/// A finished attempt's report: its commands, in order, and the attempt for the logs.
+pub(super) type Report = (Vec<cluster::Command>, AttemptKey);
+
+pub(super) async fn attempt(
+    node: Arc<Node>,
+    w: Work,
+    st: Arc<AttemptState>,
+    running: Running,
+    reports: tokio::sync::mpsc::UnboundedSender<Report>,
+) {
+    let k = w.key.clone();
+    debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt starts");
+    let result = match k.kind {
+        TaskKind::Map => map_attempt(&node, &w, &st).await,
+        TaskKind::Reduce => reduce_attempt(&node, &w, &st).await,
+    };
+    running.locked().remove(&k);
+    if st.stop.load(Ordering::Relaxed) {
+        debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
+        return;
+    }
+    let mut cmds = Vec::new();
+    let cmd = match result {
+        Ok(done) => cluster::Command::TaskFinished {
+            job: k.job.clone(),
+            kind: k.kind,
+            index: k.index,
+            attempt: k.attempt,
+            sizes: done.sizes,
+            holders: done.holders,
+            counters: done.counters,
+            at_ms: now_ms(),
+        },
+        Err(f) => {
+            warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
+            // The lost map output first: the map runs again before this attempt's failure
+            // frees its task for another attempt.
+            if let Some((index, attempt)) = f.lost_map {
+                cmds.push(cluster::Command::MapOutputLost {
+                    job: k.job.clone(),
+                    index,
+                    attempt,
+                    at_ms: now_ms(),
+                });
+            }
+            cluster::Command::TaskFailed {
+                job: k.job.clone(),
+                kind: k.kind,
+                index: k.index,
+                attempt: k.attempt,
+                error: f.error,
+                exit: f.exit,
+                stderr_tail: f.stderr_tail,
+                lost: f.lost,
+                at_ms: now_ms(),
+            }
+        }
+    };
+    cmds.push(cmd);
+    if reports.send((cmds, k.clone())).is_err() {
+        warn!(job = %k.job, task = %task_id(&k), "the report was dropped: the worker is stopping");
+    }
+}
+
+/// Run `f` on the task pool and wait for it.
+async fn on_pool<T: Send + 'static>(
+    node: &Node,
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.pool.execute(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(Failure::from("the task panicked")));
+        let _ = tx.send(r);
+    });
+    rx.await.map_err(|_| "the task pool stopped".to_string())?
+}
+
+fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, String> {
+    match &spec.kind {
+        JobKind::App(name) => shoal_jobs::apps::by_name(name, &spec.env)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        JobKind::Streaming { .. } => Ok(None),
+    }
+}
+
+/// Run `work` for attempt `w` on the task pool, in its scratch directory.
+async fn on_pool_in_attempt_dir<T: Send + 'static>(
+    node: &Node,
+    w: &Work,
+    st: &Arc<AttemptState>,
+    scratch: PathBuf,
+    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let (spec, partitioner, job_id, attempt) = (
+        Arc::clone(&w.spec),
+        w.partitioner.clone(),
+        w.key.job.clone(),
+        w.key.attempt,
+    );
+    let st = Arc::clone(st);
+    on_pool(node, move || {
+        in_attempt_dir(&scratch, &spec, &partitioner, &job_id, attempt, &st, work)
+    })
+    .await
+}
+
+/// Run `work` for one attempt in its scratch directory (prepared with the job's shipped
+/// files, removed afterwards whatever happened).
+fn in_attempt_dir<T>(
+    scratch: &std::path::Path,
+    spec: &JobSpec,
+    partitioner: &Partitioner,
+    job_id: &str,
+    attempt: u32,
+    st: &AttemptState,
+    work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let result = (|| {
+        // Processes run in it with the shipped files; a native app makes it if it spills.
+        if matches!(spec.kind, JobKind::Streaming { .. }) {
+            shoal_jobs::streaming::prepare_dir(scratch, &spec.files).map_err(|e| e.to_string())?;
+        }
+        let env = TaskEnv {
+            job_id,
+            spec,
+            app: app_of(spec)?,
+            partitioner,
+            attempt,
+            dir: scratch,
+            cancel: &st.stop,
+            progress: Some(&st.progress),
+        };
+        work(&env)
+    })();
+    let _ = std::fs::remove_dir_all(scratch);
+    result
+}
+
+/// Where this node reads split `split` of `job` (a file and the offset in it): in its own
+/// copy of the split's segment, or, when it has none, in the split alone, fetched from a
+/// holder first.
+async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(PathBuf, u64), String> {
+    let (key, offset) = crate::storage::blobs::split_object(job, split);
+    let path = |key: &str| node.blobs.path(key).ok_or("a malformed split key");
+    if node.blobs.contains(&key) {
+        return Ok((path(&key)?, offset));
+    }
+    let own = split_key(job, split.index);
+    if node.blobs.contains(&own) {
+        return Ok((path(&own)?, 0));
+    }
+    let mut last = "no node holds it".to_string();
+    for &h in split.holders.iter().filter(|&&h| h != node.id) {
+        let Some(peer) = peer_of(node, h) else {
+            continue;
+        };
+        let mut w = node
+            .blobs
+            .create(&own)
+            .map_err(|e| format!("storing {own}: {e}"))?;
+        let piece = shoal_net::wire::Piece {
+            key: key.clone(),
+            offset,
+            len: split.len,
+        };
+        let got = crate::storage::data::fetch_range(node, peer, &piece, &mut w).await;
+        match got {
+            Ok(_) => {
+                w.commit().map_err(|e| format!("storing {own}: {e}"))?;
+                return Ok((path(&own)?, 0));
+            }
+            Err(e) => {
+                w.abort();
+                last = e.to_string();
+            }
+        }
+    }
+    Err(format!(
+        "split {} could not be fetched: {last}",
+        split.index
+    ))
+}
+
+async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {
+    let k = &w.key;
+    let split = w.split.clone().ok_or("the job has no such split")?;
+    let (path, offset) = ensure_split(node, &k.job, &split).await?;
+    let out_file = node
+        .blobs
+        .path(&map_output_key(&k.job, k.index, k.attempt))
+        .ok_or("a malformed map output key")?;
+    let scratch = node
+        .blobs
+        .scratch_path(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt));
+    let task_split = Split {
+        index: k.index,
+        path,
+        name: split.name.clone(),
+        offset,
+        len: split.len,
+        files: split.files.clone(),
+    };
+    let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+        run_map(env, &task_split, &out_file).map_err(Failure::from)
+    })
+    .await?;
+    Ok(Done {
+        sizes: out.sizes,
+        counters: out.counters,
+        holders: vec![node.id],
+    })
+}
+
+async fn reduce_attempt(
+    node: &Arc<Node>,
+    w: &Work,
+    st: &Arc<AttemptState>,
+) -> Result<Done, Failure> {
+    let k = &w.key;
+    let p = k.index;
+    let outputs = w
+        .inputs
+        .as_ref()
+        .map_err(|why| Failure::lost(why.clone()))?;
+    let scratch = node
+        .blobs
+        .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
+        .map_err(|e| format!("creating the attempt directory: {e}"))?;
+    // Local map outputs are read in place; remote ones are pulled into the attempt
+    // directory, the pieces from one node into one file, one after another.
+    let mut inputs: Vec<(u32, PathBuf, u64, u64)> = Vec::new();
+    let mut remote = Vec::new();
+    let mut local_bytes = 0u64;
+    for m in outputs.iter().filter(|m| m.size > 0) {
+        let key = map_output_key(&k.job, m.map, m.attempt);
+        if m.node == node.id {
+            let path = node.blobs.path(&key).ok_or("a malformed key")?;
+            inputs.push((m.map, path, m.offset, m.size));
+            local_bytes += m.size;
+        } else {
+            remote.push((m.clone(), key));
+        }
+    }
+    // Small pieces of one node come in one stream (a job of many small maps would otherwise
+    // pay a stream per map); large ones still come a stream each, in parallel.
+    let batches =
+        crate::storage::data::batches(remote.into_iter().map(|r| (r.0.node, r)), |r| r.0.size);
+    let fetched = futures::stream::iter(batches.into_iter().enumerate())
+        .map(|(i, (holder, batch))| {
+            let node = Arc::clone(node);
+            let path = scratch.join(format!("fetched-{i:04}"));
+            async move {
+                let lost = |m: &MapOut, why: String| Failure {
+                    lost_map: Some((m.map, m.attempt)),
+                    ..Failure::lost(format!(
+                        "fetching the output of map {} from node {:016x} failed: {why}",
+                        m.map, m.node
+                    ))
+                };
+                let Some(peer) = peer_of(&node, holder) else {
+                    return Err(lost(&batch[0].0, "not a member".into()));
+                };
+                let pieces: Vec<shoal_net::wire::Piece> = batch
+                    .iter()
+                    .map(|(m, key)| shoal_net::wire::Piece {
+                        key: key.clone(),
+                        offset: m.offset,
+                        len: m.size,
+                    })
+                    .collect();
+                match crate::storage::data::fetch_pieces_to_file(&node, peer, &pieces, &path).await
+                {
+                    Ok(n) => {
+                        let mut at = 0;
+                        let got: Vec<(u32, PathBuf, u64, u64)> = batch
+                            .iter()
+                            .map(|(m, _)| {
+                                at += m.size;
+                                (m.map, path.clone(), at - m.size, m.size)
+                            })
+                            .collect();
+                        Ok((got, n))
+                    }
+                    // This node's own disk failed: not the map's fault.
+                    Err(crate::storage::data::BatchFailed {
+                        error: e @ crate::storage::data::DataError::Local(_),
+                        ..
+                    }) => Err(Failure::from(e.to_string())),
+                    Err(crate::storage::data::BatchFailed { done, error }) => {
+                        Err(lost(&batch[done.min(batch.len() - 1)].0, error.to_string()))
+                    }
+                }
+            }
+        })
+        .buffer_unordered(PARALLEL_FETCHES)
+        .collect::<Vec<_>>()
+        .await;
+    let mut fetched_bytes = 0u64;
+    st.progress.fetch_add(local_bytes, Ordering::Relaxed);
+    for f in fetched {
+        match f {
+            Ok((got, n)) => {
+                fetched_bytes += n;
+                st.progress.fetch_add(n, Ordering::Relaxed);
+                inputs.extend(got);
+            }
+            Err(f) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(f);
+            }
+        }
+    }
+    inputs.sort_by_key(|(m, ..)| *m);
+    node.shuffle
+        .fetched_bytes
+        .fetch_add(fetched_bytes, Ordering::Relaxed);
+    node.shuffle
+        .local_bytes
+        .fetch_add(local_bytes, Ordering::Relaxed);
+
+    let out_key = part_key(&k.job, p);
+    node.blobs
+        .dir(&format!("{}/out", k.job))
+        .map_err(|e| format!("creating the output directory: {e}"))?;
+    let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
+    let target = out_file.clone();
+    let mut counters = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+        let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
+        for (_, path, offset, len) in &inputs {
+            let f = shoal_jobs::sort::open_range(path, *offset, *len)?;
+            readers.push(Box::new(f) as Box<dyn Read + Send>);
+        }
+        run_reduce(env, p, readers, &target).map_err(Failure::from)
+    })
+    .await?;
+    counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
+    counters.add_builtin("shuffle_local_bytes", local_bytes);
+    let size = std::fs::metadata(&out_file)
+        .map(|m| m.len())
+        .map_err(|e| format!("the part file vanished: {e}"))?;
+    let targets = replica_targets(node, w.spec.replication, p);
+    let holders = replicate(node, &out_key, &out_file, &targets).await;
+    // A part file on one disk only is lost with that disk, after its job succeeded: when
+    // another member could have taken a copy but none did, try again (elsewhere).
+    if holders.len() == 1 && !targets.is_empty() {
+        return Err(Failure::lost(
+            "the part file could not be copied to any other node".into(),
+        ));
+    }
+    Ok(Done {
+        sizes: vec![size],
+        counters,
+        holders,
+    })
+}
