@@ -4,6 +4,7 @@
 //!
 //! Bad settings end the command with one line naming the problem and a non-zero exit.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use shoal_raft::{Store, Timing};
 use tracing::{info, warn};
 
 use crate::cluster::node::{Node, Settings};
+use crate::supervisor::Supervisor;
 use crate::sync::ReadWrite;
 
 /// `shoal node` flags.
@@ -81,6 +83,23 @@ pub struct NodeArgs {
     /// oldest beyond this are forgotten and their files deleted on every node.
     #[arg(long, env = "SHOAL_RETAIN_JOBS", default_value_t = 100)]
     pub retain_jobs: usize,
+    /// A fault to plant in this process, for tests (e.g. `worker-panic`).
+    #[arg(long, hide = true, env = "SHOAL_PLANT")]
+    pub plant: Vec<crate::planted::Fault>,
+}
+
+/// Everything `serve` needs, checked and opened by [`run`].
+struct NodeConfig {
+    args: NodeArgs,
+    listen: Vec<Multiaddr>,
+    peers: Vec<Multiaddr>,
+    http: SocketAddr,
+    keypair: shoal_net::Keypair,
+    store: Store,
+    psk: Option<PreSharedKey>,
+    settings: Settings,
+    blobs: crate::storage::blobs::Blobs,
+    api_token: Option<String>,
 }
 
 fn parse_election(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -223,24 +242,43 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             "removed what the previous process left half-done"
         );
     }
-    runtime.block_on(serve(
-        args, listen, peers, http, keypair, store, psk, settings, blobs, api_token,
-    ))
+    for &fault in &args.plant {
+        warn!(
+            ?fault,
+            "a fault is planted in this node on purpose (--plant)"
+        );
+        crate::planted::plant(fault);
+    }
+    let result = runtime.block_on(serve(NodeConfig {
+        args,
+        listen,
+        peers,
+        http,
+        keypair,
+        store,
+        psk,
+        settings,
+        blobs,
+        api_token,
+    }));
+    // Blocking work still running (an fsync, a directory removal) gets a moment, not forever.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    args: NodeArgs,
-    listen: Vec<Multiaddr>,
-    peers: Vec<Multiaddr>,
-    http: SocketAddr,
-    keypair: shoal_net::Keypair,
-    store: Store,
-    psk: Option<PreSharedKey>,
-    settings: Settings,
-    blobs: crate::storage::blobs::Blobs,
-    api_token: Option<String>,
-) -> anyhow::Result<()> {
+async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let NodeConfig {
+        args,
+        listen,
+        peers,
+        http,
+        keypair,
+        store,
+        psk,
+        settings,
+        blobs,
+        api_token,
+    } = config;
     let peer_id = keypair.public().to_peer_id();
     let id = crate::cluster::identity::node_id(&peer_id);
     let n_listen = listen.len();
@@ -251,7 +289,8 @@ async fn serve(
         mdns: !args.no_mdns,
         psk,
     })?;
-    tokio::spawn(event_loop.run());
+    let mut loops = Supervisor::default();
+    loops.forever("network", event_loop.run());
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .with_context(|| format!("cannot listen on --http {http}"))?;
@@ -282,7 +321,7 @@ async fn serve(
     info!(node = %crate::cluster::identity::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
 
     let dispatcher = Arc::clone(&node);
-    tokio::spawn(async move {
+    loops.forever("event dispatch", async move {
         for e in early {
             dispatch(&dispatcher, e);
         }
@@ -290,13 +329,20 @@ async fn serve(
             dispatch(&dispatcher, e);
         }
     });
-    tokio::spawn(crate::cluster::bootstrap::run(Arc::clone(&node)));
-    tokio::spawn(crate::cluster::membership::run(Arc::clone(&node)));
-    tokio::spawn(crate::control::manager::run(Arc::clone(&node)));
-    tokio::spawn(crate::control::worker::run(Arc::clone(&node)));
-    tokio::spawn(crate::http::metrics::count_leader_changes(Arc::clone(
-        &node,
-    )));
+    loops.until_done(
+        "bootstrap",
+        crate::cluster::bootstrap::run(Arc::clone(&node)),
+    );
+    loops.forever(
+        "membership",
+        crate::cluster::membership::run(Arc::clone(&node)),
+    );
+    loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
+    loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
+    loops.forever(
+        "leader-change count",
+        crate::http::metrics::count_leader_changes(Arc::clone(&node)),
+    );
 
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
@@ -316,15 +362,22 @@ async fn serve(
             crate::http::token::require(Arc::clone(&token), req, next)
         }));
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
-    info!("shutting down");
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let result = tokio::select! {
+        r = server.into_future() => {
+            info!("shutting down");
+            r.context("HTTP server")
+        }
+        stopped = loops.stopped() => {
+            tracing::error!(error = %stopped, "a loop of the node stopped");
+            Err(stopped.into())
+        }
+    };
+    loops.shutdown().await;
     if let Some(h) = node.raft.get() {
-        let _ = h.raft.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), h.raft.shutdown()).await;
     }
-    Ok(())
+    result
 }
 
 fn dispatch(node: &Arc<Node>, e: Event) {

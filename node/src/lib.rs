@@ -12,7 +12,9 @@
 //! - [`storage`]: the object store, the data plane (`/shoal/data/1`) and replication.
 //! - [`http`]: the HTTP API: router, token, submit, the views it serves, metrics, the
 //!   dashboard.
-//! - `clock`, [`sync`]: the job table's time; locks that ignore poisoning.
+//! - `supervisor`: the node's loops; one that dies stops the node.
+//! - `clock`, [`sync`], `planted`: the job table's time; locks that ignore poisoning; faults
+//!   planted on purpose for tests.
 //!
 //! Modules are private unless the root package or the simulator uses them.
 
@@ -21,5 +23,7 @@ pub mod cluster;
 pub mod control;
 pub mod daemon;
 pub mod http;
+mod planted;
 pub mod storage;
+mod supervisor;
 pub mod sync;

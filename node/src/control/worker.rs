@@ -177,6 +177,9 @@ pub async fn run(node: Arc<Node>) {
                 }
             }
         }
+        if !to_start.is_empty() && crate::planted::active(crate::planted::Fault::WorkerPanic) {
+            panic!("planted fault: the worker loop dies at its first assignment");
+        }
         for w in to_start {
             let st = Arc::new(AttemptState {
                 stop: AtomicBool::new(false),
