@@ -25,16 +25,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let mut all = String::new();
-    for f in 0..12 {
-        let text: String = (0..20)
-            .map(|i| format!("w{} w{} f{f}\n", i % 7, (i * f) % 5))
-            .collect();
-        all.push_str(&text);
-        std::fs::write(input.join(format!("f{f}.txt")), text).unwrap();
-    }
+    let (input, all) = small_word_input(dir.path(), 12, 20);
     Setup {
         dir,
         input,

@@ -13,16 +13,7 @@ use common::*;
 fn a_node_whose_worker_loop_panics_exits_non_zero_and_the_job_completes_elsewhere() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let mut all = String::new();
-    for f in 0..12 {
-        let text: String = (0..30)
-            .map(|i| format!("w{} w{} f{f}\n", i % 7, (i * f) % 5))
-            .collect();
-        all.push_str(&text);
-        std::fs::write(input.join(format!("f{f:02}.txt")), text).unwrap();
-    }
+    let (input, all) = small_word_input(dir.path(), 12, 30);
 
     // Two healthy nodes, and a third whose worker loop panics at its first assignment.
     let nodes_dir = dir.path().join("nodes");

@@ -249,7 +249,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         );
         crate::planted::plant(fault);
     }
-    let result = runtime.block_on(serve(NodeConfig {
+    let config = NodeConfig {
         args,
         listen,
         peers,
@@ -260,40 +260,29 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         settings,
         blobs,
         api_token,
-    }));
+    };
+    let result = runtime.block_on(serve(config));
     // Blocking work still running (an fsync, a directory removal) gets a moment, not forever.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
-async fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    let NodeConfig {
-        args,
-        listen,
-        peers,
-        http,
-        keypair,
-        store,
-        psk,
-        settings,
-        blobs,
-        api_token,
-    } = config;
-    let peer_id = keypair.public().to_peer_id();
+async fn serve(c: NodeConfig) -> anyhow::Result<()> {
+    let peer_id = c.keypair.public().to_peer_id();
     let id = crate::cluster::identity::node_id(&peer_id);
-    let n_listen = listen.len();
+    let n_listen = c.listen.len();
     let (net, mut events, event_loop) = shoal_net::start(shoal_net::Config {
-        keypair,
-        listen,
-        peers,
-        mdns: !args.no_mdns,
-        psk,
+        keypair: c.keypair,
+        listen: c.listen,
+        peers: c.peers,
+        mdns: !c.args.no_mdns,
+        psk: c.psk,
     })?;
     let mut loops = Supervisor::default();
     loops.forever("network", event_loop.run());
-    let listener = tokio::net::TcpListener::bind(http)
+    let listener = tokio::net::TcpListener::bind(c.http)
         .await
-        .with_context(|| format!("cannot listen on --http {http}"))?;
+        .with_context(|| format!("cannot listen on --http {}", c.http))?;
     let http_addr = listener.local_addr()?.to_string();
 
     // Learn the listen addresses (port 0 becomes a real port) before telling anyone.
@@ -312,9 +301,11 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         peer_id: peer_id.to_string(),
         addrs: addrs.clone(),
         http: http_addr.clone(),
-        slots: settings.slots,
+        slots: c.settings.slots,
     };
-    let node = Arc::new(Node::new(id, peer_id, info, store, net, settings, blobs)?);
+    let node = Arc::new(Node::new(
+        id, peer_id, info, c.store, net, c.settings, c.blobs,
+    )?);
     if node.cluster_id().is_some() {
         node.start_raft().await?;
     }
@@ -344,7 +335,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         crate::http::metrics::count_leader_changes(Arc::clone(&node)),
     );
 
-    if let Some(path) = &args.ready_file {
+    if let Some(path) = &c.args.ready_file {
         let ready = serde_json::json!({
             "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::cluster::identity::hex(id),
         });
@@ -355,7 +346,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     let mut app = crate::http::api::router(Arc::clone(&node));
-    if let Some(token) = api_token {
+    if let Some(token) = c.api_token {
         info!("the HTTP API needs its token (--api-token)");
         let token: Arc<str> = token.into();
         app = app.layer(axum::middleware::from_fn(move |req, next| {

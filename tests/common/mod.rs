@@ -35,6 +35,22 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// `files` small text files of `lines` lines of three short words each, in `dir/in`: the
+/// directory and all their text (for a reference count).
+pub fn small_word_input(dir: &Path, files: usize, lines: usize) -> (PathBuf, String) {
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut all = String::new();
+    for f in 0..files {
+        let text: String = (0..lines)
+            .map(|i| format!("w{} w{} f{f}\n", i % 7, (i * f) % 5))
+            .collect();
+        all.push_str(&text);
+        std::fs::write(input.join(format!("f{f}.txt")), text).unwrap();
+    }
+    (input, all)
+}
+
 /// A corpus directory of `files` text files: Zipf-ish words from a seeded generator, some
 /// words with non-UTF-8 bytes, tabs among the spaces, one empty file.
 pub fn corpus(dir: &Path, files: usize, lines_per_file: usize) -> PathBuf {
