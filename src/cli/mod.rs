@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod exit;
+pub mod http;
 pub mod jobargs;
 pub mod run;
 pub mod status;

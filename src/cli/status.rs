@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::client::NodeUrls;
 use crate::cli::exit::EXIT_UNREACHABLE;
+use crate::cli::http::NodeUrls;
 use shoal_node::http::view::ClusterView;
 
 /// `shoal status` flags.
@@ -165,7 +165,7 @@ pub fn view_text(v: &ClusterView) -> String {
 /// on a terminal, printed again only when it changed when piped. Runs until interrupted.
 fn watch(nodes: &NodeUrls) -> ExitCode {
     use std::io::IsTerminal;
-    let mut client = match crate::cli::client::Client::new(nodes) {
+    let mut client = match crate::cli::http::Client::new(nodes) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shoal status: {e}");

@@ -15,6 +15,10 @@ use crate::counters::Counters;
 use crate::partition::Partitioner;
 use crate::spec::JobSpec;
 
+mod apply;
+
+use apply::{AttemptOf, Failure};
+
 /// A node's Raft id.
 pub type NodeId = u64;
 
@@ -430,12 +434,8 @@ pub struct Cluster {
     pub jobs: BTreeMap<String, Job>,
 }
 
-fn ignored(why: impl Into<String>) -> Applied {
-    Applied::Ignored(why.into())
-}
-
 impl Cluster {
-    /// Apply one committed command.
+    /// Apply one committed command (one method for each, in `cluster/apply.rs`).
     pub fn apply(&mut self, cmd: Command) -> Applied {
         match cmd {
             Command::SubmitJob {
@@ -444,33 +444,7 @@ impl Cluster {
                 splits,
                 partitioner,
                 at_ms,
-            } => {
-                if self.jobs.contains_key(&id) {
-                    return ignored(format!("job {id} exists"));
-                }
-                let maps = splits
-                    .iter()
-                    .map(|s| Task::new(TaskKind::Map, s.index))
-                    .collect();
-                let reduces = (0..spec.reducers)
-                    .map(|p| Task::new(TaskKind::Reduce, p))
-                    .collect();
-                let job = Job {
-                    id: id.clone(),
-                    spec: *spec,
-                    state: JobState::Running,
-                    submitted_ms: at_ms,
-                    finished_ms: None,
-                    splits,
-                    partitioner,
-                    maps,
-                    reduces,
-                    counters: Counters::default(),
-                    error: None,
-                };
-                self.jobs.insert(id, job);
-                Applied::Changed
-            }
+            } => self.submit_job(id, *spec, splits, partitioner, at_ms),
             Command::Assign {
                 job,
                 kind,
@@ -479,27 +453,17 @@ impl Cluster {
                 node,
                 backup,
                 at_ms,
-            } => {
-                let Some(task) = self.running_job(&job).and_then(|j| j.task_mut(kind, index))
-                else {
-                    return ignored("no such running job or task");
-                };
-                let next = attempt as usize == task.attempts.len() + 1;
-                let ok = if backup {
-                    let running: Vec<NodeId> = task.running_attempts().map(|a| a.node).collect();
-                    next && running.len() == 1 && !running.contains(&node)
-                } else {
-                    next && task.state == TaskState::Pending
-                };
-                if !ok {
-                    let what = if backup { "a backup" } else { "attempt" };
-                    return ignored(format!("{} is not waiting for {what} {attempt}", task.id()));
-                }
-                task.attempts
-                    .push(Attempt::start(attempt, node, at_ms, backup));
-                task.state = TaskState::Running;
-                Applied::Changed
-            }
+            } => self.assign(
+                AttemptOf {
+                    job,
+                    kind,
+                    index,
+                    attempt,
+                },
+                node,
+                backup,
+                at_ms,
+            ),
             Command::TaskFinished {
                 job,
                 kind,
@@ -509,54 +473,18 @@ impl Cluster {
                 holders,
                 counters,
                 at_ms,
-            } => {
-                let Some(j) = self.running_job(&job) else {
-                    return ignored("no such running job");
-                };
-                let Some(task) = j.task_mut(kind, index) else {
-                    return ignored("no such task");
-                };
-                let planted = crate::planted::active(crate::planted::Bug::FinishAnyAttempt);
-                let found = if planted {
-                    task.attempts
-                        .iter_mut()
-                        .find(|a| a.attempt == attempt && a.state != TaskState::Done)
-                } else {
-                    task.running(attempt)
-                };
-                let Some(a) = found else {
-                    return ignored(format!("attempt {attempt} of {} is not running", task.id()));
-                };
-                a.state = TaskState::Done;
-                a.end_ms = Some(at_ms);
-                let winner = a.node;
-                // The first finisher wins; a racing attempt is stopped and does not count.
-                for other in task
-                    .attempts
-                    .iter_mut()
-                    .filter(|o| o.state == TaskState::Running)
-                {
-                    other.fail(
-                        at_ms,
-                        format!("superseded: attempt {attempt} finished first"),
-                        true,
-                    );
-                }
-                task.holders = if holders.is_empty() {
-                    vec![winner]
-                } else {
-                    holders
-                };
-                task.state = TaskState::Done;
-                task.output_sizes = sizes;
-                task.counters = counters.clone();
-                j.counters.merge(&counters);
-                if j.maps_done() && j.reduces.iter().all(|t| t.state == TaskState::Done) {
-                    j.state = JobState::Succeeded;
-                    j.finished_ms = Some(at_ms);
-                }
-                Applied::Changed
-            }
+            } => self.task_finished(
+                AttemptOf {
+                    job,
+                    kind,
+                    index,
+                    attempt,
+                },
+                sizes,
+                holders,
+                counters,
+                at_ms,
+            ),
             Command::TaskFailed {
                 job,
                 kind,
@@ -567,136 +495,33 @@ impl Cluster {
                 stderr_tail,
                 lost,
                 at_ms,
-            } => {
-                let Some(j) = self.running_job(&job) else {
-                    return ignored("no such running job");
-                };
-                let max = j.spec.max_attempts;
-                let Some(task) = j.task_mut(kind, index) else {
-                    return ignored("no such task");
-                };
-                let Some(a) = task.running(attempt) else {
-                    return ignored(format!("attempt {attempt} of {} is not running", task.id()));
-                };
-                a.fail(at_ms, error.clone(), lost);
-                a.exit = exit;
-                a.stderr_tail = stderr_tail;
-                if task.running_attempts().next().is_some() {
-                    // Its racing twin carries on.
-                } else if task.counted_attempts() >= max {
-                    task.state = TaskState::Failed;
-                    let reason = format!(
-                        "task {} failed {max} of {max} attempts; the last: {error}",
-                        task.id()
-                    );
-                    j.state = JobState::Failed;
-                    j.finished_ms = Some(at_ms);
-                    j.error = Some(reason);
-                } else {
-                    task.state = TaskState::Pending;
-                }
-                Applied::Changed
-            }
-            Command::NodeLost { node, at_ms } => {
-                let mut changed = false;
-                for j in self
-                    .jobs
-                    .values_mut()
-                    .filter(|j| j.state == JobState::Running)
-                {
-                    let why = format!("node {node:016x} was lost");
-                    for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
-                        let mut ended = false;
-                        for a in t
-                            .attempts
-                            .iter_mut()
-                            .filter(|a| a.node == node && a.state == TaskState::Running)
-                        {
-                            a.fail(at_ms, why.clone(), true);
-                            ended = true;
-                        }
-                        if ended {
-                            t.settle();
-                            changed = true;
-                        }
-                    }
-                    let lost_maps: Vec<u32> = j
-                        .maps
-                        .iter()
-                        .filter(|t| t.state == TaskState::Done && t.holders == [node])
-                        .map(|t| t.index)
-                        .collect();
-                    for m in lost_maps {
-                        changed |= j.rerun_map(
-                            m,
-                            at_ms,
-                            &format!("its output was lost with node {node:016x}"),
-                        );
-                    }
-                }
-                if changed {
-                    Applied::Changed
-                } else {
-                    ignored(format!("node {node:016x} had nothing running or needed"))
-                }
-            }
+            } => self.task_failed(
+                AttemptOf {
+                    job,
+                    kind,
+                    index,
+                    attempt,
+                },
+                Failure {
+                    error,
+                    exit,
+                    stderr_tail,
+                    lost,
+                },
+                at_ms,
+            ),
+            Command::NodeLost { node, at_ms } => self.node_lost(node, at_ms),
             Command::MapOutputLost {
                 job,
                 index,
                 attempt,
                 at_ms,
-            } => {
-                let Some(j) = self.running_job(&job) else {
-                    return ignored("no such running job");
-                };
-                let done = j
-                    .maps
-                    .get(index as usize)
-                    .and_then(|t| t.attempts.iter().find(|a| a.state == TaskState::Done))
-                    .map(|a| a.attempt);
-                if done != Some(attempt) {
-                    return ignored(format!(
-                        "attempt {attempt} of map {index} is not its output"
-                    ));
-                }
-                if j.rerun_map(index, at_ms, "a reduce could not fetch its output") {
-                    Applied::Changed
-                } else {
-                    ignored("every reduce is done")
-                }
-            }
-            Command::Forget { job } => match self.jobs.get(&job) {
-                Some(j) if j.state != JobState::Running => {
-                    self.jobs.remove(&job);
-                    Applied::Changed
-                }
-                Some(_) => ignored(format!("job {job} is still running")),
-                None => ignored(format!("no job {job}")),
-            },
-            Command::KillJob { job, at_ms } => {
-                let Some(j) = self.running_job(&job) else {
-                    return ignored("no such running job");
-                };
-                for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
-                    for a in t
-                        .attempts
-                        .iter_mut()
-                        .filter(|a| a.state == TaskState::Running)
-                    {
-                        a.fail(at_ms, "job killed".into(), false);
-                    }
-                }
-                j.state = JobState::Killed;
-                j.finished_ms = Some(at_ms);
-                j.error = Some("killed by a user".into());
-                Applied::Changed
-            }
+            } => self.map_output_lost(&job, index, attempt, at_ms),
+            Command::Forget { job } => self.forget(&job),
+            Command::KillJob { job, at_ms } => self.kill_job(&job, at_ms),
         }
     }
-
-    fn running_job(&mut self, id: &str) -> Option<&mut Job> {
-        self.jobs
-            .get_mut(id)
-            .filter(|j| j.state == JobState::Running)
-    }
 }
+
+#[cfg(test)]
+mod tests;

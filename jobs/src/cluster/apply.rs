@@ -1,0 +1,308 @@
+//! What each [`Command`](super::Command) does to the table: one method per command, each
+//! deterministic and attempt-tagged (a report about an attempt that is not running is
+//! ignored with its reason).
+
+use super::{
+    Applied, Attempt, Cluster, Job, JobState, NodeId, SplitInfo, Task, TaskKind, TaskState,
+};
+use crate::counters::Counters;
+use crate::partition::Partitioner;
+use crate::spec::JobSpec;
+
+/// The attempt a command is about.
+pub(super) struct AttemptOf {
+    pub job: String,
+    pub kind: TaskKind,
+    pub index: u32,
+    pub attempt: u32,
+}
+
+/// Why an attempt failed, as its report says.
+pub(super) struct Failure {
+    pub error: String,
+    pub exit: Option<String>,
+    pub stderr_tail: Option<String>,
+    pub lost: bool,
+}
+
+fn ignored(why: impl Into<String>) -> Applied {
+    Applied::Ignored(why.into())
+}
+
+impl Cluster {
+    /// `SubmitJob`: a new job with one pending map per split and `reducers` pending reduces.
+    pub(super) fn submit_job(
+        &mut self,
+        id: String,
+        spec: JobSpec,
+        splits: Vec<SplitInfo>,
+        partitioner: Partitioner,
+        at_ms: u64,
+    ) -> Applied {
+        if self.jobs.contains_key(&id) {
+            return ignored(format!("job {id} exists"));
+        }
+        let maps = splits
+            .iter()
+            .map(|s| Task::new(TaskKind::Map, s.index))
+            .collect();
+        let reduces = (0..spec.reducers)
+            .map(|p| Task::new(TaskKind::Reduce, p))
+            .collect();
+        let job = Job {
+            id: id.clone(),
+            spec,
+            state: JobState::Running,
+            submitted_ms: at_ms,
+            finished_ms: None,
+            splits,
+            partitioner,
+            maps,
+            reduces,
+            counters: Counters::default(),
+            error: None,
+        };
+        self.jobs.insert(id, job);
+        Applied::Changed
+    }
+
+    /// `Assign`: the next attempt of a pending task, or a backup beside its one running
+    /// attempt on another node.
+    pub(super) fn assign(
+        &mut self,
+        at: AttemptOf,
+        node: NodeId,
+        backup: bool,
+        at_ms: u64,
+    ) -> Applied {
+        let attempt = at.attempt;
+        let Some(task) = self
+            .running_job(&at.job)
+            .and_then(|j| j.task_mut(at.kind, at.index))
+        else {
+            return ignored("no such running job or task");
+        };
+        let next = attempt as usize == task.attempts.len() + 1;
+        let ok = if backup {
+            let running: Vec<NodeId> = task.running_attempts().map(|a| a.node).collect();
+            next && running.len() == 1 && !running.contains(&node)
+        } else {
+            next && task.state == TaskState::Pending
+        };
+        if !ok {
+            let what = if backup { "a backup" } else { "attempt" };
+            return ignored(format!("{} is not waiting for {what} {attempt}", task.id()));
+        }
+        task.attempts
+            .push(Attempt::start(attempt, node, at_ms, backup));
+        task.state = TaskState::Running;
+        Applied::Changed
+    }
+
+    /// `TaskFinished`: the running attempt is done and wins (a racing twin is stopped); the
+    /// job succeeds with its last task.
+    pub(super) fn task_finished(
+        &mut self,
+        at: AttemptOf,
+        sizes: Vec<u64>,
+        holders: Vec<NodeId>,
+        counters: Counters,
+        at_ms: u64,
+    ) -> Applied {
+        let attempt = at.attempt;
+        let Some(j) = self.running_job(&at.job) else {
+            return ignored("no such running job");
+        };
+        let Some(task) = j.task_mut(at.kind, at.index) else {
+            return ignored("no such task");
+        };
+        let planted = crate::planted::active(crate::planted::Bug::FinishAnyAttempt);
+        let found = if planted {
+            task.attempts
+                .iter_mut()
+                .find(|a| a.attempt == attempt && a.state != TaskState::Done)
+        } else {
+            task.running(attempt)
+        };
+        let Some(a) = found else {
+            return ignored(format!("attempt {attempt} of {} is not running", task.id()));
+        };
+        a.state = TaskState::Done;
+        a.end_ms = Some(at_ms);
+        let winner = a.node;
+        // The first finisher wins; a racing attempt is stopped and does not count.
+        for other in task
+            .attempts
+            .iter_mut()
+            .filter(|o| o.state == TaskState::Running)
+        {
+            other.fail(
+                at_ms,
+                format!("superseded: attempt {attempt} finished first"),
+                true,
+            );
+        }
+        task.holders = if holders.is_empty() {
+            vec![winner]
+        } else {
+            holders
+        };
+        task.state = TaskState::Done;
+        task.output_sizes = sizes;
+        task.counters = counters.clone();
+        j.counters.merge(&counters);
+        if j.maps_done() && j.reduces.iter().all(|t| t.state == TaskState::Done) {
+            j.state = JobState::Succeeded;
+            j.finished_ms = Some(at_ms);
+        }
+        Applied::Changed
+    }
+
+    /// `TaskFailed`: the running attempt failed; the task waits for another attempt, or the
+    /// job fails once the task has used its attempts (lost ones do not count).
+    pub(super) fn task_failed(&mut self, at: AttemptOf, f: Failure, at_ms: u64) -> Applied {
+        let attempt = at.attempt;
+        let Some(j) = self.running_job(&at.job) else {
+            return ignored("no such running job");
+        };
+        let max = j.spec.max_attempts;
+        let Some(task) = j.task_mut(at.kind, at.index) else {
+            return ignored("no such task");
+        };
+        let Some(a) = task.running(attempt) else {
+            return ignored(format!("attempt {attempt} of {} is not running", task.id()));
+        };
+        a.fail(at_ms, f.error.clone(), f.lost);
+        a.exit = f.exit;
+        a.stderr_tail = f.stderr_tail;
+        if task.running_attempts().next().is_some() {
+            // Its racing twin carries on.
+        } else if task.counted_attempts() >= max {
+            task.state = TaskState::Failed;
+            let reason = format!(
+                "task {} failed {max} of {max} attempts; the last: {}",
+                task.id(),
+                f.error
+            );
+            j.state = JobState::Failed;
+            j.finished_ms = Some(at_ms);
+            j.error = Some(reason);
+        } else {
+            task.state = TaskState::Pending;
+        }
+        Applied::Changed
+    }
+
+    /// `NodeLost`: every attempt running on `node` is lost, and every finished map whose
+    /// output only it held runs again.
+    pub(super) fn node_lost(&mut self, node: NodeId, at_ms: u64) -> Applied {
+        let mut changed = false;
+        for j in self
+            .jobs
+            .values_mut()
+            .filter(|j| j.state == JobState::Running)
+        {
+            let why = format!("node {node:016x} was lost");
+            for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
+                let mut ended = false;
+                for a in t
+                    .attempts
+                    .iter_mut()
+                    .filter(|a| a.node == node && a.state == TaskState::Running)
+                {
+                    a.fail(at_ms, why.clone(), true);
+                    ended = true;
+                }
+                if ended {
+                    t.settle();
+                    changed = true;
+                }
+            }
+            let lost_maps: Vec<u32> = j
+                .maps
+                .iter()
+                .filter(|t| t.state == TaskState::Done && t.holders == [node])
+                .map(|t| t.index)
+                .collect();
+            for m in lost_maps {
+                changed |= j.rerun_map(
+                    m,
+                    at_ms,
+                    &format!("its output was lost with node {node:016x}"),
+                );
+            }
+        }
+        if changed {
+            Applied::Changed
+        } else {
+            ignored(format!("node {node:016x} had nothing running or needed"))
+        }
+    }
+
+    /// `MapOutputLost`: a reduce could not fetch map `index`'s output of `attempt`; the map
+    /// runs again (unless every reduce is done).
+    pub(super) fn map_output_lost(
+        &mut self,
+        job: &str,
+        index: u32,
+        attempt: u32,
+        at_ms: u64,
+    ) -> Applied {
+        let Some(j) = self.running_job(job) else {
+            return ignored("no such running job");
+        };
+        let done = j
+            .maps
+            .get(index as usize)
+            .and_then(|t| t.attempts.iter().find(|a| a.state == TaskState::Done))
+            .map(|a| a.attempt);
+        if done != Some(attempt) {
+            return ignored(format!(
+                "attempt {attempt} of map {index} is not its output"
+            ));
+        }
+        if j.rerun_map(index, at_ms, "a reduce could not fetch its output") {
+            Applied::Changed
+        } else {
+            ignored("every reduce is done")
+        }
+    }
+
+    /// `Forget`: an ended job leaves the table.
+    pub(super) fn forget(&mut self, job: &str) -> Applied {
+        match self.jobs.get(job) {
+            Some(j) if j.state != JobState::Running => {
+                self.jobs.remove(job);
+                Applied::Changed
+            }
+            Some(_) => ignored(format!("job {job} is still running")),
+            None => ignored(format!("no job {job}")),
+        }
+    }
+
+    /// `KillJob`: a running job ends killed; its running attempts are stopped.
+    pub(super) fn kill_job(&mut self, job: &str, at_ms: u64) -> Applied {
+        let Some(j) = self.running_job(job) else {
+            return ignored("no such running job");
+        };
+        for t in j.maps.iter_mut().chain(j.reduces.iter_mut()) {
+            for a in t
+                .attempts
+                .iter_mut()
+                .filter(|a| a.state == TaskState::Running)
+            {
+                a.fail(at_ms, "job killed".into(), false);
+            }
+        }
+        j.state = JobState::Killed;
+        j.finished_ms = Some(at_ms);
+        j.error = Some("killed by a user".into());
+        Applied::Changed
+    }
+
+    fn running_job(&mut self, id: &str) -> Option<&mut Job> {
+        self.jobs
+            .get_mut(id)
+            .filter(|j| j.state == JobState::Running)
+    }
+}

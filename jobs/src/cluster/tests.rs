@@ -1,0 +1,328 @@
+//! Golden tests of [`Cluster::apply`], one per command: a script of commands, then the table
+//! rendered as text (or the reason a command was ignored) against what it must be.
+
+use super::*;
+
+fn spec(reducers: u32, max_attempts: u32) -> JobSpec {
+    let mut spec = JobSpec::new(
+        "j",
+        vec!["in".into()],
+        crate::spec::JobKind::App("wordcount".into()),
+    );
+    spec.reducers = reducers;
+    spec.max_attempts = max_attempts;
+    spec
+}
+
+/// A table with job `j`: `maps` splits held by node 1, `reducers` reduces, `max` attempts.
+fn table(maps: u32, reducers: u32, max: u32) -> Cluster {
+    let mut c = Cluster::default();
+    let splits = (0..maps)
+        .map(|i| SplitInfo {
+            index: i,
+            name: "in".into(),
+            len: 10,
+            holders: vec![1],
+            ..Default::default()
+        })
+        .collect();
+    let cmd = Command::SubmitJob {
+        id: "j".into(),
+        spec: Box::new(spec(reducers, max)),
+        splits,
+        partitioner: Partitioner::Hash,
+        at_ms: 1,
+    };
+    assert_eq!(c.apply(cmd), Applied::Changed);
+    c
+}
+
+fn assign(kind: TaskKind, index: u32, attempt: u32, node: NodeId, backup: bool) -> Command {
+    Command::Assign {
+        job: "j".into(),
+        kind,
+        index,
+        attempt,
+        node,
+        backup,
+        at_ms: 2,
+    }
+}
+
+fn finished(kind: TaskKind, index: u32, attempt: u32, holders: Vec<NodeId>) -> Command {
+    Command::TaskFinished {
+        job: "j".into(),
+        kind,
+        index,
+        attempt,
+        sizes: vec![7],
+        holders,
+        counters: Counters::default(),
+        at_ms: 3,
+    }
+}
+
+fn failed(kind: TaskKind, index: u32, attempt: u32, lost: bool) -> Command {
+    Command::TaskFailed {
+        job: "j".into(),
+        kind,
+        index,
+        attempt,
+        error: "boom".into(),
+        exit: Some("exit status 1".into()),
+        stderr_tail: None,
+        lost,
+        at_ms: 4,
+    }
+}
+
+/// Apply every command; each line of the answer is `ok` or `ignored: WHY`.
+fn run(c: &mut Cluster, cmds: Vec<Command>) -> String {
+    cmds.into_iter()
+        .map(|cmd| match c.apply(cmd) {
+            Applied::Changed => "ok".to_string(),
+            Applied::Ignored(why) => format!("ignored: {why}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The table as text: each job's state, then each task's state, holders and attempts.
+fn render(c: &Cluster) -> String {
+    let mut out = Vec::new();
+    for j in c.jobs.values() {
+        out.push(format!("{} {:?} {:?}", j.id, j.state, j.error));
+        for t in j.maps.iter().chain(&j.reduces) {
+            let attempts: Vec<String> = t
+                .attempts
+                .iter()
+                .map(|a| {
+                    let flags = format!(
+                        "{}{}",
+                        if a.lost { " lost" } else { "" },
+                        if a.backup { " backup" } else { "" }
+                    );
+                    format!("#{}@n{} {:?}{flags}", a.attempt, a.node, a.state)
+                })
+                .collect();
+            out.push(format!(
+                "  {} {:?} holders={:?} [{}]",
+                t.id(),
+                t.state,
+                t.holders,
+                attempts.join(", ")
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+const MAP: TaskKind = TaskKind::Map;
+const REDUCE: TaskKind = TaskKind::Reduce;
+
+#[test]
+fn submit_job_makes_pending_tasks_and_a_second_submit_is_ignored() {
+    let mut c = table(2, 1, 3);
+    let again = Command::SubmitJob {
+        id: "j".into(),
+        spec: Box::new(spec(1, 3)),
+        splits: Vec::new(),
+        partitioner: Partitioner::Hash,
+        at_ms: 9,
+    };
+    assert_eq!(run(&mut c, vec![again]), "ignored: job j exists");
+    assert_eq!(
+        render(&c),
+        "j Running None
+  m-00000 Pending holders=[] []
+  m-00001 Pending holders=[] []
+  r-00000 Pending holders=[] []"
+    );
+}
+
+#[test]
+fn assign_takes_the_next_attempt_only_and_a_backup_only_beside_one_running_attempt() {
+    let mut c = table(1, 1, 3);
+    let log = run(
+        &mut c,
+        vec![
+            assign(MAP, 0, 2, 1, false),
+            assign(MAP, 0, 1, 1, false),
+            assign(MAP, 0, 2, 2, false),
+            assign(MAP, 0, 2, 1, true),
+            assign(MAP, 0, 2, 2, true),
+            assign(MAP, 0, 3, 3, true),
+        ],
+    );
+    assert_eq!(
+        log,
+        "ignored: m-00000 is not waiting for attempt 2
+ok
+ignored: m-00000 is not waiting for attempt 2
+ignored: m-00000 is not waiting for a backup 2
+ok
+ignored: m-00000 is not waiting for a backup 3"
+    );
+    assert_eq!(
+        render(&c),
+        "j Running None
+  m-00000 Running holders=[] [#1@n1 Running, #2@n2 Running backup]
+  r-00000 Pending holders=[] []"
+    );
+}
+
+#[test]
+fn task_finished_wins_over_its_twin_and_the_last_task_ends_the_job() {
+    let mut c = table(1, 1, 3);
+    let log = run(
+        &mut c,
+        vec![
+            assign(MAP, 0, 1, 1, false),
+            assign(MAP, 0, 2, 2, true),
+            finished(MAP, 0, 2, vec![2, 3]),
+            finished(MAP, 0, 1, vec![1]),
+            assign(REDUCE, 0, 1, 3, false),
+            finished(REDUCE, 0, 1, vec![]),
+        ],
+    );
+    assert_eq!(
+        log,
+        "ok\nok\nok\nignored: attempt 1 of m-00000 is not running\nok\nok"
+    );
+    assert_eq!(
+        render(&c),
+        "j Succeeded None
+  m-00000 Done holders=[2, 3] [#1@n1 Failed lost, #2@n2 Done backup]
+  r-00000 Done holders=[3] [#1@n3 Done]"
+    );
+}
+
+#[test]
+fn task_failed_frees_the_task_until_its_counted_attempts_are_used_then_fails_the_job() {
+    let mut c = table(1, 1, 2);
+    let log = run(
+        &mut c,
+        vec![
+            assign(MAP, 0, 1, 1, false),
+            failed(MAP, 0, 1, true),
+            failed(MAP, 0, 1, false),
+            assign(MAP, 0, 2, 2, false),
+            failed(MAP, 0, 2, false),
+            assign(MAP, 0, 3, 3, false),
+            failed(MAP, 0, 3, false),
+        ],
+    );
+    assert_eq!(
+        log,
+        "ok\nok\nignored: attempt 1 of m-00000 is not running\nok\nok\nok\nok"
+    );
+    assert_eq!(
+        render(&c),
+        "j Failed Some(\"task m-00000 failed 2 of 2 attempts; the last: boom\")
+  m-00000 Failed holders=[] [#1@n1 Failed lost, #2@n2 Failed, #3@n3 Failed]
+  r-00000 Pending holders=[] []"
+    );
+}
+
+#[test]
+fn node_lost_ends_its_attempts_and_reruns_the_maps_only_it_held() {
+    let mut c = table(2, 1, 3);
+    let log = run(
+        &mut c,
+        vec![
+            assign(MAP, 0, 1, 1, false),
+            finished(MAP, 0, 1, vec![1]),
+            assign(MAP, 1, 1, 2, false),
+            finished(MAP, 1, 1, vec![2, 1]),
+            assign(REDUCE, 0, 1, 1, false),
+            Command::NodeLost { node: 1, at_ms: 5 },
+            Command::NodeLost { node: 9, at_ms: 5 },
+        ],
+    );
+    assert_eq!(
+        log,
+        "ok\nok\nok\nok\nok\nok\nignored: node 0000000000000009 had nothing running or needed"
+    );
+    assert_eq!(
+        render(&c),
+        "j Running None
+  m-00000 Pending holders=[] [#1@n1 Failed lost]
+  m-00001 Done holders=[2, 1] [#1@n2 Done]
+  r-00000 Pending holders=[] [#1@n1 Failed lost]"
+    );
+}
+
+#[test]
+fn map_output_lost_reruns_that_map_output_only() {
+    let mut c = table(1, 1, 3);
+    let lost = |attempt| Command::MapOutputLost {
+        job: "j".into(),
+        index: 0,
+        attempt,
+        at_ms: 6,
+    };
+    let log = run(
+        &mut c,
+        vec![
+            assign(MAP, 0, 1, 1, false),
+            finished(MAP, 0, 1, vec![1]),
+            lost(2),
+            lost(1),
+        ],
+    );
+    assert_eq!(
+        log,
+        "ok\nok\nignored: attempt 2 of map 0 is not its output\nok"
+    );
+    assert_eq!(
+        render(&c),
+        "j Running None
+  m-00000 Pending holders=[] [#1@n1 Failed lost]
+  r-00000 Pending holders=[] []"
+    );
+}
+
+#[test]
+fn forget_removes_an_ended_job_only() {
+    let mut c = table(1, 1, 3);
+    let forget = || Command::Forget { job: "j".into() };
+    let kill = Command::KillJob {
+        job: "j".into(),
+        at_ms: 7,
+    };
+    let log = run(&mut c, vec![forget(), kill, forget(), forget()]);
+    assert_eq!(
+        log,
+        "ignored: job j is still running\nok\nok\nignored: no job j"
+    );
+    assert_eq!(render(&c), "");
+}
+
+#[test]
+fn kill_job_stops_its_running_attempts_and_ends_it_once() {
+    let mut c = table(2, 1, 3);
+    let kill = || Command::KillJob {
+        job: "j".into(),
+        at_ms: 7,
+    };
+    let log = run(
+        &mut c,
+        vec![
+            assign(MAP, 0, 1, 1, false),
+            kill(),
+            kill(),
+            finished(MAP, 0, 1, vec![1]),
+        ],
+    );
+    assert_eq!(
+        log,
+        "ok\nok\nignored: no such running job\nignored: no such running job"
+    );
+    assert_eq!(
+        render(&c),
+        "j Killed Some(\"killed by a user\")
+  m-00000 Running holders=[] [#1@n1 Failed]
+  m-00001 Pending holders=[] []
+  r-00000 Pending holders=[] []"
+    );
+}

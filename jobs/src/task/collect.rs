@@ -1,0 +1,250 @@
+//! A map task's output side: partition each record, buffer it (sorted, or hashed through a
+//! native combiner), spill sorted runs when the buffer is full, combine each spill through a
+//! streaming combiner, and merge the runs into the map's one output file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::counters::Counters;
+use crate::error::{Error, IoContext, Result};
+use crate::sort::{write_run, GroupValues, HashBuffer, Merger, PackedValues, Run, SortBuffer};
+use crate::spec::{JobKind, Program};
+use crate::streaming::{self};
+
+use super::env::*;
+
+enum Buffer {
+    Sort(SortBuffer),
+    Hash(HashBuffer),
+}
+
+/// A map task's output side: partition, buffer, spill, merge.
+pub(super) struct Collector<'e, 'a> {
+    env: &'e TaskEnv<'a>,
+    r: u32,
+    budget: usize,
+    buffer: Buffer,
+    runs: Vec<Run>,
+    pub(super) counters: Counters,
+    /// Per-record counts, kept as plain integers on the hot path.
+    out_records: u64,
+    out_bytes: u64,
+    pub(super) error: Option<Error>,
+}
+
+impl<'e, 'a> Collector<'e, 'a> {
+    pub(super) fn new(env: &'e TaskEnv<'a>, r: u32) -> Result<Self> {
+        let hash = env.app.as_ref().is_some_and(|a| a.has_combiner());
+        let buffer = if hash {
+            Buffer::Hash(HashBuffer::default())
+        } else {
+            Buffer::Sort(SortBuffer::default())
+        };
+        Ok(Collector {
+            env,
+            r,
+            budget: env.spec.sort_bytes as usize,
+            buffer,
+            runs: Vec::new(),
+            counters: Counters::default(),
+            out_records: 0,
+            out_bytes: 0,
+            error: None,
+        })
+    }
+
+    #[inline]
+    pub(super) fn emit(&mut self, key: &[u8], value: &[u8]) {
+        let p = self.env.partitioner.partition(key, self.r);
+        let over = match &mut self.buffer {
+            Buffer::Sort(b) => {
+                b.push(p, key, value);
+                b.bytes() > self.budget
+            }
+            Buffer::Hash(b) => {
+                let app = self.env.app.as_ref().expect("hash buffer only for apps");
+                b.push(p, key, value, &|k, vs, e| app.combine(k, vs, e));
+                b.bytes() > self.budget
+            }
+        };
+        self.out_records += 1;
+        self.out_bytes += (key.len() + value.len()) as u64;
+        if over && self.error.is_none() {
+            if let Err(e) = self.spill() {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    pub(super) fn spill(&mut self) -> Result<()> {
+        let path = self.next_run_path()?;
+        let (run, records) = self.sorted_run(&path)?;
+        self.counters.add_builtin("spilled_records", records);
+        self.runs.push(run);
+        Ok(())
+    }
+
+    /// The next run's file. The attempt directory is made when first needed: a native
+    /// app's attempt that never spills needs none.
+    pub(super) fn next_run_path(&self) -> Result<PathBuf> {
+        std::fs::create_dir_all(self.env.dir)
+            .ctx(|| format!("creating {}", self.env.dir.display()))?;
+        Ok(self.env.dir.join(format!("spill-{:04}", self.runs.len())))
+    }
+
+    /// Sort (or fold) what the buffer holds and write it as a run; empties the buffer.
+    pub(super) fn sorted_run(&mut self, path: &Path) -> Result<(Run, u64)> {
+        let r = self.r;
+        match &mut self.buffer {
+            Buffer::Hash(b) => {
+                let app = self.env.app.clone().expect("hash buffer only for apps");
+                let drained = b.drain_sorted(&|k, vs, e| app.combine(k, vs, e));
+                let mut records = Vec::new();
+                for (p, k, packed) in &drained {
+                    for v in PackedValues::new(packed) {
+                        records.push((*p, &k[..], v));
+                    }
+                }
+                write_run(path, r, records.into_iter())
+            }
+            Buffer::Sort(b) => {
+                b.sort();
+                let combine = match &self.env.spec.kind {
+                    JobKind::Streaming {
+                        combine: Some(c), ..
+                    } => Some(c.clone()),
+                    _ => None,
+                };
+                let result = match combine {
+                    None => write_run(path, r, b.iter()),
+                    Some(program) => {
+                        let combined =
+                            combine_with_process(self.env, &program, b, r, &mut self.counters)?;
+                        write_run(path, r, combined.iter())
+                    }
+                };
+                b.clear();
+                result
+            }
+        }
+    }
+
+    /// Write the output file, partition after partition, then rename it into place.
+    pub(super) fn finish(mut self, out_file: &Path) -> Result<MapOutput> {
+        let staged = staged_path(out_file);
+        let sizes = if self.runs.is_empty() {
+            // Nothing spilled: the sorted buffer is the output.
+            let (run, _) = self.sorted_run(&staged)?;
+            run.sections.iter().map(|&(_, len)| len).collect()
+        } else {
+            self.merge_runs(&staged)?
+        };
+        self.counters
+            .add_builtin("map_output_records", self.out_records);
+        self.counters
+            .add_builtin("map_output_bytes", self.out_bytes);
+        std::fs::rename(&staged, out_file)
+            .ctx(|| format!("moving map output to {}", out_file.display()))?;
+        Ok(MapOutput {
+            sizes,
+            counters: self.counters,
+        })
+    }
+
+    /// Merge the spilled runs (and what is still buffered) into `path`, partition after
+    /// partition, folding with the app's combiner; the bytes of each partition.
+    pub(super) fn merge_runs(&mut self, path: &Path) -> Result<Vec<u64>> {
+        let buffered = match &self.buffer {
+            Buffer::Sort(b) => !b.is_empty(),
+            Buffer::Hash(b) => !b.is_empty(),
+        };
+        if buffered {
+            let run_path = self.next_run_path()?;
+            let (run, _) = self.sorted_run(&run_path)?;
+            self.runs.push(run);
+        }
+        let fold = self
+            .env
+            .app
+            .clone()
+            .filter(|a| a.has_combiner() && self.runs.len() > 1);
+        let file = File::create(path).ctx(|| format!("creating {}", path.display()))?;
+        let mut w = crate::record::RecordWriter::new(file);
+        let werr = |e| Error::io(format!("writing {}", path.display()), e);
+        let mut sizes = Vec::with_capacity(self.r as usize);
+        for p in 0..self.r {
+            let start = w.bytes();
+            let sources = self
+                .runs
+                .iter()
+                .map(|r| r.section(p as usize))
+                .collect::<Result<Vec<_>>>()?;
+            let mut merger = Merger::new(sources)?;
+            match &fold {
+                Some(app) => {
+                    while let Some(k) = merger.peek_key()? {
+                        let key = k.to_vec();
+                        let mut folded = Vec::new();
+                        let mut vs = GroupValues::new(&mut merger, &key);
+                        app.combine(&key, &mut vs, &mut |v| folded.push(v.to_vec()));
+                        vs.drain();
+                        if let Some(e) = vs.error.take() {
+                            return Err(e);
+                        }
+                        for v in folded {
+                            w.write(&key, &v).map_err(werr)?;
+                        }
+                    }
+                }
+                None => {
+                    while let Some((k, v)) = merger.next_record()? {
+                        w.write(k, v).map_err(werr)?;
+                    }
+                }
+            }
+            sizes.push(w.bytes() - start);
+        }
+        w.finish().map_err(werr)?;
+        Ok(sizes)
+    }
+}
+
+/// Pipe a sorted buffer through a streaming combiner; its output, re-partitioned and sorted.
+fn combine_with_process(
+    env: &TaskEnv<'_>,
+    program: &Program,
+    sorted: &SortBuffer,
+    r: u32,
+    counters: &mut Counters,
+) -> Result<SortBuffer> {
+    let mut out = SortBuffer::default();
+    let launch = env.launch(
+        "combiner",
+        program,
+        env.base_env("combine"),
+        format!("a map spill ({})", env.attempt_text()),
+    );
+    let report = streaming::run(
+        &launch,
+        |stdin| {
+            let mut w = io::BufWriter::with_capacity(256 << 10, stdin);
+            for (_, k, v) in sorted.iter() {
+                write_line(&mut w, k, v).ctx(|| "writing to the combiner's stdin".into())?;
+            }
+            w.flush().ctx(|| "writing to the combiner's stdin".into())
+        },
+        |stdout| {
+            for_each_line(stdout, |line| {
+                let (k, v) = split_tab(line);
+                out.push(env.partitioner.partition(k, r), k, v);
+                Ok(())
+            })
+        },
+    )?;
+    counters.add_builtin("combine_input_records", sorted.len() as u64);
+    counters.add_builtin("combine_output_records", out.len() as u64);
+    counters.merge(&report.counters);
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,184 @@
+//! What every task shares: its environment (job, attempt, directories, app), task and part
+//! names, where a map's output lies, and the `key<TAB>value` line format.
+
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apps::App;
+use crate::counters::Counters;
+use crate::error::{Error, IoContext, Result};
+use crate::partition::Partitioner;
+use crate::spec::{JobSpec, Program};
+use crate::streaming::Launch;
+
+/// Everything a task attempt needs to know about its job and itself.
+pub struct TaskEnv<'a> {
+    /// The job's id (`SHOAL_JOB_ID`).
+    pub job_id: &'a str,
+    /// The job.
+    pub spec: &'a JobSpec,
+    /// The native app, for app jobs.
+    pub app: Option<Arc<dyn App>>,
+    /// The job's partitioner (ranges already sampled).
+    pub partitioner: &'a Partitioner,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Scratch directory of this attempt: working directory of processes, spills. The
+    /// caller removes it afterwards, whatever happened.
+    pub dir: &'a Path,
+    /// Set to stop the attempt.
+    pub cancel: &'a AtomicBool,
+    /// Where a map publishes how many bytes of its split it has consumed (for heartbeats).
+    pub progress: Option<&'a AtomicU64>,
+}
+
+impl TaskEnv<'_> {
+    pub(super) fn base_env(&self, task_id: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("SHOAL_JOB_ID".into(), self.job_id.into()));
+        env.push(("SHOAL_TASK_ID".into(), task_id.into()));
+        env.push(("SHOAL_ATTEMPT".into(), self.attempt.to_string()));
+        env
+    }
+
+    /// The native app of an app job.
+    pub(super) fn app(&self) -> Result<Arc<dyn App>> {
+        self.app
+            .clone()
+            .ok_or_else(|| Error::InvalidSpec("app job without its app".into()))
+    }
+
+    pub(super) fn attempt_text(&self) -> String {
+        format!("attempt {} of {}", self.attempt, self.spec.max_attempts)
+    }
+
+    pub(super) fn launch<'b>(
+        &'b self,
+        role: &'static str,
+        program: &'b Program,
+        env: Vec<(String, String)>,
+        context: String,
+    ) -> Launch<'b> {
+        Launch {
+            role,
+            program,
+            files: &self.spec.files,
+            dir: self.dir,
+            env,
+            timeout: Duration::from_secs(self.spec.task_timeout_secs),
+            cancel: self.cancel,
+            context,
+        }
+    }
+}
+
+/// A map task's id: `m-00003`.
+pub fn map_task_id(index: u32) -> String {
+    format!("m-{index:05}")
+}
+
+/// A reduce task's id: `r-00003`.
+pub fn reduce_task_id(partition: u32) -> String {
+    format!("r-{partition:05}")
+}
+
+/// A part file's name: `part-00003`.
+pub fn part_name(partition: u32) -> String {
+    format!("part-{partition:05}")
+}
+
+/// What a finished map task produced. Its output is one file of sorted records, partition
+/// after partition (Hadoop's `file.out`), renamed to the `out_file` it was given: one file
+/// per map however many reducers, so a job of thousands of small maps creates thousands of
+/// files, not thousands times R.
+#[derive(Debug)]
+pub struct MapOutput {
+    /// The bytes of each partition in it, in partition order (see [`partition_range`]).
+    pub sizes: Vec<u64>,
+    /// The attempt's counters.
+    pub counters: Counters,
+}
+
+/// Where map task `index`'s output file lives in a directory.
+pub fn map_output_file(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("m-{index:05}.out"))
+}
+
+/// `(offset, length)` of partition `p` in a map output file whose partitions have `sizes`.
+pub fn partition_range(sizes: &[u64], p: u32) -> (u64, u64) {
+    let p = p as usize;
+    let offset = sizes.iter().take(p).sum();
+    (offset, sizes.get(p).copied().unwrap_or(0))
+}
+
+/// Where a map output is written before the task commits it: a hidden name beside it
+/// (a rename, not a copy, and no directory made and removed per attempt), ending in `.tmp`
+/// like every uncommitted object, so a restarted node's sweep removes what a crash left.
+pub(super) fn staged_path(out_file: &Path) -> PathBuf {
+    let name = out_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out_file.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Call `f` with each line (without its newline) of `r`, straight from the read buffer.
+pub(super) fn for_each_line(
+    r: &mut dyn BufRead,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf().ctx(|| "reading the program's stdout".into())?;
+        if buf.is_empty() {
+            return if partial.is_empty() {
+                Ok(())
+            } else {
+                f(&partial)
+            };
+        }
+        let len = buf.len();
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', buf) {
+            if partial.is_empty() {
+                f(&buf[start..i])?;
+            } else {
+                partial.extend_from_slice(&buf[start..i]);
+                f(&partial)?;
+                partial.clear();
+            }
+            start = i + 1;
+        }
+        partial.extend_from_slice(&buf[start..]);
+        r.consume(len);
+    }
+}
+
+/// `key<TAB>value` → (key, value); no tab: the whole line is the key.
+#[inline]
+pub(super) fn split_tab(line: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b'\t', line) {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, b""),
+    }
+}
+
+/// Write a record as an output or streaming input line: `key<TAB>value`, or `key` alone
+/// when the value is empty.
+#[inline]
+pub fn write_line(w: &mut impl Write, key: &[u8], value: &[u8]) -> io::Result<()> {
+    w.write_all(key)?;
+    if !value.is_empty() {
+        w.write_all(b"\t")?;
+        w.write_all(value)?;
+    }
+    w.write_all(b"\n")
+}
