@@ -1,4 +1,5 @@
-//! Bugs the simulator plants on purpose, to show that its invariants catch them.
+//! Bugs the simulator plants on purpose, to show that its invariants catch them (in the job
+//! table, the scheduler, and the daemon's worker loop that the simulator runs).
 //!
 //! Each switch is a thread-local flag, off unless the simulator turns it on for the one
 //! thread its run lives on, so a planted bug never leaks into another run, a test running
@@ -16,6 +17,9 @@ pub enum Bug {
     FinishAnyAttempt,
     /// A map whose output was lost is never run again.
     NoRerun,
+    /// The worker loop's cleanup after a job ends deletes the job's part files with its
+    /// scratch (a bug in the daemon's worker loop, which the simulator runs).
+    WorkerDeletesParts,
 }
 
 thread_local! {

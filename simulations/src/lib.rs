@@ -100,7 +100,7 @@ pub enum Plant {
 
 impl Plant {
     /// Every plantable bug, with its name and the invariant it should break.
-    pub const ALL: [(Plant, &'static str, &'static str); 6] = {
+    pub const ALL: [(Plant, &'static str, &'static str); 7] = {
         use shoal_jobs::planted::Bug as J;
         use shoal_raft::planted::Bug as R;
         [
@@ -130,6 +130,11 @@ impl Plant {
                 "one_accepted_finish",
             ),
             (Plant::Jobs(J::NoRerun), "no-rerun", "every_job_ends"),
+            (
+                Plant::Jobs(J::WorkerDeletesParts),
+                "worker-deletes-parts",
+                "outputs_match",
+            ),
         ]
     };
 

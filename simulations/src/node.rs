@@ -1,9 +1,10 @@
 //! One simulated Shoal node: real openraft over the real state machine and job table
 //! (wrapped to record a hash chain of what it applied), the real manager decision
-//! ([`shoal_node::control::manager::decide`]), the real worker's view of its assignments
-//! ([`shoal_node::control::worker::assigned`], [`shoal_node::control::worker::map_outputs`]), Raft RPCs through
-//! the node's own [`NetRpc`] over a simulated [`Transport`] — and, in place of the processes
-//! and files a daemon has, tasks that compute word counts in memory after a seeded delay.
+//! ([`shoal_node::control::manager::decide`]), the daemon's own worker loop
+//! ([`shoal_node::control::worker::run_on`]: what to start, stop, report lost and clean up,
+//! the report batching), Raft RPCs through the node's own [`NetRpc`] over a simulated
+//! [`Transport`] — and, in place of the processes and files a daemon has, tasks that run
+//! the job's native app in memory after a seeded delay, over an in-memory object store.
 //!
 //! The invariant: a crash aborts every task this node spawned and shuts its Raft down;
 //! what survives is exactly what a disk would keep — the redb store and the objects.
@@ -22,7 +23,8 @@ use shoal_net::{codec, NetError, PeerRef, Transport};
 use shoal_node::cluster::rpc::{answer_raft, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
 use shoal_node::control::manager::{decide, Outlook};
-use shoal_node::control::worker::{assigned, map_outputs, still_running, AttemptKey, MapOut};
+use shoal_node::control::work::{AttemptState, Done, Failure, Running, Work};
+use shoal_node::control::worker::{run_on, WorkerHost};
 use shoal_raft::{AppState, Applied, Cmd, Raft, ServerState, Timing};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -45,8 +47,6 @@ const TICK: Duration = Duration::from_millis(250);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a forwarded proposal may take.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a finished attempt keeps trying to report.
-const REPORT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Raft timing of the simulated nodes: the daemon's defaults, and a snapshot every 40
 /// entries with no log kept behind it, so that snapshots are built, installed and
@@ -144,7 +144,7 @@ pub struct SimNode {
     boot_ms: u64,
     heard: Mutex<BTreeMap<NodeId, Instant>>,
     tasks: Mutex<Vec<AbortHandle>>,
-    attempts: Mutex<BTreeMap<AttemptKey, AbortHandle>>,
+    running: Running,
     stopping: std::sync::atomic::AtomicBool,
     inbound: shoal_raft::Inbound,
 }
@@ -179,12 +179,12 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
         boot_ms: world.now_ms(),
         heard: Mutex::new(BTreeMap::new()),
         tasks: Mutex::new(Vec::new()),
-        attempts: Mutex::new(BTreeMap::new()),
+        running: Running::default(),
         stopping: Default::default(),
         inbound: Default::default(),
     });
     node.spawn(manager(Arc::clone(&node)));
-    node.spawn(worker(Arc::clone(&node)));
+    node.spawn(run_on(Arc::clone(&node), Arc::clone(&node.running)));
     node.spawn(heartbeats(Arc::clone(&node)));
     node.spawn(leadership(Arc::clone(&node)));
     Ok(node)
@@ -204,9 +204,6 @@ impl SimNode {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
         for t in lock(&self.tasks).drain(..) {
-            t.abort();
-        }
-        for (_, t) in std::mem::take(&mut *lock(&self.attempts)) {
             t.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.raft.shutdown()).await;
@@ -446,7 +443,7 @@ async fn heartbeats(node: Arc<SimNode>) {
             cluster_id: CLUSTER_ID,
             node_id: node.id,
             slots: SLOTS,
-            busy: lock(&node.attempts).len() as u32,
+            busy: lock(&node.running).len() as u32,
             running: Vec::new(),
             disk_bytes: 0,
         };
@@ -457,95 +454,6 @@ async fn heartbeats(node: Arc<SimNode>) {
                 .await;
         }
     }
-}
-
-/// What an attempt needs from the table when it starts.
-struct Work {
-    key: AttemptKey,
-    split: Option<cluster::SplitInfo>,
-    inputs: Option<Vec<MapOut>>,
-    partitioner: shoal_jobs::partition::Partitioner,
-    reducers: u32,
-    /// The job's native app (or why it has none).
-    app: Result<Arc<dyn shoal_jobs::apps::App>, String>,
-}
-
-/// The worker: start what the table assigns here, stop what it no longer wants.
-async fn worker(node: Arc<SimNode>) {
-    let mut changes = node.raft.metrics();
-    let mut started = std::collections::BTreeSet::new();
-    loop {
-        shoal_node::cluster::node::next_change(&mut changes, TICK).await;
-        let mut work = Vec::new();
-        let mut stale = Vec::new();
-        {
-            let applied = node.applied.read().unwrap_or_else(|p| p.into_inner());
-            let jobs = &applied.state.state.jobs;
-            for (job, t, key, start_ms) in assigned(jobs, node.id) {
-                if !started.insert(key.clone()) {
-                    continue;
-                }
-                if start_ms < node.boot_ms {
-                    stale.push(key);
-                    continue;
-                }
-                work.push(Work {
-                    split: match t.kind {
-                        TaskKind::Map => job.splits.get(t.index as usize).cloned(),
-                        TaskKind::Reduce => None,
-                    },
-                    inputs: match t.kind {
-                        TaskKind::Map => Some(Vec::new()),
-                        TaskKind::Reduce => map_outputs(job, t.index),
-                    },
-                    partitioner: job.partitioner.clone(),
-                    reducers: job.spec.reducers,
-                    app: match &job.spec.kind {
-                        shoal_jobs::spec::JobKind::App(name) => {
-                            shoal_jobs::apps::by_name(name, &job.spec.env)
-                                .map_err(|e| e.to_string())
-                        }
-                        _ => Err("the simulator runs native apps only".into()),
-                    },
-                    key,
-                });
-            }
-            lock(&node.attempts).retain(|k, h| {
-                let keep = still_running(jobs, k) && !h.is_finished();
-                if !keep {
-                    h.abort();
-                }
-                keep
-            });
-        }
-        for key in stale {
-            let n = Arc::clone(&node);
-            node.spawn(async move {
-                let cmd = failed(&n, &key, "its node restarted while it ran".into(), true);
-                let _ = n.propose(&cmd, REPORT_PATIENCE).await;
-            });
-        }
-        for w in work {
-            let key = w.key.clone();
-            let n = Arc::clone(&node);
-            let h = tokio::spawn(attempt(n, w)).abort_handle();
-            lock(&node.attempts).insert(key, h);
-        }
-    }
-}
-
-fn failed(node: &SimNode, k: &AttemptKey, error: String, lost: bool) -> Command {
-    Command::Jobs(cluster::Command::TaskFailed {
-        job: k.job.clone(),
-        kind: k.kind,
-        index: k.index,
-        attempt: k.attempt,
-        error,
-        exit: None,
-        stderr_tail: None,
-        lost,
-        at_ms: node.world.now_ms(),
-    })
 }
 
 /// Object keys.
@@ -562,130 +470,160 @@ pub fn part_key(job: &str, p: u32) -> String {
     format!("part/{job}/{p}")
 }
 
-/// One attempt: wait its seeded duration, compute, store, report.
-async fn attempt(node: Arc<SimNode>, w: Work) {
-    let k = &w.key;
-    let slow = node.world.rng(|r| r.chance(0.03));
-    let ms = node.world.rng(|r| {
-        if slow {
-            r.between(15_000, 30_000)
-        } else {
-            r.between(200, 2_500)
+/// The simulator's worker host: the daemon's worker loop ([`run_on`]) over the simulated
+/// network, the node's in-memory object store, and tasks that run the job's native app in
+/// memory after a seeded delay.
+impl WorkerHost for SimNode {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn boot_ms(&self) -> u64 {
+        self.boot_ms
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.world.now_ms()
+    }
+
+    async fn raft_changes(&self) -> shoal_raft::MetricsWatch {
+        self.raft.metrics()
+    }
+
+    fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
+        let a = self.applied.read().unwrap_or_else(|p| p.into_inner());
+        f(&a.state.state.jobs, a.last_applied.map(|l| l.index))
+    }
+
+    async fn propose(&self, cmd: &Command, patience: Duration) -> Result<JobsApplied, String> {
+        SimNode::propose(self, cmd, patience).await.map(|(a, _)| a)
+    }
+
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        SimNode::spawn(self, f)
+    }
+
+    async fn execute(self: Arc<Self>, w: Work, st: Arc<AttemptState>) -> Result<Done, Failure> {
+        let k = &w.key;
+        let slow = self.world.rng(|r| r.chance(0.03));
+        let ms = self.world.rng(|r| {
+            if slow {
+                r.between(15_000, 30_000)
+            } else {
+                r.between(200, 2_500)
+            }
+        });
+        self.world.trace(format!(
+            "n{} starts {} {:?} {} attempt {} ({ms} ms)",
+            self.id, k.job, k.kind, k.index, k.attempt
+        ));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if st.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Failure::lost("stopped".into()));
         }
-    });
-    node.world.trace(format!(
-        "n{} starts {} {:?} {} attempt {} ({ms} ms)",
-        node.id, k.job, k.kind, k.index, k.attempt
-    ));
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    let cmd = match k.kind {
-        TaskKind::Map => map_attempt(&node, &w).await,
-        TaskKind::Reduce => reduce_attempt(&node, &w).await,
-    };
-    match node.propose(&cmd, REPORT_PATIENCE).await {
-        Ok((a, _)) => node.world.trace(format!(
-            "n{} reported {} {:?} {} attempt {}: {a:?}",
-            node.id, k.job, k.kind, k.index, k.attempt
-        )),
-        Err(e) => node.world.trace(format!("n{} report failed: {e}", node.id)),
+        let app = match &w.spec.kind {
+            shoal_jobs::spec::JobKind::App(name) => shoal_jobs::apps::by_name(name, &w.spec.env)
+                .map_err(|e| Failure::from(e.to_string()))?,
+            _ => return Err("the simulator runs native apps only".into()),
+        };
+        match k.kind {
+            TaskKind::Map => self.map_attempt(&w, app.as_ref()).await,
+            TaskKind::Reduce => self.reduce_attempt(&w, app.as_ref()).await,
+        }
     }
-    lock(&node.attempts).remove(k);
+
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>) {
+        let keep = keep.unwrap_or_default();
+        let scratch = [format!("split/{job}/"), format!("map/{job}/")];
+        let parts = format!("part/{job}/");
+        lock(&self.blobs).retain(|key, _| {
+            if scratch.iter().any(|p| key.starts_with(p.as_str())) {
+                return false;
+            }
+            match key.strip_prefix(parts.as_str()) {
+                Some(p) => p.parse::<u32>().is_ok_and(|p| keep.contains(&p)),
+                None => true,
+            }
+        });
+    }
 }
 
-async fn map_attempt(node: &SimNode, w: &Work) -> Command {
-    let k = &w.key;
-    let Some(split) = &w.split else {
-        return failed(node, k, "no such split".into(), false);
-    };
-    let Some(text) = node
-        .object(&split_key(&k.job, k.index), &split.holders)
-        .await
-    else {
-        return failed(node, k, "its split could not be read".into(), true);
-    };
-    let app = match &w.app {
-        Ok(app) => app,
-        Err(e) => return failed(node, k, e.clone(), false),
-    };
-    let parts = workload::map_split(
-        app.as_ref(),
-        split.name.as_bytes(),
-        &text,
-        &w.partitioner,
-        w.reducers,
-    );
-    let mut sizes = Vec::new();
-    for (p, bytes) in parts.into_iter().enumerate() {
-        sizes.push(bytes.len() as u64);
-        lock(&node.blobs).insert(
-            map_key(&k.job, k.index, k.attempt, p as u32),
-            Arc::new(bytes),
+impl SimNode {
+    async fn map_attempt(
+        &self,
+        w: &Work,
+        app: &dyn shoal_jobs::apps::App,
+    ) -> Result<Done, Failure> {
+        let k = &w.key;
+        let split = w.split.as_ref().ok_or("no such split")?;
+        let Some(text) = self
+            .object(&split_key(&k.job, k.index), &split.holders)
+            .await
+        else {
+            return Err(Failure::lost("its split could not be read".into()));
+        };
+        let parts = workload::map_split(
+            app,
+            split.name.as_bytes(),
+            &text,
+            &w.partitioner,
+            w.spec.reducers,
         );
+        let mut sizes = Vec::new();
+        for (p, bytes) in parts.into_iter().enumerate() {
+            sizes.push(bytes.len() as u64);
+            lock(&self.blobs).insert(
+                map_key(&k.job, k.index, k.attempt, p as u32),
+                Arc::new(bytes),
+            );
+        }
+        Ok(Done {
+            sizes,
+            holders: Vec::new(),
+            counters: Counters::default(),
+        })
     }
-    Command::Jobs(cluster::Command::TaskFinished {
-        job: k.job.clone(),
-        kind: k.kind,
-        index: k.index,
-        attempt: k.attempt,
-        sizes,
-        holders: Vec::new(),
-        counters: Counters::default(),
-        at_ms: node.world.now_ms(),
-    })
-}
 
-async fn reduce_attempt(node: &SimNode, w: &Work) -> Command {
-    let k = &w.key;
-    let Some(outputs) = &w.inputs else {
-        return failed(
-            node,
-            k,
-            "a map output it needs is being made again".into(),
-            true,
-        );
-    };
-    let mut inputs = Vec::new();
-    for mo in outputs {
-        let key = map_key(&k.job, mo.map, mo.attempt, k.index);
-        match node.object(&key, &[mo.node]).await {
-            Some(b) => inputs.push(b),
-            None => {
-                let lost = Command::Jobs(cluster::Command::MapOutputLost {
-                    job: k.job.clone(),
-                    index: mo.map,
-                    attempt: mo.attempt,
-                    at_ms: node.world.now_ms(),
-                });
-                let _ = node.propose(&lost, REPORT_PATIENCE).await;
-                let why = format!(
-                    "map {} attempt {} output could not be fetched",
-                    mo.map, mo.attempt
-                );
-                return failed(node, k, why, true);
+    async fn reduce_attempt(
+        &self,
+        w: &Work,
+        app: &dyn shoal_jobs::apps::App,
+    ) -> Result<Done, Failure> {
+        let k = &w.key;
+        let outputs = w
+            .inputs
+            .as_ref()
+            .map_err(|why| Failure::lost(why.clone()))?;
+        let mut inputs = Vec::new();
+        for mo in outputs {
+            let key = map_key(&k.job, mo.map, mo.attempt, k.index);
+            match self.object(&key, &[mo.node]).await {
+                Some(b) => inputs.push(b),
+                None => {
+                    let why = format!(
+                        "map {} attempt {} output could not be fetched",
+                        mo.map, mo.attempt
+                    );
+                    return Err(Failure {
+                        lost_map: Some((mo.map, mo.attempt)),
+                        ..Failure::lost(why)
+                    });
+                }
             }
         }
+        let part = Arc::new(workload::reduce(app, &inputs));
+        let size = part.len() as u64;
+        let holders = self
+            .store_replicated(&part_key(&k.job, k.index), part, 1)
+            .await;
+        if holders.len() == 1 && self.world.machines.len() > 1 {
+            // As the daemon's worker: a part file on one disk only is not a finished reduce.
+            return Err(Failure::lost("the part file could not be copied".into()));
+        }
+        Ok(Done {
+            sizes: vec![size],
+            holders,
+            counters: Counters::default(),
+        })
     }
-    let app = match &w.app {
-        Ok(app) => app,
-        Err(e) => return failed(node, k, e.clone(), false),
-    };
-    let part = Arc::new(workload::reduce(app.as_ref(), &inputs));
-    let size = part.len() as u64;
-    let holders = node
-        .store_replicated(&part_key(&k.job, k.index), part, 1)
-        .await;
-    if holders.len() == 1 && node.world.machines.len() > 1 {
-        // As the daemon's worker: a part file on one disk only is not a finished reduce.
-        return failed(node, k, "the part file could not be copied".into(), true);
-    }
-    Command::Jobs(cluster::Command::TaskFinished {
-        job: k.job.clone(),
-        kind: k.kind,
-        index: k.index,
-        attempt: k.attempt,
-        sizes: vec![size],
-        holders,
-        counters: Counters::default(),
-        at_ms: node.world.now_ms(),
-    })
 }

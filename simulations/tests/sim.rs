@@ -113,3 +113,11 @@ fn every_job_ends_catches_a_lost_map_output_never_run_again() {
     };
     check_caught("no-rerun", base, 80);
 }
+
+/// A bug in the daemon's own worker loop (which the simulator runs): its cleanup after a
+/// job ends deletes the job's part files too. Before the simulator ran that loop, no
+/// simulation could see it.
+#[test]
+fn outputs_match_catches_a_worker_loop_that_deletes_the_parts_it_keeps() {
+    check_caught("worker-deletes-parts", Config::default(), 40);
+}

@@ -4,210 +4,92 @@
 //! `replication` other nodes. Each runs on the task pool, never on the runtime that drives
 //! Raft and libp2p, and ends in one report.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use shoal_jobs::cluster::{self, NodeId, SplitInfo, TaskKind};
-use shoal_jobs::counters::Counters;
 use shoal_jobs::partition::Partitioner;
 use shoal_jobs::spec::{JobKind, JobSpec};
 use shoal_jobs::split::Split;
 use shoal_jobs::task::{run_map, run_reduce, ReduceInput, TaskEnv};
-use tracing::{debug, warn};
+use tracing::info;
 
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
+use crate::control::work::{task_id, AttemptState, Done, Failure, MapOut, Work};
+use crate::control::worker::WorkerHost;
 use crate::storage::blobs::{map_output_key, part_key, split_key};
 use crate::storage::replication::{replica_targets, replicate};
-use crate::sync::Locked;
+use crate::sync::ReadWrite;
 
 /// Map outputs a reduce fetches at once.
 const PARALLEL_FETCHES: usize = 4;
 
-/// One attempt of one task.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AttemptKey {
-    /// Job id.
-    pub job: String,
-    /// Map or reduce.
-    pub kind: TaskKind,
-    /// Task index.
-    pub index: u32,
-    /// Attempt number.
-    pub attempt: u32,
-}
-
-/// One map's output as a reduce needs it.
-#[derive(Debug, Clone)]
-pub struct MapOut {
-    /// The map task.
-    pub map: u32,
-    /// The node that ran it.
-    pub node: NodeId,
-    /// Its successful attempt.
-    pub attempt: u32,
-    /// Where the reduce's partition starts in the map's output.
-    pub offset: u64,
-    /// Bytes of the reduce's partition.
-    pub size: u64,
-}
-
-pub(super) struct Work {
-    pub(super) key: AttemptKey,
-    pub(super) spec: Arc<JobSpec>,
-    pub(super) partitioner: Partitioner,
-    pub(super) split: Option<SplitInfo>,
-    /// A reduce's inputs, or why it cannot run now (not its fault).
-    pub(super) inputs: Result<Vec<MapOut>, String>,
-}
-
-/// Why an attempt failed, as its report carries it.
-#[derive(Debug)]
-struct Failure {
-    error: String,
-    exit: Option<String>,
-    stderr_tail: Option<String>,
-    /// Not the task's fault (does not count toward its attempts).
-    lost: bool,
-    /// The map whose output could not be fetched, and its attempt.
-    lost_map: Option<(u32, u32)>,
-}
-
-impl From<String> for Failure {
-    fn from(error: String) -> Self {
-        Failure {
-            error,
-            exit: None,
-            stderr_tail: None,
-            lost: false,
-            lost_map: None,
-        }
+/// The daemon's worker: attempts as processes (or native apps) on the task pool, over files
+/// in the node's object store, with splits and map outputs fetched over `/shoal/data/1`.
+impl WorkerHost for Node {
+    fn id(&self) -> NodeId {
+        self.id
     }
-}
 
-impl Failure {
-    /// A failure that is not the task's fault: it does not count toward its attempts.
-    fn lost(error: String) -> Self {
-        Failure {
-            lost: true,
-            ..Failure::from(error)
-        }
+    fn boot_ms(&self) -> u64 {
+        self.started_ms
     }
-}
 
-impl From<&str> for Failure {
-    fn from(error: &str) -> Self {
-        Failure::from(error.to_string())
+    fn now_ms(&self) -> u64 {
+        now_ms()
     }
-}
 
-impl From<shoal_jobs::Error> for Failure {
-    fn from(e: shoal_jobs::Error) -> Self {
-        let error = e.to_string();
-        match e {
-            shoal_jobs::Error::Program {
-                exit, stderr_tail, ..
-            } => Failure {
-                exit,
-                stderr_tail: Some(stderr_tail).filter(|t| !t.is_empty()),
-                ..Failure::from(error)
-            },
-            _ => Failure::from(error),
-        }
+    async fn raft_changes(&self) -> shoal_raft::MetricsWatch {
+        self.raft_started().await.raft.metrics()
     }
-}
 
-/// What a successful attempt reports.
-struct Done {
-    sizes: Vec<u64>,
-    counters: Counters,
-    holders: Vec<NodeId>,
-}
-
-/// A running attempt's shared state: its stop flag and progress.
-#[derive(Debug)]
-pub(super) struct AttemptState {
-    pub(super) stop: AtomicBool,
-    pub(super) progress: AtomicU64,
-    pub(super) started: Instant,
-}
-
-pub(super) type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AttemptState>>>>;
-
-pub(super) fn task_id(k: &AttemptKey) -> String {
-    match k.kind {
-        TaskKind::Map => shoal_jobs::task::map_task_id(k.index),
-        TaskKind::Reduce => shoal_jobs::task::reduce_task_id(k.index),
-    }
-}
-
-/// A finished attempt's report: its commands, in order, and the attempt for the logs.
-pub(super) type Report = (Vec<cluster::Command>, AttemptKey);
-
-pub(super) async fn attempt(
-    node: Arc<Node>,
-    w: Work,
-    st: Arc<AttemptState>,
-    running: Running,
-    reports: tokio::sync::mpsc::UnboundedSender<Report>,
-) {
-    let k = w.key.clone();
-    debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt starts");
-    let result = match k.kind {
-        TaskKind::Map => map_attempt(&node, &w, &st).await,
-        TaskKind::Reduce => reduce_attempt(&node, &w, &st).await,
-    };
-    running.locked().remove(&k);
-    if st.stop.load(Ordering::Relaxed) {
-        debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
-        return;
-    }
-    let mut cmds = Vec::new();
-    let cmd = match result {
-        Ok(done) => cluster::Command::TaskFinished {
-            job: k.job.clone(),
-            kind: k.kind,
-            index: k.index,
-            attempt: k.attempt,
-            sizes: done.sizes,
-            holders: done.holders,
-            counters: done.counters,
-            at_ms: now_ms(),
-        },
-        Err(f) => {
-            warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
-            // The lost map output first: the map runs again before this attempt's failure
-            // frees its task for another attempt.
-            if let Some((index, attempt)) = f.lost_map {
-                cmds.push(cluster::Command::MapOutputLost {
-                    job: k.job.clone(),
-                    index,
-                    attempt,
-                    at_ms: now_ms(),
-                });
+    fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
+        match self.raft.get() {
+            Some(h) => {
+                let a = h.applied.read_now();
+                f(&a.state.jobs, a.last_applied.map(|l| l.index))
             }
-            cluster::Command::TaskFailed {
-                job: k.job.clone(),
-                kind: k.kind,
-                index: k.index,
-                attempt: k.attempt,
-                error: f.error,
-                exit: f.exit,
-                stderr_tail: f.stderr_tail,
-                lost: f.lost,
-                at_ms: now_ms(),
-            }
+            None => f(&cluster::Cluster::default(), None),
         }
-    };
-    cmds.push(cmd);
-    if reports.send((cmds, k.clone())).is_err() {
-        warn!(job = %k.job, task = %task_id(&k), "the report was dropped: the worker is stopping");
+    }
+
+    async fn propose(
+        &self,
+        cmd: &crate::cluster::state::Command,
+        patience: std::time::Duration,
+    ) -> Result<cluster::Applied, String> {
+        Node::propose(self, cmd, patience).await
+    }
+
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        tokio::spawn(f);
+    }
+
+    async fn execute(self: Arc<Self>, w: Work, st: Arc<AttemptState>) -> Result<Done, Failure> {
+        match w.key.kind {
+            TaskKind::Map => map_attempt(&self, &w, &st).await,
+            TaskKind::Reduce => reduce_attempt(&self, &w, &st).await,
+        }
+    }
+
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>) {
+        tokio::task::spawn_blocking(move || match keep {
+            None => {
+                let freed = self.blobs.remove_job(&job);
+                info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
+            }
+            Some(keep) => {
+                let freed = self.blobs.remove_job_scratch(&job, &keep);
+                if freed > 0 {
+                    info!(%job, freed, "job ended; its splits, map outputs and stray parts are deleted here");
+                }
+            }
+        });
     }
 }
 

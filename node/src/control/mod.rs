@@ -3,4 +3,5 @@
 
 mod attempt;
 pub mod manager;
+pub mod work;
 pub mod worker;

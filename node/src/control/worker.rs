@@ -14,23 +14,24 @@
 //! deleted here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_jobs::cluster::{self, Applied, Job, JobState, NodeId, TaskKind, TaskState};
+use shoal_jobs::planted::{self, Bug};
 use shoal_jobs::spec::JobSpec;
 use shoal_net::wire::{CtlRequest, Heartbeat, RunningAttempt};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
-use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::cluster::state::Command;
-use crate::control::attempt::{attempt, task_id, AttemptState, Report, Running, Work};
-pub use crate::control::attempt::{AttemptKey, MapOut};
-use crate::sync::{Locked, ReadWrite};
+use crate::control::work::{task_id, AttemptState, Done, Failure, Report, Running, Work};
+pub use crate::control::work::{AttemptKey, MapOut};
+use crate::sync::Locked;
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
 /// How long a finished attempt keeps trying to report (leader changes, no leader).
@@ -96,22 +97,63 @@ pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
         .collect()
 }
 
-/// Run forever.
+/// What the worker loop needs from where it runs — a node with processes and files, or a
+/// node of the simulator with tasks in memory: the applied table, proposing, spawning, and
+/// running and cleaning up attempts.
+pub trait WorkerHost: Send + Sync + 'static {
+    /// This node's id.
+    fn id(&self) -> NodeId;
+    /// When this process started (ms since the epoch): attempts assigned to this node
+    /// before then died with the previous process.
+    fn boot_ms(&self) -> u64;
+    /// Now, in the job table's time (ms since the epoch).
+    fn now_ms(&self) -> u64;
+    /// Wait until Raft runs here; a watch that changes when it applies a command.
+    fn raft_changes(&self) -> impl Future<Output = shoal_raft::MetricsWatch> + Send;
+    /// Read the applied job table and the index of the last command applied to it.
+    fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T;
+    /// Propose `cmd`, retrying through leader changes for up to `patience`.
+    fn propose(
+        &self,
+        cmd: &Command,
+        patience: Duration,
+    ) -> impl Future<Output = Result<Applied, String>> + Send;
+    /// Run `f` as long as this node runs.
+    fn spawn(&self, f: impl Future<Output = ()> + Send + 'static);
+    /// Run attempt `w` to its end (stopping early once `st.stop` is set).
+    fn execute(
+        self: Arc<Self>,
+        w: Work,
+        st: Arc<AttemptState>,
+    ) -> impl Future<Output = Result<Done, Failure>> + Send;
+    /// Delete what this node keeps of `job`: everything once the table forgot it (`keep` is
+    /// `None`), else its splits, map outputs and the part files not in `keep`.
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>);
+}
+
+/// Run the worker loop of a node: heartbeats to the leader beside it. Forever.
 pub async fn run(node: Arc<Node>) {
-    let h = node.raft_started().await;
-    let mut changes = h.raft.metrics();
-    let running: Running = Arc::default();
+    let running = Running::default();
     tokio::spawn(heartbeats(Arc::clone(&node), Arc::clone(&running)));
+    run_on(node, running).await
+}
+
+/// The worker loop on `host`, its running attempts in `running`: start what the table
+/// assigns here, stop what it no longer wants, report attempts of a previous process lost,
+/// and clean up after jobs that ended. Forever.
+pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
+    let mut changes = host.raft_changes().await;
     let (reports, queued) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(send_reports(Arc::clone(&node), queued));
+    host.spawn(send_reports(Arc::clone(&host), queued));
+    let me = host.id();
     let mut started: HashSet<AttemptKey> = HashSet::new();
     let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
     let mut cleaned: HashSet<String> = HashSet::new();
     let mut last_applied = None;
-    let boot_ms = node.started_ms;
+    let boot_ms = host.boot_ms();
     loop {
         crate::cluster::node::next_change(&mut changes, TICK).await;
-        let applied_at = shoal_raft::metrics(&h.raft).last_applied;
+        let applied_at = host.read_table(|_, at| at);
         if applied_at == last_applied && last_applied.is_some() {
             continue;
         }
@@ -119,11 +161,8 @@ pub async fn run(node: Arc<Node>) {
         let mut to_start = Vec::new();
         let mut to_clean = Vec::new();
         let mut stale = Vec::new();
-        let forgotten: Vec<String>;
-        {
-            let applied = h.applied.read_now();
-            let jobs = &applied.state.jobs;
-            forgotten = cleaned
+        let forgotten: Vec<String> = host.read_table(|jobs, _| {
+            let forgotten = cleaned
                 .iter()
                 .filter(|j| !jobs.jobs.contains_key(*j))
                 .cloned()
@@ -133,13 +172,14 @@ pub async fn run(node: Arc<Node>) {
                     let keep: Vec<u32> = job
                         .reduces
                         .iter()
-                        .filter(|t| t.state == TaskState::Done && t.holders.contains(&node.id))
+                        .filter(|t| t.state == TaskState::Done && t.holders.contains(&me))
+                        .filter(|_| !planted::active(Bug::WorkerDeletesParts))
                         .map(|t| t.index)
                         .collect();
                     to_clean.push((job.id.clone(), keep));
                 }
             }
-            for (job, t, key, start_ms) in assigned(jobs, node.id) {
+            for (job, t, key, start_ms) in assigned(jobs, me) {
                 if !started.insert(key.clone()) {
                     continue;
                 }
@@ -176,19 +216,16 @@ pub async fn run(node: Arc<Node>) {
                     info!(job = %k.job, task = %task_id(k), attempt = k.attempt, "stopping an attempt the job no longer wants");
                 }
             }
-        }
+            forgotten
+        });
         if !to_start.is_empty() && crate::planted::active(crate::planted::Fault::WorkerPanic) {
             panic!("planted fault: the worker loop dies at its first assignment");
         }
         for w in to_start {
-            let st = Arc::new(AttemptState {
-                stop: AtomicBool::new(false),
-                progress: AtomicU64::new(0),
-                started: Instant::now(),
-            });
+            let st = Arc::new(AttemptState::new());
             running.locked().insert(w.key.clone(), Arc::clone(&st));
-            tokio::spawn(attempt(
-                Arc::clone(&node),
+            host.spawn(attempt(
+                Arc::clone(&host),
                 w,
                 st,
                 Arc::clone(&running),
@@ -196,8 +233,8 @@ pub async fn run(node: Arc<Node>) {
             ));
         }
         for k in stale {
-            let node = Arc::clone(&node);
-            tokio::spawn(async move {
+            let h = Arc::clone(&host);
+            host.spawn(async move {
                 info!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "an attempt of before the restart is reported lost");
                 let cmd = cluster::Command::TaskFailed {
                     job: k.job.clone(),
@@ -208,33 +245,83 @@ pub async fn run(node: Arc<Node>) {
                     exit: None,
                     stderr_tail: None,
                     lost: true,
-                    at_ms: now_ms(),
+                    at_ms: h.now_ms(),
                 };
-                if let Err(e) = node.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
+                if let Err(e) = h.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
                     warn!(job = %k.job, error = %e, "reporting a stale attempt failed");
                 }
             });
         }
         for job in forgotten {
             cleaned.remove(&job);
-            let node = Arc::clone(&node);
-            tokio::task::spawn_blocking(move || {
-                let freed = node.blobs.remove_job(&job);
-                info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
-            });
+            Arc::clone(&host).clean(job, None);
         }
         for (job, keep) in to_clean {
             cleaned.insert(job.clone());
             started.retain(|k| k.job != job);
             specs.remove(&job);
-            let node = Arc::clone(&node);
-            tokio::task::spawn_blocking(move || {
-                let freed = node.blobs.remove_job_scratch(&job, &keep);
-                if freed > 0 {
-                    info!(%job, freed, "job ended; its splits, map outputs and stray parts are deleted here");
-                }
-            });
+            Arc::clone(&host).clean(job, Some(keep));
         }
+    }
+}
+
+/// One attempt from start to report: run it on the host, then queue its report — unless
+/// the table stopped it meanwhile (its report would be stale).
+async fn attempt<H: WorkerHost>(
+    host: Arc<H>,
+    w: Work,
+    st: Arc<AttemptState>,
+    running: Running,
+    reports: tokio::sync::mpsc::UnboundedSender<Report>,
+) {
+    let k = w.key.clone();
+    debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt starts");
+    let result = Arc::clone(&host).execute(w, Arc::clone(&st)).await;
+    running.locked().remove(&k);
+    if st.stop.load(Ordering::Relaxed) {
+        debug!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "attempt stopped");
+        return;
+    }
+    let mut cmds = Vec::new();
+    let cmd = match result {
+        Ok(done) => cluster::Command::TaskFinished {
+            job: k.job.clone(),
+            kind: k.kind,
+            index: k.index,
+            attempt: k.attempt,
+            sizes: done.sizes,
+            holders: done.holders,
+            counters: done.counters,
+            at_ms: host.now_ms(),
+        },
+        Err(f) => {
+            warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
+            // The lost map output first: the map runs again before this attempt's failure
+            // frees its task for another attempt.
+            if let Some((index, attempt)) = f.lost_map {
+                cmds.push(cluster::Command::MapOutputLost {
+                    job: k.job.clone(),
+                    index,
+                    attempt,
+                    at_ms: host.now_ms(),
+                });
+            }
+            cluster::Command::TaskFailed {
+                job: k.job.clone(),
+                kind: k.kind,
+                index: k.index,
+                attempt: k.attempt,
+                error: f.error,
+                exit: f.exit,
+                stderr_tail: f.stderr_tail,
+                lost: f.lost,
+                at_ms: host.now_ms(),
+            }
+        }
+    };
+    cmds.push(cmd);
+    if reports.send((cmds, k.clone())).is_err() {
+        warn!(job = %k.job, task = %task_id(&k), "the report was dropped: the worker is stopping");
     }
 }
 
@@ -314,7 +401,10 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
 /// proposal was in flight together as one `Batch`: a node finishing many short tasks makes
 /// one Raft entry per round trip, not one per task. Reports are never lost to a busy
 /// leader: each proposal is retried for [`REPORT_PATIENCE`].
-async fn send_reports(node: Arc<Node>, mut queued: tokio::sync::mpsc::UnboundedReceiver<Report>) {
+async fn send_reports<H: WorkerHost>(
+    host: Arc<H>,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<Report>,
+) {
     /// Reports in one proposal at most (a bound on the entry's size).
     const MAX_BATCH: usize = 256;
     while let Some(first) = queued.recv().await {
@@ -333,7 +423,7 @@ async fn send_reports(node: Arc<Node>, mut queued: tokio::sync::mpsc::UnboundedR
             1 => Command::Jobs(cmds.remove(0)),
             _ => Command::Batch(cmds),
         };
-        match node.propose(&cmd, REPORT_PATIENCE).await {
+        match host.propose(&cmd, REPORT_PATIENCE).await {
             Ok(Applied::Changed) => {}
             Ok(Applied::Ignored(why)) => {
                 debug!(reports = batch.len(), %why, "a report was ignored")
