@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use shoal_jobs::cluster::{JobState, TaskKind, TaskState};
+use shoal_raft::ServerState;
 
-use crate::node::{part_key, SimNode};
-use crate::world::{lock, World};
+use crate::node::{part_key, SimNode, World};
+use crate::world::lock;
 
 /// Nodes that are up, in index order.
 fn up(world: &World) -> Vec<Arc<SimNode>> {
@@ -223,4 +224,32 @@ pub fn all_ended(world: &World) -> bool {
             .values()
             .all(|j| j.state != JobState::Running)
     })
+}
+
+/// On every change of this node's Raft metrics, tell the checker when it leads a term.
+pub async fn watch_leadership(node: Arc<SimNode>) {
+    use shoal_raft::WatchReceiver;
+    let mut changes = node.raft.metrics();
+    let mut last = None;
+    loop {
+        let m = node.metrics();
+        if m.state == ServerState::Leader && last != Some(m.current_term) {
+            last = Some(m.current_term);
+            node.world
+                .trace(format!("n{} leads term {}", node.id, m.current_term));
+            one_leader_per_term(&node.world, m.current_term, node.id);
+        }
+        if changes.changed().await.is_err() {
+            if !node.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                node.world.violate(
+                    "raft_keeps_running",
+                    format!(
+                        "node {}'s Raft stopped by itself (a panic in its core?)",
+                        node.id
+                    ),
+                );
+            }
+            return;
+        }
+    }
 }

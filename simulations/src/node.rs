@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId, TaskKind};
-use shoal_jobs::counters::Counters;
+use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId};
 use shoal_jobs::partition::stable_hash;
 use shoal_jobs::scheduler::NodeSlots;
 use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
@@ -23,15 +22,17 @@ use shoal_net::{codec, NetError, PeerRef, Transport};
 use shoal_node::cluster::rpc::{answer_raft, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
 use shoal_node::control::manager::{decide, Outlook};
-use shoal_node::control::work::{AttemptState, Done, Failure, Running, Work};
-use shoal_node::control::worker::{run_on, WorkerHost};
+use shoal_node::control::work::Running;
+use shoal_node::control::worker::run_on;
 use shoal_raft::{AppState, Applied, Cmd, Raft, ServerState, Timing};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::rng::mix;
-use crate::workload;
-use crate::world::{lock, Answer, Blobs, Msg, World};
+use crate::world::{lock, Answer, Blobs, Handle, Msg};
+
+/// The simulated world, with simulated nodes in it.
+pub type World = crate::world::World<SimNode>;
 
 /// The simulated cluster's id.
 pub const CLUSTER_ID: u64 = 0x5348_4f41_4c53_494d;
@@ -138,14 +139,14 @@ pub struct SimNode {
     pub raft: Raft<SimState>,
     /// The applied state.
     pub applied: Arc<RwLock<Applied<SimState>>>,
-    world: Arc<World>,
+    pub(crate) world: Arc<World>,
     net: SimNet,
-    blobs: Blobs,
-    boot_ms: u64,
+    pub(crate) blobs: Blobs,
+    pub(crate) boot_ms: u64,
     heard: Mutex<BTreeMap<NodeId, Instant>>,
     tasks: Mutex<Vec<AbortHandle>>,
     running: Running,
-    stopping: std::sync::atomic::AtomicBool,
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     inbound: shoal_raft::Inbound,
 }
 
@@ -186,7 +187,6 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
     node.spawn(manager(Arc::clone(&node)));
     node.spawn(run_on(Arc::clone(&node), Arc::clone(&node.running)));
     node.spawn(heartbeats(Arc::clone(&node)));
-    node.spawn(leadership(Arc::clone(&node)));
     Ok(node)
 }
 
@@ -214,34 +214,8 @@ impl SimNode {
         shoal_raft::metrics(&self.raft)
     }
 
-    /// Answer a message from a peer.
-    pub async fn handle(&self, msg: Msg) -> Answer {
-        match msg {
-            Msg::Raft(req) if req.cluster_id != CLUSTER_ID => {
-                Answer::Raft(RaftResponse::Refused("foreign cluster".into()))
-            }
-            Msg::Raft(req) => Answer::Raft(answer_raft(&self.raft, &self.inbound, &req).await),
-            Msg::Ctl(CtlRequest::Propose { command, .. }) => {
-                Answer::Ctl(match self.write_local(command).await {
-                    Ok(bytes) => CtlResponse::Applied(bytes),
-                    Err(why) => CtlResponse::Refused(why),
-                })
-            }
-            Msg::Ctl(CtlRequest::Heartbeat(hb)) => {
-                lock(&self.heard).insert(hb.node_id, Instant::now());
-                Answer::Ctl(CtlResponse::Ok)
-            }
-            Msg::Ctl(_) => Answer::Ctl(CtlResponse::Refused("not simulated".into())),
-            Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),
-            Msg::Push(key, bytes) => {
-                lock(&self.blobs).insert(key, bytes);
-                Answer::Pushed
-            }
-        }
-    }
-
     /// Commit `command` here, as the leader; the CBOR of the state's answer and the index.
-    async fn write_local(&self, command: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub(crate) async fn write_local(&self, command: Vec<u8>) -> Result<Vec<u8>, String> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
             return Err("this node is not the leader".into());
@@ -305,7 +279,7 @@ impl SimNode {
     }
 
     /// An object: from this node's store, else from the first of `holders` that has it.
-    async fn object(&self, key: &str, holders: &[NodeId]) -> Option<Arc<Vec<u8>>> {
+    pub(crate) async fn object(&self, key: &str, holders: &[NodeId]) -> Option<Arc<Vec<u8>>> {
         if let Some(b) = lock(&self.blobs).get(key).cloned() {
             return Some(b);
         }
@@ -401,34 +375,6 @@ fn describe(cmd: &Command) -> String {
     }
 }
 
-/// On every change of this node's Raft metrics, tell the checker when it leads a term.
-async fn leadership(node: Arc<SimNode>) {
-    use shoal_raft::WatchReceiver;
-    let mut changes = node.raft.metrics();
-    let mut last = None;
-    loop {
-        let m = node.metrics();
-        if m.state == ServerState::Leader && last != Some(m.current_term) {
-            last = Some(m.current_term);
-            node.world
-                .trace(format!("n{} leads term {}", node.id, m.current_term));
-            crate::invariants::one_leader_per_term(&node.world, m.current_term, node.id);
-        }
-        if changes.changed().await.is_err() {
-            if !node.stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                node.world.violate(
-                    "raft_keeps_running",
-                    format!(
-                        "node {}'s Raft stopped by itself (a panic in its core?)",
-                        node.id
-                    ),
-                );
-            }
-            return;
-        }
-    }
-}
-
 /// Every second, tell the leader this node is alive.
 async fn heartbeats(node: Arc<SimNode>) {
     loop {
@@ -461,7 +407,7 @@ pub fn split_key(job: &str, index: u32) -> String {
     format!("split/{job}/{index}")
 }
 
-fn map_key(job: &str, map: u32, attempt: u32, p: u32) -> String {
+pub(crate) fn map_key(job: &str, map: u32, attempt: u32, p: u32) -> String {
     format!("map/{job}/{map}/{attempt}/{p}")
 }
 
@@ -470,160 +416,30 @@ pub fn part_key(job: &str, p: u32) -> String {
     format!("part/{job}/{p}")
 }
 
-/// The simulator's worker host: the daemon's worker loop ([`run_on`]) over the simulated
-/// network, the node's in-memory object store, and tasks that run the job's native app in
-/// memory after a seeded delay.
-impl WorkerHost for SimNode {
-    fn id(&self) -> NodeId {
-        self.id
-    }
-
-    fn boot_ms(&self) -> u64 {
-        self.boot_ms
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.world.now_ms()
-    }
-
-    async fn raft_changes(&self) -> shoal_raft::MetricsWatch {
-        self.raft.metrics()
-    }
-
-    fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
-        let a = self.applied.read().unwrap_or_else(|p| p.into_inner());
-        f(&a.state.state.jobs, a.last_applied.map(|l| l.index))
-    }
-
-    async fn propose(&self, cmd: &Command, patience: Duration) -> Result<JobsApplied, String> {
-        SimNode::propose(self, cmd, patience).await.map(|(a, _)| a)
-    }
-
-    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
-        SimNode::spawn(self, f)
-    }
-
-    async fn execute(self: Arc<Self>, w: Work, st: Arc<AttemptState>) -> Result<Done, Failure> {
-        let k = &w.key;
-        let slow = self.world.rng(|r| r.chance(0.03));
-        let ms = self.world.rng(|r| {
-            if slow {
-                r.between(15_000, 30_000)
-            } else {
-                r.between(200, 2_500)
+impl Handle for SimNode {
+    /// Answer a message from a peer.
+    async fn handle(&self, msg: Msg) -> Answer {
+        match msg {
+            Msg::Raft(req) if req.cluster_id != CLUSTER_ID => {
+                Answer::Raft(RaftResponse::Refused("foreign cluster".into()))
             }
-        });
-        self.world.trace(format!(
-            "n{} starts {} {:?} {} attempt {} ({ms} ms)",
-            self.id, k.job, k.kind, k.index, k.attempt
-        ));
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        if st.stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Failure::lost("stopped".into()));
-        }
-        let app = match &w.spec.kind {
-            shoal_jobs::spec::JobKind::App(name) => shoal_jobs::apps::by_name(name, &w.spec.env)
-                .map_err(|e| Failure::from(e.to_string()))?,
-            _ => return Err("the simulator runs native apps only".into()),
-        };
-        match k.kind {
-            TaskKind::Map => self.map_attempt(&w, app.as_ref()).await,
-            TaskKind::Reduce => self.reduce_attempt(&w, app.as_ref()).await,
-        }
-    }
-
-    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>) {
-        let keep = keep.unwrap_or_default();
-        let scratch = [format!("split/{job}/"), format!("map/{job}/")];
-        let parts = format!("part/{job}/");
-        lock(&self.blobs).retain(|key, _| {
-            if scratch.iter().any(|p| key.starts_with(p.as_str())) {
-                return false;
+            Msg::Raft(req) => Answer::Raft(answer_raft(&self.raft, &self.inbound, &req).await),
+            Msg::Ctl(CtlRequest::Propose { command, .. }) => {
+                Answer::Ctl(match self.write_local(command).await {
+                    Ok(bytes) => CtlResponse::Applied(bytes),
+                    Err(why) => CtlResponse::Refused(why),
+                })
             }
-            match key.strip_prefix(parts.as_str()) {
-                Some(p) => p.parse::<u32>().is_ok_and(|p| keep.contains(&p)),
-                None => true,
+            Msg::Ctl(CtlRequest::Heartbeat(hb)) => {
+                lock(&self.heard).insert(hb.node_id, Instant::now());
+                Answer::Ctl(CtlResponse::Ok)
             }
-        });
-    }
-}
-
-impl SimNode {
-    async fn map_attempt(
-        &self,
-        w: &Work,
-        app: &dyn shoal_jobs::apps::App,
-    ) -> Result<Done, Failure> {
-        let k = &w.key;
-        let split = w.split.as_ref().ok_or("no such split")?;
-        let Some(text) = self
-            .object(&split_key(&k.job, k.index), &split.holders)
-            .await
-        else {
-            return Err(Failure::lost("its split could not be read".into()));
-        };
-        let parts = workload::map_split(
-            app,
-            split.name.as_bytes(),
-            &text,
-            &w.partitioner,
-            w.spec.reducers,
-        );
-        let mut sizes = Vec::new();
-        for (p, bytes) in parts.into_iter().enumerate() {
-            sizes.push(bytes.len() as u64);
-            lock(&self.blobs).insert(
-                map_key(&k.job, k.index, k.attempt, p as u32),
-                Arc::new(bytes),
-            );
-        }
-        Ok(Done {
-            sizes,
-            holders: Vec::new(),
-            counters: Counters::default(),
-        })
-    }
-
-    async fn reduce_attempt(
-        &self,
-        w: &Work,
-        app: &dyn shoal_jobs::apps::App,
-    ) -> Result<Done, Failure> {
-        let k = &w.key;
-        let outputs = w
-            .inputs
-            .as_ref()
-            .map_err(|why| Failure::lost(why.clone()))?;
-        let mut inputs = Vec::new();
-        for mo in outputs {
-            let key = map_key(&k.job, mo.map, mo.attempt, k.index);
-            match self.object(&key, &[mo.node]).await {
-                Some(b) => inputs.push(b),
-                None => {
-                    let why = format!(
-                        "map {} attempt {} output could not be fetched",
-                        mo.map, mo.attempt
-                    );
-                    return Err(Failure {
-                        lost_map: Some((mo.map, mo.attempt)),
-                        ..Failure::lost(why)
-                    });
-                }
+            Msg::Ctl(_) => Answer::Ctl(CtlResponse::Refused("not simulated".into())),
+            Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),
+            Msg::Push(key, bytes) => {
+                lock(&self.blobs).insert(key, bytes);
+                Answer::Pushed
             }
         }
-        let part = Arc::new(workload::reduce(app, &inputs));
-        let size = part.len() as u64;
-        let holders = self
-            .store_replicated(&part_key(&k.job, k.index), part, 1)
-            .await;
-        if holders.len() == 1 && self.world.machines.len() > 1 {
-            // As the daemon's worker: a part file on one disk only is not a finished reduce.
-            return Err(Failure::lost("the part file could not be copied".into()));
-        }
-        Ok(Done {
-            sizes: vec![size],
-            holders,
-            counters: Counters::default(),
-        })
     }
 }

@@ -11,6 +11,7 @@
 //! collection decisions iterate over is ordered — so one seed gives one trace.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,7 +21,6 @@ use shoal_net::wire::{CtlRequest, CtlResponse, RaftRequest, RaftResponse};
 use shoal_net::PeerId;
 use tokio::time::Instant;
 
-use crate::node::SimNode;
 use crate::rng::{mix, Rng};
 
 /// ms since the epoch at the start of every run (the commands' clock).
@@ -29,14 +29,20 @@ pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// A node's stored objects (splits, map outputs, part files): kept across crashes.
 pub type Blobs = Arc<Mutex<BTreeMap<String, Arc<Vec<u8>>>>>;
 
+/// What the world needs of a node: to answer a message delivered to it.
+pub trait Handle: Send + Sync + 'static {
+    /// Answer `msg` from a peer.
+    fn handle(&self, msg: Msg) -> impl Future<Output = Answer> + Send;
+}
+
 /// One machine of the simulation (its Raft id is its index + 1, see [`World::id`]).
-pub struct Machine {
+pub struct Machine<N> {
     /// Its Raft log, vote and snapshot, on an in-memory redb: kept across crashes.
     pub store: shoal_raft::Store,
     /// Its objects: kept across crashes.
     pub blobs: Blobs,
     /// The running process, when up.
-    pub live: Option<Arc<SimNode>>,
+    pub live: Option<Arc<N>>,
     /// Bumped at every crash: an answer from an older incarnation is dropped.
     pub incarnation: u64,
     /// Crashed and never coming back (its disk is gone with it).
@@ -145,14 +151,14 @@ pub struct Stats {
     pub proposals: u64,
 }
 
-/// Everything the run shares.
-pub struct World {
+/// Everything the run shares; its nodes are `N`s.
+pub struct World<N> {
     /// The seed.
     pub seed: u64,
     /// The one random source.
     pub rng: Mutex<Rng>,
     /// The machines, by index (Raft id = index + 1).
-    pub machines: Vec<Mutex<Machine>>,
+    pub machines: Vec<Mutex<Machine<N>>>,
     /// Each machine's peer id (what the membership records), by index.
     pub peers: Vec<PeerId>,
     /// The network's faults.
@@ -180,7 +186,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl World {
+impl<N: Handle> World<N> {
     /// Simulated ms since the start.
     pub fn elapsed_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
@@ -225,7 +231,7 @@ impl World {
     }
 
     /// The running process of node `i`, if up.
-    pub fn live(&self, i: usize) -> Option<Arc<SimNode>> {
+    pub fn live(&self, i: usize) -> Option<Arc<N>> {
         self.machines.get(i).and_then(|m| lock(m).live.clone())
     }
 
@@ -305,7 +311,7 @@ impl World {
     /// One delivery: the request's trip, the handling, the answer's trip. Never returns
     /// when the message or its answer is lost.
     async fn deliver(self: &Arc<Self>, from: usize, to: usize, msg: Msg) -> Option<Answer> {
-        let lost_on_the_way = |w: &World, a: usize, b: usize| {
+        let lost_on_the_way = |w: &World<N>, a: usize, b: usize| {
             w.live(a).is_none() || w.live(b).is_none() || !w.link_open(a, b) || w.lost()
         };
         if lost_on_the_way(self, from, to) {

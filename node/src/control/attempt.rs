@@ -32,12 +32,8 @@ const PARALLEL_FETCHES: usize = 4;
 /// The daemon's worker: attempts as processes (or native apps) on the task pool, over files
 /// in the node's object store, with splits and map outputs fetched over `/shoal/data/1`.
 impl WorkerHost for Node {
-    fn id(&self) -> NodeId {
-        self.id
-    }
-
-    fn boot_ms(&self) -> u64 {
-        self.started_ms
+    fn id_and_boot(&self) -> (NodeId, u64) {
+        (self.id, self.started_ms)
     }
 
     fn now_ms(&self) -> u64 {

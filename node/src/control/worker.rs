@@ -101,11 +101,9 @@ pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
 /// node of the simulator with tasks in memory: the applied table, proposing, spawning, and
 /// running and cleaning up attempts.
 pub trait WorkerHost: Send + Sync + 'static {
-    /// This node's id.
-    fn id(&self) -> NodeId;
-    /// When this process started (ms since the epoch): attempts assigned to this node
-    /// before then died with the previous process.
-    fn boot_ms(&self) -> u64;
+    /// This node's id, and when its process started (ms since the epoch): attempts
+    /// assigned to it before then died with the previous process.
+    fn id_and_boot(&self) -> (NodeId, u64);
     /// Now, in the job table's time (ms since the epoch).
     fn now_ms(&self) -> u64;
     /// Wait until Raft runs here; a watch that changes when it applies a command.
@@ -145,12 +143,11 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
     let mut changes = host.raft_changes().await;
     let (reports, queued) = tokio::sync::mpsc::unbounded_channel();
     host.spawn(send_reports(Arc::clone(&host), queued));
-    let me = host.id();
+    let (me, boot_ms) = host.id_and_boot();
     let mut started: HashSet<AttemptKey> = HashSet::new();
     let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
     let mut cleaned: HashSet<String> = HashSet::new();
     let mut last_applied = None;
-    let boot_ms = host.boot_ms();
     loop {
         crate::cluster::node::next_change(&mut changes, TICK).await;
         let applied_at = host.read_table(|_, at| at);

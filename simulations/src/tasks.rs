@@ -1,0 +1,170 @@
+//! Tasks as the simulator runs them: the host of the daemon's worker loop for a simulated
+//! node — a seeded delay, then the job's native app in memory over objects in the node's
+//! in-memory store, fetched from and copied to other nodes over simulated data messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId, TaskKind};
+use shoal_jobs::counters::Counters;
+use shoal_node::cluster::state::Command;
+use shoal_node::control::work::{AttemptState, Done, Failure, Work};
+use shoal_node::control::worker::WorkerHost;
+
+use crate::compute::{map_split, reduce};
+use crate::node::{map_key, part_key, split_key, SimNode};
+use crate::world::lock;
+
+/// The simulator's worker host: the daemon's worker loop ([`run_on`](shoal_node::control::worker::run_on)) over the simulated
+/// network, the node's in-memory object store, and tasks that run the job's native app in
+/// memory after a seeded delay.
+impl WorkerHost for SimNode {
+    fn id_and_boot(&self) -> (NodeId, u64) {
+        (self.id, self.boot_ms)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.world.now_ms()
+    }
+
+    async fn raft_changes(&self) -> shoal_raft::MetricsWatch {
+        self.raft.metrics()
+    }
+
+    fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
+        let a = self.applied.read().unwrap_or_else(|p| p.into_inner());
+        f(&a.state.state.jobs, a.last_applied.map(|l| l.index))
+    }
+
+    async fn propose(&self, cmd: &Command, patience: Duration) -> Result<JobsApplied, String> {
+        SimNode::propose(self, cmd, patience).await.map(|(a, _)| a)
+    }
+
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        SimNode::spawn(self, f)
+    }
+
+    async fn execute(self: Arc<Self>, w: Work, st: Arc<AttemptState>) -> Result<Done, Failure> {
+        let k = &w.key;
+        let slow = self.world.rng(|r| r.chance(0.03));
+        let ms = self.world.rng(|r| {
+            if slow {
+                r.between(15_000, 30_000)
+            } else {
+                r.between(200, 2_500)
+            }
+        });
+        self.world.trace(format!(
+            "n{} starts {} {:?} {} attempt {} ({ms} ms)",
+            self.id, k.job, k.kind, k.index, k.attempt
+        ));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if st.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Failure::lost("stopped".into()));
+        }
+        let app = match &w.spec.kind {
+            shoal_jobs::spec::JobKind::App(name) => shoal_jobs::apps::by_name(name, &w.spec.env)
+                .map_err(|e| Failure::from(e.to_string()))?,
+            _ => return Err("the simulator runs native apps only".into()),
+        };
+        match k.kind {
+            TaskKind::Map => self.map_attempt(&w, app.as_ref()).await,
+            TaskKind::Reduce => self.reduce_attempt(&w, app.as_ref()).await,
+        }
+    }
+
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>) {
+        let keep = keep.unwrap_or_default();
+        let scratch = [format!("split/{job}/"), format!("map/{job}/")];
+        let parts = format!("part/{job}/");
+        lock(&self.blobs).retain(|key, _| {
+            if scratch.iter().any(|p| key.starts_with(p.as_str())) {
+                return false;
+            }
+            match key.strip_prefix(parts.as_str()) {
+                Some(p) => p.parse::<u32>().is_ok_and(|p| keep.contains(&p)),
+                None => true,
+            }
+        });
+    }
+}
+
+impl SimNode {
+    async fn map_attempt(
+        &self,
+        w: &Work,
+        app: &dyn shoal_jobs::apps::App,
+    ) -> Result<Done, Failure> {
+        let k = &w.key;
+        let split = w.split.as_ref().ok_or("no such split")?;
+        let Some(text) = self
+            .object(&split_key(&k.job, k.index), &split.holders)
+            .await
+        else {
+            return Err(Failure::lost("its split could not be read".into()));
+        };
+        let parts = map_split(
+            app,
+            split.name.as_bytes(),
+            &text,
+            &w.partitioner,
+            w.spec.reducers,
+        );
+        let mut sizes = Vec::new();
+        for (p, bytes) in parts.into_iter().enumerate() {
+            sizes.push(bytes.len() as u64);
+            lock(&self.blobs).insert(
+                map_key(&k.job, k.index, k.attempt, p as u32),
+                Arc::new(bytes),
+            );
+        }
+        Ok(Done {
+            sizes,
+            holders: Vec::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    async fn reduce_attempt(
+        &self,
+        w: &Work,
+        app: &dyn shoal_jobs::apps::App,
+    ) -> Result<Done, Failure> {
+        let k = &w.key;
+        let outputs = w
+            .inputs
+            .as_ref()
+            .map_err(|why| Failure::lost(why.clone()))?;
+        let mut inputs = Vec::new();
+        for mo in outputs {
+            let key = map_key(&k.job, mo.map, mo.attempt, k.index);
+            match self.object(&key, &[mo.node]).await {
+                Some(b) => inputs.push(b),
+                None => {
+                    let why = format!(
+                        "map {} attempt {} output could not be fetched",
+                        mo.map, mo.attempt
+                    );
+                    return Err(Failure {
+                        lost_map: Some((mo.map, mo.attempt)),
+                        ..Failure::lost(why)
+                    });
+                }
+            }
+        }
+        let part = Arc::new(reduce(app, &inputs));
+        let size = part.len() as u64;
+        let holders = self
+            .store_replicated(&part_key(&k.job, k.index), part, 1)
+            .await;
+        if holders.len() == 1 && self.world.machines.len() > 1 {
+            // As the daemon's worker: a part file on one disk only is not a finished reduce.
+            return Err(Failure::lost("the part file could not be copied".into()));
+        }
+        Ok(Done {
+            sizes: vec![size],
+            holders,
+            counters: Counters::default(),
+        })
+    }
+}
