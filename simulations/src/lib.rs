@@ -33,10 +33,10 @@ pub mod cli;
 pub mod compute;
 mod config;
 mod driver;
+mod host;
 pub mod invariants;
 pub mod node;
 pub mod rng;
-mod tasks;
 pub mod workload;
 pub mod world;
 

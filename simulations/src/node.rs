@@ -14,17 +14,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId};
+use shoal_jobs::cluster::{Applied as JobsApplied, NodeId};
 use shoal_jobs::partition::stable_hash;
-use shoal_jobs::scheduler::NodeSlots;
 use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
 use shoal_net::{codec, NetError, PeerRef, Transport};
 use shoal_node::cluster::rpc::{answer_raft, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
-use shoal_node::control::manager::{decide, Outlook};
 use shoal_node::control::work::Running;
 use shoal_node::control::worker::run_on;
-use shoal_raft::{AppState, Applied, Cmd, Raft, ServerState, Timing};
+use shoal_raft::{AppState, Applied, Cmd, Raft, Timing};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -42,8 +40,6 @@ pub const SLOTS: u32 = 2;
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a worker heartbeats the leader.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How often the loops look even when nothing changed.
-const TICK: Duration = Duration::from_millis(250);
 /// How long a data request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a forwarded proposal may take.
@@ -143,7 +139,7 @@ pub struct SimNode {
     net: SimNet,
     pub(crate) blobs: Blobs,
     pub(crate) boot_ms: u64,
-    heard: Mutex<BTreeMap<NodeId, Instant>>,
+    pub(crate) heard: Mutex<BTreeMap<NodeId, Instant>>,
     tasks: Mutex<Vec<AbortHandle>>,
     running: Running,
     pub(crate) stopping: std::sync::atomic::AtomicBool,
@@ -184,7 +180,7 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
         stopping: Default::default(),
         inbound: Default::default(),
     });
-    node.spawn(manager(Arc::clone(&node)));
+    node.spawn(shoal_node::control::manager::run_on(Arc::clone(&node)));
     node.spawn(run_on(Arc::clone(&node), Arc::clone(&node.running)));
     node.spawn(heartbeats(Arc::clone(&node)));
     Ok(node)
@@ -318,60 +314,6 @@ impl SimNode {
             }
         }
         holders
-    }
-}
-
-/// The manager: on the leader, the daemon's own decision on what the table needs next.
-async fn manager(node: Arc<SimNode>) {
-    let mut changes = node.raft.metrics();
-    let mut since: Option<Instant> = None;
-    loop {
-        shoal_node::cluster::node::next_change(&mut changes, TICK).await;
-        let m = node.metrics();
-        if m.current_leader != Some(node.id) || m.state != ServerState::Leader {
-            since = None;
-            continue;
-        }
-        let since = *since.get_or_insert_with(Instant::now);
-        let outlook = Outlook {
-            me: node.id,
-            members: m
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(&id, _)| NodeSlots {
-                    node: id,
-                    slots: SLOTS,
-                })
-                .collect(),
-            node_timeout: NODE_TIMEOUT,
-            retain_jobs: usize::MAX,
-            now_ms: node.world.now_ms(),
-        };
-        let next = {
-            let heard = lock(&node.heard);
-            let applied = node.applied.read().unwrap_or_else(|p| p.into_inner());
-            decide(&applied.state.state.jobs, &outlook, |n| {
-                let last = heard.get(&n).map_or(since, |&t| t.max(since));
-                Instant::now() - last
-            })
-        };
-        let Some(cmd) = next else { continue };
-        node.world.count(|s| s.proposals += 1);
-        node.world
-            .trace(format!("n{} manager proposes {}", node.id, describe(&cmd)));
-        if node.write_local(codec::encode(&cmd)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn describe(cmd: &Command) -> String {
-    match cmd {
-        Command::Batch(cs) => format!("{} assignments", cs.len()),
-        Command::Jobs(cluster::Command::NodeLost { node, .. }) => format!("node {node} lost"),
-        Command::Jobs(c) => format!("{c:?}").chars().take(60).collect(),
-        Command::Init { .. } => "init".into(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! [`shoal_jobs::scheduler::plan`] returned for the state it read; a stale proposal is
 //! harmless because every command is attempt-tagged.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use crate::cluster::heartbeats::Heartbeats;
 use crate::cluster::members::live_nodes;
 use crate::cluster::node::Node;
 use crate::cluster::state::Command;
-use crate::sync::ReadWrite;
+use crate::control::worker::WorkerHost;
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
@@ -107,38 +108,52 @@ pub fn decide(
     (!cmds.is_empty()).then_some(Command::Batch(cmds))
 }
 
-/// Run forever.
+/// What the manager loop needs from where it runs, besides what the worker loop needs (the
+/// applied table, Raft's changes, the clock): whether this node leads, what it knows of the
+/// members, their heartbeats, and proposing here.
+pub trait ManagerHost: WorkerHost {
+    /// Whether this node is the Raft leader now.
+    fn leads(&self) -> bool;
+    /// The members this node can reach, `--node-timeout`, `--retain-jobs`, and now.
+    fn outlook(&self) -> Outlook;
+    /// When each node's last heartbeat came.
+    fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant>;
+    /// Propose `cmd` once, through this node's Raft (it leads).
+    fn propose_here(&self, cmd: &Command) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The daemon's manager loop. Forever.
 pub async fn run(node: Arc<Node>) {
-    let h = node.raft_started().await;
-    let mut changes = h.raft.metrics();
-    let mut leader_since: Option<Instant> = None;
+    run_on(node).await
+}
+
+/// The manager loop on `host`: while it leads, propose what [`decide`] says the table
+/// needs next. Forever.
+pub async fn run_on<H: ManagerHost>(host: Arc<H>) {
+    let mut changes = host.raft_changes().await;
+    let mut leader_since: Option<tokio::time::Instant> = None;
     loop {
         crate::cluster::node::next_change(&mut changes, TICK).await;
-        let m = shoal_raft::metrics(&h.raft);
-        if m.current_leader != Some(node.id) || m.state != ServerState::Leader {
+        if !host.leads() {
             leader_since = None;
             continue;
         }
         // A new manager starts every lease fresh.
-        let since = *leader_since.get_or_insert_with(Instant::now);
-        let outlook = Outlook {
-            me: node.id,
-            members: live_nodes(&node),
-            node_timeout: node.settings.node_timeout,
-            retain_jobs: node.settings.retain_jobs,
-            now_ms: now_ms(),
-        };
-        let next = {
-            let heard = node.heartbeats.locked();
-            let applied = h.applied.read_now();
-            decide(&applied.state.jobs, &outlook, |n| {
-                last_heard(&heard, n, since).elapsed()
+        let since = *leader_since.get_or_insert_with(tokio::time::Instant::now);
+        let outlook = host.outlook();
+        // The heartbeats first, the table after: no lock of one is held while taking the
+        // other.
+        let heard = host.heard();
+        let next = host.read_table(|jobs, _| {
+            decide(jobs, &outlook, |n| {
+                let last = heard.get(&n).map_or(since, |&t| t.max(since));
+                last.elapsed()
             })
-        };
+        });
         let Some(cmd) = next else { continue };
         match &cmd {
             Command::Jobs(cluster::Command::NodeLost { node: n, .. }) => {
-                warn!(node = %crate::cluster::identity::hex(*n), timeout = ?node.settings.node_timeout, "a node went silent; declaring it lost");
+                warn!(node = %crate::cluster::identity::hex(*n), timeout = ?outlook.node_timeout, "a node went silent; declaring it lost");
             }
             Command::Jobs(cluster::Command::Forget { job }) => {
                 debug!(%job, "forgetting an ended job beyond --retain-jobs");
@@ -146,10 +161,41 @@ pub async fn run(node: Arc<Node>) {
             Command::Batch(cmds) => debug!(n = cmds.len(), "proposing assignments"),
             _ => {}
         }
-        if let Err(e) = node.propose_once(&cmd).await {
+        if let Err(e) = host.propose_here(&cmd).await {
             warn!(error = %e, "the manager's proposal failed; will retry");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+impl ManagerHost for Node {
+    fn leads(&self) -> bool {
+        self.raft.get().is_some_and(|h| {
+            let m = shoal_raft::metrics(&h.raft);
+            m.current_leader == Some(self.id) && m.state == ServerState::Leader
+        })
+    }
+
+    fn outlook(&self) -> Outlook {
+        Outlook {
+            me: self.id,
+            members: live_nodes(self),
+            node_timeout: self.settings.node_timeout,
+            retain_jobs: self.settings.retain_jobs,
+            now_ms: now_ms(),
+        }
+    }
+
+    fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
+        self.heartbeats
+            .locked()
+            .iter()
+            .map(|(&n, (at, _))| (n, tokio::time::Instant::from_std(*at)))
+            .collect()
+    }
+
+    async fn propose_here(&self, cmd: &Command) -> Result<(), String> {
+        self.propose_once(cmd).await.map(|_| ())
     }
 }
 

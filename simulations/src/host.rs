@@ -1,18 +1,23 @@
-//! Tasks as the simulator runs them: the host of the daemon's worker loop for a simulated
-//! node — a seeded delay, then the job's native app in memory over objects in the node's
-//! in-memory store, fetched from and copied to other nodes over simulated data messages.
+//! A simulated node as the host of the daemon's manager and worker loops: its Raft, its
+//! heartbeats heard, and tasks as the simulator runs them — a seeded delay, then the job's
+//! native app in memory over objects in the node's in-memory store, fetched from and copied
+//! to other nodes over simulated data messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId, TaskKind};
 use shoal_jobs::counters::Counters;
+use shoal_jobs::scheduler::NodeSlots;
 use shoal_node::cluster::state::Command;
+use shoal_node::control::manager::{ManagerHost, Outlook};
 use shoal_node::control::work::{AttemptState, Done, Failure, Work};
 use shoal_node::control::worker::WorkerHost;
+use shoal_raft::ServerState;
+use std::collections::BTreeMap;
 
 use crate::compute::{map_split, reduce};
-use crate::node::{map_key, part_key, split_key, SimNode};
+use crate::node::{map_key, part_key, split_key, SimNode, NODE_TIMEOUT, SLOTS};
 use crate::world::lock;
 
 /// The simulator's worker host: the daemon's worker loop ([`run_on`](shoal_node::control::worker::run_on)) over the simulated
@@ -86,6 +91,56 @@ impl WorkerHost for SimNode {
                 None => true,
             }
         });
+    }
+}
+
+/// The daemon's manager loop on a simulated node: every member counts with `SLOTS` slots,
+/// nothing is forgotten, and each proposal is counted and traced.
+impl ManagerHost for SimNode {
+    fn leads(&self) -> bool {
+        let m = self.metrics();
+        m.current_leader == Some(self.id) && m.state == ServerState::Leader
+    }
+
+    fn outlook(&self) -> Outlook {
+        Outlook {
+            me: self.id,
+            members: self
+                .metrics()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(&id, _)| NodeSlots {
+                    node: id,
+                    slots: SLOTS,
+                })
+                .collect(),
+            node_timeout: NODE_TIMEOUT,
+            retain_jobs: usize::MAX,
+            now_ms: self.world.now_ms(),
+        }
+    }
+
+    fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
+        lock(&self.heard).clone()
+    }
+
+    async fn propose_here(&self, cmd: &Command) -> Result<(), String> {
+        self.world.count(|s| s.proposals += 1);
+        self.world
+            .trace(format!("n{} manager proposes {}", self.id, describe(cmd)));
+        self.write_local(shoal_net::codec::encode(cmd))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    match cmd {
+        Command::Batch(cs) => format!("{} assignments", cs.len()),
+        Command::Jobs(cluster::Command::NodeLost { node, .. }) => format!("node {node} lost"),
+        Command::Jobs(c) => format!("{c:?}").chars().take(60).collect(),
+        Command::Init { .. } => "init".into(),
     }
 }
 
