@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod slow;
+pub mod three;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,96 @@
+//! A three-node cluster and what the distributed-job tests read from a job's JSON
+//! (tests/jobs.rs, tests/jobs_more.rs).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::cluster::*;
+use super::*;
+
+/// A three-node cluster and one of its followers.
+pub struct Cluster {
+    /// The nodes.
+    pub nodes: Vec<NodeProc>,
+    /// A follower's index.
+    pub follower: usize,
+}
+
+pub fn three_nodes(dir: &Path) -> Cluster {
+    let nodes = start_cluster(&dir.join("nodes"), 3, &["--expect", "3", "--slots", "2"]);
+    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let follower = nodes
+        .iter()
+        .position(|n| n.node_id != leader)
+        .expect("a follower");
+    Cluster { nodes, follower }
+}
+
+impl Cluster {
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.nodes[i].http)
+    }
+
+    /// `shoal submit --node FOLLOWER …`; the job id and the command's output.
+    pub fn submit(&self, args: &[&str]) -> (String, std::process::Output) {
+        let o = run(shoal()
+            .args(["submit", "--node", &self.url(self.follower)])
+            .args(args));
+        let id = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        (id, o)
+    }
+
+    pub fn job(&self, i: usize, id: &str) -> Value {
+        let (status, v) = http_get(&self.nodes[i].http, &format!("/api/v1/jobs/{id}"))
+            .unwrap_or_else(|| panic!("node {i} did not answer"));
+        assert_eq!(status, 200, "GET job {id}: {v}");
+        v
+    }
+}
+
+pub fn write_script(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Node ids of every attempt of the job's tasks of `kind`.
+pub fn attempt_nodes(job: &Value, kind: &str) -> Vec<String> {
+    job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == kind)
+        .flat_map(|t| t["attempts"].as_array().unwrap().iter())
+        .map(|a| a["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+pub fn done_node(task: &Value) -> String {
+    task["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] == "done")
+        .map(|a| a["node"].as_str().unwrap().to_string())
+        .expect("a done attempt")
+}
