@@ -60,7 +60,7 @@ fn three_nodes_elect_one_leader_fail_over_and_take_a_restarted_node_back() {
 
     // Restart it with the same data dir: it rejoins as a follower with its old log.
     let log_before_restart = nodes[li].log_text().len();
-    nodes[li].restart();
+    nodes[li].restart_now();
     let v = wait_for(30, "the restarted node to answer", || nodes[li].cluster());
     assert_eq!(
         v["cluster_id"].as_str(),
@@ -152,7 +152,7 @@ fn a_node_of_another_cluster_is_refused_and_changes_nothing() {
     a[2].kill();
     a[2].args.push("--peer".into());
     a[2].args.push(b[0].peer_addr());
-    a[2].restart();
+    a[2].restart_now();
     let b_log = || b.iter().map(|n| n.log_text()).collect::<String>();
     wait_for(30, "B to refuse A's node", || {
         b_log().contains("refusing peer").then_some(())

@@ -68,7 +68,7 @@ fn the_manager_killed_mid_map_and_mid_reduce_costs_no_job() {
     assert_ne!(new_leader, leader);
 
     // Mid-reduce, with the old manager back as a follower: kill the new one.
-    nodes[li].restart();
+    nodes[li].restart_now();
     wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
     let li = index_of(&nodes, &new_leader);
     let fi = (li + 1) % 3;
@@ -127,7 +127,7 @@ fn a_worker_killed_mid_map_and_mid_reduce_has_its_work_redone() {
     assert!(redone, "a finished map of the victim ran again: {j}");
 
     // Mid-reduce: restart the victim, then kill it while a reduce runs there.
-    nodes[vi].restart();
+    nodes[vi].restart_now();
     wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
     let out = s.dir.path().join("out-reduce");
     let child = submit_slow(&s, &nodes[li], &out);

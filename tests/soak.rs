@@ -104,7 +104,7 @@ fn soak_twenty_rounds_of_kill_and_restart_during_jobs() {
             "a worker"
         };
         nodes[victim].kill();
-        nodes[victim].restart();
+        nodes[victim].restart_now();
         finish(child);
         check_output(&s, &out);
         ids.push(id.clone());

@@ -1,6 +1,7 @@
-//! A cluster of `shoal node` child processes on loopback, for `shoal demo` and
-//! `shoal bench failover`: 127.0.0.1 only, port 0, mDNS off, each node given the earlier
-//! ones as `--peer`s. Waits are on events (ready files, the HTTP API), with deadlines.
+//! Clusters of `shoal node` child processes, for `shoal demo`, the benches and the
+//! end-to-end tests (the one harness): on loopback (127.0.0.1, port 0, mDNS off, each node
+//! given the earlier ones as `--peer`s), or inside network namespaces with the product's
+//! defaults. Waits are on events (ready files, the HTTP API), with deadlines.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,20 +12,47 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-/// One node process.
+/// One `shoal node` process: on this machine's loopback (127.0.0.1, port 0, mDNS off), or
+/// inside a network namespace with the product's defaults. The one harness of the demo, the
+/// benches and the end-to-end tests.
 pub struct LocalNode {
-    /// Data dir.
+    /// Short name for messages.
+    pub name: String,
+    /// Data dir (kept across restarts).
     pub data: PathBuf,
     /// Log file (stderr).
     pub log: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-    /// HTTP address.
+    /// Arguments it is started with (besides the per-start ones).
+    pub args: Vec<String>,
+    /// The running process.
+    pub child: Option<Child>,
+    /// HTTP address (from the ready file).
     pub http: String,
-    /// `--peer` address of this node.
-    pub peer_addr: String,
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its listen multiaddrs.
+    pub addrs: Vec<String>,
     /// Raft node id.
     pub node_id: String,
+    /// The network namespace it runs in (None: this host's loopback, mDNS off).
+    pub ns: Option<String>,
+    /// Where the process runs and the `--data` it is given, when it runs as a user on one
+    /// machine would start it: in a working directory of its own, with a relative `--data`
+    /// or none at all (the default, `./shoal-data`). None: `--data` is the absolute `data`.
+    pub relative: Option<(PathBuf, Option<String>)>,
+    /// The `shoal` binary.
+    pub program: PathBuf,
+}
+
+/// How to start a [`LocalNode`].
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The `shoal` binary (default: this process's executable).
+    pub program: Option<PathBuf>,
+    /// A network namespace to run in.
+    pub ns: Option<String>,
+    /// A working directory of its own and its relative `--data` (None: the default).
+    pub relative: Option<(PathBuf, Option<String>)>,
 }
 
 /// The processes of a local cluster; killed on drop.
@@ -73,55 +101,120 @@ pub fn wait_for<T>(
 }
 
 impl LocalNode {
-    fn start(dir: &Path, name: &str, args: Vec<String>) -> anyhow::Result<LocalNode> {
+    /// Start node `name` under `dir` with `args` as `how` says; returns once its ready file
+    /// is written.
+    pub fn launch(dir: &Path, name: &str, args: &[String], how: Launch) -> anyhow::Result<Self> {
+        let data = match &how.relative {
+            Some((cwd, arg)) => cwd.join(arg.as_deref().unwrap_or("shoal-data")),
+            None => dir.join(name),
+        };
+        let program = match how.program {
+            Some(p) => p,
+            None => std::env::current_exe()?,
+        };
         let mut n = LocalNode {
-            data: dir.join(name),
+            name: name.into(),
+            data,
             log: dir.join(format!("{name}.log")),
-            args,
+            args: args.to_vec(),
             child: None,
             http: String::new(),
-            peer_addr: String::new(),
+            peer_id: String::new(),
+            addrs: Vec::new(),
             node_id: String::new(),
+            ns: how.ns,
+            relative: how.relative,
+            program,
         };
         n.restart()?;
         Ok(n)
     }
 
-    /// Start the process again with the same data dir (and, after the first start, the same
-    /// p2p port, as a real node with a fixed port would).
+    /// The `shoal` binary, run where this node runs (inside its namespace, if any).
+    pub fn command(&self) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        }
+    }
+
+    /// (Re)start the process with the same data dir (and, after the first start, the same
+    /// p2p port, as a real node with a fixed port would). Fails with the node's log when it
+    /// exits before it is ready.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        let ready = self.data.with_extension("ready");
-        let listen = match self.peer_addr.split("/p2p/").next() {
-            Some(addr) if !addr.is_empty() => addr.to_string(),
-            _ => "/ip4/127.0.0.1/tcp/0".to_string(),
+        if self.child.is_some() {
+            bail!("{} is running", self.name);
+        }
+        let listen = self
+            .addrs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into());
+        let ready = match &self.relative {
+            Some((cwd, _)) => cwd.with_extension("ready"),
+            None => self.data.with_extension("ready"),
         };
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("node")
-            .arg("--data")
-            .arg(&self.data)
-            .args([
-                "--listen",
-                &listen,
-                "--http",
-                "127.0.0.1:0",
-                "--no-mdns",
-                "--ready-file",
-            ])
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut cmd = self.command();
+        cmd.arg("node");
+        match &self.relative {
+            Some((cwd, data_arg)) => {
+                cmd.current_dir(cwd);
+                if let Some(a) = data_arg {
+                    cmd.args(["--data", a]);
+                }
+            }
+            None => {
+                cmd.arg("--data").arg(&self.data);
+            }
+        }
+        if self.ns.is_none() {
+            cmd.args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"]);
+        }
+        let child = cmd
+            .arg("--ready-file")
             .arg(&ready)
             .args(&self.args)
+            .env(
+                "SHOAL_LOG",
+                std::env::var("SHOAL_LOG")
+                    .unwrap_or_else(|_| "info,libp2p=warn,openraft=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting shoal node")?;
         self.child = Some(child);
         let text = wait_for(Duration::from_secs(30), "a node's ready file", || {
-            std::fs::read_to_string(&ready).ok()
-        })?;
+            if let Ok(t) = std::fs::read_to_string(&ready) {
+                return Some(Ok(t));
+            }
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(Err(status)),
+                _ => None,
+            }
+        })
+        .with_context(|| format!("{}:\n{}", self.name, self.log_text()))?;
+        let text = match text {
+            Ok(t) => t,
+            Err(status) => {
+                self.child = None;
+                bail!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+        };
         let v: Value = serde_json::from_str(&text)?;
         let field = |k: &str| {
             v[k].as_str()
@@ -129,10 +222,40 @@ impl LocalNode {
                 .with_context(|| format!("ready file lacks {k}"))
         };
         self.http = field("http")?;
+        self.peer_id = field("peer_id")?;
         self.node_id = field("node_id")?;
-        let addr = v["addrs"][0].as_str().context("ready file lacks addrs")?;
-        self.peer_addr = format!("{addr}/p2p/{}", field("peer_id")?);
+        self.addrs = v["addrs"]
+            .as_array()
+            .context("ready file lacks addrs")?
+            .iter()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        if self.addrs.is_empty() {
+            bail!("ready file lacks addrs");
+        }
         Ok(())
+    }
+
+    /// A multiaddr to give other nodes as `--peer`.
+    pub fn peer_addr(&self) -> String {
+        format!(
+            "{}/p2p/{}",
+            self.addrs.first().map_or("", String::as_str),
+            self.peer_id
+        )
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` from this node's API (from inside its namespace, if any).
+    pub fn get(&self, path: &str) -> Option<(u16, Value)> {
+        match &self.ns {
+            Some(ns) => in_netns(ns, || get(&self.http, path)).ok().flatten(),
+            None => get(&self.http, path),
+        }
     }
 
     /// `kill -9`.
@@ -161,7 +284,7 @@ impl LocalNode {
 
     /// This node's view of the cluster.
     pub fn cluster(&self) -> Option<Value> {
-        get_json(&self.http, "/api/v1/cluster")
+        self.get("/api/v1/cluster").map(|(_, v)| v)
     }
 
     /// The leader's id as this node sees it.
@@ -185,9 +308,10 @@ impl LocalCluster {
             let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
             args.extend(["--expect".into(), n.to_string()]);
             for p in &nodes {
-                args.extend(["--peer".into(), p.peer_addr.clone()]);
+                args.extend(["--peer".into(), p.peer_addr()]);
             }
-            nodes.push(LocalNode::start(dir, &format!("node{}", i + 1), args)?);
+            let name = format!("node{}", i + 1);
+            nodes.push(LocalNode::launch(dir, &name, &args, Launch::default())?);
         }
         Ok(LocalCluster { nodes })
     }
@@ -218,4 +342,24 @@ impl LocalCluster {
     pub fn index_of(&self, node_id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.node_id == node_id)
     }
+}
+
+/// Run `f` on a thread inside network namespace `ns` (`ip netns add NAME`): what it
+/// connects to is that namespace's network.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/var/run/netns/{ns}"))
+                .with_context(|| format!("no network namespace {ns}"))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                bail!("setns {ns}: {}", std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in namespace {ns} panicked"))?
+    })
 }

@@ -3,9 +3,8 @@
 //! deadlines, never on fixed sleeps.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -15,219 +14,68 @@ pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A `shoal node` process.
-pub struct NodeProc {
-    /// Short name for messages.
-    pub name: String,
-    /// Its data dir (kept across restarts).
-    pub data: PathBuf,
-    /// Its stderr log.
-    pub log: PathBuf,
-    /// Arguments it was started with (besides the per-start ones).
-    pub args: Vec<String>,
-    /// The running process.
-    pub child: Option<Child>,
-    /// Its HTTP address (from the ready file).
-    pub http: String,
-    /// Its PeerId.
-    pub peer_id: String,
-    /// Its listen multiaddrs.
-    pub addrs: Vec<String>,
-    /// Its node id.
-    pub node_id: String,
-    /// The network namespace it runs in (None: this host's loopback, mDNS off).
-    pub ns: Option<String>,
-    /// Where the process runs and the `--data` it is given, when it runs as a user on one
-    /// machine would start it: in a working directory of its own, with a relative `--data`
-    /// or none at all (the default, `./shoal-data`). None: `--data` is the absolute `data`.
-    pub relative: Option<(PathBuf, Option<String>)>,
-}
+use shoal::demo::local_cluster::Launch;
+/// A `shoal node` process: the product's harness (`shoal::demo::local_cluster`), the same
+/// one `shoal demo` and the benches use.
+pub use shoal::demo::local_cluster::LocalNode as NodeProc;
 
-impl NodeProc {
+/// How the tests start and restart nodes: the test's `shoal` binary, and a failure to start
+/// is the test's failure (with the node's log).
+pub trait TestNode: Sized {
     /// Start a node in `dir/name` with extra args; returns once its ready file exists.
-    pub fn start(dir: &Path, name: &str, args: &[String]) -> NodeProc {
+    fn start(dir: &Path, name: &str, args: &[String]) -> Self {
         Self::start_in(None, dir, name, args)
     }
-
     /// Start a node inside network namespace `ns` (when given) with only `args` besides its
     /// data dir and ready file: the product's defaults (all interfaces, mDNS on) unless
     /// `args` say otherwise.
-    pub fn start_in(ns: Option<&str>, dir: &Path, name: &str, args: &[String]) -> NodeProc {
-        Self::launch(ns, dir, name, args, None)
-    }
-
+    fn start_in(ns: Option<&str>, dir: &Path, name: &str, args: &[String]) -> Self;
     /// Start a node whose working directory is `dir/name`, with `--data data_arg` (a
     /// relative path) or, for `None`, no `--data` at all.
-    pub fn start_relative(
-        dir: &Path,
-        name: &str,
-        data_arg: Option<&str>,
-        args: &[String],
-    ) -> NodeProc {
-        let cwd = dir.join(name);
-        std::fs::create_dir_all(&cwd).unwrap();
-        Self::launch(
-            None,
-            dir,
-            name,
-            args,
-            Some((cwd, data_arg.map(String::from))),
-        )
-    }
-
-    fn launch(
-        ns: Option<&str>,
-        dir: &Path,
-        name: &str,
-        args: &[String],
-        relative: Option<(PathBuf, Option<String>)>,
-    ) -> NodeProc {
-        let data = match &relative {
-            Some((cwd, arg)) => cwd.join(arg.as_deref().unwrap_or("shoal-data")),
-            None => dir.join(name),
-        };
-        let mut n = NodeProc {
-            ns: ns.map(String::from),
-            name: name.into(),
-            data,
-            log: dir.join(format!("{name}.log")),
-            args: args.to_vec(),
-            child: None,
-            http: String::new(),
-            peer_id: String::new(),
-            addrs: vec![],
-            node_id: String::new(),
-            relative,
-        };
-        n.restart();
-        n
-    }
-
-    /// (Re)start the process with the same data dir (and, after the first start, the same
-    /// p2p port, as a real node with a fixed port would).
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "{} is running", self.name);
-        let listen = self
-            .addrs
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into());
-        let ready = match &self.relative {
-            Some((cwd, _)) => cwd.with_extension("ready"),
-            None => self.data.with_extension("ready"),
-        };
-        let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut cmd = self.command();
-        cmd.arg("node");
-        match &self.relative {
-            Some((cwd, data_arg)) => {
-                cmd.current_dir(cwd);
-                if let Some(a) = data_arg {
-                    cmd.args(["--data", a]);
-                }
-            }
-            None => {
-                cmd.arg("--data").arg(&self.data);
-            }
-        }
-        if self.ns.is_none() {
-            cmd.args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"]);
-        }
-        let child = cmd
-            .arg("--ready-file")
-            .arg(&ready)
-            .args(&self.args)
-            .env("SHOAL_LOG", "info,libp2p=warn,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("shoal node starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let text = loop {
-            if let Ok(t) = std::fs::read_to_string(&ready) {
-                break t;
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "{} exited ({status}) before it was ready:\n{}\nholders: {}",
-                    self.name,
-                    self.log_text(),
-                    holders_of(&self.data.join("LOCK"))
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready in 30 s:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::park_timeout(Duration::from_millis(20));
-        };
-        let v: Value = serde_json::from_str(&text).unwrap();
-        self.http = v["http"].as_str().unwrap().into();
-        self.peer_id = v["peer_id"].as_str().unwrap().into();
-        self.node_id = v["node_id"].as_str().unwrap().into();
-        self.addrs = v["addrs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
-    }
-
-    /// The `shoal` binary, run where this node runs (inside its namespace, if any).
-    pub fn command(&self) -> Command {
-        match &self.ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shoal")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_shoal")),
-        }
-    }
-
-    /// GET `path` from this node's API (from inside its namespace, if any).
-    pub fn get(&self, path: &str) -> Option<(u16, Value)> {
-        match &self.ns {
-            Some(ns) => crate::common::netns::in_ns(ns, || http_get(&self.http, path)),
-            None => http_get(&self.http, path),
-        }
-    }
-
-    /// A multiaddr to give other nodes as `--peer`.
-    pub fn peer_addr(&self) -> String {
-        format!("{}/p2p/{}", self.addrs[0], self.peer_id)
-    }
-
-    /// `kill -9` the process.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Its log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// GET /api/v1/cluster from this node.
-    pub fn cluster(&self) -> Option<Value> {
-        self.get("/api/v1/cluster").map(|(_, v)| v)
-    }
+    fn start_relative(dir: &Path, name: &str, data_arg: Option<&str>, args: &[String]) -> Self;
+    /// Start it again (same data dir and port).
+    fn restart_now(&mut self);
 }
 
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        self.kill();
+fn launch(dir: &Path, name: &str, args: &[String], how: Launch) -> NodeProc {
+    let how = Launch {
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_shoal"))),
+        ..how
+    };
+    NodeProc::launch(dir, name, args, how).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nholders of its lock: {}",
+            holders_of(&dir.join(name).join("LOCK"))
+        )
+    })
+}
+
+impl TestNode for NodeProc {
+    fn start_in(ns: Option<&str>, dir: &Path, name: &str, args: &[String]) -> Self {
+        let how = Launch {
+            ns: ns.map(String::from),
+            ..Launch::default()
+        };
+        launch(dir, name, args, how)
+    }
+
+    fn start_relative(dir: &Path, name: &str, data_arg: Option<&str>, args: &[String]) -> Self {
+        let cwd = dir.join(name);
+        std::fs::create_dir_all(&cwd).unwrap();
+        let how = Launch {
+            relative: Some((cwd, data_arg.map(String::from))),
+            ..Launch::default()
+        };
+        launch(dir, name, args, how)
+    }
+
+    fn restart_now(&mut self) {
+        if let Err(e) = self.restart() {
+            panic!(
+                "{e:#}\nholders of its lock: {}",
+                holders_of(&self.data.join("LOCK"))
+            );
+        }
     }
 }
 

@@ -41,18 +41,7 @@ pub fn available(test: &str) -> bool {
 
 /// Run `f` on a thread inside namespace `ns` (sockets it opens live there).
 pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("the namespace");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("the namespaced thread")
-    })
+    shoal::demo::local_cluster::in_netns(ns, f).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A host in the LAN: its namespace, subnet and address.
