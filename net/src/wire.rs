@@ -139,6 +139,11 @@ pub enum CtlResponse {
     Applied(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Not accepted; the reason.
     Refused(String),
+    /// Not accepted: this node belongs to another cluster, `cluster_id`.
+    Foreign {
+        /// The answering node's cluster.
+        cluster_id: ClusterId,
+    },
     /// The leader's answer to a `Heartbeat`: every node's last heartbeat it has heard, so
     /// any node can show the whole cluster.
     Heartbeats(Vec<HeardHeartbeat>),

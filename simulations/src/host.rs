@@ -9,6 +9,7 @@ use std::time::Duration;
 use shoal_jobs::cluster::{self, Applied as JobsApplied, NodeId, TaskKind};
 use shoal_jobs::counters::Counters;
 use shoal_jobs::scheduler::NodeSlots;
+use shoal_node::cluster::propose::ProposeError;
 use shoal_node::cluster::state::Command;
 use shoal_node::control::manager::{ManagerHost, Outlook};
 use shoal_node::control::work::{AttemptState, Done, Failure, Work};
@@ -41,7 +42,11 @@ impl WorkerHost for SimNode {
         f(&a.state.state.jobs, a.last_applied.map(|l| l.index))
     }
 
-    async fn propose(&self, cmd: &Command, patience: Duration) -> Result<JobsApplied, String> {
+    async fn propose(
+        &self,
+        cmd: &Command,
+        patience: Duration,
+    ) -> Result<JobsApplied, ProposeError> {
         SimNode::propose(self, cmd, patience).await.map(|(a, _)| a)
     }
 
@@ -125,7 +130,7 @@ impl ManagerHost for SimNode {
         lock(&self.heard).clone()
     }
 
-    async fn propose_here(&self, cmd: &Command) -> Result<(), String> {
+    async fn propose_here(&self, cmd: &Command) -> Result<(), ProposeError> {
         self.world.count(|s| s.proposals += 1);
         self.world
             .trace(format!("n{} manager proposes {}", self.id, describe(cmd)));

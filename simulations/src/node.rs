@@ -18,6 +18,7 @@ use shoal_jobs::cluster::{Applied as JobsApplied, NodeId};
 use shoal_jobs::partition::stable_hash;
 use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
 use shoal_net::{codec, NetError, PeerRef, Transport};
+use shoal_node::cluster::propose::ProposeError;
 use shoal_node::cluster::rpc::{answer_raft, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
 use shoal_node::control::work::Running;
@@ -211,18 +212,18 @@ impl SimNode {
     }
 
     /// Commit `command` here, as the leader; the CBOR of the state's answer and the index.
-    pub(crate) async fn write_local(&self, command: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub(crate) async fn write_local(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
-            return Err("this node is not the leader".into());
+            return Err(ProposeError::NotLeader(format!("{:?}", m.current_leader)));
         }
         let resp = self
             .raft
             .client_write(Cmd(command))
             .await
-            .map_err(|e| format!("the proposal failed: {e}"))?;
-        let applied: JobsApplied =
-            codec::decode(&resp.response().0).map_err(|e| format!("a malformed reply: {e}"))?;
+            .map_err(|e| ProposeError::Raft(e.to_string()))?;
+        let applied: JobsApplied = codec::decode(&resp.response().0)
+            .map_err(|e| ProposeError::Malformed(e.to_string()))?;
         Ok(codec::encode(&(applied, resp.log_id().index)))
     }
 
@@ -232,7 +233,7 @@ impl SimNode {
         &self,
         cmd: &Command,
         patience: Duration,
-    ) -> Result<(JobsApplied, u64), String> {
+    ) -> Result<(JobsApplied, u64), ProposeError> {
         let bytes = codec::encode(cmd);
         let deadline = Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
@@ -245,19 +246,21 @@ impl SimNode {
                         command: bytes.clone(),
                     };
                     match self.member(l) {
-                        None => Err("the leader's address is unknown".into()),
+                        None => Err(ProposeError::LeaderUnknown),
                         Some(to) => match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
                             Ok(CtlResponse::Applied(b)) => Ok(b),
-                            Ok(CtlResponse::Refused(why)) => Err(why),
-                            Ok(other) => Err(format!("unexpected answer {other:?}")),
-                            Err(e) => Err(format!("the leader did not answer: {e}")),
+                            Ok(CtlResponse::Refused(why)) => Err(ProposeError::Refused(why)),
+                            Ok(other) => Err(ProposeError::Malformed(format!("{other:?}"))),
+                            Err(e) => Err(ProposeError::Unreachable(e.to_string())),
                         },
                     }
                 }
-                None => Err("no leader yet".into()),
+                None => Err(ProposeError::NoLeader),
             };
             match result {
-                Ok(b) => return codec::decode(&b).map_err(|e| format!("a malformed reply: {e}")),
+                Ok(b) => {
+                    return codec::decode(&b).map_err(|e| ProposeError::Malformed(e.to_string()))
+                }
                 Err(_) if Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -369,7 +372,7 @@ impl Handle for SimNode {
             Msg::Ctl(CtlRequest::Propose { command, .. }) => {
                 Answer::Ctl(match self.write_local(command).await {
                     Ok(bytes) => CtlResponse::Applied(bytes),
-                    Err(why) => CtlResponse::Refused(why),
+                    Err(why) => CtlResponse::Refused(why.to_string()),
                 })
             }
             Msg::Ctl(CtlRequest::Heartbeat(hb)) => {

@@ -144,7 +144,11 @@ pub async fn submit(
         partitioner: Partitioner::Hash,
         at_ms,
     });
-    match node.propose(&cmd, Duration::from_secs(20)).await? {
+    match node
+        .propose(&cmd, Duration::from_secs(20))
+        .await
+        .map_err(|e| e.to_string())?
+    {
         (JobsApplied::Changed, index) => Ok(index),
         (JobsApplied::Ignored(why), _) => Err(why),
     }

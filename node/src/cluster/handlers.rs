@@ -37,7 +37,7 @@ impl Node {
                 if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
                     if ours != theirs {
                         self.peers.note_foreign(peer, theirs, ours);
-                        return CtlResponse::Refused(foreign_reason(ours));
+                        return CtlResponse::Foreign { cluster_id: ours };
                     }
                 }
                 self.peers.record_hello(peer, h, self.cluster_id());
@@ -67,7 +67,7 @@ impl Node {
                     self.heartbeats.record(hb);
                     CtlResponse::Heartbeats(self.heartbeats.heard())
                 }
-                Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
+                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
             },
             CtlRequest::Propose {
@@ -76,9 +76,9 @@ impl Node {
             } => match self.cluster_id() {
                 Some(ours) if ours == cluster_id => match self.write_local(command).await {
                     Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
-                    Err(why) => CtlResponse::Refused(why),
+                    Err(why) => CtlResponse::Refused(why.to_string()),
                 },
-                Some(ours) => CtlResponse::Refused(foreign_reason(ours)),
+                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
             },
         }
@@ -87,7 +87,7 @@ impl Node {
     fn on_adopt(&self, cluster_id: u64, voters: &[u64]) -> CtlResponse {
         match self.cluster_id() {
             Some(c) if c == cluster_id => CtlResponse::Ok,
-            Some(c) => CtlResponse::Refused(foreign_reason(c)),
+            Some(c) => CtlResponse::Foreign { cluster_id: c },
             None if !voters.contains(&self.id) => {
                 CtlResponse::Refused("this node is not among the voters".into())
             }
@@ -114,7 +114,7 @@ impl Node {
             return CtlResponse::Refused("this node has no cluster yet".into());
         };
         if cluster_id != ours {
-            return CtlResponse::Refused(foreign_reason(ours));
+            return CtlResponse::Foreign { cluster_id: ours };
         }
         let Some(h) = self.raft.get() else {
             return CtlResponse::Refused("raft is not running here yet".into());

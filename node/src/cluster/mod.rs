@@ -10,6 +10,6 @@ pub(crate) mod members;
 pub(crate) mod membership;
 pub mod node;
 pub(crate) mod peers;
-mod propose;
+pub mod propose;
 pub mod rpc;
 pub mod state;

@@ -237,8 +237,8 @@ impl Node {
             .await
         {
             Ok(CtlResponse::Hello(h)) => self.peers.record_hello(peer, h, self.cluster_id()),
-            Ok(CtlResponse::Refused(why)) => {
-                if let (Some(ours), Some(theirs)) = (self.cluster_id(), parse_foreign(&why)) {
+            Ok(CtlResponse::Foreign { cluster_id: theirs }) => {
+                if let Some(ours) = self.cluster_id() {
                     self.peers.note_foreign(peer, theirs, ours);
                 }
             }
@@ -269,11 +269,6 @@ pub async fn next_change(changes: &mut shoal_raft::MetricsWatch, tick: Duration)
 /// The refusal sent to a node of another cluster (it names ours, so the other side can log it).
 pub fn foreign_reason(ours: u64) -> String {
     format!("foreign cluster: this node belongs to cluster {ours:016x}")
-}
-
-pub(super) fn parse_foreign(why: &str) -> Option<u64> {
-    let hex = why.strip_prefix("foreign cluster: this node belongs to cluster ")?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// The applied job table; `None` before this node has Raft.

@@ -12,45 +12,79 @@ use crate::cluster::node::{Node, PROPOSE_TIMEOUT};
 use crate::cluster::rpc::peer_ref;
 use crate::cluster::state::Command;
 
+/// Why a proposal was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Raft has not started on this node.
+    #[error("raft is not running here yet")]
+    NoRaft,
+    /// This node has not joined or formed a cluster.
+    #[error("this node has no cluster yet")]
+    NoCluster,
+    /// No leader is known (an election is under way).
+    #[error("no leader yet")]
+    NoLeader,
+    /// Only the leader writes; this is who it is, as far as this node knows.
+    #[error("this node is not the leader (the leader is {0})")]
+    NotLeader(String),
+    /// The membership names the leader without a usable address.
+    #[error("the leader's address is unknown")]
+    LeaderUnknown,
+    /// Raft did not commit it (the leader stepped down, the log is stopping).
+    #[error("the proposal failed: {0}")]
+    Raft(String),
+    /// The leader refused it, with its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// The leader did not answer in time.
+    #[error("the leader did not answer: {0}")]
+    Unreachable(String),
+    /// An answer that is not what a proposal gets.
+    #[error("a malformed reply: {0}")]
+    Malformed(String),
+}
+
 impl Node {
     /// Apply `command` through Raft here; only the leader can. The state's answer and the
     /// log index of the command.
-    pub(super) async fn write_local(&self, command: Vec<u8>) -> Result<(JobsApplied, u64), String> {
-        let h = self.raft.get().ok_or("raft is not running here yet")?;
+    pub(super) async fn write_local(
+        &self,
+        command: Vec<u8>,
+    ) -> Result<(JobsApplied, u64), ProposeError> {
+        let h = self.raft.get().ok_or(ProposeError::NoRaft)?;
         let m = shoal_raft::metrics(&h.raft);
         if m.current_leader != Some(self.id) {
-            return Err(format!(
-                "this node is not the leader (the leader is {})",
+            return Err(ProposeError::NotLeader(
                 m.current_leader
-                    .map_or("unknown".into(), crate::cluster::identity::hex)
+                    .map_or("unknown".into(), crate::cluster::identity::hex),
             ));
         }
         let resp = h
             .raft
             .client_write(shoal_raft::Cmd(command))
             .await
-            .map_err(|e| format!("the proposal failed: {e}"))?;
-        let applied =
-            codec::decode(&resp.response().0).map_err(|e| format!("a malformed reply: {e}"))?;
+            .map_err(|e| ProposeError::Raft(e.to_string()))?;
+        let applied = codec::decode(&resp.response().0)
+            .map_err(|e| ProposeError::Malformed(e.to_string()))?;
         Ok((applied, resp.log_id().index))
     }
 
     /// Propose `command` once: here when this node leads, else to the leader over
     /// `/shoal/ctl/1`. Either way it returns once this node has applied the command too, so
     /// what a client reads from this node next includes it.
-    pub async fn propose_once(&self, command: &Command) -> Result<JobsApplied, String> {
+    pub async fn propose_once(&self, command: &Command) -> Result<JobsApplied, ProposeError> {
         let bytes = codec::encode(command);
-        let h = self.raft.get().ok_or("raft is not running here yet")?;
+        let h = self.raft.get().ok_or(ProposeError::NoRaft)?;
         let m = shoal_raft::metrics(&h.raft);
         match m.current_leader {
             Some(l) if l == self.id => self.write_local(bytes).await.map(|(a, _)| a),
             Some(l) => {
-                let cluster_id = self.cluster_id().ok_or("this node has no cluster yet")?;
+                let cluster_id = self.cluster_id().ok_or(ProposeError::NoCluster)?;
                 let to = m
                     .membership_config
                     .get_node(&l)
-                    .ok_or("the leader's address is unknown")
-                    .and_then(|n| peer_ref(n).map_err(|_| "the leader's address is malformed"))?;
+                    .and_then(|n| peer_ref(n).ok())
+                    .ok_or(ProposeError::LeaderUnknown)?;
                 let req = CtlRequest::Propose {
                     cluster_id,
                     command: bytes,
@@ -58,16 +92,21 @@ impl Node {
                 let (applied, index): (JobsApplied, u64) =
                     match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
                         Ok(CtlResponse::Applied(b)) => {
-                            codec::decode(&b).map_err(|e| format!("a malformed reply: {e}"))?
+                            codec::decode(&b).map_err(|e| ProposeError::Malformed(e.to_string()))?
                         }
-                        Ok(CtlResponse::Refused(why)) => return Err(why),
-                        Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                        Err(e) => return Err(format!("the leader did not answer: {e}")),
+                        Ok(CtlResponse::Refused(why)) => return Err(ProposeError::Refused(why)),
+                        Ok(CtlResponse::Foreign { cluster_id }) => {
+                            return Err(ProposeError::Refused(
+                                crate::cluster::node::foreign_reason(cluster_id),
+                            ))
+                        }
+                        Ok(other) => return Err(ProposeError::Malformed(format!("{other:?}"))),
+                        Err(e) => return Err(ProposeError::Unreachable(e.to_string())),
                     };
                 self.wait_applied(index, PROPOSE_TIMEOUT).await;
                 Ok(applied)
             }
-            None => Err("no leader yet".into()),
+            None => Err(ProposeError::NoLeader),
         }
     }
 
@@ -98,7 +137,7 @@ impl Node {
         &self,
         command: &Command,
         patience: Duration,
-    ) -> Result<JobsApplied, String> {
+    ) -> Result<JobsApplied, ProposeError> {
         let deadline = Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         loop {

@@ -58,7 +58,7 @@ impl WorkerHost for Node {
         &self,
         cmd: &crate::cluster::state::Command,
         patience: std::time::Duration,
-    ) -> Result<cluster::Applied, String> {
+    ) -> Result<cluster::Applied, crate::cluster::propose::ProposeError> {
         Node::propose(self, cmd, patience).await
     }
 

@@ -20,6 +20,7 @@ use crate::clock::now_ms;
 use crate::cluster::heartbeats::Heartbeats;
 use crate::cluster::members::live_nodes;
 use crate::cluster::node::Node;
+use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
 use crate::control::worker::WorkerHost;
 
@@ -119,7 +120,7 @@ pub trait ManagerHost: WorkerHost {
     /// When each node's last heartbeat came.
     fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant>;
     /// Propose `cmd` once, through this node's Raft (it leads).
-    fn propose_here(&self, cmd: &Command) -> impl Future<Output = Result<(), String>> + Send;
+    fn propose_here(&self, cmd: &Command) -> impl Future<Output = Result<(), ProposeError>> + Send;
 }
 
 /// The daemon's manager loop. Forever.
@@ -194,7 +195,7 @@ impl ManagerHost for Node {
             .collect()
     }
 
-    async fn propose_here(&self, cmd: &Command) -> Result<(), String> {
+    async fn propose_here(&self, cmd: &Command) -> Result<(), ProposeError> {
         self.propose_once(cmd).await.map(|_| ())
     }
 }

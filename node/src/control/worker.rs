@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
+use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
 use crate::control::work::{task_id, AttemptState, Done, Failure, Report, Running, Work};
 pub use crate::control::work::{AttemptKey, MapOut};
@@ -115,7 +116,7 @@ pub trait WorkerHost: Send + Sync + 'static {
         &self,
         cmd: &Command,
         patience: Duration,
-    ) -> impl Future<Output = Result<Applied, String>> + Send;
+    ) -> impl Future<Output = Result<Applied, ProposeError>> + Send;
     /// Run `f` as long as this node runs.
     fn spawn(&self, f: impl Future<Output = ()> + Send + 'static);
     /// Run attempt `w` to its end (stopping early once `st.stop` is set).
@@ -264,6 +265,7 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
 
 /// One attempt from start to report: run it on the host, then queue its report — unless
 /// the table stopped it meanwhile (its report would be stale).
+#[tracing::instrument(name = "attempt", skip_all, fields(job = %w.key.job, task = %task_id(&w.key), attempt = w.key.attempt))]
 async fn attempt<H: WorkerHost>(
     host: Arc<H>,
     w: Work,

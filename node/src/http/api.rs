@@ -156,7 +156,7 @@ async fn kill(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response
             Json(serde_json::json!({ "id": id, "state": "killed" })).into_response()
         }
         Ok(Applied::Ignored(why)) => error(StatusCode::CONFLICT, &why),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 

@@ -59,6 +59,43 @@ pub enum DataError {
     Local(String),
 }
 
+/// Why this node could not answer a data request; sent to the peer as `DataFrame::Error`.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// The object is not stored here.
+    #[error("no object {key:?} on this node: {source}")]
+    NoObject { key: String, source: std::io::Error },
+    /// A range outside the object.
+    #[error("{key:?} holds {size} bytes, not {offset}+{len}")]
+    OutOfRange {
+        key: String,
+        size: u64,
+        offset: u64,
+        len: u64,
+    },
+    /// Reading the object failed.
+    #[error("reading {key:?}: {source}")]
+    Read { key: String, source: std::io::Error },
+    /// Storing an incoming object failed.
+    #[error("storing {what}: {source}")]
+    Store {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The sender sent an error instead of the rest of the object.
+    #[error("the sender gave up: {0}")]
+    SenderGaveUp(String),
+    /// A frame that is not the next part of an object.
+    #[error("bad data stream: {0}")]
+    BadStream(String),
+    /// The sender stopped sending.
+    #[error("the sender went silent for {0:?}")]
+    Silent(Duration),
+    /// Writing to the stream failed.
+    #[error("the stream broke: {0}")]
+    Stream(String),
+}
+
 fn broke(peer: PeerId, e: impl std::fmt::Display) -> DataError {
     DataError::Stream {
         peer,
@@ -67,6 +104,7 @@ fn broke(peer: PeerId, e: impl std::fmt::Display) -> DataError {
 }
 
 /// Answer an inbound data stream.
+#[tracing::instrument(name = "data_stream", skip_all, fields(%peer, objects = req.count()))]
 pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
     let cluster_id = req.cluster_id();
     let refuse = match node.cluster_id() {
@@ -110,7 +148,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
     };
     if let Err(e) = result {
         tracing::debug!(%peer, objects = req.count(), error = %e, "data stream ended with an error");
-        let _ = codec::write_frame(&mut stream, &DataFrame::Error(e)).await;
+        let _ = codec::write_frame(&mut stream, &DataFrame::Error(e.to_string())).await;
     }
     let _ = stream.close().await;
 }
@@ -123,29 +161,40 @@ async fn send_piece(
     offset: u64,
     len: Option<u64>,
     stream: &mut Stream,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let (mut file, size) = node
         .blobs
         .open_read(key)
-        .map_err(|e| format!("no object {key:?} on this node: {e}"))?;
+        .map_err(|source| ServeError::NoObject {
+            key: key.into(),
+            source,
+        })?;
     let len = len.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(format!("{key:?} holds {size} bytes, not {offset}+{len}"));
+        return Err(ServeError::OutOfRange {
+            key: key.into(),
+            size,
+            offset,
+            len,
+        });
     }
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
-        .map_err(|e| format!("reading {key:?}: {e}"))?;
+    let read = |source| ServeError::Read {
+        key: key.into(),
+        source,
+    };
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(read)?;
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
     // Disk reads on a blocking thread; two chunks in flight at most.
     tokio::task::spawn_blocking(move || read_chunks(file, len, &tx));
     while let Some(chunk) = rx.recv().await {
-        let chunk = chunk.map_err(|e| format!("reading {key:?}: {e}"))?;
+        let chunk = chunk.map_err(read)?;
         DataFrame::write_chunk(stream, &chunk)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ServeError::Stream(e.to_string()))?;
     }
     codec::write_frame(stream, &DataFrame::End)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| ServeError::Stream(e.to_string()))
 }
 
 /// Read `len` bytes of `file` from where it stands, in chunks of at most [`CHUNK`].
@@ -184,20 +233,28 @@ fn read_chunks(file: std::fs::File, len: u64, tx: &mpsc::Sender<std::io::Result<
 
 /// Store each object of `keys` as it arrives (chunks, then `End`, one after another); answer
 /// `End` once every one is durable. An object that does not arrive whole is not stored.
-async fn receive_objects(node: &Node, keys: &[String], stream: &mut Stream) -> Result<(), String> {
+async fn receive_objects(
+    node: &Node,
+    keys: &[String],
+    stream: &mut Stream,
+) -> Result<(), ServeError> {
     let mut received = Vec::with_capacity(keys.len());
     for key in keys {
         received.push(receive_object(node, key, stream).await?);
     }
     // Durable and visible together, off the runtime.
     let blobs = node.blobs.clone();
+    let what = format!("{} object(s)", keys.len());
     tokio::task::spawn_blocking(move || blobs.commit_all(received))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("storing {} object(s): {e}", keys.len()))?;
+        .map_err(|e| ServeError::Store {
+            what: what.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| ServeError::Store { what, source })?;
     codec::write_frame(stream, &DataFrame::End)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| ServeError::Stream(e.to_string()))
 }
 
 /// Read one object's chunks up to its `End` into the store, written but not yet committed.
@@ -205,37 +262,28 @@ async fn receive_object(
     node: &Node,
     key: &str,
     stream: &mut Stream,
-) -> Result<crate::storage::blobs::Unsynced, String> {
-    let mut w = node
-        .blobs
-        .create(key)
-        .map_err(|e| format!("cannot store {key:?}: {e}"))?;
+) -> Result<crate::storage::blobs::Unsynced, ServeError> {
+    let store = |source| ServeError::Store {
+        what: format!("{key:?}"),
+        source,
+    };
+    let mut w = node.blobs.create(key).map_err(store)?;
     loop {
         let frame = tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME)).await;
-        match frame {
-            Ok(Ok(DataFrame::Chunk(bytes))) => {
-                if let Err(e) = w.write_all(&bytes) {
-                    w.abort();
-                    return Err(format!("storing {key:?}: {e}"));
-                }
-            }
+        let failed = match frame {
+            Ok(Ok(DataFrame::Chunk(bytes))) => match w.write_all(&bytes) {
+                Ok(()) => continue,
+                Err(e) => store(e),
+            },
             Ok(Ok(DataFrame::End)) => break,
-            Ok(Ok(DataFrame::Error(why))) => {
-                w.abort();
-                return Err(format!("the sender gave up: {why}"));
-            }
-            Ok(Err(e)) => {
-                w.abort();
-                return Err(format!("bad data stream: {e}"));
-            }
-            Err(_) => {
-                w.abort();
-                return Err(format!("the sender went silent for {STALL:?}"));
-            }
-        }
+            Ok(Ok(DataFrame::Error(why))) => ServeError::SenderGaveUp(why),
+            Ok(Err(e)) => ServeError::BadStream(e.to_string()),
+            Err(_) => ServeError::Silent(STALL),
+        };
+        w.abort();
+        return Err(failed);
     }
-    w.finish_unsynced()
-        .map_err(|e| format!("storing {key:?}: {e}"))
+    w.finish_unsynced().map_err(store)
 }
 
 async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {
