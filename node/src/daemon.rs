@@ -413,7 +413,7 @@ fn dispatch(node: &Arc<Node>, e: Event) {
             stream,
         } => {
             let node = Arc::clone(node);
-            tokio::spawn(crate::storage::data::serve(node, peer, request, stream));
+            tokio::spawn(crate::storage::serve::serve(node, peer, request, stream));
         }
     }
 }

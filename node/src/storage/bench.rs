@@ -146,7 +146,7 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
                         });
                     }
                     _ => {
-                        tokio::spawn(crate::storage::data::serve(
+                        tokio::spawn(crate::storage::serve::serve(
                             Arc::clone(&server),
                             peer,
                             request,

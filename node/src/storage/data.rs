@@ -1,5 +1,5 @@
-//! Objects between nodes over `/shoal/data/1`: fetch (the holder streams `Chunk` frames, then
-//! `End`) and put (the sender streams, the receiver answers `End` once the object is
+//! Objects between nodes over `/shoal/data/1`, the asking side (the answering side is
+//! `serve`): fetch (the holder streams `Chunk` frames, then `End`) and put (the sender streams, the receiver answers `End` once the object is
 //! durable). Flow control is the stream's: yamux's window stops a writer whose reader does
 //! not keep up, so neither side holds more than a few chunks in memory.
 //!
@@ -15,15 +15,15 @@ use shoal_net::wire::{DataFrame, DataRequest, Piece, MAX_BATCH_KEYS};
 use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
-use crate::cluster::node::{foreign_reason, Node};
+use crate::cluster::node::Node;
 
 /// Bytes per `Chunk` frame.
 pub const CHUNK: usize = 1 << 20;
 /// Largest frame a data stream accepts (a chunk and its CBOR header).
-const MAX_DATA_FRAME: usize = CHUNK + 64;
+pub(super) const MAX_DATA_FRAME: usize = CHUNK + 64;
 /// How long a silent data stream is waited for: a 1 MiB chunk takes milliseconds, so this
 /// much silence means the peer is gone (a cut cable keeps a TCP connection open for a while).
-const STALL: Duration = Duration::from_secs(10);
+pub(super) const STALL: Duration = Duration::from_secs(10);
 /// How long opening a data stream may take (a round trip on a live connection).
 const OPEN: Duration = Duration::from_secs(5);
 
@@ -59,43 +59,6 @@ pub enum DataError {
     Local(String),
 }
 
-/// Why this node could not answer a data request; sent to the peer as `DataFrame::Error`.
-#[derive(Debug, thiserror::Error)]
-enum ServeError {
-    /// The object is not stored here.
-    #[error("no object {key:?} on this node: {source}")]
-    NoObject { key: String, source: std::io::Error },
-    /// A range outside the object.
-    #[error("{key:?} holds {size} bytes, not {offset}+{len}")]
-    OutOfRange {
-        key: String,
-        size: u64,
-        offset: u64,
-        len: u64,
-    },
-    /// Reading the object failed.
-    #[error("reading {key:?}: {source}")]
-    Read { key: String, source: std::io::Error },
-    /// Storing an incoming object failed.
-    #[error("storing {what}: {source}")]
-    Store {
-        what: String,
-        source: std::io::Error,
-    },
-    /// The sender sent an error instead of the rest of the object.
-    #[error("the sender gave up: {0}")]
-    SenderGaveUp(String),
-    /// A frame that is not the next part of an object.
-    #[error("bad data stream: {0}")]
-    BadStream(String),
-    /// The sender stopped sending.
-    #[error("the sender went silent for {0:?}")]
-    Silent(Duration),
-    /// Writing to the stream failed.
-    #[error("the stream broke: {0}")]
-    Stream(String),
-}
-
 fn broke(peer: PeerId, e: impl std::fmt::Display) -> DataError {
     DataError::Stream {
         peer,
@@ -103,102 +66,12 @@ fn broke(peer: PeerId, e: impl std::fmt::Display) -> DataError {
     }
 }
 
-/// Answer an inbound data stream.
-#[tracing::instrument(name = "data_stream", skip_all, fields(%peer, objects = req.count()))]
-pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
-    let cluster_id = req.cluster_id();
-    let refuse = match node.cluster_id() {
-        Some(ours) if ours == cluster_id => None,
-        Some(ours) => {
-            node.peers.note_foreign(peer, cluster_id, ours);
-            Some(foreign_reason(ours))
-        }
-        None => Some("this node has no cluster yet".into()),
-    }
-    .or_else(|| {
-        (req.count() > MAX_BATCH_KEYS).then(|| {
-            format!(
-                "{} objects in one request; at most {MAX_BATCH_KEYS}",
-                req.count()
-            )
-        })
-    });
-    if let Some(why) = refuse {
-        let _ = codec::write_frame(&mut stream, &DataFrame::Error(why)).await;
-        let _ = stream.close().await;
-        return;
-    }
-    node.peers.seen(peer);
-    let result = match &req {
-        DataRequest::Fetch { key, .. } => send_piece(&node, key, 0, None, &mut stream).await,
-        DataRequest::FetchMany { pieces, .. } => {
-            let mut sent = Ok(());
-            for p in pieces {
-                sent = send_piece(&node, &p.key, p.offset, Some(p.len), &mut stream).await;
-                if sent.is_err() {
-                    break;
-                }
-            }
-            sent
-        }
-        DataRequest::Put { key, .. } => {
-            receive_objects(&node, std::slice::from_ref(key), &mut stream).await
-        }
-        DataRequest::PutMany { keys, .. } => receive_objects(&node, keys, &mut stream).await,
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, objects = req.count(), error = %e, "data stream ended with an error");
-        let _ = codec::write_frame(&mut stream, &DataFrame::Error(e.to_string())).await;
-    }
-    let _ = stream.close().await;
-}
-
-/// Stream bytes `offset..offset + len` of `key` (to its end when `len` is `None`): its
-/// chunks, then `End`.
-async fn send_piece(
-    node: &Node,
-    key: &str,
-    offset: u64,
-    len: Option<u64>,
-    stream: &mut Stream,
-) -> Result<(), ServeError> {
-    let (mut file, size) = node
-        .blobs
-        .open_read(key)
-        .map_err(|source| ServeError::NoObject {
-            key: key.into(),
-            source,
-        })?;
-    let len = len.unwrap_or(size.saturating_sub(offset));
-    if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(ServeError::OutOfRange {
-            key: key.into(),
-            size,
-            offset,
-            len,
-        });
-    }
-    let read = |source| ServeError::Read {
-        key: key.into(),
-        source,
-    };
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(read)?;
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
-    // Disk reads on a blocking thread; two chunks in flight at most.
-    tokio::task::spawn_blocking(move || read_chunks(file, len, &tx));
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk.map_err(read)?;
-        DataFrame::write_chunk(stream, &chunk)
-            .await
-            .map_err(|e| ServeError::Stream(e.to_string()))?;
-    }
-    codec::write_frame(stream, &DataFrame::End)
-        .await
-        .map_err(|e| ServeError::Stream(e.to_string()))
-}
-
 /// Read `len` bytes of `file` from where it stands, in chunks of at most [`CHUNK`].
-fn read_chunks(file: std::fs::File, len: u64, tx: &mpsc::Sender<std::io::Result<Vec<u8>>>) {
+pub(super) fn read_chunks(
+    file: std::fs::File,
+    len: u64,
+    tx: &mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
     let mut file = file.take(len);
     let mut left = len;
     while left > 0 {
@@ -229,61 +102,6 @@ fn read_chunks(file: std::fs::File, len: u64, tx: &mpsc::Sender<std::io::Result<
             return;
         }
     }
-}
-
-/// Store each object of `keys` as it arrives (chunks, then `End`, one after another); answer
-/// `End` once every one is durable. An object that does not arrive whole is not stored.
-async fn receive_objects(
-    node: &Node,
-    keys: &[String],
-    stream: &mut Stream,
-) -> Result<(), ServeError> {
-    let mut received = Vec::with_capacity(keys.len());
-    for key in keys {
-        received.push(receive_object(node, key, stream).await?);
-    }
-    // Durable and visible together, off the runtime.
-    let blobs = node.blobs.clone();
-    let what = format!("{} object(s)", keys.len());
-    tokio::task::spawn_blocking(move || blobs.commit_all(received))
-        .await
-        .map_err(|e| ServeError::Store {
-            what: what.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(|source| ServeError::Store { what, source })?;
-    codec::write_frame(stream, &DataFrame::End)
-        .await
-        .map_err(|e| ServeError::Stream(e.to_string()))
-}
-
-/// Read one object's chunks up to its `End` into the store, written but not yet committed.
-async fn receive_object(
-    node: &Node,
-    key: &str,
-    stream: &mut Stream,
-) -> Result<crate::storage::blobs::Unsynced, ServeError> {
-    let store = |source| ServeError::Store {
-        what: format!("{key:?}"),
-        source,
-    };
-    let mut w = node.blobs.create(key).map_err(store)?;
-    loop {
-        let frame = tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME)).await;
-        let failed = match frame {
-            Ok(Ok(DataFrame::Chunk(bytes))) => match w.write_all(&bytes) {
-                Ok(()) => continue,
-                Err(e) => store(e),
-            },
-            Ok(Ok(DataFrame::End)) => break,
-            Ok(Ok(DataFrame::Error(why))) => ServeError::SenderGaveUp(why),
-            Ok(Err(e)) => ServeError::BadStream(e.to_string()),
-            Err(_) => ServeError::Silent(STALL),
-        };
-        w.abort();
-        return Err(failed);
-    }
-    w.finish_unsynced().map_err(store)
 }
 
 async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {

@@ -5,3 +5,4 @@ pub mod bench;
 pub(crate) mod blobs;
 pub(crate) mod data;
 pub(crate) mod replication;
+pub(crate) mod serve;

@@ -1,0 +1,201 @@
+//! The serving side of `/shoal/data/1`: answer a peer's fetch (stream an object's bytes, or
+//! pieces of several) or put (store the objects it sends, durable before `End`). A request
+//! from another cluster, or over the batch bound, is refused with its reason.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::AsyncWriteExt;
+use shoal_net::wire::{DataFrame, DataRequest, MAX_BATCH_KEYS};
+use shoal_net::{codec, PeerId, Stream};
+use tokio::sync::mpsc;
+
+use crate::cluster::node::{foreign_reason, Node};
+use crate::storage::data::{read_chunks, MAX_DATA_FRAME, STALL};
+
+/// Why this node could not answer a data request; sent to the peer as `DataFrame::Error`.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// The object is not stored here.
+    #[error("no object {key:?} on this node: {source}")]
+    NoObject { key: String, source: std::io::Error },
+    /// A range outside the object.
+    #[error("{key:?} holds {size} bytes, not {offset}+{len}")]
+    OutOfRange {
+        key: String,
+        size: u64,
+        offset: u64,
+        len: u64,
+    },
+    /// Reading the object failed.
+    #[error("reading {key:?}: {source}")]
+    Read { key: String, source: std::io::Error },
+    /// Storing an incoming object failed.
+    #[error("storing {what}: {source}")]
+    Store {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The sender sent an error instead of the rest of the object.
+    #[error("the sender gave up: {0}")]
+    SenderGaveUp(String),
+    /// A frame that is not the next part of an object.
+    #[error("bad data stream: {0}")]
+    BadStream(String),
+    /// The sender stopped sending.
+    #[error("the sender went silent for {0:?}")]
+    Silent(Duration),
+    /// Writing to the stream failed.
+    #[error("the stream broke: {0}")]
+    Stream(String),
+}
+
+/// Answer an inbound data stream.
+#[tracing::instrument(name = "data_stream", skip_all, fields(%peer, objects = req.count()))]
+pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
+    let cluster_id = req.cluster_id();
+    let refuse = match node.cluster_id() {
+        Some(ours) if ours == cluster_id => None,
+        Some(ours) => {
+            node.peers.note_foreign(peer, cluster_id, ours);
+            Some(foreign_reason(ours))
+        }
+        None => Some("this node has no cluster yet".into()),
+    }
+    .or_else(|| {
+        (req.count() > MAX_BATCH_KEYS).then(|| {
+            format!(
+                "{} objects in one request; at most {MAX_BATCH_KEYS}",
+                req.count()
+            )
+        })
+    });
+    if let Some(why) = refuse {
+        let _ = codec::write_frame(&mut stream, &DataFrame::Error(why)).await;
+        let _ = stream.close().await;
+        return;
+    }
+    node.peers.seen(peer);
+    let result = match &req {
+        DataRequest::Fetch { key, .. } => send_piece(&node, key, 0, None, &mut stream).await,
+        DataRequest::FetchMany { pieces, .. } => {
+            let mut sent = Ok(());
+            for p in pieces {
+                sent = send_piece(&node, &p.key, p.offset, Some(p.len), &mut stream).await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            sent
+        }
+        DataRequest::Put { key, .. } => {
+            receive_objects(&node, std::slice::from_ref(key), &mut stream).await
+        }
+        DataRequest::PutMany { keys, .. } => receive_objects(&node, keys, &mut stream).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, objects = req.count(), error = %e, "data stream ended with an error");
+        let _ = codec::write_frame(&mut stream, &DataFrame::Error(e.to_string())).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// Stream bytes `offset..offset + len` of `key` (to its end when `len` is `None`): its
+/// chunks, then `End`.
+async fn send_piece(
+    node: &Node,
+    key: &str,
+    offset: u64,
+    len: Option<u64>,
+    stream: &mut Stream,
+) -> Result<(), ServeError> {
+    let (mut file, size) = node
+        .blobs
+        .open_read(key)
+        .map_err(|source| ServeError::NoObject {
+            key: key.into(),
+            source,
+        })?;
+    let len = len.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(ServeError::OutOfRange {
+            key: key.into(),
+            size,
+            offset,
+            len,
+        });
+    }
+    let read = |source| ServeError::Read {
+        key: key.into(),
+        source,
+    };
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(read)?;
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    // Disk reads on a blocking thread; two chunks in flight at most.
+    tokio::task::spawn_blocking(move || read_chunks(file, len, &tx));
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(read)?;
+        DataFrame::write_chunk(stream, &chunk)
+            .await
+            .map_err(|e| ServeError::Stream(e.to_string()))?;
+    }
+    codec::write_frame(stream, &DataFrame::End)
+        .await
+        .map_err(|e| ServeError::Stream(e.to_string()))
+}
+
+/// Store each object of `keys` as it arrives (chunks, then `End`, one after another); answer
+/// `End` once every one is durable. An object that does not arrive whole is not stored.
+async fn receive_objects(
+    node: &Node,
+    keys: &[String],
+    stream: &mut Stream,
+) -> Result<(), ServeError> {
+    let mut received = Vec::with_capacity(keys.len());
+    for key in keys {
+        received.push(receive_object(node, key, stream).await?);
+    }
+    // Durable and visible together, off the runtime.
+    let blobs = node.blobs.clone();
+    let what = format!("{} object(s)", keys.len());
+    tokio::task::spawn_blocking(move || blobs.commit_all(received))
+        .await
+        .map_err(|e| ServeError::Store {
+            what: what.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| ServeError::Store { what, source })?;
+    codec::write_frame(stream, &DataFrame::End)
+        .await
+        .map_err(|e| ServeError::Stream(e.to_string()))
+}
+
+/// Read one object's chunks up to its `End` into the store, written but not yet committed.
+async fn receive_object(
+    node: &Node,
+    key: &str,
+    stream: &mut Stream,
+) -> Result<crate::storage::blobs::Unsynced, ServeError> {
+    let store = |source| ServeError::Store {
+        what: format!("{key:?}"),
+        source,
+    };
+    let mut w = node.blobs.create(key).map_err(store)?;
+    loop {
+        let frame = tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME)).await;
+        let failed = match frame {
+            Ok(Ok(DataFrame::Chunk(bytes))) => match w.write_all(&bytes) {
+                Ok(()) => continue,
+                Err(e) => store(e),
+            },
+            Ok(Ok(DataFrame::End)) => break,
+            Ok(Ok(DataFrame::Error(why))) => ServeError::SenderGaveUp(why),
+            Ok(Err(e)) => ServeError::BadStream(e.to_string()),
+            Err(_) => ServeError::Silent(STALL),
+        };
+        w.abort();
+        return Err(failed);
+    }
+    w.finish_unsynced().map_err(store)
+}
