@@ -199,3 +199,34 @@ fn sim_usage_errors_exit_2() {
     assert_eq!(code, Some(0));
     assert!(out.contains("--plant") && out.contains("--seeds"), "{out}");
 }
+
+/// Off loopback, `shoal node` needs a cluster key: it exits 2 naming `--cluster-key` and
+/// `shoal keygen`, before it listens or creates anything. (With `--insecure` it starts: the
+/// network-namespace test starts such a node, since nothing here listens beyond loopback.)
+#[test]
+fn a_node_off_loopback_without_a_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in [
+        "/ip4/0.0.0.0/tcp/0",
+        "/ip4/192.0.2.7/tcp/7071",
+        "/ip6/::/tcp/0",
+    ] {
+        let data = dir.path().join("data");
+        let o = shoal()
+            .args(["node", "--no-mdns", "--listen", listen, "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{listen}: {err}");
+        assert!(
+            err.contains(&format!(
+                "refusing to listen on {listen} without a cluster key"
+            )) && err.contains("--cluster-key cluster.key")
+                && err.contains("shoal keygen cluster.key")
+                && err.contains("--insecure"),
+            "{listen}: {err}"
+        );
+        assert!(!data.exists(), "{listen}: nothing is created");
+    }
+}

@@ -45,9 +45,23 @@ fn reference(corpus: &Path) -> Vec<Vec<u8>> {
     ))
 }
 
-/// Start a node on each of `hosts` with `args`.
+/// Start a node on each of `hosts` with `args` — and, unless `args` name a key or
+/// `--insecure`, the LAN's cluster key (`dir/lan.key`, made on first use), as every machine
+/// of a real LAN is started.
 fn start_on(dir: &Path, lan: &Lan, hosts: &[usize], args: &[&str]) -> Vec<NodeProc> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if !args
+        .iter()
+        .any(|a| a == "--cluster-key" || a == "--insecure")
+    {
+        let key = dir.join("lan.key");
+        if !key.exists() {
+            let o = run(shoal().arg("keygen").arg(&key));
+            assert!(o.status.success(), "{}", text(&o));
+        }
+        args.push("--cluster-key".into());
+        args.push(key.to_string_lossy().into_owned());
+    }
     hosts
         .iter()
         .map(|&h| {
@@ -173,7 +187,14 @@ fn strangers_without_the_cluster_key_never_get_in() {
     );
     wait_agreed(&members.iter().collect::<Vec<_>>(), 3, 60);
     // A node without a key and one with another key, on the same LAN (mDNS finds them all).
-    let keyless = start_on(dir.path(), &lan, &[3], &["--expect", "3"]).remove(0);
+    let keyless = start_on(dir.path(), &lan, &[3], &["--expect", "3", "--insecure"]).remove(0);
+    assert!(
+        keyless
+            .log_text()
+            .contains("--insecure and no --cluster-key"),
+        "a keyless node off loopback says what it risks: {}",
+        keyless.log_text()
+    );
     let wrong_arg = wrong.to_string_lossy().into_owned();
     let stranger = start_on(
         dir.path(),

@@ -52,9 +52,14 @@ pub struct NodeArgs {
     /// Do not discover peers by mDNS.
     #[arg(long, env = "SHOAL_NO_MDNS")]
     pub no_mdns: bool,
-    /// Cluster key file (from `shoal keygen`): only nodes with the key can connect.
+    /// Cluster key file (from `shoal keygen`): only nodes with the key can connect. Needed
+    /// when --listen is not a loopback address (unless --insecure).
     #[arg(long, env = "SHOAL_CLUSTER_KEY")]
     pub cluster_key: Option<PathBuf>,
+    /// Listen beyond loopback without a cluster key: any host that can reach the port may
+    /// join the cluster and run code on this machine. Trusted, isolated networks only.
+    #[arg(long, env = "SHOAL_INSECURE")]
+    pub insecure: bool,
     /// Write {"peer_id", "addrs", "http", "node_id"} here once listening.
     #[arg(long, env = "SHOAL_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -86,6 +91,25 @@ pub struct NodeArgs {
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
+}
+
+/// Flags that cannot work together: `shoal node` exits 2 (bad usage) with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Whether a listen multiaddr is reachable from this machine only (127.0.0.0/8, ::1,
+/// `localhost`).
+fn is_loopback(addr: &Multiaddr) -> bool {
+    let text = addr.to_string();
+    let mut parts = text.split('/').skip(1);
+    match (parts.next(), parts.next()) {
+        (Some("ip4" | "ip6"), Some(ip)) => ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        (Some("dns" | "dns4" | "dns6"), Some(name)) => name == "localhost",
+        _ => false,
+    }
 }
 
 /// Everything `serve` needs, checked and opened by [`run`].
@@ -166,6 +190,15 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--listen {l:?} is not a multiaddr"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(exposed) = listen.iter().find(|a| !is_loopback(a)) {
+        if args.cluster_key.is_none() && !args.insecure {
+            return Err(UsageError(format!(
+                "refusing to listen on {exposed} without a cluster key: any host that can reach this port could join the cluster and run code on this machine. Make a key once with `shoal keygen cluster.key`, copy the file to every machine, and start every node with `--cluster-key cluster.key` (one machine only: `--listen /ip4/127.0.0.1/tcp/7071`; a trusted, isolated network: `--insecure`)"
+            ))
+            .into());
+        }
+    }
+    let exposed = listen.iter().any(|a| !is_loopback(a));
     let peers = args
         .peer
         .iter()
@@ -209,8 +242,12 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             info!(fingerprint = %psk.fingerprint(), "cluster key loaded: only nodes with this key can connect");
             Some(psk)
         }
+        None if exposed => {
+            warn!("--insecure and no --cluster-key: ANY host that can reach this node's port may join the cluster and run code on it; use `shoal keygen` and --cluster-key on a shared network");
+            None
+        }
         None => {
-            warn!("no --cluster-key: ANY host that can reach this node's port may join the cluster and run code on it; use `shoal keygen` and --cluster-key on a shared network");
+            info!("listening on loopback only: no cluster key needed");
             None
         }
     };

@@ -83,7 +83,11 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal node: {e:#}");
-                ExitCode::FAILURE
+                if e.downcast_ref::<shoal_node::daemon::UsageError>().is_some() {
+                    ExitCode::from(crate::cli::exit::EXIT_USAGE)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         },
         Command::Status(args) => crate::cli::status::run(args),
