@@ -118,7 +118,8 @@ fn metrics_errors_watch_and_retention() {
         let mut s = std::net::TcpStream::connect(&nodes[2].http).unwrap();
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            nodes[2].http
         )
         .unwrap();
         let mut r = String::new();

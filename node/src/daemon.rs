@@ -39,6 +39,11 @@ pub struct NodeArgs {
     /// HTTP API address. Anything but a loopback address needs --api-token.
     #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:7070")]
     pub http: String,
+    /// A name the HTTP API answers to besides loopback names and the --http address (what
+    /// clients put in `Host`, e.g. the machine's DNS name); repeatable. Requests naming any
+    /// other host are refused (421), so a web page cannot reach the API by DNS rebinding.
+    #[arg(long, env = "SHOAL_HTTP_HOST", value_delimiter = ',')]
+    pub http_host: Vec<String>,
     /// A file holding the HTTP API's token: every request must then carry
     /// `Authorization: Bearer TOKEN`. Required when --http is not a loopback address.
     #[arg(long, env = "SHOAL_API_TOKEN_FILE")]
@@ -390,6 +395,13 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
             crate::http::token::require(Arc::clone(&token), req, next)
         }));
     }
+    let guard = Arc::new(crate::http::guard::HostGuard::new(
+        c.http,
+        &c.args.http_host,
+    ));
+    app = app.layer(axum::middleware::from_fn(move |req, next| {
+        crate::http::guard::check(Arc::clone(&guard), req, next)
+    }));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     let result = tokio::select! {
         r = server.into_future() => {

@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod error;
+pub(crate) mod guard;
 pub(crate) mod jobs_view;
 pub(crate) mod metrics;
 pub mod submit;

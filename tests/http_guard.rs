@@ -1,0 +1,147 @@
+//! A web page cannot use a node's HTTP API: a request whose `Host` is not the node's is
+//! refused (421, DNS rebinding), and a job submitted from another site — by `Origin` or
+//! `Sec-Fetch-Site` — is refused (403) before anything runs, while `shoal`, curl (neither
+//! header) and the node's own pages (same origin) still work. A real `shoal node` on
+//! 127.0.0.1; the requests are written by hand, headers and all, as a browser would send them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::cluster::*;
+use serde_json::Value;
+
+/// Send one request with `headers` (besides Host and Content-Length); status and JSON body.
+fn request(
+    addr: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A multipart job whose mapper creates `marker`: what a hostile page would post.
+fn job_body(marker: &std::path::Path) -> (String, Vec<u8>) {
+    let spec = serde_json::json!({
+        "name": "from-a-page",
+        "inputs": ["in.txt"],
+        "reducers": 1,
+        "kind": { "Streaming": {
+            "map": { "Shell": format!("touch {}; cat", marker.display()) },
+            "reduce": { "Shell": "cat" },
+            "combine": null,
+        } },
+    });
+    let b = "shoalboundary7";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"spec\"\r\nContent-Type: application/json\r\n\r\n{spec}\r\n").as_bytes());
+    body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"input\"; filename=\"in.txt\"\r\nContent-Type: text/plain\r\n\r\nhello page\r\n--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+#[test]
+fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_not() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(
+        dir.path(),
+        "n1",
+        &["--expect", "1", "--http-host", "shoal.test"].map(String::from),
+    );
+    wait_for(60, "the node to lead", || leader_of(&node));
+    let port = node.http.rsplit_once(':').unwrap().1.to_string();
+    let own = node.http.clone();
+
+    // DNS rebinding: a page at evil.example whose name now resolves to 127.0.0.1.
+    for path in ["/", "/api/v1/cluster", "/api/v1/jobs"] {
+        let (status, body) = request(&own, &format!("evil.example:{port}"), "GET", path, &[], b"");
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("--http-host"),
+            "{body}"
+        );
+    }
+    for host in [
+        own.clone(),
+        format!("localhost:{port}"),
+        format!("shoal.test:{port}"),
+    ] {
+        let (status, body) = request(&own, &host, "GET", "/api/v1/cluster", &[], b"");
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+
+    // A cross-site form post or no-cors fetch: refused before the body is read.
+    let marker = dir.path().join("ran");
+    let (ctype, body) = job_body(&marker);
+    let ct = ("Content-Type", ctype.as_str());
+    for extra in [
+        vec![ct, ("Origin", "http://127.0.0.2:8000")],
+        vec![ct, ("Origin", "null")],
+        vec![
+            ct,
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Origin", "http://evil.example"),
+        ],
+        vec![ct, ("Sec-Fetch-Site", "same-site")],
+    ] {
+        let (status, answer) = request(&own, &own, "POST", "/api/v1/jobs", &extra, &body);
+        assert_eq!(status, 403, "{extra:?}: {answer}");
+        let (status, answer) = request(&own, &own, "DELETE", "/api/v1/jobs/j-1", &extra[1..], b"");
+        assert_eq!(status, 403, "{extra:?}: {answer}");
+    }
+    let (_, jobs) = request(&own, &own, "GET", "/api/v1/jobs", &[], b"");
+    assert_eq!(jobs, serde_json::json!([]), "no job was created");
+    assert!(!marker.exists(), "no mapper ran");
+
+    // The same body from the node's own page, and from curl or `shoal` (no Origin): taken.
+    let origin = format!("http://{own}");
+    for extra in [
+        vec![
+            ct,
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        vec![ct],
+    ] {
+        let (status, answer) = request(&own, &own, "POST", "/api/v1/jobs", &extra, &body);
+        assert_eq!(status, 201, "{extra:?}: {answer}");
+        let id = answer["id"].as_str().unwrap().to_string();
+        wait_for(60, "the job to succeed", || {
+            let (_, j) = request(
+                &own,
+                &own,
+                "GET",
+                &format!("/api/v1/jobs/{id}?tasks=false"),
+                &[],
+                b"",
+            );
+            (j["state"] == "succeeded").then_some(())
+        });
+    }
+    assert!(
+        marker.exists(),
+        "the same body, not from another site, runs its mapper"
+    );
+}
