@@ -195,7 +195,8 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--listen {l:?} is not a multiaddr"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(exposed) = listen.iter().find(|a| !is_loopback(a)) {
+    let exposed = listen.iter().find(|a| !is_loopback(a));
+    if let Some(exposed) = exposed {
         if args.cluster_key.is_none() && !args.insecure {
             return Err(UsageError(format!(
                 "refusing to listen on {exposed} without a cluster key: any host that can reach this port could join the cluster and run code on this machine. Make a key once with `shoal keygen cluster.key`, copy the file to every machine, and start every node with `--cluster-key cluster.key` (one machine only: `--listen /ip4/127.0.0.1/tcp/7071`; a trusted, isolated network: `--insecure`)"
@@ -203,7 +204,6 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    let exposed = listen.iter().any(|a| !is_loopback(a));
     let peers = args
         .peer
         .iter()
@@ -247,7 +247,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             info!(fingerprint = %psk.fingerprint(), "cluster key loaded: only nodes with this key can connect");
             Some(psk)
         }
-        None if exposed => {
+        None if exposed.is_some() => {
             warn!("--insecure and no --cluster-key: ANY host that can reach this node's port may join the cluster and run code on it; use `shoal keygen` and --cluster-key on a shared network");
             None
         }

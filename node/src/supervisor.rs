@@ -44,8 +44,9 @@ impl Supervisor {
             let Some(r) = self.loops.join_next_with_id().await else {
                 return std::future::pending().await;
             };
+            // `how` is None for a loop that returned.
             let (id, how) = match r {
-                Ok((id, ())) => (id, "returned".to_string()),
+                Ok((id, ())) => (id, None),
                 Err(e) => {
                     let id = e.id();
                     let how = if e.is_panic() {
@@ -59,12 +60,19 @@ impl Supervisor {
                     } else {
                         "was cancelled".to_string()
                     };
-                    (id, how)
+                    (id, Some(how))
                 }
             };
             let (name, forever) = self.names.remove(&id).unwrap_or(("unnamed", true));
-            if forever || how != "returned" {
-                return LoopStopped { name, how };
+            match how {
+                Some(how) => return LoopStopped { name, how },
+                None if forever => {
+                    return LoopStopped {
+                        name,
+                        how: "returned".into(),
+                    }
+                }
+                None => {}
             }
             tracing::debug!(loop_name = name, "a loop finished its work");
         }

@@ -58,7 +58,8 @@ pub async fn run(node: Arc<Node>) {
         let hellos = node.peers.hellos();
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
-            crate::control::manager::last_heard(&heard, id, since).elapsed()
+            let at = heard.get(&id).map(|(at, _)| *at);
+            crate::control::manager::last_heard(at, since).elapsed()
         };
         let reachable = |id: u64| {
             id == node.id

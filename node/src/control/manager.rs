@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_jobs::cluster::{self, Cluster, JobState, NodeId, TaskKind, TaskState};
 use shoal_jobs::scheduler::{plan, NodeSlots};
@@ -17,7 +17,6 @@ use shoal_raft::ServerState;
 use tracing::{debug, warn};
 
 use crate::clock::now_ms;
-use crate::cluster::heartbeats::Heartbeats;
 use crate::cluster::members::live_nodes;
 use crate::cluster::node::Node;
 use crate::cluster::propose::ProposeError;
@@ -29,10 +28,8 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// The start of node `n`'s current lease: its last heartbeat, but never before this node
 /// became leader (a new manager starts every lease fresh).
-pub fn last_heard(heard: &Heartbeats, n: NodeId, leader_since: Instant) -> Instant {
-    heard
-        .get(&n)
-        .map_or(leader_since, |(at, _)| (*at).max(leader_since))
+pub fn last_heard<I: Ord + Copy>(heard: Option<I>, leader_since: I) -> I {
+    heard.map_or(leader_since, |at| at.max(leader_since))
 }
 
 /// Nodes whose lease ran out — `silent` says whether a node has been quiet past
@@ -147,8 +144,7 @@ pub async fn run_on<H: ManagerHost>(host: Arc<H>) {
         let heard = host.heard();
         let next = host.read_table(|jobs, _| {
             decide(jobs, &outlook, |n| {
-                let last = heard.get(&n).map_or(since, |&t| t.max(since));
-                last.elapsed()
+                last_heard(heard.get(&n).copied(), since).elapsed()
             })
         });
         let Some(cmd) = next else { continue };
