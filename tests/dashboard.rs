@@ -245,20 +245,9 @@ const SLOW_MAP: &str =
 
 #[test]
 fn a_follower_s_dashboard_shows_a_job_succeed_and_the_next_leader() {
-    let python = "/usr/bin/python3";
-    let ready = std::path::Path::new("/usr/bin/chromedriver").exists()
-        && Command::new(python)
-            .args(["-c", "import selenium"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ready {
-        let why = "needs Debian's chromium, chromium-driver and python3-selenium";
-        if std::env::var("SHOAL_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("{why}, and SHOAL_REQUIRE_BROWSER=1");
-        }
-        eprintln!("SKIPPED the dashboard browser test: {why}; SHOAL_REQUIRE_BROWSER=1 makes this a failure");
+    let Some(python) = browser("the dashboard browser test") else {
         return;
-    }
+    };
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster(

@@ -2,7 +2,8 @@
 //! refused (421, DNS rebinding), and a job submitted from another site — by `Origin` or
 //! `Sec-Fetch-Site` — is refused (403) before anything runs, while `shoal`, curl (neither
 //! header) and the node's own pages (same origin) still work. A real `shoal node` on
-//! 127.0.0.1; the requests are written by hand, headers and all, as a browser would send them.
+//! 127.0.0.1; the requests are written by hand, headers and all, as a browser would send them
+//! — and then sent by a real browser, headless Chromium, from a page of another origin.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::cluster::*;
+use common::{browser, text};
 use serde_json::Value;
 
 /// Send one request with `headers` (besides Host and Content-Length); status and JSON body.
@@ -144,4 +146,91 @@ fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_
         marker.exists(),
         "the same body, not from another site, runs its mapper"
     );
+}
+
+#[test]
+fn a_page_of_another_origin_in_a_real_browser_runs_nothing_the_node_s_own_dashboard_does() {
+    let Some(python) = browser("the cross-site browser test") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), "n1", &["--expect", "1"].map(String::from));
+    wait_for(60, "the node to lead", || leader_of(&node));
+    let url = format!("http://{}", node.http);
+    let (by_fetch, by_form) = (dir.path().join("ran-fetch"), dir.path().join("ran-form"));
+    let input = dir.path().join("words.txt");
+    std::fs::write(&input, "to be or not to be\n").unwrap();
+    let o = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/cross_site.py"
+        ))
+        .arg(&url)
+        .args([&by_fetch, &by_form, &input])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "the browser script failed: {}",
+        text(&o)
+    );
+    println!("the browser:\n{out}");
+    let attacked = out.lines().find(|l| l.starts_with("ATTACKED")).unwrap();
+    assert!(
+        attacked.contains("another site"),
+        "the form post was answered with the refusal: {attacked}"
+    );
+    let own = out.lines().find_map(|l| l.strip_prefix("OWN ")).unwrap();
+
+    // Only the dashboard's job exists, and it ran; neither hostile mapper did.
+    let jobs = http_get_json(&node.http, "/api/v1/jobs?tasks=false").unwrap();
+    let ids: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [own], "only the dashboard's job was created");
+    wait_for(60, "the dashboard's job to succeed", || {
+        let j = http_get_json(&node.http, &format!("/api/v1/jobs/{own}?tasks=false"))?;
+        (j["state"] == "succeeded").then_some(())
+    });
+    assert!(!by_fetch.exists(), "the no-cors fetch's mapper never ran");
+    let refusals = node
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("refused a change from another site") && l.contains("/api/v1/jobs"))
+        .count();
+    assert_eq!(
+        refusals, 2,
+        "both the fetch and the form post reached the node and were refused"
+    );
+    assert!(!by_form.exists(), "the form post's mapper never ran");
+
+    // curl, with no Origin, is a client like `shoal`: it may submit.
+    let (ctype, body) = job_body(&by_form);
+    let form = dir.path().join("body");
+    std::fs::write(&form, body).unwrap();
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Content-Type: {ctype}"),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", form.display()))
+        .arg(format!("{url}/api/v1/jobs"))
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let id = answer["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("curl: {}", text(&o)));
+    wait_for(60, "curl's job to succeed", || {
+        let j = http_get_json(&node.http, &format!("/api/v1/jobs/{id}?tasks=false"))?;
+        (j["state"] == "succeeded").then_some(())
+    });
+    assert!(by_form.exists(), "curl's job ran its mapper");
 }

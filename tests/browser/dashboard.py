@@ -5,11 +5,10 @@ succeeded, then reads `KILLED <leader id>` from stdin and prints `NEW_LEADER <id
 page names another leader. Exits non-zero with the reason on any failed check.
 """
 import sys
-import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from chromium import start, wait
 
 TOKEN_MODE = sys.argv[1] == "token"
 if TOKEN_MODE:
@@ -18,25 +17,7 @@ else:
     url, job, name, shots = sys.argv[1:5]
 
 
-def wait(what, check, limit=120):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        try:
-            got = check()
-            if got:
-                return got
-        except Exception:  # the page is being redrawn
-            pass
-        time.sleep(0.1)
-    sys.exit(f"timed out waiting for {what}")
-
-
-opts = webdriver.ChromeOptions()
-for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
-    opts.add_argument(a)
-# Keep a prompt open until this script answers it.
-opts.set_capability("unhandledPromptBehavior", "ignore")
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+driver = start()
 try:
     if TOKEN_MODE:
         # A node with --api-token: the page asks once, then shows the cluster.

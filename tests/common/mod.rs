@@ -29,6 +29,27 @@ pub fn job_id(out: &Output) -> String {
         .to_string()
 }
 
+/// The headless Chromium of the browser tests (Debian's chromium, chromium-driver and
+/// python3-selenium), by the Python that drives it. Without them the test is skipped, loudly,
+/// or fails when `SHOAL_REQUIRE_BROWSER=1` (as in CI).
+pub fn browser(test: &str) -> Option<&'static str> {
+    let python = "/usr/bin/python3";
+    let ready = Path::new("/usr/bin/chromedriver").exists()
+        && Command::new(python)
+            .args(["-c", "import selenium"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if ready {
+        return Some(python);
+    }
+    let why = "needs Debian's chromium, chromium-driver and python3-selenium";
+    if std::env::var("SHOAL_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("{test} {why}, and SHOAL_REQUIRE_BROWSER=1");
+    }
+    eprintln!("SKIPPED {test}: {why}; SHOAL_REQUIRE_BROWSER=1 makes this a failure");
+    None
+}
+
 /// Stdout and stderr of an output, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

@@ -98,6 +98,7 @@ pub async fn check(guard: Arc<HostGuard>, req: Request, next: Next) -> Response 
         .unwrap_or("")
         .to_string();
     if !guard.allows(&host) {
+        tracing::warn!(host, path = %req.uri().path(), "refused a request for a foreign Host");
         return error(
             StatusCode::MISDIRECTED_REQUEST,
             &format!("this node does not answer to Host {host:?} (a page's DNS name rebound to this address?); start it with --http-host NAME to serve a name"),
@@ -109,6 +110,7 @@ pub async fn check(guard: Arc<HostGuard>, req: Request, next: Next) -> Response 
     );
     if changes {
         if let Some(why) = cross_site(&req, &host) {
+            tracing::warn!(method = %req.method(), path = %req.uri().path(), why, "refused a change from another site");
             return error(
                 StatusCode::FORBIDDEN,
                 &format!("refused a change from another site ({why}): a web page cannot submit or kill jobs; use `shoal` or the node's own dashboard"),
