@@ -7,12 +7,15 @@
 //! with a reason, nothing is stored.
 
 mod common;
+#[path = "common/peer.rs"]
+mod peer;
 
 use std::time::Duration;
 
 use common::cluster::*;
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{Multiaddr, PeerId};
+use peer::TestPeer;
 use shoal_net::codec;
 use shoal_net::wire::{DataFrame, DataRequest, Hello, PeerInfo, Piece, MAX_BATCH_KEYS};
 
@@ -32,8 +35,18 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
         String::from_utf8_lossy(&out.stderr)
     );
     let key_arg = key_file.to_string_lossy().into_owned();
-    let nodes = start_cluster(dir.path(), 3, &["--expect", "3", "--cluster-key", &key_arg]);
+    // Three voters and a learner; the learner stops, and the test peer speaks with its
+    // identity key: a member that lies (a stranger's data requests are refused before any
+    // of this is looked at).
+    let mut nodes = start_cluster(dir.path(), 4, &["--expect", "3", "--cluster-key", &key_arg]);
     let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let learner_id = wait_for(60, "a learner", || {
+        members(&nodes[0].cluster()?, "learner").pop()
+    });
+    let learner = nodes.iter().position(|n| n.node_id == learner_id).unwrap();
+    nodes[learner].kill();
+    let member_key = peer::identity_of(&nodes[learner].data);
+    nodes.remove(learner);
     let target = &nodes[0];
     let term_before = target.cluster().unwrap()["term"].as_u64().unwrap();
 
@@ -71,46 +84,12 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     )
     .unwrap();
 
-    let psk: shoal_net::PreSharedKey = std::fs::read_to_string(&key_file).unwrap().parse().unwrap();
+    let psk = peer::psk(&key_file);
     let peer: PeerId = target.peer_id.parse().unwrap();
     let addr: Multiaddr = target.addrs[0].parse().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let key = libp2p::identity::Keypair::generate_ed25519();
-        let transport = shoal_net::behaviour::build_transport(&key, Some(psk)).unwrap();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_other_transport(|_| transport)
-            .unwrap()
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
-        swarm
-            .dial(addr.with(libp2p::multiaddr::Protocol::P2p(peer)))
-            .expect("dialling starts");
-        let control = swarm.behaviour().new_control();
-        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut connected_tx = Some(connected_tx);
-            loop {
-                match swarm.select_next_some().await {
-                    libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => {
-                        if let Some(tx) = connected_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        panic!("the test peer, holding the key, could not connect: {error}")
-                    }
-                    _ => {}
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), connected_rx)
-            .await
-            .expect("connected in time")
-            .unwrap();
+        let test_peer = TestPeer::connect(member_key, Some(psk), peer, addr).await;
         let wrong_type = codec::encode(&DataFrame::Chunk(vec![1, 2, 3]));
         let hello = codec::encode(&Hello {
             node_id: 1,
@@ -134,16 +113,7 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
                 &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
                 &wrong[..],
             ] {
-                let mut c = control.clone();
-                let mut stream = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    c.open_stream(peer, StreamProtocol::new(protocol)),
-                )
-                .await
-                .expect("stream opens in time")
-                .unwrap_or_else(|e| {
-                    panic!("{protocol}: the node accepts an authenticated stream: {e}")
-                });
+                let mut stream = test_peer.open(protocol).await;
                 let _ = stream.write_all(payload).await;
                 let _ = stream.close().await;
                 // The node answers with nothing usable and closes the stream.
@@ -198,11 +168,7 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
             ),
         ];
         for (lie, says) in lies {
-            let mut c = control.clone();
-            let mut stream = c
-                .open_stream(peer, StreamProtocol::new("/shoal/data/1"))
-                .await
-                .expect("the data stream opens");
+            let mut stream = test_peer.open("/shoal/data/1").await;
             codec::write_frame(&mut stream, &lie).await.unwrap();
             let answer = tokio::time::timeout(
                 Duration::from_secs(10),

@@ -244,15 +244,30 @@ impl Newest {
 }
 
 /// Answer an inbound Raft RPC: decode, hand to Raft, encode its result.
+///
+/// `from` is the node the transport authenticated as the sender: a request that speaks for
+/// another node (a vote, an append or a snapshot under another leader id, a transfer from
+/// another leader) is refused before Raft sees it.
 pub async fn handle_rpc<S: AppState>(
     raft: &Raft<S>,
     inbound: &Inbound,
+    from: NodeId,
     kind: RpcKind,
     body: &[u8],
 ) -> Result<Vec<u8>, RpcError> {
+    let speaks_for = |claimed: NodeId| {
+        if claimed == from {
+            Ok(())
+        } else {
+            Err(RpcError::Refused(format!(
+                "node {from:016x} sent a {kind:?} request in the name of node {claimed:016x}"
+            )))
+        }
+    };
     Ok(match kind {
         RpcKind::Append => {
             let req: AppendEntriesRequest<TypeConfig> = decode(kind, body)?;
+            speaks_for(req.vote.leader_id.voted_for)?;
             let last = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
             let leader = req.vote.leader_id;
             let mut newest = inbound.newest.lock().await;
@@ -267,10 +282,18 @@ pub async fn handle_rpc<S: AppState>(
             }
             to_cbor(&res)
         }
-        RpcKind::Vote => to_cbor(&raft.vote(decode(kind, body)?).await),
-        RpcKind::PreVote => to_cbor(&raft.pre_vote(decode(kind, body)?).await),
+        RpcKind::Vote | RpcKind::PreVote => {
+            let req: VoteRequest<TypeConfig> = decode(kind, body)?;
+            speaks_for(req.vote.leader_id.voted_for)?;
+            if kind == RpcKind::Vote {
+                to_cbor(&raft.vote(req).await)
+            } else {
+                to_cbor(&raft.pre_vote(req).await)
+            }
+        }
         RpcKind::Snapshot => {
             let req: SnapshotRequest = decode(kind, body)?;
+            speaks_for(req.vote.leader_id.voted_for)?;
             let last = req.meta.last_log_id;
             let leader = req.vote.leader_id;
             let mut newest = inbound.newest.lock().await;
@@ -293,8 +316,10 @@ pub async fn handle_rpc<S: AppState>(
             to_cbor(&res)
         }
         RpcKind::TransferLeader => {
+            let req: TransferLeaderRequest<TypeConfig> = decode(kind, body)?;
+            speaks_for(req.from_leader().leader_id.voted_for)?;
             let res: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> = raft
-                .handle_transfer_leader(decode(kind, body)?)
+                .handle_transfer_leader(req)
                 .await
                 .map_err(RaftError::Fatal);
             to_cbor(&res)

@@ -363,12 +363,14 @@ pub fn part_key(job: &str, p: u32) -> String {
 
 impl Handle for SimNode {
     /// Answer a message from a peer.
-    async fn handle(&self, msg: Msg) -> Answer {
+    async fn handle(&self, from: u64, msg: Msg) -> Answer {
         match msg {
             Msg::Raft(req) if req.cluster_id != CLUSTER_ID => {
                 Answer::Raft(RaftResponse::Refused("foreign cluster".into()))
             }
-            Msg::Raft(req) => Answer::Raft(answer_raft(&self.raft, &self.inbound, &req).await),
+            Msg::Raft(req) => {
+                Answer::Raft(answer_raft(&self.raft, &self.inbound, from, &req).await)
+            }
             Msg::Ctl(CtlRequest::Propose { command, .. }) => {
                 Answer::Ctl(match self.write_local(command).await {
                     Ok(bytes) => CtlResponse::Applied(bytes),

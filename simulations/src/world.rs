@@ -31,8 +31,9 @@ pub type Blobs = Arc<Mutex<BTreeMap<String, Arc<Vec<u8>>>>>;
 
 /// What the world needs of a node: to answer a message delivered to it.
 pub trait Handle: Send + Sync + 'static {
-    /// Answer `msg` from a peer.
-    fn handle(&self, msg: Msg) -> impl Future<Output = Answer> + Send;
+    /// Answer `msg` from the peer with Raft id `from` (who sent it, as an authenticated
+    /// transport would tell).
+    fn handle(&self, from: u64, msg: Msg) -> impl Future<Output = Answer> + Send;
 }
 
 /// One machine of the simulation (its Raft id is its index + 1, see [`World::id`]).
@@ -324,7 +325,7 @@ impl<N: Handle> World<N> {
             return std::future::pending().await;
         };
         let incarnation = self.incarnation(to);
-        let answer = node.handle(msg).await;
+        let answer = node.handle(Self::id(from), msg).await;
         drop(node);
         if self.incarnation(to) != incarnation || lost_on_the_way(self, to, from) {
             self.count(|s| s.dropped += 1);

@@ -7,7 +7,11 @@
 //! Needs root and `ip`. Without them the tests skip with a visible message — unless
 //! `SHOAL_REQUIRE_NETNS=1` (CI sets it), when they fail instead.
 
+use std::path::Path;
 use std::process::Command;
+
+use super::cluster::{one_at_a_time, NodeProc, TestNode};
+use super::{run, shoal, text};
 
 /// Run `ip` with `args`; panic with its stderr if it fails.
 pub fn ip(args: &[&str]) {
@@ -287,4 +291,53 @@ fn sweep_dead() {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }
+}
+
+/// A LAN with `hosts[s]` hosts on subnet `s + 1`, for the test named `test`, with the
+/// cluster-test lock and a scratch directory; None (the test skips) without namespaces.
+pub fn setup(
+    test: &str,
+    hosts: &[usize],
+) -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Lan)> {
+    let serial = one_at_a_time();
+    if !available(test) {
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some())
+        .tempdir()
+        .unwrap();
+    let mut lan = Lan::new(hosts.len());
+    for (s, &n) in hosts.iter().enumerate() {
+        for _ in 0..n {
+            lan.host(s + 1);
+        }
+    }
+    Some((serial, dir, lan))
+}
+
+/// Start a node on each of `hosts` with `args` — and, unless `args` name a key or
+/// `--insecure`, the LAN's cluster key (`dir/lan.key`, made on first use), as every machine
+/// of a real LAN is started.
+pub fn start_on(dir: &Path, lan: &Lan, hosts: &[usize], args: &[&str]) -> Vec<NodeProc> {
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if !args
+        .iter()
+        .any(|a| a == "--cluster-key" || a == "--insecure")
+    {
+        let key = dir.join("lan.key");
+        if !key.exists() {
+            let o = run(shoal().arg("keygen").arg(&key));
+            assert!(o.status.success(), "{}", text(&o));
+        }
+        args.push("--cluster-key".into());
+        args.push(key.to_string_lossy().into_owned());
+    }
+    hosts
+        .iter()
+        .map(|&h| {
+            let host = &lan.hosts[h];
+            NodeProc::start_in(Some(&host.ns), dir, &format!("h{}", h + 1), &args)
+        })
+        .collect()
 }

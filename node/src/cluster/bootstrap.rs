@@ -30,10 +30,20 @@ const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
 pub async fn run(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_join = None::<Instant>;
+    let mut rounds = 0u64;
     loop {
         tick.tick().await;
+        rounds += 1;
         for peer in node.peers.unknown_peers() {
             node.greet(peer).await;
+        }
+        // Once a second, ask again those that had no cluster when they said hello: a cluster
+        // formed among them without this node (it was not chosen as an initial voter) is
+        // how it learns whom to join.
+        if node.cluster_id().is_none() && rounds.is_multiple_of(5) {
+            for peer in node.peers.clusterless_peers() {
+                node.greet(peer).await;
+            }
         }
         if node.is_member() {
             set_status(&node, String::new());

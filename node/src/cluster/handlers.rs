@@ -1,5 +1,6 @@
 //! The node's answers to what peers send: Raft RPCs and control requests (hello, adopt,
-//! join, propose, heartbeat). Nothing from a node of another cluster reaches Raft.
+//! join, propose, heartbeat). Nothing from a node of another cluster reaches Raft, and what
+//! a peer may say depends on whether it is a member (see `admission`).
 
 use std::time::Instant;
 
@@ -8,8 +9,12 @@ use shoal_net::{codec, PeerId, Transport};
 use shoal_raft::NodeInfo;
 use tracing::info;
 
-use crate::cluster::node::{foreign_reason, Node, CTL_TIMEOUT};
+use crate::cluster::admission::may_propose;
+use crate::cluster::identity::{hex, node_id};
+use crate::cluster::members::{knows_members, member_id, member_ids};
+use crate::cluster::node::{foreign_reason, with_jobs, Node, CTL_TIMEOUT};
 use crate::cluster::rpc::{answer_raft, peer_ref};
+use crate::cluster::state::Command;
 use crate::sync::Locked;
 
 impl Node {
@@ -23,8 +28,11 @@ impl Node {
             return RaftResponse::Refused(foreign_reason(ours));
         }
         self.peers.seen(peer);
+        if knows_members(self) && member_id(self, &peer).is_none() {
+            return RaftResponse::Refused(not_a_member(&peer));
+        }
         match self.start_raft().await {
-            Ok(h) => answer_raft(&h.raft, &h.inbound, &req).await,
+            Ok(h) => answer_raft(&h.raft, &h.inbound, node_id(&peer), &req).await,
             Err(e) => RaftResponse::Refused(format!("raft is not running here: {e}")),
         }
     }
@@ -40,7 +48,12 @@ impl Node {
                         return CtlResponse::Foreign { cluster_id: ours };
                     }
                 }
-                self.peers.record_hello(peer, h, self.cluster_id());
+                if !self.peers.record_hello(peer, h, self.cluster_id()) {
+                    return CtlResponse::Refused(format!(
+                        "peer {peer} is node {}: a hello names its sender",
+                        hex(node_id(&peer))
+                    ));
+                }
                 CtlResponse::Hello(self.hello())
             }
             CtlRequest::Adopt { cluster_id, voters } => self.on_adopt(cluster_id, &voters),
@@ -61,10 +74,33 @@ impl Node {
                 cluster_id,
                 node_id,
                 info,
-            } => self.on_join(cluster_id, node_id, info).await,
+            } => {
+                // A joiner asks for itself; a member may forward another's request.
+                let own = node_id == crate::cluster::identity::node_id(&peer)
+                    && info.peer_id == peer.to_string();
+                if !own && member_id(self, &peer).is_none() {
+                    return CtlResponse::Refused(format!(
+                        "peer {peer} asked to join as node {}, which is not its own id",
+                        hex(node_id)
+                    ));
+                }
+                self.on_join(cluster_id, node_id, info).await
+            }
             CtlRequest::Heartbeat(hb) => match self.cluster_id() {
                 Some(ours) if ours == hb.cluster_id => {
+                    let Some(from) = member_id(self, &peer) else {
+                        return CtlResponse::Refused(not_a_member(&peer));
+                    };
+                    if hb.node_id != from {
+                        return CtlResponse::Refused(format!(
+                            "node {} sent a heartbeat in the name of node {}",
+                            hex(from),
+                            hex(hb.node_id)
+                        ));
+                    }
                     self.heartbeats.record(hb);
+                    let members = member_ids(self);
+                    self.heartbeats.retain(|id| members.contains(&id));
                     CtlResponse::Heartbeats(self.heartbeats.heard())
                 }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
@@ -74,14 +110,29 @@ impl Node {
                 cluster_id,
                 command,
             } => match self.cluster_id() {
-                Some(ours) if ours == cluster_id => match self.write_local(command).await {
-                    Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
-                    Err(why) => CtlResponse::Refused(why.to_string()),
-                },
+                Some(ours) if ours == cluster_id => {
+                    if let Err(why) = self.may_propose(&peer, &command) {
+                        tracing::warn!(%peer, why, "refused a proposal");
+                        return CtlResponse::Refused(why);
+                    }
+                    match self.write_local(command).await {
+                        Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
+                        Err(why) => CtlResponse::Refused(why.to_string()),
+                    }
+                }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
             },
         }
+    }
+
+    /// Whether `peer` may propose `command` (encoded): a member, and only what it may say.
+    fn may_propose(&self, peer: &PeerId, command: &[u8]) -> Result<(), String> {
+        let from = member_id(self, peer).ok_or_else(|| not_a_member(peer))?;
+        let cmd: Command =
+            codec::decode(command).map_err(|e| format!("a malformed command: {e}"))?;
+        with_jobs(self, |table| may_propose(&cmd, from, table))
+            .unwrap_or_else(|| Err("raft is not running here yet".into()))
     }
 
     fn on_adopt(&self, cluster_id: u64, voters: &[u64]) -> CtlResponse {
@@ -156,4 +207,12 @@ impl Node {
             None => CtlResponse::Refused("no leader yet".into()),
         }
     }
+}
+
+/// The refusal sent to a key holder that is not a member.
+fn not_a_member(peer: &PeerId) -> String {
+    format!(
+        "peer {peer} (node {}) is not a member of this cluster: join it first",
+        hex(node_id(peer))
+    )
 }

@@ -65,6 +65,11 @@ impl HeartbeatBook {
         }
     }
 
+    /// Keep only the heartbeats of nodes `keep` names (the members).
+    pub fn retain(&self, keep: impl Fn(u64) -> bool) {
+        self.locked().retain(|&id, _| keep(id));
+    }
+
     /// Record a heartbeat (this node's own, or one sent to it as leader).
     pub fn record(&self, hb: Heartbeat) {
         self.locked().insert(hb.node_id, (Instant::now(), hb));

@@ -236,7 +236,9 @@ impl Node {
             .ctl(&to, CtlRequest::Hello(self.hello()), CTL_TIMEOUT)
             .await
         {
-            Ok(CtlResponse::Hello(h)) => self.peers.record_hello(peer, h, self.cluster_id()),
+            Ok(CtlResponse::Hello(h)) => {
+                self.peers.record_hello(peer, h, self.cluster_id());
+            }
             Ok(CtlResponse::Foreign { cluster_id: theirs }) => {
                 if let Some(ours) = self.cluster_id() {
                     self.peers.note_foreign(peer, theirs, ours);

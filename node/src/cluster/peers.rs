@@ -83,12 +83,19 @@ impl PeerBook {
         });
     }
 
-    /// Take `peer`'s hello, unless it names another cluster than `ours`.
-    pub fn record_hello(&self, peer: PeerId, h: Hello, ours: Option<u64>) {
+    /// Take `peer`'s hello, unless it names another cluster than `ours`; false (and ignored)
+    /// when it names another node than the one `peer`'s key makes it.
+    pub fn record_hello(&self, peer: PeerId, h: Hello, ours: Option<u64>) -> bool {
+        if h.node_id != crate::cluster::identity::node_id(&peer)
+            || h.info.peer_id != peer.to_string()
+        {
+            tracing::warn!(%peer, claimed = crate::cluster::identity::hex(h.node_id), "ignored a hello that names another node");
+            return false;
+        }
         if let (Some(ours), Some(theirs)) = (ours, h.cluster_id) {
             if ours != theirs {
                 self.note_foreign(peer, theirs, ours);
-                return;
+                return true;
             }
         }
         self.with_peer(peer, |p| {
@@ -96,6 +103,7 @@ impl PeerBook {
             p.foreign = None;
             p.last_seen = Some(Instant::now());
         });
+        true
     }
 
     /// Hellos of connected, same-cluster-or-none peers seen (a ping, a message) within
@@ -120,6 +128,21 @@ impl PeerBook {
         peers
             .iter()
             .filter(|(_, p)| p.connected && p.hello.is_none() && p.foreign.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Connected peers whose hello named no cluster: worth asking again, since a cluster may
+    /// have formed among them since (a node not chosen as an initial voter learns so).
+    pub fn clusterless_peers(&self) -> Vec<PeerId> {
+        let peers = self.peers.locked();
+        peers
+            .iter()
+            .filter(|(_, p)| {
+                p.connected
+                    && p.foreign.is_none()
+                    && p.hello.as_ref().is_some_and(|h| h.cluster_id.is_none())
+            })
             .map(|(id, _)| *id)
             .collect()
     }

@@ -75,17 +75,19 @@ impl<T: Transport> RaftRpc for NetRpc<T> {
     }
 }
 
-/// Answer an inbound Raft request addressed to `raft` (already checked for the cluster id).
+/// Answer an inbound Raft request from node `from` (as the transport authenticated it)
+/// addressed to `raft` (already checked for the cluster id and the sender's membership).
 pub async fn answer_raft<S: shoal_raft::AppState>(
     raft: &shoal_raft::Raft<S>,
     inbound: &shoal_raft::Inbound,
+    from: NodeId,
     req: &RaftRequest,
 ) -> RaftResponse {
     let payload: Payload = match codec::decode(&req.payload) {
         Ok(p) => p,
         Err(e) => return RaftResponse::Refused(format!("malformed Raft payload: {e}")),
     };
-    match shoal_raft::handle_rpc(raft, inbound, payload.kind, &payload.body).await {
+    match shoal_raft::handle_rpc(raft, inbound, from, payload.kind, &payload.body).await {
         Ok(bytes) => RaftResponse::Ok(bytes),
         Err(e) => RaftResponse::Refused(e.to_string()),
     }

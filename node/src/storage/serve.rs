@@ -56,7 +56,11 @@ enum ServeError {
 pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
     let cluster_id = req.cluster_id();
     let refuse = match node.cluster_id() {
-        Some(ours) if ours == cluster_id => None,
+        Some(ours) if ours == cluster_id => crate::cluster::members::member_id(&node, &peer)
+            .is_none()
+            .then(|| {
+                format!("peer {peer} is not a member of this cluster: data is for members only")
+            }),
         Some(ours) => {
             node.peers.note_foreign(peer, cluster_id, ours);
             Some(foreign_reason(ours))

@@ -1,0 +1,193 @@
+//! Who may say what. The transport authenticates every peer by its key (its PeerId), and a
+//! node id is derived from the PeerId, so no peer can speak under another's id; this is what
+//! each may say once it is known:
+//!
+//! - any holder of the cluster key: `Hello`, `Adopt`, `Release`, and `Join` for itself;
+//! - a member (its id and PeerId in the Raft membership): Raft RPCs in its own name, data
+//!   requests, heartbeats under its own id, proposals of jobs, kills and lost map outputs,
+//!   and reports of the attempts assigned to it — nothing else;
+//! - the leader alone: assignments, lost nodes, forgetting jobs, the cluster id — which it
+//!   proposes itself, so the same commands forwarded by anyone are refused.
+//!
+//! The invariant: [`may_propose`] is pure — the leader judges a forwarded proposal on its
+//! applied job table and the sender's authenticated id, nothing else.
+
+use shoal_jobs::cluster::{Cluster, Command as JobCommand, NodeId, TaskKind};
+
+use crate::cluster::identity::hex;
+use crate::cluster::state::Command;
+
+/// Whether member `from` may propose `cmd` to the leader, judged on the leader's `table`;
+/// the reason when not.
+pub fn may_propose(cmd: &Command, from: NodeId, table: &Cluster) -> Result<(), String> {
+    match cmd {
+        Command::Init { .. } => Err("only the leader records the cluster id".into()),
+        Command::Jobs(c) => may_propose_job(c, from, table),
+        Command::Batch(cs) => cs.iter().try_for_each(|c| may_propose_job(c, from, table)),
+    }
+}
+
+fn may_propose_job(cmd: &JobCommand, from: NodeId, table: &Cluster) -> Result<(), String> {
+    match cmd {
+        JobCommand::SubmitJob { .. }
+        | JobCommand::KillJob { .. }
+        | JobCommand::MapOutputLost { .. } => Ok(()),
+        JobCommand::Assign { .. } | JobCommand::NodeLost { .. } | JobCommand::Forget { .. } => {
+            Err(format!(
+                "node {} proposed what only the manager decides ({})",
+                hex(from),
+                name(cmd)
+            ))
+        }
+        JobCommand::TaskFinished {
+            job,
+            kind,
+            index,
+            attempt,
+            ..
+        }
+        | JobCommand::TaskFailed {
+            job,
+            kind,
+            index,
+            attempt,
+            ..
+        } => {
+            let runs_on = table
+                .jobs
+                .get(job)
+                .and_then(|j| j.task(*kind, *index))
+                .and_then(|t| t.attempts.iter().find(|a| a.attempt == *attempt))
+                .map(|a| a.node);
+            let task = match kind {
+                TaskKind::Map => shoal_jobs::task::map_task_id(*index),
+                TaskKind::Reduce => shoal_jobs::task::reduce_task_id(*index),
+            };
+            match runs_on {
+                Some(n) if n == from => Ok(()),
+                Some(n) => Err(format!(
+                    "node {} reported attempt {attempt} of {task} of {job}, which runs on node {}",
+                    hex(from),
+                    hex(n)
+                )),
+                None => Err(format!(
+                    "node {} reported attempt {attempt} of {task} of {job}, which the leader does not know (yet)",
+                    hex(from)
+                )),
+            }
+        }
+    }
+}
+
+fn name(cmd: &JobCommand) -> &'static str {
+    match cmd {
+        JobCommand::SubmitJob { .. } => "SubmitJob",
+        JobCommand::Assign { .. } => "Assign",
+        JobCommand::TaskFinished { .. } => "TaskFinished",
+        JobCommand::TaskFailed { .. } => "TaskFailed",
+        JobCommand::NodeLost { .. } => "NodeLost",
+        JobCommand::MapOutputLost { .. } => "MapOutputLost",
+        JobCommand::Forget { .. } => "Forget",
+        JobCommand::KillJob { .. } => "KillJob",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_jobs::cluster::{Applied, SplitInfo};
+    use shoal_jobs::counters::Counters;
+    use shoal_jobs::partition::Partitioner;
+    use shoal_jobs::spec::{JobKind, JobSpec};
+
+    /// A table with one job whose map 0 runs attempt 1 on node 7.
+    fn table() -> Cluster {
+        let mut c = Cluster::default();
+        let spec = JobSpec::new("wc", vec!["in".into()], JobKind::App("wordcount".into()));
+        let split = SplitInfo {
+            index: 0,
+            name: "in".into(),
+            len: 10,
+            holders: vec![7],
+            ..Default::default()
+        };
+        let submit = JobCommand::SubmitJob {
+            id: "j-1".into(),
+            spec: Box::new(spec),
+            splits: vec![split],
+            partitioner: Partitioner::Hash,
+            at_ms: 1,
+        };
+        assert_eq!(c.apply(submit), Applied::Changed);
+        let assign = JobCommand::Assign {
+            job: "j-1".into(),
+            kind: TaskKind::Map,
+            index: 0,
+            attempt: 1,
+            node: 7,
+            backup: false,
+            at_ms: 2,
+        };
+        assert_eq!(c.apply(assign), Applied::Changed);
+        c
+    }
+
+    fn finished(attempt: u32) -> Command {
+        Command::Jobs(JobCommand::TaskFinished {
+            job: "j-1".into(),
+            kind: TaskKind::Map,
+            index: 0,
+            attempt,
+            sizes: vec![1],
+            holders: vec![],
+            counters: Counters::default(),
+            at_ms: 3,
+        })
+    }
+
+    #[test]
+    fn a_member_reports_its_own_attempts_only() {
+        let t = table();
+        assert_eq!(may_propose(&finished(1), 7, &t), Ok(()));
+        let other = may_propose(&finished(1), 8, &t).unwrap_err();
+        assert!(other.contains("runs on node 0000000000000007"), "{other}");
+        let unknown = may_propose(&finished(2), 7, &t).unwrap_err();
+        assert!(unknown.contains("does not know"), "{unknown}");
+        // One foreign report spoils a batch.
+        let batch = Command::Batch(vec![
+            match finished(1) {
+                Command::Jobs(c) => c,
+                _ => unreachable!(),
+            },
+            JobCommand::NodeLost { node: 9, at_ms: 4 },
+        ]);
+        assert!(may_propose(&batch, 7, &t).is_err());
+    }
+
+    #[test]
+    fn only_the_manager_assigns_declares_lost_forgets_or_records_the_cluster() {
+        let t = table();
+        for cmd in [
+            JobCommand::NodeLost { node: 9, at_ms: 4 },
+            JobCommand::Forget { job: "j-1".into() },
+            JobCommand::Assign {
+                job: "j-1".into(),
+                kind: TaskKind::Map,
+                index: 0,
+                attempt: 2,
+                node: 7,
+                backup: true,
+                at_ms: 2,
+            },
+        ] {
+            let why = may_propose(&Command::Jobs(cmd), 7, &t).unwrap_err();
+            assert!(why.contains("only the manager"), "{why}");
+        }
+        assert!(may_propose(&Command::Init { cluster_id: 1 }, 7, &t).is_err());
+        let kill = Command::Jobs(JobCommand::KillJob {
+            job: "j-1".into(),
+            at_ms: 5,
+        });
+        assert_eq!(may_propose(&kill, 8, &t), Ok(()));
+    }
+}
