@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::cluster::*;
-use common::{browser, text};
+use common::{browser, text, writable_by_tasks};
 use serde_json::Value;
 
 /// Send one request with `headers` (besides Host and Content-Length); status and JSON body.
@@ -95,7 +95,7 @@ fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_
     }
 
     // A cross-site form post or no-cors fetch: refused before the body is read.
-    let marker = dir.path().join("ran");
+    let marker = writable_by_tasks(dir.path()).join("ran");
     let (ctype, body) = job_body(&marker);
     let ct = ("Content-Type", ctype.as_str());
     for extra in [
@@ -158,7 +158,8 @@ fn a_page_of_another_origin_in_a_real_browser_runs_nothing_the_node_s_own_dashbo
     let node = NodeProc::start(dir.path(), "n1", &["--expect", "1"].map(String::from));
     wait_for(60, "the node to lead", || leader_of(&node));
     let url = format!("http://{}", node.http);
-    let (by_fetch, by_form) = (dir.path().join("ran-fetch"), dir.path().join("ran-form"));
+    let marks = writable_by_tasks(dir.path());
+    let (by_fetch, by_form) = (marks.join("ran-fetch"), marks.join("ran-form"));
     let input = dir.path().join("words.txt");
     std::fs::write(&input, "to be or not to be\n").unwrap();
     let o = std::process::Command::new(python)

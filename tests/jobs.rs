@@ -180,7 +180,7 @@ fn eight_files_run_eight_maps_spread_over_all_nodes_and_overlapping() {
         all.push_str(&text);
         std::fs::write(input.join(format!("f{f}.txt")), text).unwrap();
     }
-    let log = dir.path().join("map.log");
+    let log = writable_by_tasks(dir.path()).join("map.log");
     let mapper = write_script(dir.path(), "map.sh", LOGGING_MAPPER);
     let out = dir.path().join("out");
     // The first --node does not answer: the client moves on to the next.

@@ -164,7 +164,7 @@ impl Shared {
                 .join(format!("{task_id}-{attempt}"));
             // Processes run in it with the shipped files; a native app makes it if it spills.
             if matches!(self.spec.kind, JobKind::Streaming { .. }) {
-                crate::streaming::prepare_dir(&dir, &self.spec.files)?;
+                crate::streaming::prepare_dir(&dir, &self.spec.files, None)?;
             }
             let env = TaskEnv {
                 job_id: &self.job_id,
@@ -175,6 +175,7 @@ impl Shared {
                 dir: &dir,
                 cancel: &self.cancel,
                 progress: None,
+                sandbox: None,
             };
             let result = work(&env);
             let _ = std::fs::remove_dir_all(&dir);

@@ -9,8 +9,11 @@
 //! keeps a bounded tail for error messages. A watchdog kills the group after the inactivity
 //! timeout (no input read, no output, no reporter line).
 //!
+//! In a node's [`Sandbox`] the process runs as the task user and in a cgroup of its own,
+//! whose every process is killed when the run ends (see `sandbox`).
+//!
 //! The invariant: when [`run`] returns, the process and everything it started are dead and
-//! reaped — no zombies, no orphans.
+//! reaped — no zombies, no orphans (in a cgroup, not even those that left the process group).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
+use crate::sandbox::{Cell, Sandbox, TaskUser};
 use crate::spec::{interpreter_for, Program, ShippedFile};
 
 /// Lines of stderr kept for error messages.
@@ -47,6 +51,8 @@ pub struct Launch<'a> {
     pub cancel: &'a AtomicBool,
     /// Where this runs, for messages: "split 3 of words.txt (attempt 1 of 4)".
     pub context: String,
+    /// The node's sandbox, if any.
+    pub sandbox: Option<&'a Sandbox>,
 }
 
 /// What a successful run reported.
@@ -60,10 +66,17 @@ pub struct Outcome {
     pub stderr_bytes: u64,
 }
 
-/// Write the job's shipped files into an attempt directory.
-pub fn prepare_dir(dir: &Path, files: &[ShippedFile]) -> Result<()> {
+/// Write the job's shipped files into an attempt directory; with a task user, the directory
+/// and its `tmp` are that user's (the files stay the node's, readable).
+pub fn prepare_dir(dir: &Path, files: &[ShippedFile], user: Option<&TaskUser>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("tmp")).ctx(|| format!("creating {}", dir.display()))?;
+    if let Some(u) = user {
+        for d in [dir.to_path_buf(), dir.join("tmp")] {
+            u.own(&d)
+                .ctx(|| format!("giving {} to user {}", d.display(), u.name))?;
+        }
+    }
     for f in files {
         let p = dir.join(&f.name);
         std::fs::write(&p, &f.bytes).ctx(|| format!("writing {}", p.display()))?;
@@ -85,7 +98,11 @@ pub fn display(p: &Program) -> &str {
     }
 }
 
-fn command_for(l: &Launch<'_>) -> Result<Command> {
+fn command_for(
+    l: &Launch<'_>,
+    cell: Option<&Cell>,
+    fence: Option<&crate::landlock::Ruleset>,
+) -> Result<Command> {
     // The child starts in `l.dir`, so a relative `l.dir` (a relative `--data` or `--output`)
     // would name the program, HOME and TMPDIR relative to itself: resolve it first.
     let dir = std::path::absolute(l.dir).ctx(|| format!("resolving {}", l.dir.display()))?;
@@ -100,7 +117,9 @@ fn command_for(l: &Launch<'_>) -> Result<Command> {
                 Error::InvalidSpec(format!("program file {name} is not shipped with the job"))
             })?;
             match interpreter_for(f)? {
-                None => Command::new(dir.join(name)),
+                // Relative to the working directory: a task user may not traverse the
+                // node's directories above it.
+                None => Command::new(Path::new(".").join(name)),
                 Some(interp) => {
                     let mut c = Command::new(interp);
                     c.arg(name);
@@ -117,15 +136,41 @@ fn command_for(l: &Launch<'_>) -> Result<Command> {
         .env("TMPDIR", dir.join("tmp"))
         .env("LANG", "C")
         .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .envs(
+            l.sandbox
+                .filter(|s| !s.tag.is_empty())
+                .map(|s| (crate::sandbox::TAG_VAR, s.tag.as_str())),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: setpgid, prctl and getppid are async-signal-safe and touch only the child.
+    let join = cell.map(Cell::join_fds).unwrap_or_default();
+    let fence = fence.map(crate::landlock::Ruleset::fd);
+    let user = l
+        .sandbox
+        .and_then(|s| s.user.as_ref())
+        .map(|u| (u.uid, u.gid));
+    // SAFETY: write, setpgid, setgroups, setgid, setuid, prctl and getppid are
+    // async-signal-safe and touch only the child; `join` was made before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            for &fd in &join {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // The user last but for the death signal, which a change of user clears.
+            if let Some((uid, gid)) = user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
@@ -133,6 +178,9 @@ fn command_for(l: &Launch<'_>) -> Result<Command> {
             // The node died between the fork and the prctl: the signal will never come.
             if libc::getppid() != parent {
                 return Err(io::Error::other("the node died while starting the task"));
+            }
+            if let Some(fd) = fence {
+                crate::landlock::restrict_self(fd)?;
             }
             Ok(())
         });
@@ -188,24 +236,39 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// Wait until the child has exited, without reaping it, so its process group can still be
-/// signalled safely (the pid cannot be reused while the zombie exists).
+/// `waitid` for the child's exit without reaping it (the pid cannot be reused while the
+/// zombie exists, so its group can still be signalled safely); `flags` adds `WNOHANG` or
+/// not. Whether it has exited.
+fn exited_unreaped(pid: i32, flags: libc::c_int) -> io::Result<bool> {
+    // SAFETY: `info` is plain data that waitid fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | flags,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` (si_pid stays 0 under WNOHANG while the child runs).
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// Wait until the child has exited, without reaping it.
 fn wait_exited_unreaped(pid: i32) {
-    loop {
-        // SAFETY: `info` is plain data that waitid fills in.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+    while let Err(e) = exited_unreaped(pid, 0) {
+        if e.kind() != io::ErrorKind::Interrupted {
             return;
         }
     }
+}
+
+/// Whether the child has exited (without reaping it).
+fn has_exited(pid: i32) -> bool {
+    exited_unreaped(pid, libc::WNOHANG).unwrap_or(false)
 }
 
 fn is_broken_pipe(e: &Error) -> bool {
@@ -215,10 +278,18 @@ fn is_broken_pipe(e: &Error) -> bool {
 /// Spawn the attempt's process. A shipped executable written just now can be briefly "busy"
 /// (ETXTBSY): another task thread forked while its write descriptor was open, and the child
 /// holds it until it execs. That clears within moments, so it is retried a few times.
-fn spawn_retrying_busy(l: &Launch<'_>) -> Result<std::io::Result<std::process::Child>> {
+fn spawn_retrying_busy(
+    l: &Launch<'_>,
+    cell: Option<&Cell>,
+) -> Result<std::io::Result<std::process::Child>> {
+    let fence = match l.sandbox.filter(|s| !s.confine.is_empty()) {
+        Some(s) => crate::landlock::Ruleset::all_but(&s.confine, &[l.dir])
+            .ctx(|| "building the task's Landlock ruleset".into())?,
+        None => None,
+    };
     let mut tries = 0;
     loop {
-        match command_for(l)?.spawn() {
+        match command_for(l, cell, fence.as_ref())?.spawn() {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(5 * tries));
@@ -236,12 +307,32 @@ where
     C: FnOnce(&mut dyn BufRead) -> Result<()>,
 {
     let shown = display(l.program);
-    let mut child = spawn_retrying_busy(l)?.map_err(|e| Error::Program {
+    let cell = match l.sandbox.and_then(|s| s.cgroups.as_ref()) {
+        Some(cg) => Some(cg.cell(&cell_name(l)).map_err(|e| Error::Program {
+            message: format!(
+                "could not make a cgroup for {} `{shown}` on {}: {e}",
+                l.role, l.context
+            ),
+            exit: None,
+            stderr_tail: String::new(),
+        })?),
+        None => None,
+    };
+
+    let mut child = spawn_retrying_busy(l, cell.as_ref())?.map_err(|e| Error::Program {
         message: format!("could not start {} `{shown}` on {}: {e}", l.role, l.context),
         exit: None,
         stderr_tail: String::new(),
     })?;
     let pid = child.id() as i32;
+    // Everything the attempt started: its process group and, in a cgroup, whatever left
+    // the group (setsid, double forks).
+    let kill_all = || {
+        kill_group(pid);
+        if let Some(c) = &cell {
+            c.kill();
+        }
+    };
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -271,18 +362,25 @@ where
             }
         });
         let err_reader = s.spawn(move || read_stderr(stderr, activity));
-        let watchdog = s.spawn(|| loop {
+        let (kill_all, done, timed_out) = (&kill_all, &done, &timed_out);
+        let watchdog = s.spawn(move || loop {
             std::thread::park_timeout(Duration::from_millis(100));
             if done.load(Ordering::Acquire) {
                 return;
             }
             if l.cancel.load(Ordering::Relaxed) {
-                kill_group(pid);
+                kill_all();
                 return;
             }
             if activity.idle() > l.timeout {
                 timed_out.store(true, Ordering::Release);
-                kill_group(pid);
+                kill_all();
+                return;
+            }
+            // The program has exited: what it left running (holding its output open, or
+            // detached) ends with it.
+            if has_exited(pid) {
+                kill_all();
                 return;
             }
         });
@@ -299,7 +397,7 @@ where
         }
         drop(out);
         wait_exited_unreaped(pid);
-        kill_group(pid);
+        kill_all();
         let status = child.wait();
         done.store(true, Ordering::Release);
         watchdog.thread().unpark();
@@ -328,9 +426,22 @@ where
     }
     // Our side's errors first: when feeding or collecting failed we killed the process, and
     // its exit status says nothing about the cause.
+    let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
+    // Out of memory explains everything after it: a broken pipe, an exit status, a signal.
+    if let Some(mb) = cell.as_ref().and_then(|c| c.out_of_memory()) {
+        if !status.success() || fed.is_err() || consumed.is_err() {
+            return Err(Error::Program {
+                message: format!(
+                    "{} `{shown}` was killed: out of memory (limit {mb} MiB), on {}",
+                    l.role, l.context
+                ),
+                exit: Some(format!("killed: out of memory (limit {mb} MiB)")),
+                stderr_tail,
+            });
+        }
+    }
     fed?;
     consumed?;
-    let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
         let (how, exit) = match (status.code(), status.signal()) {
@@ -355,6 +466,18 @@ where
         status: err_report.status,
         stderr_bytes: err_report.bytes,
     })
+}
+
+/// A name for an attempt's cgroup, unique in this process: a map's mapper and the combiners
+/// of its spills may run at once.
+fn cell_name(l: &Launch<'_>) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = l
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    format!("{dir}.{}.{}", l.role, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn signal_name(sig: i32) -> &'static str {

@@ -112,6 +112,7 @@ fn run_with_app(spec: &JobSpec, app: Arc<dyn App>, out: &Path) {
             dir,
             cancel,
             progress: None,
+            sandbox: None,
         }
     }
     let mut sizes = Vec::new();

@@ -93,15 +93,26 @@ pub struct NodeArgs {
     /// oldest beyond this are forgotten and their files deleted on every node.
     #[arg(long, env = "SHOAL_RETAIN_JOBS", default_value_t = 100)]
     pub retain_jobs: usize,
+    /// Run task processes as this user when the node runs as root (default: `nobody`), so
+    /// they cannot read the node's keys, database or other jobs' data. Without root, tasks
+    /// run as the node's own user: run the node as a user of its own.
+    #[arg(long, env = "SHOAL_TASK_USER")]
+    pub task_user: Option<String>,
+    /// Memory limit of each task attempt, MiB (needs a writable cgroup; killed past it).
+    #[arg(long, env = "SHOAL_TASK_MEMORY")]
+    pub task_memory: Option<u64>,
+    /// Most processes and threads of each task attempt (needs a writable cgroup).
+    #[arg(long, env = "SHOAL_TASK_PIDS")]
+    pub task_pids: Option<u64>,
+    /// CPU weight of each task attempt, 1..10000 (cgroup v2 `cpu.weight`, where available).
+    #[arg(long, env = "SHOAL_TASK_CPU_WEIGHT")]
+    pub task_cpu_weight: Option<u64>,
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
 }
 
-/// Flags that cannot work together: `shoal node` exits 2 (bad usage) with this message.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::usage::UsageError;
 
 /// Whether a listen multiaddr is reachable from this machine only (127.0.0.0/8, ::1,
 /// `localhost`).
@@ -225,6 +236,12 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             "refusing to serve the HTTP API on {http} without --api-token FILE: submitting a job runs code on every node, so an API beyond loopback must need a token"
         );
     }
+    // Everything the node creates is its own alone (0600 files, 0700 directories), from the
+    // moment it exists: keys, the database, stored data.
+    // SAFETY: umask only sets this process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data dir {}", args.data.display()))?;
     // Every path derived from the data dir crosses a `chdir` (a task's working directory is
@@ -234,6 +251,14 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&args.data)?;
     let keypair = crate::cluster::identity::load_or_create(&args.data)?;
     let store = Store::open(&args.data.join("node.redb"))?;
+    for (file, what) in [
+        (&args.cluster_key, "the cluster key"),
+        (&args.api_token, "the API token"),
+    ] {
+        if let Some(f) = file {
+            crate::sandbox::warn_if_readable(f, what);
+        }
+    }
     let psk = match &args.cluster_key {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -262,6 +287,25 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let blobs = crate::storage::blobs::Blobs::open(args.data.join("blobs"))
+        .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;
+    let sandbox = crate::sandbox::setup(
+        &crate::sandbox::TaskFlags {
+            user: args.task_user.as_deref(),
+            limits: shoal_jobs::sandbox::Limits {
+                memory_mb: args.task_memory,
+                pids: args.task_pids,
+                cpu_weight: args.task_cpu_weight,
+            },
+            data: &args.data,
+            secrets: [&args.cluster_key, &args.api_token]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path)
+                .collect(),
+        },
+        &blobs,
+    )?;
     let settings = Settings {
         expect: args.expect,
         timing,
@@ -274,9 +318,8 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         node_timeout: Duration::from_secs_f64(args.node_timeout.clamp(0.5, 3600.0)),
         voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
         retain_jobs: args.retain_jobs.max(1),
+        sandbox: Arc::new(sandbox),
     };
-    let blobs = crate::storage::blobs::Blobs::open(args.data.join("blobs"))
-        .with_context(|| format!("cannot create the object store in {}", args.data.display()))?;
     let swept = blobs.sweep();
     if swept > 0 {
         tracing::info!(
@@ -352,6 +395,12 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         node.start_raft().await?;
     }
     info!(node = %crate::cluster::identity::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
+    let sandbox = &node.settings.sandbox;
+    if sandbox.user.as_ref().is_some_and(|u| u.uid != 0) || !sandbox.confine.is_empty() {
+        info!("tasks run {}", sandbox.describe());
+    } else {
+        warn!("tasks run {}; they can read this node's keys: run the node as a user of its own, or as root with --task-user (README, Security)", sandbox.describe());
+    }
 
     let dispatcher = Arc::clone(&node);
     loops.forever("event dispatch", async move {

@@ -24,6 +24,8 @@ pub mod control;
 pub mod daemon;
 pub mod http;
 mod planted;
+mod sandbox;
 pub mod storage;
 mod supervisor;
 pub mod sync;
+mod usage;

@@ -42,6 +42,8 @@ pub struct LocalNode {
     pub relative: Option<(PathBuf, Option<String>)>,
     /// The `shoal` binary.
     pub program: PathBuf,
+    /// The uid and gid it runs as (None: this process's).
+    pub user: Option<(u32, u32)>,
 }
 
 /// How to start a [`LocalNode`].
@@ -53,6 +55,8 @@ pub struct Launch {
     pub ns: Option<String>,
     /// A working directory of its own and its relative `--data` (None: the default).
     pub relative: Option<(PathBuf, Option<String>)>,
+    /// Another uid and gid to run as (this process must be root).
+    pub user: Option<(u32, u32)>,
 }
 
 /// The processes of a local cluster; killed on drop.
@@ -125,6 +129,7 @@ impl LocalNode {
             ns: how.ns,
             relative: how.relative,
             program,
+            user: how.user,
         };
         n.restart()?;
         Ok(n)
@@ -132,14 +137,19 @@ impl LocalNode {
 
     /// The `shoal` binary, run where this node runs (inside its namespace, if any).
     pub fn command(&self) -> Command {
-        match &self.ns {
+        let mut c = match &self.ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(&self.program);
                 c
             }
             None => Command::new(&self.program),
+        };
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(gid);
         }
+        c
     }
 
     /// (Re)start the process with the same data dir (and, after the first start, the same

@@ -50,6 +50,18 @@ pub fn browser(test: &str) -> Option<&'static str> {
     None
 }
 
+/// A directory inside `dir` that task processes may write — they run as `nobody` when the
+/// node runs as root — with `dir` made traversable to reach it: for the markers and logs a
+/// test's mappers leave.
+pub fn writable_by_tasks(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = dir.join("from-tasks");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    d
+}
+
 /// Stdout and stderr of an output, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

@@ -33,6 +33,8 @@ pub struct TaskEnv<'a> {
     pub cancel: &'a AtomicBool,
     /// Where a map publishes how many bytes of its split it has consumed (for heartbeats).
     pub progress: Option<&'a AtomicU64>,
+    /// As whom and in which cgroup its processes run (`None`: as this process, unconfined).
+    pub sandbox: Option<&'a crate::sandbox::Sandbox>,
 }
 
 impl TaskEnv<'_> {
@@ -76,6 +78,7 @@ impl TaskEnv<'_> {
             timeout: Duration::from_secs(self.spec.task_timeout_secs),
             cancel: self.cancel,
             context,
+            sandbox: self.sandbox,
         }
     }
 }

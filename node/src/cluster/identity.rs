@@ -20,11 +20,20 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<Keypair> {
                 .to_protobuf_encoding()
                 .context("encoding the new identity key")?;
             let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            }
+            let _ = std::fs::remove_file(&tmp);
+            // Created 0600: the key is never readable by others, not even for a moment.
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()
+            };
+            write().with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
             Ok(key)
         }

@@ -62,6 +62,8 @@ pub struct Settings {
     pub voter_grace: Duration,
     /// Ended jobs the table keeps; older ones are forgotten (and their files deleted).
     pub retain_jobs: usize,
+    /// As whom, in which cgroups and under which limits tasks' processes run.
+    pub sandbox: Arc<shoal_jobs::sandbox::Sandbox>,
 }
 
 /// A running node.

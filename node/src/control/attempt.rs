@@ -127,8 +127,10 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
         w.key.attempt,
     );
     let st = Arc::clone(st);
+    let sandbox = Arc::clone(&node.settings.sandbox);
     on_pool(node, move || {
-        in_attempt_dir(&scratch, &spec, &partitioner, &job_id, attempt, &st, work)
+        let ids = (job_id.as_str(), attempt);
+        in_attempt_dir(&scratch, &spec, &partitioner, ids, &st, &sandbox, work)
     })
     .await
 }
@@ -139,15 +141,16 @@ fn in_attempt_dir<T>(
     scratch: &std::path::Path,
     spec: &JobSpec,
     partitioner: &Partitioner,
-    job_id: &str,
-    attempt: u32,
+    (job_id, attempt): (&str, u32),
     st: &AttemptState,
+    sandbox: &shoal_jobs::sandbox::Sandbox,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let result = (|| {
         // Processes run in it with the shipped files; a native app makes it if it spills.
         if matches!(spec.kind, JobKind::Streaming { .. }) {
-            shoal_jobs::streaming::prepare_dir(scratch, &spec.files).map_err(|e| e.to_string())?;
+            shoal_jobs::streaming::prepare_dir(scratch, &spec.files, sandbox.user.as_ref())
+                .map_err(|e| e.to_string())?;
         }
         let env = TaskEnv {
             job_id,
@@ -158,6 +161,7 @@ fn in_attempt_dir<T>(
             dir: scratch,
             cancel: &st.stop,
             progress: Some(&st.progress),
+            sandbox: Some(sandbox),
         };
         work(&env)
     })();

@@ -75,6 +75,7 @@ async fn start_node(
         node_timeout: Duration::from_secs(5),
         voter_grace: Duration::from_secs(30),
         retain_jobs: 100,
+        sandbox: Default::default(),
     };
     let blobs = crate::storage::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(
@@ -96,6 +97,22 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     let (a, mut a_events) = start_node(dir.path(), "a", vec![]).await?;
     let a_addr: shoal_net::Multiaddr = a.peer_info().addrs[0].parse()?;
     let (b, mut b_events) = start_node(dir.path(), "b", vec![a_addr]).await?;
+    // The data plane serves members only: A leads a one-voter cluster with B as a learner.
+    let h = a.start_raft().await?;
+    let raft_err = |e: &dyn std::fmt::Display| anyhow::anyhow!("raft: {e}");
+    h.raft
+        .initialize(std::collections::BTreeMap::from([(a.id, a.node_info())]))
+        .await
+        .map_err(|e| raft_err(&e))?;
+    h.raft
+        .wait(Some(Duration::from_secs(10)))
+        .current_leader(a.id, "A leads")
+        .await
+        .map_err(|e| raft_err(&e))?;
+    h.raft
+        .add_learner(b.id, b.node_info(), false)
+        .await
+        .map_err(|e| raft_err(&e))?;
 
     // The object, in A's store (and the page cache, as a fresh map output is).
     let key = "j-bench/m-00000.a1/m-00000.p-00000";

@@ -157,7 +157,14 @@ impl Blobs {
     /// Remove what a previous process of this node left half-done: attempt directories and
     /// objects never committed. Nothing in flight survives a restart. Returns the bytes freed.
     pub fn sweep(&self) -> u64 {
-        let mut freed = remove(&self.root.join(".scratch"));
+        let mut freed = 0;
+        for e in std::fs::read_dir(self.scratch_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            freed += remove(&e.path());
+        }
         let mut dirs = vec![self.root.clone()];
         while let Some(d) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
@@ -227,7 +234,17 @@ impl Blobs {
     /// Where a task attempt's scratch directory goes, for attempts that make it only when
     /// they need it (a native app's map usually does not).
     pub fn scratch_path(&self, name: &str) -> PathBuf {
-        self.root.join(".scratch").join(name)
+        self.scratch_root().join(name)
+    }
+
+    /// Where attempt directories are made.
+    pub fn scratch_root(&self) -> PathBuf {
+        self.root.join(".scratch")
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 }
 
