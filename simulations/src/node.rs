@@ -18,11 +18,13 @@ use shoal_jobs::cluster::{Applied as JobsApplied, NodeId};
 use shoal_jobs::partition::stable_hash;
 use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
 use shoal_net::{codec, NetError, PeerRef, Transport};
+use shoal_node::cluster::admission::may_propose;
 use shoal_node::cluster::propose::ProposeError;
 use shoal_node::cluster::rpc::{answer_raft, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
 use shoal_node::control::work::Running;
 use shoal_node::control::worker::run_on;
+use shoal_node::sync::ReadWrite;
 use shoal_raft::{AppState, Applied, Cmd, Raft, Timing};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -372,9 +374,19 @@ impl Handle for SimNode {
                 Answer::Raft(answer_raft(&self.raft, &self.inbound, from, &req).await)
             }
             Msg::Ctl(CtlRequest::Propose { command, .. }) => {
-                Answer::Ctl(match self.write_local(command).await {
-                    Ok(bytes) => CtlResponse::Applied(bytes),
-                    Err(why) => CtlResponse::Refused(why.to_string()),
+                // The daemon's admission rule: a member proposes only what it may say.
+                let judged = codec::decode::<Command>(&command)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cmd| {
+                        let applied = self.applied.read_now();
+                        may_propose(&cmd, from, &applied.state.state.jobs)
+                    });
+                Answer::Ctl(match judged {
+                    Err(why) => CtlResponse::Refused(why),
+                    Ok(()) => match self.write_local(command).await {
+                        Ok(bytes) => CtlResponse::Applied(bytes),
+                        Err(why) => CtlResponse::Refused(why.to_string()),
+                    },
                 })
             }
             Msg::Ctl(CtlRequest::Heartbeat(hb)) => {

@@ -2,7 +2,7 @@
 //! proposing commands, forming or joining a cluster, the leader's membership policy, Raft
 //! over libp2p and the replicated state Raft applies.
 
-pub(crate) mod admission;
+pub mod admission;
 pub(crate) mod bootstrap;
 mod handlers;
 pub(crate) mod heartbeats;

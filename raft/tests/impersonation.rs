@@ -1,0 +1,67 @@
+//! A Raft RPC that speaks in another node's name — a vote for a candidate that is not its
+//! sender — is refused before Raft sees it; the same request from that node is answered.
+
+use std::time::Duration;
+
+use openraft::raft::VoteRequest;
+use serde::{Deserialize, Serialize};
+use shoal_raft::types::Vote;
+use shoal_raft::{
+    handle_rpc, AppState, Inbound, NodeId, NodeInfo, RaftRpc, RpcError, RpcKind, Store, Timing,
+    TypeConfig,
+};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter(u64);
+
+impl AppState for Counter {
+    type Command = u64;
+    type Response = u64;
+    fn apply(&mut self, add: u64) -> u64 {
+        self.0 += add;
+        self.0
+    }
+}
+
+/// A network that reaches no one: this node only answers.
+#[derive(Clone)]
+struct Nowhere;
+
+impl RaftRpc for Nowhere {
+    async fn call(
+        &self,
+        _target: NodeId,
+        _node: &NodeInfo,
+        _kind: RpcKind,
+        _body: Vec<u8>,
+        _timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        Err(RpcError::Unreachable("nowhere".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_in_another_node_s_name_is_refused() {
+    let store = Store::in_memory().unwrap();
+    let (raft, _) = shoal_raft::start::<Counter, _>(1, &store, Timing::default(), Nowhere, 7)
+        .await
+        .unwrap();
+    let inbound = Inbound::default();
+    let request = VoteRequest::<TypeConfig>::new(Vote::new(5, 2), None);
+    let mut body = Vec::new();
+    ciborium::into_writer(&request, &mut body).unwrap();
+    for kind in [RpcKind::Vote, RpcKind::PreVote] {
+        match handle_rpc(&raft, &inbound, 3, kind, &body).await {
+            Err(RpcError::Refused(why)) => assert!(
+                why.contains("in the name of node 0000000000000002"),
+                "{why}"
+            ),
+            other => panic!("node 3 voted as node 2: {other:?}"),
+        }
+        assert!(
+            handle_rpc(&raft, &inbound, 2, kind, &body).await.is_ok(),
+            "node 2's own request reaches Raft"
+        );
+    }
+    raft.shutdown().await.unwrap();
+}
