@@ -1,6 +1,6 @@
 //! More distributed jobs end to end: a busy cluster keeps its manager, nodes on relative
-//! data dirs run shipped programs, and many small files combined into splits keep every
-//! file's name and line. Three real `shoal node` processes on 127.0.0.1, one cluster test at
+//! data dirs run shipped programs, many small files combined into splits keep every file's
+//! name and line, and a follower that missed 84 MiB of log catches up. Three real `shoal node` processes on 127.0.0.1, one cluster test at
 //! a time.
 
 mod common;
@@ -242,4 +242,93 @@ fn combined_small_files_keep_every_file_name_and_line() {
         check_keyed_parts(&parts(&out, 2)) == want,
         "the word count differs"
     );
+}
+
+/// A node's applied log index, as its API says.
+fn applied(node: &NodeProc) -> Option<u64> {
+    node.cluster()?["applied"]["index"].as_u64()
+}
+
+#[test]
+fn a_follower_that_missed_big_jobs_catches_up_and_a_spec_over_the_log_s_bound_is_refused() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three_nodes(dir.path());
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b\n").unwrap();
+    let seven = dir.path().join("seven.bin");
+    let bytes: Vec<u8> = (0..7u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&seven, &bytes).unwrap();
+
+    // One follower down while twelve jobs each ship 7 MiB (84 MiB of log it misses).
+    let leader = leader_of(&c.nodes[c.follower]).unwrap();
+    let other = (0..3)
+        .find(|&i| i != c.follower && c.nodes[i].node_id != leader)
+        .unwrap();
+    c.nodes[other].kill();
+    for _ in 0..12 {
+        let (_, o) = c.submit(&[
+            "--input",
+            &input.to_string_lossy(),
+            "--file",
+            &seven.to_string_lossy(),
+            "--map",
+            "cat",
+            "--reduce",
+            "cat",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let target = applied(&c.nodes[c.follower]).unwrap();
+    c.nodes[other].restart_now();
+    let started = std::time::Instant::now();
+    wait_for(10, "the restarted follower to catch up", || {
+        (applied(&c.nodes[other])? >= target).then_some(())
+    });
+    println!(
+        "the follower caught up with 84 MiB of missed log in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // A spec over the log's bound is refused at submit, naming the bound; nothing is added:
+    // by `shoal` before it sends anything, and by the node (413, before it reads the rest)
+    // when another client sends one.
+    let forty = dir.path().join("forty.bin");
+    std::fs::write(&forty, vec![7u8; 40 << 20]).unwrap();
+    let (_, jobs_before) = c.nodes[c.follower].get("/api/v1/jobs?tasks=false").unwrap();
+    let (_, o) = c.submit(&[
+        "--input",
+        &input.to_string_lossy(),
+        "--file",
+        &forty.to_string_lossy(),
+        "--map",
+        "cat",
+        "--reduce",
+        "cat",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("limit"), "{err}");
+    println!("shoal, a 40 MiB shipped file: {}", err.trim());
+    let spec = dir.path().join("spec.json");
+    let name = "x".repeat(33 << 20);
+    std::fs::write(
+        &spec,
+        format!(r#"{{"name":"{name}","inputs":["in.txt"],"kind":{{"App":"wordcount"}}}}"#),
+    )
+    .unwrap();
+    let o = run(std::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "-F"])
+        .arg(format!("spec=@{};type=application/json", spec.display()))
+        .arg("-F")
+        .arg(format!("input=@{}", input.display()))
+        .arg(format!("{}/api/v1/jobs", c.url(c.follower))));
+    let answer = String::from_utf8_lossy(&o.stdout);
+    assert!(answer.trim_end().ends_with("413"), "{answer}");
+    assert!(answer.contains("over 32 MiB"), "{answer}");
+    println!("curl, a 33 MiB spec: {}", answer.trim());
+    let (_, jobs_after) = c.nodes[c.follower].get("/api/v1/jobs?tasks=false").unwrap();
+    assert_eq!(jobs_before, jobs_after);
 }

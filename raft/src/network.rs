@@ -122,10 +122,22 @@ impl<R: RaftRpc> RaftNetworkV2<TypeConfig> for Client<R> {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.request(RpcKind::Append, &rpc, &option).await
+        // openraft batches by count; the transport's frame is bounded in bytes. Send the
+        // longest prefix within MAX_APPEND_BYTES (one entry at least) and report the rest as
+        // not sent yet: openraft sends it next.
+        let keep = prefix_within(&rpc.entries, MAX_APPEND_BYTES);
+        if keep == rpc.entries.len() {
+            return self.request(RpcKind::Append, &rpc, &option).await;
+        }
+        rpc.entries.truncate(keep);
+        let sent = rpc.entries.last().map(|e| e.log_id);
+        match self.request(RpcKind::Append, &rpc, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(sent)),
+            other => Ok(other),
+        }
     }
 
     async fn vote(
@@ -155,14 +167,32 @@ impl<R: RaftRpc> RaftNetworkV2<TypeConfig> for Client<R> {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = SnapshotRequest {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
+        // In pieces within the transport's frame, whatever the state's size; the last
+        // piece installs it and carries the answer.
+        let data = snapshot.snapshot.into_inner();
+        let total = data.len() as u64;
+        let send = async {
+            let mut offset = 0usize;
+            loop {
+                let end = (offset + SNAPSHOT_PIECE_BYTES).min(data.len());
+                let req = SnapshotRequest {
+                    vote,
+                    meta: snapshot.meta.clone(),
+                    offset: offset as u64,
+                    total,
+                    data: data[offset..end].to_vec(),
+                };
+                let answer: SnapshotResponse<TypeConfig> =
+                    self.request(RpcKind::Snapshot, &req, &option).await?;
+                if end == data.len() {
+                    return Ok::<_, RPCError<TypeConfig>>(answer);
+                }
+                offset = end;
+            }
         };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            res = self.request(RpcKind::Snapshot, &req, &option) => Ok(res?),
+            res = send => Ok(res?),
         }
     }
 
@@ -189,12 +219,41 @@ fn planted_grant(
     }
 }
 
+/// One piece of a snapshot: `data` is bytes `offset..offset + data.len()` of `total`.
 #[derive(Serialize, Deserialize)]
 struct SnapshotRequest {
     vote: Vote,
     meta: SnapshotMeta,
+    offset: u64,
+    total: u64,
     #[serde(with = "serde_bytes")]
     data: Vec<u8>,
+}
+
+/// Bytes of log entries one AppendEntries carries at most (a larger entry goes alone): far
+/// below the transport's 64 MiB frame, so no batch of entries makes a message too big to
+/// send, whatever the entries hold.
+pub const MAX_APPEND_BYTES: usize = 8 << 20;
+
+/// Bytes of a snapshot one message carries.
+pub const SNAPSHOT_PIECE_BYTES: usize = 8 << 20;
+
+/// Largest snapshot a node takes (pieces are gathered in memory before it is installed).
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+
+/// How many of `entries`, from the first, fit in `max` bytes (at least one).
+fn prefix_within(entries: &[openraft::alias::EntryOf<TypeConfig>], max: usize) -> usize {
+    let mut total = 0usize;
+    entries
+        .iter()
+        .position(|e| {
+            total += match &e.payload {
+                openraft::EntryPayload::Normal(cmd) => cmd.0.len() + 64,
+                _ => 4096,
+            };
+            total > max
+        })
+        .map_or(entries.len(), |i| i.max(1))
 }
 
 fn decode<T: DeserializeOwned>(kind: RpcKind, body: &[u8]) -> Result<T, RpcError> {
@@ -215,6 +274,8 @@ type LeaderIdOf = openraft::alias::LeaderIdOf<TypeConfig>;
 #[derive(Debug, Default)]
 pub struct Inbound {
     newest: tokio::sync::Mutex<Newest>,
+    /// The snapshot being received, piece by piece: its id and the bytes so far.
+    partial: tokio::sync::Mutex<Option<(String, Vec<u8>)>>,
 }
 
 /// The last log id taken from the newest leader that sent entries or a snapshot.
@@ -302,9 +363,15 @@ pub async fn handle_rpc<S: AppState>(
                     Ok(SnapshotResponse::new(req.vote));
                 return Ok(to_cbor(&done));
             }
+            let Some(data) = gather(inbound, &req).await? else {
+                // A piece taken; the sender goes on.
+                let more: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+                    Ok(SnapshotResponse::new(req.vote));
+                return Ok(to_cbor(&more));
+            };
             let snap = openraft::Snapshot {
                 meta: req.meta,
-                snapshot: Cursor::new(req.data),
+                snapshot: Cursor::new(data),
             };
             let res: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> = raft
                 .install_full_snapshot(req.vote, snap)
@@ -325,4 +392,41 @@ pub async fn handle_rpc<S: AppState>(
             to_cbor(&res)
         }
     })
+}
+
+/// Take one piece of a snapshot; the whole snapshot once its last piece is in. A piece out
+/// of order (a retry after a timeout, another snapshot) is refused and the gathering starts
+/// over: the sender sends the whole snapshot again.
+async fn gather(inbound: &Inbound, req: &SnapshotRequest) -> Result<Option<Vec<u8>>, RpcError> {
+    if req.total > MAX_SNAPSHOT_BYTES {
+        return Err(RpcError::Refused(format!(
+            "a snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES}-byte limit",
+            req.total
+        )));
+    }
+    let id = format!("{:?}", req.meta.last_log_id);
+    let mut partial = inbound.partial.lock().await;
+    if req.offset == 0 {
+        *partial = Some((id.clone(), Vec::new()));
+    }
+    match partial.as_mut() {
+        Some((pid, data))
+            if *pid == id
+                && data.len() as u64 == req.offset
+                && req.offset + req.data.len() as u64 <= req.total =>
+        {
+            data.extend_from_slice(&req.data);
+            if (data.len() as u64) < req.total {
+                return Ok(None);
+            }
+            Ok(partial.take().map(|(_, d)| d))
+        }
+        _ => {
+            *partial = None;
+            Err(RpcError::Refused(format!(
+                "snapshot up to {id}: a piece at {} out of order",
+                req.offset
+            )))
+        }
+    }
 }

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Applied, Cluster};
 use shoal_raft::AppState;
 
+/// The largest command the log takes (a job's spec with its shipped files, its splits):
+/// half the transport's frame, so an entry always fits in one message.
+pub const MAX_COMMAND_BYTES: usize = 32 << 20;
+
 /// The cluster's replicated state.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {

@@ -26,7 +26,7 @@ use tracing::info;
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
-use crate::cluster::state::Command;
+use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
 use crate::http::error::error;
 use crate::storage::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
 
@@ -225,6 +225,37 @@ impl<'a> Splitter<'a> {
 /// A rejected submission: its status and message.
 struct Rejected(StatusCode, String);
 
+/// A part's bytes, or `None` once they pass `cap` (without reading the rest). The part is
+/// dropped on return, as the next one can only be read after.
+async fn read_capped(
+    mut part: axum::extract::multipart::Field<'_>,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, Rejected> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = part
+        .chunk()
+        .await
+        .map_err(|e| bad(format!("reading the spec: {e}")))?
+    {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > cap {
+            return Ok(None);
+        }
+    }
+    Ok(Some(bytes))
+}
+
+/// 413: `what` is over [`MAX_COMMAND_BYTES`].
+fn too_large(what: &str) -> Rejected {
+    Rejected(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "{what} is over {} MiB, the most one job may put in the replicated log; ship big files another way (e.g. as an input, or on every machine)",
+            MAX_COMMAND_BYTES >> 20
+        ),
+    )
+}
+
 fn bad(msg: impl Into<String>) -> Rejected {
     Rejected(StatusCode::BAD_REQUEST, msg.into())
 }
@@ -259,10 +290,11 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
         return Err(bad("the first part must be `spec`"));
     }
     let cbor = first.content_type() == Some("application/cbor");
-    let bytes = first
-        .bytes()
-        .await
-        .map_err(|e| bad(format!("reading the spec: {e}")))?;
+    // The spec (shipped files included) goes into the replicated log whole: bounded here,
+    // before it is all read.
+    let bytes = read_capped(first, MAX_COMMAND_BYTES)
+        .await?
+        .ok_or_else(|| too_large("the job's spec (its shipped files included)"))?;
     let spec: JobSpec = if cbor {
         shoal_net::codec::decode(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
     } else {
@@ -352,6 +384,11 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
         partitioner,
         at_ms: now_ms(),
     });
+    if shoal_net::codec::encode(&cmd).len() > MAX_COMMAND_BYTES {
+        return Err(too_large(
+            "the job's entry in the log (spec, shipped files and splits)",
+        ));
+    }
     node.propose(&cmd, std::time::Duration::from_secs(30))
         .await
         .map_err(|e| {
