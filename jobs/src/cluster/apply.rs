@@ -25,6 +25,49 @@ pub(super) struct Failure {
     pub lost: bool,
 }
 
+/// Most splits (map tasks) one job may have.
+pub const MAX_SPLITS: usize = 1_000_000;
+
+/// Whether a submitted job can be applied on every replica alike: its id can name files, its
+/// spec holds (the same checks as at submit), its splits are numbered 0..n within the bound
+/// and its partitioner fits its reducers. Pure, so every node decides the same.
+fn check_job(
+    id: &str,
+    spec: &JobSpec,
+    splits: &[SplitInfo],
+    partitioner: &Partitioner,
+) -> Result<(), String> {
+    // It names directories on every node: one plain path component.
+    let id_ok = (1..=64).contains(&id.len())
+        && id.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b"._-".contains(&b))
+        });
+    if !id_ok {
+        return Err("a job id is up to 64 lowercase letters, digits and . _ - (not first)".into());
+    }
+    spec.validate().map_err(|e| e.to_string())?;
+    if splits.len() > MAX_SPLITS {
+        return Err(format!("{} splits; at most {MAX_SPLITS}", splits.len()));
+    }
+    if let Some((i, _)) = splits
+        .iter()
+        .enumerate()
+        .find(|(i, s)| s.index as usize != *i)
+    {
+        return Err(format!("split {i} is numbered out of order"));
+    }
+    if let Partitioner::Range(bounds) = partitioner {
+        if bounds.len() + 1 != spec.reducers as usize {
+            return Err(format!(
+                "a range partitioner with {} bounds for {} reducers",
+                bounds.len(),
+                spec.reducers
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn ignored(why: impl Into<String>) -> Applied {
     Applied::Ignored(why.into())
 }
@@ -41,6 +84,9 @@ impl Cluster {
     ) -> Applied {
         if self.jobs.contains_key(&id) {
             return ignored(format!("job {id} exists"));
+        }
+        if let Err(why) = check_job(&id, &spec, &splits, &partitioner) {
+            return ignored(format!("job {id:.80} is invalid: {why}"));
         }
         let maps = splits
             .iter()
@@ -113,6 +159,17 @@ impl Cluster {
         let Some(j) = self.running_job(&at.job) else {
             return ignored("no such running job");
         };
+        // One size per partition for a map, one for a reduce's part: nothing else is kept.
+        let want = match at.kind {
+            TaskKind::Map => j.spec.reducers as usize,
+            TaskKind::Reduce => 1,
+        };
+        if sizes.len() != want {
+            return ignored(format!(
+                "a report with {} output sizes where {want} belong",
+                sizes.len()
+            ));
+        }
         let Some(task) = j.task_mut(at.kind, at.index) else {
             return ignored("no such task");
         };

@@ -61,12 +61,17 @@ fn apply_all(c: &mut Cluster, cmds: Vec<Command>) {
 }
 
 fn finish(c: &mut Cluster, job: &str, kind: TaskKind, index: u32, attempt: u32) -> Applied {
+    // One size per partition for a map, one for a reduce.
+    let n = match kind {
+        TaskKind::Map => c.jobs[job].spec.reducers as usize,
+        TaskKind::Reduce => 1,
+    };
     let cmd = Command::TaskFinished {
         job: job.into(),
         kind,
         index,
         attempt,
-        sizes: vec![1],
+        sizes: vec![1; n],
         holders: vec![],
         counters: Counters::default(),
         at_ms: 5,
