@@ -3,8 +3,8 @@
 //! the handshake and prove nothing) and sends random bytes, a huge length prefix, and a
 //! valid frame of the wrong type. The node logs each error and stays a voter. Then the same
 //! peer lies in well-formed data requests — a byte range past an object's end or wrapping
-//! around, too many pieces or objects at once, a key outside the store — and each is refused
-//! with a reason, nothing is stored.
+//! around, too many pieces or objects at once, a key outside the store, other bytes over a
+//! committed object — and each is refused with a reason, nothing is stored or overwritten.
 
 mod common;
 #[path = "common/peer.rs"]
@@ -18,6 +18,14 @@ use libp2p::{Multiaddr, PeerId};
 use peer::TestPeer;
 use shoal_net::codec;
 use shoal_net::wire::{DataFrame, DataRequest, Hello, PeerInfo, Piece, MAX_BATCH_KEYS};
+
+/// The node's answer on a data stream: one frame, within 10 s.
+async fn answer(stream: &mut libp2p::Stream) -> DataFrame {
+    tokio::time::timeout(Duration::from_secs(10), DataFrame::read(stream, 1 << 20))
+        .await
+        .expect("an answer in time")
+        .expect("a frame")
+}
 
 #[test]
 fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
@@ -78,6 +86,9 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     assert!(part_size > 0);
     let part = format!("{job}/out/part-00000");
     let lied_into_store = target.data.join("blobs").join(&job).join("x");
+    let part_path = target.data.join("blobs").join(&part);
+    let original = std::fs::read(&part_path).unwrap();
+    let original_copy = original.clone();
     let cluster_id = u64::from_str_radix(
         target.cluster().unwrap()["cluster_id"].as_str().unwrap(),
         16,
@@ -170,13 +181,7 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
         for (lie, says) in lies {
             let mut stream = test_peer.open("/shoal/data/1").await;
             codec::write_frame(&mut stream, &lie).await.unwrap();
-            let answer = tokio::time::timeout(
-                Duration::from_secs(10),
-                DataFrame::read(&mut stream, 1 << 20),
-            )
-            .await
-            .expect("an answer in time")
-            .expect("a frame");
+            let answer = answer(&mut stream).await;
             let what = format!("{lie:?}");
             let what = what.get(..160).unwrap_or(&what);
             match answer {
@@ -184,8 +189,38 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
                 other => panic!("{what}… was answered with {other:?}"),
             }
         }
+
+        // A Put over a committed object: other bytes are refused; the same bytes again (a
+        // retry whose answer was lost) are taken as stored.
+        for (bytes, taken) in [(b"forged part\n".to_vec(), false), (original, true)] {
+            let mut stream = test_peer.open("/shoal/data/1").await;
+            let put = DataRequest::Put {
+                cluster_id,
+                key: part.clone(),
+            };
+            codec::write_frame(&mut stream, &put).await.unwrap();
+            codec::write_frame(&mut stream, &DataFrame::Chunk(bytes))
+                .await
+                .unwrap();
+            codec::write_frame(&mut stream, &DataFrame::End)
+                .await
+                .unwrap();
+            let answer = answer(&mut stream).await;
+            match (answer, taken) {
+                (DataFrame::End, true) => {}
+                (DataFrame::Error(why), false) => {
+                    assert!(why.contains("never overwritten"), "{why}")
+                }
+                (other, _) => panic!("a Put over {part} was answered with {other:?}"),
+            }
+        }
     });
     assert!(!lied_into_store.exists(), "nothing was stored");
+    assert_eq!(
+        std::fs::read(&part_path).unwrap(),
+        original_copy,
+        "the committed part is unchanged"
+    );
 
     // Each protocol's errors were logged; the node still runs and is still a voter.
     let log = wait_for(30, "the errors in the node's log", || {

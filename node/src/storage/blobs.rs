@@ -352,11 +352,40 @@ impl Unsynced {
         self.publish()
     }
 
+    /// Whether an object is already committed under this one's key: `Some(true)` when its
+    /// bytes are these, `Some(false)` when they differ, `None` when there is none.
+    pub fn already_stored(&self) -> io::Result<Option<bool>> {
+        if !self.path.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(same_bytes(&self.tmp, &self.path)?))
+    }
+
     /// Rename it into place (its data already durable); its bytes.
     fn publish(mut self) -> io::Result<u64> {
         std::fs::rename(&self.tmp, &self.path)?;
         self.tmp = PathBuf::new();
         Ok(self.len)
+    }
+}
+
+/// Whether files `a` and `b` hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 256 << 10], vec![0u8; 256 << 10]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
     }
 }
 

@@ -31,6 +31,9 @@ enum ServeError {
     /// Reading the object failed.
     #[error("reading {key:?}: {source}")]
     Read { key: String, source: std::io::Error },
+    /// An object is already stored under this key, with other bytes.
+    #[error("{0:?} is already stored here with other bytes; a stored object is never overwritten")]
+    Exists(String),
     /// Storing an incoming object failed.
     #[error("storing {what}: {source}")]
     Store {
@@ -160,16 +163,34 @@ async fn receive_objects(
     for key in keys {
         received.push(receive_object(node, key, stream).await?);
     }
-    // Durable and visible together, off the runtime.
+    // Durable and visible together, off the runtime. A committed object is never
+    // overwritten: the same bytes again (a retry whose answer was lost) are taken as stored,
+    // other bytes refused.
     let blobs = node.blobs.clone();
     let what = format!("{} object(s)", keys.len());
-    tokio::task::spawn_blocking(move || blobs.commit_all(received))
-        .await
-        .map_err(|e| ServeError::Store {
-            what: what.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(|source| ServeError::Store { what, source })?;
+    let keys = keys.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut fresh = Vec::with_capacity(received.len());
+        for (key, object) in keys.into_iter().zip(received) {
+            let store = |source| ServeError::Store {
+                what: format!("{key:?}"),
+                source,
+            };
+            match object.already_stored().map_err(store)? {
+                None => fresh.push(object),
+                Some(true) => {}
+                Some(false) => return Err(ServeError::Exists(key)),
+            }
+        }
+        blobs
+            .commit_all(fresh)
+            .map_err(|source| ServeError::Store { what, source })
+    })
+    .await
+    .map_err(|e| ServeError::Store {
+        what: "the objects".into(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
     codec::write_frame(stream, &DataFrame::End)
         .await
         .map_err(|e| ServeError::Stream(e.to_string()))
