@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::cluster::admission::may_propose;
 use crate::cluster::identity::{hex, node_id};
-use crate::cluster::members::{knows_members, member_id, member_ids};
+use crate::cluster::members::{member_id, standing, Standing};
 use crate::cluster::node::{foreign_reason, with_jobs, Node, CTL_TIMEOUT};
 use crate::cluster::rpc::{answer_raft, peer_ref};
 use crate::cluster::state::Command;
@@ -28,7 +28,7 @@ impl Node {
             return RaftResponse::Refused(foreign_reason(ours));
         }
         self.peers.seen(peer);
-        if knows_members(self) && member_id(self, &peer).is_none() {
+        if standing(self, &peer) == Standing::Stranger {
             return RaftResponse::Refused(not_a_member(&peer));
         }
         match self.start_raft().await {
@@ -99,8 +99,6 @@ impl Node {
                         ));
                     }
                     self.heartbeats.record(hb);
-                    let members = member_ids(self);
-                    self.heartbeats.retain(|id| members.contains(&id));
                     CtlResponse::Heartbeats(self.heartbeats.heard())
                 }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },

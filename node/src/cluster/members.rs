@@ -42,38 +42,48 @@ pub fn peer_of(node: &Node, id: NodeId) -> Option<shoal_net::PeerId> {
     info.peer_id.parse().ok()
 }
 
-/// The member id of `peer`: its node id, when the Raft membership lists that id with this
-/// very PeerId (the transport authenticated the peer by its key). None for anyone else.
-pub fn member_id(node: &Node, peer: &shoal_net::PeerId) -> Option<NodeId> {
-    let h = node.raft.get()?;
-    let id = crate::cluster::identity::node_id(peer);
+/// What a peer is to this node, from one look at the Raft membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A member: its node id and this very PeerId are in the membership (the transport
+    /// authenticated the peer by its key).
+    Member(NodeId),
+    /// Not a member.
+    Stranger,
+    /// This node knows no membership yet: it has not received its first log entries (a new
+    /// voter of a bootstrap, a learner being added), and takes Raft RPCs from any key holder
+    /// until it does.
+    NoMembership,
+}
+
+impl Standing {
+    /// The member's id, if it is one.
+    pub fn member(self) -> Option<NodeId> {
+        match self {
+            Standing::Member(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// What `peer` is to this node.
+pub fn standing(node: &Node, peer: &shoal_net::PeerId) -> Standing {
+    let Some(h) = node.raft.get() else {
+        return Standing::NoMembership;
+    };
     let m = shoal_raft::metrics(&h.raft);
-    let info = m.membership_config.get_node(&id)?;
-    (info.peer_id == peer.to_string()).then_some(id)
+    let config = &m.membership_config;
+    if config.membership().nodes().next().is_none() {
+        return Standing::NoMembership;
+    }
+    let id = crate::cluster::identity::node_id(peer);
+    match config.get_node(&id) {
+        Some(info) if info.peer_id == peer.to_string() => Standing::Member(id),
+        _ => Standing::Stranger,
+    }
 }
 
-/// Whether this node knows a membership yet: a node that has not received its first log
-/// entries (a new voter of a bootstrap, a learner being added) does not, and takes Raft
-/// RPCs from any key holder until it does.
-pub fn knows_members(node: &Node) -> bool {
-    node.raft.get().is_some_and(|h| {
-        shoal_raft::metrics(&h.raft)
-            .membership_config
-            .membership()
-            .nodes()
-            .next()
-            .is_some()
-    })
-}
-
-/// The ids of every member (voters and learners).
-pub fn member_ids(node: &Node) -> std::collections::BTreeSet<NodeId> {
-    node.raft.get().map_or_else(Default::default, |h| {
-        shoal_raft::metrics(&h.raft)
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(&id, _)| id)
-            .collect()
-    })
+/// The member id of `peer`, if it is a member.
+pub fn member_id(node: &Node, peer: &shoal_net::PeerId) -> Option<NodeId> {
+    standing(node, peer).member()
 }

@@ -1,7 +1,7 @@
 //! The leader's duties besides Raft's own: record the cluster id in the replicated state once,
 //! promote live learners to voters up to the voter cap, replace or remove voters silent past
-//! `--voter-grace`, and keep members' records current (a node may come back on other
-//! addresses).
+//! `--voter-grace`, keep members' records current (a node may come back on other
+//! addresses), and keep heartbeats of members only.
 //!
 //! Liveness is the manager's: a heartbeat within `--node-timeout` (every lease starts fresh
 //! when a node becomes leader). A silent voter is replaced by a live learner when there is
@@ -55,6 +55,9 @@ pub async fn run(node: Arc<Node>) {
         let m = metrics.membership_config.membership().clone();
         let voters: BTreeSet<u64> = m.voter_ids().collect();
         let learners: Vec<u64> = m.learner_ids().collect();
+        // Heartbeats are kept for members only (a removed node's last one goes).
+        node.heartbeats
+            .retain(|id| voters.contains(&id) || learners.contains(&id));
         let hellos = node.peers.hellos();
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
