@@ -15,22 +15,32 @@ use common::cluster::*;
 use common::*;
 use serde_json::Value;
 
-/// Whether this machine can run the test: root, and a cgroup hierarchy this process may
-/// write (the node's own check is what the test exercises; this only decides skipping).
-fn available(test: &str) -> bool {
+/// The cluster-test lock, a scratch directory and a cluster key in its subdirectory `keys`
+/// ("" for itself), when this machine can run the test: root, and a cgroup hierarchy (the
+/// node's own check is what the test exercises; this only decides skipping).
+fn setup(
+    test: &str,
+    keys: &str,
+) -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+)> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let cgroups = std::fs::read_to_string("/proc/self/mountinfo")
         .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup")));
-    if root && cgroups {
-        return true;
+    if !(root && cgroups) {
+        skip(test, "needs root and cgroups", "SHOAL_REQUIRE_CGROUPS");
+        return None;
     }
-    let why = "needs root and cgroups";
-    if std::env::var("SHOAL_REQUIRE_CGROUPS").as_deref() == Ok("1") {
-        panic!("{test} {why}, and SHOAL_REQUIRE_CGROUPS=1");
-    }
-    eprintln!("SKIPPED {test}: {why}; SHOAL_REQUIRE_CGROUPS=1 makes this a failure");
-    false
+    let serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(keys)).unwrap();
+    let key = dir.path().join(keys).join("cluster.key");
+    let o = run(shoal().arg("keygen").arg(&key));
+    assert!(o.status.success(), "{}", text(&o));
+    Some((serial, dir, key))
 }
 
 /// Pids of live processes whose command line contains `word`.
@@ -97,14 +107,9 @@ fn attempt_error(node: &NodeProc, id: &str) -> String {
 #[test]
 fn tasks_cannot_read_the_node_s_keys_are_limited_and_die_with_their_attempt_and_node() {
     let test = "tasks_cannot_read_the_node_s_keys_are_limited_and_die_with_their_attempt_and_node";
-    if !available(test) {
+    let Some((_serial, dir, key)) = setup(test, "") else {
         return;
-    }
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("cluster.key");
-    let o = run(shoal().arg("keygen").arg(&key));
-    assert!(o.status.success(), "{}", text(&o));
+    };
     let mut node = NodeProc::start(
         dir.path(),
         "n1",
@@ -187,18 +192,12 @@ fn tasks_cannot_read_the_node_s_keys_are_limited_and_die_with_their_attempt_and_
 #[test]
 fn a_node_run_as_a_normal_user_keeps_its_tasks_from_its_keys() {
     let test = "a_node_run_as_a_normal_user_keeps_its_tasks_from_its_keys";
-    if !available(test) {
-        return;
-    }
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
     // A directory of its own for the node's user, as `useradd --system shoal` would give.
+    let Some((_serial, dir, key)) = setup(test, "home") else {
+        return;
+    };
     let nobody = (65534, 65534);
     let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let key = home.join("cluster.key");
-    let o = run(shoal().arg("keygen").arg(&key));
-    assert!(o.status.success(), "{}", text(&o));
     for p in [&home, &key] {
         std::os::unix::fs::chown(p, Some(nobody.0), Some(nobody.1)).unwrap();
     }

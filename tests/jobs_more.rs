@@ -244,6 +244,21 @@ fn combined_small_files_keep_every_file_name_and_line() {
     );
 }
 
+/// `shoal submit` of a `cat | cat` job over `input` that ships `file`.
+fn ship(c: &Cluster, input: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    c.submit(&[
+        "--input",
+        &input.to_string_lossy(),
+        "--file",
+        &file.to_string_lossy(),
+        "--map",
+        "cat",
+        "--reduce",
+        "cat",
+    ])
+    .1
+}
+
 /// A node's applied log index, as its API says.
 fn applied(node: &NodeProc) -> Option<u64> {
     node.cluster()?["applied"]["index"].as_u64()
@@ -269,16 +284,7 @@ fn a_follower_that_missed_big_jobs_catches_up_and_a_spec_over_the_log_s_bound_is
         .unwrap();
     c.nodes[other].kill();
     for _ in 0..12 {
-        let (_, o) = c.submit(&[
-            "--input",
-            &input.to_string_lossy(),
-            "--file",
-            &seven.to_string_lossy(),
-            "--map",
-            "cat",
-            "--reduce",
-            "cat",
-        ]);
+        let o = ship(&c, &input, &seven);
         assert!(o.status.success(), "{}", text(&o));
     }
     let target = applied(&c.nodes[c.follower]).unwrap();
@@ -298,16 +304,7 @@ fn a_follower_that_missed_big_jobs_catches_up_and_a_spec_over_the_log_s_bound_is
     let forty = dir.path().join("forty.bin");
     std::fs::write(&forty, vec![7u8; 40 << 20]).unwrap();
     let (_, jobs_before) = c.nodes[c.follower].get("/api/v1/jobs?tasks=false").unwrap();
-    let (_, o) = c.submit(&[
-        "--input",
-        &input.to_string_lossy(),
-        "--file",
-        &forty.to_string_lossy(),
-        "--map",
-        "cat",
-        "--reduce",
-        "cat",
-    ]);
+    let o = ship(&c, &input, &forty);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("limit"), "{err}");

@@ -1,23 +1,12 @@
 //! openraft's storage conformance suite against Shoal's redb log store and state machine,
 //! on a real file (and durability across reopening the file).
 
+mod common;
+
+use common::Counter;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
-use serde::{Deserialize, Serialize};
-use shoal_raft::{AppState, LogStore, StateMachine, Store, TypeConfig};
-
-/// A small application state: a counter.
-#[derive(Default, Serialize, Deserialize)]
-struct Counter(u64);
-
-impl AppState for Counter {
-    type Command = u64;
-    type Response = u64;
-    fn apply(&mut self, add: u64) -> u64 {
-        self.0 += add;
-        self.0
-    }
-}
+use shoal_raft::{LogStore, StateMachine, Store, TypeConfig};
 
 struct OnDisk;
 

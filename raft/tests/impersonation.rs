@@ -1,27 +1,16 @@
 //! A Raft RPC that speaks in another node's name — a vote for a candidate that is not its
 //! sender — is refused before Raft sees it; the same request from that node is answered.
 
+mod common;
+
 use std::time::Duration;
 
+use common::Counter;
 use openraft::raft::VoteRequest;
-use serde::{Deserialize, Serialize};
 use shoal_raft::types::Vote;
 use shoal_raft::{
-    handle_rpc, AppState, Inbound, NodeId, NodeInfo, RaftRpc, RpcError, RpcKind, Store, Timing,
-    TypeConfig,
+    handle_rpc, Inbound, NodeId, NodeInfo, RaftRpc, RpcError, RpcKind, Store, Timing, TypeConfig,
 };
-
-#[derive(Default, Serialize, Deserialize)]
-struct Counter(u64);
-
-impl AppState for Counter {
-    type Command = u64;
-    type Response = u64;
-    fn apply(&mut self, add: u64) -> u64 {
-        self.0 += add;
-        self.0
-    }
-}
 
 /// A network that reaches no one: this node only answers.
 #[derive(Clone)]

@@ -29,6 +29,16 @@ pub fn job_id(out: &Output) -> String {
         .to_string()
 }
 
+/// Skip a test that needs what this machine lacks (`why`), loudly — or fail it when `var`
+/// is set to 1, as CI sets each. Returns false (not ready), for `return skip(…)`.
+pub fn skip(test: &str, why: &str, var: &str) -> bool {
+    if std::env::var(var).as_deref() == Ok("1") {
+        panic!("{test}: {why}, and {var}=1");
+    }
+    eprintln!("SKIPPED {test}: {why}; {var}=1 makes this a failure");
+    false
+}
+
 /// The headless Chromium of the browser tests (Debian's chromium, chromium-driver and
 /// python3-selenium), by the Python that drives it. Without them the test is skipped, loudly,
 /// or fails when `SHOAL_REQUIRE_BROWSER=1` (as in CI).
@@ -42,11 +52,11 @@ pub fn browser(test: &str) -> Option<&'static str> {
     if ready {
         return Some(python);
     }
-    let why = "needs Debian's chromium, chromium-driver and python3-selenium";
-    if std::env::var("SHOAL_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("{test} {why}, and SHOAL_REQUIRE_BROWSER=1");
-    }
-    eprintln!("SKIPPED {test}: {why}; SHOAL_REQUIRE_BROWSER=1 makes this a failure");
+    skip(
+        test,
+        "needs Debian's chromium, chromium-driver and python3-selenium",
+        "SHOAL_REQUIRE_BROWSER",
+    );
     None
 }
 

@@ -35,12 +35,11 @@ pub fn available(test: &str) -> bool {
         let _ = Command::new("ip").args(["netns", "del", &probe]).output();
         return true;
     }
-    let why = "needs root and iproute2 (`ip netns add` failed)";
-    if std::env::var("SHOAL_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("{test}: {why}, and SHOAL_REQUIRE_NETNS=1");
-    }
-    eprintln!("SKIPPED {test}: {why}; set SHOAL_REQUIRE_NETNS=1 to make this a failure");
-    false
+    super::skip(
+        test,
+        "needs root and iproute2 (`ip netns add` failed)",
+        "SHOAL_REQUIRE_NETNS",
+    )
 }
 
 /// Run `f` on a thread inside namespace `ns` (sockets it opens live there).
