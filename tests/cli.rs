@@ -178,7 +178,7 @@ fn sim_passes_a_seed_and_names_the_failing_one_with_its_command() {
     assert!(out.contains("VIOLATION of logs_agree"), "{out}");
     assert!(out.contains("invariant logs_agree violated at"), "{out}");
     assert!(
-        out.contains("reproduce with: shoal sim --seed 1 --nodes 5 --jobs 4 --faults crash,kill,partition,oneway,loss,dup,delay --steps 60 --deadline 300 --plant apply-out-of-order"),
+        out.contains("reproduce with: shoal sim --seed 1 --nodes 5 --jobs 4 --faults crash,kill,partition,oneway,loss,dup,delay,rot --steps 60 --deadline 300 --plant apply-out-of-order"),
         "{out}"
     );
     assert!(out.contains("last 5 of "), "{out}");

@@ -146,6 +146,7 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
         index: map,
         attempt,
         sizes: vec![0, 0],
+        checksums: vec![0, 0],
         holders: vec![member_id],
         counters: Counters::default(),
         at_ms: 1,

@@ -21,6 +21,17 @@ fn rss_kib(pid: u32) -> u64 {
 /// Files in `node`'s object store that the job table does not account for: anything but the
 /// part files it holds of finished jobs (splits, map outputs, attempt directories and
 /// unfinished writes are all leftovers once every job has ended).
+/// The attempt whose part the job uses (each attempt writes its own).
+fn accepted(task: &Value) -> u64 {
+    task["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] == "done")
+        .and_then(|a| a["attempt"].as_u64())
+        .unwrap_or_else(|| panic!("a done task with no done attempt: {task}"))
+}
+
 fn leftovers(node: &NodeProc, jobs: &[Value]) -> Vec<String> {
     let root = node.data.join("blobs");
     let mut files = Vec::new();
@@ -53,9 +64,10 @@ fn leftovers(node: &NodeProc, jobs: &[Value]) -> Vec<String> {
                             .any(|h| *h == node.node_id.as_str())
                         && *rel
                             == format!(
-                                "{}/out/part-{}",
+                                "{}/out/part-{}.a{}",
                                 j["id"].as_str().unwrap(),
-                                &t["id"].as_str().unwrap()[2..]
+                                &t["id"].as_str().unwrap()[2..],
+                                accepted(t)
                             )
                 })
             });

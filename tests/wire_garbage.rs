@@ -75,16 +75,24 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
         .unwrap()
         .to_string();
     let (_, v) = http_get(&target.http, &format!("/api/v1/jobs/{job}")).unwrap();
-    let part_size = v["tasks"]
+    let reduce = v["tasks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|t| t["kind"] == "reduce")
-        .unwrap()["output_sizes"][0]
+        .unwrap();
+    let part_size = reduce["output_sizes"][0].as_u64().unwrap();
+    assert!(part_size > 0);
+    // Each reduce attempt writes its own part object; the table names the accepted one.
+    let accepted = reduce["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] == "done")
+        .unwrap()["attempt"]
         .as_u64()
         .unwrap();
-    assert!(part_size > 0);
-    let part = format!("{job}/out/part-00000");
+    let part = format!("{job}/out/part-00000.a{accepted}");
     let lied_into_store = target.data.join("blobs").join(&job).join("x");
     let part_path = target.data.join("blobs").join(&part);
     let original = std::fs::read(&part_path).unwrap();

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`spec`]: the job spec (inputs, mapper, reducer, R, budgets, limits) and its validation.
 //! - [`split`]: cutting inputs into line-aligned splits.
+//! - [`checksum`]: CRC32C of stored objects, taken by their writer and checked by readers.
 //! - [`record`]: the on-disk record format of intermediate data (length-prefixed key/value).
 //! - [`partition`]: the stable key hash and the partitioners (hash, sampled ranges).
 //! - [`sort`]: the in-memory sort buffer, spills to sorted runs, and the k-way merge.
@@ -24,6 +25,7 @@
 //! assumes UTF-8, and reducer input is ordered by key bytes, then by (map task, position).
 
 pub mod apps;
+pub mod checksum;
 pub mod cluster;
 pub mod counters;
 pub mod error;

@@ -20,6 +20,9 @@ pub enum Bug {
     /// The worker loop's cleanup after a job ends deletes the job's part files with its
     /// scratch (a bug in the daemon's worker loop, which the simulator runs).
     WorkerDeletesParts,
+    /// A worker uses a stored copy without comparing it with its recorded checksum (the
+    /// simulator's worker, whose reads stand for the daemon's checked ones).
+    TrustCorruptCopies,
 }
 
 thread_local! {

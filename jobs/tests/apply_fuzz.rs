@@ -90,14 +90,16 @@ fn command() -> impl Strategy<Value = Command> {
             kind(),
             small_or_huge(),
             small_or_huge(),
-            prop_oneof![0usize..3, Just(1_000_000)]
+            prop_oneof![0usize..3, Just(1_000_000)],
+            0usize..4,
         )
-            .prop_map(|(job, kind, index, attempt, n)| Command::TaskFinished {
+            .prop_map(|(job, kind, index, attempt, n, c)| Command::TaskFinished {
                 job,
                 kind,
                 index,
                 attempt,
                 sizes: vec![7; n],
+                checksums: vec![0xc0ffee; c],
                 holders: vec![],
                 counters: Counters::default(),
                 at_ms: 3,
@@ -121,14 +123,19 @@ fn command() -> impl Strategy<Value = Command> {
                 at_ms: 4,
             }),
         (0u64..4).prop_map(|node| Command::NodeLost { node, at_ms: 5 }),
-        (job_id(), small_or_huge(), small_or_huge()).prop_map(|(job, index, attempt)| {
-            Command::MapOutputLost {
+        (
+            job_id(),
+            small_or_huge(),
+            small_or_huge(),
+            proptest::option::of(prop_oneof![Just(1usize), Just(100_000)])
+        )
+            .prop_map(|(job, index, attempt, reason)| Command::MapOutputLost {
                 job,
                 index,
                 attempt,
+                reason: reason.map(|n| "x".repeat(n)),
                 at_ms: 6,
-            }
-        }),
+            }),
         job_id().prop_map(|job| Command::Forget { job }),
         job_id().prop_map(|job| Command::KillJob { job, at_ms: 7 }),
     ]

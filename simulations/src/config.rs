@@ -24,11 +24,14 @@ pub enum Fault {
     Dup,
     /// Messages take up to 20–400 ms each way for 5–30 s (and so reorder).
     Delay,
+    /// A byte of a stored object flips on one node's disk (a split or part with another
+    /// intact copy, or a map output, which can be made again).
+    Rot,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Crash,
         Fault::Kill,
         Fault::Partition,
@@ -36,6 +39,7 @@ impl Fault {
         Fault::Loss,
         Fault::Dup,
         Fault::Delay,
+        Fault::Rot,
     ];
 
     /// Its name on the command line.
@@ -48,6 +52,7 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::Dup => "dup",
             Fault::Delay => "delay",
+            Fault::Rot => "rot",
         }
     }
 }
@@ -63,7 +68,7 @@ pub enum Plant {
 
 impl Plant {
     /// Every plantable bug, with its name and the invariant it should break.
-    pub const ALL: [(Plant, &'static str, &'static str); 7] = {
+    pub const ALL: [(Plant, &'static str, &'static str); 8] = {
         use shoal_jobs::planted::Bug as J;
         use shoal_raft::planted::Bug as R;
         [
@@ -97,6 +102,11 @@ impl Plant {
                 Plant::Jobs(J::WorkerDeletesParts),
                 "worker-deletes-parts",
                 "outputs_match",
+            ),
+            (
+                Plant::Jobs(J::TrustCorruptCopies),
+                "trust-corrupt-copies",
+                "reads_match_checksums",
             ),
         ]
     };
@@ -257,7 +267,7 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "seed {:>5}: {} — {} jobs succeeded ({} acknowledged) in {:.0} simulated s; {} messages ({} lost, {} duplicated), {} crashes, {} kills, {} partitions; trace {:016x}",
+            "seed {:>5}: {} — {} jobs succeeded ({} acknowledged) in {:.0} simulated s; {} messages ({} lost, {} duplicated), {} crashes, {} kills, {} partitions, {} rotted ({} caught); trace {:016x}",
             self.config.seed,
             if self.ok() {
                 "ok".to_string()
@@ -274,6 +284,8 @@ impl Outcome {
             s.crashes,
             s.kills,
             s.partitions,
+            s.rotted,
+            s.corrupt_caught,
             self.trace_hash
         )
     }

@@ -193,6 +193,53 @@ async fn restart(world: &Arc<World>, i: usize) {
     }
 }
 
+/// Flip one byte of one stored object on one machine: a map output (it can be made again),
+/// or a split or part of which enough other intact copies remain — one, or two when a disk
+/// may also be lost — so rot alone never destroys data that exists only once.
+fn rot(world: &Arc<World>, rotted: &mut BTreeSet<(usize, String)>, kills: bool) {
+    let n = world.machines.len();
+    let i = world.rng(|r| r.below(n as u64)) as usize;
+    let keys: Vec<String> = {
+        let m = lock(&world.machines[i]);
+        let b = lock(&m.blobs);
+        b.iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    if keys.is_empty() {
+        return;
+    }
+    let key = keys[world.rng(|r| r.below(keys.len() as u64)) as usize].clone();
+    let intact_elsewhere = (0..n)
+        .filter(|&o| o != i && !rotted.contains(&(o, key.clone())))
+        .filter(|&o| {
+            let m = lock(&world.machines[o]);
+            !m.killed && lock(&m.blobs).contains_key(&key)
+        })
+        .count();
+    let remakeable = key.starts_with("map/");
+    if !remakeable && intact_elsewhere < 1 + usize::from(kills) {
+        return;
+    }
+    if !rotted.insert((i, key.clone())) {
+        return;
+    }
+    let m = lock(&world.machines[i]);
+    let mut blobs = lock(&m.blobs);
+    let Some(bytes) = blobs.get(&key) else {
+        return;
+    };
+    let mut flipped = bytes.as_ref().clone();
+    let at = world.rng(|r| r.below(flipped.len() as u64)) as usize;
+    flipped[at] ^= 1 << world.rng(|r| r.below(8));
+    blobs.insert(key.clone(), Arc::new(flipped));
+    drop(blobs);
+    drop(m);
+    world.trace(format!("FAULT a byte of {key} flips on n{}", i + 1));
+    world.count(|s| s.rotted += 1);
+}
+
 /// The fault phase: one decision per simulated second.
 async fn inject(world: &Arc<World>, config: &Config) {
     let n = config.nodes;
@@ -200,6 +247,7 @@ async fn inject(world: &Arc<World>, config: &Config) {
     let mut heal_at: Option<Instant> = None;
     let mut unblock: Vec<(Instant, (usize, usize))> = Vec::new();
     let mut calm_at: [Option<Instant>; 3] = [None; 3];
+    let mut rotted: BTreeSet<(usize, String)> = BTreeSet::new();
     let secs = |lo: u64, hi: u64| Duration::from_secs(world.rng(|r| r.between(lo, hi)));
     for step in 0..config.steps {
         tokio::time::sleep_until(world.start + Duration::from_secs(step + 1)).await;
@@ -281,6 +329,9 @@ async fn inject(world: &Arc<World>, config: &Config) {
             world.count(|s| s.partitions += 1);
             lock(&world.net).blocked.insert((a, b));
             unblock.push((now + secs(2, 15), (a, b)));
+        }
+        if has(Fault::Rot) && world.rng(|r| r.chance(0.1)) {
+            rot(world, &mut rotted, has(Fault::Kill));
         }
         let windows = [(Fault::Loss, 0usize), (Fault::Dup, 1), (Fault::Delay, 2)];
         for (f, w) in windows {

@@ -18,8 +18,11 @@ use shoal_raft::ServerState;
 use std::collections::BTreeMap;
 
 use crate::compute::{map_split, reduce};
-use crate::node::{map_key, part_key, split_key, SimNode, NODE_TIMEOUT, SLOTS};
+use crate::node::{
+    map_key, part_key, split_key, SimNode, World, FETCH_TIMEOUT, NODE_TIMEOUT, SLOTS,
+};
 use crate::world::lock;
+use crate::world::{Answer, Msg};
 
 /// The simulator's worker host: the daemon's worker loop ([`run_on`](shoal_node::control::worker::run_on)) over the simulated
 /// network, the node's in-memory object store, and tasks that run the job's native app in
@@ -83,7 +86,7 @@ impl WorkerHost for SimNode {
         }
     }
 
-    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>) {
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
         let keep = keep.unwrap_or_default();
         let scratch = [format!("split/{job}/"), format!("map/{job}/")];
         let parts = format!("part/{job}/");
@@ -92,7 +95,10 @@ impl WorkerHost for SimNode {
                 return false;
             }
             match key.strip_prefix(parts.as_str()) {
-                Some(p) => p.parse::<u32>().is_ok_and(|p| keep.contains(&p)),
+                Some(rest) => rest
+                    .split_once('/')
+                    .and_then(|(p, a)| Some((p.parse::<u32>().ok()?, a.parse::<u32>().ok()?)))
+                    .is_some_and(|pa| keep.contains(&pa)),
                 None => true,
             }
         });
@@ -150,6 +156,45 @@ fn describe(cmd: &Command) -> String {
 }
 
 impl SimNode {
+    /// A copy of `key` whose bytes match `want` (the checksum the job table recorded): this
+    /// node's own, or one fetched from a holder. A copy that does not match is passed over,
+    /// as the daemon's readers do.
+    pub(crate) async fn object(
+        &self,
+        key: &str,
+        holders: &[NodeId],
+        want: Option<u32>,
+    ) -> Option<Arc<Vec<u8>>> {
+        let trust = shoal_jobs::planted::active(shoal_jobs::planted::Bug::TrustCorruptCopies);
+        let intact = |b: &Arc<Vec<u8>>| {
+            let ok = trust || want.is_none_or(|w| w == shoal_jobs::checksum::of(b));
+            if !ok {
+                self.world.count(|s| s.corrupt_caught += 1);
+                self.world
+                    .trace(format!("n{} passes over a corrupt copy of {key}", self.id));
+            }
+            ok
+        };
+        let local = lock(&self.blobs).get(key).cloned();
+        let mut found = local.filter(intact);
+        for &h in holders.iter().filter(|&&h| h != self.id) {
+            if found.is_some() {
+                break;
+            }
+            let to = World::index(h);
+            let msg = Msg::Fetch(key.to_string());
+            if let Some(Answer::Fetched(Some(b))) =
+                self.world.exchange(self.idx, to, msg, FETCH_TIMEOUT).await
+            {
+                found = Some(b).filter(intact);
+            }
+        }
+        if let Some(b) = &found {
+            crate::invariants::reads_match_checksums(&self.world, key, want, b);
+        }
+        found
+    }
+
     async fn map_attempt(
         &self,
         w: &Work,
@@ -158,7 +203,7 @@ impl SimNode {
         let k = &w.key;
         let split = w.split.as_ref().ok_or("no such split")?;
         let Some(text) = self
-            .object(&split_key(&k.job, k.index), &split.holders)
+            .object(&split_key(&k.job, k.index), &split.holders, split.checksum)
             .await
         else {
             return Err(Failure::lost("its split could not be read".into()));
@@ -170,9 +215,10 @@ impl SimNode {
             &w.partitioner,
             w.spec.reducers,
         );
-        let mut sizes = Vec::new();
+        let (mut sizes, mut checksums) = (Vec::new(), Vec::new());
         for (p, bytes) in parts.into_iter().enumerate() {
             sizes.push(bytes.len() as u64);
+            checksums.push(shoal_jobs::checksum::of(&bytes));
             lock(&self.blobs).insert(
                 map_key(&k.job, k.index, k.attempt, p as u32),
                 Arc::new(bytes),
@@ -180,6 +226,7 @@ impl SimNode {
         }
         Ok(Done {
             sizes,
+            checksums,
             holders: Vec::new(),
             counters: Counters::default(),
         })
@@ -198,7 +245,7 @@ impl SimNode {
         let mut inputs = Vec::new();
         for mo in outputs {
             let key = map_key(&k.job, mo.map, mo.attempt, k.index);
-            match self.object(&key, &[mo.node]).await {
+            match self.object(&key, &[mo.node], mo.checksum).await {
                 Some(b) => inputs.push(b),
                 None => {
                     let why = format!(
@@ -213,9 +260,9 @@ impl SimNode {
             }
         }
         let part = Arc::new(reduce(app, &inputs));
-        let size = part.len() as u64;
+        let (size, checksum) = (part.len() as u64, shoal_jobs::checksum::of(&part));
         let holders = self
-            .store_replicated(&part_key(&k.job, k.index), part, 1)
+            .store_replicated(&part_key(&k.job, k.index, k.attempt), part, 1)
             .await;
         if holders.len() == 1 && self.world.machines.len() > 1 {
             // As the daemon's worker: a part file on one disk only is not a finished reduce.
@@ -223,6 +270,7 @@ impl SimNode {
         }
         Ok(Done {
             sizes: vec![size],
+            checksums: vec![checksum],
             holders,
             counters: Counters::default(),
         })

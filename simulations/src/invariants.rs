@@ -108,8 +108,25 @@ pub fn one_accepted_finish(world: &World) {
     }
 }
 
-/// A finished job's output equals the reference: every part file, read from a node the
-/// table names as its holder, is the expected one. Checked once per job.
+/// Every object a task reads — a split, a map's partition — is the bytes its writer wrote:
+/// its checksum is the one the job table recorded (a corrupt copy is passed over, never
+/// used). Checked at every read.
+pub fn reads_match_checksums(world: &World, key: &str, want: Option<u32>, bytes: &[u8]) {
+    let got = shoal_jobs::checksum::of(bytes);
+    if want.is_some_and(|w| w != got) {
+        world.violate(
+            "reads_match_checksums",
+            format!(
+                "{key} was read with checksum {got:08x}, {:08x} recorded",
+                want.unwrap_or_default()
+            ),
+        );
+    }
+}
+
+/// A finished job's output equals the reference: every part file, read as `shoal output`
+/// reads it — from a node the table names as its holder, the first copy that matches its
+/// recorded checksum — is the expected one. Checked once per job.
 pub fn outputs_match(world: &World, checked: &mut BTreeSet<String>) {
     let Some(n) = up(world).into_iter().next() else {
         return;
@@ -126,16 +143,25 @@ pub fn outputs_match(world: &World, checked: &mut BTreeSet<String>) {
         checked.insert(j.id.clone());
         for t in j.reduces.iter().filter(|t| t.kind == TaskKind::Reduce) {
             let want = parts.get(t.index as usize).cloned().unwrap_or_default();
+            let Some(a) = t.accepted() else {
+                world.violate(
+                    "outputs_match",
+                    format!("{} part {}: done with no accepted attempt", j.id, t.index),
+                );
+                continue;
+            };
+            let key = part_key(&j.id, t.index, a.attempt);
+            let sum = t.output_checksums.first().copied();
             let got = t.holders.iter().find_map(|&h| {
                 let m = lock(world.machines.get(World::index(h))?);
-                let b = lock(&m.blobs).get(&part_key(&j.id, t.index)).cloned();
-                b
+                let b = lock(&m.blobs).get(&key).cloned();
+                b.filter(|b| sum.is_none_or(|s| s == shoal_jobs::checksum::of(b)))
             });
             match got {
                 None => world.violate(
                     "outputs_match",
                     format!(
-                        "{} part {}: no holder {:?} has it",
+                        "{} part {}: no holder {:?} has an intact copy",
                         j.id, t.index, t.holders
                     ),
                 ),

@@ -44,7 +44,7 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a worker heartbeats the leader.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a data request may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a forwarded proposal may take.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -280,22 +280,6 @@ impl SimNode {
     }
 
     /// An object: from this node's store, else from the first of `holders` that has it.
-    pub(crate) async fn object(&self, key: &str, holders: &[NodeId]) -> Option<Arc<Vec<u8>>> {
-        if let Some(b) = lock(&self.blobs).get(key).cloned() {
-            return Some(b);
-        }
-        for &h in holders.iter().filter(|&&h| h != self.id) {
-            let to = World::index(h);
-            let msg = Msg::Fetch(key.to_string());
-            if let Some(Answer::Fetched(Some(b))) =
-                self.world.exchange(self.idx, to, msg, FETCH_TIMEOUT).await
-            {
-                return Some(b);
-            }
-        }
-        None
-    }
-
     /// Store `bytes` under `key` here and on up to `copies` other members; the holders.
     pub async fn store_replicated(
         &self,
@@ -358,9 +342,9 @@ pub(crate) fn map_key(job: &str, map: u32, attempt: u32, p: u32) -> String {
     format!("map/{job}/{map}/{attempt}/{p}")
 }
 
-/// Where a reduce's part file is stored.
-pub fn part_key(job: &str, p: u32) -> String {
-    format!("part/{job}/{p}")
+/// Where attempt `attempt` of reduce `p` stores its part file.
+pub fn part_key(job: &str, p: u32, attempt: u32) -> String {
+    format!("part/{job}/{p}/{attempt}")
 }
 
 impl Handle for SimNode {

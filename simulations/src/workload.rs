@@ -127,6 +127,7 @@ pub async fn submit(
             len: text.len() as u64,
             holders,
             files: Vec::new(),
+            checksum: Some(shoal_jobs::checksum::of(text)),
             ..Default::default()
         });
     }

@@ -150,6 +150,10 @@ pub struct Stats {
     pub partitions: u64,
     /// Commands proposed by managers.
     pub proposals: u64,
+    /// Stored bytes flipped on a disk.
+    pub rotted: u64,
+    /// Corrupt copies a reader caught and passed over.
+    pub corrupt_caught: u64,
 }
 
 /// Everything the run shares; its nodes are `N`s.

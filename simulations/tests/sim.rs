@@ -1,7 +1,7 @@
 //! The simulator itself: a quiet run finishes every job with the reference output, a seed
 //! replays exactly, and every invariant fires on the bug planted for it.
 
-use shoal_sim::{run, Config, Outcome, Plant};
+use shoal_sim::{run, Config, Fault, Outcome, Plant};
 
 fn quiet(seed: u64) -> Config {
     Config {
@@ -120,4 +120,15 @@ fn every_job_ends_catches_a_lost_map_output_never_run_again() {
 #[test]
 fn outputs_match_catches_a_worker_loop_that_deletes_the_parts_it_keeps() {
     check_caught("worker-deletes-parts", Config::default(), 40);
+}
+
+/// Bytes flip on disks (the `rot` fault): a worker that used a copy without comparing it
+/// with the checksum its writer recorded would compute from corrupt input.
+#[test]
+fn reads_match_checksums_catches_a_worker_that_trusts_corrupt_copies() {
+    let base = Config {
+        faults: [Fault::Rot].into_iter().collect(),
+        ..Config::default()
+    };
+    check_caught("trust-corrupt-copies", base, 40);
 }

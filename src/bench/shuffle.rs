@@ -42,5 +42,19 @@ pub fn run(args: ShuffleArgs) -> anyhow::Result<bool> {
         "  data plane / bare stream: {ratio:.2}x (goal >= 0.8x){}",
         if ratio >= 0.8 { "" } else { " — NOT MET" }
     );
+    println!(
+        "  into a file (a reducer's fetch)  {:>8.0} MiB/s",
+        rate(best.to_file)
+    );
+    println!(
+        "  checking its checksum            {:>8.0} MiB/s",
+        rate(best.check)
+    );
+    let cost = best.check / (best.to_file + best.check);
+    println!(
+        "  checksums cost {:.1}% of the fetch's throughput (goal < 5%){}",
+        cost * 100.0,
+        if cost < 0.05 { "" } else { " — NOT MET" }
+    );
     Ok(true)
 }

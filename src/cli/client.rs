@@ -1,21 +1,21 @@
-//! The cluster clients: `shoal submit`, `shoal status JOB`, `shoal jobs`, `shoal output`,
-//! `shoal kill`. Each talks HTTP to the `--node`s in turn, moving on when one does not
+//! The cluster clients: `shoal submit`, `shoal status JOB`, `shoal jobs`, `shoal kill`
+//! (`shoal output` is [`crate::cli::output`]). Each talks HTTP to the `--node`s in turn, moving on when one does not
 //! answer. Exit codes are DESIGN.md's: 0 the job succeeded, 1 it failed or was killed, 2 bad
 //! usage or input rejected, 3 the cluster could not be reached.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
 
-use crate::cli::exit::{EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
-use crate::cli::http::{error_text, AsyncRead, Client, ClientError, JsonBody, NodeUrls};
+use crate::cli::exit::{EXIT_FAILED, EXIT_UNREACHABLE};
+use crate::cli::http::{fail, usage, Client, ClientError, JsonBody, NodeUrls};
 use crate::cli::jobargs::JobArgs;
+use crate::cli::output::fetch_output;
 use shoal_node::http::submit::CHAIN_PREFIX;
-use shoal_node::sync::Locked;
 
 /// `shoal submit` flags.
 #[derive(Debug, Args)]
@@ -52,29 +52,6 @@ pub struct JobsArgs {
     /// Print the JSON of GET /api/v1/jobs.
     #[arg(long)]
     json: bool,
-}
-
-/// `shoal output` flags.
-#[derive(Debug, Args)]
-pub struct OutputArgs {
-    #[command(flatten)]
-    nodes: NodeUrls,
-    /// The job id.
-    job: String,
-    /// Where to write the part files (absent or empty). Without it the part files are
-    /// written to stdout one after another, in order.
-    #[arg(long)]
-    dir: Option<PathBuf>,
-}
-
-fn fail(cmd: &str, e: &ClientError) -> ExitCode {
-    eprintln!("shoal {cmd}: {e}");
-    e.exit()
-}
-
-fn usage(cmd: &str, msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("shoal {cmd}: {msg}");
-    ExitCode::from(EXIT_USAGE)
 }
 
 /// Run `shoal submit`.
@@ -289,116 +266,6 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
             }
             _ => {}
         }
-    }
-}
-
-/// Fetch every part file of `id` into `dir`, then `_SUCCESS`. Returns the number of parts.
-pub fn fetch_output(client: &mut Client, id: &str, dir: &Path) -> Result<usize, ClientError> {
-    let local = |e: std::io::Error| ClientError::Http {
-        status: 400,
-        message: format!("{}: {e}", dir.display()),
-    };
-    let parts = part_names(client, id)?;
-    std::fs::create_dir_all(dir).map_err(local)?;
-    for name in &parts {
-        let target = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let file = std::fs::File::create(&tmp).map_err(local)?;
-        fetch_part(client, id, name, Box::new(file))?;
-        std::fs::rename(&tmp, &target).map_err(local)?;
-    }
-    std::fs::File::create(dir.join("_SUCCESS")).map_err(local)?;
-    Ok(parts.len())
-}
-
-/// The names of `id`'s part files, in order.
-fn part_names(client: &mut Client, id: &str) -> Result<Vec<String>, ClientError> {
-    let list = client.get_json(
-        &format!("/api/v1/jobs/{id}/output"),
-        Duration::from_secs(10),
-    )?;
-    Ok(list["parts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-/// Download part file `name` of `id` into `to`.
-fn fetch_part(
-    client: &mut Client,
-    id: &str,
-    name: &str,
-    to: Box<dyn Write + Send>,
-) -> Result<(), ClientError> {
-    let path = format!("/api/v1/jobs/{id}/output/{name}");
-    client.send(
-        Duration::from_secs(24 * 3600),
-        |c, b| c.get(format!("{b}{path}")),
-        ToWriter(std::sync::Mutex::new(Some(to))),
-    )
-}
-
-/// Write every part file of `id` to stdout, in order. Returns the number of parts.
-pub fn cat_output(client: &mut Client, id: &str) -> Result<usize, ClientError> {
-    let parts = part_names(client, id)?;
-    for name in &parts {
-        fetch_part(client, id, name, Box::new(std::io::stdout()))?;
-    }
-    Ok(parts.len())
-}
-
-/// A body written to a file or stdout.
-struct ToWriter(std::sync::Mutex<Option<Box<dyn Write + Send>>>);
-
-impl AsyncRead<()> for ToWriter {
-    async fn read(&self, mut resp: reqwest::Response) -> Result<(), ClientError> {
-        let mut file = self
-            .0
-            .locked()
-            .take()
-            .ok_or_else(|| ClientError::Unreachable("the body was already read".into()))?;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            ClientError::Unreachable(format!("the download broke off: {}", error_text(&e)))
-        })? {
-            file.write_all(&chunk).map_err(|e| ClientError::Http {
-                status: 400,
-                message: format!("writing the output: {e}"),
-            })?;
-        }
-        file.flush().map_err(|e| ClientError::Http {
-            status: 400,
-            message: format!("writing the output: {e}"),
-        })
-    }
-}
-
-/// Run `shoal output`.
-pub fn output(args: OutputArgs) -> ExitCode {
-    if let Some(dir) = &args.dir {
-        if let Err(e) = shoal_jobs::local::check_output_dir(dir) {
-            return usage("output", e);
-        }
-    }
-    let mut client = match Client::new(&args.nodes) {
-        Ok(c) => c,
-        Err(e) => return fail("output", &e),
-    };
-    let fetched = match &args.dir {
-        Some(dir) => fetch_output(&mut client, &args.job, dir),
-        None => cat_output(&mut client, &args.job),
-    };
-    match fetched {
-        Ok(n) => {
-            if let Some(dir) = &args.dir {
-                eprintln!("{n} part file(s) in {}", dir.display());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail("output", &e),
     }
 }
 

@@ -70,6 +70,18 @@ pub enum ClientError {
     },
 }
 
+/// Report `e` of `shoal CMD` on stderr; its exit code.
+pub(crate) fn fail(cmd: &str, e: &ClientError) -> ExitCode {
+    eprintln!("shoal {cmd}: {e}");
+    e.exit()
+}
+
+/// Report bad usage of `shoal CMD` on stderr; exit 2.
+pub(crate) fn usage(cmd: &str, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("shoal {cmd}: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
 impl ClientError {
     pub fn exit(&self) -> ExitCode {
         match self {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod exit;
 pub mod http;
 pub mod jobargs;
+pub mod output;
 pub mod run;
 pub mod status;
 
@@ -35,7 +36,7 @@ enum Command {
     /// List jobs, newest first.
     Jobs(crate::cli::client::JobsArgs),
     /// Fetch a job's output: its part files and `_SUCCESS`.
-    Output(crate::cli::client::OutputArgs),
+    Output(crate::cli::output::OutputArgs),
     /// Cancel a job; its running attempts are stopped.
     Kill(crate::cli::client::JobRef),
     /// Run a whole job in one process, no cluster.
@@ -93,7 +94,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => crate::cli::status::run(args),
         Command::Submit(args) => crate::cli::client::submit(*args),
         Command::Jobs(args) => crate::cli::client::jobs(args),
-        Command::Output(args) => crate::cli::client::output(args),
+        Command::Output(args) => crate::cli::output::output(args),
         Command::Kill(args) => crate::cli::client::kill(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Keygen { file } => match crate::cli::status::keygen(&file) {

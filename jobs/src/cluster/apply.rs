@@ -150,7 +150,7 @@ impl Cluster {
     pub(super) fn task_finished(
         &mut self,
         at: AttemptOf,
-        sizes: Vec<u64>,
+        (sizes, checksums): (Vec<u64>, Vec<u32>),
         holders: Vec<NodeId>,
         counters: Counters,
         at_ms: u64,
@@ -167,6 +167,13 @@ impl Cluster {
         if sizes.len() != want {
             return ignored(format!(
                 "a report with {} output sizes where {want} belong",
+                sizes.len()
+            ));
+        }
+        if !checksums.is_empty() && checksums.len() != sizes.len() {
+            return ignored(format!(
+                "a report with {} checksums for {} output sizes",
+                checksums.len(),
                 sizes.len()
             ));
         }
@@ -206,6 +213,7 @@ impl Cluster {
         };
         task.state = TaskState::Done;
         task.output_sizes = sizes;
+        task.output_checksums = checksums;
         task.counters = counters.clone();
         j.counters.merge(&counters);
         if j.maps_done() && j.reduces.iter().all(|t| t.state == TaskState::Done) {
@@ -301,8 +309,8 @@ impl Cluster {
     pub(super) fn map_output_lost(
         &mut self,
         job: &str,
-        index: u32,
-        attempt: u32,
+        (index, attempt): (u32, u32),
+        reason: Option<&str>,
         at_ms: u64,
     ) -> Applied {
         let Some(j) = self.running_job(job) else {
@@ -318,7 +326,14 @@ impl Cluster {
                 "attempt {attempt} of map {index} is not its output"
             ));
         }
-        if j.rerun_map(index, at_ms, "a reduce could not fetch its output") {
+        let why = match reason {
+            Some(r) => {
+                let r: String = r.chars().take(super::MAX_REASON_CHARS).collect();
+                format!("a reduce could not use its output: {r}")
+            }
+            None => "a reduce could not fetch its output".to_string(),
+        };
+        if j.rerun_map(index, at_ms, &why) {
             Applied::Changed
         } else {
             ignored("every reduce is done")

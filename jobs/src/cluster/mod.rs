@@ -125,6 +125,10 @@ pub struct Task {
     pub attempts: Vec<Attempt>,
     /// Sizes of what the successful attempt wrote (per partition for a map).
     pub output_sizes: Vec<u64>,
+    /// Checksums of what the successful attempt wrote, one per size ([`crate::checksum`]);
+    /// empty when its report had none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_checksums: Vec<u32>,
     /// Nodes holding the successful attempt's output (a reduce's part file and its copies).
     #[serde(default)]
     pub holders: Vec<NodeId>,
@@ -141,9 +145,15 @@ impl Task {
             state: TaskState::Pending,
             attempts: Vec::new(),
             output_sizes: Vec::new(),
+            output_checksums: Vec::new(),
             holders: Vec::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// The attempt whose output the job uses: the one that finished first.
+    pub fn accepted(&self) -> Option<&Attempt> {
+        self.attempts.iter().find(|a| a.state == TaskState::Done)
     }
 
     /// The task's id: `m-00003` or `r-00001`.
@@ -212,6 +222,9 @@ pub struct SplitInfo {
     /// Where it starts in its segment.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offset: u64,
+    /// The checksum of its bytes ([`crate::checksum`]), taken when it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u32>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -282,6 +295,7 @@ impl Job {
         a.lost = true;
         t.state = TaskState::Pending;
         t.output_sizes.clear();
+        t.output_checksums.clear();
         t.holders.clear();
         self.counters.unmerge(&t.counters);
         t.counters = Counters::default();
@@ -301,7 +315,42 @@ impl Job {
     pub fn maps_done(&self) -> bool {
         self.maps.iter().all(|t| t.state == TaskState::Done)
     }
+
+    /// The part files its finished reduces wrote, in partition order.
+    pub fn parts(&self) -> Vec<PartRef> {
+        self.reduces
+            .iter()
+            .filter_map(|t| {
+                Some(PartRef {
+                    index: t.index,
+                    attempt: t.accepted()?.attempt,
+                    size: t.output_sizes.first().copied().unwrap_or(0),
+                    checksum: t.output_checksums.first().copied(),
+                    holders: t.holders.clone(),
+                })
+            })
+            .collect()
+    }
 }
+
+/// A part file as the table knows it: which attempt wrote it, its size and checksum, and the
+/// nodes that hold a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRef {
+    /// Its partition.
+    pub index: u32,
+    /// The reduce attempt that wrote it (its object's key names the attempt).
+    pub attempt: u32,
+    /// Bytes.
+    pub size: u64,
+    /// Its checksum, when the reduce's report had one.
+    pub checksum: Option<u32>,
+    /// Nodes holding a copy.
+    pub holders: Vec<NodeId>,
+}
+
+/// Most characters of a lost map output's reason the table keeps.
+pub const MAX_REASON_CHARS: usize = 500;
 
 /// A change to the table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +400,9 @@ pub enum Command {
         attempt: u32,
         /// Output sizes (per partition for a map).
         sizes: Vec<u64>,
+        /// Their checksums, one per size (empty: none taken).
+        #[serde(default)]
+        checksums: Vec<u32>,
         /// Nodes holding the output (empty means the attempt's node).
         #[serde(default)]
         holders: Vec<NodeId>,
@@ -399,6 +451,9 @@ pub enum Command {
         index: u32,
         /// Its successful attempt whose output is gone.
         attempt: u32,
+        /// Why the reduce could not use it (cut to [`MAX_REASON_CHARS`] where applied).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         /// Now.
         at_ms: u64,
     },
@@ -470,6 +525,7 @@ impl Cluster {
                 index,
                 attempt,
                 sizes,
+                checksums,
                 holders,
                 counters,
                 at_ms,
@@ -480,7 +536,7 @@ impl Cluster {
                     index,
                     attempt,
                 },
-                sizes,
+                (sizes, checksums),
                 holders,
                 counters,
                 at_ms,
@@ -515,8 +571,9 @@ impl Cluster {
                 job,
                 index,
                 attempt,
+                reason,
                 at_ms,
-            } => self.map_output_lost(&job, index, attempt, at_ms),
+            } => self.map_output_lost(&job, (index, attempt), reason.as_deref(), at_ms),
             Command::Forget { job } => self.forget(&job),
             Command::KillJob { job, at_ms } => self.kill_job(&job, at_ms),
         }

@@ -56,6 +56,7 @@ fn finished(kind: TaskKind, index: u32, attempt: u32, holders: Vec<NodeId>) -> C
         index,
         attempt,
         sizes: vec![7],
+        checksums: vec![0x5eed],
         holders,
         counters: Counters::default(),
         at_ms: 3,
@@ -259,6 +260,7 @@ fn map_output_lost_reruns_that_map_output_only() {
         job: "j".into(),
         index: 0,
         attempt,
+        reason: Some("its copy is corrupt".into()),
         at_ms: 6,
     };
     let log = run(

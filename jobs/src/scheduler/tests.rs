@@ -72,6 +72,7 @@ fn finish(c: &mut Cluster, job: &str, kind: TaskKind, index: u32, attempt: u32) 
         index,
         attempt,
         sizes: vec![1; n],
+        checksums: Vec::new(),
         holders: vec![],
         counters: Counters::default(),
         at_ms: 5,
@@ -117,6 +118,7 @@ fn short_tasks_queue_ahead_and_long_ones_never_do() {
                     index,
                     attempt,
                     sizes: vec![1],
+                    checksums: Vec::new(),
                     holders: vec![],
                     counters: Counters::default(),
                     at_ms: now + finish_at,
@@ -300,6 +302,7 @@ fn a_lost_node_s_work_runs_again_elsewhere_without_using_up_attempts() {
         job: "j-1".into(),
         index: 1,
         attempt: 2,
+        reason: None,
         at_ms: 7,
     };
     assert_eq!(c.apply(lost.clone()), Applied::Changed);
@@ -330,6 +333,7 @@ fn finish_at(c: &mut Cluster, kind: TaskKind, index: u32, attempt: u32, at_ms: u
         index,
         attempt,
         sizes: vec![1],
+        checksums: Vec::new(),
         holders: vec![],
         counters: Counters::default(),
         at_ms,

@@ -144,10 +144,15 @@ impl<'e, 'a> Collector<'e, 'a> {
             .add_builtin("map_output_records", self.out_records);
         self.counters
             .add_builtin("map_output_bytes", self.out_bytes);
+        // Read back while the pages are still cached: cheaper than threading a checksum
+        // through every way the file is written (one sorted run, or a merge of spills).
+        let checksums = crate::checksum::of_sections(&staged, &sizes)
+            .ctx(|| format!("checksumming {}", staged.display()))?;
         std::fs::rename(&staged, out_file)
             .ctx(|| format!("moving map output to {}", out_file.display()))?;
         Ok(MapOutput {
             sizes,
+            checksums,
             counters: self.counters,
         })
     }

@@ -106,6 +106,8 @@ pub fn part_name(partition: u32) -> String {
 pub struct MapOutput {
     /// The bytes of each partition in it, in partition order (see [`partition_range`]).
     pub sizes: Vec<u64>,
+    /// The checksum of each partition ([`crate::checksum`]).
+    pub checksums: Vec<u32>,
     /// The attempt's counters.
     pub counters: Counters,
 }

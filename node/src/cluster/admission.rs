@@ -139,6 +139,7 @@ mod tests {
             index: 0,
             attempt,
             sizes: vec![1],
+            checksums: vec![0],
             holders: vec![],
             counters: Counters::default(),
             at_ms: 3,

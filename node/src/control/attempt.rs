@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use shoal_jobs::checksum;
 use shoal_jobs::cluster::{self, NodeId, SplitInfo, TaskKind};
 use shoal_jobs::partition::Partitioner;
 use shoal_jobs::spec::{JobKind, JobSpec};
 use shoal_jobs::split::Split;
 use shoal_jobs::task::{run_map, run_reduce, ReduceInput, TaskEnv};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
@@ -73,7 +74,7 @@ impl WorkerHost for Node {
         }
     }
 
-    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>) {
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
         tokio::task::spawn_blocking(move || match keep {
             None => {
                 let freed = self.blobs.remove_job(&job);
@@ -171,18 +172,27 @@ fn in_attempt_dir<T>(
 
 /// Where this node reads split `split` of `job` (a file and the offset in it): in its own
 /// copy of the split's segment, or, when it has none, in the split alone, fetched from a
-/// holder first.
+/// holder first. A copy whose bytes do not match the table's checksum is passed over like a
+/// missing one.
 async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(PathBuf, u64), String> {
     let (key, offset) = crate::storage::blobs::split_object(job, split);
-    let path = |key: &str| node.blobs.path(key).ok_or("a malformed split key");
-    if node.blobs.contains(&key) {
-        return Ok((path(&key)?, offset));
-    }
     let own = split_key(job, split.index);
-    if node.blobs.contains(&own) {
-        return Ok((path(&own)?, 0));
-    }
+    let what = || format!("split {} of job {job}", split.index);
     let mut last = "no node holds it".to_string();
+    let mut local = vec![(key.clone(), offset)];
+    if own != key {
+        local.push((own.clone(), 0));
+    }
+    for (k, off) in local.into_iter().filter(|(k, _)| node.blobs.contains(k)) {
+        let path = node.blobs.path(&k).ok_or("a malformed split key")?;
+        match verified(path.clone(), off, split.len, split.checksum, what()).await {
+            Ok(()) => return Ok((path, off)),
+            Err(e) => {
+                warn!(error = %e, "a stored split is unusable here; fetching another copy");
+                last = e.to_string();
+            }
+        }
+    }
     for &h in split.holders.iter().filter(|&&h| h != node.id) {
         let Some(peer) = peer_of(node, h) else {
             continue;
@@ -196,14 +206,19 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
             offset,
             len: split.len,
         };
-        let got = crate::storage::data::fetch_range(node, peer, &piece, &mut w).await;
-        match got {
-            Ok(_) => {
-                w.commit().map_err(|e| format!("storing {own}: {e}"))?;
-                return Ok((path(&own)?, 0));
-            }
+        if let Err(e) = crate::storage::data::fetch_range(node, peer, &piece, &mut w).await {
+            w.abort();
+            last = e.to_string();
+            continue;
+        }
+        let path = node.blobs.path(&own).ok_or("a malformed split key")?;
+        w.commit().map_err(|e| format!("storing {own}: {e}"))?;
+        let from = format!("{} (from node {h:016x})", what());
+        match verified(path.clone(), 0, split.len, split.checksum, from).await {
+            Ok(()) => return Ok((path, 0)),
             Err(e) => {
-                w.abort();
+                warn!(error = %e, "a fetched split is unusable; trying another holder");
+                let _ = std::fs::remove_file(&path);
                 last = e.to_string();
             }
         }
@@ -212,6 +227,25 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
         "split {} could not be fetched: {last}",
         split.index
     ))
+}
+
+/// [`checksum::verify`] off the runtime.
+async fn verified(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    want: Option<u32>,
+    what: String,
+) -> Result<(), checksum::Mismatch> {
+    let named = what.clone();
+    tokio::task::spawn_blocking(move || checksum::verify(&path, offset, len, want, || what.clone()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(checksum::Mismatch::Unreadable {
+                what: named,
+                source: std::io::Error::other(e),
+            })
+        })
 }
 
 async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {
@@ -239,6 +273,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
     .await?;
     Ok(Done {
         sizes: out.sizes,
+        checksums: out.checksums,
         counters: out.counters,
         holders: vec![node.id],
     })
@@ -261,14 +296,15 @@ async fn reduce_attempt(
         .map_err(|e| format!("creating the attempt directory: {e}"))?;
     // Local map outputs are read in place; remote ones are pulled into the attempt
     // directory, the pieces from one node into one file, one after another.
-    let mut inputs: Vec<(u32, PathBuf, u64, u64)> = Vec::new();
+    // Each map's partition: where its bytes are here (file, offset), checked before use.
+    let mut inputs: Vec<(MapOut, PathBuf, u64)> = Vec::new();
     let mut remote = Vec::new();
     let mut local_bytes = 0u64;
     for m in outputs.iter().filter(|m| m.size > 0) {
         let key = map_output_key(&k.job, m.map, m.attempt);
         if m.node == node.id {
             let path = node.blobs.path(&key).ok_or("a malformed key")?;
-            inputs.push((m.map, path, m.offset, m.size));
+            inputs.push((m.clone(), path, m.offset));
             local_bytes += m.size;
         } else {
             remote.push((m.clone(), key));
@@ -305,11 +341,11 @@ async fn reduce_attempt(
                 {
                     Ok(n) => {
                         let mut at = 0;
-                        let got: Vec<(u32, PathBuf, u64, u64)> = batch
+                        let got: Vec<(MapOut, PathBuf, u64)> = batch
                             .iter()
                             .map(|(m, _)| {
                                 at += m.size;
-                                (m.map, path.clone(), at - m.size, m.size)
+                                (m.clone(), path.clone(), at - m.size)
                             })
                             .collect();
                         Ok((got, n))
@@ -343,7 +379,7 @@ async fn reduce_attempt(
             }
         }
     }
-    inputs.sort_by_key(|(m, ..)| *m);
+    inputs.sort_by_key(|(m, ..)| m.map);
     node.shuffle
         .fetched_bytes
         .fetch_add(fetched_bytes, Ordering::Relaxed);
@@ -351,19 +387,27 @@ async fn reduce_attempt(
         .local_bytes
         .fetch_add(local_bytes, Ordering::Relaxed);
 
-    let out_key = part_key(&k.job, p);
+    let out_key = part_key(&k.job, p, k.attempt);
     node.blobs
         .dir(&format!("{}/out", k.job))
         .map_err(|e| format!("creating the output directory: {e}"))?;
     let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
     let target = out_file.clone();
-    let mut counters = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+    let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
-        for (_, path, offset, len) in &inputs {
-            let f = shoal_jobs::sort::open_range(path, *offset, *len)?;
+        for (m, path, offset) in &inputs {
+            check_map_output(env.job_id, m, path, *offset)?;
+            let f = shoal_jobs::sort::open_range(path, *offset, m.size)?;
             readers.push(Box::new(f) as Box<dyn Read + Send>);
         }
-        run_reduce(env, p, readers, &target).map_err(Failure::from)
+        let counters = run_reduce(env, p, readers, &target)?;
+        let checksum = std::fs::File::open(&target)
+            .and_then(|mut f| {
+                let len = f.metadata()?.len();
+                checksum::of_range(&mut f, 0, len)
+            })
+            .map_err(|e| format!("checksumming the part file: {e}"))?;
+        Ok((counters, checksum))
     })
     .await?;
     counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
@@ -382,7 +426,29 @@ async fn reduce_attempt(
     }
     Ok(Done {
         sizes: vec![size],
+        checksums: vec![checksum],
         counters,
         holders,
+    })
+}
+
+/// Check map `m`'s partition, at `offset` in the file at `path`, against the map's report:
+/// a copy that is corrupt or cut short is a lost map output (the map runs again), never
+/// reduce input.
+fn check_map_output(
+    job: &str,
+    m: &MapOut,
+    path: &std::path::Path,
+    offset: u64,
+) -> Result<(), Failure> {
+    let what = || {
+        format!(
+            "job {job}'s map {} output (attempt {}) from node {:016x}",
+            m.map, m.attempt, m.node
+        )
+    };
+    checksum::verify(path, offset, m.size, m.checksum, what).map_err(|e| Failure {
+        lost_map: Some((m.map, m.attempt)),
+        ..Failure::lost(e.to_string())
     })
 }

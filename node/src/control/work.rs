@@ -38,6 +38,8 @@ pub struct MapOut {
     pub offset: u64,
     /// Bytes of the reduce's partition.
     pub size: u64,
+    /// Their checksum, when the map's report had one.
+    pub checksum: Option<u32>,
 }
 
 /// An attempt to start, with what it needs from the table.
@@ -117,6 +119,8 @@ impl From<shoal_jobs::Error> for Failure {
 pub struct Done {
     /// Bytes of output (of each partition, for a map).
     pub sizes: Vec<u64>,
+    /// Their checksums, one per size.
+    pub checksums: Vec<u32>,
     /// The task's counters.
     pub counters: Counters,
     /// The nodes that hold the output (empty: this node only).

@@ -85,7 +85,7 @@ pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
         .iter()
         .filter(|t| !partial || t.state == TaskState::Done)
         .map(|t| {
-            let a = t.attempts.iter().find(|a| a.state == TaskState::Done)?;
+            let a = t.accepted()?;
             let (offset, size) = shoal_jobs::task::partition_range(&t.output_sizes, p);
             Some(MapOut {
                 map: t.index,
@@ -93,6 +93,7 @@ pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
                 attempt: a.attempt,
                 offset,
                 size,
+                checksum: t.output_checksums.get(p as usize).copied(),
             })
         })
         .collect()
@@ -127,7 +128,7 @@ pub trait WorkerHost: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Done, Failure>> + Send;
     /// Delete what this node keeps of `job`: everything once the table forgot it (`keep` is
     /// `None`), else its splits, map outputs and the part files not in `keep`.
-    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<u32>>);
+    fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>);
 }
 
 /// Run the worker loop of a node: heartbeats to the leader beside it. Forever.
@@ -167,12 +168,12 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
                 .collect();
             for job in jobs.jobs.values().filter(|j| j.state != JobState::Running) {
                 if !cleaned.contains(&job.id) {
-                    let keep: Vec<u32> = job
+                    let keep: Vec<(u32, u32)> = job
                         .reduces
                         .iter()
                         .filter(|t| t.state == TaskState::Done && t.holders.contains(&me))
                         .filter(|_| !planted::active(Bug::WorkerDeletesParts))
-                        .map(|t| t.index)
+                        .filter_map(|t| Some((t.index, t.accepted()?.attempt)))
                         .collect();
                     to_clean.push((job.id.clone(), keep));
                 }
@@ -289,6 +290,7 @@ async fn attempt<H: WorkerHost>(
             index: k.index,
             attempt: k.attempt,
             sizes: done.sizes,
+            checksums: done.checksums,
             holders: done.holders,
             counters: done.counters,
             at_ms: host.now_ms(),
@@ -302,6 +304,7 @@ async fn attempt<H: WorkerHost>(
                     job: k.job.clone(),
                     index,
                     attempt,
+                    reason: Some(f.error.clone()),
                     at_ms: host.now_ms(),
                 });
             }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -169,28 +169,9 @@ fn state_name(s: JobState) -> &'static str {
     }
 }
 
-/// The part files of a succeeded job: `(partition, size, holders)`.
-type Parts = Vec<(u32, u64, Vec<u64>)>;
-
-fn parts_of(node: &Node, id: &str) -> Result<Parts, (StatusCode, String)> {
-    let found = with_jobs(node, |jobs| {
-        jobs.jobs.get(id).map(|j| {
-            (
-                j.state,
-                j.reduces
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.index,
-                            t.output_sizes.first().copied().unwrap_or(0),
-                            t.holders.clone(),
-                        )
-                    })
-                    .collect::<Parts>(),
-            )
-        })
-    })
-    .flatten();
+/// The part files of a succeeded job.
+fn parts_of(node: &Node, id: &str) -> Result<Vec<cluster::PartRef>, (StatusCode, String)> {
+    let found = with_jobs(node, |jobs| jobs.jobs.get(id).map(|j| (j.state, j.parts()))).flatten();
     match found {
         None => Err((StatusCode::NOT_FOUND, format!("no job {id:?}"))),
         Some((JobState::Succeeded, parts)) => Ok(parts),
@@ -201,16 +182,20 @@ fn parts_of(node: &Node, id: &str) -> Result<Parts, (StatusCode, String)> {
     }
 }
 
+/// The header that carries a part's checksum: `crc32c=` and eight hex digits.
+pub const CHECKSUM_HEADER: &str = "x-shoal-checksum";
+
 async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
     match parts_of(&node, &id) {
         Ok(parts) => {
             let list: Vec<_> = parts
                 .iter()
-                .map(|(p, size, holders)| {
+                .map(|p| {
                     serde_json::json!({
-                        "name": shoal_jobs::task::part_name(*p),
-                        "size": size,
-                        "holders": holders.iter().map(|&n| crate::cluster::identity::hex(n)).collect::<Vec<_>>(),
+                        "name": shoal_jobs::task::part_name(p.index),
+                        "size": p.size,
+                        "checksum": p.checksum.map(|c| format!("crc32c={c:08x}")),
+                        "holders": p.holders.iter().map(|&n| crate::cluster::identity::hex(n)).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -220,66 +205,150 @@ async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> R
     }
 }
 
+/// `?try=N`: the client's Nth try at a part; each try starts at another holder.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Try {
+    #[serde(default, rename = "try")]
+    n: usize,
+}
+
 async fn output_part(
     State(node): State<Arc<Node>>,
     Path((id, name)): Path<(String, String)>,
+    Query(tried): Query<Try>,
 ) -> Response {
     let parts = match parts_of(&node, &id) {
         Ok(p) => p,
         Err((status, msg)) => return error(status, &msg),
     };
-    let Some((p, size, holders)) = parts
+    let Some(part) = parts
         .into_iter()
-        .find(|(p, _, _)| shoal_jobs::task::part_name(*p) == name)
+        .find(|p| shoal_jobs::task::part_name(p.index) == name)
     else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("job {id} has no part {name:?}"),
         );
     };
-    let key = crate::storage::blobs::part_key(&id, p);
-    let ok = |body: Body| {
-        (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_LENGTH, size.to_string()),
-            ],
-            body,
-        )
-            .into_response()
-    };
-    if let Ok((file, _)) = node.blobs.open_read(&key) {
-        let file = tokio::fs::File::from_std(file);
-        let stream = futures::stream::unfold(file, |mut f| async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; crate::storage::data::CHUNK];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok::<_, std::io::Error>(buf), f))
-                }
-                Err(e) => Some((Err(e), f)),
-            }
-        });
-        return ok(Body::from_stream(stream));
-    }
-    // Another node holds it: stream it through this one.
+    let key = crate::storage::blobs::part_key(&id, part.index, part.attempt);
+    // The holders this node can read from: itself when it has a copy, and the connected.
     let connected = node.peers.hellos();
-    let Some(peer) = holders
+    let mut sources: Vec<u64> = part
+        .holders
         .iter()
-        .filter(|&&h| h != node.id)
-        .filter(|&&h| connected.iter().any(|c| c.node_id == h))
-        .find_map(|&h| crate::cluster::members::peer_of(&node, h))
-    else {
+        .copied()
+        .filter(|&h| {
+            if h == node.id {
+                node.blobs.contains(&key)
+            } else {
+                connected.iter().any(|c| c.node_id == h)
+            }
+        })
+        .collect();
+    if sources.is_empty() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("no node holding {name} of job {id} is reachable"),
         );
+    }
+    let first = tried.n % sources.len();
+    sources.rotate_left(first);
+    let from = sources[0];
+    let body: futures::stream::BoxStream<'static, std::io::Result<Vec<u8>>> = if from == node.id {
+        match node.blobs.open_read(&key) {
+            Ok((file, _)) => file_stream(file).boxed(),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("reading {name} of job {id}: {e}"),
+                )
+            }
+        }
+    } else {
+        let Some(peer) = crate::cluster::members::peer_of(&node, from) else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("node {from:016x} holding {name} of job {id} is not a member"),
+            );
+        };
+        crate::storage::data::fetch_stream(Arc::clone(&node), peer, key)
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed()
     };
-    let stream = crate::storage::data::fetch_stream(Arc::clone(&node), peer, key)
-        .map(|r| r.map_err(std::io::Error::other));
-    ok(Body::from_stream(stream))
+    let what = format!("{name} of job {id} (the copy on node {from:016x})");
+    let body = checked(body, part.size, part.checksum, what);
+    let mut headers = vec![
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::CONTENT_LENGTH, part.size.to_string()),
+    ];
+    if let Some(c) = part.checksum {
+        headers.push((
+            header::HeaderName::from_static(CHECKSUM_HEADER),
+            format!("crc32c={c:08x}"),
+        ));
+    }
+    let mut resp = Body::from_stream(body).into_response();
+    for (name, value) in headers {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+/// A file's bytes in chunks.
+fn file_stream(file: std::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    let file = tokio::fs::File::from_std(file);
+    futures::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; crate::storage::data::CHUNK];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+/// `body`, checked as it passes against the size and checksum the job table recorded: a copy
+/// that differs ends in an error instead of its last bytes being taken as the part (the
+/// client then tries another holder).
+fn checked(
+    body: futures::stream::BoxStream<'static, std::io::Result<Vec<u8>>>,
+    size: u64,
+    want: Option<u32>,
+    what: String,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    let state = (body, shoal_jobs::checksum::Running::default(), 0u64, false);
+    futures::stream::unfold(state, move |(mut body, mut sum, mut n, done)| {
+        let what = what.clone();
+        async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(b)) => {
+                    sum.update(&b);
+                    n += b.len() as u64;
+                    Some((Ok(b), (body, sum, n, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (body, sum, n, true))),
+                None if n == size && want.is_none_or(|w| w == sum.value()) => None,
+                None => {
+                    let why = format!(
+                        "{what} is corrupt: {n} bytes with checksum {:08x}, {size} bytes with {} recorded",
+                        sum.value(),
+                        want.map_or("none".into(), |w| format!("{w:08x}"))
+                    );
+                    tracing::warn!(error = %why, "a corrupt part copy was not served");
+                    Some((Err(std::io::Error::other(why)), (body, sum, n, true)))
+                }
+            }
+        }
+    })
 }
 
 async fn not_found() -> Response {

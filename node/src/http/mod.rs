@@ -9,3 +9,5 @@ pub(crate) mod metrics;
 pub mod submit;
 pub mod token;
 pub mod view;
+
+pub use api::CHECKSUM_HEADER;

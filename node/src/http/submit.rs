@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use shoal_jobs::cluster::{self, JobState, NodeId, SplitInfo};
+use shoal_jobs::cluster::{self, JobState, NodeId, PartRef, SplitInfo};
 use shoal_jobs::spec::JobSpec;
 use shoal_jobs::split::Split;
 use tracing::info;
@@ -63,6 +63,8 @@ struct Splitter<'a> {
     /// Whether the current file so far ends a line (or is empty).
     ends_line: bool,
     files_seen: usize,
+    /// The checksum of the open split's bytes so far.
+    split_sum: shoal_jobs::checksum::Running,
     splits: Vec<SplitInfo>,
     /// Closed segments, written out; made durable and visible together at the end.
     written: Vec<crate::storage::blobs::Unsynced>,
@@ -83,6 +85,7 @@ impl<'a> Splitter<'a> {
             file_has_split: false,
             ends_line: true,
             files_seen: 0,
+            split_sum: Default::default(),
             splits: Vec::new(),
             written: Vec::new(),
         }
@@ -122,6 +125,7 @@ impl<'a> Splitter<'a> {
             return Ok(());
         }
         self.open_split()?.write_all(b)?;
+        self.split_sum.update(b);
         self.ends_line = b.last() == Some(&b'\n');
         if self.combine {
             match self.cur_files.last_mut() {
@@ -169,6 +173,7 @@ impl<'a> Splitter<'a> {
             files,
             segment: Some(self.seg_index),
             offset: start,
+            checksum: Some(std::mem::take(&mut self.split_sum).value()),
         });
         self.file_has_split = true;
         if self
@@ -339,10 +344,10 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
         splitter.end_file().map_err(store_err)?;
     }
     for (source, parts) in &chained {
-        for &(p, ref holders) in parts {
-            let name = shoal_jobs::task::part_name(p);
+        for part in parts {
+            let name = shoal_jobs::task::part_name(part.index);
             splitter.start_file(&name);
-            read_object(node, &part_key(source, p), holders, &mut splitter).await?;
+            read_part(node, source, part, &mut splitter).await?;
             splitter.end_file().map_err(store_err)?;
         }
     }
@@ -401,12 +406,8 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
     Ok(())
 }
 
-/// The `shoal://JOB` inputs: each job's part files and their holders.
-#[allow(clippy::type_complexity)]
-fn chained_inputs(
-    node: &Node,
-    spec: &JobSpec,
-) -> Result<Vec<(String, Vec<(u32, Vec<NodeId>)>)>, Rejected> {
+/// The `shoal://JOB` inputs: each job's part files.
+fn chained_inputs(node: &Node, spec: &JobSpec) -> Result<Vec<(String, Vec<PartRef>)>, Rejected> {
     let mut out = Vec::new();
     for input in spec.inputs.iter() {
         let Some(source) = input.strip_prefix(CHAIN_PREFIX) else {
@@ -424,10 +425,7 @@ fn chained_inputs(
                     j.state
                 )));
             }
-            Ok(j.reduces
-                .iter()
-                .map(|t| (t.index, t.holders.clone()))
-                .collect::<Vec<_>>())
+            Ok(j.parts())
         })
         .ok_or_else(|| bad("this node has no job table yet"))??;
         out.push((source, parts));
@@ -435,15 +433,34 @@ fn chained_inputs(
     Ok(out)
 }
 
-/// Feed an object into the splitter, from this node's store or from a holder.
-async fn read_object(
+/// Feed part `part` of job `source` into the splitter, from this node's store (a copy that
+/// checks out) or from a holder (checked as it passes: a corrupt copy refuses the job).
+async fn read_part(
     node: &Arc<Node>,
-    key: &str,
-    holders: &[NodeId],
+    source: &str,
+    part: &PartRef,
     splitter: &mut Splitter<'_>,
 ) -> Result<(), Rejected> {
+    let key = &part_key(source, part.index, part.attempt);
     let store_err = |e: std::io::Error| format!("storing the input: {e}");
-    if let Ok((mut f, _)) = node.blobs.open_read(key) {
+    let what = format!("part {} of job {source}", part.index);
+    let local_ok = match node.blobs.path(key).filter(|_| node.blobs.contains(key)) {
+        None => false,
+        Some(path) => {
+            let (size, want, what) = (part.size, part.checksum, what.clone());
+            let verified = tokio::task::spawn_blocking(move || {
+                shoal_jobs::checksum::verify(&path, 0, size, want, || what.clone())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = &verified {
+                tracing::warn!(error = %e, "the local copy of a chained input is unusable");
+            }
+            verified.is_ok()
+        }
+    };
+    if let Some((mut f, _)) = node.blobs.open_read(key).ok().filter(|_| local_ok) {
         let mut buf = vec![0u8; crate::storage::data::CHUNK];
         loop {
             let n = std::io::Read::read(&mut f, &mut buf)
@@ -457,18 +474,31 @@ async fn read_object(
         }
     }
     let mut last = "no node holds it".to_string();
-    for &h in holders.iter().filter(|&&h| h != node.id) {
+    for &h in part.holders.iter().filter(|&&h| h != node.id) {
         let Some(peer) = peer_of(node, h) else {
             continue;
         };
         let mut written = 0u64;
+        let mut sum = shoal_jobs::checksum::Running::default();
         let got = crate::storage::data::fetch(node, peer, key, |b| {
             written += b.len() as u64;
+            sum.update(b);
             splitter.write(b).map_err(store_err)
         })
         .await;
         match got {
-            Ok(_) => return Ok(()),
+            Ok(_) if written == part.size && part.checksum.is_none_or(|c| c == sum.value()) => {
+                return Ok(())
+            }
+            Ok(_) => {
+                return Err(Rejected(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{what}: the copy on node {h:016x} is corrupt ({written} bytes, checksum {:08x}); submit again to read another",
+                        sum.value()
+                    ),
+                ))
+            }
             // Part of the object is in the splits already: another copy cannot resume it.
             Err(e) if written > 0 => {
                 return Err(Rejected(

@@ -26,6 +26,11 @@ pub struct ShuffleFigures {
     pub bare_stream: f64,
     /// Plain loopback TCP.
     pub tcp: f64,
+    /// `/shoal/data/1` into a file, as a reducer fetches a map's partition.
+    pub to_file: f64,
+    /// Checking that file against the object's checksum, as a reducer does before it
+    /// reads the partition.
+    pub check: f64,
 }
 
 /// Move one object of `size_mb` MiB from node A to node B `runs` times with each contender;
@@ -125,10 +130,13 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
         x ^= x << 17;
         *b = x as u8;
     }
+    let mut sum = shoal_jobs::checksum::Running::default();
     for _ in 0..size_mb {
         w.write_all(&block)?;
+        sum.update(&block);
     }
     w.commit()?;
+    let want = sum.value();
     let path = a
         .blobs
         .path(key)
@@ -186,7 +194,13 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     .map_err(|_| anyhow::anyhow!("the two nodes did not connect within 10 s"))?;
     tokio::spawn(async move { while b_events.recv().await.is_some() {} });
 
-    let mut best = [f64::MAX; 3];
+    let mut best = [f64::MAX; 5];
+    let fetched = dir.path().join("fetched");
+    let pieces = [shoal_net::wire::Piece {
+        key: key.into(),
+        offset: 0,
+        len: size,
+    }];
     for _ in 0..runs {
         // /shoal/data/1, the node's own fetch.
         let t = Instant::now();
@@ -253,10 +267,28 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
         send.await??;
         anyhow::ensure!(tcp == size, "TCP copied {tcp} of {size} bytes");
         best[2] = best[2].min(t.elapsed().as_secs_f64());
+
+        // Into a file, as a reducer fetches; then checked, as a reducer does before use.
+        let t = Instant::now();
+        let n = crate::storage::data::fetch_pieces_to_file(&b, a_peer, &pieces, &fetched)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.error))?;
+        anyhow::ensure!(n == size, "fetched {n} of {size} bytes into a file");
+        best[3] = best[3].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let path = fetched.clone();
+        tokio::task::spawn_blocking(move || {
+            shoal_jobs::checksum::verify(&path, 0, size, Some(want), || "the copy".into())
+        })
+        .await??;
+        best[4] = best[4].min(t.elapsed().as_secs_f64());
+        std::fs::remove_file(&fetched)?;
     }
     Ok(ShuffleFigures {
         data_plane: best[0],
         bare_stream: best[1],
         tcp: best[2],
+        to_file: best[3],
+        check: best[4],
     })
 }

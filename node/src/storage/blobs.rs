@@ -45,9 +45,16 @@ pub fn map_output_key(job: &str, index: u32, attempt: u32) -> String {
     format!("{job}/m-{index:05}.a{attempt}.out")
 }
 
-/// The key of part file `p` of `job`.
-pub fn part_key(job: &str, p: u32) -> String {
-    format!("{job}/out/{}", shoal_jobs::task::part_name(p))
+/// The key of part file `p` of `job` as attempt `attempt` of its reduce wrote it: every
+/// attempt writes under its own key, so a losing attempt never touches the accepted one's
+/// bytes; the job table names the accepted attempt.
+pub fn part_key(job: &str, p: u32, attempt: u32) -> String {
+    format!("{job}/out/{}", part_object(p, attempt))
+}
+
+/// The name of attempt `attempt`'s part `p` in a job's `out` directory.
+pub fn part_object(p: u32, attempt: u32) -> String {
+    format!("{}.a{attempt}", shoal_jobs::task::part_name(p))
 }
 
 /// Whether `key` is a well-formed key: `/`-separated names of `[a-z0-9._-]`, none empty or
@@ -112,17 +119,18 @@ impl Blobs {
         Ok(path)
     }
 
-    /// Remove everything of `job` but the part files in `keep` (those the job table says
-    /// this node holds): splits, map outputs of every attempt, unfinished writes, and parts a
-    /// losing or failed attempt left behind. Returns the bytes freed.
-    pub fn remove_job_scratch(&self, job: &str, keep: &[u32]) -> u64 {
+    /// Remove everything of `job` but the part files in `keep` (part and accepted attempt:
+    /// those the job table says this node holds): splits, map outputs of every attempt,
+    /// unfinished writes, and parts a losing or failed attempt left behind. Returns the bytes
+    /// freed.
+    pub fn remove_job_scratch(&self, job: &str, keep: &[(u32, u32)]) -> u64 {
         let Some(dir) = self.path(job) else { return 0 };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return 0;
         };
         let keep: Vec<String> = keep
             .iter()
-            .map(|&p| shoal_jobs::task::part_name(p))
+            .map(|&(p, attempt)| part_object(p, attempt))
             .collect();
         let mut freed = 0;
         for e in entries.flatten() {
@@ -425,7 +433,7 @@ mod tests {
     fn keys_cannot_escape_the_store() {
         assert!(valid_key("j-1/split-00001"));
         assert!(valid_key(&map_output_key("j-1", 3, 2)));
-        assert!(valid_key(&part_key("j-1", 0)));
+        assert!(valid_key(&part_key("j-1", 0, 1)));
         for bad in [
             "", "../x", "a/../b", "/abs", "a//b", ".hidden", "UPPER", "a b",
         ] {
@@ -443,16 +451,17 @@ mod tests {
         assert_eq!(w.commit().expect("commit"), 6);
         let (_, len) = blobs.open_read("j-1/split-00000").expect("read");
         assert_eq!(len, 6);
-        for p in 0..2 {
-            let mut w = blobs.create(&part_key("j-1", p)).expect("create");
+        for (p, attempt) in [(0, 1), (0, 2), (1, 1)] {
+            let mut w = blobs.create(&part_key("j-1", p, attempt)).expect("create");
             w.write_all(b"x").expect("write");
             w.commit().expect("commit");
         }
-        // A part this node does not hold (a losing attempt's) goes with the scratch.
-        assert_eq!(blobs.remove_job_scratch("j-1", &[0]), 7);
+        // A part this node does not hold and a losing attempt's go with the scratch.
+        assert_eq!(blobs.remove_job_scratch("j-1", &[(0, 2)]), 8);
         assert!(!blobs.contains("j-1/split-00000"));
-        assert!(blobs.contains(&part_key("j-1", 0)));
-        assert!(!blobs.contains(&part_key("j-1", 1)));
+        assert!(blobs.contains(&part_key("j-1", 0, 2)));
+        assert!(!blobs.contains(&part_key("j-1", 0, 1)));
+        assert!(!blobs.contains(&part_key("j-1", 1, 1)));
     }
 
     #[test]
@@ -465,11 +474,11 @@ mod tests {
         std::mem::forget(w); // the process died mid-write
         let scratch = blobs.scratch("j-1.m-00000.a1").expect("scratch");
         std::fs::write(scratch.join("x"), b"12").expect("write");
-        let mut w = blobs.create(&part_key("j-1", 0)).expect("create");
+        let mut w = blobs.create(&part_key("j-1", 0, 1)).expect("create");
         w.write_all(b"done").expect("write");
         w.commit().expect("commit");
         assert_eq!(blobs.sweep(), 6);
-        assert!(blobs.contains(&part_key("j-1", 0)));
+        assert!(blobs.contains(&part_key("j-1", 0, 1)));
         let left: Vec<_> = walk(dir.path());
         assert_eq!(left.len(), 1, "only the committed part is left: {left:?}");
     }

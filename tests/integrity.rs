@@ -1,0 +1,187 @@
+//! Bytes that rot on a disk never reach an output: a map output flipped on its node's disk
+//! between the map and the reduce is caught by the reduce (the map runs again), and a part
+//! file flipped on the holder `shoal output` reads first is caught and read from the other
+//! holder. Three real `shoal node` processes on 127.0.0.1, one cluster test at a time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::cluster::*;
+use common::three::*;
+use common::*;
+
+/// The files under `node`'s store whose names start with `prefix`, in job `id`'s directory
+/// (`out/` included).
+fn stored(node: &NodeProc, id: &str, prefix: &str) -> Vec<PathBuf> {
+    let job = node.data.join("blobs").join(id);
+    let mut found = Vec::new();
+    for dir in [job.clone(), job.join("out")] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Flip one bit in the middle of the file at `path`, leaving its size.
+fn flip_a_bit(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(!bytes.is_empty(), "{} is empty", path.display());
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x04;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn task<'a>(job: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {job}"))
+}
+
+#[test]
+fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_holder() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    let shared = writable_by_tasks(dir.path());
+    let gate = shared.join("gate");
+    // The second map's first attempt holds until the test opens the gate, so the first
+    // map's output sits on its disk, waiting for the reduce.
+    let map = write_script(
+        dir.path(),
+        "map.sh",
+        &format!(
+            "#!/bin/sh\n\
+             if [ \"$SHOAL_TASK_ID\" = m-00001 ] && [ \"$SHOAL_ATTEMPT\" = 1 ]; then\n\
+               i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+             fi\n\
+             awk '{{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }}'\n",
+            gate = gate.display()
+        ),
+    );
+    let reduce = write_script(
+        dir.path(),
+        "reduce.sh",
+        "#!/bin/sh\nawk -F'\\t' '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w }'\n",
+    );
+    for s in [&map, &reduce] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut all = String::new();
+    let inputs: Vec<PathBuf> = (0..2)
+        .map(|f| {
+            let words: String = (0..4000)
+                .map(|i| format!("w{} x{}\n", (i * 7 + f) % 97, i % 13))
+                .collect();
+            all.push_str(&words);
+            let p = dir.path().join(format!("in-{f}.txt"));
+            std::fs::write(&p, words).unwrap();
+            p
+        })
+        .collect();
+    let (id, out) = c.submit(&[
+        "--map",
+        &map,
+        "--reduce",
+        &reduce,
+        "-R",
+        "1",
+        "--input",
+        &inputs[0].to_string_lossy(),
+        "--input",
+        &inputs[1].to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The first map finishes; one bit of its output flips on its node's disk.
+    let m0_node = wait_for(60, "map m-00000 to finish", || {
+        let j = c.job(0, &id);
+        let t = task(&j, "m-00000");
+        (t["state"] == "done").then(|| {
+            t["attempts"].as_array().unwrap()[0]["node"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+    });
+    let holder = c.nodes.iter().find(|n| n.node_id == m0_node).unwrap();
+    let outputs = stored(holder, &id, "m-00000.a1.out");
+    assert_eq!(outputs.len(), 1, "map output files: {outputs:?}");
+    flip_a_bit(&outputs[0]);
+    std::fs::write(&gate, b"open").unwrap();
+
+    let finished = wait_for(120, "the job to end", || {
+        let j = c.job(0, &id);
+        (j["state"] != "running").then_some(j)
+    });
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    let m0 = task(&finished, "m-00000");
+    let attempts = m0["attempts"].as_array().unwrap();
+    assert!(
+        attempts.len() >= 2
+            && attempts[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("corrupt")),
+        "the rotten output's attempt is failed with the reason: {m0}"
+    );
+    let logs: String = c.nodes.iter().map(|n| n.log_text()).collect();
+    assert!(
+        logs.contains("is corrupt: checksum"),
+        "no node logged the catch"
+    );
+
+    let expected = word_counts(&all);
+    let fetch = |into: &Path, node: usize| {
+        run(shoal()
+            .args(["output", &id, "--node", &c.url(node), "--dir"])
+            .arg(into))
+    };
+    let first = dir.path().join("out-1");
+    let o = fetch(&first, 0);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(uniq_counts(&parts(&first, 1)), expected);
+
+    // One bit of the part flips on the holder a download tries first (the part's first
+    // holder this node can read); `shoal output` is told, and reads the other copy.
+    let listing = c.nodes[0]
+        .get(&format!("/api/v1/jobs/{id}/output"))
+        .unwrap()
+        .1;
+    let part = &listing["parts"][0];
+    assert!(
+        part["checksum"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("crc32c=")),
+        "{listing}"
+    );
+    let holders: Vec<&str> = part["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(holders.len() >= 2, "a part and a copy at least: {listing}");
+    let rotten = c.nodes.iter().find(|n| n.node_id == holders[0]).unwrap();
+    let copies = stored(rotten, &id, "part-00000.a");
+    assert_eq!(copies.len(), 1, "part files: {copies:?}");
+    flip_a_bit(&copies[0]);
+    let second = dir.path().join("out-2");
+    let o = fetch(&second, 0);
+    assert!(o.status.success(), "{}", text(&o));
+    // The node stops the rotten copy short, or the client's own check catches it whole.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("part-00000: ")
+            && (stderr.contains("arrived corrupt") || stderr.contains("broke off")),
+        "the rotten copy is reported: {stderr}"
+    );
+    assert_eq!(uniq_counts(&parts(&second, 1)), expected);
+    assert!(second.join("_SUCCESS").exists());
+}
