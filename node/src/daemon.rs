@@ -107,6 +107,11 @@ pub struct NodeArgs {
     /// CPU weight of each task attempt, 1..10000 (cgroup v2 `cpu.weight`, where available).
     #[arg(long, env = "SHOAL_TASK_CPU_WEIGHT")]
     pub task_cpu_weight: Option<u64>,
+    /// Take a Raft snapshot every N applied entries and keep N/2 entries behind it (default:
+    /// every 5,000, keeping 1,000), for tests that need a joining node to catch up through a
+    /// snapshot.
+    #[arg(long, hide = true, env = "SHOAL_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
@@ -186,12 +191,16 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 /// Run a node until Ctrl-C or SIGTERM.
 pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     let (emin, emax) = parse_election(&args.election_ms)?;
-    let timing = Timing {
+    let mut timing = Timing {
         heartbeat_ms: args.heartbeat_ms,
         election_min_ms: emin,
         election_max_ms: emax,
         ..Timing::default()
     };
+    if let Some(n) = args.snapshot_every {
+        timing.snapshot_every = n.max(2);
+        timing.keep_behind_snapshot = n.max(2) / 2;
+    }
     if args.heartbeat_ms == 0 || args.heartbeat_ms >= emin {
         bail!(
             "--heartbeat-ms {} must be positive and below the election timeout ({emin} ms)",

@@ -369,6 +369,7 @@ pub async fn handle_rpc<S: AppState>(
                     Ok(SnapshotResponse::new(req.vote));
                 return Ok(to_cbor(&more));
             };
+            let (bytes, index) = (data.len(), req.meta.last_log_id.map(|l| l.index));
             let snap = openraft::Snapshot {
                 meta: req.meta,
                 snapshot: Cursor::new(data),
@@ -379,6 +380,7 @@ pub async fn handle_rpc<S: AppState>(
                 .map_err(RaftError::Fatal);
             if res.is_ok() {
                 newest.took(leader, last);
+                tracing::info!(bytes, ?index, "installed a snapshot from the leader");
             }
             to_cbor(&res)
         }

@@ -87,21 +87,11 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
     let answer = client.send(
         Duration::from_secs(24 * 3600),
         |c, base| {
-            let mut form = reqwest::multipart::Form::new().part(
-                "spec",
-                reqwest::multipart::Part::bytes(spec_bytes.clone())
-                    .mime_str("application/cbor")
-                    .expect("a valid mime type"),
-            );
-            for f in &files {
-                let part = reqwest::multipart::Part::stream_with_length(
-                    reqwest::Body::wrap_stream(file_stream(f.path.clone())),
-                    f.len,
-                )
-                .file_name(f.name.clone());
-                form = form.part("input", part);
-            }
-            c.post(format!("{base}/api/v1/jobs")).multipart(form)
+            let (content_type, body) =
+                crate::cli::upload::multipart(spec_bytes.clone(), files.clone());
+            c.post(format!("{base}/api/v1/jobs"))
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(reqwest::Body::wrap_stream(body))
         },
         JsonBody,
     );
@@ -142,34 +132,6 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
         },
         None => ExitCode::SUCCESS,
     }
-}
-
-/// A file as a stream of chunks, for a streamed upload.
-fn file_stream(
-    path: PathBuf,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
-    futures::stream::unfold(None, move |file: Option<tokio::fs::File>| {
-        let path = path.clone();
-        async move {
-            use tokio::io::AsyncReadExt;
-            let mut f = match file {
-                Some(f) => f,
-                None => match tokio::fs::File::open(&path).await {
-                    Ok(f) => f,
-                    Err(e) => return Some((Err(e), None)),
-                },
-            };
-            let mut buf = vec![0u8; 1 << 20];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(buf), Some(f)))
-                }
-                Err(e) => Some((Err(e), None)),
-            }
-        }
-    })
 }
 
 fn progress_line(v: &Value) -> String {

@@ -9,6 +9,7 @@ pub mod jobargs;
 pub mod output;
 pub mod run;
 pub mod status;
+pub mod upload;
 
 use std::process::ExitCode;
 
@@ -68,7 +69,6 @@ pub fn main() -> ExitCode {
     if matches!(
         cli.command,
         Command::Status(_)
-            | Command::Submit(_)
             | Command::Jobs(_)
             | Command::Output(_)
             | Command::Kill(_)
@@ -123,7 +123,9 @@ fn init_logging() {
 /// as Unix tools do: the next write raises SIGPIPE and ends the process, instead of
 /// `println!` panicking with a backtrace. Rust ignores SIGPIPE by default; only the client
 /// commands restore it — a node, `shoal run`, the demo and the benches write into their
-/// tasks' pipes, where a closed pipe is an error to report, not a reason to die.
+/// tasks' pipes, where a closed pipe is an error to report, not a reason to die. Nor does
+/// `shoal submit`: it streams its upload into a socket, and a node that refuses the job
+/// before the last byte (413, 507) closes it; the answer must be read, not die unheard.
 fn stop_quietly_on_closed_stdout() {
     // SAFETY: setting a signal's disposition to its default; no handler runs our code.
     unsafe {

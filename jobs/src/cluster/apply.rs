@@ -25,8 +25,8 @@ pub(super) struct Failure {
     pub lost: bool,
 }
 
-/// Most splits (map tasks) one job may have.
-pub const MAX_SPLITS: usize = 1_000_000;
+/// Most splits (map tasks) one job may have: refused at submit, ignored where applied.
+pub const MAX_SPLITS: usize = 50_000;
 
 /// Whether a submitted job can be applied on every replica alike: its id can name files, its
 /// spec holds (the same checks as at submit), its splits are numbered 0..n within the bound

@@ -16,6 +16,7 @@ use crate::partition::Partitioner;
 use crate::spec::JobSpec;
 
 mod apply;
+pub use apply::MAX_SPLITS;
 
 use apply::{AttemptOf, Failure};
 

@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod jobs_view;
 pub(crate) mod metrics;
+pub(crate) mod splitter;
 pub mod submit;
 pub mod token;
 pub mod view;

@@ -6,11 +6,14 @@
 //! `201 {"id"}`. Inputs named `shoal://JOB` are the part files of a finished job, read from
 //! wherever they live.
 //!
+//! Bounds, each a 413 naming it: the spec part (shipped files included) and the whole log
+//! entry at most [`MAX_COMMAND_BYTES`], at most [`MAX_INPUT_FILES`] input files, and at most
+//! [`cluster::MAX_SPLITS`] splits, checked as the splits are cut.
+//!
 //! The invariant: nothing is proposed before every split is stored, and a request rejected
 //! for bad input leaves nothing behind on this node.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::extract::{Multipart, State};
@@ -28,7 +31,8 @@ use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
 use crate::http::error::error;
-use crate::storage::blobs::{part_key, segment_key, split_object, BlobWriter, Blobs};
+use crate::http::splitter::Splitter;
+use crate::storage::blobs::{part_key, split_object};
 
 /// Splits copied to other nodes at once.
 const PARALLEL_PUSHES: usize = 4;
@@ -39,192 +43,6 @@ pub const CHAIN_PREFIX: &str = "shoal://";
 /// A new job id: `j-` and hex digits that sort by submission time.
 pub fn new_job_id() -> String {
     format!("j-{:011x}{:04x}", now_ms(), rand::random::<u16>())
-}
-
-/// Cuts a stream of files into line-aligned splits: a split per file (and more for a file
-/// larger than the split size), or, with `combine`, small files packed together up to the
-/// split size, each member file ending with a newline. Splits are stored one after another
-/// in segments (`JOB/seg-NNNNN`) of about the split size, so 2,000 small files are a few
-/// objects to store and copy, not 2,000, while each is still its own map task.
-struct Splitter<'a> {
-    blobs: &'a Blobs,
-    job: String,
-    split_size: u64,
-    combine: bool,
-    name: String,
-    /// The segment being written, and its index.
-    seg: Option<BlobWriter>,
-    seg_index: u32,
-    /// Where the split being written started in the segment (None: no split open).
-    split_start: Option<u64>,
-    /// The current split's files with their bytes in it (combined splits only).
-    cur_files: Vec<(String, u64)>,
-    file_has_split: bool,
-    /// Whether the current file so far ends a line (or is empty).
-    ends_line: bool,
-    files_seen: usize,
-    /// The checksum of the open split's bytes so far.
-    split_sum: shoal_jobs::checksum::Running,
-    splits: Vec<SplitInfo>,
-    /// Closed segments, written out; made durable and visible together at the end.
-    written: Vec<crate::storage::blobs::Unsynced>,
-}
-
-impl<'a> Splitter<'a> {
-    fn new(blobs: &'a Blobs, job: &str, split_size: u64, combine: bool) -> Self {
-        Splitter {
-            blobs,
-            job: job.to_owned(),
-            split_size: split_size.max(1),
-            combine,
-            name: String::new(),
-            seg: None,
-            seg_index: 0,
-            split_start: None,
-            cur_files: Vec::new(),
-            file_has_split: false,
-            ends_line: true,
-            files_seen: 0,
-            split_sum: Default::default(),
-            splits: Vec::new(),
-            written: Vec::new(),
-        }
-    }
-
-    fn start_file(&mut self, name: &str) {
-        self.name = name.to_owned();
-        self.file_has_split = false;
-        self.ends_line = true;
-        self.files_seen += 1;
-    }
-
-    /// Open a split (and a segment) if none is open; the segment's writer.
-    fn open_split(&mut self) -> std::io::Result<&mut BlobWriter> {
-        if self.seg.is_none() {
-            let key = segment_key(&self.job, self.seg_index);
-            self.seg = Some(self.blobs.create(&key)?);
-        }
-        let seg = self.seg.as_mut().expect("just opened");
-        if self.split_start.is_none() {
-            self.split_start = Some(seg.len());
-        }
-        Ok(seg)
-    }
-
-    /// Bytes of the open split so far.
-    fn split_len(&self) -> u64 {
-        match (&self.seg, self.split_start) {
-            (Some(w), Some(start)) => w.len() - start,
-            _ => 0,
-        }
-    }
-
-    /// Append `b` (part of the current file) to the open split.
-    fn append(&mut self, b: &[u8]) -> std::io::Result<()> {
-        if b.is_empty() {
-            return Ok(());
-        }
-        self.open_split()?.write_all(b)?;
-        self.split_sum.update(b);
-        self.ends_line = b.last() == Some(&b'\n');
-        if self.combine {
-            match self.cur_files.last_mut() {
-                Some((name, n)) if *name == self.name => *n += b.len() as u64,
-                _ => self.cur_files.push((self.name.clone(), b.len() as u64)),
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, mut b: &[u8]) -> std::io::Result<()> {
-        while !b.is_empty() {
-            let room = self.split_size.saturating_sub(self.split_len()) as usize;
-            if b.len() <= room {
-                return self.append(b);
-            }
-            // Past the size: the split ends just after the first newline from here on.
-            match b[room..].iter().position(|&c| c == b'\n') {
-                Some(i) => {
-                    let cut = room + i + 1;
-                    self.append(&b[..cut])?;
-                    self.close_split()?;
-                    b = &b[cut..];
-                }
-                None => return self.append(b),
-            }
-        }
-        Ok(())
-    }
-
-    fn close_split(&mut self) -> std::io::Result<()> {
-        let Some(start) = self.split_start.take() else {
-            return Ok(());
-        };
-        let index = self.splits.len() as u32;
-        let files = std::mem::take(&mut self.cur_files);
-        let len = self.seg.as_ref().map_or(0, |w| w.len()) - start;
-        self.splits.push(SplitInfo {
-            index,
-            name: files
-                .first()
-                .map_or_else(|| self.name.clone(), |f| f.0.clone()),
-            len,
-            holders: Vec::new(),
-            files,
-            segment: Some(self.seg_index),
-            offset: start,
-            checksum: Some(std::mem::take(&mut self.split_sum).value()),
-        });
-        self.file_has_split = true;
-        if self
-            .seg
-            .as_ref()
-            .is_some_and(|w| w.len() >= self.split_size)
-        {
-            self.close_segment()?;
-        }
-        Ok(())
-    }
-
-    fn close_segment(&mut self) -> std::io::Result<()> {
-        if let Some(w) = self.seg.take() {
-            self.written.push(w.finish_unsynced()?);
-            self.seg_index += 1;
-        }
-        Ok(())
-    }
-
-    /// The file ended: close its last split (an empty file is one empty split); combined,
-    /// end its last line and go on filling the split.
-    fn end_file(&mut self) -> std::io::Result<()> {
-        if self.combine {
-            if !self.ends_line {
-                self.append(b"\n")?;
-            }
-            return Ok(());
-        }
-        if self.split_start.is_none() && !self.file_has_split {
-            self.open_split()?;
-        }
-        self.close_split()
-    }
-
-    async fn finish(mut self) -> std::io::Result<Vec<SplitInfo>> {
-        if self.combine {
-            // Only empty files: one empty split, as without combining.
-            if self.split_start.is_none() && self.splits.is_empty() && self.files_seen > 0 {
-                self.open_split()?;
-            }
-            self.close_split()?;
-        }
-        self.close_segment()?;
-        // One sync for the whole upload, off the runtime.
-        let (blobs, written) = (self.blobs.clone(), std::mem::take(&mut self.written));
-        tokio::task::spawn_blocking(move || blobs.commit_all(written))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(std::mem::take(&mut self.splits))
-    }
 }
 
 /// A rejected submission: its status and message.
@@ -248,6 +66,20 @@ async fn read_capped(
         }
     }
     Ok(Some(bytes))
+}
+
+/// Most input files (multipart parts) one upload may carry.
+pub const MAX_INPUT_FILES: usize = 1_000_000;
+
+/// 413: the upload cut into more than [`cluster::MAX_SPLITS`] splits.
+fn too_many_splits() -> Rejected {
+    Rejected(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the job has more than {} splits (map tasks), the most one job may have; combine small files into splits with --combine-files, or raise --split-size",
+            cluster::MAX_SPLITS
+        ),
+    )
 }
 
 /// 413: `what` is over [`MAX_COMMAND_BYTES`].
@@ -274,18 +106,35 @@ pub async fn submit(State(node): State<Arc<Node>>, multipart: Multipart) -> Resp
         );
     }
     let job = new_job_id();
-    match accept(&node, &job, multipart).await {
+    let mut multipart = multipart;
+    match accept(&node, &job, &mut multipart).await {
         Ok(()) => (StatusCode::CREATED, Json(serde_json::json!({ "id": job }))).into_response(),
         Err(Rejected(status, msg)) => {
             let blobs = node.blobs.clone();
             let j = job.clone();
             let _ = tokio::task::spawn_blocking(move || blobs.remove_job(&j)).await;
+            drain(&mut multipart).await;
             error(status, &msg)
         }
     }
 }
 
-async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Rejected> {
+/// Read what is left of a refused upload, discarding it, for at most [`DRAIN`]: a client
+/// still sending when the answer comes and the connection closes may see the reset before
+/// the answer, and report a broken connection instead of why the job was refused.
+async fn drain(mp: &mut Multipart) {
+    let _ = tokio::time::timeout(DRAIN, async {
+        while let Ok(Some(mut field)) = mp.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    })
+    .await;
+}
+
+/// How long a refused upload is read on, at most, before the answer.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), Rejected> {
     let first = mp
         .next_field()
         .await
@@ -332,6 +181,12 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
                 field.name().unwrap_or("")
             )));
         }
+        if splitter.files_seen >= MAX_INPUT_FILES {
+            return Err(Rejected(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("more than {MAX_INPUT_FILES} input files in one job"),
+            ));
+        }
         let name = field.file_name().unwrap_or("input").to_owned();
         splitter.start_file(&name);
         while let Some(chunk) = field
@@ -340,8 +195,15 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
             .map_err(|e| bad(format!("reading input {name:?}: {e}")))?
         {
             splitter.write(&chunk).map_err(store_err)?;
+            if splitter.splits.len() > cluster::MAX_SPLITS {
+                return Err(too_many_splits());
+            }
         }
         splitter.end_file().map_err(store_err)?;
+        // Checked as the splits are cut, not once the whole upload is stored.
+        if splitter.splits.len() > cluster::MAX_SPLITS {
+            return Err(too_many_splits());
+        }
     }
     for (source, parts) in &chained {
         for part in parts {
@@ -352,6 +214,9 @@ async fn accept(node: &Arc<Node>, job: &str, mut mp: Multipart) -> Result<(), Re
         }
     }
     let stored = splitter.finish().await.map_err(store_err)?;
+    if stored.len() > cluster::MAX_SPLITS {
+        return Err(too_many_splits());
+    }
     if stored.is_empty() {
         return Err(bad("the job has no input"));
     }
