@@ -47,6 +47,7 @@ fn heartbeat(cluster_id: u64, node_id: u64) -> CtlRequest {
         busy: 0,
         running: vec![],
         disk_bytes: 0,
+        disk_low: false,
     })
 }
 

@@ -1,7 +1,9 @@
 //! Bytes that rot on a disk never reach an output: a map output flipped on its node's disk
 //! between the map and the reduce is caught by the reduce (the map runs again), and a part
 //! file flipped on the holder `shoal output` reads first is caught and read from the other
-//! holder. Three real `shoal node` processes on 127.0.0.1, one cluster test at a time.
+//! holder; a straggling reduce whose backup wins leaves the backup's bytes on every holder
+//! and nothing of its own. Three real `shoal node` processes on 127.0.0.1, one cluster test
+//! at a time.
 
 mod common;
 
@@ -184,4 +186,97 @@ fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_
     );
     assert_eq!(uniq_counts(&parts(&second, 1)), expected);
     assert!(second.join("_SUCCESS").exists());
+}
+
+#[test]
+fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothing() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path());
+    // Reduce r-00001's first attempt straggles (30 s at most, until it is stopped); every
+    // attempt stamps its lines with its number, so the part shows whose bytes it holds.
+    let map = write_script(
+        dir.path(),
+        "map.sh",
+        "#!/bin/sh\nawk '{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }'\n",
+    );
+    let reduce = write_script(
+        dir.path(),
+        "reduce.sh",
+        "#!/bin/sh\n\
+         if [ \"$SHOAL_TASK_ID\" = r-00001 ] && [ \"$SHOAL_ATTEMPT\" = 1 ]; then\n\
+           i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         fi\n\
+         awk -F'\\t' -v a=\"$SHOAL_ATTEMPT\" '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w \"\\t\" a }'\n",
+    );
+    for s in [&map, &reduce] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let input = dir.path().join("in.txt");
+    let words: String = (0..3000)
+        .map(|i| format!("w{} v{}\n", i % 89, i % 7))
+        .collect();
+    std::fs::write(&input, &words).unwrap();
+    let (id, out) = c.submit(&[
+        "--map",
+        &map,
+        "--reduce",
+        &reduce,
+        "-R",
+        "2",
+        "--input",
+        &input.to_string_lossy(),
+        "--wait",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let job = c.job(0, &id);
+    let r1 = task(&job, "r-00001");
+    let attempts = r1["attempts"].as_array().unwrap();
+    assert!(
+        attempts.len() == 2
+            && attempts[1]["backup"] == true
+            && attempts[1]["state"] == "done"
+            && attempts[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("superseded")),
+        "the backup won and the straggler was stopped: {r1}"
+    );
+
+    let out_dir = dir.path().join("out");
+    let o = run(shoal()
+        .args(["output", &id, "--node", &c.url(0), "--dir"])
+        .arg(&out_dir));
+    assert!(o.status.success(), "{}", text(&o));
+    let got = parts(&out_dir, 2);
+    assert_eq!(uniq_counts(&got), word_counts(&words));
+    for (p, stamp) in [(0, "1"), (1, "2")] {
+        assert!(
+            lines(&got[p])
+                .iter()
+                .all(|l| l.ends_with(format!("\t{stamp}").as_bytes())),
+            "part {p} holds the accepted attempt's bytes only"
+        );
+    }
+    // Every holder keeps the accepted attempt's part, byte for byte; the loser's is gone.
+    let holders: Vec<&str> = r1["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    for n in &c.nodes {
+        let copies = stored(n, &id, "part-00001.a");
+        if holders.contains(&n.node_id.as_str()) {
+            assert_eq!(copies.len(), 1, "{}: {copies:?}", n.name);
+            assert!(copies[0].ends_with("part-00001.a2"), "{copies:?}");
+            assert_eq!(std::fs::read(&copies[0]).unwrap(), got[1]);
+        }
+    }
+    wait_for(30, "the losing attempt's part to be gone", || {
+        c.nodes
+            .iter()
+            .all(|n| stored(n, &id, "part-00001.a1").is_empty())
+            .then_some(())
+    });
 }

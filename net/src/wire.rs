@@ -111,6 +111,9 @@ pub struct Heartbeat {
     /// seconds.
     #[serde(default)]
     pub disk_bytes: u64,
+    /// Its data dir's disk is under its `--min-free-mb`: it takes no new task.
+    #[serde(default)]
+    pub disk_low: bool,
 }
 
 /// One running attempt, as a heartbeat reports it.

@@ -112,6 +112,10 @@ pub struct NodeArgs {
     /// snapshot.
     #[arg(long, hide = true, env = "SHOAL_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// MiB this node keeps free on its data dir's disk: under it, it takes no upload (507),
+    /// no copy of another node's data and no new task.
+    #[arg(long, env = "SHOAL_MIN_FREE_MB", default_value_t = 1024)]
+    pub min_free_mb: u64,
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
@@ -328,6 +332,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
         retain_jobs: args.retain_jobs.max(1),
         sandbox: Arc::new(sandbox),
+        min_free_mb: args.min_free_mb,
     };
     let swept = blobs.sweep();
     if swept > 0 {
@@ -430,6 +435,10 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     );
     loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
     loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
+    loops.forever(
+        "raft health",
+        crate::cluster::health::until_raft_fails(Arc::clone(&node)),
+    );
     loops.forever(
         "leader-change count",
         crate::http::metrics::count_leader_changes(Arc::clone(&node)),

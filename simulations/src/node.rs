@@ -323,6 +323,7 @@ async fn heartbeats(node: Arc<SimNode>) {
             busy: lock(&node.running).len() as u32,
             running: Vec::new(),
             disk_bytes: 0,
+            disk_low: false,
         };
         if let Some(to) = node.member(leader) {
             let _ = node

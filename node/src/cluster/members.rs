@@ -13,10 +13,27 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
     };
     let m = shoal_raft::metrics(&h.raft);
     let hellos = node.peers.hellos();
+    // A node under its disk reserve takes no new task and no copy until it has room.
+    let low: Vec<u64> = node
+        .heartbeats
+        .locked()
+        .iter()
+        .filter(|(&id, (_, hb))| id != node.id && hb.disk_low)
+        .map(|(&id, _)| id)
+        .collect();
+    let me_low = node.disk_ok().is_err();
     let mut out: Vec<NodeSlots> = m
         .membership_config
         .membership()
         .nodes()
+        .filter(|(&id, _)| {
+            let full = if id == node.id {
+                me_low
+            } else {
+                low.contains(&id)
+            };
+            !full
+        })
         .filter_map(|(&id, _)| {
             if id == node.id {
                 return Some(NodeSlots {

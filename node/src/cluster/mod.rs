@@ -5,6 +5,7 @@
 pub mod admission;
 pub(crate) mod bootstrap;
 mod handlers;
+pub(crate) mod health;
 pub(crate) mod heartbeats;
 pub(crate) mod identity;
 pub(crate) mod members;

@@ -64,6 +64,8 @@ pub struct Settings {
     pub retain_jobs: usize,
     /// As whom, in which cgroups and under which limits tasks' processes run.
     pub sandbox: Arc<shoal_jobs::sandbox::Sandbox>,
+    /// MiB kept free on the data dir's disk (`--min-free-mb`).
+    pub min_free_mb: u64,
 }
 
 /// A running node.
@@ -116,6 +118,11 @@ pub struct ShuffleStats {
 }
 
 impl Node {
+    /// `Err` while the data dir's disk has less free space than `--min-free-mb`.
+    pub fn disk_ok(&self) -> Result<(), crate::storage::space::DiskFull> {
+        crate::storage::space::Reserve::new(self.blobs.root(), self.settings.min_free_mb).check()
+    }
+
     /// A node; Raft is not started yet.
     pub fn new(
         id: u64,

@@ -295,7 +295,16 @@ async fn attempt<H: WorkerHost>(
             counters: done.counters,
             at_ms: host.now_ms(),
         },
-        Err(f) => {
+        Err(mut f) => {
+            // A full disk is this node's fault, not the task's: it runs elsewhere.
+            if !f.lost && crate::storage::space::is_disk_full(&f.error) {
+                f.lost = true;
+                f.error = format!(
+                    "disk full on node {:016x}: {}",
+                    host.id_and_boot().0,
+                    f.error
+                );
+            }
             warn!(job = %k.job, task = %task_id(&k), attempt = k.attempt, error = %f.error, "attempt failed");
             // The lost map output first: the map runs again before this attempt's failure
             // frees its task for another attempt.
@@ -368,6 +377,7 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
             busy: node.pool.busy() as u32,
             running: attempts,
             disk_bytes: disk.load(Ordering::Relaxed),
+            disk_low: node.disk_ok().is_err(),
         };
         node.heartbeats.record(hb.clone());
         let Some(h) = node.raft.get() else { continue };

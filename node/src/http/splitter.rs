@@ -30,6 +30,8 @@ pub(crate) struct Splitter<'a> {
     pub(crate) files_seen: usize,
     /// The checksum of the open split's bytes so far.
     split_sum: shoal_jobs::checksum::Running,
+    /// Bytes taken so far.
+    pub(crate) bytes: u64,
     pub(crate) splits: Vec<SplitInfo>,
     /// Closed segments, written out; made durable and visible together at the end.
     written: Vec<crate::storage::blobs::Unsynced>,
@@ -51,6 +53,7 @@ impl<'a> Splitter<'a> {
             ends_line: true,
             files_seen: 0,
             split_sum: Default::default(),
+            bytes: 0,
             splits: Vec::new(),
             written: Vec::new(),
         }
@@ -91,6 +94,7 @@ impl<'a> Splitter<'a> {
         }
         self.open_split()?.write_all(b)?;
         self.split_sum.update(b);
+        self.bytes += b.len() as u64;
         self.ends_line = b.last() == Some(&b'\n');
         if self.combine {
             match self.cur_files.last_mut() {

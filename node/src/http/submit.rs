@@ -82,6 +82,19 @@ fn too_many_splits() -> Rejected {
     )
 }
 
+/// 507 while this node's disk is under its reserve (`--min-free-mb`).
+fn disk_ok(node: &Node) -> Result<(), Rejected> {
+    node.disk_ok().map_err(|e| {
+        Rejected(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "node {:016x} takes no upload now: {e}; submit to another node",
+                node.id
+            ),
+        )
+    })
+}
+
 /// 413: `what` is over [`MAX_COMMAND_BYTES`].
 fn too_large(what: &str) -> Rejected {
     Rejected(
@@ -162,14 +175,18 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         _ => None,
     };
     let chained = chained_inputs(node, &spec)?;
+    disk_ok(node)?;
 
     let mut splitter = Splitter::new(&node.blobs, job, spec.split_size, spec.combine_files);
     let store_err = |e: std::io::Error| {
-        Rejected(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing the input: {e}"),
-        )
+        let status = if e.kind() == std::io::ErrorKind::StorageFull {
+            StatusCode::INSUFFICIENT_STORAGE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Rejected(status, format!("storing the input: {e}"))
     };
+    let mut next_check = 0u64;
     while let Some(mut field) = mp
         .next_field()
         .await
@@ -195,6 +212,11 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             .map_err(|e| bad(format!("reading input {name:?}: {e}")))?
         {
             splitter.write(&chunk).map_err(store_err)?;
+            // The reserve, again every 64 MiB taken.
+            if splitter.bytes >= next_check {
+                disk_ok(node)?;
+                next_check = splitter.bytes + (64 << 20);
+            }
             if splitter.splits.len() > cluster::MAX_SPLITS {
                 return Err(too_many_splits());
             }

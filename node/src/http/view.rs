@@ -49,6 +49,9 @@ pub struct HeartbeatView {
     /// Bytes its object store holds.
     #[serde(default)]
     pub disk_bytes: u64,
+    /// Its data dir's disk is under its `--min-free-mb`: it takes no new task.
+    #[serde(default)]
+    pub disk_low: bool,
 }
 
 fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
@@ -60,6 +63,7 @@ fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
         busy: hb.busy,
         running: hb.running.clone(),
         disk_bytes: hb.disk_bytes,
+        disk_low: hb.disk_low,
     })
 }
 

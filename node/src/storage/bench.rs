@@ -81,6 +81,7 @@ async fn start_node(
         voter_grace: Duration::from_secs(30),
         retain_jobs: 100,
         sandbox: Default::default(),
+        min_free_mb: 0,
     };
     let blobs = crate::storage::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(

@@ -6,3 +6,4 @@ pub(crate) mod blobs;
 pub(crate) mod data;
 pub(crate) mod replication;
 pub(crate) mod serve;
+pub mod space;

@@ -34,6 +34,9 @@ enum ServeError {
     /// An object is already stored under this key, with other bytes.
     #[error("{0:?} is already stored here with other bytes; a stored object is never overwritten")]
     Exists(String),
+    /// This node's disk is under its reserve.
+    #[error("{0}")]
+    DiskFull(String),
     /// Storing an incoming object failed.
     #[error("storing {what}: {source}")]
     Store {
@@ -159,6 +162,8 @@ async fn receive_objects(
     keys: &[String],
     stream: &mut Stream,
 ) -> Result<(), ServeError> {
+    node.disk_ok()
+        .map_err(|e| ServeError::DiskFull(format!("node {:016x}: {e}", node.id)))?;
     let mut received = Vec::with_capacity(keys.len());
     for key in keys {
         received.push(receive_object(node, key, stream).await?);

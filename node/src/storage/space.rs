@@ -1,0 +1,95 @@
+//! The free space a node keeps on its data dir (`--min-free-mb`). Under it the node takes
+//! no upload (507), no copy of another node's object, and no new task (its heartbeats say
+//! so and the manager passes it over); a task that still meets a full disk fails as lost —
+//! "disk full on node N" — and runs elsewhere.
+//!
+//! The invariant: the reserve is checked before bytes are accepted, never after they were
+//! half written; a write that meets a full disk anyway is an error with that name, not a
+//! corrupt object (objects become visible only once whole).
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The reserve of a data dir.
+#[derive(Debug, Clone)]
+pub struct Reserve {
+    dir: PathBuf,
+    bytes: u64,
+}
+
+/// The data dir has less free space than the reserve.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("disk full: {free_mib} MiB free on the data dir, under the {reserve_mib} MiB this node keeps free (--min-free-mb)")]
+pub struct DiskFull {
+    /// Free MiB.
+    pub free_mib: u64,
+    /// The reserve, MiB.
+    pub reserve_mib: u64,
+}
+
+impl Reserve {
+    /// Keep `mib` MiB free on the filesystem of `dir`.
+    pub fn new(dir: &Path, mib: u64) -> Reserve {
+        Reserve {
+            dir: dir.to_owned(),
+            bytes: mib << 20,
+        }
+    }
+
+    /// Bytes an unprivileged writer may still use on the data dir's filesystem.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        free_bytes(&self.dir)
+    }
+
+    /// `Err` when the data dir's free space is under the reserve (or cannot be read).
+    pub fn check(&self) -> Result<(), DiskFull> {
+        let free = self.free_bytes().unwrap_or(0);
+        if free < self.bytes {
+            Err(DiskFull {
+                free_mib: free >> 20,
+                reserve_mib: self.bytes >> 20,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Free bytes on the filesystem holding `path` (for unprivileged writers).
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Whether an error text is a full disk's (ENOSPC, as `std::io` renders it).
+pub fn is_disk_full(error: &str) -> bool {
+    error.contains("No space left on device") || error.contains("os error 28")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_compares_with_the_filesystem_s_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        assert!(free > 0);
+        assert!(Reserve::new(dir.path(), 0).check().is_ok());
+        let over = (free >> 20) + 1024;
+        let e = Reserve::new(dir.path(), over).check().unwrap_err();
+        assert_eq!(e.reserve_mib, over);
+        assert!(e.to_string().starts_with("disk full: "), "{e}");
+        assert!(is_disk_full(
+            &io::Error::from_raw_os_error(libc::ENOSPC).to_string()
+        ));
+    }
+}
