@@ -37,6 +37,16 @@ fn flip_a_bit(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// The node ids a part (or a reduce task) names as its holders.
+fn holders_of(v: &serde_json::Value) -> Vec<&str> {
+    v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect()
+}
+
 fn task<'a>(job: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     job["tasks"]
         .as_array()
@@ -163,12 +173,7 @@ fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_
             .is_some_and(|s| s.starts_with("crc32c=")),
         "{listing}"
     );
-    let holders: Vec<&str> = part["holders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap())
-        .collect();
+    let holders = holders_of(part);
     assert!(holders.len() >= 2, "a part and a copy at least: {listing}");
     let rotten = c.nodes.iter().find(|n| n.node_id == holders[0]).unwrap();
     let copies = stored(rotten, &id, "part-00000.a");
@@ -259,12 +264,7 @@ fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothi
         );
     }
     // Every holder keeps the accepted attempt's part, byte for byte; the loser's is gone.
-    let holders: Vec<&str> = r1["holders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap())
-        .collect();
+    let holders = holders_of(r1);
     for n in &c.nodes {
         let copies = stored(n, &id, "part-00001.a");
         if holders.contains(&n.node_id.as_str()) {

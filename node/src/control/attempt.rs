@@ -206,22 +206,26 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
             offset,
             len: split.len,
         };
-        if let Err(e) = crate::storage::data::fetch_range(node, peer, &piece, &mut w).await {
+        let sum = match crate::storage::data::fetch_range(node, peer, &piece, &mut w).await {
+            Ok((_, sum)) => sum,
+            Err(e) => {
+                w.abort();
+                last = e.to_string();
+                continue;
+            }
+        };
+        // Checked as it arrived: a corrupt copy is never stored.
+        if let Some(want) = split.checksum.filter(|&want| want != sum) {
             w.abort();
-            last = e.to_string();
+            last = format!(
+                "{} from node {h:016x} is corrupt: checksum {sum:08x}, {want:08x} recorded",
+                what()
+            );
+            warn!(error = %last, "a fetched split is unusable; trying another holder");
             continue;
         }
-        let path = node.blobs.path(&own).ok_or("a malformed split key")?;
         w.commit().map_err(|e| format!("storing {own}: {e}"))?;
-        let from = format!("{} (from node {h:016x})", what());
-        match verified(path.clone(), 0, split.len, split.checksum, from).await {
-            Ok(()) => return Ok((path, 0)),
-            Err(e) => {
-                warn!(error = %e, "a fetched split is unusable; trying another holder");
-                let _ = std::fs::remove_file(&path);
-                last = e.to_string();
-            }
-        }
+        return Ok((node.blobs.path(&own).ok_or("a malformed split key")?, 0));
     }
     Err(format!(
         "split {} could not be fetched: {last}",
@@ -296,15 +300,16 @@ async fn reduce_attempt(
         .map_err(|e| format!("creating the attempt directory: {e}"))?;
     // Local map outputs are read in place; remote ones are pulled into the attempt
     // directory, the pieces from one node into one file, one after another.
-    // Each map's partition: where its bytes are here (file, offset), checked before use.
-    let mut inputs: Vec<(MapOut, PathBuf, u64)> = Vec::new();
+    // Each map's partition: where its bytes are here (file, offset), and whether they were
+    // checked as they arrived; the others are checked before use.
+    let mut inputs: Vec<(MapOut, PathBuf, u64, bool)> = Vec::new();
     let mut remote = Vec::new();
     let mut local_bytes = 0u64;
     for m in outputs.iter().filter(|m| m.size > 0) {
         let key = map_output_key(&k.job, m.map, m.attempt);
         if m.node == node.id {
             let path = node.blobs.path(&key).ok_or("a malformed key")?;
-            inputs.push((m.clone(), path, m.offset));
+            inputs.push((m.clone(), path, m.offset, false));
             local_bytes += m.size;
         } else {
             remote.push((m.clone(), key));
@@ -339,15 +344,22 @@ async fn reduce_attempt(
                     .collect();
                 match crate::storage::data::fetch_pieces_to_file(&node, peer, &pieces, &path).await
                 {
-                    Ok(n) => {
+                    Ok((n, sums)) => {
                         let mut at = 0;
-                        let got: Vec<(MapOut, PathBuf, u64)> = batch
-                            .iter()
-                            .map(|(m, _)| {
-                                at += m.size;
-                                (m.clone(), path.clone(), at - m.size)
-                            })
-                            .collect();
+                        let mut got: Vec<(MapOut, PathBuf, u64, bool)> = Vec::new();
+                        for ((m, _), sum) in batch.iter().zip(sums) {
+                            if m.checksum.is_some_and(|want| want != sum) {
+                                let why = format!(
+                                    "job's map {} output (attempt {}) is corrupt: checksum {sum:08x}, {:08x} recorded",
+                                    m.map,
+                                    m.attempt,
+                                    m.checksum.unwrap_or_default()
+                                );
+                                return Err(lost(m, why));
+                            }
+                            at += m.size;
+                            got.push((m.clone(), path.clone(), at - m.size, true));
+                        }
                         Ok((got, n))
                     }
                     // This node's own disk failed: not the map's fault.
@@ -395,8 +407,10 @@ async fn reduce_attempt(
     let target = out_file.clone();
     let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
-        for (m, path, offset) in &inputs {
-            check_map_output(env.job_id, m, path, *offset)?;
+        for (m, path, offset, checked) in &inputs {
+            if !checked {
+                check_map_output(env.job_id, m, path, *offset)?;
+            }
             let f = shoal_jobs::sort::open_range(path, *offset, m.size)?;
             readers.push(Box::new(f) as Box<dyn Read + Send>);
         }

@@ -140,15 +140,17 @@ pub async fn fetch(
     }
 }
 
-/// Fetch `piece` from `peer` into `out`, checking that exactly its length arrives.
+/// Fetch `piece` from `peer` into `out`, checking that exactly its length arrives; its
+/// bytes and their checksum, taken as they arrived.
 pub async fn fetch_range(
     node: &Node,
     peer: PeerId,
     piece: &Piece,
     out: &mut impl Write,
-) -> Result<u64, DataError> {
-    match fetch_batch_once(node, peer, std::slice::from_ref(piece), out).await {
-        (_, n, None) => Ok(n),
+) -> Result<(u64, u32), DataError> {
+    let mut sums = Vec::with_capacity(1);
+    match fetch_batch_once(node, peer, std::slice::from_ref(piece), out, &mut sums).await {
+        (_, n, None) => Ok((n, sums.first().copied().unwrap_or_default())),
         (_, _, Some(e)) => Err(e),
     }
 }
@@ -342,13 +344,14 @@ pub struct BatchFailed {
 
 /// Fetch `pieces` from `peer` into one local file at `path`, one after another (so piece
 /// `i` starts at the sum of the lengths before it), [`MAX_BATCH_KEYS`] per stream; a broken
-/// stream is retried from the first piece not yet received. Returns the bytes received.
+/// stream is retried from the first piece not yet received. Returns the bytes received and
+/// each piece's checksum, taken as its bytes arrived (no second read to check them).
 pub async fn fetch_pieces_to_file(
     node: &Node,
     peer: PeerId,
     pieces: &[Piece],
     path: &std::path::Path,
-) -> Result<u64, BatchFailed> {
+) -> Result<(u64, Vec<u32>), BatchFailed> {
     let local = |e: std::io::Error| BatchFailed {
         done: 0,
         error: DataError::Local(format!("writing {}: {e}", path.display())),
@@ -356,9 +359,10 @@ pub async fn fetch_pieces_to_file(
     let file = std::fs::File::create(path).map_err(local)?;
     let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
     let (mut done, mut total, mut tries) = (0, 0u64, 1);
+    let mut sums = Vec::with_capacity(pieces.len());
     while done < pieces.len() {
         let batch = &pieces[done..pieces.len().min(done + MAX_BATCH_KEYS)];
-        let (got, bytes, failed) = fetch_batch_once(node, peer, batch, &mut out).await;
+        let (got, bytes, failed) = fetch_batch_once(node, peer, batch, &mut out, &mut sums).await;
         done += got;
         total += bytes;
         match failed {
@@ -380,7 +384,7 @@ pub async fn fetch_pieces_to_file(
         }
     }
     out.flush().map_err(|e| BatchFailed { done, ..local(e) })?;
-    Ok(total)
+    Ok((total, sums))
 }
 
 /// One stream of a batch fetch: pieces received whole (into `out`), their bytes, and what
@@ -390,6 +394,7 @@ async fn fetch_batch_once(
     peer: PeerId,
     batch: &[Piece],
     out: &mut impl Write,
+    sums: &mut Vec<u32>,
 ) -> (usize, u64, Option<DataError>) {
     let cluster_id = match our_cluster(node) {
         Ok(c) => c,
@@ -406,9 +411,10 @@ async fn fetch_batch_once(
     let (mut done, mut total) = (0, 0u64);
     for piece in batch {
         match receive_piece(&mut stream, peer, piece, out).await {
-            Ok(n) => {
+            Ok((n, sum)) => {
                 done += 1;
                 total += n;
+                sums.push(sum);
             }
             Err(e) => return (done, total, Some(e)),
         }
@@ -417,14 +423,16 @@ async fn fetch_batch_once(
     (done, total, None)
 }
 
-/// Read one piece's chunks up to its `End` into `out`, checking its length.
+/// Read one piece's chunks up to its `End` into `out`, checking its length; its bytes and
+/// their checksum.
 async fn receive_piece(
     stream: &mut Stream,
     peer: PeerId,
     piece: &Piece,
     out: &mut impl Write,
-) -> Result<u64, DataError> {
+) -> Result<(u64, u32), DataError> {
     let mut total = 0u64;
+    let mut sum = shoal_jobs::checksum::Running::default();
     loop {
         match read_frame(stream, peer).await? {
             DataFrame::Chunk(bytes) => {
@@ -438,10 +446,11 @@ async fn receive_piece(
                         ),
                     });
                 }
+                sum.update(&bytes);
                 out.write_all(&bytes)
                     .map_err(|e| DataError::Local(format!("writing a fetched piece: {e}")))?;
             }
-            DataFrame::End if total == piece.len => return Ok(total),
+            DataFrame::End if total == piece.len => return Ok((total, sum.value())),
             DataFrame::End => {
                 return Err(broke(
                     peer,
