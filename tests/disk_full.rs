@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::cluster::*;
+use common::three::{gated_word_mapper, write_program, SUM_REDUCER_SH};
 use common::*;
 
 const TEST: &str = "a_node_whose_disk_fills_mid_job_costs_the_job_nothing";
@@ -79,25 +80,8 @@ fn a_node_whose_disk_fills_mid_job_costs_the_job_nothing() {
     let shared = writable_by_tasks(dir.path());
     let gate = shared.join("gate");
     // Every map's first attempt waits at the gate: six maps fill the six slots.
-    let map = dir.path().join("map.sh");
-    std::fs::write(
-        &map,
-        format!(
-            "#!/bin/sh\n\
-             if [ \"$SHOAL_ATTEMPT\" = 1 ]; then\n\
-               i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
-             fi\n\
-             awk '{{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }}'\n",
-            gate = gate.display()
-        ),
-    )
-    .unwrap();
-    let reduce = dir.path().join("reduce.sh");
-    std::fs::write(
-        &reduce,
-        "#!/bin/sh\nawk -F'\\t' '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w }'\n",
-    )
-    .unwrap();
+    let map = gated_word_mapper(dir.path(), "[ \"$SHOAL_ATTEMPT\" = 1 ]", &gate);
+    let reduce = write_program(dir.path(), "reduce.sh", SUM_REDUCER_SH);
     let mut all = String::new();
     let mut inputs = Vec::new();
     for f in 0..6 {
@@ -108,10 +92,6 @@ fn a_node_whose_disk_fills_mid_job_costs_the_job_nothing() {
         let p = dir.path().join(format!("in-{f}.txt"));
         std::fs::write(&p, words).unwrap();
         inputs.push(p);
-    }
-    for s in [&map, &reduce] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let url = |i: usize| format!("http://{}", nodes[i].http);
     let mut submit = shoal();

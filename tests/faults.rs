@@ -257,21 +257,6 @@ else:
         out.write("%s\t%d\n" % (cur, n))
 "#;
 
-/// `word<TAB>count` lines of every part, sorted.
-fn tab_counts(parts: &[Vec<u8>]) -> Vec<(String, usize)> {
-    let mut out: Vec<(String, usize)> = parts
-        .iter()
-        .flat_map(|p| lines(p))
-        .map(|l| {
-            let l = String::from_utf8(l).unwrap();
-            let (w, n) = l.split_once('\t').unwrap();
-            (w.to_string(), n.parse().unwrap())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Every attempt of the job, as JSON.
 fn attempts(job: &Value) -> Vec<Value> {
     job["tasks"]

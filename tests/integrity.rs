@@ -65,27 +65,9 @@ fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_
     let gate = shared.join("gate");
     // The second map's first attempt holds until the test opens the gate, so the first
     // map's output sits on its disk, waiting for the reduce.
-    let map = write_script(
-        dir.path(),
-        "map.sh",
-        &format!(
-            "#!/bin/sh\n\
-             if [ \"$SHOAL_TASK_ID\" = m-00001 ] && [ \"$SHOAL_ATTEMPT\" = 1 ]; then\n\
-               i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
-             fi\n\
-             awk '{{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }}'\n",
-            gate = gate.display()
-        ),
-    );
-    let reduce = write_script(
-        dir.path(),
-        "reduce.sh",
-        "#!/bin/sh\nawk -F'\\t' '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w }'\n",
-    );
-    for s in [&map, &reduce] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let held = "[ \"$SHOAL_TASK_ID\" = m-00001 ] && [ \"$SHOAL_ATTEMPT\" = 1 ]";
+    let map = gated_word_mapper(dir.path(), held, &gate);
+    let reduce = write_program(dir.path(), "reduce.sh", SUM_REDUCER_SH);
     let mut all = String::new();
     let inputs: Vec<PathBuf> = (0..2)
         .map(|f| {
@@ -200,12 +182,12 @@ fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothi
     let c = three_nodes(dir.path());
     // Reduce r-00001's first attempt straggles (30 s at most, until it is stopped); every
     // attempt stamps its lines with its number, so the part shows whose bytes it holds.
-    let map = write_script(
+    let map = write_program(
         dir.path(),
         "map.sh",
         "#!/bin/sh\nawk '{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }'\n",
     );
-    let reduce = write_script(
+    let reduce = write_program(
         dir.path(),
         "reduce.sh",
         "#!/bin/sh\n\
@@ -214,10 +196,6 @@ fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothi
          fi\n\
          awk -F'\\t' -v a=\"$SHOAL_ATTEMPT\" '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w \"\\t\" a }'\n",
     );
-    for s in [&map, &reduce] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let input = dir.path().join("in.txt");
     let words: String = (0..3000)
         .map(|i| format!("w{} v{}\n", i % 89, i % 7))

@@ -93,8 +93,7 @@ fn part_list(client: &mut Client, id: &str) -> Result<Vec<Listed>, ClientError> 
     let mut parts = Vec::new();
     for p in list["parts"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or_default();
-        let digits = name.strip_prefix("part-").unwrap_or_default();
-        if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_part_name(name) {
             return Err(ClientError::Unreachable(format!(
                 "the node listed a part named {name:?}, not part-NNNNN; nothing was written"
             )));
@@ -106,6 +105,13 @@ fn part_list(client: &mut Client, id: &str) -> Result<Vec<Listed>, ClientError> 
         });
     }
     Ok(parts)
+}
+
+/// Whether `name` is `part-` and five or more digits: the only names written into the
+/// output directory.
+fn is_part_name(name: &str) -> bool {
+    let digits = name.strip_prefix("part-").unwrap_or_default();
+    digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `crc32c=` and eight hex digits.
@@ -214,5 +220,34 @@ pub fn output(args: OutputArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail("output", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_part_names_become_files_and_checksums_parse_strictly() {
+        for ok in ["part-00000", "part-00017", "part-123456"] {
+            assert!(is_part_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "part-",
+            "part-1",
+            "part-0000a",
+            "../part-00000",
+            "part-00000/../x",
+            "part-00000.a1",
+            "_SUCCESS",
+            "/etc/passwd",
+            "part-00000\n",
+        ] {
+            assert!(!is_part_name(bad), "{bad:?}");
+        }
+        assert_eq!(parse_checksum("crc32c=0000002a"), Some(42));
+        assert_eq!(parse_checksum("md5=0000002a"), None);
+        assert_eq!(parse_checksum("crc32c=zz"), None);
     }
 }

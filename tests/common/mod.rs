@@ -349,6 +349,22 @@ pub fn uniq_counts(parts: &[Vec<u8>]) -> Vec<(String, usize)> {
     got
 }
 
+/// Word counts from part files of `word<TAB>count` lines (the native word count's), sorted
+/// by word.
+pub fn tab_counts(parts: &[Vec<u8>]) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = parts
+        .iter()
+        .flat_map(|p| lines(p))
+        .map(|l| {
+            let l = String::from_utf8(l).unwrap();
+            let (w, n) = l.split_once('\t').unwrap();
+            (w.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Word counts of a text, sorted by word.
 pub fn word_counts(text: &str) -> Vec<(String, usize)> {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();

@@ -58,6 +58,36 @@ pub fn write_script(dir: &Path, name: &str, text: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// [`write_script`], executable by anyone (tasks run as another user).
+pub fn write_program(dir: &Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = write_script(dir, name, text);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A shell word-count mapper (`word<TAB>1` lines) whose attempts for which the shell test
+/// `held` is true wait (60 s at most) until the file `gate` exists: the test decides when
+/// they go on.
+pub fn gated_word_mapper(dir: &Path, held: &str, gate: &Path) -> String {
+    write_program(
+        dir,
+        "map.sh",
+        &format!(
+            "#!/bin/sh\n\
+             if {held}; then\n\
+               i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+             fi\n\
+             awk '{{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }}'\n",
+            gate = gate.display()
+        ),
+    )
+}
+
+/// A shell reducer summing `word<TAB>n` lines into `count<TAB>word` lines.
+pub const SUM_REDUCER_SH: &str =
+    "#!/bin/sh\nawk -F'\\t' '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w }'\n";
+
 /// Node ids of every attempt of the job's tasks of `kind`.
 pub fn attempt_nodes(job: &Value, kind: &str) -> Vec<String> {
     job["tasks"]

@@ -13,27 +13,20 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
     };
     let m = shoal_raft::metrics(&h.raft);
     let hellos = node.peers.hellos();
-    // A node under its disk reserve takes no new task and no copy until it has room.
+    // A node under its disk reserve takes no new task and no copy until it has room, as its
+    // last heartbeat says (this node's own included: the worker loop records it each beat).
     let low: Vec<u64> = node
         .heartbeats
         .locked()
         .iter()
-        .filter(|(&id, (_, hb))| id != node.id && hb.disk_low)
+        .filter(|(_, (_, hb))| hb.disk_low)
         .map(|(&id, _)| id)
         .collect();
-    let me_low = node.disk_ok().is_err();
     let mut out: Vec<NodeSlots> = m
         .membership_config
         .membership()
         .nodes()
-        .filter(|(&id, _)| {
-            let full = if id == node.id {
-                me_low
-            } else {
-                low.contains(&id)
-            };
-            !full
-        })
+        .filter(|(id, _)| !low.contains(id))
         .filter_map(|(&id, _)| {
             if id == node.id {
                 return Some(NodeSlots {

@@ -185,7 +185,9 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
     }
     for (k, off) in local.into_iter().filter(|(k, _)| node.blobs.contains(k)) {
         let path = node.blobs.path(&k).ok_or("a malformed split key")?;
-        match verified(path.clone(), off, split.len, split.checksum, what()).await {
+        match crate::storage::blobs::verified(path.clone(), off, split.len, split.checksum, what())
+            .await
+        {
             Ok(()) => return Ok((path, off)),
             Err(e) => {
                 warn!(error = %e, "a stored split is unusable here; fetching another copy");
@@ -231,25 +233,6 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
         "split {} could not be fetched: {last}",
         split.index
     ))
-}
-
-/// [`checksum::verify`] off the runtime.
-async fn verified(
-    path: PathBuf,
-    offset: u64,
-    len: u64,
-    want: Option<u32>,
-    what: String,
-) -> Result<(), checksum::Mismatch> {
-    let named = what.clone();
-    tokio::task::spawn_blocking(move || checksum::verify(&path, offset, len, want, || what.clone()))
-        .await
-        .unwrap_or_else(|e| {
-            Err(checksum::Mismatch::Unreadable {
-                what: named,
-                source: std::io::Error::other(e),
-            })
-        })
 }
 
 async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {

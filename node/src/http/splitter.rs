@@ -6,6 +6,15 @@ use shoal_jobs::cluster::SplitInfo;
 
 use crate::storage::blobs::{segment_key, BlobWriter, Blobs};
 
+/// The input would be cut into more than [`shoal_jobs::cluster::MAX_SPLITS`] splits (the
+/// error inside the `io::Error` the splitter returns).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the job has more than {} splits (map tasks), the most one job may have; combine small files into splits with --combine-files, or raise --split-size",
+    shoal_jobs::cluster::MAX_SPLITS
+)]
+pub(crate) struct TooManySplits;
+
 /// Cuts a stream of files into line-aligned splits: a split per file (and more for a file
 /// larger than the split size), or, with `combine`, small files packed together up to the
 /// split size, each member file ending with a newline. Splits are stored one after another
@@ -129,6 +138,10 @@ impl<'a> Splitter<'a> {
         let Some(start) = self.split_start.take() else {
             return Ok(());
         };
+        // Refused as the splits are cut, not once the whole upload is stored.
+        if self.splits.len() >= shoal_jobs::cluster::MAX_SPLITS {
+            return Err(std::io::Error::other(TooManySplits));
+        }
         let index = self.splits.len() as u32;
         let files = std::mem::take(&mut self.cur_files);
         let len = self.seg.as_ref().map_or(0, |w| w.len()) - start;

@@ -31,7 +31,7 @@ use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
 use crate::http::error::error;
-use crate::http::splitter::Splitter;
+use crate::http::splitter::{Splitter, TooManySplits};
 use crate::storage::blobs::{part_key, split_object};
 
 /// Splits copied to other nodes at once.
@@ -71,15 +71,17 @@ async fn read_capped(
 /// Most input files (multipart parts) one upload may carry.
 pub const MAX_INPUT_FILES: usize = 1_000_000;
 
-/// 413: the upload cut into more than [`cluster::MAX_SPLITS`] splits.
-fn too_many_splits() -> Rejected {
-    Rejected(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "the job has more than {} splits (map tasks), the most one job may have; combine small files into splits with --combine-files, or raise --split-size",
-            cluster::MAX_SPLITS
-        ),
-    )
+/// Why the splitter could not take the input: 413 over the split bound, 507 on a full
+/// disk, else 500.
+fn not_stored(e: std::io::Error) -> Rejected {
+    let status = if e.get_ref().is_some_and(|i| i.is::<TooManySplits>()) {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else if e.kind() == std::io::ErrorKind::StorageFull {
+        StatusCode::INSUFFICIENT_STORAGE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Rejected(status, format!("storing the input: {e}"))
 }
 
 /// 507 while this node's disk is under its reserve (`--min-free-mb`).
@@ -111,7 +113,7 @@ fn bad(msg: impl Into<String>) -> Rejected {
 }
 
 /// The handler.
-pub async fn submit(State(node): State<Arc<Node>>, multipart: Multipart) -> Response {
+pub async fn submit(State(node): State<Arc<Node>>, mut multipart: Multipart) -> Response {
     if node.raft.get().is_none() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -119,7 +121,6 @@ pub async fn submit(State(node): State<Arc<Node>>, multipart: Multipart) -> Resp
         );
     }
     let job = new_job_id();
-    let mut multipart = multipart;
     match accept(&node, &job, &mut multipart).await {
         Ok(()) => (StatusCode::CREATED, Json(serde_json::json!({ "id": job }))).into_response(),
         Err(Rejected(status, msg)) => {
@@ -178,14 +179,6 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     disk_ok(node)?;
 
     let mut splitter = Splitter::new(&node.blobs, job, spec.split_size, spec.combine_files);
-    let store_err = |e: std::io::Error| {
-        let status = if e.kind() == std::io::ErrorKind::StorageFull {
-            StatusCode::INSUFFICIENT_STORAGE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        Rejected(status, format!("storing the input: {e}"))
-    };
     let mut next_check = 0u64;
     while let Some(mut field) = mp
         .next_field()
@@ -211,34 +204,24 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             .await
             .map_err(|e| bad(format!("reading input {name:?}: {e}")))?
         {
-            splitter.write(&chunk).map_err(store_err)?;
+            splitter.write(&chunk).map_err(not_stored)?;
             // The reserve, again every 64 MiB taken.
             if splitter.bytes >= next_check {
                 disk_ok(node)?;
                 next_check = splitter.bytes + (64 << 20);
             }
-            if splitter.splits.len() > cluster::MAX_SPLITS {
-                return Err(too_many_splits());
-            }
         }
-        splitter.end_file().map_err(store_err)?;
-        // Checked as the splits are cut, not once the whole upload is stored.
-        if splitter.splits.len() > cluster::MAX_SPLITS {
-            return Err(too_many_splits());
-        }
+        splitter.end_file().map_err(not_stored)?;
     }
     for (source, parts) in &chained {
         for part in parts {
             let name = shoal_jobs::task::part_name(part.index);
             splitter.start_file(&name);
             read_part(node, source, part, &mut splitter).await?;
-            splitter.end_file().map_err(store_err)?;
+            splitter.end_file().map_err(not_stored)?;
         }
     }
-    let stored = splitter.finish().await.map_err(store_err)?;
-    if stored.len() > cluster::MAX_SPLITS {
-        return Err(too_many_splits());
-    }
+    let stored = splitter.finish().await.map_err(not_stored)?;
     if stored.is_empty() {
         return Err(bad("the job has no input"));
     }
@@ -329,18 +312,13 @@ async fn read_part(
     splitter: &mut Splitter<'_>,
 ) -> Result<(), Rejected> {
     let key = &part_key(source, part.index, part.attempt);
-    let store_err = |e: std::io::Error| format!("storing the input: {e}");
     let what = format!("part {} of job {source}", part.index);
     let local_ok = match node.blobs.path(key).filter(|_| node.blobs.contains(key)) {
         None => false,
         Some(path) => {
-            let (size, want, what) = (part.size, part.checksum, what.clone());
-            let verified = tokio::task::spawn_blocking(move || {
-                shoal_jobs::checksum::verify(&path, 0, size, want, || what.clone())
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+            let verified =
+                crate::storage::blobs::verified(path, 0, part.size, part.checksum, what.clone())
+                    .await;
             if let Err(e) = &verified {
                 tracing::warn!(error = %e, "the local copy of a chained input is unusable");
             }
@@ -355,9 +333,7 @@ async fn read_part(
             if n == 0 {
                 return Ok(());
             }
-            splitter
-                .write(&buf[..n])
-                .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, store_err(e)))?;
+            splitter.write(&buf[..n]).map_err(not_stored)?;
         }
     }
     let mut last = "no node holds it".to_string();
@@ -367,12 +343,20 @@ async fn read_part(
         };
         let mut written = 0u64;
         let mut sum = shoal_jobs::checksum::Running::default();
+        let mut refused = None;
         let got = crate::storage::data::fetch(node, peer, key, |b| {
             written += b.len() as u64;
             sum.update(b);
-            splitter.write(b).map_err(store_err)
+            splitter.write(b).map_err(|e| {
+                let why = e.to_string();
+                refused = Some(e);
+                why
+            })
         })
         .await;
+        if let Some(e) = refused {
+            return Err(not_stored(e));
+        }
         match got {
             Ok(_) if written == part.size && part.checksum.is_none_or(|c| c == sum.value()) => {
                 return Ok(())

@@ -71,6 +71,27 @@ pub fn valid_key(key: &str) -> bool {
         })
 }
 
+/// [`shoal_jobs::checksum::verify`] of bytes `offset..offset + len` of the file at `path`,
+/// off the runtime.
+pub async fn verified(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    want: Option<u32>,
+    what: String,
+) -> Result<(), shoal_jobs::checksum::Mismatch> {
+    use shoal_jobs::checksum::{verify, Mismatch};
+    let named = what.clone();
+    tokio::task::spawn_blocking(move || verify(&path, offset, len, want, || what.clone()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(Mismatch::Unreadable {
+                what: named,
+                source: io::Error::other(e),
+            })
+        })
+}
+
 impl Blobs {
     /// The store under `root` (created).
     pub fn open(root: PathBuf) -> io::Result<Blobs> {
