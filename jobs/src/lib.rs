@@ -8,6 +8,7 @@
 //! - [`split`]: cutting inputs into line-aligned splits.
 //! - [`checksum`]: CRC32C of stored objects, taken by their writer and checked by readers.
 //! - [`record`]: the on-disk record format of intermediate data (length-prefixed key/value).
+//! - [`keys`]: key fields, partition fields and sort specs of streaming map output.
 //! - [`partition`]: the stable key hash and the partitioners (hash, sampled ranges).
 //! - [`sort`]: the in-memory sort buffer, spills to sorted runs, and the k-way merge.
 //! - [`streaming`]: running an external mapper/reducer under the Hadoop Streaming contract.
@@ -29,6 +30,7 @@ pub mod checksum;
 pub mod cluster;
 pub mod counters;
 pub mod error;
+pub mod keys;
 pub mod landlock;
 pub mod local;
 pub mod partition;

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::keys::KeyFields;
 use crate::partition::Partitioner;
 
 /// Default split size: 64 MiB.
@@ -98,6 +99,10 @@ pub struct JobSpec {
     /// several files on one stdin, so `SHOAL_INPUT_FILE` is not set for it and
     /// `SHOAL_INPUT_FILES` lists the files, one per line.
     pub combine_files: bool,
+    /// Streaming jobs: how map output lines are keyed, partitioned and sorted
+    /// (`--separator`, `--key-fields`, `--partition-fields`, `--sort-keys`); `None`: the
+    /// key is the text before the first tab, partitioned and sorted by its bytes.
+    pub keys: Option<KeyFields>,
 }
 
 /// Copies kept of splits and part files besides the original (`--replication`).
@@ -132,6 +137,7 @@ impl JobSpec {
             partitioner: None,
             replication: DEFAULT_REPLICATION,
             combine_files: false,
+            keys: None,
         }
     }
 
@@ -187,6 +193,16 @@ impl JobSpec {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 return bad(format!("--env name {key:?} is not a valid variable name"));
             }
+        }
+        if let Some(k) = &self.keys {
+            if matches!(self.kind, JobKind::App(_)) {
+                return bad(
+                    "--separator, --key-fields, --partition-fields and --sort-keys apply to \
+                     streaming jobs (--map/--reduce), not to --app"
+                        .into(),
+                );
+            }
+            k.validate()?;
         }
         match &self.kind {
             JobKind::App(name) => {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
+use shoal_jobs::keys::{self, KeyFields};
 use shoal_jobs::spec::{self, JobKind, JobSpec};
 
 /// Job flags (DESIGN.md's command line).
@@ -56,6 +57,23 @@ pub struct JobArgs {
     /// Attempts per task before the job fails.
     #[arg(long, default_value_t = spec::DEFAULT_MAX_ATTEMPTS, env = "SHOAL_MAX_ATTEMPTS")]
     pub max_attempts: u32,
+    /// Streaming: the field separator of map output lines (default tab; `\t` is a tab).
+    /// Like Hadoop's stream.map.output.field.separator.
+    #[arg(long, requires = "map")]
+    pub separator: Option<String>,
+    /// Streaming: the key is a line's first N fields (default 1); the reducer still reads
+    /// each line as the mapper wrote it. Hadoop's stream.num.map.output.key.fields.
+    #[arg(long, requires = "map")]
+    pub key_fields: Option<u32>,
+    /// Streaming: partition on key fields A..B only, e.g. `1,2` (Hadoop's
+    /// KeyFieldBasedPartitioner -k1,2): lines whose key agrees on them meet in one reducer.
+    #[arg(long, requires = "map", allow_hyphen_values = true, value_parser = parse_partition_fields)]
+    pub partition_fields: Option<(u32, u32)>,
+    /// Streaming: the reducer's input order, as sort(1) key specs over key fields:
+    /// e.g. 'k1,1 k2,2nr' (n numeric, r reverse; Hadoop's KeyFieldBasedComparator).
+    /// Lines that compare equal keep their map output order.
+    #[arg(long, requires = "map", allow_hyphen_values = true)]
+    pub sort_keys: Option<String>,
     /// Longest input line accepted, bytes.
     #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD")]
     pub max_record: u64,
@@ -68,7 +86,35 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_partition_fields(s: &str) -> Result<(u32, u32), String> {
+    shoal_jobs::keys::parse_partition_fields(s).map_err(|e| e.to_string())
+}
+
 impl JobArgs {
+    /// The key-field flags as the spec carries them; `None` when none was given.
+    fn key_fields(&self) -> Result<Option<KeyFields>, shoal_jobs::Error> {
+        if self.separator.is_none()
+            && self.key_fields.is_none()
+            && self.partition_fields.is_none()
+            && self.sort_keys.is_none()
+        {
+            return Ok(None);
+        }
+        let defaults = KeyFields::default();
+        Ok(Some(KeyFields {
+            separator: match self.separator.as_deref() {
+                Some("\\t") | None => defaults.separator,
+                Some(s) => s.to_owned(),
+            },
+            key_fields: self.key_fields.unwrap_or(defaults.key_fields),
+            partition_fields: self.partition_fields,
+            sort_keys: match &self.sort_keys {
+                Some(text) => keys::parse_sort_keys(text)?,
+                None => Vec::new(),
+            },
+        }))
+    }
+
     /// Build and validate the spec; errors name the flag or file at fault.
     pub fn to_spec(&self) -> Result<JobSpec, shoal_jobs::Error> {
         let mut files = Vec::new();
@@ -106,6 +152,7 @@ impl JobArgs {
         spec.task_timeout_secs = self.task_timeout;
         spec.max_attempts = self.max_attempts;
         spec.max_record_bytes = self.max_record;
+        spec.keys = self.key_fields()?;
         spec.validate()?;
         Ok(spec)
     }

@@ -25,6 +25,7 @@ pub(super) struct Collector<'e, 'a> {
     r: u32,
     budget: usize,
     buffer: Buffer,
+    lines: Lines<'e>,
     runs: Vec<Run>,
     pub(super) counters: Counters,
     /// Per-record counts, kept as plain integers on the hot path.
@@ -46,6 +47,7 @@ impl<'e, 'a> Collector<'e, 'a> {
             r,
             budget: env.spec.sort_bytes as usize,
             buffer,
+            lines: Lines::new(env, r),
             runs: Vec::new(),
             counters: Counters::default(),
             out_records: 0,
@@ -54,22 +56,26 @@ impl<'e, 'a> Collector<'e, 'a> {
         })
     }
 
+    /// Add a record a native app emitted.
     #[inline]
     pub(super) fn emit(&mut self, key: &[u8], value: &[u8]) {
         let p = self.env.partitioner.partition(key, self.r);
-        let over = match &mut self.buffer {
-            Buffer::Sort(b) => {
-                b.push(p, key, value);
-                b.bytes() > self.budget
-            }
-            Buffer::Hash(b) => {
-                let app = self.env.app.as_ref().expect("hash buffer only for apps");
-                b.push(p, key, value, &|k, vs, e| app.combine(k, vs, e));
-                b.bytes() > self.budget
-            }
-        };
+        let over = push(&mut self.buffer, self.env, p, key, value) > self.budget;
+        self.counted(key.len() + value.len(), over);
+    }
+
+    /// Add a line a streaming mapper wrote.
+    #[inline]
+    pub(super) fn emit_line(&mut self, line: &[u8]) {
+        let (p, k, v) = self.lines.record(line);
+        let over = push(&mut self.buffer, self.env, p, k, v) > self.budget;
+        self.counted(line.len(), over);
+    }
+
+    #[inline]
+    fn counted(&mut self, bytes: usize, over: bool) {
         self.out_records += 1;
-        self.out_bytes += (key.len() + value.len()) as u64;
+        self.out_bytes += bytes as u64;
         if over && self.error.is_none() {
             if let Err(e) = self.spill() {
                 self.error = Some(e);
@@ -119,8 +125,13 @@ impl<'e, 'a> Collector<'e, 'a> {
                 let result = match combine {
                     None => write_run(path, r, b.iter()),
                     Some(program) => {
-                        let combined =
-                            combine_with_process(self.env, &program, b, r, &mut self.counters)?;
+                        let combined = combine_with_process(
+                            self.env,
+                            &program,
+                            b,
+                            &mut self.lines,
+                            &mut self.counters,
+                        )?;
                         write_run(path, r, combined.iter())
                     }
                 };
@@ -215,12 +226,28 @@ impl<'e, 'a> Collector<'e, 'a> {
     }
 }
 
+/// Add a record to the buffer; the bytes it then holds.
+#[inline]
+fn push(buffer: &mut Buffer, env: &TaskEnv<'_>, p: u32, key: &[u8], value: &[u8]) -> usize {
+    match buffer {
+        Buffer::Sort(b) => {
+            b.push(p, key, value);
+            b.bytes()
+        }
+        Buffer::Hash(b) => {
+            let app = env.app.as_ref().expect("hash buffer only for apps");
+            b.push(p, key, value, &|k, vs, e| app.combine(k, vs, e));
+            b.bytes()
+        }
+    }
+}
+
 /// Pipe a sorted buffer through a streaming combiner; its output, re-partitioned and sorted.
 fn combine_with_process(
     env: &TaskEnv<'_>,
     program: &Program,
     sorted: &SortBuffer,
-    r: u32,
+    lines: &mut Lines<'_>,
     counters: &mut Counters,
 ) -> Result<SortBuffer> {
     let mut out = SortBuffer::default();
@@ -230,19 +257,21 @@ fn combine_with_process(
         env.base_env("combine"),
         format!("a map spill ({})", env.attempt_text()),
     );
+    let keyed = lines.keyed();
     let report = streaming::run(
         &launch,
         |stdin| {
             let mut w = io::BufWriter::with_capacity(256 << 10, stdin);
             for (_, k, v) in sorted.iter() {
-                write_line(&mut w, k, v).ctx(|| "writing to the combiner's stdin".into())?;
+                write_input(&mut w, keyed, k, v)
+                    .ctx(|| "writing to the combiner's stdin".into())?;
             }
             w.flush().ctx(|| "writing to the combiner's stdin".into())
         },
         |stdout| {
             for_each_line(stdout, |line| {
-                let (k, v) = split_tab(line);
-                out.push(env.partitioner.partition(k, r), k, v);
+                let (p, k, v) = lines.record(line);
+                out.push(p, k, v);
                 Ok(())
             })
         },

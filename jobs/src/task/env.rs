@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::apps::App;
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
+use crate::keys::KeyFields;
 use crate::partition::Partitioner;
 use crate::spec::{JobSpec, Program};
 use crate::streaming::Launch;
@@ -164,6 +165,69 @@ pub(super) fn for_each_line(
         }
         partial.extend_from_slice(&buf[start..]);
         r.consume(len);
+    }
+}
+
+/// How a job's map output lines become records, and records lines again for a combiner or
+/// reducer: `key<TAB>value` by default; with key fields ([`KeyFields`]) the record's key is
+/// the encoded sort key and its value the whole line, handed on unchanged.
+pub(super) struct Lines<'e> {
+    keys: Option<&'e KeyFields>,
+    partitioner: &'e Partitioner,
+    r: u32,
+    sort_key: Vec<u8>,
+}
+
+impl<'e> Lines<'e> {
+    pub(super) fn new(env: &'e TaskEnv<'_>, r: u32) -> Self {
+        Lines {
+            keys: env.spec.keys.as_ref(),
+            partitioner: env.partitioner,
+            r,
+            sort_key: Vec::new(),
+        }
+    }
+
+    /// `(partition, key, value)` of an output line.
+    #[inline]
+    pub(super) fn record<'s>(&'s mut self, line: &'s [u8]) -> (u32, &'s [u8], &'s [u8]) {
+        match self.keys {
+            None => {
+                let (k, v) = split_tab(line);
+                (self.partitioner.partition(k, self.r), k, v)
+            }
+            Some(keys) => {
+                let key = keys.key_of(line);
+                let p = self
+                    .partitioner
+                    .partition(keys.partition_bytes(key), self.r);
+                self.sort_key.clear();
+                keys.encode_sort_key(key, &mut self.sort_key);
+                (p, &self.sort_key, line)
+            }
+        }
+    }
+
+    /// Whether records are whole lines under an encoded sort key (see [`write_input`]).
+    pub(super) fn keyed(&self) -> bool {
+        self.keys.is_some()
+    }
+}
+
+/// Write a record as a combiner's or reducer's input line: `key<TAB>value`, or, `keyed`, the
+/// line the mapper wrote (the record's value).
+#[inline]
+pub(super) fn write_input(
+    w: &mut impl Write,
+    keyed: bool,
+    key: &[u8],
+    value: &[u8],
+) -> io::Result<()> {
+    if keyed {
+        w.write_all(value)?;
+        w.write_all(b"\n")
+    } else {
+        write_line(w, key, value)
     }
 }
 

@@ -22,7 +22,7 @@ mod collect;
 mod env;
 
 use collect::Collector;
-use env::{for_each_line, split_tab};
+use env::{for_each_line, write_input};
 pub use env::{
     map_output_file, map_task_id, part_name, partition_range, reduce_task_id, write_line,
     MapOutput, TaskEnv,
@@ -106,8 +106,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
                 |stdin| feed_split(split, max, stdin, &mut lines, env.progress),
                 |stdout| {
                     for_each_line(stdout, |line| {
-                        let (k, v) = split_tab(line);
-                        c.emit(k, v);
+                        c.emit_line(line);
                         c.error.take().map_or(Ok(()), Err)
                     })
                 },
@@ -297,12 +296,14 @@ fn reduce_into(
             let launch = env.launch("reducer", reduce, vars, context);
             let mut records = 0u64;
             let mut lines = 0u64;
+            let keyed = env.spec.keys.is_some();
             let report = streaming::run(
                 &launch,
                 |stdin| {
                     let mut w = io::BufWriter::with_capacity(256 << 10, stdin);
                     while let Some((k, v)) = merger.next_record()? {
-                        write_line(&mut w, k, v).ctx(|| "writing to the reducer's stdin".into())?;
+                        write_input(&mut w, keyed, k, v)
+                            .ctx(|| "writing to the reducer's stdin".into())?;
                         records += 1;
                     }
                     w.flush().ctx(|| "writing to the reducer's stdin".into())

@@ -1,0 +1,287 @@
+//! The streaming jobs people run, through `shoal run`: key fields, partition fields and sort
+//! specs as Hadoop Streaming documents them, and a secondary sort against a Python reference.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// `shoal run` with `job` over `input` into `out`, from `dir` with relative paths; its
+/// part files.
+fn run_job(dir: &Path, input: &str, r: u32, job: &[&str]) -> Vec<Vec<u8>> {
+    let out = dir.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = run(shoal()
+        .current_dir(dir)
+        .args(["run", "--input", input, "--output", "out"])
+        .args(["--reducers", &r.to_string()])
+        .args(job));
+    assert!(o.status.success(), "shoal run {job:?} failed: {}", text(&o));
+    parts(&out, r)
+}
+
+fn text_lines(part: &[u8]) -> Vec<String> {
+    String::from_utf8(part.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The map output keys of Hadoop Streaming's documentation, in its order.
+const HADOOP_KEYS: &str = "11.12.1.2\n11.14.2.3\n11.11.4.1\n11.12.1.1\n11.14.2.2\n";
+
+/// Identity mapper and reducer over lines of four '.'-separated key fields.
+const DOTTED: [&str; 8] = [
+    "--map",
+    "cat",
+    "--reduce",
+    "cat",
+    "--separator",
+    ".",
+    "--key-fields",
+    "4",
+];
+
+#[test]
+fn key_field_partitioner_groups_as_hadoops_example() {
+    // -D stream.map.output.field.separator=. -D stream.num.map.output.key.fields=4
+    // -D map.output.key.field.separator=. -D mapreduce.partition.keypartitioner.options=-k1,2
+    // with 3 reducers: lines sharing the first two fields meet in one reducer, and each
+    // reducer's input is sorted on all four fields. Then the same with many more keys, so
+    // that every partition holds several groups.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.txt"), HADOOP_KEYS).unwrap();
+    let mut many = String::new();
+    for i in 0..600u32 {
+        let (a, b, c, d) = (10 + i % 7, 10 + (i * 13) % 11, i % 5, (i * 7919) % 97);
+        many.push_str(&format!("{a}.{b}.{c}.{d}\n"));
+    }
+    std::fs::write(dir.path().join("many.txt"), &many).unwrap();
+    let flags = [&DOTTED[..], &["--partition-fields", "1,2"]].concat();
+    for (input, text) in [("keys.txt", HADOOP_KEYS), ("many.txt", many.as_str())] {
+        let parts = run_job(dir.path(), input, 3, &flags);
+        let mut seen = std::collections::BTreeMap::new();
+        let mut all = Vec::new();
+        for (p, part) in parts.iter().enumerate() {
+            let lines = text_lines(part);
+            let mut sorted = lines.clone();
+            sorted.sort();
+            assert_eq!(
+                lines, sorted,
+                "part {p} of {input} is not sorted on the key"
+            );
+            for l in &lines {
+                let prefix: Vec<&str> = l.split('.').take(2).collect();
+                let prev = seen.insert(prefix.join("."), p);
+                assert!(
+                    prev.is_none_or(|q| q == p),
+                    "{input}: the lines of {} went to parts {prev:?} and {p}",
+                    prefix.join(".")
+                );
+            }
+            all.extend(lines);
+        }
+        let mut want: Vec<String> = text.lines().map(str::to_owned).collect();
+        want.sort();
+        all.sort();
+        assert_eq!(all, want, "{input}: every line comes out once");
+        if input == "many.txt" {
+            assert!(
+                parts.iter().filter(|p| !p.is_empty()).count() == 3,
+                "the groups spread over all three parts"
+            );
+        }
+    }
+}
+
+#[test]
+fn key_field_comparator_sorts_as_hadoops_example() {
+    // -D mapreduce.partition.keycomparator.options=-k2,2nr with one reducer: the second
+    // field, numerically, reversed; lines equal on it stay in map output order — exactly
+    // the documentation's illustration.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.txt"), HADOOP_KEYS).unwrap();
+    let parts = run_job(
+        dir.path(),
+        "keys.txt",
+        1,
+        &[&DOTTED[..], &["--sort-keys", "-k2,2nr"]].concat(),
+    );
+    assert_eq!(
+        text_lines(&parts[0]),
+        [
+            "11.14.2.3",
+            "11.14.2.2",
+            "11.12.1.2",
+            "11.12.1.1",
+            "11.11.4.1"
+        ]
+    );
+}
+
+/// Keeps the first three lines of each user (the reducer of a top-3 secondary sort).
+const TOP3_PY: &str = "import sys\nlast, n = None, 0\nfor line in sys.stdin:\n    user = line.split('\\t', 1)[0]\n    if user != last:\n        last, n = user, 0\n    if n < 3:\n        sys.stdout.write(line)\n        n += 1\n";
+
+/// The same, computed directly: each user's lines by score, highest first.
+const TOP3_REFERENCE_PY: &str = r#"
+import sys, os, collections
+by_user = collections.defaultdict(list)
+for name in sorted(os.listdir(sys.argv[1])):
+    for line in open(os.path.join(sys.argv[1], name)):
+        user, score, item = line.rstrip('\n').split('\t')
+        by_user[user].append((float(score), line))
+for user in sorted(by_user):
+    for _, line in sorted(by_user[user], key=lambda t: -t[0])[:3]:
+        sys.stdout.write(line)
+"#;
+
+#[test]
+fn secondary_sort_top_three_per_key_matches_python() {
+    // Key = user and score; partition on the user alone; order by user, then score as a
+    // number, highest first. The reducer sees each user's lines best first and keeps three.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("scores");
+    std::fs::create_dir(&input).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |m: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % m
+    };
+    for f in 0..4 {
+        let mut text = String::new();
+        for i in 0..2500u64 {
+            let user = format!("user{:03}", next(150));
+            // Distinct scores (the line number is in them), negative, fractional and
+            // of every width: a bytewise sort would get them wrong.
+            let whole = next(20_000) as i64 - 10_000;
+            let score = format!("{whole}.{:04}{f}", i);
+            text.push_str(&format!("{user}\t{score}\titem{}\n", next(1000)));
+        }
+        std::fs::write(input.join(format!("part{f}.tsv")), text).unwrap();
+    }
+    std::fs::write(dir.path().join("top3.py"), TOP3_PY).unwrap();
+    let want = python_reference(TOP3_REFERENCE_PY, &input, &[]);
+    let parts = run_job(
+        dir.path(),
+        "scores",
+        4,
+        &[
+            "--map",
+            "cat",
+            "--reduce",
+            "top3.py",
+            "--key-fields",
+            "2",
+            "--partition-fields",
+            "1",
+            "--sort-keys",
+            "k1,1 k2,2nr",
+            "--split-size",
+            "20000",
+        ],
+    );
+    // Each user in one part, its lines in the reducer's order; users ordered as Python's.
+    let mut by_user: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for part in &parts {
+        let mut users_here = Vec::new();
+        for l in text_lines(part) {
+            let user = l.split('\t').next().unwrap().to_owned();
+            if users_here.last() != Some(&user) {
+                assert!(!users_here.contains(&user), "{user} is not contiguous");
+                users_here.push(user.clone());
+            }
+            let lines = by_user.entry(user.clone()).or_default();
+            assert!(
+                lines.is_empty() || users_here.contains(&user),
+                "{user} is in two parts"
+            );
+            lines.push(l);
+        }
+        let mut sorted = users_here.clone();
+        sorted.sort();
+        assert_eq!(users_here, sorted, "users are sorted within a part");
+    }
+    let got: String = by_user
+        .values()
+        .flatten()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(got, String::from_utf8(want).unwrap());
+    assert!(by_user.len() >= 140, "most users appear");
+}
+
+#[test]
+fn key_flags_are_refused_where_they_mean_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "a b\n").unwrap();
+    for (flags, want) in [
+        (
+            vec!["--app", "wordcount", "--key-fields", "2"],
+            "--key-fields",
+        ),
+        (
+            vec!["--map", "cat", "--reduce", "cat", "--sort-keys", "k2,1"],
+            "ends before it starts",
+        ),
+        (
+            vec!["--map", "cat", "--reduce", "cat", "--partition-fields", "0"],
+            "--partition-fields",
+        ),
+        (
+            vec!["--map", "cat", "--reduce", "cat", "--separator", ""],
+            "--separator",
+        ),
+    ] {
+        let o = run(shoal()
+            .current_dir(dir.path())
+            .args(["run", "--input", "in.txt", "--output", "out"])
+            .args(&flags));
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{flags:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn a_combiner_reads_and_writes_whole_lines_under_key_fields() {
+    // Word count keyed on the first field of a '|'-separated line: the combiner and the
+    // reducer read lines as the mapper wrote them and their output is keyed again.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, all) = small_word_input(dir.path(), 5, 4000);
+    let map = "tr ' ' '\\n' | sed 's/$/|1/'";
+    let sum = "awk -F'|' '{ n[$1] += $2 } END { for (w in n) print w \"|\" n[w] }'";
+    let parts = run_job(
+        dir.path(),
+        "in",
+        3,
+        &[
+            "--map",
+            map,
+            "--combine",
+            sum,
+            "--reduce",
+            sum,
+            "--separator",
+            "|",
+            "--key-fields",
+            "1",
+            "--split-size",
+            "8192",
+            "--sort-mb",
+            "1",
+        ],
+    );
+    let mut got: Vec<(String, usize)> = parts
+        .iter()
+        .flat_map(|p| text_lines(p))
+        .map(|l| {
+            let (w, n) = l.split_once('|').unwrap();
+            (w.to_owned(), n.parse().unwrap())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, word_counts(&all));
+}
