@@ -21,17 +21,6 @@ fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) -> String {
     summary
 }
 
-/// A counter's value from `shoal run`'s summary (`group.name = N` lines).
-fn counter(summary: &str, name: &str) -> u64 {
-    let prefix = format!("{name} = ");
-    summary
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no counter {name} in:\n{summary}"))
-        .parse()
-        .unwrap()
-}
-
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 6, 3000);

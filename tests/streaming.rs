@@ -170,19 +170,17 @@ fn secondary_sort_top_three_per_key_matches_python() {
         "scores",
         4,
         &[
-            "--map",
-            "cat",
-            "--reduce",
-            "top3.py",
-            "--key-fields",
-            "2",
-            "--partition-fields",
-            "1",
-            "--sort-keys",
-            "k1,1 k2,2nr",
-            "--split-size",
-            "20000",
-        ],
+            &[
+                "--map",
+                "cat",
+                "--reduce",
+                "top3.py",
+                "--split-size",
+                "20000",
+            ][..],
+            &BY_USER_BEST_FIRST,
+        ]
+        .concat(),
     );
     // Each user in one part, its lines in the reducer's order; users ordered as Python's.
     let mut by_user: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -284,4 +282,150 @@ fn a_combiner_reads_and_writes_whole_lines_under_key_fields() {
         .collect();
     got.sort();
     assert_eq!(got, word_counts(&all));
+}
+
+/// Compress every file under `from` into the same place under `to` with `tool -c` (gzip,
+/// bzip2, zstd, xz), adding `ext`.
+pub fn compress_dir(from: &Path, to: &Path, tool: &str, ext: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            compress_dir(&e.path(), &to.join(e.file_name()), tool, ext);
+            continue;
+        }
+        let o = run(std::process::Command::new(tool)
+            .arg("-c")
+            .arg(e.path())
+            .stdout(std::process::Stdio::piped()));
+        assert!(o.status.success(), "{tool} failed: {}", text(&o));
+        let name = format!("{}{ext}", e.file_name().to_string_lossy());
+        std::fs::write(to.join(name), o.stdout).unwrap();
+    }
+}
+
+/// Every file under `dir`.
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_in(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn compressed_inputs_give_the_plain_output_and_count_decompressed_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = corpus(dir.path(), 5, 3000);
+    let plain_bytes: u64 = files_in(&plain)
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    let n_files = files_in(&plain).len() as u64;
+    let mut kinds = vec![("plain".to_string(), "corpus".to_string())];
+    for (tool, ext) in [
+        ("gzip", ".gz"),
+        ("zstd", ".zst"),
+        ("bzip2", ".bz2"),
+        ("xz", ".xz"),
+    ] {
+        compress_dir(&plain, &dir.path().join(tool), tool, ext);
+        kinds.push((tool.to_string(), tool.to_string()));
+    }
+    let mut outputs = Vec::new();
+    for (kind, input) in &kinds {
+        for job in [
+            vec!["--app", "wordcount"],
+            vec!["--map", "tr -s ' \\t' '\\n\\n'", "--reduce", "uniq -c"],
+        ] {
+            let out = dir.path().join(format!("out-{kind}-{}", job[1]));
+            let o = run(shoal()
+                .current_dir(dir.path())
+                .args(["run", "--input", input, "--output"])
+                .arg(&out)
+                .args(["--reducers", "3", "--split-size", "65536"])
+                .args(&job));
+            assert!(o.status.success(), "{kind} {job:?}: {}", text(&o));
+            let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert_eq!(
+                counter(&summary, "shoal.map_input_bytes"),
+                plain_bytes,
+                "{kind}: the counter counts decompressed bytes"
+            );
+            if kind != "plain" {
+                assert!(
+                    summary.contains(&format!("map:    {n_files} tasks")),
+                    "{kind}: one split per compressed file: {summary}"
+                );
+            }
+            outputs.push((kind.clone(), job[1], parts(&out, 3)));
+        }
+    }
+    for (kind, job, parts) in &outputs[2..] {
+        let plain = &outputs[if *job == "wordcount" { 0 } else { 1 }].2;
+        assert_eq!(parts, plain, "{kind} {job}: same output as the plain input");
+    }
+}
+
+#[test]
+fn a_file_whose_name_lies_about_its_codec_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.gz"), "plain text, not gzip\n").unwrap();
+    let o = run(shoal()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--input",
+            "notes.gz",
+            "--output",
+            "out",
+            "--app",
+            "wordcount",
+        ])
+        .args(["--max-attempts", "1"]));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "refused before it runs: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("notes.gz") && text(&o).contains("does not start as gzip"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn compressed_output_decompresses_to_the_plain_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, all) = small_word_input(dir.path(), 4, 5000);
+    for (codec, ext, tool) in [("gzip", ".gz", "gzip"), ("zstd", ".zst", "zstd")] {
+        let out = dir.path().join(format!("out-{codec}"));
+        let o = run(shoal()
+            .current_dir(dir.path())
+            .args(["run", "--input", "in", "--output"])
+            .arg(&out)
+            .args(["--app", "wordcount", "--reducers", "2"])
+            .args(["--compress-output", codec]));
+        assert!(o.status.success(), "{codec}: {}", text(&o));
+        let mut plain_parts = Vec::new();
+        for p in 0..2 {
+            let path = out.join(format!("part-{p:05}{ext}"));
+            let d = run(std::process::Command::new(tool).arg("-dc").arg(&path));
+            assert!(
+                d.status.success(),
+                "{tool} -d {}: {}",
+                path.display(),
+                text(&d)
+            );
+            plain_parts.push(d.stdout);
+        }
+        assert_eq!(tab_counts(&plain_parts), word_counts(&all), "{codec}");
+    }
 }

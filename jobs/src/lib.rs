@@ -7,6 +7,7 @@
 //! - [`spec`]: the job spec (inputs, mapper, reducer, R, budgets, limits) and its validation.
 //! - [`split`]: cutting inputs into line-aligned splits.
 //! - [`checksum`]: CRC32C of stored objects, taken by their writer and checked by readers.
+//! - [`compress`]: compressed input (`.gz`, `.bz2`, `.zst`, `.xz`) and `--compress-output`.
 //! - [`record`]: the on-disk record format of intermediate data (length-prefixed key/value).
 //! - [`keys`]: key fields, partition fields and sort specs of streaming map output.
 //! - [`partition`]: the stable key hash and the partitioners (hash, sampled ranges).
@@ -28,6 +29,7 @@
 pub mod apps;
 pub mod checksum;
 pub mod cluster;
+pub mod compress;
 pub mod counters;
 pub mod error;
 pub mod keys;

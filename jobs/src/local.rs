@@ -116,17 +116,11 @@ fn sample_keys(
     max_splits: usize,
     per_split: usize,
 ) -> Result<Vec<Vec<u8>>> {
-    use std::io::{BufRead, Read, Seek, SeekFrom};
+    use std::io::BufRead;
     let step = splits.len().div_ceil(max_splits).max(1);
     let mut keys = Vec::new();
     for s in splits.iter().step_by(step) {
-        let mut f = std::fs::File::open(&s.path).map_err(|e| Error::Input {
-            path: s.path.clone(),
-            source: e,
-        })?;
-        f.seek(SeekFrom::Start(s.offset))
-            .ctx(|| format!("reading {}", s.path.display()))?;
-        let reader = std::io::BufReader::new(f.take(s.len));
+        let reader = crate::split::open(s, None)?;
         for line in reader.split(b'\n').take(per_split) {
             let line = line.ctx(|| format!("reading {}", s.path.display()))?;
             app.map(s.name.as_bytes(), &line, &mut |k, _| keys.push(k.to_vec()));
@@ -240,7 +234,7 @@ pub fn run_local(
         }
         Err(e) => {
             for r in 0..spec.reducers {
-                let _ = std::fs::remove_file(output.join(task::part_name(r)));
+                let _ = std::fs::remove_file(output.join(spec.part_name(r)));
             }
             Err(e)
         }
@@ -353,7 +347,7 @@ fn run_phases(
         .map(|p| {
             let map_out = map_out.clone();
             let sizes = Arc::clone(&sizes);
-            let out_file = output.join(task::part_name(p));
+            let out_file = output.join(shared.spec.part_name(p));
             let work: Work<(Counters, PathBuf)> = Box::new(move |env| {
                 let inputs = (0..n_maps)
                     .map(|m| {

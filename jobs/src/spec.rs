@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compress::Codec;
 use crate::error::{Error, Result};
 use crate::keys::KeyFields;
 use crate::partition::Partitioner;
@@ -103,6 +104,9 @@ pub struct JobSpec {
     /// (`--separator`, `--key-fields`, `--partition-fields`, `--sort-keys`); `None`: the
     /// key is the text before the first tab, partitioned and sorted by its bytes.
     pub keys: Option<KeyFields>,
+    /// Write each part compressed (`--compress-output gzip|zstd`), named `part-NNNNN.gz`
+    /// or `.zst`.
+    pub compress_output: Option<Codec>,
 }
 
 /// Copies kept of splits and part files besides the original (`--replication`).
@@ -138,7 +142,15 @@ impl JobSpec {
             replication: DEFAULT_REPLICATION,
             combine_files: false,
             keys: None,
+            compress_output: None,
         }
+    }
+
+    /// The file name of part `p`: `part-00003`, or `part-00003.gz` with `--compress-output
+    /// gzip`.
+    pub fn part_name(&self, p: u32) -> String {
+        let ext = self.compress_output.map_or("", Codec::extension);
+        format!("{}{ext}", part_name(p))
     }
 
     /// Check everything that does not depend on where the inputs live.
@@ -194,6 +206,14 @@ impl JobSpec {
                 return bad(format!("--env name {key:?} is not a valid variable name"));
             }
         }
+        if let Some(c) = self.compress_output {
+            if !matches!(c, Codec::Gzip | Codec::Zstd) {
+                return bad(format!(
+                    "--compress-output {}: only gzip and zstd are written",
+                    c.name()
+                ));
+            }
+        }
         if let Some(k) = &self.keys {
             if matches!(self.kind, JobKind::App(_)) {
                 return bad(
@@ -230,6 +250,11 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// A part file's name before any compression extension: `part-00003`.
+pub fn part_name(partition: u32) -> String {
+    format!("part-{partition:05}")
 }
 
 /// How a shipped program file is started: `None` = exec it directly (shebang or native

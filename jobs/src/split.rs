@@ -3,14 +3,17 @@
 //!
 //! The invariant: the splits of a file cover it exactly once, each ends just after a newline
 //! (or at the end of the file), so every line belongs to exactly one split. A file no bigger
-//! than the split size is one split; an empty file is one empty split.
+//! than the split size is one split, and so is a compressed file; an empty file is one
+//! empty split.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::compress::Codec;
 use crate::error::{Error, IoContext, Result};
 
 /// One input file and the name a mapper sees for it (`SHOAL_INPUT_FILE`).
@@ -41,6 +44,63 @@ pub struct Split {
     /// (see `SplitInfo::files`). Empty: the whole split belongs to `name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<(String, u64)>,
+}
+
+/// A split's bytes as its map reads them — a compressed file's decompressed (see
+/// [`crate::compress`]) — with `progress` counting the file's bytes consumed.
+pub fn open<'s>(
+    split: &'s Split,
+    progress: Option<&'s AtomicU64>,
+) -> Result<Box<dyn BufRead + Send + 's>> {
+    let mut f = File::open(&split.path).map_err(|e| Error::Input {
+        path: split.path.clone(),
+        source: e,
+    })?;
+    f.seek(SeekFrom::Start(split.offset))
+        .ctx(|| format!("reading {}", split.path.display()))?;
+    let raw = Counted {
+        inner: f.take(split.len),
+        read: 0,
+        progress,
+    };
+    // A small split gets a small buffer (thousands of 1 KB splits are common).
+    let cap = (split.len + 1).min(256 << 10) as usize;
+    match split.codec() {
+        None => Ok(Box::new(BufReader::with_capacity(cap, raw))),
+        Some(codec) => {
+            let decoded = codec.decoder(&split.name, BufReader::with_capacity(cap, raw))?;
+            Ok(Box::new(BufReader::with_capacity(256 << 10, decoded)))
+        }
+    }
+}
+
+/// A reader that publishes how many bytes it has read.
+struct Counted<'p, R> {
+    inner: R,
+    read: u64,
+    progress: Option<&'p AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if let Some(p) = self.progress {
+            p.store(self.read, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+impl Split {
+    /// The codec of a split that is one compressed file.
+    pub fn codec(&self) -> Option<Codec> {
+        if self.files.is_empty() {
+            Codec::of_name(&self.name)
+        } else {
+            None
+        }
+    }
 }
 
 /// Files and directories whose names start with these are not input (Hadoop's rule:
@@ -149,6 +209,17 @@ pub fn plan_splits(files: &[InputFile], split_size: u64, max_record: u64) -> Res
                 files: Vec::new(),
             });
         };
+        // A compressed file is one split: its lines cannot be found without reading it.
+        // Its first bytes must say what its name says.
+        if let Some(codec) = Codec::of_name(&f.name) {
+            let file = File::open(&f.path).map_err(|e| Error::Input {
+                path: f.path.clone(),
+                source: e,
+            })?;
+            codec.decoder(&f.name, BufReader::with_capacity(64, file))?;
+            push(0, f.len, &mut splits);
+            continue;
+        }
         if f.len <= split_size {
             push(0, f.len, &mut splits);
             continue;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
+use shoal_jobs::compress::Codec;
 use shoal_jobs::keys::{self, KeyFields};
 use shoal_jobs::spec::{self, JobKind, JobSpec};
 
@@ -74,6 +75,9 @@ pub struct JobArgs {
     /// Lines that compare equal keep their map output order.
     #[arg(long, requires = "map", allow_hyphen_values = true)]
     pub sort_keys: Option<String>,
+    /// Write each part compressed: gzip (part-NNNNN.gz) or zstd (part-NNNNN.zst).
+    #[arg(long, value_parser = parse_output_codec)]
+    pub compress_output: Option<Codec>,
     /// Longest input line accepted, bytes.
     #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD")]
     pub max_record: u64,
@@ -84,6 +88,10 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?} is not K=V")),
     }
+}
+
+fn parse_output_codec(s: &str) -> Result<Codec, String> {
+    shoal_jobs::compress::parse_output_codec(s).map_err(|e| e.to_string())
 }
 
 fn parse_partition_fields(s: &str) -> Result<(u32, u32), String> {
@@ -153,6 +161,7 @@ impl JobArgs {
         spec.max_attempts = self.max_attempts;
         spec.max_record_bytes = self.max_record;
         spec.keys = self.key_fields()?;
+        spec.compress_output = self.compress_output;
         spec.validate()?;
         Ok(spec)
     }

@@ -107,9 +107,13 @@ fn part_list(client: &mut Client, id: &str) -> Result<Vec<Listed>, ClientError> 
     Ok(parts)
 }
 
-/// Whether `name` is `part-` and five or more digits: the only names written into the
-/// output directory.
+/// Whether `name` is `part-` and five or more digits, with `.gz` or `.zst` under
+/// `--compress-output`: the only names written into the output directory.
 fn is_part_name(name: &str) -> bool {
+    let name = [".gz", ".zst"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
     let digits = name.strip_prefix("part-").unwrap_or_default();
     digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit())
 }
@@ -229,7 +233,13 @@ mod tests {
 
     #[test]
     fn only_part_names_become_files_and_checksums_parse_strictly() {
-        for ok in ["part-00000", "part-00017", "part-123456"] {
+        for ok in [
+            "part-00000",
+            "part-00017",
+            "part-123456",
+            "part-00001.gz",
+            "part-00002.zst",
+        ] {
             assert!(is_part_name(ok), "{ok}");
         }
         for bad in [
@@ -240,6 +250,8 @@ mod tests {
             "../part-00000",
             "part-00000/../x",
             "part-00000.a1",
+            "part-00000.gz.gz",
+            "part-.gz",
             "_SUCCESS",
             "/etc/passwd",
             "part-00000\n",

@@ -296,6 +296,28 @@ pub mod cluster;
 #[allow(dead_code)] // only the netns tests use it
 pub mod netns;
 
+/// A counter's value from `shoal run`'s summary (`group.name = N` lines).
+pub fn counter(summary: &str, name: &str) -> u64 {
+    let prefix = format!("{name} = ");
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{summary}"))
+        .parse()
+        .unwrap()
+}
+
+/// A secondary sort's flags: the key is `user<TAB>score`, partitioned on the user, ordered
+/// by user and then score as a number, highest first.
+pub const BY_USER_BEST_FIRST: [&str; 6] = [
+    "--key-fields",
+    "2",
+    "--partition-fields",
+    "1",
+    "--sort-keys",
+    "k1,1 k2,2nr",
+];
+
 /// Lines of a byte buffer (without newlines).
 pub fn lines(b: &[u8]) -> Vec<Vec<u8>> {
     b.split(|&c| c == b'\n')

@@ -324,6 +324,7 @@ impl Job {
             .filter_map(|t| {
                 Some(PartRef {
                     index: t.index,
+                    name: self.spec.part_name(t.index),
                     attempt: t.accepted()?.attempt,
                     size: t.output_sizes.first().copied().unwrap_or(0),
                     checksum: t.output_checksums.first().copied(),
@@ -340,6 +341,8 @@ impl Job {
 pub struct PartRef {
     /// Its partition.
     pub index: u32,
+    /// Its file name: `part-00003`, with `.gz` or `.zst` under `--compress-output`.
+    pub name: String,
     /// The reduce attempt that wrote it (its object's key names the attempt).
     pub attempt: u32,
     /// Bytes.

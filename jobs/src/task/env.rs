@@ -94,11 +94,6 @@ pub fn reduce_task_id(partition: u32) -> String {
     format!("r-{partition:05}")
 }
 
-/// A part file's name: `part-00003`.
-pub fn part_name(partition: u32) -> String {
-    format!("part-{partition:05}")
-}
-
 /// What a finished map task produced. Its output is one file of sorted records, partition
 /// after partition (Hadoop's `file.out`), renamed to the `out_file` it was given: one file
 /// per map however many reducers, so a job of thousands of small maps creates thousands of

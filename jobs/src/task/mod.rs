@@ -7,7 +7,7 @@
 //! attempt never leaves output that looks finished.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
@@ -18,21 +18,21 @@ use crate::spec::JobKind;
 use crate::split::Split;
 use crate::streaming::{self};
 
+pub use crate::spec::part_name;
+
 mod collect;
 mod env;
 
 use collect::Collector;
 use env::{for_each_line, write_input};
 pub use env::{
-    map_output_file, map_task_id, part_name, partition_range, reduce_task_id, write_line,
-    MapOutput, TaskEnv,
+    map_output_file, map_task_id, partition_range, reduce_task_id, write_line, MapOutput, TaskEnv,
 };
 
 /// Run a map task over `split`; on success its output is renamed to `out_file`.
 pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutput> {
     let r = env.spec.reducers;
     let mut c = Collector::new(env, r)?;
-    c.counters.add_builtin("map_input_bytes", split.len);
     let context = format!(
         "split {} of {} ({})",
         split.index,
@@ -42,7 +42,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
     match &env.spec.kind {
         JobKind::App(_) => {
             let app = env.app()?;
-            let mut input = open_split(split)?;
+            let mut input = crate::split::open(split, env.progress)?;
             let mut line = Vec::new();
             let mut offset = split.offset;
             let mut lines = 0u64;
@@ -74,16 +74,15 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
                 if let Some(e) = c.error.take() {
                     return Err(e);
                 }
-                if lines.is_multiple_of(4096) {
-                    if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                        return Err(Error::Cancelled);
-                    }
-                    if let Some(p) = env.progress {
-                        p.store(offset - split.offset, std::sync::atomic::Ordering::Relaxed);
-                    }
+                if lines.is_multiple_of(4096)
+                    && env.cancel.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Err(Error::Cancelled);
                 }
             }
             c.counters.add_builtin("map_input_records", lines);
+            c.counters
+                .add_builtin("map_input_bytes", offset - split.offset);
         }
         JobKind::Streaming { map, .. } => {
             let mut vars = env.base_env(&map_task_id(split.index));
@@ -100,10 +99,10 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
             vars.push(("SHOAL_PARTITIONS".into(), r.to_string()));
             let launch = env.launch("mapper", map, vars, context);
             let max = env.spec.max_record_bytes;
-            let mut lines = 0u64;
+            let (mut lines, mut bytes) = (0u64, 0u64);
             let out = streaming::run(
                 &launch,
-                |stdin| feed_split(split, max, stdin, &mut lines, env.progress),
+                |stdin| feed_split(split, max, stdin, &mut lines, &mut bytes, env.progress),
                 |stdout| {
                     for_each_line(stdout, |line| {
                         c.emit_line(line);
@@ -112,6 +111,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
                 },
             )?;
             c.counters.add_builtin("map_input_records", lines);
+            c.counters.add_builtin("map_input_bytes", bytes);
             c.counters.merge(&out.counters);
         }
     }
@@ -150,27 +150,17 @@ impl<'s> FileOf<'s> {
     }
 }
 
-fn open_split(split: &Split) -> Result<BufReader<io::Take<File>>> {
-    let mut f = File::open(&split.path).map_err(|e| Error::Input {
-        path: split.path.clone(),
-        source: e,
-    })?;
-    f.seek(SeekFrom::Start(split.offset))
-        .ctx(|| format!("reading {}", split.path.display()))?;
-    // A small split gets a small buffer (thousands of 1 KB splits are common).
-    let cap = (split.len + 1).min(256 << 10) as usize;
-    Ok(BufReader::with_capacity(cap, f.take(split.len)))
-}
-
-/// Copy a split to a mapper's stdin, refusing lines longer than `max`; counts the lines.
+/// Copy a split to a mapper's stdin, refusing lines longer than `max`; counts the lines and
+/// the bytes (decompressed).
 fn feed_split(
     split: &Split,
     max: u64,
     stdin: &mut dyn Write,
     lines: &mut u64,
+    bytes: &mut u64,
     progress: Option<&AtomicU64>,
 ) -> Result<()> {
-    let mut input = open_split(split)?.into_inner();
+    let mut input = crate::split::open(split, progress)?;
     let mut buf = vec![0u8; 256 << 10];
     let mut pos = split.offset;
     let mut line_start = split.offset;
@@ -204,9 +194,7 @@ fn feed_split(
         stdin
             .write_all(&buf[..n])
             .ctx(|| "writing to the mapper's stdin".into())?;
-        if let Some(p) = progress {
-            p.store(pos - split.offset, std::sync::atomic::Ordering::Relaxed);
-        }
+        *bytes = pos - split.offset;
     }
     Ok(())
 }
@@ -252,6 +240,7 @@ fn reduce_into(
     let mut counters = Counters::default();
     let mut merger = Merger::new(inputs)?;
     let file = File::create(tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    let file = crate::compress::writer(env.spec.compress_output, file)?;
     let mut out = io::BufWriter::with_capacity(256 << 10, file);
     let werr = |e| Error::io(format!("writing {}", tmp.display()), e);
     match &env.spec.kind {
@@ -327,7 +316,11 @@ fn reduce_into(
             counters.add_builtin("reduce_output_records", lines);
         }
     }
-    let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| werr(e.into_error()))?
+        .finish()
+        .map_err(werr)?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     file.sync_all().map_err(werr)?;
     counters.add_builtin("output_bytes", bytes);

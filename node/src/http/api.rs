@@ -192,7 +192,7 @@ async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> R
                 .iter()
                 .map(|p| {
                     serde_json::json!({
-                        "name": shoal_jobs::task::part_name(p.index),
+                        "name": p.name,
                         "size": p.size,
                         "checksum": p.checksum.map(|c| format!("crc32c={c:08x}")),
                         "holders": p.holders.iter().map(|&n| crate::cluster::identity::hex(n)).collect::<Vec<_>>(),
@@ -221,10 +221,7 @@ async fn output_part(
         Ok(p) => p,
         Err((status, msg)) => return error(status, &msg),
     };
-    let Some(part) = parts
-        .into_iter()
-        .find(|p| shoal_jobs::task::part_name(p.index) == name)
-    else {
+    let Some(part) = parts.into_iter().find(|p| p.name == name) else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("job {id} has no part {name:?}"),

@@ -19,7 +19,8 @@ pub(crate) struct TooManySplits;
 /// larger than the split size), or, with `combine`, small files packed together up to the
 /// split size, each member file ending with a newline. Splits are stored one after another
 /// in segments (`JOB/seg-NNNNN`) of about the split size, so 2,000 small files are a few
-/// objects to store and copy, not 2,000, while each is still its own map task.
+/// objects to store and copy, not 2,000, while each is still its own map task. A compressed
+/// file (`shoal_jobs::compress`) is one split of its own, never cut and never packed.
 pub(crate) struct Splitter<'a> {
     blobs: &'a Blobs,
     job: String,
@@ -34,6 +35,8 @@ pub(crate) struct Splitter<'a> {
     /// The current split's files with their bytes in it (combined splits only).
     cur_files: Vec<(String, u64)>,
     file_has_split: bool,
+    /// The current file is compressed: kept whole, in a split of its own.
+    whole: bool,
     /// Whether the current file so far ends a line (or is empty).
     ends_line: bool,
     pub(crate) files_seen: usize,
@@ -59,6 +62,7 @@ impl<'a> Splitter<'a> {
             split_start: None,
             cur_files: Vec::new(),
             file_has_split: false,
+            whole: false,
             ends_line: true,
             files_seen: 0,
             split_sum: Default::default(),
@@ -68,11 +72,17 @@ impl<'a> Splitter<'a> {
         }
     }
 
-    pub(crate) fn start_file(&mut self, name: &str) {
+    pub(crate) fn start_file(&mut self, name: &str) -> std::io::Result<()> {
+        self.whole = shoal_jobs::compress::Codec::of_name(name).is_some();
+        if self.whole {
+            // Not packed with the files before it.
+            self.close_split()?;
+        }
         self.name = name.to_owned();
         self.file_has_split = false;
         self.ends_line = true;
         self.files_seen += 1;
+        Ok(())
     }
 
     /// Open a split (and a segment) if none is open; the segment's writer.
@@ -105,7 +115,7 @@ impl<'a> Splitter<'a> {
         self.split_sum.update(b);
         self.bytes += b.len() as u64;
         self.ends_line = b.last() == Some(&b'\n');
-        if self.combine {
+        if self.combine && !self.whole {
             match self.cur_files.last_mut() {
                 Some((name, n)) if *name == self.name => *n += b.len() as u64,
                 _ => self.cur_files.push((self.name.clone(), b.len() as u64)),
@@ -115,6 +125,9 @@ impl<'a> Splitter<'a> {
     }
 
     pub(crate) fn write(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        if self.whole {
+            return self.append(b);
+        }
         while !b.is_empty() {
             let room = self.split_size.saturating_sub(self.split_len()) as usize;
             if b.len() <= room {
@@ -179,7 +192,7 @@ impl<'a> Splitter<'a> {
     /// The file ended: close its last split (an empty file is one empty split); combined,
     /// end its last line and go on filling the split.
     pub(crate) fn end_file(&mut self) -> std::io::Result<()> {
-        if self.combine {
+        if self.combine && !self.whole {
             if !self.ends_line {
                 self.append(b"\n")?;
             }

@@ -198,7 +198,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             ));
         }
         let name = field.file_name().unwrap_or("input").to_owned();
-        splitter.start_file(&name);
+        splitter.start_file(&name).map_err(not_stored)?;
         while let Some(chunk) = field
             .chunk()
             .await
@@ -215,8 +215,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     }
     for (source, parts) in &chained {
         for part in parts {
-            let name = shoal_jobs::task::part_name(part.index);
-            splitter.start_file(&name);
+            splitter.start_file(&part.name).map_err(not_stored)?;
             read_part(node, source, part, &mut splitter).await?;
             splitter.end_file().map_err(not_stored)?;
         }
