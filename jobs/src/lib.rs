@@ -8,6 +8,7 @@
 //! - [`split`]: cutting inputs into line-aligned splits.
 //! - [`checksum`]: CRC32C of stored objects, taken by their writer and checked by readers.
 //! - [`compress`]: compressed input (`.gz`, `.bz2`, `.zst`, `.xz`) and `--compress-output`.
+//! - [`inplace`]: `node:` and `shared:` inputs, read where they lie under `--input-root`.
 //! - [`record`]: the on-disk record format of intermediate data (length-prefixed key/value).
 //! - [`keys`]: key fields, partition fields and sort specs of streaming map output.
 //! - [`partition`]: the stable key hash and the partitioners (hash, sampled ranges).
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod compress;
 pub mod counters;
 pub mod error;
+pub mod inplace;
 pub mod keys;
 pub mod landlock;
 pub mod local;

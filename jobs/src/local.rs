@@ -207,6 +207,16 @@ pub fn run_local(
 ) -> Result<Summary> {
     spec.validate()?;
     check_output_dir(output)?;
+    if let Some(arg) = spec
+        .inputs
+        .iter()
+        .find(|i| crate::inplace::in_place(i).is_some())
+    {
+        return Err(Error::InvalidSpec(format!(
+            "--input {arg}: node: and shared: inputs are read by a cluster's nodes under their \
+             --input-root (shoal submit); shoal run reads local paths"
+        )));
+    }
     let files = expand_inputs(&spec.inputs)?;
     let splits = plan_splits(&files, spec.split_size, spec.max_record_bytes)?;
     let app = match &spec.kind {

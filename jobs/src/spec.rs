@@ -159,6 +159,11 @@ impl JobSpec {
         if self.inputs.is_empty() {
             return bad("no input: give --input PATH".into());
         }
+        for input in &self.inputs {
+            if let Some((_, pattern)) = crate::inplace::in_place(input) {
+                crate::inplace::check_relative(input, pattern)?;
+            }
+        }
         if self.reducers < 1 {
             return bad(format!(
                 "--reducers must be at least 1, got {}",

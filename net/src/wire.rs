@@ -92,6 +92,29 @@ pub enum CtlRequest {
     },
     /// A worker's heartbeat (to the leader).
     Heartbeat(Heartbeat),
+    /// List your files matching `pattern` under your `--input-root`, cut into line-aligned
+    /// splits (a `node:` input being submitted).
+    ListInputs {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The glob, file or directory, relative to the input root.
+        pattern: String,
+        /// Target split size.
+        split_size: u64,
+        /// Longest line accepted.
+        max_record: u64,
+    },
+}
+
+/// One split of a file read in place, as its node lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSplit {
+    /// The file, relative to the node's input root.
+    pub path: String,
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
 }
 
 /// A worker's heartbeat to the leader: its slots and the attempts it is running.
@@ -150,6 +173,8 @@ pub enum CtlResponse {
     /// The leader's answer to a `Heartbeat`: every node's last heartbeat it has heard, so
     /// any node can show the whole cluster.
     Heartbeats(Vec<HeardHeartbeat>),
+    /// The answer to `ListInputs`.
+    InputSplits(Vec<InputSplit>),
 }
 
 /// A heartbeat as the leader heard it.

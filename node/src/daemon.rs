@@ -116,6 +116,10 @@ pub struct NodeArgs {
     /// no copy of another node's data and no new task.
     #[arg(long, env = "SHOAL_MIN_FREE_MB", default_value_t = 1024)]
     pub min_free_mb: u64,
+    /// The directory `--input node:GLOB` and `--input shared:GLOB` are read under (off
+    /// unless given): every job's mapper may read what lies here, and nothing outside it.
+    #[arg(long, env = "SHOAL_INPUT_ROOT")]
+    pub input_root: Option<PathBuf>,
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
@@ -319,6 +323,17 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         },
         &blobs,
     )?;
+    let input_root = match &args.input_root {
+        None => None,
+        Some(dir) if dir.is_dir() => Some(
+            std::fs::canonicalize(dir)
+                .with_context(|| format!("--input-root {}", dir.display()))?,
+        ),
+        Some(dir) => anyhow::bail!("--input-root {}: not a directory", dir.display()),
+    };
+    if let Some(root) = &input_root {
+        info!(root = %root.display(), "node: and shared: inputs are read under this directory");
+    }
     let settings = Settings {
         expect: args.expect,
         timing,
@@ -333,6 +348,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         retain_jobs: args.retain_jobs.max(1),
         sandbox: Arc::new(sandbox),
         min_free_mb: args.min_free_mb,
+        input_root,
     };
     let swept = blobs.sweep();
     if swept > 0 {

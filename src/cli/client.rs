@@ -70,7 +70,7 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
     let local: Vec<String> = spec
         .inputs
         .iter()
-        .filter(|i| !i.starts_with(CHAIN_PREFIX))
+        .filter(|i| !i.starts_with(CHAIN_PREFIX) && shoal_jobs::inplace::in_place(i).is_none())
         .cloned()
         .collect();
     let files = match shoal_jobs::split::expand_inputs(&local) {

@@ -56,6 +56,11 @@ fn check_job(
     {
         return Err(format!("split {i} is numbered out of order"));
     }
+    for s in splits {
+        if let Some(p) = &s.in_place {
+            crate::inplace::check_relative(&p.path, &p.path).map_err(|e| e.to_string())?;
+        }
+    }
     if let Partitioner::Range(bounds) = partitioner {
         if bounds.len() + 1 != spec.reducers as usize {
             return Err(format!(
@@ -92,6 +97,14 @@ impl Cluster {
             .iter()
             .map(|s| Task::new(TaskKind::Map, s.index))
             .collect();
+        // What the upload brought into the cluster (in-place inputs bring nothing).
+        let mut counters = Counters::default();
+        let uploaded = splits
+            .iter()
+            .filter(|s| s.in_place.is_none())
+            .map(|s| s.len)
+            .sum();
+        counters.add_builtin("input_uploaded_bytes", uploaded);
         let reduces = (0..spec.reducers)
             .map(|p| Task::new(TaskKind::Reduce, p))
             .collect();
@@ -105,7 +118,7 @@ impl Cluster {
             partitioner,
             maps,
             reduces,
-            counters: Counters::default(),
+            counters,
             error: None,
         };
         self.jobs.insert(id, job);
@@ -295,6 +308,22 @@ impl Cluster {
                     at_ms,
                     &format!("its output was lost with node {node:016x}"),
                 );
+            }
+            // A map still needed whose input only the lost node has can never run.
+            let stranded = j.maps.iter().find_map(|t| {
+                let s = j.splits.get(t.index as usize)?;
+                (t.state != TaskState::Done && s.pinned() == Some(node))
+                    .then(|| s.in_place.as_ref().map(|p| p.path.clone()))
+                    .flatten()
+            });
+            if let Some(path) = stranded {
+                j.state = JobState::Failed;
+                j.finished_ms = Some(at_ms);
+                j.error = Some(format!(
+                    "input {path} is on node {node:016x}, which was lost (node: inputs are read \
+                     only where they lie)"
+                ));
+                changed = true;
             }
         }
         if changed {

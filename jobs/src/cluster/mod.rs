@@ -16,7 +16,9 @@ use crate::partition::Partitioner;
 use crate::spec::JobSpec;
 
 mod apply;
+mod splits;
 pub use apply::MAX_SPLITS;
+pub use splits::{InPlace, SplitInfo};
 
 use apply::{AttemptOf, Failure};
 
@@ -199,37 +201,6 @@ impl Task {
             .iter_mut()
             .find(|a| a.attempt == attempt && a.state == TaskState::Running)
     }
-}
-
-/// A split of the job's input and the nodes that hold a copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitInfo {
-    /// Its index (= its map task).
-    pub index: u32,
-    /// The input file's name as the mapper sees it (the first file's, for a combined split).
-    pub name: String,
-    /// Bytes.
-    pub len: u64,
-    /// Nodes holding a copy.
-    pub holders: Vec<NodeId>,
-    /// A combined split (`--combine-files`): the files it holds one after another, each
-    /// with its bytes in this split. Empty: the split is part of one file, `name`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<(String, u64)>,
-    /// The stored object that holds it, when splits are packed into segments: segment
-    /// `s` of the job, from byte `offset`. `None`: the split is an object of its own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment: Option<u32>,
-    /// Where it starts in its segment.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub offset: u64,
-    /// The checksum of its bytes ([`crate::checksum`]), taken when it was stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<u32>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// A job in the table.

@@ -86,8 +86,20 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
     for job in running() {
         let (kind, tasks) = job.phase();
         for task in tasks.iter().filter(|t| t.state == TaskState::Pending) {
-            let Some(node) = slots.take(job, task, None) else {
-                return out;
+            let pinned = match kind {
+                TaskKind::Map => job.splits.get(task.index as usize).and_then(|s| s.pinned()),
+                TaskKind::Reduce => None,
+            };
+            let node = match pinned {
+                // Only the node whose disk has the input may run it.
+                Some(n) => match slots.take_on(n) {
+                    Some(n) => n,
+                    None => continue,
+                },
+                None => match slots.take(job, task, None) {
+                    Some(n) => n,
+                    None => return out,
+                },
             };
             out.push(Command::Assign {
                 job: job.id.clone(),
@@ -102,6 +114,15 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
     }
     for job in running() {
         for (task, runs_on) in stragglers(job, now_ms) {
+            // Its one node already runs it: no backup elsewhere.
+            if task.kind == TaskKind::Map
+                && job
+                    .splits
+                    .get(task.index as usize)
+                    .is_some_and(|s| s.pinned().is_some())
+            {
+                continue;
+            }
             let Some(node) = slots.take(job, task, Some(runs_on)) else {
                 continue;
             };
@@ -157,6 +178,19 @@ impl Slots {
         Slots { busy, slots, free }
     }
 
+    /// Take a free slot on `node`, if it is live and has one.
+    fn take_on(&mut self, node: NodeId) -> Option<NodeId> {
+        let b = *self.busy.get(&node)?;
+        if !self.free.remove(&(b, node)) {
+            return None;
+        }
+        self.busy.insert(node, b + 1);
+        if self.slots.get(&node).copied().unwrap_or(0) > b + 1 {
+            self.free.insert((b + 1, node));
+        }
+        Some(node)
+    }
+
     /// Take a free slot for a new attempt of `task`, never on `not`; candidates by
     /// preference: (tried there before, not holding its split, busy, id).
     fn take(&mut self, job: &Job, task: &Task, not: Option<NodeId>) -> Option<NodeId> {
@@ -201,7 +235,6 @@ impl Slots {
     }
 }
 
-/// node their one attempt runs on.
 /// How long each finished task of `tasks` took (its successful attempt), sorted: what the
 /// phase's median — for backups and for queueing ahead — is taken from.
 fn finished_took(tasks: &[Task]) -> Vec<u64> {

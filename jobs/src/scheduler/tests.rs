@@ -504,3 +504,56 @@ fn empty_job() -> Job {
     submit(&mut c, "e", &[&[1]], 1, 3);
     c.jobs.remove("e").expect("submitted")
 }
+
+#[test]
+fn a_pinned_map_waits_for_its_node_and_a_lost_one_fails_the_job() {
+    // Splits 0 and 1 lie on node 1's disk (node: input), split 2 on node 2's, split 3
+    // anywhere (shared:); node 1 has one slot, node 2 and node 3 one each.
+    let mut c = Cluster::default();
+    let mut spec = JobSpec::new("j", vec!["node:x".into()], JobKind::App("wordcount".into()));
+    spec.reducers = 1;
+    let split = |i: u32, node: Option<NodeId>| SplitInfo {
+        index: i,
+        name: format!("f{i}"),
+        len: 100,
+        holders: node.into_iter().collect(),
+        in_place: Some(crate::cluster::InPlace {
+            node,
+            path: format!("f{i}"),
+            offset: 0,
+        }),
+        ..Default::default()
+    };
+    let cmd = Command::SubmitJob {
+        id: "j-1".into(),
+        spec: Box::new(spec),
+        splits: vec![
+            split(0, Some(1)),
+            split(1, Some(1)),
+            split(2, Some(2)),
+            split(3, None),
+        ],
+        partitioner: Partitioner::Hash,
+        at_ms: 0,
+    };
+    assert_eq!(c.apply(cmd), Applied::Changed);
+    let ns = nodes(&[(1, 1), (2, 1), (3, 1)]);
+    let p = plan(&c, &ns, 1);
+    // m1 waits for node 1's one slot without holding up m2 and m3.
+    assert_eq!(
+        render(&p),
+        "assign j-1 m0#1 -> n1\nassign j-1 m2#1 -> n2\nassign j-1 m3#1 -> n3"
+    );
+    apply_all(&mut c, p);
+    assert!(plan(&c, &ns, 2).is_empty(), "m1 runs on node 1 only");
+    // Node 1 is lost: m0 and m1 can never run; the job fails naming node and file.
+    let lost = Command::NodeLost { node: 1, at_ms: 3 };
+    assert_eq!(c.apply(lost), Applied::Changed);
+    let j = &c.jobs["j-1"];
+    assert_eq!(j.state, JobState::Failed);
+    let error = j.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("f0") && error.contains("0000000000000001"),
+        "{error}"
+    );
+}

@@ -104,6 +104,24 @@ impl Node {
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
             },
+            CtlRequest::ListInputs {
+                cluster_id,
+                pattern,
+                split_size,
+                max_record,
+            } => match self.cluster_id() {
+                Some(ours) if ours == cluster_id => {
+                    if member_id(self, &peer).is_none() {
+                        return CtlResponse::Refused(not_a_member(&peer));
+                    }
+                    match self.list_inputs(pattern, split_size, max_record).await {
+                        Ok(splits) => CtlResponse::InputSplits(splits),
+                        Err(why) => CtlResponse::Refused(why),
+                    }
+                }
+                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
             CtlRequest::Propose {
                 cluster_id,
                 command,

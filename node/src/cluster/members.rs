@@ -44,6 +44,22 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
     out
 }
 
+/// Every member's id, from the Raft membership (this node's included), in id order.
+pub fn member_ids(node: &Node) -> Vec<NodeId> {
+    let Some(h) = node.raft.get() else {
+        return Vec::new();
+    };
+    let m = shoal_raft::metrics(&h.raft);
+    let mut ids: Vec<NodeId> = m
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(&id, _)| id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// The peer id of member `id`, from the Raft membership.
 pub fn peer_of(node: &Node, id: NodeId) -> Option<shoal_net::PeerId> {
     let h = node.raft.get()?;

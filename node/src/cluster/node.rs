@@ -66,6 +66,8 @@ pub struct Settings {
     pub sandbox: Arc<shoal_jobs::sandbox::Sandbox>,
     /// MiB kept free on the data dir's disk (`--min-free-mb`).
     pub min_free_mb: u64,
+    /// Where `node:` and `shared:` inputs are read (`--input-root`), absolute; `None`: off.
+    pub input_root: Option<std::path::PathBuf>,
 }
 
 /// A running node.

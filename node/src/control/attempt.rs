@@ -238,11 +238,18 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
 async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {
     let k = &w.key;
     let split = w.split.clone().ok_or("the job has no such split")?;
-    let (path, offset) = ensure_split(node, &k.job, &split).await?;
+    let (path, offset) = match node.in_place_split(&split) {
+        Some(at) => at?,
+        None => ensure_split(node, &k.job, &split).await?,
+    };
     let out_file = node
         .blobs
         .path(&map_output_key(&k.job, k.index, k.attempt))
         .ok_or("a malformed map output key")?;
+    // A split read in place leaves no object of the job here before its output.
+    if let Some(dir) = out_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
     let scratch = node
         .blobs
         .scratch_path(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt));

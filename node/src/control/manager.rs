@@ -45,6 +45,16 @@ fn expired(jobs: &Cluster, me: NodeId, silent: &impl Fn(NodeId) -> bool) -> Vec<
                     out.insert(a.node);
                 }
             }
+            // A map that only one node's disk can feed waits for that node.
+            let pinned = match t.kind {
+                TaskKind::Map => j.splits.get(t.index as usize).and_then(|s| s.pinned()),
+                TaskKind::Reduce => None,
+            };
+            if let Some(n) = pinned.filter(|_| t.state != TaskState::Done) {
+                if n != me && silent(n) {
+                    out.insert(n);
+                }
+            }
             if t.kind == TaskKind::Map && t.state == TaskState::Done && !reduces_done {
                 if let [only] = t.holders[..] {
                     if only != me && silent(only) {

@@ -53,6 +53,9 @@ pub struct TaskView {
     pub kind: &'static str,
     /// "pending", "running", "done" or "failed".
     pub state: &'static str,
+    /// A map's input file (the first of a combined split), as its mapper sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
     /// Every attempt.
     pub attempts: Vec<AttemptView>,
     /// Bytes the successful attempt wrote: per partition for a map, the part file for a
@@ -142,6 +145,9 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                     "reduce"
                 },
                 state: task_state(t.state),
+                input: (t.kind == TaskKind::Map)
+                    .then(|| job.splits.get(t.index as usize).map(|s| s.name.clone()))
+                    .flatten(),
                 attempts: t
                     .attempts
                     .iter()

@@ -169,6 +169,7 @@ impl<'a> Splitter<'a> {
             segment: Some(self.seg_index),
             offset: start,
             checksum: Some(std::mem::take(&mut self.split_sum).value()),
+            in_place: None,
         });
         self.file_has_split = true;
         if self

@@ -176,7 +176,16 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         _ => None,
     };
     let chained = chained_inputs(node, &spec)?;
-    disk_ok(node)?;
+    let in_place = crate::http::inplace::in_place_splits(node, &spec)
+        .await
+        .map_err(|(status, why)| Rejected(status, why))?;
+    let uploads = spec
+        .inputs
+        .iter()
+        .any(|i| shoal_jobs::inplace::in_place(i).is_none());
+    if uploads {
+        disk_ok(node)?;
+    }
 
     let mut splitter = Splitter::new(&node.blobs, job, spec.split_size, spec.combine_files);
     let mut next_check = 0u64;
@@ -221,23 +230,42 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         }
     }
     let stored = splitter.finish().await.map_err(not_stored)?;
-    if stored.is_empty() {
+    if stored.is_empty() && in_place.is_empty() {
         return Err(bad("the job has no input"));
     }
+    if stored.len() + in_place.len() > cluster::MAX_SPLITS {
+        return Err(not_stored(std::io::Error::other(TooManySplits)));
+    }
+    // Read in place: numbered after the stored splits, never copied.
+    let in_place: Vec<SplitInfo> = in_place
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| SplitInfo {
+            index: (stored.len() + i) as u32,
+            ..s
+        })
+        .collect();
 
     // The partitioner may sample the input (the sort app's ranges).
     let local: Vec<Split> = stored
         .iter()
         .map(|s| {
             let (key, offset) = split_object(job, s);
-            Split {
-                index: s.index,
-                path: node.blobs.path(&key).unwrap_or_default(),
-                name: s.name.clone(),
-                offset,
-                len: s.len,
-                files: s.files.clone(),
-            }
+            (s, node.blobs.path(&key).unwrap_or_default(), offset)
+        })
+        .chain(
+            in_place
+                .iter()
+                .filter_map(|s| Some((s, node.in_place_split(s)?.ok()?)))
+                .map(|(s, (path, offset))| (s, path, offset)),
+        )
+        .map(|(s, path, offset)| Split {
+            index: s.index,
+            path,
+            name: s.name.clone(),
+            offset,
+            len: s.len,
+            files: s.files.clone(),
         })
         .collect();
     let spec_for_sample = spec.clone();
@@ -248,9 +276,10 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| bad(e.to_string()))?;
 
-    let bytes: u64 = stored.iter().map(|s| s.len).sum();
-    let n_splits = stored.len();
-    let splits = replicate_splits(node, job, stored, spec.replication).await;
+    let bytes: u64 = stored.iter().chain(&in_place).map(|s| s.len).sum();
+    let n_splits = stored.len() + in_place.len();
+    let mut splits = replicate_splits(node, job, stored, spec.replication).await;
+    splits.extend(in_place);
     let cmd = Command::Jobs(cluster::Command::SubmitJob {
         id: job.to_owned(),
         spec: Box::new(spec),

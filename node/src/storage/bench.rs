@@ -82,6 +82,7 @@ async fn start_node(
         retain_jobs: 100,
         sandbox: Default::default(),
         min_free_mb: 0,
+        input_root: None,
     };
     let blobs = crate::storage::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(

@@ -4,6 +4,7 @@
 pub mod bench;
 pub(crate) mod blobs;
 pub(crate) mod data;
+pub(crate) mod inplace;
 pub(crate) mod replication;
 pub(crate) mod serve;
 pub mod space;
