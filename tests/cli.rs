@@ -72,7 +72,7 @@ fn bad_input_is_rejected_before_anything_runs_naming_the_culprit() {
                 "--app",
                 "wordcount",
                 "--reducers",
-                "0",
+                "200000",
                 "--output",
                 "o",
             ],

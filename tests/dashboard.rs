@@ -193,7 +193,7 @@ fn metrics_errors_watch_and_retention() {
     assert!(v["error"].as_str().unwrap().contains("no job"), "{v}");
     let (status, v) = post_spec(
         &nodes[0].http,
-        r#"{"inputs": ["x"], "kind": {"App": "wordcount"}, "reducers": 0}"#,
+        r#"{"inputs": ["x"], "kind": {"App": "wordcount"}, "reducers": 200000}"#,
     );
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("reducers"), "{v}");

@@ -284,7 +284,7 @@ fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
         ),
         (&["--input", &input, "--app", "nosuchapp"], "unknown --app"),
         (
-            &["--input", &input, "--app", "wordcount", "-R", "0"],
+            &["--input", &input, "--app", "wordcount", "-R", "200000"],
             "--reducers",
         ),
         (

@@ -194,6 +194,42 @@ fn compressed_uploads_compressed_output_and_key_fields_on_a_cluster() {
             "{name} holds the same lines"
         );
     }
+
+    // Map-only, whole files: binary files uploaded come back as parts, byte for byte.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let files: Vec<Vec<u8>> = (0..3usize)
+        .map(|f| {
+            (0..70_000 + f)
+                .map(|i| ((i * 167 + f) % 256) as u8)
+                .collect()
+        })
+        .collect();
+    for (f, bytes) in files.iter().enumerate() {
+        std::fs::write(bin.join(format!("b{f}.bin")), bytes).unwrap();
+    }
+    let out = dir.path().join("bin-out");
+    let (_, o) = c.submit(&[
+        "--input",
+        bin.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--reducers",
+        "0",
+        "--input-format",
+        "whole-files",
+        "--split-size",
+        "4096",
+        "--map",
+        "cat",
+        "--reduce",
+        "cat",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = parts(&out, 3);
+    for (f, (g, w)) in got.iter().zip(&files).enumerate() {
+        assert!(g == w, "part {f}: {} bytes, the file {}", g.len(), w.len());
+    }
 }
 
 /// Three nodes started in `dir/nK` (their working directories) with `--data data` and
@@ -319,6 +355,39 @@ fn node_and_shared_inputs_are_read_where_they_lie() {
             }
         }
     }
+
+    // Map-only over node: inputs: a part per split, in input order, every line counted.
+    let out = dir.path().join("out-lines");
+    let o = submit_to(
+        &nodes[0],
+        &[
+            "--input",
+            "node:local",
+            "--reducers",
+            "0",
+            "--map",
+            "wc -l",
+            "--reduce",
+            "cat",
+        ]
+        .iter()
+        .copied()
+        .chain(["--output", out.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, job) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{}", job_id(&o))).unwrap();
+    let maps = job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "map")
+        .count();
+    let counted: u64 = parts(&out, maps as u32)
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 9 * 3000, "every line of every node's files, once");
 
     // Outside the root: a climbing pattern is refused by the client, a link out of the
     // root by the node that has it; both exit 2 and nothing runs.

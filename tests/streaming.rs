@@ -429,3 +429,117 @@ fn compressed_output_decompresses_to_the_plain_output() {
         assert_eq!(tab_counts(&plain_parts), word_counts(&all), "{codec}");
     }
 }
+
+/// `n` files of bytes of every value (NULs, no final newline, invalid UTF-8) in `dir/bin`,
+/// in name order.
+fn binary_files(dir: &Path, n: usize) -> Vec<Vec<u8>> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    (0..n)
+        .map(|f| {
+            let bytes: Vec<u8> = (0..5000 + 1000 * f)
+                .map(|i| ((i * 131 + f * 7) % 256) as u8)
+                .collect();
+            std::fs::write(bin.join(format!("b{f}.bin")), &bytes).unwrap();
+            bytes
+        })
+        .collect()
+}
+
+/// `shoal run --input bin --output OUT --reducers 0 --input-format whole-files` with the
+/// mapper `map`, in `dir`.
+fn whole_files_map_only(dir: &Path, out: &str, map: &str) -> Vec<Vec<u8>> {
+    let o = run(shoal()
+        .current_dir(dir)
+        .args(["run", "--input", "bin", "--output", out, "--reducers", "0"])
+        .args(["--input-format", "whole-files", "--split-size", "1024"])
+        .args(["--map", map, "--reduce", "cat"]));
+    assert!(o.status.success(), "{}", text(&o));
+    parts(&dir.join(out), 4)
+}
+
+#[test]
+fn map_only_whole_files_pass_binary_files_through_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = binary_files(dir.path(), 4);
+    // Each file whole on a mapper's stdin, its output the map's own part, in input order.
+    let got = whole_files_map_only(dir.path(), "out", "cat");
+    for (f, (got, want)) in got.iter().zip(&files).enumerate() {
+        assert!(
+            got == want,
+            "part {f} is not its file, byte for byte ({} bytes, {} in the file)",
+            got.len(),
+            want.len()
+        );
+    }
+    // The mapper knows which file it has.
+    let named: Vec<String> = whole_files_map_only(
+        dir.path(),
+        "named",
+        "printf '%s\\t' \"$SHOAL_INPUT_FILE\"; wc -c",
+    )
+    .iter()
+    .map(|p| String::from_utf8(p.clone()).unwrap().trim().to_owned())
+    .collect();
+    let want: Vec<String> = files
+        .iter()
+        .enumerate()
+        .map(|(f, b)| format!("b{f}.bin\t{}", b.len()))
+        .collect();
+    assert_eq!(named, want);
+}
+
+#[test]
+fn map_only_lines_keep_each_maps_output_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = small_word_input(dir.path(), 3, 3000);
+    for job in [
+        vec!["--app", "wordcount"],
+        vec![
+            "--map",
+            "tr ' ' '\\n'",
+            "--reduce",
+            "cat",
+            "--compress-output",
+            "gzip",
+        ],
+    ] {
+        let out = dir.path().join(format!("out-{}", job[1].len()));
+        let o = run(shoal()
+            .args(["run", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .args(["--reducers", "0", "--split-size", "8192"])
+            .args(&job));
+        assert!(o.status.success(), "{job:?}: {}", text(&o));
+        // The maps' words, in input order: the words of the files one after another.
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("part-"))
+            .collect();
+        names.sort();
+        assert!(names.len() > 3, "{job:?}: a part per split: {names:?}");
+        let mut words = Vec::new();
+        for n in &names {
+            let bytes = if n.ends_with(".gz") {
+                run(std::process::Command::new("gzip")
+                    .arg("-dc")
+                    .arg(out.join(n)))
+                .stdout
+            } else {
+                std::fs::read(out.join(n)).unwrap()
+            };
+            for l in String::from_utf8(bytes).unwrap().lines() {
+                words.push(l.split('\t').next().unwrap().to_owned());
+            }
+        }
+        let mut want = Vec::new();
+        for f in 0..3 {
+            let text = std::fs::read_to_string(input.join(format!("f{f}.txt"))).unwrap();
+            want.extend(text.split_whitespace().map(str::to_owned));
+        }
+        assert_eq!(words, want, "{job:?}");
+    }
+}

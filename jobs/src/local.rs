@@ -218,7 +218,7 @@ pub fn run_local(
         )));
     }
     let files = expand_inputs(&spec.inputs)?;
-    let splits = plan_splits(&files, spec.split_size, spec.max_record_bytes)?;
+    let splits = plan_splits(&files, spec.cut_size(), spec.max_record_bytes)?;
     let app = match &spec.kind {
         JobKind::App(name) => Some(apps::by_name(name, &spec.env)?),
         JobKind::Streaming { .. } => None,
@@ -234,6 +234,7 @@ pub fn run_local(
         tmp: tmp.clone(),
         cancel: AtomicBool::new(false),
     });
+    let n_maps = splits.len() as u32;
     let result = run_phases(&shared, splits, output, slots, events);
     let _ = std::fs::remove_dir_all(&tmp);
     match result {
@@ -243,7 +244,8 @@ pub fn run_local(
             Ok(summary)
         }
         Err(e) => {
-            for r in 0..spec.reducers {
+            // A map-only job's parts are its maps'.
+            for r in 0..spec.reducers.max(n_maps) {
                 let _ = std::fs::remove_file(output.join(spec.part_name(r)));
             }
             Err(e)
@@ -334,7 +336,12 @@ fn run_phases(
         .into_iter()
         .map(|split| {
             let id = task::map_task_id(split.index);
-            let out_file = task::map_output_file(&map_out, split.index);
+            // Map-only: each map's output is its part file.
+            let out_file = if r == 0 {
+                output.join(shared.spec.part_name(split.index))
+            } else {
+                task::map_output_file(&map_out, split.index)
+            };
             let work: Work<MapDone> = Box::new(move |env| {
                 task::run_map(env, &split, &out_file).map(|o| (split.index, o.counters, o.sizes))
             });
@@ -350,6 +357,12 @@ fn run_phases(
     let sizes = Arc::new(sizes);
     summary.map_time = started.elapsed();
     events(Event::MapsDone);
+    if r == 0 {
+        summary.parts = (0..n_maps)
+            .map(|m| output.join(shared.spec.part_name(m)))
+            .collect();
+        return Ok(summary);
+    }
 
     // Reduce phase: partition p reads every map task's p file, in map order.
     let started = Instant::now();

@@ -73,7 +73,8 @@ pub struct JobSpec {
     pub inputs: Vec<String>,
     /// Mapper and reducer.
     pub kind: JobKind,
-    /// Number of reduce partitions R.
+    /// Number of reduce partitions R; 0: a map-only job, each map's output its own part
+    /// file, in input order.
     pub reducers: u32,
     /// Target split size in bytes.
     pub split_size: u64,
@@ -107,6 +108,19 @@ pub struct JobSpec {
     /// Write each part compressed (`--compress-output gzip|zstd`), named `part-NNNNN.gz`
     /// or `.zst`.
     pub compress_output: Option<Codec>,
+    /// How input becomes map input: lines (default), or each file whole on one mapper's
+    /// stdin (`--input-format whole-files`).
+    pub input_format: InputFormat,
+}
+
+/// How input files become map input (`--input-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputFormat {
+    /// Line-aligned splits of about `--split-size`; compressed files decompressed.
+    #[default]
+    Lines,
+    /// One map task per file, its bytes unchanged (not decompressed) on the mapper's stdin.
+    WholeFiles,
 }
 
 /// Copies kept of splits and part files besides the original (`--replication`).
@@ -143,6 +157,7 @@ impl JobSpec {
             combine_files: false,
             keys: None,
             compress_output: None,
+            input_format: InputFormat::Lines,
         }
     }
 
@@ -151,6 +166,14 @@ impl JobSpec {
     pub fn part_name(&self, p: u32) -> String {
         let ext = self.compress_output.map_or("", Codec::extension);
         format!("{}{ext}", part_name(p))
+    }
+
+    /// The split size to cut input files at: whole files are never cut.
+    pub fn cut_size(&self) -> u64 {
+        match self.input_format {
+            InputFormat::Lines => self.split_size,
+            InputFormat::WholeFiles => u64::MAX,
+        }
     }
 
     /// Check everything that does not depend on where the inputs live.
@@ -164,11 +187,25 @@ impl JobSpec {
                 crate::inplace::check_relative(input, pattern)?;
             }
         }
-        if self.reducers < 1 {
-            return bad(format!(
-                "--reducers must be at least 1, got {}",
-                self.reducers
-            ));
+        let streaming_combiner = matches!(
+            self.kind,
+            JobKind::Streaming {
+                combine: Some(_),
+                ..
+            }
+        );
+        if self.reducers == 0 && streaming_combiner {
+            return bad(
+                "--combine needs reducers: a map-only job (--reducers 0) combines nothing".into(),
+            );
+        }
+        if self.input_format == InputFormat::WholeFiles {
+            if matches!(self.kind, JobKind::App(_)) {
+                return bad("--input-format whole-files is for streaming mappers (--map)".into());
+            }
+            if self.combine_files {
+                return bad("--input-format whole-files gives each file its own map: not with --combine-files".into());
+            }
         }
         if self.reducers > 100_000 {
             return bad(format!("--reducers {} is more than 100000", self.reducers));
@@ -349,7 +386,7 @@ mod tests {
     fn defaults_validate_and_bad_values_name_the_flag() {
         spec().validate().expect("defaults are valid");
         let mut s = spec();
-        s.reducers = 0;
+        s.reducers = 200_000;
         assert!(s.validate().unwrap_err().to_string().contains("--reducers"));
         let mut s = spec();
         s.kind = JobKind::App("nope".into());

@@ -52,6 +52,22 @@ pub fn open<'s>(
     split: &'s Split,
     progress: Option<&'s AtomicU64>,
 ) -> Result<Box<dyn BufRead + Send + 's>> {
+    open_as(split, progress, split.codec())
+}
+
+/// A split's bytes as they are stored, never decompressed (`--input-format whole-files`).
+pub fn open_raw<'s>(
+    split: &'s Split,
+    progress: Option<&'s AtomicU64>,
+) -> Result<Box<dyn BufRead + Send + 's>> {
+    open_as(split, progress, None)
+}
+
+fn open_as<'s>(
+    split: &'s Split,
+    progress: Option<&'s AtomicU64>,
+    codec: Option<Codec>,
+) -> Result<Box<dyn BufRead + Send + 's>> {
     let mut f = File::open(&split.path).map_err(|e| Error::Input {
         path: split.path.clone(),
         source: e,
@@ -65,7 +81,7 @@ pub fn open<'s>(
     };
     // A small split gets a small buffer (thousands of 1 KB splits are common).
     let cap = (split.len + 1).min(256 << 10) as usize;
-    match split.codec() {
+    match codec {
         None => Ok(Box::new(BufReader::with_capacity(cap, raw))),
         Some(codec) => {
             let decoded = codec.decoder(&split.name, BufReader::with_capacity(cap, raw))?;

@@ -130,6 +130,19 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
     shoal_jobs::checksum::of_range(&mut f, 0, len)?;
     let check_secs = t.elapsed().as_secs_f64();
 
+    eprintln!("shoal run --app wordcount over the corpus as gzipped files…");
+    let gz_dir = dir.join("gz");
+    gzip_pieces(&corpus, &gz_dir, 2 * cores())?;
+    let out_gz = dir.join("out-gz");
+    let m = measure(&mut shoal_run(&gz_dir, &out_gz, &["--app", "wordcount"]))?;
+    check("shoal run over .gz files", &out_gz, &hash_out)?;
+    rows.push(Row {
+        name: format!("shoal run --app wordcount, {} .gz files", 2 * cores()),
+        mib: size,
+        m,
+    });
+    let gz = m;
+
     eprintln!("shoal run --app wordcount --sort-mb 16…");
     let out16 = dir.join("out-app-16");
     let m = measure(&mut shoal_run(
@@ -260,6 +273,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         met(small.rss_mib < 200.0),
         if same16 { "yes" } else { "NO" }
     );
+    let gz_ratio = gz.secs / native.secs;
+    println!(
+        "  .gz input vs plain input:                  {gz_ratio:.2}× the time (goal ≤ 1.5×) {}",
+        met(gz_ratio <= 1.5)
+    );
     let cost = check_secs / native.secs;
     println!(
         "  checksums, at most (CRC32C of the whole corpus): {:.3} s = {:.1}% of shoal run (goal < 5%) {}",
@@ -272,6 +290,26 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         if ok { "yes" } else { "NO" }
     );
     Ok(ok && same16)
+}
+
+/// Cut `corpus` at line ends into `n` pieces, each gzipped into `dir` (as rotated logs are).
+fn gzip_pieces(corpus: &Path, dir: &Path, n: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let text = std::fs::read(corpus)?;
+    let mut start = 0;
+    for i in 0..n {
+        let mut end = (text.len() * (i + 1) / n).max(start);
+        while end > start && end < text.len() && text[end - 1] != b'\n' {
+            end += 1;
+        }
+        let file = std::fs::File::create(dir.join(format!("part-{i:03}.txt.gz")))?;
+        let mut w = shoal_jobs::compress::Codec::Gzip.encoder(std::io::BufWriter::new(file))?;
+        w.write_all(&text[start..end])?;
+        w.finish()?.flush()?;
+        start = end;
+    }
+    Ok(())
 }
 
 fn met(yes: bool) -> &'static str {

@@ -28,7 +28,8 @@ pub struct JobArgs {
     /// A built-in native app: wordcount, grep, invertedindex, sort.
     #[arg(long, required_unless_present = "map")]
     pub app: Option<String>,
-    /// Number of reducers R (part files).
+    /// Number of reducers R (part files); 0: a map-only job, one part per map, in input
+    /// order.
     #[arg(long, short = 'R', default_value_t = 1, env = "SHOAL_REDUCERS")]
     pub reducers: u32,
     /// Target split size in bytes.
@@ -75,6 +76,10 @@ pub struct JobArgs {
     /// Lines that compare equal keep their map output order.
     #[arg(long, requires = "map", allow_hyphen_values = true)]
     pub sort_keys: Option<String>,
+    /// How input becomes map input: `lines` (line-aligned splits, the default) or
+    /// `whole-files` (one map per file, its bytes unchanged on the mapper's stdin).
+    #[arg(long, value_enum, default_value = "lines")]
+    pub input_format: Format,
     /// Write each part compressed: gzip (part-NNNNN.gz) or zstd (part-NNNNN.zst).
     #[arg(long, value_parser = parse_output_codec)]
     pub compress_output: Option<Codec>,
@@ -88,6 +93,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?} is not K=V")),
     }
+}
+
+/// `--input-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// Line-aligned splits of about --split-size.
+    Lines,
+    /// Each file whole, unchanged, on one mapper's stdin.
+    WholeFiles,
 }
 
 fn parse_output_codec(s: &str) -> Result<Codec, String> {
@@ -162,6 +176,10 @@ impl JobArgs {
         spec.max_record_bytes = self.max_record;
         spec.keys = self.key_fields()?;
         spec.compress_output = self.compress_output;
+        spec.input_format = match self.input_format {
+            Format::Lines => spec::InputFormat::Lines,
+            Format::WholeFiles => spec::InputFormat::WholeFiles,
+        };
         spec.validate()?;
         Ok(spec)
     }

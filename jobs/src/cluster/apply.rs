@@ -172,9 +172,10 @@ impl Cluster {
         let Some(j) = self.running_job(&at.job) else {
             return ignored("no such running job");
         };
-        // One size per partition for a map, one for a reduce's part: nothing else is kept.
+        // One size per partition for a map (its part in a map-only job), one for a reduce's
+        // part: nothing else is kept.
         let want = match at.kind {
-            TaskKind::Map => j.spec.reducers as usize,
+            TaskKind::Map => j.spec.reducers.max(1) as usize,
             TaskKind::Reduce => 1,
         };
         if sizes.len() != want {

@@ -288,9 +288,14 @@ impl Job {
         self.maps.iter().all(|t| t.state == TaskState::Done)
     }
 
-    /// The part files its finished reduces wrote, in partition order.
+    /// The part files its finished reduces wrote (a map-only job's maps), in order.
     pub fn parts(&self) -> Vec<PartRef> {
-        self.reduces
+        let writers = if self.spec.reducers == 0 {
+            &self.maps
+        } else {
+            &self.reduces
+        };
+        writers
             .iter()
             .filter_map(|t| {
                 Some(PartRef {

@@ -17,6 +17,8 @@ use super::env::*;
 enum Buffer {
     Sort(SortBuffer),
     Hash(HashBuffer),
+    /// A map-only job (R = 0): records go straight to the part file, in emit order.
+    Direct(Box<io::BufWriter<crate::compress::Encoder<File>>>),
 }
 
 /// A map task's output side: partition, buffer, spill, merge.
@@ -35,9 +37,14 @@ pub(super) struct Collector<'e, 'a> {
 }
 
 impl<'e, 'a> Collector<'e, 'a> {
-    pub(super) fn new(env: &'e TaskEnv<'a>, r: u32) -> Result<Self> {
+    pub(super) fn new(env: &'e TaskEnv<'a>, r: u32, out_file: &Path) -> Result<Self> {
         let hash = env.app.as_ref().is_some_and(|a| a.has_combiner());
-        let buffer = if hash {
+        let buffer = if r == 0 {
+            let staged = staged_path(out_file);
+            let file = File::create(&staged).ctx(|| format!("creating {}", staged.display()))?;
+            let w = crate::compress::writer(env.spec.compress_output, file)?;
+            Buffer::Direct(Box::new(io::BufWriter::with_capacity(256 << 10, w)))
+        } else if hash {
             Buffer::Hash(HashBuffer::default())
         } else {
             Buffer::Sort(SortBuffer::default())
@@ -59,6 +66,10 @@ impl<'e, 'a> Collector<'e, 'a> {
     /// Add a record a native app emitted.
     #[inline]
     pub(super) fn emit(&mut self, key: &[u8], value: &[u8]) {
+        if let Buffer::Direct(w) = &mut self.buffer {
+            let written = write_line(w, key, value);
+            return self.written(written, key.len() + value.len());
+        }
         let p = self.env.partitioner.partition(key, self.r);
         let over = push(&mut self.buffer, self.env, p, key, value) > self.budget;
         self.counted(key.len() + value.len(), over);
@@ -67,9 +78,34 @@ impl<'e, 'a> Collector<'e, 'a> {
     /// Add a line a streaming mapper wrote.
     #[inline]
     pub(super) fn emit_line(&mut self, line: &[u8]) {
+        if let Buffer::Direct(w) = &mut self.buffer {
+            let written = w.write_all(line).and_then(|()| w.write_all(b"\n"));
+            return self.written(written, line.len());
+        }
         let (p, k, v) = self.lines.record(line);
         let over = push(&mut self.buffer, self.env, p, k, v) > self.budget;
         self.counted(line.len(), over);
+    }
+
+    /// Bytes of a streaming mapper's output, written as they are to a map-only job's part.
+    pub(super) fn emit_bytes(&mut self, bytes: &[u8]) {
+        if let Buffer::Direct(w) = &mut self.buffer {
+            if let Err(e) = w.write_all(bytes) {
+                self.error
+                    .get_or_insert_with(|| Error::io("writing the map's part file", e));
+            }
+            self.out_records += memchr::memchr_iter(b'\n', bytes).count() as u64;
+            self.out_bytes += bytes.len() as u64;
+        }
+    }
+
+    /// A record written straight to a map-only job's part.
+    fn written(&mut self, result: io::Result<()>, bytes: usize) {
+        if let Err(e) = result {
+            self.error
+                .get_or_insert_with(|| Error::io("writing the map's part file", e));
+        }
+        self.counted(bytes, false);
     }
 
     #[inline]
@@ -103,6 +139,10 @@ impl<'e, 'a> Collector<'e, 'a> {
     pub(super) fn sorted_run(&mut self, path: &Path) -> Result<(Run, u64)> {
         let r = self.r;
         match &mut self.buffer {
+            // Written as it came (emit never buffers in a map-only job).
+            Buffer::Direct(_) => Err(Error::InvalidSpec(
+                "a map-only job's output is not sorted into runs".into(),
+            )),
             Buffer::Hash(b) => {
                 let app = self.env.app.clone().expect("hash buffer only for apps");
                 let drained = b.drain_sorted(&|k, vs, e| app.combine(k, vs, e));
@@ -144,7 +184,24 @@ impl<'e, 'a> Collector<'e, 'a> {
     /// Write the output file, partition after partition, then rename it into place.
     pub(super) fn finish(mut self, out_file: &Path) -> Result<MapOutput> {
         let staged = staged_path(out_file);
-        let sizes = if self.runs.is_empty() {
+        let direct = match std::mem::replace(&mut self.buffer, Buffer::Sort(SortBuffer::default()))
+        {
+            Buffer::Direct(w) => Some(w),
+            other => {
+                self.buffer = other;
+                None
+            }
+        };
+        let sizes = if let Some(w) = direct {
+            let werr = |e| Error::io(format!("writing {}", staged.display()), e);
+            let file = w
+                .into_inner()
+                .map_err(|e| werr(e.into_error()))?
+                .finish()
+                .map_err(werr)?;
+            file.sync_all().map_err(werr)?;
+            vec![file.metadata().map_err(werr)?.len()]
+        } else if self.runs.is_empty() {
             // Nothing spilled: the sorted buffer is the output.
             let (run, _) = self.sorted_run(&staged)?;
             run.sections.iter().map(|&(_, len)| len).collect()
@@ -174,6 +231,7 @@ impl<'e, 'a> Collector<'e, 'a> {
         let buffered = match &self.buffer {
             Buffer::Sort(b) => !b.is_empty(),
             Buffer::Hash(b) => !b.is_empty(),
+            Buffer::Direct(_) => false,
         };
         if buffered {
             let run_path = self.next_run_path()?;
@@ -239,6 +297,8 @@ fn push(buffer: &mut Buffer, env: &TaskEnv<'_>, p: u32, key: &[u8], value: &[u8]
             b.push(p, key, value, &|k, vs, e| app.combine(k, vs, e));
             b.bytes()
         }
+        // Never reached: a map-only job's records are written by `emit` directly.
+        Buffer::Direct(_) => 0,
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
 use crate::sort::{GroupValues, Merger};
-use crate::spec::JobKind;
+use crate::spec::{InputFormat, JobKind};
 use crate::split::Split;
 use crate::streaming::{self};
 
@@ -32,7 +32,7 @@ pub use env::{
 /// Run a map task over `split`; on success its output is renamed to `out_file`.
 pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutput> {
     let r = env.spec.reducers;
-    let mut c = Collector::new(env, r)?;
+    let mut c = Collector::new(env, r, out_file)?;
     let context = format!(
         "split {} of {} ({})",
         split.index,
@@ -98,12 +98,23 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
             }
             vars.push(("SHOAL_PARTITIONS".into(), r.to_string()));
             let launch = env.launch("mapper", map, vars, context);
-            let max = env.spec.max_record_bytes;
+            // Whole files go to the mapper as they are: no line to bound, nothing decoded.
+            let max = match env.spec.input_format {
+                InputFormat::Lines => Some(env.spec.max_record_bytes),
+                InputFormat::WholeFiles => None,
+            };
             let (mut lines, mut bytes) = (0u64, 0u64);
             let out = streaming::run(
                 &launch,
                 |stdin| feed_split(split, max, stdin, &mut lines, &mut bytes, env.progress),
                 |stdout| {
+                    if r == 0 {
+                        // A map-only job's part is the mapper's output, byte for byte.
+                        return copy_chunks(stdout, |chunk| {
+                            c.emit_bytes(chunk);
+                            c.error.take().map_or(Ok(()), Err)
+                        });
+                    }
                     for_each_line(stdout, |line| {
                         c.emit_line(line);
                         c.error.take().map_or(Ok(()), Err)
@@ -116,6 +127,19 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
         }
     }
     c.finish(out_file)
+}
+
+/// Call `f` with each chunk `r` reads, straight from its buffer.
+fn copy_chunks(r: &mut dyn BufRead, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    loop {
+        let buf = r.fill_buf().ctx(|| "reading the program's stdout".into())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let n = buf.len();
+        f(buf)?;
+        r.consume(n);
+    }
 }
 
 /// The input file a record of a split came from: the split's own name, or, for a combined
@@ -151,15 +175,22 @@ impl<'s> FileOf<'s> {
 }
 
 /// Copy a split to a mapper's stdin, refusing lines longer than `max`; counts the lines and
-/// the bytes (decompressed).
+/// the bytes (decompressed). Without `max` (whole files), the stored bytes as they are,
+/// one record.
 fn feed_split(
     split: &Split,
-    max: u64,
+    max: Option<u64>,
     stdin: &mut dyn Write,
     lines: &mut u64,
     bytes: &mut u64,
     progress: Option<&AtomicU64>,
 ) -> Result<()> {
+    let Some(max) = max else {
+        let mut input = crate::split::open_raw(split, progress)?;
+        *bytes = io::copy(&mut input, stdin).ctx(|| "writing to the mapper's stdin".into())?;
+        *lines = 1;
+        return Ok(());
+    };
     let mut input = crate::split::open(split, progress)?;
     let mut buf = vec![0u8; 256 << 10];
     let mut pos = split.offset;

@@ -242,14 +242,22 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         Some(at) => at?,
         None => ensure_split(node, &k.job, &split).await?,
     };
+    // A map-only job's map writes its part, kept and copied as a reduce's part is.
+    let map_only = w.spec.reducers == 0;
+    let out_key = if map_only {
+        part_key(&k.job, k.index, k.attempt)
+    } else {
+        map_output_key(&k.job, k.index, k.attempt)
+    };
     let out_file = node
         .blobs
-        .path(&map_output_key(&k.job, k.index, k.attempt))
+        .path(&out_key)
         .ok_or("a malformed map output key")?;
     // A split read in place leaves no object of the job here before its output.
     if let Some(dir) = out_file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
+    let target = out_file.clone();
     let scratch = node
         .blobs
         .scratch_path(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt));
@@ -262,15 +270,40 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         files: split.files.clone(),
     };
     let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
-        run_map(env, &task_split, &out_file).map_err(Failure::from)
+        run_map(env, &task_split, &target).map_err(Failure::from)
     })
     .await?;
+    let holders = if map_only {
+        copied_part(node, w, &out_key, &out_file).await?
+    } else {
+        vec![node.id]
+    };
     Ok(Done {
         sizes: out.sizes,
         checksums: out.checksums,
         counters: out.counters,
-        holders: vec![node.id],
+        holders,
     })
+}
+
+/// Copy a finished part file to `--replication` other nodes; its holders, this node first.
+/// A part on one disk only is lost with that disk after its job succeeded: when another
+/// member could have taken a copy but none did, the attempt fails as lost (it runs again,
+/// elsewhere).
+async fn copied_part(
+    node: &Arc<Node>,
+    w: &Work,
+    key: &str,
+    file: &std::path::Path,
+) -> Result<Vec<NodeId>, Failure> {
+    let targets = replica_targets(node, w.spec.replication, w.key.index);
+    let holders = replicate(node, key, file, &targets).await;
+    if holders.len() == 1 && !targets.is_empty() {
+        return Err(Failure::lost(
+            "the part file could not be copied to any other node".into(),
+        ));
+    }
+    Ok(holders)
 }
 
 async fn reduce_attempt(
@@ -419,15 +452,7 @@ async fn reduce_attempt(
     let size = std::fs::metadata(&out_file)
         .map(|m| m.len())
         .map_err(|e| format!("the part file vanished: {e}"))?;
-    let targets = replica_targets(node, w.spec.replication, p);
-    let holders = replicate(node, &out_key, &out_file, &targets).await;
-    // A part file on one disk only is lost with that disk, after its job succeeded: when
-    // another member could have taken a copy but none did, try again (elsewhere).
-    if holders.len() == 1 && !targets.is_empty() {
-        return Err(Failure::lost(
-            "the part file could not be copied to any other node".into(),
-        ));
-    }
+    let holders = copied_part(node, w, &out_key, &out_file).await?;
     Ok(Done {
         sizes: vec![size],
         checksums: vec![checksum],

@@ -168,12 +168,13 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
                 .collect();
             for job in jobs.jobs.values().filter(|j| j.state != JobState::Running) {
                 if !cleaned.contains(&job.id) {
+                    // The parts this node holds (a map-only job's are its maps').
                     let keep: Vec<(u32, u32)> = job
-                        .reduces
-                        .iter()
-                        .filter(|t| t.state == TaskState::Done && t.holders.contains(&me))
+                        .parts()
+                        .into_iter()
+                        .filter(|p| p.holders.contains(&me))
                         .filter(|_| !planted::active(Bug::WorkerDeletesParts))
-                        .filter_map(|t| Some((t.index, t.accepted()?.attempt)))
+                        .map(|p| (p.index, p.attempt))
                         .collect();
                     to_clean.push((job.id.clone(), keep));
                 }

@@ -39,7 +39,7 @@ pub(crate) async fn in_place_splits(
         };
         let listings = futures::future::join_all(
             from.iter()
-                .map(|&id| list_on(node, id, pattern, spec.split_size, spec.max_record_bytes)),
+                .map(|&id| list_on(node, id, pattern, spec.cut_size(), spec.max_record_bytes)),
         )
         .await;
         let before = out.len();
@@ -125,7 +125,26 @@ async fn list_on(
         addrs: vec![],
     };
     match node.net.ctl(&to, req, LIST_TIMEOUT).await {
-        Ok(CtlResponse::InputSplits(splits)) => Ok(splits),
+        Ok(CtlResponse::InputSplits(splits)) => {
+            // A member's listing is checked as a user's pattern is: a path that climbs out
+            // of its root never reaches the job table.
+            if let Some(bad) = splits.iter().find(|s| {
+                shoal_jobs::inplace::check_relative(&s.path, &s.path).is_err()
+                    || s.offset.checked_add(s.len).is_none()
+            }) {
+                return Err(refused(format!(
+                    "node {id:016x} listed {:?}, which is not a file under its --input-root",
+                    bad.path
+                )));
+            }
+            if splits.len() > shoal_jobs::cluster::MAX_SPLITS {
+                return Err(refused(format!(
+                    "node {id:016x} listed more than {} splits",
+                    shoal_jobs::cluster::MAX_SPLITS
+                )));
+            }
+            Ok(splits)
+        }
         Ok(CtlResponse::Refused(why)) => Err(refused(why)),
         Ok(other) => Err(unreachable(format!("an unexpected answer: {other:?}"))),
         Err(e) => Err(unreachable(e.to_string())),

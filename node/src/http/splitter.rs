@@ -26,6 +26,8 @@ pub(crate) struct Splitter<'a> {
     job: String,
     split_size: u64,
     combine: bool,
+    /// Every file whole, in a split of its own (`--input-format whole-files`).
+    whole_files: bool,
     name: String,
     /// The segment being written, and its index.
     seg: Option<BlobWriter>,
@@ -50,12 +52,19 @@ pub(crate) struct Splitter<'a> {
 }
 
 impl<'a> Splitter<'a> {
-    pub(crate) fn new(blobs: &'a Blobs, job: &str, split_size: u64, combine: bool) -> Self {
+    pub(crate) fn new(
+        blobs: &'a Blobs,
+        job: &str,
+        split_size: u64,
+        combine: bool,
+        whole_files: bool,
+    ) -> Self {
         Splitter {
             blobs,
             job: job.to_owned(),
             split_size: split_size.max(1),
             combine,
+            whole_files,
             name: String::new(),
             seg: None,
             seg_index: 0,
@@ -73,7 +82,7 @@ impl<'a> Splitter<'a> {
     }
 
     pub(crate) fn start_file(&mut self, name: &str) -> std::io::Result<()> {
-        self.whole = shoal_jobs::compress::Codec::of_name(name).is_some();
+        self.whole = self.whole_files || shoal_jobs::compress::Codec::of_name(name).is_some();
         if self.whole {
             // Not packed with the files before it.
             self.close_split()?;

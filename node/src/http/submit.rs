@@ -187,7 +187,14 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         disk_ok(node)?;
     }
 
-    let mut splitter = Splitter::new(&node.blobs, job, spec.split_size, spec.combine_files);
+    let whole_files = spec.input_format == shoal_jobs::spec::InputFormat::WholeFiles;
+    let mut splitter = Splitter::new(
+        &node.blobs,
+        job,
+        spec.split_size,
+        spec.combine_files,
+        whole_files,
+    );
     let mut next_check = 0u64;
     while let Some(mut field) = mp
         .next_field()
