@@ -293,21 +293,29 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
 }
 
 /// Cut `corpus` at line ends into `n` pieces, each gzipped into `dir` (as rotated logs are).
+/// Streamed: the bench's own peak memory would show in every later child's peak RSS (a
+/// child inherits its parent's high-water mark).
 fn gzip_pieces(corpus: &Path, dir: &Path, n: usize) -> anyhow::Result<()> {
-    use std::io::Write;
+    use std::io::{BufRead, Write};
     std::fs::create_dir_all(dir)?;
-    let text = std::fs::read(corpus)?;
-    let mut start = 0;
+    let total = std::fs::metadata(corpus)?.len();
+    let mut input = std::io::BufReader::new(std::fs::File::open(corpus)?);
+    let mut line = Vec::new();
+    let mut done = 0u64;
     for i in 0..n {
-        let mut end = (text.len() * (i + 1) / n).max(start);
-        while end > start && end < text.len() && text[end - 1] != b'\n' {
-            end += 1;
-        }
         let file = std::fs::File::create(dir.join(format!("part-{i:03}.txt.gz")))?;
         let mut w = shoal_jobs::compress::Codec::Gzip.encoder(std::io::BufWriter::new(file))?;
-        w.write_all(&text[start..end])?;
+        let until = total * (i as u64 + 1) / n as u64;
+        while done < until {
+            line.clear();
+            let got = input.read_until(b'\n', &mut line)?;
+            if got == 0 {
+                break;
+            }
+            w.write_all(&line)?;
+            done += got as u64;
+        }
         w.finish()?.flush()?;
-        start = end;
     }
     Ok(())
 }
