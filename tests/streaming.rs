@@ -542,4 +542,21 @@ fn map_only_lines_keep_each_maps_output_in_input_order() {
         }
         assert_eq!(words, want, "{job:?}");
     }
+    // A failing map-only job leaves no part, finished or half-written.
+    let out = dir.path().join("out-failed");
+    let o = run(shoal()
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .args(["--reducers", "0", "--max-attempts", "1"])
+        .args(["--map", "cat; exit 3", "--reduce", "cat"]));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -29,8 +29,18 @@ pub use env::{
     map_output_file, map_task_id, partition_range, reduce_task_id, write_line, MapOutput, TaskEnv,
 };
 
-/// Run a map task over `split`; on success its output is renamed to `out_file`.
+/// Run a map task over `split`; on success its output is renamed to `out_file`, and on
+/// failure nothing of it is left.
 pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutput> {
+    let result = map_into(env, split, out_file);
+    if result.is_err() {
+        // A map-only job writes its part beside `out_file` as it goes.
+        let _ = std::fs::remove_file(env::staged_path(out_file));
+    }
+    result
+}
+
+fn map_into(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutput> {
     let r = env.spec.reducers;
     let mut c = Collector::new(env, r, out_file)?;
     let context = format!(
