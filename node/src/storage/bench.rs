@@ -116,6 +116,13 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
         .current_leader(a.id, "A leads")
         .await
         .map_err(|e| raft_err(&e))?;
+    // A leader's first entry (index 1) commits the initial membership; a membership change
+    // before it is refused ("already undergoing a configuration change").
+    h.raft
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(1), "the initial membership committed")
+        .await
+        .map_err(|e| raft_err(&e))?;
     h.raft
         .add_learner(b.id, b.node_info(), false)
         .await
