@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Most memory an xz stream's decoder may ask for (its dictionary): 256 MiB.
+pub const XZ_MEMORY_LIMIT: u64 = 256 << 20;
+
 /// A compression format, known by a file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Codec {
@@ -105,9 +108,19 @@ impl Codec {
                 zstd::stream::read::Decoder::with_buffer(io::BufReader::new(input))
                     .map_err(|e| Error::io(format!("decompressing {name}"), e))?,
             ),
-            Codec::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(
-                io::BufReader::new(input),
-            )),
+            Codec::Xz => {
+                // An xz header names the dictionary its decoder allocates, in the node's own
+                // memory: bounded (xz -9 needs 65 MiB).
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMORY_LIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(|e| Error::io(format!("decompressing {name}"), e.into()))?;
+                Box::new(liblzma::bufread::XzDecoder::new_stream(
+                    io::BufReader::new(input),
+                    stream,
+                ))
+            }
         })
     }
 
@@ -193,6 +206,10 @@ mod tests {
 
     /// `text` compressed with the system's own tool, as users make their files.
     fn compressed_by_tool(codec: Codec, text: &[u8]) -> Option<Vec<u8>> {
+        compressed_by_tool_with(codec, text, &[])
+    }
+
+    fn compressed_by_tool_with(codec: Codec, text: &[u8], flags: &[&str]) -> Option<Vec<u8>> {
         let tool = match codec {
             Codec::Gzip => "gzip",
             Codec::Bzip2 => "bzip2",
@@ -201,6 +218,7 @@ mod tests {
         };
         let mut child = std::process::Command::new(tool)
             .arg("-c")
+            .args(flags)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -258,6 +276,12 @@ mod tests {
         let err = decompress(Codec::Gzip, b"plain text\n").unwrap_err();
         assert!(err.to_string().contains("does not start as gzip"), "{err}");
         assert!(decompress(Codec::Xz, b"").unwrap().is_empty());
+        // A header that asks for a 384 MiB dictionary (xz --lzma2=dict=384MiB, "hello\n"):
+        // refused, not allocated.
+        let greedy = compressed_by_tool_with(Codec::Xz, b"hello\n", &["--lzma2=dict=384MiB"])
+            .expect("xz runs");
+        let err = decompress(Codec::Xz, &greedy).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("memory"), "{err}");
         let truncated = {
             let mut e = Codec::Zstd.encoder(Vec::new()).unwrap();
             e.write_all(&text).unwrap();
