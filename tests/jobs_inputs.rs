@@ -11,17 +11,6 @@ use common::cluster::*;
 use common::three::*;
 use common::*;
 
-/// Compress each file of `from` with `tool -c` into `to`, adding `ext`.
-fn compress_into(from: &Path, to: &Path, tool: &str, ext: &str) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let o = run(std::process::Command::new(tool).arg("-c").arg(e.path()));
-        assert!(o.status.success(), "{tool}: {}", text(&o));
-        let name = format!("{}{ext}", e.file_name().to_string_lossy());
-        std::fs::write(to.join(name), o.stdout).unwrap();
-    }
-}
-
 /// `shoal run` of `job` over `input` into `out` (the reference).
 fn shoal_run(input: &Path, out: &Path, job: &[&str]) {
     let o = run(shoal()
@@ -111,7 +100,7 @@ fn compressed_uploads_compressed_output_and_key_fields_on_a_cluster() {
         std::fs::create_dir(&one).unwrap();
         std::fs::copy(&src, one.join(src.file_name().unwrap())).unwrap();
         match by_tool.get(i / 2) {
-            Some((tool, ext)) if i % 2 == 0 => compress_into(&one, &mixed, tool, ext),
+            Some((tool, ext)) if i % 2 == 0 => compress_dir(&one, &mixed, tool, ext),
             _ => {
                 std::fs::copy(&src, mixed.join(src.file_name().unwrap())).unwrap();
             }

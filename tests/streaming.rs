@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use common::three::files_under;
 use common::*;
 
 /// `shoal run` with `job` over `input` into `out`, from `dir` with relative paths; its
@@ -284,49 +285,16 @@ fn a_combiner_reads_and_writes_whole_lines_under_key_fields() {
     assert_eq!(got, word_counts(&all));
 }
 
-/// Compress every file under `from` into the same place under `to` with `tool -c` (gzip,
-/// bzip2, zstd, xz), adding `ext`.
-pub fn compress_dir(from: &Path, to: &Path, tool: &str, ext: &str) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            compress_dir(&e.path(), &to.join(e.file_name()), tool, ext);
-            continue;
-        }
-        let o = run(std::process::Command::new(tool)
-            .arg("-c")
-            .arg(e.path())
-            .stdout(std::process::Stdio::piped()));
-        assert!(o.status.success(), "{tool} failed: {}", text(&o));
-        let name = format!("{}{ext}", e.file_name().to_string_lossy());
-        std::fs::write(to.join(name), o.stdout).unwrap();
-    }
-}
-
-/// Every file under `dir`.
-fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_in(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn compressed_inputs_give_the_plain_output_and_count_decompressed_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let plain = corpus(dir.path(), 5, 3000);
-    let plain_bytes: u64 = files_in(&plain)
+    let files = files_under(&plain);
+    let plain_bytes: u64 = files
         .iter()
-        .map(|p| p.metadata().unwrap().len())
+        .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
-    let n_files = files_in(&plain).len() as u64;
+    let n_files = files.len() as u64;
     let mut kinds = vec![("plain".to_string(), "corpus".to_string())];
     for (tool, ext) in [
         ("gzip", ".gz"),

@@ -318,6 +318,26 @@ pub const BY_USER_BEST_FIRST: [&str; 6] = [
     "k1,1 k2,2nr",
 ];
 
+/// Compress every file under `from` into the same place under `to` with `tool -c` (gzip,
+/// bzip2, zstd, xz), adding `ext`.
+pub fn compress_dir(from: &Path, to: &Path, tool: &str, ext: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            compress_dir(&e.path(), &to.join(e.file_name()), tool, ext);
+            continue;
+        }
+        let o = run(std::process::Command::new(tool)
+            .arg("-c")
+            .arg(e.path())
+            .stdout(std::process::Stdio::piped()));
+        assert!(o.status.success(), "{tool} failed: {}", text(&o));
+        let name = format!("{}{ext}", e.file_name().to_string_lossy());
+        std::fs::write(to.join(name), o.stdout).unwrap();
+    }
+}
+
 /// Lines of a byte buffer (without newlines).
 pub fn lines(b: &[u8]) -> Vec<Vec<u8>> {
     b.split(|&c| c == b'\n')
