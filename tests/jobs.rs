@@ -130,13 +130,14 @@ fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_node
     }
     assert!(crossed > 0, "some map output crossed nodes");
 
-    // Ended jobs leave no splits or map outputs on any node; their part files stay.
+    // Ended jobs leave no splits or map outputs on any node; their part files and their
+    // attempts' logs stay (until the job is forgotten).
     wait_for(10, "every node to delete finished jobs' scratch", || {
         let leftovers: Vec<String> = c
             .nodes
             .iter()
             .flat_map(|n| files_under(&n.data.join("blobs")))
-            .filter(|p| !p.contains("/out/") && !p.contains("/.scratch"))
+            .filter(|p| !p.contains("/out/") && !p.contains("/logs/") && !p.contains("/.scratch"))
             .collect();
         leftovers.is_empty().then_some(())
     });

@@ -19,8 +19,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Files in `node`'s object store that the job table does not account for: anything but the
-/// part files it holds of finished jobs (splits, map outputs, attempt directories and
-/// unfinished writes are all leftovers once every job has ended).
+/// part files it holds of finished jobs and the logs of the attempts it ran (splits, map
+/// outputs, attempt directories and unfinished writes are all leftovers once every job has
+/// ended).
 /// The attempt whose part the job uses (each attempt writes its own).
 fn accepted(task: &Value) -> u64 {
     task["attempts"]
@@ -71,7 +72,21 @@ fn leftovers(node: &NodeProc, jobs: &[Value]) -> Vec<String> {
                             )
                 })
             });
-            !held
+            let a_log = jobs.iter().any(|j| {
+                j["tasks"].as_array().unwrap().iter().any(|t| {
+                    t["attempts"].as_array().unwrap().iter().any(|a| {
+                        a["node"] == node.node_id.as_str()
+                            && *rel
+                                == format!(
+                                    "{}/logs/{}.a{}.log",
+                                    j["id"].as_str().unwrap(),
+                                    t["id"].as_str().unwrap(),
+                                    a["attempt"]
+                                )
+                    })
+                })
+            });
+            !held && !a_log
         })
         .collect()
 }

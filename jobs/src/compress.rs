@@ -63,6 +63,13 @@ impl Codec {
         }
     }
 
+    /// The codec whose magic `head` (a file's first bytes) starts with, if any.
+    pub fn of_magic(head: &[u8]) -> Option<Codec> {
+        [Codec::Gzip, Codec::Bzip2, Codec::Zstd, Codec::Xz]
+            .into_iter()
+            .find(|c| head.starts_with(c.magic()))
+    }
+
     fn magic(self) -> &'static [u8] {
         match self {
             Codec::Gzip => &[0x1f, 0x8b],

@@ -28,12 +28,14 @@
 //! assumes UTF-8, and reducer input is ordered by key bytes, then by (map task, position).
 
 pub mod apps;
+pub mod archive;
 pub mod checksum;
 pub mod cluster;
 pub mod compress;
 pub mod counters;
 pub mod error;
 pub mod inplace;
+pub mod jobdir;
 pub mod keys;
 pub mod landlock;
 pub mod local;
@@ -48,6 +50,7 @@ pub mod spec;
 pub mod split;
 pub mod streaming;
 pub mod task;
+pub mod tasklog;
 
 pub use counters::Counters;
 pub use error::{Error, Result};

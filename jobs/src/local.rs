@@ -136,6 +136,8 @@ struct Shared {
     partitioner: Partitioner,
     tmp: PathBuf,
     cancel: AtomicBool,
+    /// The job's directory (`--archive`, `--setup`), when it has one.
+    job_dir: Option<PathBuf>,
 }
 
 impl Shared {
@@ -159,6 +161,9 @@ impl Shared {
             // Processes run in it with the shipped files; a native app makes it if it spills.
             if matches!(self.spec.kind, JobKind::Streaming { .. }) {
                 crate::streaming::prepare_dir(&dir, &self.spec.files, None)?;
+                if let Some(job_dir) = &self.job_dir {
+                    crate::jobdir::link_into(&dir, job_dir)?;
+                }
             }
             let env = TaskEnv {
                 job_id: &self.job_id,
@@ -170,6 +175,8 @@ impl Shared {
                 cancel: &self.cancel,
                 progress: None,
                 sandbox: None,
+                job_dir: self.job_dir.as_deref(),
+                log: None,
             };
             let result = work(&env);
             let _ = std::fs::remove_dir_all(&dir);
@@ -205,7 +212,27 @@ pub fn run_local(
     slots: usize,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Summary> {
+    run_local_with_archives(spec, &[], output, slots, events)
+}
+
+/// [`run_local`] for a job with `--archive`s: `archives` holds the local file of each of
+/// `spec.archives`, in order. The archives are unpacked and the `--setup` run once, before
+/// the first task.
+pub fn run_local_with_archives(
+    spec: &JobSpec,
+    archives: &[PathBuf],
+    output: &Path,
+    slots: usize,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Summary> {
     spec.validate()?;
+    if archives.len() != spec.archives.len() {
+        return Err(Error::InvalidSpec(format!(
+            "the job names {} archive(s) and {} file(s) were given",
+            spec.archives.len(),
+            archives.len()
+        )));
+    }
     check_output_dir(output)?;
     if let Some(arg) = spec
         .inputs
@@ -226,6 +253,13 @@ pub fn run_local(
     let partitioner = choose_partitioner(spec, app.as_ref(), &splits)?;
     std::fs::create_dir_all(output).ctx(|| format!("creating {}", output.display()))?;
     let tmp = output.join("_temporary");
+    let job_dir = match prepare_job_dir(spec, archives, &tmp) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
     let shared = Arc::new(Shared {
         job_id: format!("local-{}", std::process::id()),
         spec: spec.clone(),
@@ -233,6 +267,7 @@ pub fn run_local(
         partitioner,
         tmp: tmp.clone(),
         cancel: AtomicBool::new(false),
+        job_dir,
     });
     let n_maps = splits.len() as u32;
     let result = run_phases(&shared, splits, output, slots, events);
@@ -251,6 +286,29 @@ pub fn run_local(
             Err(e)
         }
     }
+}
+
+/// The job's directory under `tmp`, archives unpacked and setup run, when it needs one.
+fn prepare_job_dir(spec: &JobSpec, archives: &[PathBuf], tmp: &Path) -> Result<Option<PathBuf>> {
+    if spec.archives.is_empty() && spec.setup.is_none() {
+        return Ok(None);
+    }
+    let dir = tmp.join("job");
+    let pairs: Vec<(PathBuf, &crate::archive::ArchiveRef)> =
+        archives.iter().cloned().zip(&spec.archives).collect();
+    crate::jobdir::unpack_archives(&dir, &pairs, None)?;
+    let cancel = AtomicBool::new(false);
+    crate::jobdir::run_setup(
+        spec,
+        "local",
+        &dir,
+        None,
+        &cancel,
+        None,
+        "this machine".into(),
+    )
+    .map_err(crate::jobdir::setup_failed)?;
+    Ok(Some(dir))
 }
 
 /// One attempt-runner of a task: runs an attempt in the scratch directory it is given.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::archive::ArchiveRef;
 use crate::compress::Codec;
 use crate::error::{Error, Result};
 use crate::keys::KeyFields;
@@ -111,7 +112,18 @@ pub struct JobSpec {
     /// How input becomes map input: lines (default), or each file whole on one mapper's
     /// stdin (`--input-format whole-files`).
     pub input_format: InputFormat,
+    /// Archives unpacked once per job on each node that runs its tasks, each seen by every
+    /// attempt as its name in the working directory (`--archive FILE[#name]`).
+    pub archives: Vec<ArchiveRef>,
+    /// A shell command run once per job on each node before its first task there, in the
+    /// job's directory on that node, which every attempt sees (`--setup CMD`).
+    pub setup: Option<String>,
 }
+
+/// Most archives one job may carry.
+pub const MAX_ARCHIVES: usize = 64;
+/// Longest `--setup` command.
+pub const MAX_SETUP_BYTES: usize = 64 << 10;
 
 /// How input files become map input (`--input-format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +170,8 @@ impl JobSpec {
             keys: None,
             compress_output: None,
             input_format: InputFormat::Lines,
+            archives: Vec::new(),
+            setup: None,
         }
     }
 
@@ -248,6 +262,7 @@ impl JobSpec {
                 return bad(format!("--env name {key:?} is not a valid variable name"));
             }
         }
+        self.validate_dependencies()?;
         if let Some(c) = self.compress_output {
             if !matches!(c, Codec::Gzip | Codec::Zstd) {
                 return bad(format!(
@@ -288,6 +303,50 @@ impl JobSpec {
                         interpreter_for(f)?;
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JobSpec {
+    /// `--archive` and `--setup`: streaming jobs only; archive names unique, clashing with
+    /// no shipped file; a setup command of bounded size.
+    fn validate_dependencies(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidSpec(m));
+        if self.archives.is_empty() && self.setup.is_none() {
+            return Ok(());
+        }
+        if matches!(self.kind, JobKind::App(_)) {
+            return bad("--archive and --setup are for streaming jobs (--map/--reduce)".into());
+        }
+        if self.archives.len() > MAX_ARCHIVES {
+            return bad(format!(
+                "{} archives; a job may carry at most {MAX_ARCHIVES}",
+                self.archives.len()
+            ));
+        }
+        for (i, a) in self.archives.iter().enumerate() {
+            a.validate()?;
+            if self.archives[..i].iter().any(|b| b.name == a.name) {
+                return bad(format!(
+                    "two archives are named {}: rename one with FILE#name",
+                    a.name
+                ));
+            }
+            if a.name == "tmp" || self.files.iter().any(|f| f.name == a.name) {
+                return bad(format!(
+                    "archive name {} is also a shipped file (or `tmp`) in the attempt directory: rename it with FILE#name",
+                    a.name
+                ));
+            }
+        }
+        if let Some(cmd) = &self.setup {
+            if cmd.trim().is_empty() || cmd.contains('\0') || cmd.len() > MAX_SETUP_BYTES {
+                return bad(format!(
+                    "--setup must be a non-empty command of at most {} KiB",
+                    MAX_SETUP_BYTES >> 10
+                ));
             }
         }
         Ok(())

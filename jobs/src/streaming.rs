@@ -53,6 +53,12 @@ pub struct Launch<'a> {
     pub context: String,
     /// The node's sandbox, if any.
     pub sandbox: Option<&'a Sandbox>,
+    /// The job's directory on this node (`--archive`, `--setup`), which the process may
+    /// read besides its own (`SHOAL_JOB_DIR`).
+    pub job_dir: Option<&'a Path>,
+    /// Where its stderr is kept for later ([`crate::tasklog`]), besides the tail kept for
+    /// error messages.
+    pub log: Option<&'a Path>,
 }
 
 /// What a successful run reported.
@@ -136,6 +142,10 @@ fn command_for(
         .env("TMPDIR", dir.join("tmp"))
         .env("LANG", "C")
         .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .envs(
+            l.job_dir
+                .and_then(|d| Some(("SHOAL_JOB_DIR", std::path::absolute(d).ok()?))),
+        )
         .envs(
             l.sandbox
                 .filter(|s| !s.tag.is_empty())
@@ -283,8 +293,14 @@ fn spawn_retrying_busy(
     cell: Option<&Cell>,
 ) -> Result<std::io::Result<std::process::Child>> {
     let fence = match l.sandbox.filter(|s| !s.confine.is_empty()) {
-        Some(s) => crate::landlock::Ruleset::all_but(&s.confine, &[l.dir])
-            .ctx(|| "building the task's Landlock ruleset".into())?,
+        Some(s) => crate::landlock::Ruleset::all_but(
+            &s.confine,
+            &[Some(l.dir), l.job_dir]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        )
+        .ctx(|| "building the task's Landlock ruleset".into())?,
         None => None,
     };
     let mut tries = 0;
@@ -361,7 +377,8 @@ where
                 ok => ok,
             }
         });
-        let err_reader = s.spawn(move || read_stderr(stderr, activity));
+        let log = l.log;
+        let err_reader = s.spawn(move || read_stderr(stderr, activity, log));
         let (kill_all, done, timed_out) = (&kill_all, &done, &timed_out);
         let watchdog = s.spawn(move || loop {
             std::thread::park_timeout(Duration::from_millis(100));
@@ -535,9 +552,18 @@ impl StderrReport {
     }
 }
 
-/// Read stderr to its end with bounded memory: lines longer than a few KiB are cut.
-fn read_stderr(mut err: impl Read, activity: &Activity) -> StderrReport {
+/// Read stderr to its end with bounded memory: lines longer than a few KiB are cut. With a
+/// log, the bytes are kept there too (a log that cannot be written is given up, with a
+/// warning: the run goes on).
+fn read_stderr(mut err: impl Read, activity: &Activity, log: Option<&Path>) -> StderrReport {
     let mut report = StderrReport::default();
+    let mut log = log.and_then(|p| {
+        crate::tasklog::Log::append(p)
+            .map_err(
+                |e| tracing::warn!(log = %p.display(), error = %e, "cannot keep a task's stderr"),
+            )
+            .ok()
+    });
     let mut buf = vec![0u8; 64 << 10];
     let mut line: Vec<u8> = Vec::new();
     const LINE_CAP: usize = 4096;
@@ -547,6 +573,12 @@ fn read_stderr(mut err: impl Read, activity: &Activity) -> StderrReport {
             Ok(n) => n,
         };
         report.bytes += n as u64;
+        if let Some(l) = &mut log {
+            if let Err(e) = l.write(&buf[..n]) {
+                tracing::warn!(error = %e, "cannot keep a task's stderr");
+                log = None;
+            }
+        }
         let mut chunk = &buf[..n];
         while let Some(i) = memchr::memchr(b'\n', chunk) {
             let room = LINE_CAP.saturating_sub(line.len());
@@ -560,6 +592,9 @@ fn read_stderr(mut err: impl Read, activity: &Activity) -> StderrReport {
     }
     if !line.is_empty() {
         report.line(&line, activity);
+    }
+    if let Some(Err(e)) = log.map(crate::tasklog::Log::finish) {
+        tracing::warn!(error = %e, "cannot keep a task's stderr");
     }
     report
 }

@@ -113,6 +113,8 @@ fn run_with_app(spec: &JobSpec, app: Arc<dyn App>, out: &Path) {
             cancel,
             progress: None,
             sandbox: None,
+            job_dir: None,
+            log: None,
         }
     }
     let mut sizes = Vec::new();

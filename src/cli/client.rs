@@ -15,6 +15,7 @@ use crate::cli::exit::{EXIT_FAILED, EXIT_UNREACHABLE};
 use crate::cli::http::{fail, usage, Client, ClientError, JsonBody, NodeUrls};
 use crate::cli::jobargs::JobArgs;
 use crate::cli::output::fetch_output;
+use shoal_jobs::split::InputFile;
 use shoal_node::http::submit::CHAIN_PREFIX;
 
 /// `shoal submit` flags.
@@ -77,6 +78,18 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return usage("submit", e),
     };
+    let archives: Vec<InputFile> = match args.job.archive_files() {
+        Ok(paths) => paths
+            .into_iter()
+            .zip(&spec.archives)
+            .map(|(path, a)| InputFile {
+                path,
+                name: a.name.clone(),
+                len: a.len,
+            })
+            .collect(),
+        Err(e) => return usage("submit", e),
+    };
     let mut client = match Client::new(&args.nodes) {
         Ok(c) => c,
         Err(e) => return fail("submit", &e),
@@ -88,7 +101,7 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
         Duration::from_secs(24 * 3600),
         |c, base| {
             let (content_type, body) =
-                crate::cli::upload::multipart(spec_bytes.clone(), files.clone());
+                crate::cli::upload::multipart(spec_bytes.clone(), archives.clone(), files.clone());
             c.post(format!("{base}/api/v1/jobs"))
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(reqwest::Body::wrap_stream(body))

@@ -86,6 +86,16 @@ pub struct JobArgs {
     /// Longest input line accepted, bytes.
     #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD")]
     pub max_record: u64,
+    /// Streaming: an archive (.tar, .tar.gz/.tgz, .tar.bz2, .tar.zst, .tar.xz, .zip)
+    /// unpacked once per job on each node and seen by every task as NAME in its working
+    /// directory: FILE#NAME, or the file's name without its extension; repeatable.
+    #[arg(long = "archive", requires = "map")]
+    pub archives: Vec<String>,
+    /// Streaming: a shell command run once per job on each node before its first task
+    /// there, in the job's directory that every task sees (its archives are there), e.g.
+    /// 'python3 -m venv venv && venv/bin/pip install --no-index wheels/*.whl'.
+    #[arg(long, requires = "map")]
+    pub setup: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -137,6 +147,14 @@ impl JobArgs {
         }))
     }
 
+    /// The local file of each `--archive`, in the spec's order.
+    pub fn archive_files(&self) -> Result<Vec<PathBuf>, shoal_jobs::Error> {
+        self.archives
+            .iter()
+            .map(|a| shoal_jobs::archive::parse_arg(a).map(|(path, _)| path))
+            .collect()
+    }
+
     /// Build and validate the spec; errors name the flag or file at fault.
     pub fn to_spec(&self) -> Result<JobSpec, shoal_jobs::Error> {
         let mut files = Vec::new();
@@ -180,6 +198,12 @@ impl JobArgs {
             Format::Lines => spec::InputFormat::Lines,
             Format::WholeFiles => spec::InputFormat::WholeFiles,
         };
+        for a in &self.archives {
+            let (path, name) = shoal_jobs::archive::parse_arg(a)?;
+            spec.archives
+                .push(shoal_jobs::archive::describe(&path, name)?);
+        }
+        spec.setup = self.setup.clone();
         spec.validate()?;
         Ok(spec)
     }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod exit;
 pub mod http;
 pub mod jobargs;
+pub mod logs;
 pub mod output;
 pub mod run;
 pub mod status;
@@ -40,6 +41,8 @@ enum Command {
     Output(crate::cli::output::OutputArgs),
     /// Cancel a job; its running attempts are stopped.
     Kill(crate::cli::client::JobRef),
+    /// Print the kept stderr of a job's attempts (or its setups' output), from any node.
+    Logs(crate::cli::logs::LogsArgs),
     /// Run a whole job in one process, no cluster.
     Run(Box<crate::cli::run::RunArgs>),
     /// A local demo: a 3-node cluster on loopback, a manager killed and replaced, a job.
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
             | Command::Jobs(_)
             | Command::Output(_)
             | Command::Kill(_)
+            | Command::Logs(_)
             | Command::Keygen { .. }
     ) {
         stop_quietly_on_closed_stdout();
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Jobs(args) => crate::cli::client::jobs(args),
         Command::Output(args) => crate::cli::output::output(args),
         Command::Kill(args) => crate::cli::client::kill(args),
+        Command::Logs(args) => crate::cli::logs::logs(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Keygen { file } => match crate::cli::status::keygen(&file) {
             Ok(()) => ExitCode::SUCCESS,

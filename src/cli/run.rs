@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_jobs::local::{run_local, Event, Summary};
+use shoal_jobs::local::{run_local_with_archives, Event, Summary};
 use shoal_jobs::Error;
 
 use crate::cli::exit::{EXIT_FAILED, EXIT_USAGE};
@@ -91,7 +91,14 @@ pub fn run(args: RunArgs) -> ExitCode {
             eprintln!("attempt {attempt} of {task} failed: {error}");
         }
     };
-    let result = run_local(&spec, &args.output, slots, &events);
+    let archives = match args.job.archive_files() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shoal run: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = run_local_with_archives(&spec, &archives, &args.output, slots, &events);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

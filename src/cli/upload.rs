@@ -1,5 +1,6 @@
 //! The body of `shoal submit`: `multipart/form-data` with the spec first (CBOR), then one
-//! `input` part per file, streamed from disk one file after another.
+//! `archive` part per `--archive`, then one `input` part per file, each streamed from disk
+//! one file after another.
 //!
 //! Written here rather than with reqwest's form builder, which chains each part onto the
 //! ones before: polling that chain costs as much as its length, so 100,000 input files took
@@ -14,9 +15,11 @@ use shoal_jobs::split::InputFile;
 /// Bytes read from a file at a time, at most.
 const CHUNK: usize = 1 << 20;
 
-/// The `Content-Type` and the body of an upload of `spec` (CBOR) and `files`.
+/// The `Content-Type` and the body of an upload of `spec` (CBOR), `archives` (named as the
+/// spec names them) and `files`.
 pub fn multipart(
     spec: Vec<u8>,
+    archives: Vec<InputFile>,
     files: Vec<InputFile>,
 ) -> (
     String,
@@ -30,9 +33,13 @@ pub fn multipart(
     head.extend_from_slice(&spec);
     head.extend_from_slice(b"\r\n");
     let b = boundary.clone();
-    let parts = stream::iter(files).flat_map(move |f| {
+    let tagged = archives
+        .into_iter()
+        .map(|f| ("archive", f))
+        .chain(files.into_iter().map(|f| ("input", f)));
+    let parts = stream::iter(tagged).flat_map(move |(part, f)| {
         let header = format!(
-            "--{b}\r\nContent-Disposition: form-data; name=\"input\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+            "--{b}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
             quoted(&f.name)
         );
         stream::once(async move { Ok(header.into_bytes()) })
@@ -98,7 +105,7 @@ mod tests {
                 len: text.len() as u64,
             });
         }
-        let (ctype, body) = multipart(b"SPEC".to_vec(), files);
+        let (ctype, body) = multipart(b"SPEC".to_vec(), Vec::new(), files);
         let boundary = ctype
             .strip_prefix("multipart/form-data; boundary=")
             .unwrap();

@@ -36,6 +36,11 @@ pub struct TaskEnv<'a> {
     pub progress: Option<&'a AtomicU64>,
     /// As whom and in which cgroup its processes run (`None`: as this process, unconfined).
     pub sandbox: Option<&'a crate::sandbox::Sandbox>,
+    /// The job's directory on this node, its archives and what its setup made, which the
+    /// attempt's processes may read (`None`: the job has neither).
+    pub job_dir: Option<&'a Path>,
+    /// Where the attempt's processes' stderr is kept ([`crate::tasklog`]; `None`: not kept).
+    pub log: Option<&'a Path>,
 }
 
 impl TaskEnv<'_> {
@@ -80,6 +85,8 @@ impl TaskEnv<'_> {
             cancel: self.cancel,
             context,
             sandbox: self.sandbox,
+            job_dir: self.job_dir,
+            log: self.log,
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct Node {
     pub heartbeats: HeartbeatBook,
     /// Leader changes this node has seen (a leader elected where there was another or none).
     pub leader_changes: AtomicU64,
+    /// Jobs' directories here (`--archive`, `--setup`).
+    pub job_dirs: crate::control::jobdirs::JobDirs,
 }
 
 /// Shuffle traffic seen by one node.
@@ -157,6 +159,7 @@ impl Node {
             shuffle: ShuffleStats::default(),
             heartbeats: HeartbeatBook::new(id),
             leader_changes: AtomicU64::new(0),
+            job_dirs: Default::default(),
             started_ms: crate::clock::now_ms(),
         })
     }

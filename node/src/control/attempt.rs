@@ -23,7 +23,7 @@ use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::control::work::{task_id, AttemptState, Done, Failure, MapOut, Work};
 use crate::control::worker::WorkerHost;
-use crate::storage::blobs::{map_output_key, part_key, split_key};
+use crate::storage::blobs::{attempt_log_key, map_output_key, part_key, split_key};
 use crate::storage::replication::{replica_targets, replicate};
 use crate::sync::ReadWrite;
 
@@ -75,15 +75,27 @@ impl WorkerHost for Node {
     }
 
     fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
-        tokio::task::spawn_blocking(move || match keep {
-            None => {
-                let freed = self.blobs.remove_job(&job);
-                info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
-            }
-            Some(keep) => {
-                let freed = self.blobs.remove_job_scratch(&job, &keep);
-                if freed > 0 {
-                    info!(%job, freed, "job ended; its splits, map outputs and stray parts are deleted here");
+        self.job_dirs.forget(&job);
+        // Archives still named by a job in the table stay.
+        let named: Vec<String> = self.read_table(|t, _| {
+            t.jobs
+                .values()
+                .flat_map(|j| j.spec.archives.iter().map(|a| a.digest.clone()))
+                .collect()
+        });
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(crate::control::jobdir::job_dir(&self, &job));
+            match keep {
+                None => {
+                    let freed = self.blobs.remove_job(&job)
+                        + crate::control::jobdir::remove_unused_archives(&self, &named);
+                    info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
+                }
+                Some(keep) => {
+                    let freed = self.blobs.remove_job_scratch(&job, &keep);
+                    if freed > 0 {
+                        info!(%job, freed, "job ended; its splits, map outputs and stray parts are deleted here");
+                    }
                 }
             }
         });
@@ -113,14 +125,29 @@ fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, Stri
     }
 }
 
-/// Run `work` for attempt `w` on the task pool, in its scratch directory.
+/// Run `work` for attempt `w` on the task pool, in its scratch directory (after the job's
+/// directory here is ready, when it has one); and whether it counts the setup this node ran
+/// (the first attempt to succeed here after it does).
 async fn on_pool_in_attempt_dir<T: Send + 'static>(
-    node: &Node,
+    node: &Arc<Node>,
     w: &Work,
     st: &Arc<AttemptState>,
     scratch: PathBuf,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure> + Send + 'static,
-) -> Result<T, Failure> {
+) -> Result<(T, bool), Failure> {
+    let job_dir = match crate::control::jobdir::ensure(node, w).await {
+        Ok(d) => d,
+        Err(f) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(f);
+        }
+    };
+    let log = attempt_log(node, w);
+    let at = Where {
+        scratch,
+        job_dir,
+        log,
+    };
     let (spec, partitioner, job_id, attempt) = (
         Arc::clone(&w.spec),
         w.partitioner.clone(),
@@ -131,15 +158,43 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
     let sandbox = Arc::clone(&node.settings.sandbox);
     on_pool(node, move || {
         let ids = (job_id.as_str(), attempt);
-        in_attempt_dir(&scratch, &spec, &partitioner, ids, &st, &sandbox, work)
+        in_attempt_dir(&at, &spec, &partitioner, ids, &st, &sandbox, work)
     })
     .await
+    .map(|t| (t, node.job_dirs.take_setup_count(&w.key.job)))
+}
+
+/// The file that keeps attempt `w`'s stderr (made empty now), if it can be made.
+fn attempt_log(node: &Node, w: &Work) -> Option<PathBuf> {
+    let path = node.blobs.path(&attempt_log_key(
+        &w.key.job,
+        &task_id(&w.key),
+        w.key.attempt,
+    ))?;
+    let made = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, b""));
+    match made {
+        Ok(()) => Some(path),
+        Err(e) => {
+            warn!(log = %path.display(), error = %e, "cannot keep the attempt's stderr");
+            None
+        }
+    }
+}
+
+/// Where an attempt runs: its scratch directory, the job's directory, its stderr's log.
+struct Where {
+    scratch: PathBuf,
+    job_dir: Option<PathBuf>,
+    log: Option<PathBuf>,
 }
 
 /// Run `work` for one attempt in its scratch directory (prepared with the job's shipped
-/// files, removed afterwards whatever happened).
+/// files and links into the job's directory, removed afterwards whatever happened).
 fn in_attempt_dir<T>(
-    scratch: &std::path::Path,
+    at: &Where,
     spec: &JobSpec,
     partitioner: &Partitioner,
     (job_id, attempt): (&str, u32),
@@ -147,11 +202,15 @@ fn in_attempt_dir<T>(
     sandbox: &shoal_jobs::sandbox::Sandbox,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
+    let scratch = &at.scratch;
     let result = (|| {
         // Processes run in it with the shipped files; a native app makes it if it spills.
         if matches!(spec.kind, JobKind::Streaming { .. }) {
             shoal_jobs::streaming::prepare_dir(scratch, &spec.files, sandbox.user.as_ref())
                 .map_err(|e| e.to_string())?;
+            if let Some(d) = &at.job_dir {
+                shoal_jobs::jobdir::link_into(scratch, d).map_err(|e| e.to_string())?;
+            }
         }
         let env = TaskEnv {
             job_id,
@@ -163,6 +222,8 @@ fn in_attempt_dir<T>(
             cancel: &st.stop,
             progress: Some(&st.progress),
             sandbox: Some(sandbox),
+            job_dir: at.job_dir.as_deref(),
+            log: at.log.as_deref(),
         };
         work(&env)
     })();
@@ -269,10 +330,13 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         len: split.len,
         files: split.files.clone(),
     };
-    let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+    let (mut out, ran_setup) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         run_map(env, &task_split, &target).map_err(Failure::from)
     })
     .await?;
+    if ran_setup {
+        out.counters.add_builtin("setup_runs", 1);
+    }
     let holders = if map_only {
         copied_part(node, w, &out_key, &out_file).await?
     } else {
@@ -428,25 +492,29 @@ async fn reduce_attempt(
         .map_err(|e| format!("creating the output directory: {e}"))?;
     let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
     let target = out_file.clone();
-    let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
-        let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
-        for (m, path, offset, checked) in &inputs {
-            if !checked {
-                check_map_output(env.job_id, m, path, *offset)?;
+    let ((mut counters, checksum), ran_setup) =
+        on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+            let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
+            for (m, path, offset, checked) in &inputs {
+                if !checked {
+                    check_map_output(env.job_id, m, path, *offset)?;
+                }
+                let f = shoal_jobs::sort::open_range(path, *offset, m.size)?;
+                readers.push(Box::new(f) as Box<dyn Read + Send>);
             }
-            let f = shoal_jobs::sort::open_range(path, *offset, m.size)?;
-            readers.push(Box::new(f) as Box<dyn Read + Send>);
-        }
-        let counters = run_reduce(env, p, readers, &target)?;
-        let checksum = std::fs::File::open(&target)
-            .and_then(|mut f| {
-                let len = f.metadata()?.len();
-                checksum::of_range(&mut f, 0, len)
-            })
-            .map_err(|e| format!("checksumming the part file: {e}"))?;
-        Ok((counters, checksum))
-    })
-    .await?;
+            let counters = run_reduce(env, p, readers, &target)?;
+            let checksum = std::fs::File::open(&target)
+                .and_then(|mut f| {
+                    let len = f.metadata()?.len();
+                    checksum::of_range(&mut f, 0, len)
+                })
+                .map_err(|e| format!("checksumming the part file: {e}"))?;
+            Ok((counters, checksum))
+        })
+        .await?;
+    if ran_setup {
+        counters.add_builtin("setup_runs", 1);
+    }
     counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
     counters.add_builtin("shuffle_local_bytes", local_bytes);
     let size = std::fs::metadata(&out_file)

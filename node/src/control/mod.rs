@@ -2,6 +2,8 @@
 //! the worker (on every node: run assigned attempts, report, clean up).
 
 mod attempt;
+pub mod jobdir;
+pub mod jobdirs;
 pub mod manager;
 pub mod work;
 pub mod worker;

@@ -32,6 +32,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/jobs/{id}", get(job).delete(kill))
         .route("/api/v1/jobs/{id}/output", get(output_list))
         .route("/api/v1/jobs/{id}/output/{name}", get(output_part))
+        .route("/api/v1/jobs/{id}/logs", get(crate::http::logs::index))
+        .route(
+            "/api/v1/jobs/{id}/logs/setup/{node}",
+            get(crate::http::logs::setup),
+        )
+        .route(
+            "/api/v1/jobs/{id}/logs/{task}/{attempt}",
+            get(crate::http::logs::attempt),
+        )
         .fallback(not_found)
         .with_state(node)
 }

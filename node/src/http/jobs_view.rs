@@ -42,6 +42,8 @@ pub struct AttemptView {
     pub lost: bool,
     /// A speculative backup of a slow attempt.
     pub backup: bool,
+    /// Where its log (its processes' stderr) is read: `/api/v1/jobs/{id}/logs/{task}/{n}`.
+    pub log: String,
 }
 
 /// One task.
@@ -94,7 +96,12 @@ pub struct JobView {
     pub tasks: Option<Vec<TaskView>>,
 }
 
-fn task_state(s: TaskState) -> &'static str {
+/// The address of the log of attempt `attempt` of task `task` of job `id`.
+pub fn attempt_log_url(id: &str, task: &str, attempt: u32) -> String {
+    format!("/api/v1/jobs/{id}/logs/{task}/{attempt}")
+}
+
+pub(crate) fn task_state(s: TaskState) -> &'static str {
     match s {
         TaskState::Pending => "pending",
         TaskState::Running => "running",
@@ -162,6 +169,7 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                         stderr_tail: a.stderr_tail.clone(),
                         lost: a.lost,
                         backup: a.backup,
+                        log: attempt_log_url(&job.id, &t.id(), a.attempt),
                     })
                     .collect(),
                 output_sizes: t.output_sizes.clone(),

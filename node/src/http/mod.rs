@@ -1,11 +1,12 @@
 //! The HTTP surface every node serves: the router and its token check, `POST /api/v1/jobs`,
-//! the cluster and job views, Prometheus metrics and the dashboard.
+//! the cluster and job views, jobs' logs, Prometheus metrics and the dashboard.
 
 pub(crate) mod api;
 pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod inplace;
 pub(crate) mod jobs_view;
+pub(crate) mod logs;
 pub(crate) mod metrics;
 pub(crate) mod splitter;
 pub mod submit;

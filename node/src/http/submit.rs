@@ -30,6 +30,7 @@ use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
+use crate::control::jobdir::archive_key;
 use crate::http::error::error;
 use crate::http::splitter::{Splitter, TooManySplits};
 use crate::storage::blobs::{part_key, split_object};
@@ -163,7 +164,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     let bytes = read_capped(first, MAX_COMMAND_BYTES)
         .await?
         .ok_or_else(|| too_large("the job's spec (its shipped files included)"))?;
-    let spec: JobSpec = if cbor {
+    let mut spec: JobSpec = if cbor {
         shoal_net::codec::decode(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
     } else {
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
@@ -196,14 +197,20 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         whole_files,
     );
     let mut next_check = 0u64;
+    let mut archives_got: Vec<String> = Vec::new();
     while let Some(mut field) = mp
         .next_field()
         .await
         .map_err(|e| bad(format!("a malformed multipart body: {e}")))?
     {
+        if field.name() == Some("archive") && splitter.files_seen == 0 {
+            disk_ok(node)?;
+            archives_got.push(receive_archive(node, &spec, field).await?);
+            continue;
+        }
         if field.name() != Some("input") {
             return Err(bad(format!(
-                "unexpected part {:?}; parts are `spec`, then `input`s",
+                "unexpected part {:?}; parts are `spec`, then `archive`s, then `input`s",
                 field.name().unwrap_or("")
             )));
         }
@@ -235,6 +242,13 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             read_part(node, source, part, &mut splitter).await?;
             splitter.end_file().map_err(not_stored)?;
         }
+    }
+    if let Some(a) = spec
+        .archives
+        .iter()
+        .find(|a| !archives_got.contains(&a.name))
+    {
+        return Err(bad(format!("archive {} was not sent with the job", a.name)));
     }
     let stored = splitter.finish().await.map_err(not_stored)?;
     if stored.is_empty() && in_place.is_empty() {
@@ -286,6 +300,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     let bytes: u64 = stored.iter().chain(&in_place).map(|s| s.len).sum();
     let n_splits = stored.len() + in_place.len();
     let mut splits = replicate_splits(node, job, stored, spec.replication).await;
+    replicate_archives(node, &mut spec).await;
     splits.extend(in_place);
     let cmd = Command::Jobs(cluster::Command::SubmitJob {
         id: job.to_owned(),
@@ -309,6 +324,69 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         })?;
     info!(%job, splits = n_splits, bytes, "job accepted");
     Ok(())
+}
+
+/// Store an `archive` part under its digest, checking it is the archive the spec names
+/// (size and SHA-256): a part of another size or digest is refused and not kept. Returns
+/// its name.
+async fn receive_archive(
+    node: &Node,
+    spec: &JobSpec,
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<String, Rejected> {
+    let name = field.file_name().unwrap_or("").to_owned();
+    let Some(a) = spec.archives.iter().find(|a| a.name == name) else {
+        return Err(bad(format!(
+            "an archive part named {name:?} that the spec does not name"
+        )));
+    };
+    let key = archive_key(&a.digest);
+    let mut w = node.blobs.create(&key).map_err(not_stored)?;
+    let mut hasher = shoal_jobs::archive::Hasher::default();
+    let mut len = 0u64;
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| bad(format!("reading archive {name:?}: {e}")))?
+    {
+        len += chunk.len() as u64;
+        if len > a.len {
+            return Err(bad(format!(
+                "archive {name:?} is longer than the {} bytes the spec says",
+                a.len
+            )));
+        }
+        hasher.update(&chunk);
+        std::io::Write::write_all(&mut w, &chunk).map_err(not_stored)?;
+    }
+    let (digest, got) = hasher.finish();
+    if got != a.len || digest != a.digest {
+        return Err(bad(format!(
+            "archive {name:?} is not the one the spec names ({got} bytes with SHA-256 {digest}; the spec says {} bytes, {})",
+            a.len, a.digest
+        )));
+    }
+    tokio::task::spawn_blocking(move || w.commit())
+        .await
+        .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(not_stored)?;
+    Ok(name)
+}
+
+/// Copy each archive to `replication` other nodes, and name its holders in the spec: this
+/// node and those that took a copy.
+async fn replicate_archives(node: &Arc<Node>, spec: &mut JobSpec) {
+    let copies = spec.replication;
+    for (i, a) in spec.archives.iter_mut().enumerate() {
+        let key = archive_key(&a.digest);
+        let Some(path) = node.blobs.path(&key) else {
+            continue;
+        };
+        let targets = crate::storage::replication::replica_targets(node, copies, i as u32);
+        a.holders = vec![node.id];
+        a.holders
+            .extend(crate::storage::replication::replicate(node, &key, &path, &targets).await);
+    }
 }
 
 /// The `shoal://JOB` inputs: each job's part files.

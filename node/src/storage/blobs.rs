@@ -52,6 +52,17 @@ pub fn part_key(job: &str, p: u32, attempt: u32) -> String {
     format!("{job}/out/{}", part_object(p, attempt))
 }
 
+/// The key of the log that keeps the stderr of attempt `attempt` of task `task` (`m-00003`)
+/// of `job`: kept, as the rest of the job's `logs`, until the job is forgotten.
+pub fn attempt_log_key(job: &str, task: &str, attempt: u32) -> String {
+    format!("{job}/logs/{task}.a{attempt}.log")
+}
+
+/// The key of the log of the job's `--setup` on this node.
+pub fn setup_log_key(job: &str) -> String {
+    format!("{job}/logs/setup.log")
+}
+
 /// The name of attempt `attempt`'s part `p` in a job's `out` directory.
 pub fn part_object(p: u32, attempt: u32) -> String {
     format!("{}.a{attempt}", shoal_jobs::task::part_name(p))
@@ -140,8 +151,8 @@ impl Blobs {
         Ok(path)
     }
 
-    /// Remove everything of `job` but the part files in `keep` (part and accepted attempt:
-    /// those the job table says this node holds): splits, map outputs of every attempt,
+    /// Remove everything of `job` but its logs and the part files in `keep` (part and
+    /// accepted attempt: those the job table says this node holds): splits, map outputs of every attempt,
     /// unfinished writes, and parts a losing or failed attempt left behind. Returns the bytes
     /// freed.
     pub fn remove_job_scratch(&self, job: &str, keep: &[(u32, u32)]) -> u64 {
@@ -156,6 +167,10 @@ impl Blobs {
         let mut freed = 0;
         for e in entries.flatten() {
             let p = e.path();
+            // Logs stay until the job is forgotten.
+            if e.file_name() == "logs" {
+                continue;
+            }
             if e.file_name() == "out" {
                 let Ok(parts) = std::fs::read_dir(&p) else {
                     continue;

@@ -1,0 +1,199 @@
+//! A job's directory on this node (`--archive`, `--setup`): made before the job's first
+//! attempt here — each archive fetched into the store (known by its SHA-256, so one copy
+//! serves every job that ships it), checked, unpacked, then the setup run — and shared by
+//! every later attempt of the job here. Attempts that start while it is being made wait for
+//! it; a setup that fails leaves nothing, so the next attempt here runs it afresh.
+//!
+//! Where things are: archives at `archives/SHA256` in the store, kept while a job in the
+//! table names them; job directories beside attempt directories (`JOB.job`), removed when
+//! the job ends (a restart sweeps them, and a restarted node runs the setup again); setup
+//! output in the job's `logs/setup.log`, kept until the job is forgotten.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use shoal_jobs::archive::{ArchiveRef, Hasher};
+use tracing::{info, warn};
+
+use crate::cluster::members::peer_of;
+use crate::cluster::node::Node;
+use crate::control::work::{Failure, Work};
+use crate::storage::blobs::setup_log_key;
+
+/// The store key of the archive with `digest`.
+pub fn archive_key(digest: &str) -> String {
+    format!("{ARCHIVES}/{digest}")
+}
+
+/// The store's directory of archives.
+pub const ARCHIVES: &str = "archives";
+
+/// Where the directory of `job` is on this node.
+pub fn job_dir(node: &Node, job: &str) -> PathBuf {
+    node.blobs.scratch_path(&format!("{job}.job"))
+}
+
+/// The job's directory, made first when this is the job's first attempt here. `None`: the
+/// job needs none.
+pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failure> {
+    let spec = Arc::clone(&w.spec);
+    if spec.archives.is_empty() && spec.setup.is_none() {
+        return Ok(None);
+    }
+    let job = w.key.job.clone();
+    let dir = job_dir(node, &job);
+    let state = node.job_dirs.state(&job);
+    let mut ready = state.ready.lock().await;
+    if *ready {
+        return Ok(Some(dir));
+    }
+    let mut files = Vec::with_capacity(spec.archives.len());
+    for a in &spec.archives {
+        files.push(ensure_archive(node, a).await?);
+    }
+    let log = node
+        .blobs
+        .path(&setup_log_key(&job))
+        .ok_or("a malformed job id")?;
+    if let Some(parent) = log.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    // Appended to: every run of the setup here (a failed one, then another) stays in it.
+    let (node2, st2, dir2) = (Arc::clone(node), Arc::clone(&state), dir.clone());
+    let context = format!("node {:016x}", node.id);
+    // Off the runtime, beside the task pool: a setup is not one of the node's task slots.
+    let made = tokio::task::spawn_blocking(move || {
+        let sandbox = &node2.settings.sandbox;
+        let pairs: Vec<(PathBuf, &ArchiveRef)> = files.into_iter().zip(&spec.archives).collect();
+        let r = shoal_jobs::jobdir::unpack_archives(&dir2, &pairs, Some(sandbox)).and_then(|()| {
+            shoal_jobs::jobdir::run_setup(
+                &spec,
+                &job,
+                &dir2,
+                Some(&log),
+                &st2.cancel,
+                Some(sandbox),
+                context,
+            )
+            .map_err(shoal_jobs::jobdir::setup_failed)
+        });
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(&dir2);
+        }
+        r.map_err(Failure::from)
+    })
+    .await
+    .map_err(|e| format!("the setup's thread failed: {e}"))?;
+    made?;
+    *ready = true;
+    state
+        .uncounted
+        .store(w.spec.setup.is_some(), Ordering::Relaxed);
+    info!(job = %w.key.job, dir = %dir.display(), "the job's directory is ready here");
+    Ok(Some(dir))
+}
+
+/// This node's copy of archive `a`, fetched from a holder when it has none; a copy whose
+/// SHA-256 is not the archive's is passed over (and a fetched one never stored).
+async fn ensure_archive(node: &Node, a: &ArchiveRef) -> Result<PathBuf, Failure> {
+    let key = archive_key(&a.digest);
+    let what = format!("archive {} ({})", a.name, &a.digest[..12]);
+    let path = node.blobs.path(&key).ok_or("a malformed archive digest")?;
+    if node.blobs.contains(&key) {
+        let p = path.clone();
+        let sum = tokio::task::spawn_blocking(move || shoal_jobs::archive::digest_file(&p))
+            .await
+            .map_err(|e| e.to_string())?;
+        match sum {
+            Ok((d, _)) if d == a.digest => return Ok(path),
+            Ok((d, _)) => {
+                warn!(%what, found = %d, "a stored archive is corrupt; fetching another copy");
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => {
+                warn!(%what, error = %e, "a stored archive is unreadable; fetching another copy")
+            }
+        }
+    }
+    let mut last = "no node holds it".to_string();
+    for &h in a.holders.iter().filter(|&&h| h != node.id) {
+        let Some(peer) = peer_of(node, h) else {
+            continue;
+        };
+        let mut w = node
+            .blobs
+            .create(&key)
+            .map_err(|e| format!("storing {what}: {e}"))?;
+        let piece = shoal_net::wire::Piece {
+            key: key.clone(),
+            offset: 0,
+            len: a.len,
+        };
+        let mut hashing = Hashing {
+            inner: &mut w,
+            hasher: Hasher::default(),
+        };
+        let fetched = crate::storage::data::fetch_range(node, peer, &piece, &mut hashing).await;
+        let (digest, _) = hashing.hasher.finish();
+        match fetched {
+            Ok(_) if digest == a.digest => {
+                w.commit().map_err(|e| format!("storing {what}: {e}"))?;
+                return Ok(path);
+            }
+            Ok(_) => {
+                w.abort();
+                last = format!("the copy on node {h:016x} is corrupt (SHA-256 {digest})");
+                warn!(%what, error = %last, "a fetched archive is unusable; trying another holder");
+            }
+            Err(e) => {
+                w.abort();
+                last = e.to_string();
+            }
+        }
+    }
+    Err(Failure::from(format!(
+        "{what} could not be fetched: {last}"
+    )))
+}
+
+/// A writer that takes the SHA-256 of what passes through it.
+struct Hashing<'a, W> {
+    inner: &'a mut W,
+    hasher: Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Remove the stored archives no job in the table names (a job was forgotten). Returns
+/// the bytes freed.
+pub fn remove_unused_archives(node: &Node, named: &[String]) -> u64 {
+    let Some(dir) = node.blobs.path(ARCHIVES) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || named.contains(&name) {
+            continue;
+        }
+        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+        if std::fs::remove_file(e.path()).is_ok() {
+            freed += len;
+        }
+    }
+    freed
+}
