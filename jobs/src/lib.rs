@@ -40,6 +40,7 @@ pub mod keys;
 pub mod landlock;
 pub mod local;
 pub mod partition;
+pub mod pipes;
 pub mod planted;
 pub mod pool;
 pub mod record;

@@ -83,20 +83,17 @@ pub fn write_run<'a>(
     ))
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    prefix: u64,
-    part: u32,
-    off: u32,
-    klen: u32,
-    vlen: u32,
-}
-
-/// Records in one arena plus a compact index, sorted on demand.
+/// Records in one arena plus a compact index, sorted on demand. Each record in the arena is
+/// its key's and value's lengths (LEB128 varints) then their bytes; the index holds one
+/// `u128` per record: partition (28 bits), the key's first 8 bytes (64), the key's length
+/// up to 8 or 9 for longer (4) and the record's arena offset (32). Sixteen bytes a record,
+/// sorted as plain integers: keys of at most 8 bytes are then in order (a shorter key whose
+/// padding equals a longer one's bytes comes first, as bytes compare), equal ones in emit
+/// order, without reading the arena.
 #[derive(Default)]
 pub struct SortBuffer {
     arena: Vec<u8>,
-    index: Vec<Entry>,
+    index: Vec<u128>,
 }
 
 /// The first 8 key bytes, big-endian, zero-padded: comparing prefixes orders keys as bytes do
@@ -109,10 +106,54 @@ fn key_prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+#[inline]
+fn push_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A varint at `at` in `bytes` and where what follows it starts (the arena holds only what
+/// [`push_varint`] wrote).
+#[inline]
+fn read_varint(bytes: &[u8], mut at: usize) -> (usize, usize) {
+    let (mut n, mut shift) = (0usize, 0);
+    loop {
+        let b = bytes[at];
+        at += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return (n, at);
+        }
+        shift += 7;
+    }
+}
+
+/// Index bits above the offset: partition, prefix and length class.
+#[inline]
+fn entry_head(e: u128) -> u128 {
+    e >> 32
+}
+
+#[inline]
+fn entry_part(e: u128) -> u32 {
+    (e >> 100) as u32
+}
+
+/// The length class of a key longer than 8 bytes.
+const LONG_KEY: u128 = 9;
+
+#[inline]
+fn entry_off(e: u128) -> usize {
+    e as u32 as usize
+}
+
 impl SortBuffer {
     /// Bytes held, index included: what counts against the memory budget.
     pub fn bytes(&self) -> usize {
-        self.arena.len() + self.index.len() * std::mem::size_of::<Entry>()
+        self.arena.len() + self.index.len() * std::mem::size_of::<u128>()
     }
 
     /// Records held.
@@ -129,43 +170,52 @@ impl SortBuffer {
     #[inline]
     pub fn push(&mut self, part: u32, key: &[u8], value: &[u8]) {
         let off = self.arena.len() as u32;
+        push_varint(&mut self.arena, key.len());
+        push_varint(&mut self.arena, value.len());
         self.arena.extend_from_slice(key);
         self.arena.extend_from_slice(value);
-        self.index.push(Entry {
-            prefix: key_prefix(key),
-            part,
-            off,
-            klen: key.len() as u32,
-            vlen: value.len() as u32,
-        });
+        let class = (key.len() as u128).min(LONG_KEY);
+        self.index.push(
+            (u128::from(part) << 100)
+                | (u128::from(key_prefix(key)) << 36)
+                | (class << 32)
+                | u128::from(off),
+        );
+    }
+
+    /// Record `e`'s key and value.
+    #[inline]
+    fn record(&self, e: u128) -> (&[u8], &[u8]) {
+        let (klen, at) = read_varint(&self.arena, entry_off(e));
+        let (vlen, at) = read_varint(&self.arena, at);
+        (
+            &self.arena[at..at + klen],
+            &self.arena[at + klen..at + klen + vlen],
+        )
     }
 
     /// Sort by (partition, key), equal keys in emit order. The arena offset grows with every
-    /// push, so it is the emit order: sorting on (partition, 8-byte key prefix, offset) packed
-    /// in one integer orders everything but keys that share their first 8 bytes, and those
-    /// runs are then sorted by (full key, offset). No stable sort's scratch memory needed.
+    /// push, so it is the emit order: sorting the index as integers orders everything but
+    /// keys longer than 8 bytes that share their first 8, and those runs are then sorted by
+    /// (full key, offset). No stable sort's scratch memory needed.
     pub fn sort(&mut self) {
-        let packed = |e: &Entry| {
-            (u128::from(e.part) << 96) | (u128::from(e.prefix) << 32) | u128::from(e.off)
-        };
-        self.index.sort_unstable_by_key(packed);
-        let arena = &self.arena;
-        let key = |e: &Entry| &arena[e.off as usize..(e.off + e.klen) as usize];
+        self.index.sort_unstable();
         let mut start = 0;
         while start < self.index.len() {
-            let (part, prefix) = (self.index[start].part, self.index[start].prefix);
+            let head = entry_head(self.index[start]);
             let mut end = start + 1;
-            let mut mixed = false;
-            while end < self.index.len()
-                && self.index[end].part == part
-                && self.index[end].prefix == prefix
-            {
-                mixed |= self.index[end].klen != self.index[start].klen || self.index[end].klen > 8;
+            while end < self.index.len() && entry_head(self.index[end]) == head {
                 end += 1;
             }
-            if mixed {
-                self.index[start..end]
-                    .sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.off.cmp(&b.off)));
+            if head & 0xf == LONG_KEY && end - start > 1 {
+                let mut index = std::mem::take(&mut self.index);
+                index[start..end].sort_unstable_by(|&a, &b| {
+                    self.record(a)
+                        .0
+                        .cmp(self.record(b).0)
+                        .then(entry_off(a).cmp(&entry_off(b)))
+                });
+                self.index = index;
             }
             start = end;
         }
@@ -173,14 +223,9 @@ impl SortBuffer {
 
     /// The records in index order (sorted after [`SortBuffer::sort`]).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8], &[u8])> {
-        self.index.iter().map(|e| {
-            let k = e.off as usize;
-            let v = k + e.klen as usize;
-            (
-                e.part,
-                &self.arena[k..v],
-                &self.arena[v..v + e.vlen as usize],
-            )
+        self.index.iter().map(|&e| {
+            let (k, v) = self.record(e);
+            (entry_part(e), k, v)
         })
     }
 
@@ -499,6 +544,40 @@ impl<R: Read> crate::apps::Values for GroupValues<'_, R> {
                 self.error = Some(e);
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The buffer's order is a stable sort by (partition, key bytes): short keys that
+        /// differ only by trailing zero bytes, long keys sharing their first 8 bytes, and
+        /// equal keys in emit order.
+        #[test]
+        fn the_buffer_sorts_as_a_stable_sort_by_partition_and_key(
+            records in proptest::collection::vec(
+                (0u32..3, proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), Just(b'b')], 0..12)),
+                0..300,
+            )
+        ) {
+            let mut buf = SortBuffer::default();
+            for (i, (part, key)) in records.iter().enumerate() {
+                buf.push(*part, key, i.to_string().as_bytes());
+            }
+            buf.sort();
+            let got: Vec<(u32, Vec<u8>, Vec<u8>)> =
+                buf.iter().map(|(p, k, v)| (p, k.to_vec(), v.to_vec())).collect();
+            let mut want: Vec<(u32, Vec<u8>, Vec<u8>)> = records
+                .iter()
+                .enumerate()
+                .map(|(i, (p, k))| (*p, k.clone(), i.to_string().into_bytes()))
+                .collect();
+            want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            prop_assert_eq!(got, want);
         }
     }
 }

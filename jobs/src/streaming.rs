@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
+use crate::pipes::{Paced, Patient};
 use crate::sandbox::{Cell, Sandbox, TaskUser};
 use crate::spec::{interpreter_for, Program, ShippedFile};
 
@@ -292,15 +293,11 @@ fn spawn_retrying_busy(
     l: &Launch<'_>,
     cell: Option<&Cell>,
 ) -> Result<std::io::Result<std::process::Child>> {
+    // The attempt's directory and the job's are the task's; the node's other files are not.
+    let allowed: Vec<&Path> = [Some(l.dir), l.job_dir].into_iter().flatten().collect();
     let fence = match l.sandbox.filter(|s| !s.confine.is_empty()) {
-        Some(s) => crate::landlock::Ruleset::all_but(
-            &s.confine,
-            &[Some(l.dir), l.job_dir]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-        )
-        .ctx(|| "building the task's Landlock ruleset".into())?,
+        Some(s) => crate::landlock::Ruleset::all_but(&s.confine, &allowed)
+            .ctx(|| "building the task's Landlock ruleset".into())?,
         None => None,
     };
     let mut tries = 0;
@@ -351,6 +348,11 @@ where
     };
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
+    let (room, _) = (
+        crate::pipes::enlarge(&stdin),
+        crate::pipes::enlarge(&stdout),
+    );
+    let (stdin, stdout) = (Paced::new(stdin, room), Patient::new(stdout));
     let stderr = child.stderr.take().expect("stderr is piped");
     let activity = Activity {
         start: Instant::now(),
@@ -377,8 +379,7 @@ where
                 ok => ok,
             }
         });
-        let log = l.log;
-        let err_reader = s.spawn(move || read_stderr(stderr, activity, log));
+        let err_reader = s.spawn(move || read_stderr(stderr, activity, l.log));
         let (kill_all, done, timed_out) = (&kill_all, &done, &timed_out);
         let watchdog = s.spawn(move || loop {
             std::thread::park_timeout(Duration::from_millis(100));
@@ -552,18 +553,17 @@ impl StderrReport {
     }
 }
 
+fn warn_log(p: &Path, e: &io::Error) {
+    tracing::warn!(log = %p.display(), error = %e, "cannot keep a task's stderr");
+}
+
 /// Read stderr to its end with bounded memory: lines longer than a few KiB are cut. With a
 /// log, the bytes are kept there too (a log that cannot be written is given up, with a
 /// warning: the run goes on).
 fn read_stderr(mut err: impl Read, activity: &Activity, log: Option<&Path>) -> StderrReport {
     let mut report = StderrReport::default();
-    let mut log = log.and_then(|p| {
-        crate::tasklog::Log::append(p)
-            .map_err(
-                |e| tracing::warn!(log = %p.display(), error = %e, "cannot keep a task's stderr"),
-            )
-            .ok()
-    });
+    let kept = log.map(|p| (p, crate::tasklog::Log::append(p)));
+    let mut log = kept.and_then(|(p, l)| l.map_err(|e| warn_log(p, &e)).ok());
     let mut buf = vec![0u8; 64 << 10];
     let mut line: Vec<u8> = Vec::new();
     const LINE_CAP: usize = 4096;

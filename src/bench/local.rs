@@ -268,6 +268,11 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         met(native.rss_mib <= rss_goal)
     );
     println!(
+        "  peak RSS, Python streaming:               {:.0} MiB (goal ≤ {rss_goal:.0} MiB) {}",
+        streaming.rss_mib,
+        met(streaming.rss_mib <= rss_goal)
+    );
+    println!(
         "  peak RSS with --sort-mb 16:                {:.0} MiB (goal < 200 MiB) {}; output identical: {}",
         small.rss_mib,
         met(small.rss_mib < 200.0),
