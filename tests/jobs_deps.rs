@@ -111,29 +111,20 @@ fn a_python_job_imports_what_its_setup_installed_from_an_archive_once_per_node()
         "the mapper used the package"
     );
 
-    // Once per node that ran a task: each node's setup output (appended to at every run)
-    // shows pip's words once, and the job counts the run of each node that then ran an
-    // attempt to success (an attempt may be superseded by a backup elsewhere).
+    // Once per node that ran a task: counted in the table (whatever became of the attempt
+    // that waited for it), and each node's setup output (appended to at every run) shows
+    // pip's words once.
     let job = c.job(0, &id);
     let mut ran_on: Vec<String> = attempt_nodes(&job, "map");
     ran_on.extend(attempt_nodes(&job, "reduce"));
     ran_on.sort();
     ran_on.dedup();
     assert_eq!(ran_on.len(), 3, "tasks ran on every node: {job}");
-    let mut succeeded_on: Vec<String> = job["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(done_node)
-        .collect();
-    succeeded_on.sort();
-    succeeded_on.dedup();
-    assert_eq!(
-        job["counters"]["shoal"]["setup_runs"],
-        succeeded_on.len(),
-        "the setup counted once per node: {}",
-        job["counters"]
-    );
+    let counted = wait_for(30, "every node's setup counted", || {
+        let j = c.job(0, &id);
+        (j["counters"]["shoal"]["setup_runs"] == 3).then_some(j)
+    });
+    assert_eq!(counted["counters"]["shoal"]["setup_runs"], 3);
     let o = run(shoal().args(["logs", &id, "--setup", "--node", &c.url(1)]));
     assert!(o.status.success(), "{}", text(&o));
     let shown = String::from_utf8_lossy(&o.stdout);
@@ -150,24 +141,19 @@ fn a_python_job_imports_what_its_setup_installed_from_an_archive_once_per_node()
     );
 
     // A setup that fails fails the job, after its attempts, with the setup's words.
-    let (id, o) = c.submit(&[
-        "--input",
-        input.to_str().unwrap(),
-        "--map",
-        "cat",
-        "--reduce",
-        "cat",
-        "--archive",
-        &format!("{}#wheels", deps.display()),
-        "--setup",
-        "echo 'no such index: pypi' >&2; exit 7",
-        "--max-attempts",
-        "2",
-        "--wait",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let job = c.job(0, &id);
-    let error = job["error"].as_str().unwrap_or("");
+    let wheels = format!("{}#wheels", deps.display());
+    let error = failed_job_error(
+        &c,
+        &input,
+        &[
+            "--archive",
+            &wheels,
+            "--setup",
+            "echo 'no such index: pypi' >&2; exit 7",
+            "--max-attempts",
+            "2",
+        ],
+    );
     assert!(
         error.contains("--setup failed") && error.contains("exited with status 7"),
         "{error}"
@@ -176,6 +162,99 @@ fn a_python_job_imports_what_its_setup_installed_from_an_archive_once_per_node()
         error.contains("no such index: pypi"),
         "the setup's stderr: {error}"
     );
+    hostile_archives(&c, dir.path(), &input, &deps);
+}
+
+/// The error of a `cat | cat` job over `input` with `extra` flags, which must fail.
+fn failed_job_error(c: &Cluster, input: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["--input", input.to_str().unwrap(), "--map", "cat"];
+    args.extend(["--reduce", "cat", "--wait"]);
+    args.extend(extra);
+    let (id, o) = c.submit(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    c.job(0, &id)["error"].as_str().unwrap_or("").to_owned()
+}
+
+/// An archive whose entry climbs out fails its job naming the entry, and nothing lands
+/// outside; a client that sends other bytes than its spec names, or one archive twice, is
+/// refused (400) and nothing of it is kept.
+fn hostile_archives(c: &Cluster, dir: &Path, input: &Path, deps: &Path) {
+    let evil = dir.join("evil.tar");
+    let script = "import io, sys, tarfile\n\
+                  with tarfile.open(sys.argv[1], 'w') as t:\n    \
+                  i = tarfile.TarInfo('../../planted'); i.size = 2\n    \
+                  t.addfile(i, io.BytesIO(b'x\\n'))\n";
+    let o = run(std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&evil));
+    assert!(o.status.success(), "{}", text(&o));
+    let error = failed_job_error(
+        c,
+        input,
+        &["--archive", evil.to_str().unwrap(), "--max-attempts", "1"],
+    );
+    assert!(
+        error.contains("../../planted would land outside"),
+        "{error}"
+    );
+    let planted: Vec<String> = files_under(dir)
+        .into_iter()
+        .filter(|p| p.ends_with("/planted"))
+        .collect();
+    assert!(planted.is_empty(), "{planted:?}");
+
+    let post = |spec: &Path, archives: usize| {
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-sS", "-w", "\n%{http_code}", "-F"])
+            .arg(format!("spec=@{};type=application/json", spec.display()));
+        for _ in 0..archives {
+            curl.arg("-F")
+                .arg(format!("archive=@{};filename=wheels", deps.display()));
+        }
+        curl.arg("-F")
+            .arg(format!(
+                "input=@{};filename=in.txt",
+                input.join("f0.txt").display()
+            ))
+            .arg(format!("{}/api/v1/jobs", c.url(c.follower)));
+        String::from_utf8_lossy(&run(&mut curl).stdout).into_owned()
+    };
+    let spec_naming = |digest: &str| {
+        let len = std::fs::metadata(deps).unwrap().len();
+        let spec = dir.join(format!("spec-{}.json", &digest[..8]));
+        std::fs::write(
+            &spec,
+            format!(
+                r#"{{"inputs":["in.txt"],"kind":{{"Streaming":{{"map":{{"Shell":"cat"}},"reduce":{{"Shell":"cat"}},"combine":null}}}},"archives":[{{"name":"wheels","digest":"{digest}","len":{len}}}]}}"#
+            ),
+        )
+        .unwrap();
+        spec
+    };
+    let wrong = format!("{:064x}", 7);
+    let answer = post(&spec_naming(&wrong), 1);
+    assert!(answer.trim_end().ends_with("400"), "{answer}");
+    assert!(answer.contains("is not the one the spec names"), "{answer}");
+    let kept: Vec<String> = c
+        .nodes
+        .iter()
+        .flat_map(|n| files_under(&n.data.join("blobs/archives")))
+        .filter(|p| p.contains(&wrong))
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
+
+    let o = run(std::process::Command::new("sha256sum").arg(deps));
+    let right = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let answer = post(&spec_naming(&right), 2);
+    assert!(answer.trim_end().ends_with("400"), "{answer}");
+    assert!(answer.contains("was sent twice"), "{answer}");
+    // Sent once, it is taken.
+    let answer = post(&spec_naming(&right), 1);
+    assert!(answer.trim_end().ends_with("201"), "{answer}");
 }
 
 /// A Python mapper that fails deep in a call chain: a traceback of over 40 lines (frames that

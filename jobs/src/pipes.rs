@@ -72,7 +72,7 @@ impl<R: Read> Read for Patient<R> {
 }
 
 /// A pipe's write end that writes a chunk only once the pipe has room for it, napping
-/// meanwhile (at most [`MAX_NAPS`] times in a row).
+/// meanwhile (at most 50 naps, 100 ms, in a row).
 pub struct Paced<W> {
     inner: W,
     fd: RawFd,

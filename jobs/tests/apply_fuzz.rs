@@ -138,6 +138,8 @@ fn command() -> impl Strategy<Value = Command> {
             }),
         job_id().prop_map(|job| Command::Forget { job }),
         job_id().prop_map(|job| Command::KillJob { job, at_ms: 7 }),
+        (job_id(), prop_oneof![0u64..4, any::<u64>()])
+            .prop_map(|(job, node)| Command::SetupRan { job, node }),
     ]
 }
 

@@ -120,8 +120,34 @@ impl Cluster {
             reduces,
             counters,
             error: None,
+            setup_nodes: Vec::new(),
         };
         self.jobs.insert(id, job);
+        Applied::Changed
+    }
+
+    /// `SetupRan`: count the setup of a node once; a node of no attempt of the job, a job
+    /// without a setup, or one already counted changes nothing.
+    pub(super) fn setup_ran(&mut self, job: &str, node: NodeId) -> Applied {
+        let Some(j) = self.jobs.get_mut(job) else {
+            return Applied::Ignored(format!("no job {job}"));
+        };
+        if j.spec.setup.is_none() {
+            return Applied::Ignored(format!("job {job} has no --setup"));
+        }
+        let ran_there = j
+            .maps
+            .iter()
+            .chain(&j.reduces)
+            .any(|t| t.attempts.iter().any(|a| a.node == node));
+        if !ran_there {
+            return Applied::Ignored(format!("node {node:016x} ran no attempt of {job}"));
+        }
+        if j.setup_nodes.contains(&node) {
+            return Applied::Ignored(format!("the setup on node {node:016x} is counted"));
+        }
+        j.setup_nodes.push(node);
+        j.counters.add_builtin("setup_runs", 1);
         Applied::Changed
     }
 

@@ -228,6 +228,10 @@ pub struct Job {
     pub counters: Counters,
     /// Why it failed or was killed.
     pub error: Option<String>,
+    /// Nodes where the job's `--setup` ran to success, once each (the `setup_runs`
+    /// counter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup_nodes: Vec<NodeId>,
 }
 
 impl Job {
@@ -450,6 +454,13 @@ pub enum Command {
         /// Now.
         at_ms: u64,
     },
+    /// The job's `--setup` ran to success on `node` (counted once per node).
+    SetupRan {
+        /// Job.
+        job: String,
+        /// The node that ran it.
+        node: NodeId,
+    },
 }
 
 /// What applying a command did.
@@ -556,6 +567,7 @@ impl Cluster {
             } => self.map_output_lost(&job, (index, attempt), reason.as_deref(), at_ms),
             Command::Forget { job } => self.forget(&job),
             Command::KillJob { job, at_ms } => self.kill_job(&job, at_ms),
+            Command::SetupRan { job, node } => self.setup_ran(&job, node),
         }
     }
 }

@@ -328,3 +328,31 @@ fn kill_job_stops_its_running_attempts_and_ends_it_once() {
   r-00000 Pending holders=[] []"
     );
 }
+
+#[test]
+fn a_setup_is_counted_once_per_node_that_ran_an_attempt() {
+    let mut c = table(2, 1, 4);
+    let ran = |node: NodeId| Command::SetupRan {
+        job: "j".into(),
+        node,
+    };
+    // A job without --setup counts none.
+    assert!(matches!(c.apply(ran(1)), Applied::Ignored(_)));
+    c.jobs.get_mut("j").expect("j").spec.setup = Some("true".into());
+    assert_eq!(
+        c.apply(assign(TaskKind::Map, 0, 1, 1, false)),
+        Applied::Changed
+    );
+    assert_eq!(
+        c.apply(assign(TaskKind::Map, 1, 1, 2, false)),
+        Applied::Changed
+    );
+    assert_eq!(c.apply(ran(1)), Applied::Changed);
+    assert_eq!(c.apply(ran(2)), Applied::Changed);
+    // Again on node 1 (a restart ran it again), or on a node of no attempt: not counted.
+    assert!(matches!(c.apply(ran(1)), Applied::Ignored(_)));
+    assert!(matches!(c.apply(ran(9)), Applied::Ignored(_)));
+    let j = &c.jobs["j"];
+    assert_eq!(j.setup_nodes, vec![1, 2]);
+    assert_eq!(j.counters.get("shoal", "setup_runs"), 2);
+}

@@ -39,6 +39,12 @@ fn may_propose_job(cmd: &JobCommand, from: NodeId, table: &Cluster) -> Result<()
                 name(cmd)
             ))
         }
+        JobCommand::SetupRan { node, .. } if *node != from => Err(format!(
+            "node {} reported a setup run on node {}",
+            hex(from),
+            hex(*node)
+        )),
+        JobCommand::SetupRan { .. } => Ok(()),
         JobCommand::TaskFinished {
             job,
             kind,
@@ -89,6 +95,7 @@ fn name(cmd: &JobCommand) -> &'static str {
         JobCommand::MapOutputLost { .. } => "MapOutputLost",
         JobCommand::Forget { .. } => "Forget",
         JobCommand::KillJob { .. } => "KillJob",
+        JobCommand::SetupRan { .. } => "SetupRan",
     }
 }
 
@@ -163,6 +170,23 @@ mod tests {
             JobCommand::NodeLost { node: 9, at_ms: 4 },
         ]);
         assert!(may_propose(&batch, 7, &t).is_err());
+    }
+
+    #[test]
+    fn a_member_reports_its_own_setup_only() {
+        let t = table();
+        let ran = |node| {
+            Command::Jobs(JobCommand::SetupRan {
+                job: "j-1".into(),
+                node,
+            })
+        };
+        assert_eq!(may_propose(&ran(7), 7, &t), Ok(()));
+        let other = may_propose(&ran(7), 8, &t).unwrap_err();
+        assert!(
+            other.contains("reported a setup run on node 0000000000000007"),
+            "{other}"
+        );
     }
 
     #[test]

@@ -126,15 +126,14 @@ fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, Stri
 }
 
 /// Run `work` for attempt `w` on the task pool, in its scratch directory (after the job's
-/// directory here is ready, when it has one); and whether it counts the setup this node ran
-/// (the first attempt to succeed here after it does).
+/// directory here is ready, when it has one).
 async fn on_pool_in_attempt_dir<T: Send + 'static>(
     node: &Arc<Node>,
     w: &Work,
     st: &Arc<AttemptState>,
     scratch: PathBuf,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure> + Send + 'static,
-) -> Result<(T, bool), Failure> {
+) -> Result<T, Failure> {
     let job_dir = match crate::control::jobdir::ensure(node, w).await {
         Ok(d) => d,
         Err(f) => {
@@ -161,7 +160,6 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
         in_attempt_dir(&at, &spec, &partitioner, ids, &st, &sandbox, work)
     })
     .await
-    .map(|t| (t, node.job_dirs.take_setup_count(&w.key.job)))
 }
 
 /// The file that keeps attempt `w`'s stderr (made empty now), if it can be made.
@@ -330,13 +328,10 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         len: split.len,
         files: split.files.clone(),
     };
-    let (mut out, ran_setup) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+    let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
         run_map(env, &task_split, &target).map_err(Failure::from)
     })
     .await?;
-    if ran_setup {
-        out.counters.add_builtin("setup_runs", 1);
-    }
     let holders = if map_only {
         copied_part(node, w, &out_key, &out_file).await?
     } else {
@@ -492,29 +487,25 @@ async fn reduce_attempt(
         .map_err(|e| format!("creating the output directory: {e}"))?;
     let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
     let target = out_file.clone();
-    let ((mut counters, checksum), ran_setup) =
-        on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
-            let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
-            for (m, path, offset, checked) in &inputs {
-                if !checked {
-                    check_map_output(env.job_id, m, path, *offset)?;
-                }
-                let f = shoal_jobs::sort::open_range(path, *offset, m.size)?;
-                readers.push(Box::new(f) as Box<dyn Read + Send>);
+    let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+        let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
+        for (m, path, offset, checked) in &inputs {
+            if !checked {
+                check_map_output(env.job_id, m, path, *offset)?;
             }
-            let counters = run_reduce(env, p, readers, &target)?;
-            let checksum = std::fs::File::open(&target)
-                .and_then(|mut f| {
-                    let len = f.metadata()?.len();
-                    checksum::of_range(&mut f, 0, len)
-                })
-                .map_err(|e| format!("checksumming the part file: {e}"))?;
-            Ok((counters, checksum))
-        })
-        .await?;
-    if ran_setup {
-        counters.add_builtin("setup_runs", 1);
-    }
+            let f = shoal_jobs::sort::open_range(path, *offset, m.size)?;
+            readers.push(Box::new(f) as Box<dyn Read + Send>);
+        }
+        let counters = run_reduce(env, p, readers, &target)?;
+        let checksum = std::fs::File::open(&target)
+            .and_then(|mut f| {
+                let len = f.metadata()?.len();
+                checksum::of_range(&mut f, 0, len)
+            })
+            .map_err(|e| format!("checksumming the part file: {e}"))?;
+        Ok((counters, checksum))
+    })
+    .await?;
     counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
     counters.add_builtin("shuffle_local_bytes", local_bytes);
     let size = std::fs::metadata(&out_file)

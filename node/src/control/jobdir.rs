@@ -10,7 +10,6 @@
 //! output in the job's `logs/setup.log`, kept until the job is forgotten.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use shoal_jobs::archive::{ArchiveRef, Hasher};
@@ -88,10 +87,21 @@ pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failu
     .map_err(|e| format!("the setup's thread failed: {e}"))?;
     made?;
     *ready = true;
-    state
-        .uncounted
-        .store(w.spec.setup.is_some(), Ordering::Relaxed);
     info!(job = %w.key.job, dir = %dir.display(), "the job's directory is ready here");
+    if w.spec.setup.is_some() {
+        // Counted in the table (`setup_runs`), once per node, whatever becomes of the
+        // attempt that waited for it.
+        let cmd = crate::cluster::state::Command::Jobs(shoal_jobs::cluster::Command::SetupRan {
+            job: w.key.job.clone(),
+            node: node.id,
+        });
+        let node = Arc::clone(node);
+        tokio::spawn(async move {
+            if let Err(e) = node.propose(&cmd, std::time::Duration::from_secs(30)).await {
+                warn!(error = %e, "reporting the setup's run failed");
+            }
+        });
+    }
     Ok(Some(dir))
 }
 

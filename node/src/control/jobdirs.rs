@@ -1,6 +1,5 @@
-//! The state of each job's directory on this node (see `jobdir`): whether it is ready,
-//! whether its setup is still to be counted, and the flag that stops a setup still running
-//! when the job ends.
+//! The state of each job's directory on this node (see `jobdir`): whether it is ready, and
+//! the flag that stops a setup still running when the job ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +16,6 @@ pub struct JobDirs {
 pub(crate) struct JobDirState {
     /// Held while the directory is made; `true` once it is ready.
     pub(crate) ready: tokio::sync::Mutex<bool>,
-    /// The setup ran here and no successful attempt has counted it yet (`setup_runs`).
-    pub(crate) uncounted: AtomicBool,
     /// Set when the job ends: a setup still running is stopped. A setup is the job's, not
     /// the attempt's that started it: an attempt superseded meanwhile does not stop it.
     pub(crate) cancel: AtomicBool,
@@ -40,16 +37,5 @@ impl JobDirs {
         if let Some(s) = gone {
             s.cancel.store(true, Ordering::Relaxed);
         }
-    }
-
-    /// Whether a successful attempt of `job` should count the setup this node ran (once).
-    pub fn take_setup_count(&self, job: &str) -> bool {
-        let s = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(job)
-            .cloned();
-        s.is_some_and(|s| s.uncounted.swap(false, Ordering::Relaxed))
     }
 }

@@ -20,8 +20,9 @@ use crate::cluster::node::{with_jobs, Node};
 use crate::http::error::error;
 use crate::storage::blobs::{attempt_log_key, setup_log_key};
 
-/// Most bytes of one log answered (an attempt's every process keeps at most 5 MiB).
-const MAX_LOG_ANSWER: usize = 256 << 20;
+/// Most bytes of one log answered: each process of an attempt keeps at most 5 MiB, and an
+/// attempt with many combiner runs has more; past this the answer is cut.
+const MAX_LOG_ANSWER: usize = 64 << 20;
 
 fn setup_log_url(id: &str, node: NodeId) -> String {
     format!("/api/v1/jobs/{id}/logs/setup/{}", hex(node))
@@ -112,13 +113,25 @@ pub async fn setup(
     answer(&node, from, setup_log_key(&id), what).await
 }
 
-/// The text of log `key` kept on node `from`.
+/// The first `cap` bytes of the file at `path`.
+async fn read_at_most(path: &std::path::Path, cap: usize) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut text = Vec::new();
+    tokio::fs::File::open(path)
+        .await?
+        .take(cap as u64)
+        .read_to_end(&mut text)
+        .await?;
+    Ok(text)
+}
+
+/// The text of log `key` kept on node `from` (its first [`MAX_LOG_ANSWER`] bytes).
 async fn answer(node: &Arc<Node>, from: NodeId, key: String, what: String) -> Response {
     let text = if from == node.id {
         let Some(path) = node.blobs.path(&key) else {
             return error(StatusCode::BAD_REQUEST, "a malformed job or task id");
         };
-        match tokio::fs::read(&path).await {
+        match read_at_most(&path, MAX_LOG_ANSWER).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return error(

@@ -204,7 +204,10 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         .map_err(|e| bad(format!("a malformed multipart body: {e}")))?
     {
         if field.name() == Some("archive") && splitter.files_seen == 0 {
-            disk_ok(node)?;
+            let name = field.file_name().unwrap_or("").to_owned();
+            if archives_got.contains(&name) {
+                return Err(bad(format!("archive {name:?} was sent twice")));
+            }
             archives_got.push(receive_archive(node, &spec, field).await?);
             continue;
         }
@@ -344,6 +347,7 @@ async fn receive_archive(
     let mut w = node.blobs.create(&key).map_err(not_stored)?;
     let mut hasher = shoal_jobs::archive::Hasher::default();
     let mut len = 0u64;
+    let mut next_check = 0u64;
     while let Some(chunk) = field
         .chunk()
         .await
@@ -355,6 +359,11 @@ async fn receive_archive(
                 "archive {name:?} is longer than the {} bytes the spec says",
                 a.len
             )));
+        }
+        // The reserve, before the first byte and again every 64 MiB taken.
+        if len >= next_check {
+            disk_ok(node)?;
+            next_check = len + (64 << 20);
         }
         hasher.update(&chunk);
         std::io::Write::write_all(&mut w, &chunk).map_err(not_stored)?;
