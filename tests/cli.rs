@@ -12,7 +12,19 @@ fn help_lists_every_command() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for cmd in [
-        "node", "submit", "status", "jobs", "output", "kill", "run", "demo", "sim", "bench",
+        "node",
+        "submit",
+        "status",
+        "jobs",
+        "output",
+        "kill",
+        "logs",
+        "run",
+        "demo",
+        "sim",
+        "bench",
+        "completions",
+        "manpage",
     ] {
         assert!(
             help.contains(cmd),
@@ -229,4 +241,83 @@ fn a_node_off_loopback_without_a_key_refuses_to_start() {
         );
         assert!(!data.exists(), "{listen}: nothing is created");
     }
+}
+
+/// `shoal completions` writes each shell's script, naming the subcommands and their flags;
+/// `shoal manpage` writes a roff page of them.
+#[test]
+fn completions_and_the_manual_page_name_the_commands() {
+    for (shell, marker) in [
+        ("bash", "_shoal()"),
+        ("zsh", "#compdef shoal"),
+        ("fish", "complete -c shoal"),
+    ] {
+        let out = shoal()
+            .args(["completions", shell])
+            .output()
+            .expect("shoal runs");
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for word in ["submit", "logs", "archive", "input-root"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+    let out = shoal()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("shoal runs");
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad usage");
+    let out = shoal().arg("manpage").output().expect("shoal runs");
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH shoal"),
+        "{page}"
+    );
+    assert!(page.contains("submit") && page.contains("logs"), "{page}");
+}
+
+/// `deploy/shoal.service` passes `systemd-analyze verify` (with the binary it names put
+/// where this build is: the unit's other settings are checked as they are shipped).
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/shoal.service"))
+            .expect("deploy/shoal.service");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/shoal node"),
+        "{unit}"
+    );
+    for setting in [
+        "User=shoal",
+        "StateDirectory=shoal",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == setting),
+            "the unit sets {setting}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let here = dir.path().join("shoal.service");
+    std::fs::write(
+        &here,
+        unit.replace("/usr/local/bin/shoal", env!("CARGO_BIN_EXE_shoal")),
+    )
+    .expect("write");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&here)
+        .output()
+        .expect("systemd-analyze runs (.ci/run installs systemd)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {said}");
+    assert!(said.trim().is_empty(), "no warnings: {said}");
 }

@@ -63,6 +63,14 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
+    /// Print a completion script for SHELL (e.g. `shoal completions bash >
+    /// /etc/bash_completion.d/shoal`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `shoal manpage > /usr/local/share/man/man1/shoal.1`).
+    Manpage,
 }
 
 /// Entry point of the `shoal` binary.
@@ -76,6 +84,8 @@ pub fn main() -> ExitCode {
             | Command::Output(_)
             | Command::Kill(_)
             | Command::Logs(_)
+            | Command::Completions { .. }
+            | Command::Manpage
             | Command::Keygen { .. }
     ) {
         stop_quietly_on_closed_stdout();
@@ -102,6 +112,21 @@ pub fn main() -> ExitCode {
         Command::Kill(args) => crate::cli::client::kill(args),
         Command::Logs(args) => crate::cli::logs::logs(args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "shoal", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shoal manpage: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Keygen { file } => match crate::cli::status::keygen(&file) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
