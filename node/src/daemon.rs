@@ -123,6 +123,15 @@ pub struct NodeArgs {
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
+    /// Read settings from this TOML file, each key a flag's long name (`data =
+    /// "/var/lib/shoal"`, `peer = ["/ip4/10.0.0.2/tcp/7071"]`, `no-mdns = true`); the
+    /// command line and the flags' environment twins override it.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings as TOML, each with where it came from (command line,
+    /// environment, config file or default), and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 pub use crate::usage::UsageError;

@@ -3,6 +3,7 @@
 //! failed or killed, 2 bad usage or input rejected, 3 cluster unreachable.
 
 pub mod client;
+pub mod config;
 pub mod exit;
 pub mod http;
 pub mod jobargs;
@@ -75,7 +76,14 @@ enum Command {
 
 /// Entry point of the `shoal` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, shown) = match parse() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
+    };
+    if let Some(text) = shown {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
     init_logging();
     if matches!(
         cli.command,
@@ -135,6 +143,36 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Parse the command line (with `shoal node`'s config file applied); with `shoal node
+/// --print-config`, also the effective settings to print instead of running.
+fn parse() -> Result<(Cli, Option<String>), ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let node = command
+        .find_subcommand("node")
+        .cloned()
+        .unwrap_or_else(|| clap::Command::new("node"));
+    let (args, from_file) = match crate::cli::config::expand(std::env::args_os().collect(), &node) {
+        Ok(expanded) => expanded,
+        Err(e) => {
+            eprintln!("shoal node: {e}");
+            return Err(ExitCode::from(crate::cli::exit::EXIT_USAGE));
+        }
+    };
+    let matches = command
+        .try_get_matches_from_mut(args)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let shown = match (&cli.command, matches.subcommand()) {
+        (Command::Node(args), Some(("node", m))) if args.print_config => {
+            let node = command.find_subcommand("node").cloned().unwrap_or(node);
+            Some(crate::cli::config::render(&node, m, from_file.as_ref()))
+        }
+        _ => None,
+    };
+    Ok((cli, shown))
 }
 
 /// Logs go to stderr through `tracing`; `SHOAL_LOG` (or `RUST_LOG`) sets the filter.
