@@ -48,12 +48,7 @@ pub fn run_setup(
         return Ok(());
     };
     let program = Program::Shell(cmd.clone());
-    let mut env: Vec<(String, String)> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push(("SHOAL_JOB_ID".into(), job_id.into()));
+    let env = crate::task::job_env(spec, job_id);
     let launch = Launch {
         role: "setup",
         program: &program,

@@ -43,15 +43,21 @@ pub struct TaskEnv<'a> {
     pub log: Option<&'a Path>,
 }
 
+/// The environment every process of job `job_id` gets beyond the base one: the job's
+/// `--env` and `SHOAL_JOB_ID` (tasks add their own ids; a setup runs with these alone).
+pub fn job_env(spec: &JobSpec, job_id: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push(("SHOAL_JOB_ID".into(), job_id.into()));
+    env
+}
+
 impl TaskEnv<'_> {
     pub(super) fn base_env(&self, task_id: &str) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.push(("SHOAL_JOB_ID".into(), self.job_id.into()));
+        let mut env = job_env(self.spec, self.job_id);
         env.push(("SHOAL_TASK_ID".into(), task_id.into()));
         env.push(("SHOAL_ATTEMPT".into(), self.attempt.to_string()));
         env

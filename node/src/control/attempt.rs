@@ -76,19 +76,24 @@ impl WorkerHost for Node {
 
     fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
         self.job_dirs.forget(&job);
-        // Archives still named by a job in the table stay.
-        let named: Vec<String> = self.read_table(|t, _| {
-            t.jobs
-                .values()
-                .flat_map(|j| j.spec.archives.iter().map(|a| a.digest.clone()))
-                .collect()
+        // When a job is forgotten, the archives no job left in the table names go too.
+        let named: Option<Vec<String>> = keep.is_none().then(|| {
+            self.read_table(|t, _| {
+                t.jobs
+                    .values()
+                    .flat_map(|j| j.spec.archives.iter().map(|a| a.digest.clone()))
+                    .collect()
+            })
         });
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir_all(crate::control::jobdir::job_dir(&self, &job));
             match keep {
                 None => {
                     let freed = self.blobs.remove_job(&job)
-                        + crate::control::jobdir::remove_unused_archives(&self, &named);
+                        + crate::control::jobdir::remove_unused_archives(
+                            &self,
+                            named.as_deref().unwrap_or_default(),
+                        );
                     info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
                 }
                 Some(keep) => {
