@@ -61,7 +61,7 @@ fn bad_input_is_rejected_before_anything_runs_naming_the_culprit() {
     std::fs::write(d.join("data.bin"), [0u8, 1, 2]).unwrap();
     std::fs::create_dir(d.join("full")).unwrap();
     std::fs::write(d.join("full/x"), "").unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &[
                 "--input",
@@ -123,6 +123,32 @@ fn bad_input_is_rejected_before_anything_runs_naming_the_culprit() {
         (
             &["--input", "in.txt", "--app", "grep", "--output", "o"],
             "GREP_PATTERN",
+        ),
+        (
+            &[
+                "--input",
+                "in.txt",
+                "--app",
+                "wordcount",
+                "--priority",
+                "-9",
+                "--output",
+                "o",
+            ],
+            "--priority must be -8..=8",
+        ),
+        (
+            &[
+                "--input",
+                "in.txt",
+                "--app",
+                "wordcount",
+                "--user",
+                "a\u{7}b",
+                "--output",
+                "o",
+            ],
+            "--user",
         ),
     ];
     for (args, culprit) in cases {

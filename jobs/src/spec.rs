@@ -118,7 +118,20 @@ pub struct JobSpec {
     /// A shell command run once per job on each node before its first task there, in the
     /// job's directory on that node, which every attempt sees (`--setup CMD`).
     pub setup: Option<String>,
+    /// Who the job belongs to (`--user`, default `$USER`): the scheduler shares the
+    /// cluster's slots fairly between owners. Empty in a spec that named none.
+    pub user: String,
+    /// Its owner's weight while this job is the owner's oldest with work waiting
+    /// (`--priority`, [`MIN_PRIORITY`]..=[`MAX_PRIORITY`]): each step up doubles the share.
+    pub priority: i32,
 }
+
+/// Lowest `--priority`.
+pub const MIN_PRIORITY: i32 = -8;
+/// Highest `--priority`.
+pub const MAX_PRIORITY: i32 = 8;
+/// Longest `--user`.
+pub const MAX_USER_BYTES: usize = 64;
 
 /// Most archives one job may carry.
 pub const MAX_ARCHIVES: usize = 64;
@@ -172,6 +185,8 @@ impl JobSpec {
             input_format: InputFormat::Lines,
             archives: Vec::new(),
             setup: None,
+            user: String::new(),
+            priority: 0,
         }
     }
 
@@ -234,6 +249,18 @@ impl JobSpec {
             return bad(format!(
                 "--sort-mb must be 1..=4000, got {}",
                 self.sort_bytes as f64 / f64::from(1 << 20)
+            ));
+        }
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&self.priority) {
+            return bad(format!(
+                "--priority must be {MIN_PRIORITY}..={MAX_PRIORITY}, got {}",
+                self.priority
+            ));
+        }
+        if self.user.len() > MAX_USER_BYTES || self.user.chars().any(char::is_control) {
+            return bad(format!(
+                "--user {:?} must be at most {MAX_USER_BYTES} bytes without control characters",
+                self.user
             ));
         }
         if self.max_attempts < 1 {

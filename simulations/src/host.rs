@@ -206,7 +206,8 @@ impl SimNode {
             .object(&split_key(&k.job, k.index), &split.holders, split.checksum)
             .await
         else {
-            return Err(Failure::lost("its split could not be read".into()));
+            // As the node's map: a split no holder gives counts against the task's attempts.
+            return Err(Failure::from("its split could not be read"));
         };
         let parts = map_split(
             app,

@@ -189,8 +189,27 @@ fn differing_lines(a: &[u8], b: &[u8]) -> usize {
     la.symmetric_difference(&lb).count()
 }
 
+/// Whether every holder of an input split of a map `job` still needed was killed with its
+/// disk: that input is gone, and failing the job is the honest end.
+fn input_lost(world: &World, job: &shoal_jobs::cluster::Job) -> bool {
+    job.maps
+        .iter()
+        .filter(|t| t.state != TaskState::Done)
+        .filter_map(|t| job.splits.get(t.index as usize))
+        .any(|s| {
+            s.holders.iter().all(|&h| {
+                world
+                    .machines
+                    .get(World::index(h))
+                    .is_some_and(|m| lock(m).killed)
+            })
+        })
+}
+
 /// Every job ends: once faults stop and the liveness deadline passed, every job in the
-/// table of the most advanced node has succeeded, and every acknowledged job is there.
+/// table of the most advanced node has succeeded — or failed because an input split it
+/// still needed was on killed disks only (splits are copied at submission as far as the
+/// network lets them, and never again) — and every acknowledged job is there.
 pub fn every_job_ends(world: &World) {
     let nodes = up(world);
     let Some(n) = nodes.iter().max_by_key(|n| {
@@ -205,7 +224,9 @@ pub fn every_job_ends(world: &World) {
     };
     let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
     let jobs = &a.state.state.jobs.jobs;
-    if let Some(j) = jobs.values().find(|j| j.state != JobState::Succeeded) {
+    if let Some(j) = jobs.values().find(|j| {
+        j.state != JobState::Succeeded && !(j.state == JobState::Failed && input_lost(world, j))
+    }) {
         let maps = j.maps.iter().filter(|t| t.state == TaskState::Done).count();
         let reduces = j
             .reduces

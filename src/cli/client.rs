@@ -294,8 +294,8 @@ pub fn jobs_text(v: &Value, limit: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19} {:<10} {:<7} {:>11} {:>11}  NAME",
-        "JOB", "STATE", "PHASE", "MAPS", "REDUCES"
+        "{:<19} {:<10} {:<7} {:>11} {:>11} {:<12}  NAME",
+        "JOB", "STATE", "PHASE", "MAPS", "REDUCES", "OWNER"
     );
     for j in v.as_array().into_iter().flatten().take(limit) {
         let p = |k: &str| {
@@ -305,14 +305,20 @@ pub fn jobs_text(v: &Value, limit: usize) -> String {
                 j[k]["total"].as_u64().unwrap_or(0)
             )
         };
+        let owner = match (j["user"].as_str(), j["priority"].as_i64()) {
+            (Some(u), Some(p)) if p != 0 => format!("{u} ({p:+})"),
+            (Some(u), _) if !u.is_empty() => u.to_owned(),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:<19} {:<10} {:<7} {:>11} {:>11}  {}",
+            "{:<19} {:<10} {:<7} {:>11} {:>11} {:<12}  {}",
             j["id"].as_str().unwrap_or("?"),
             j["state"].as_str().unwrap_or("?"),
             j["phase"].as_str().unwrap_or("?"),
             p("maps"),
             p("reduces"),
+            owner,
             j["name"].as_str().unwrap_or("")
         );
     }

@@ -96,6 +96,29 @@ pub struct JobArgs {
     /// 'python3 -m venv venv && venv/bin/pip install --no-index wheels/*.whl'.
     #[arg(long, requires = "map")]
     pub setup: Option<String>,
+    /// The job's owner: a cluster shares its task slots fairly between owners (default
+    /// $USER). Declared, not authenticated: anyone holding the cluster key may name any.
+    #[arg(long, env = "SHOAL_USER")]
+    pub user: Option<String>,
+    /// The job's weight against other owners' jobs, -8..=8: each step up doubles its
+    /// owner's share of the slots while it waits; within an owner, jobs run in order.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        env = "SHOAL_PRIORITY"
+    )]
+    pub priority: i32,
+}
+
+/// The owner a job gets when `--user` is not given: `$USER`, else `$LOGNAME`, else
+/// `anonymous`.
+pub fn default_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|u| !u.is_empty())
+        .unwrap_or_else(|| "anonymous".to_owned())
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -204,6 +227,8 @@ impl JobArgs {
                 .push(shoal_jobs::archive::describe(&path, name)?);
         }
         spec.setup = self.setup.clone();
+        spec.user = self.user.clone().unwrap_or_else(default_user);
+        spec.priority = self.priority;
         spec.validate()?;
         Ok(spec)
     }

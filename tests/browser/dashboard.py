@@ -38,8 +38,9 @@ try:
     def progress():
         row = driver.find_element(By.CSS_SELECTOR, f'[data-job="{job}"]').find_element(By.XPATH, "../..")
         cells = row.find_elements(By.TAG_NAME, "td")
-        done, total = cells[3].text.split()[-1].split("/")
-        return cells, int(done), int(total), cells[2].text
+        # job, name, owner, state, maps, ...
+        done, total = cells[4].text.split()[-1].split("/")
+        return cells, int(done), int(total), cells[3].text
 
     first = wait("the job in the jobs list", progress)
     seen = [first[1]]

@@ -5,7 +5,15 @@
 //! Rules: a node runs at most its slots of attempts at once; reduces wait until every map
 //! of their job is done; a map goes first to a node holding its split (locality); a retry
 //! avoids the nodes where the task already failed when another node has a free slot; jobs
-//! are served in submission order, nodes in (busy, id) order.
+//! are served in submission order within an owner, nodes in (busy, id) order.
+//!
+//! Fair sharing: every job has an owner (`--user`) and a `--priority`. Each free slot goes
+//! to the owner whose running attempts, divided by its weight (2^priority of the job it
+//! would run next), are the fewest — ties to the owner with the oldest job — so owners with
+//! equal demand converge to equal shares and priority 1 gets twice the share of priority
+//! 0. Nothing running is ever killed for fairness: shares are reached as slots free up, so
+//! a short job submitted behind a long one starts as soon as one of the long job's tasks
+//! ends.
 //!
 //! Stragglers: once every task of a job's phase has started and at least half of them are
 //! done, a task whose only attempt has run [`SPECULATE_FACTOR`] times the phase's median
@@ -28,6 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{Cluster, Command, Job, JobState, NodeId, Task, TaskKind, TaskState};
+use crate::spec::{MAX_PRIORITY, MIN_PRIORITY};
 
 /// A live node and how many tasks it may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +92,10 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
             .filter(|j| j.state == JobState::Running)
     };
     let mut out = Vec::new();
-    for job in running() {
-        let (kind, tasks) = job.phase();
-        for task in tasks.iter().filter(|t| t.state == TaskState::Pending) {
+    let mut owners = Owners::new(cluster);
+    while let Some(owner) = owners.next() {
+        // The owner's next pending task that has somewhere to run.
+        while let Some((job, kind, task)) = owner.pop() {
             let pinned = match kind {
                 TaskKind::Map => job.splits.get(task.index as usize).and_then(|s| s.pinned()),
                 TaskKind::Reduce => None,
@@ -98,6 +108,7 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
                 },
                 None => match slots.take(job, task, None) {
                     Some(n) => n,
+                    // No free slot anywhere: no backup either.
                     None => return out,
                 },
             };
@@ -110,7 +121,10 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
                 backup: false,
                 at_ms: now_ms,
             });
+            owner.running += 1;
+            break;
         }
+        owners.requeue();
     }
     for job in running() {
         for (task, runs_on) in stragglers(job, now_ms) {
@@ -138,6 +152,109 @@ pub fn plan(cluster: &Cluster, nodes: &[NodeSlots], now_ms: u64) -> Vec<Command>
         }
     }
     out
+}
+
+/// One owner's running jobs, oldest first, walked task by task; and how many attempts its
+/// jobs run.
+struct Owner<'a> {
+    jobs: Vec<&'a Job>,
+    job: usize,
+    task: usize,
+    running: u64,
+}
+
+impl<'a> Owner<'a> {
+    /// The next pending task, in submission order then task order, without taking it.
+    fn peek(&mut self) -> Option<(&'a Job, TaskKind, &'a Task)> {
+        while let Some(&job) = self.jobs.get(self.job) {
+            let (kind, tasks) = job.phase();
+            match tasks.get(self.task) {
+                Some(t) if t.state == TaskState::Pending => return Some((job, kind, t)),
+                Some(_) => self.task += 1,
+                None => {
+                    self.job += 1;
+                    self.task = 0;
+                }
+            }
+        }
+        None
+    }
+
+    /// Take the next pending task.
+    fn pop(&mut self) -> Option<(&'a Job, TaskKind, &'a Task)> {
+        let next = self.peek();
+        self.task += 1;
+        next
+    }
+
+    /// Where it stands in the queue for the next slot: its running attempts scaled by the
+    /// weight of the job it would run next (each priority step doubles it), so the smallest
+    /// is furthest below its share; ties go to the owner with the oldest job.
+    fn rank(&mut self) -> Option<(u64, u64, &'a str)> {
+        let (job, _, _) = self.peek()?;
+        let shift = (MAX_PRIORITY - job.spec.priority.clamp(MIN_PRIORITY, MAX_PRIORITY)) as u32;
+        let oldest = self.jobs.first().map_or(0, |j| j.submitted_ms);
+        Some((self.running << shift, oldest, job.spec.user.as_str()))
+    }
+}
+
+/// Every owner with work waiting, in the order they get the next free slot: fair sharing
+/// between owners weighted by priority, FIFO within an owner, and no preemption — a share
+/// is reached only as slots free up.
+struct Owners<'a> {
+    owners: BTreeMap<&'a str, Owner<'a>>,
+    queue: BTreeSet<(u64, u64, &'a str)>,
+    current: Option<&'a str>,
+}
+
+impl<'a> Owners<'a> {
+    fn new(cluster: &'a Cluster) -> Owners<'a> {
+        let mut owners: BTreeMap<&str, Owner> = BTreeMap::new();
+        let mut jobs: Vec<&Job> = cluster
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .collect();
+        jobs.sort_by_key(|j| (j.submitted_ms, &j.id));
+        for job in jobs {
+            let owner = owners.entry(job.spec.user.as_str()).or_insert(Owner {
+                jobs: Vec::new(),
+                job: 0,
+                task: 0,
+                running: 0,
+            });
+            owner.running += job
+                .maps
+                .iter()
+                .chain(&job.reduces)
+                .map(|t| t.running_attempts().count() as u64)
+                .sum::<u64>();
+            owner.jobs.push(job);
+        }
+        let queue = owners.values_mut().filter_map(Owner::rank).collect();
+        Owners {
+            owners,
+            queue,
+            current: None,
+        }
+    }
+
+    /// The owner furthest below its share, taken out of the queue until [`Owners::requeue`].
+    fn next(&mut self) -> Option<&mut Owner<'a>> {
+        let (_, _, name) = self.queue.pop_first()?;
+        self.current = Some(name);
+        self.owners.get_mut(name)
+    }
+
+    /// Put the owner [`Owners::next`] gave back in the queue, if it has work left.
+    fn requeue(&mut self) {
+        let Some(name) = self.current.take() else {
+            return;
+        };
+        if let Some(rank) = self.owners.get_mut(name).and_then(Owner::rank) {
+            self.queue.insert(rank);
+        }
+    }
 }
 
 /// Live nodes' slots and how many of them running attempts use; the nodes with a free slot
@@ -276,5 +393,7 @@ fn stragglers(job: &Job, now_ms: u64) -> Vec<(&Task, NodeId)> {
     slow.into_iter().map(|(_, t, n)| (t, n)).collect()
 }
 
+#[cfg(test)]
+mod fair_tests;
 #[cfg(test)]
 mod tests;

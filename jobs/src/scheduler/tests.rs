@@ -32,6 +32,12 @@ fn submit(c: &mut Cluster, id: &str, holders: &[&[NodeId]], reducers: u32, max_a
     let mut spec = JobSpec::new(id, vec!["in".into()], JobKind::App("wordcount".into()));
     spec.reducers = reducers;
     spec.max_attempts = max_attempts;
+    submit_spec(c, spec, holders, 0);
+}
+
+/// Submit `spec` (its name is the job id) with one 100-byte split per entry of
+/// `holders`, at `at_ms`.
+pub(super) fn submit_spec(c: &mut Cluster, spec: JobSpec, holders: &[&[NodeId]], at_ms: u64) {
     let splits = holders
         .iter()
         .enumerate()
@@ -45,11 +51,11 @@ fn submit(c: &mut Cluster, id: &str, holders: &[&[NodeId]], reducers: u32, max_a
         })
         .collect();
     let cmd = Command::SubmitJob {
-        id: id.into(),
+        id: spec.name.clone(),
         spec: Box::new(spec),
         splits,
         partitioner: Partitioner::Hash,
-        at_ms: 0,
+        at_ms,
     };
     assert_eq!(c.apply(cmd), Applied::Changed);
 }

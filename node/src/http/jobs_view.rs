@@ -74,6 +74,10 @@ pub struct JobView {
     pub id: String,
     /// Its name.
     pub name: String,
+    /// Its owner (`--user`): the scheduler shares slots fairly between owners.
+    pub user: String,
+    /// Its `--priority`.
+    pub priority: i32,
     /// "queued", "running", "succeeded", "failed" or "killed".
     pub state: &'static str,
     /// "map", "reduce" or "done".
@@ -180,6 +184,8 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
     JobView {
         id: job.id.clone(),
         name: job.spec.name.clone(),
+        user: job.spec.user.clone(),
+        priority: job.spec.priority,
         state,
         phase,
         submitted_ms: job.submitted_ms,
