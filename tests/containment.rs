@@ -43,7 +43,7 @@ fn setup(
     Some((serial, dir, key))
 }
 
-/// Pids of live processes whose command line contains `word`.
+/// Pids of live processes whose whole command line is `word`.
 fn processes_with(word: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -54,7 +54,9 @@ fn processes_with(word: &str) -> Vec<i32> {
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (!zombie && cmd.contains(word)).then_some(pid)
+            // The whole command line: the shell that starts an escapee names it too, and
+            // counting the shell as the escapee let a check pass before the escapee existed.
+            (!zombie && cmd.trim_end() == word).then_some(pid)
         })
         .collect()
 }

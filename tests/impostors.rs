@@ -48,6 +48,7 @@ fn heartbeat(cluster_id: u64, node_id: u64) -> CtlRequest {
         running: vec![],
         disk_bytes: 0,
         disk_low: false,
+        build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
     })
 }
 

@@ -114,6 +114,7 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
             node_id: 1,
             info: PeerInfo::default(),
             cluster_id: None,
+            build: Default::default(),
         });
         let mut random = vec![0u8; 4096];
         rand::fill(&mut random[..]);

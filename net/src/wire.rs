@@ -9,6 +9,8 @@ use std::io;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
+pub use crate::version::{Build, Protocol, PROTOCOL, VERSION};
+
 /// A cluster's id: random, chosen once when the cluster is bootstrapped.
 pub type ClusterId = u64;
 
@@ -54,6 +56,9 @@ pub struct Hello {
     pub info: PeerInfo,
     /// Its cluster, once it has one.
     pub cluster_id: Option<ClusterId>,
+    /// Its build and wire protocol.
+    #[serde(default)]
+    pub build: Build,
 }
 
 /// A control request (`/shoal/ctl/1`).
@@ -137,6 +142,9 @@ pub struct Heartbeat {
     /// Its data dir's disk is under its `--min-free-mb`: it takes no new task.
     #[serde(default)]
     pub disk_low: bool,
+    /// Its build and wire protocol.
+    #[serde(default)]
+    pub build: Build,
 }
 
 /// One running attempt, as a heartbeat reports it.
@@ -380,11 +388,23 @@ mod tests {
     }
 
     fn hello() -> impl Strategy<Value = Hello> {
-        (any::<u64>(), info(), any::<Option<u64>>()).prop_map(|(node_id, info, cluster_id)| Hello {
-            node_id,
-            info,
-            cluster_id,
-        })
+        (
+            any::<u64>(),
+            info(),
+            any::<Option<u64>>(),
+            (".{0,12}", any::<u32>(), any::<u32>()),
+        )
+            .prop_map(
+                |(node_id, info, cluster_id, (version, major, minor))| Hello {
+                    node_id,
+                    info,
+                    cluster_id,
+                    build: Build {
+                        version,
+                        protocol: Protocol { major, minor },
+                    },
+                },
+            )
     }
 
     fn ctl_request() -> impl Strategy<Value = CtlRequest> {

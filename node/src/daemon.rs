@@ -120,6 +120,10 @@ pub struct NodeArgs {
     /// unless given): every job's mapper may read what lies here, and nothing outside it.
     #[arg(long, env = "SHOAL_INPUT_ROOT")]
     pub input_root: Option<PathBuf>,
+    /// For tests only: speak this wire protocol version (MAJOR.MINOR) instead of the
+    /// build's, to show how nodes of another protocol are refused.
+    #[arg(long, hide = true, env = "SHOAL_TEST_PROTOCOL")]
+    pub test_protocol: Option<shoal_net::wire::Protocol>,
     /// A fault to plant in this process, for tests (e.g. `worker-panic`).
     #[arg(long, hide = true, env = "SHOAL_PLANT")]
     pub plant: Vec<crate::planted::Fault>,
@@ -358,6 +362,9 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         sandbox: Arc::new(sandbox),
         min_free_mb: args.min_free_mb,
         input_root,
+        build: shoal_net::wire::Build::this(
+            args.test_protocol.unwrap_or(shoal_net::wire::PROTOCOL),
+        ),
     };
     let swept = blobs.sweep();
     if swept > 0 {

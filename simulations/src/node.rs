@@ -324,6 +324,7 @@ async fn heartbeats(node: Arc<SimNode>) {
             running: Vec::new(),
             disk_bytes: 0,
             disk_low: false,
+            build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
         };
         if let Some(to) = node.member(leader) {
             let _ = node

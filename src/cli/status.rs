@@ -125,10 +125,17 @@ pub fn view_text(v: &ClusterView) -> String {
         Some(l) => writeln!(out, "manager (leader): {}  {}", l.id, l.http),
         None => writeln!(out, "manager (leader): none yet"),
     };
+    if v.mixed_versions {
+        let _ = writeln!(
+            out,
+            "mixed versions: the nodes run more than one build (see VERSION); finish the \
+             upgrade one node at a time"
+        );
+    }
     let _ = writeln!(
         out,
-        "{:<17} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10}  HTTP",
-        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)", "SLOTS", "DISK (MiB)"
+        "{:<17} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10} {:<14}  HTTP",
+        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)", "SLOTS", "DISK (MiB)", "VERSION"
     );
     for n in &v.nodes {
         let me = if n.id == v.this.id { "*" } else { " " };
@@ -142,9 +149,14 @@ pub fn view_text(v: &ClusterView) -> String {
             .as_ref()
             .map(|h| format!("{:.1}", h.disk_bytes as f64 / f64::from(1u32 << 20)))
             .unwrap_or_else(|| "-".into());
+        let version = match (&n.version, &n.protocol) {
+            (Some(v), Some(p)) => format!("{v}/{p}"),
+            (None, Some(p)) => format!("?/{p}"),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             out,
-            "{}{:<16} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10}  {}",
+            "{}{:<16} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10} {:<14}  {}",
             me,
             n.id,
             n.membership.as_deref().unwrap_or("-"),
@@ -155,6 +167,7 @@ pub fn view_text(v: &ClusterView) -> String {
                 .unwrap_or_else(|| "-".into()),
             slots,
             disk,
+            version,
             n.http
         );
     }

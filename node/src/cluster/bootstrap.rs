@@ -80,10 +80,15 @@ pub async fn run(node: Arc<Node>) {
         fresh.sort_by_key(|h| h.node_id);
         let seen = fresh.len() + 1;
         if seen < expect {
+            let refused = node
+                .peers
+                .any_incompatible()
+                .map(|why| format!("; a peer is refused: {why}"))
+                .unwrap_or_default();
             set_status(
                 &node,
                 format!(
-                    "waiting for {} more nodes, seen {seen} of {expect}",
+                    "waiting for {} more nodes, seen {seen} of {expect}{refused}",
                     expect - seen
                 ),
             );

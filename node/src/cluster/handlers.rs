@@ -28,6 +28,9 @@ impl Node {
             return RaftResponse::Refused(foreign_reason(ours));
         }
         self.peers.seen(peer);
+        if let Some(why) = self.peers.incompatible(&peer) {
+            return RaftResponse::Refused(why);
+        }
         if standing(self, &peer) == Standing::Stranger {
             return RaftResponse::Refused(not_a_member(&peer));
         }
@@ -40,8 +43,17 @@ impl Node {
     /// Answer an inbound control request.
     pub async fn on_ctl(&self, peer: PeerId, req: CtlRequest) -> CtlResponse {
         self.peers.seen(peer);
+        if let Some(why) = self.peers.incompatible(&peer) {
+            if !matches!(req, CtlRequest::Hello(_)) {
+                return CtlResponse::Refused(why);
+            }
+        }
         match req {
             CtlRequest::Hello(h) => {
+                if let Some(why) = self.settings.build.incompatible(&h.build) {
+                    self.peers.note_incompatible(peer, why.clone());
+                    return CtlResponse::Refused(why);
+                }
                 if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
                     if ours != theirs {
                         self.peers.note_foreign(peer, theirs, ours);
@@ -97,6 +109,10 @@ impl Node {
                             hex(from),
                             hex(hb.node_id)
                         ));
+                    }
+                    if let Some(why) = self.settings.build.incompatible(&hb.build) {
+                        self.peers.note_incompatible(peer, why.clone());
+                        return CtlResponse::Refused(why);
                     }
                     self.heartbeats.record(hb);
                     CtlResponse::Heartbeats(self.heartbeats.heard())

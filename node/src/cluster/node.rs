@@ -68,6 +68,8 @@ pub struct Settings {
     pub min_free_mb: u64,
     /// Where `node:` and `shared:` inputs are read (`--input-root`), absolute; `None`: off.
     pub input_root: Option<std::path::PathBuf>,
+    /// This build and the wire protocol it speaks (another only in tests).
+    pub build: shoal_net::wire::Build,
 }
 
 /// A running node.
@@ -200,6 +202,7 @@ impl Node {
             node_id: self.id,
             info: self.peer_info(),
             cluster_id: self.cluster_id(),
+            build: self.settings.build.clone(),
         }
     }
 
@@ -250,8 +253,16 @@ impl Node {
             .ctl(&to, CtlRequest::Hello(self.hello()), CTL_TIMEOUT)
             .await
         {
-            Ok(CtlResponse::Hello(h)) => {
-                self.peers.record_hello(peer, h, self.cluster_id());
+            Ok(CtlResponse::Hello(h)) => match self.settings.build.incompatible(&h.build) {
+                Some(why) => self.peers.note_incompatible(peer, why),
+                None => {
+                    self.peers.record_hello(peer, h, self.cluster_id());
+                }
+            },
+            // It found this node's protocol incompatible; its reason names both versions.
+            Ok(CtlResponse::Refused(why)) if why.contains("wire protocol") => {
+                self.peers
+                    .note_incompatible(peer, format!("it refused this node: {why}"));
             }
             Ok(CtlResponse::Foreign { cluster_id: theirs }) => {
                 if let Some(ours) = self.cluster_id() {

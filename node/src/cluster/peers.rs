@@ -22,6 +22,9 @@ pub struct PeerEntry {
     pub last_seen: Option<Instant>,
     /// Its cluster, when it is not ours.
     pub foreign: Option<u64>,
+    /// Why it cannot be talked to: a wire protocol of another major (either side may have
+    /// found out), naming both versions.
+    pub incompatible: Option<String>,
 }
 
 /// The peers one node knows.
@@ -83,6 +86,32 @@ impl PeerBook {
         });
     }
 
+    /// Remember that `peer` speaks an incompatible wire protocol (and say why once): it is
+    /// refused everything until a compatible hello of its comes.
+    pub fn note_incompatible(&self, peer: PeerId, why: String) {
+        self.warn_once(format!("incompatible {peer}"), || {
+            format!("refusing peer {peer}: {why}")
+        });
+        self.with_peer(peer, |p| {
+            p.hello = None;
+            p.incompatible = Some(why);
+        });
+    }
+
+    /// Why `peer` is refused, if it speaks an incompatible protocol.
+    pub fn incompatible(&self, peer: &PeerId) -> Option<String> {
+        self.peers.locked().get(peer)?.incompatible.clone()
+    }
+
+    /// The first reason a connected peer was found incompatible, for the node's status.
+    pub fn any_incompatible(&self) -> Option<String> {
+        let peers = self.peers.locked();
+        peers
+            .values()
+            .filter(|p| p.connected)
+            .find_map(|p| p.incompatible.clone())
+    }
+
     /// Take `peer`'s hello, unless it names another cluster than `ours`; false (and ignored)
     /// when it names another node than the one `peer`'s key makes it.
     pub fn record_hello(&self, peer: PeerId, h: Hello, ours: Option<u64>) -> bool {
@@ -101,6 +130,7 @@ impl PeerBook {
         self.with_peer(peer, |p| {
             p.hello = Some(h);
             p.foreign = None;
+            p.incompatible = None;
             p.last_seen = Some(Instant::now());
         });
         true
@@ -117,7 +147,7 @@ impl PeerBook {
         };
         peers
             .values()
-            .filter(|p| p.connected && p.foreign.is_none() && fresh(p))
+            .filter(|p| p.connected && p.foreign.is_none() && p.incompatible.is_none() && fresh(p))
             .filter_map(|p| p.hello.clone())
             .collect()
     }

@@ -379,6 +379,7 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
             running: attempts,
             disk_bytes: disk.load(Ordering::Relaxed),
             disk_low: node.disk_ok().is_err(),
+            build: node.settings.build.clone(),
         };
         node.heartbeats.record(hb.clone());
         let Some(h) = node.raft.get() else { continue };

@@ -33,6 +33,12 @@ pub struct NodeView {
     /// Its last heartbeat, where this node heard it (the leader hears every node's).
     #[serde(default)]
     pub heartbeat: Option<HeartbeatView>,
+    /// The `shoal --version` it runs, from its heartbeat or hello; null when not heard.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The wire protocol it speaks (`1.1`), likewise.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// A node's last heartbeat.
@@ -52,6 +58,35 @@ pub struct HeartbeatView {
     /// Its data dir's disk is under its `--min-free-mb`: it takes no new task.
     #[serde(default)]
     pub disk_low: bool,
+}
+
+/// The build node `id` runs: from its last heartbeat heard here, else from its hello.
+fn build_of(node: &Node, id: u64, peer_id: &str) -> Option<shoal_net::wire::Build> {
+    if id == node.id {
+        return Some(node.settings.build.clone());
+    }
+    if let Some((_, hb)) = node.heartbeats.locked().get(&id) {
+        return Some(hb.build.clone());
+    }
+    let pid = peer_id.parse::<PeerId>().ok()?;
+    Some(node.peers.all().get(&pid)?.hello.as_ref()?.build.clone())
+}
+
+/// Fill each node's version and protocol; whether they differ.
+fn versions(node: &Node, nodes: &mut [NodeView]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in nodes.iter_mut() {
+        let Some(b) = u64::from_str_radix(&n.id, 16)
+            .ok()
+            .and_then(|id| build_of(node, id, &n.peer_id))
+        else {
+            continue;
+        };
+        n.version = Some(b.version.clone()).filter(|v| !v.is_empty());
+        n.protocol = Some(b.protocol.to_string());
+        seen.insert((b.version, b.protocol));
+    }
+    seen.len() > 1
 }
 
 fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
@@ -101,6 +136,10 @@ pub struct ClusterView {
     /// Tasks this node runs at once, and how many run now.
     #[serde(default)]
     pub slots: SlotsView,
+    /// The nodes run more than one build or protocol (a rolling upgrade under way, or a node
+    /// left behind).
+    #[serde(default)]
+    pub mixed_versions: bool,
 }
 
 /// Map output this node's reduces read.
@@ -165,6 +204,8 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         reachable: true,
         last_seen_ms_ago: Some(0),
         heartbeat: heartbeat_view(node, node.id),
+        version: Some(node.settings.build.version.clone()),
+        protocol: Some(node.settings.build.protocol.to_string()),
     };
     let Some(h) = node.raft.get() else {
         return ClusterView {
@@ -178,6 +219,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             status: Some(status).filter(|s| !s.is_empty()),
             shuffle: shuffle_view(node),
             slots: slots_view(node),
+            mixed_versions: false,
         };
     };
     let metrics = shoal_raft::metrics(&h.raft);
@@ -228,11 +270,14 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             reachable,
             last_seen_ms_ago: ago,
             heartbeat: heartbeat_view(node, *id),
+            version: None,
+            protocol: None,
         });
     }
     if !nodes.iter().any(|n| n.id == this.id) {
         nodes.push(this.clone());
     }
+    let mixed_versions = versions(node, &mut nodes);
     let leader = metrics
         .current_leader
         .and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
@@ -258,5 +303,6 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         status: Some(status).filter(|s| !s.is_empty()),
         shuffle: shuffle_view(node),
         slots: slots_view(node),
+        mixed_versions,
     }
 }

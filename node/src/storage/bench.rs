@@ -83,6 +83,7 @@ async fn start_node(
         sandbox: Default::default(),
         min_free_mb: 0,
         input_root: None,
+        build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
     };
     let blobs = crate::storage::blobs::Blobs::open(dir.join(name))?;
     let node = Node::new(

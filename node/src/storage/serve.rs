@@ -73,6 +73,7 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
         }
         None => Some("this node has no cluster yet".into()),
     }
+    .or_else(|| node.peers.incompatible(&peer))
     .or_else(|| {
         (req.count() > MAX_BATCH_KEYS).then(|| {
             format!(

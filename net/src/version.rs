@@ -1,0 +1,144 @@
+//! Which build a node runs and which wire protocol it speaks: named in every hello and
+//! heartbeat, so a node of an incompatible protocol is refused naming both versions, and a
+//! cluster that runs several builds (a rolling upgrade) shows it.
+
+use serde::{Deserialize, Serialize};
+
+/// A wire protocol version. Nodes whose majors differ are refused at the hello; a minor
+/// only adds what nodes of the same major and an older minor ignore (serde defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Protocol {
+    /// Changes that older nodes cannot read.
+    pub major: u32,
+    /// Additions older nodes of the same major ignore.
+    pub minor: u32,
+}
+
+/// This build's wire protocol: 1.0 is what nodes spoke before they said; 1.1 added the
+/// versions to hellos and heartbeats.
+pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 1 };
+
+/// This build's version (the workspace's, `shoal --version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Default for Protocol {
+    /// What a hello or heartbeat without one means: a node from before versions were sent.
+    fn default() -> Self {
+        Protocol { major: 1, minor: 0 }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a protocol version MAJOR.MINOR");
+        let (major, minor) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Protocol {
+            major: major.parse().map_err(|_| bad())?,
+            minor: minor.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A build and the wire protocol it speaks, as a hello or heartbeat names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// `shoal --version` of the sender; empty from a node before 1.1.
+    pub version: String,
+    /// Its wire protocol.
+    pub protocol: Protocol,
+}
+
+impl Build {
+    /// This build, speaking `protocol`.
+    pub fn this(protocol: Protocol) -> Build {
+        Build {
+            version: VERSION.to_owned(),
+            protocol,
+        }
+    }
+
+    /// Why a node of build `theirs` and one of `self` cannot talk, naming both (`theirs`
+    /// first); `None` when they can.
+    pub fn incompatible(&self, theirs: &Build) -> Option<String> {
+        (self.protocol.major != theirs.protocol.major).then(|| {
+            format!(
+                "wire protocol {} (shoal {}) and wire protocol {} (shoal {}) differ in their \
+                 major: such nodes cannot form or join one cluster; run one protocol major on \
+                 every node (README, Operations: upgrades)",
+                theirs.protocol,
+                or_unknown(&theirs.version),
+                self.protocol,
+                or_unknown(&self.version)
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Build {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (protocol {})",
+            or_unknown(&self.version),
+            self.protocol
+        )
+    }
+}
+
+fn or_unknown(v: &str) -> &str {
+    if v.is_empty() {
+        "before 0.1.0"
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majors_must_match_and_the_refusal_names_both_versions() {
+        let ours = Build::this(PROTOCOL);
+        let minor = Build::this(Protocol {
+            major: PROTOCOL.major,
+            minor: PROTOCOL.minor + 5,
+        });
+        assert_eq!(ours.incompatible(&minor), None, "another minor may join");
+        assert_eq!(
+            ours.incompatible(&Build::default()),
+            None,
+            "1.0: before versions"
+        );
+        let theirs = Build {
+            version: "9.9.9".into(),
+            protocol: Protocol {
+                major: PROTOCOL.major + 1,
+                minor: 0,
+            },
+        };
+        let why = ours
+            .incompatible(&theirs)
+            .expect("another major is refused");
+        assert!(
+            why.contains(&format!("protocol {}.0 (shoal 9.9.9)", PROTOCOL.major + 1)),
+            "{why}"
+        );
+        assert!(
+            why.contains(&format!("protocol {PROTOCOL} (shoal {VERSION})")),
+            "{why}"
+        );
+        assert_eq!(
+            "2.7".parse::<Protocol>(),
+            Ok(Protocol { major: 2, minor: 7 })
+        );
+        assert!("2".parse::<Protocol>().is_err() && "a.b".parse::<Protocol>().is_err());
+    }
+}
