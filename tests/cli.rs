@@ -18,6 +18,8 @@ fn help_lists_every_command() {
         "jobs",
         "output",
         "kill",
+        "drain",
+        "undrain",
         "logs",
         "run",
         "demo",

@@ -19,7 +19,7 @@ fn node(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// A value other than the default for every flag, as `--print-config` writes it.
-const EVERY_FLAG: [(&str, &str); 24] = [
+const EVERY_FLAG: [(&str, &str); 25] = [
     ("data", r#""/srv/shoal""#),
     (
         "listen",
@@ -47,6 +47,7 @@ const EVERY_FLAG: [(&str, &str); 24] = [
     ("task-cpu-weight", "200"),
     ("min-free-mb", "4096"),
     ("input-root", r#""/srv/input""#),
+    ("drain-secs", "12.5"),
 ];
 
 fn printed(o: &Output) -> String {

@@ -112,7 +112,15 @@ fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_
         assert_eq!(status, 403, "{extra:?}: {answer}");
         let (status, answer) = request(&own, &own, "DELETE", "/api/v1/jobs/j-1", &extra[1..], b"");
         assert_eq!(status, 403, "{extra:?}: {answer}");
+        let drain = format!("/api/v1/nodes/{}/drain", node.node_id);
+        let (status, answer) = request(&own, &own, "POST", &drain, &extra[1..], b"");
+        assert_eq!(status, 403, "{extra:?}: {answer}");
     }
+    let view = http_get_json(&node.http, "/api/v1/cluster").unwrap();
+    assert!(
+        view["nodes"].as_array().unwrap().iter().all(|n| n["drain"].is_null()),
+        "no node was drained from another site: {view}"
+    );
     let (_, jobs) = request(&own, &own, "GET", "/api/v1/jobs", &[], b"");
     assert_eq!(jobs, serde_json::json!([]), "no job was created");
     assert!(!marker.exists(), "no mapper ran");

@@ -120,6 +120,11 @@ pub struct NodeArgs {
     /// unless given): every job's mapper may read what lies here, and nothing outside it.
     #[arg(long, env = "SHOAL_INPUT_ROOT")]
     pub input_root: Option<PathBuf>,
+    /// On SIGTERM or Ctrl-C with tasks running: take no new task and give the running ones
+    /// this long to finish before stopping, seconds (0: stop at once; they run again
+    /// elsewhere).
+    #[arg(long, env = "SHOAL_DRAIN_SECS", default_value_t = 30.0)]
+    pub drain_secs: f64,
     /// For tests only: speak this wire protocol version (MAJOR.MINOR) instead of the
     /// build's, to show how nodes of another protocol are refused.
     #[arg(long, hide = true, env = "SHOAL_TEST_PROTOCOL")]
@@ -468,6 +473,10 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
     loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
     loops.forever(
+        "undrain",
+        crate::control::drain::undrain_after_restart(Arc::clone(&node)),
+    );
+    loops.forever(
         "raft health",
         crate::cluster::health::until_raft_fails(Arc::clone(&node)),
     );
@@ -501,7 +510,15 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     app = app.layer(axum::middleware::from_fn(move |req, next| {
         crate::http::guard::check(Arc::clone(&guard), req, next)
     }));
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let grace = Duration::from_secs_f64(c.args.drain_secs.clamp(0.0, 86_400.0));
+    let draining = Arc::clone(&node);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tokio::select! {
+            _ = crate::control::drain::before_stop(&draining, grace) => {}
+            _ = shutdown_signal() => warn!("told again to stop: not waiting for the running attempts"),
+        }
+    });
     let result = tokio::select! {
         r = server.into_future() => {
             info!("shutting down");

@@ -10,6 +10,7 @@ pub mod jobargs;
 pub mod logs;
 pub mod output;
 pub mod run;
+pub mod service;
 pub mod status;
 pub mod upload;
 
@@ -42,6 +43,11 @@ enum Command {
     Output(crate::cli::output::OutputArgs),
     /// Cancel a job; its running attempts are stopped.
     Kill(crate::cli::client::JobRef),
+    /// Take a node out of service: no new task goes there, running ones finish (`--wait`
+    /// until none runs); it stays so, across restarts, until `shoal undrain`.
+    Drain(crate::cli::service::ServiceArgs),
+    /// Put a drained node back in service.
+    Undrain(crate::cli::service::ServiceArgs),
     /// Print the kept stderr of a job's attempts (or its setups' output), from any node.
     Logs(crate::cli::logs::LogsArgs),
     /// Run a whole job in one process, no cluster.
@@ -91,6 +97,8 @@ pub fn main() -> ExitCode {
             | Command::Jobs(_)
             | Command::Output(_)
             | Command::Kill(_)
+            | Command::Drain(_)
+            | Command::Undrain(_)
             | Command::Logs(_)
             | Command::Completions { .. }
             | Command::Manpage
@@ -118,6 +126,8 @@ pub fn main() -> ExitCode {
         Command::Jobs(args) => crate::cli::client::jobs(args),
         Command::Output(args) => crate::cli::output::output(args),
         Command::Kill(args) => crate::cli::client::kill(args),
+        Command::Drain(args) => crate::cli::service::drain(args),
+        Command::Undrain(args) => crate::cli::service::undrain(args),
         Command::Logs(args) => crate::cli::logs::logs(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Completions { shell } => {

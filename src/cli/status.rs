@@ -134,8 +134,16 @@ pub fn view_text(v: &ClusterView) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<17} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10} {:<14}  HTTP",
-        "NODE", "MEMBER", "STATE", "REACHABLE", "SEEN (ms)", "SLOTS", "DISK (MiB)", "VERSION"
+        "{:<17} {:<10} {:<10} {:<9} {:<10} {:>10} {:>6} {:>10} {:<14}  HTTP",
+        "NODE",
+        "MEMBER",
+        "STATE",
+        "SERVICE",
+        "REACHABLE",
+        "SEEN (ms)",
+        "SLOTS",
+        "DISK (MiB)",
+        "VERSION"
     );
     for n in &v.nodes {
         let me = if n.id == v.this.id { "*" } else { " " };
@@ -156,11 +164,12 @@ pub fn view_text(v: &ClusterView) -> String {
         };
         let _ = writeln!(
             out,
-            "{}{:<16} {:<10} {:<10} {:<10} {:>10} {:>6} {:>10} {:<14}  {}",
+            "{}{:<16} {:<10} {:<10} {:<9} {:<10} {:>10} {:>6} {:>10} {:<14}  {}",
             me,
             n.id,
             n.membership.as_deref().unwrap_or("-"),
             n.state,
+            n.drain.as_deref().unwrap_or("active"),
             if n.reachable { "yes" } else { "no" },
             n.last_seen_ms_ago
                 .map(|m| m.to_string())

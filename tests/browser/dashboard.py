@@ -62,7 +62,8 @@ try:
     # A follower shows every node's heartbeat (slots busy/total), not just its own.
     def slots_known():
         rows = driver.find_elements(By.CSS_SELECTOR, "#nodes tr")[1:]
-        cells = [r.find_elements(By.TAG_NAME, "td")[6].text for r in rows]
+        # node, member, role, service, reachable, last heartbeat, running, slots, ...
+        cells = [r.find_elements(By.TAG_NAME, "td")[7].text for r in rows]
         return len(cells) == 3 and all("/" in c for c in cells)
 
     wait("every node's slots on the follower's page", slots_known, limit=30)

@@ -16,8 +16,10 @@ use crate::partition::Partitioner;
 use crate::spec::JobSpec;
 
 mod apply;
+mod drain;
 mod splits;
 pub use apply::MAX_SPLITS;
+pub use drain::{Drain, DrainCause};
 pub use splits::{InPlace, SplitInfo};
 
 use apply::{AttemptOf, Failure};
@@ -461,6 +463,20 @@ pub enum Command {
         /// The node that ran it.
         node: NodeId,
     },
+    /// Give `node` no new task; what runs there finishes.
+    Drain {
+        /// The node.
+        node: NodeId,
+        /// An operator's, or the node's own as it stops.
+        cause: DrainCause,
+        /// Now.
+        at_ms: u64,
+    },
+    /// `node` takes tasks again.
+    Undrain {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 /// What applying a command did.
@@ -478,6 +494,9 @@ pub enum Applied {
 pub struct Cluster {
     /// Jobs by id (ids sort by submission).
     pub jobs: BTreeMap<String, Job>,
+    /// Nodes given no new task (`shoal drain`, or stopping).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub draining: BTreeMap<NodeId, Drain>,
 }
 
 impl Cluster {
@@ -568,6 +587,8 @@ impl Cluster {
             Command::Forget { job } => self.forget(&job),
             Command::KillJob { job, at_ms } => self.kill_job(&job, at_ms),
             Command::SetupRan { job, node } => self.setup_ran(&job, node),
+            Command::Drain { node, cause, at_ms } => self.drain(node, cause, at_ms),
+            Command::Undrain { node } => self.undrain(node),
         }
     }
 }

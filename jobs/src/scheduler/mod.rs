@@ -5,7 +5,8 @@
 //! Rules: a node runs at most its slots of attempts at once; reduces wait until every map
 //! of their job is done; a map goes first to a node holding its split (locality); a retry
 //! avoids the nodes where the task already failed when another node has a free slot; jobs
-//! are served in submission order within an owner, nodes in (busy, id) order.
+//! are served in submission order within an owner, nodes in (busy, id) order; a node the
+//! table marks draining gets nothing new.
 //!
 //! Fair sharing: every job has an owner (`--user`) and a `--priority`. Each free slot goes
 //! to the owner whose running attempts, divided by its weight (2^priority of the job it
@@ -283,8 +284,10 @@ impl Slots {
             }
         }
         let ahead = queue_ahead(cluster);
+        // A draining node keeps its running attempts and gets no new one.
         let slots: BTreeMap<NodeId, u32> = nodes
             .iter()
+            .filter(|n| !cluster.draining.contains_key(&n.node))
             .map(|n| (n.node, n.slots.saturating_mul(ahead)))
             .collect();
         let free = busy

@@ -5,7 +5,8 @@
 //! - any holder of the cluster key: `Hello`, `Adopt`, `Release`, and `Join` for itself;
 //! - a member (its id and PeerId in the Raft membership): Raft RPCs in its own name, data
 //!   requests, heartbeats under its own id, proposals of jobs, kills and lost map outputs,
-//!   and reports of the attempts assigned to it — nothing else;
+//!   an operator's drain and undrain of any node (they come through any node's API), its
+//!   own drain as it stops, and reports of the attempts assigned to it — nothing else;
 //! - the leader alone: assignments, lost nodes, forgetting jobs, the cluster id — which it
 //!   proposes itself, so the same commands forwarded by anyone are refused.
 //!
@@ -45,6 +46,16 @@ fn may_propose_job(cmd: &JobCommand, from: NodeId, table: &Cluster) -> Result<()
             hex(*node)
         )),
         JobCommand::SetupRan { .. } => Ok(()),
+        JobCommand::Drain {
+            node,
+            cause: shoal_jobs::cluster::DrainCause::Stopping,
+            ..
+        } if *node != from => Err(format!(
+            "node {} said node {} is stopping",
+            hex(from),
+            hex(*node)
+        )),
+        JobCommand::Drain { .. } | JobCommand::Undrain { .. } => Ok(()),
         JobCommand::TaskFinished {
             job,
             kind,
@@ -96,6 +107,8 @@ fn name(cmd: &JobCommand) -> &'static str {
         JobCommand::Forget { .. } => "Forget",
         JobCommand::KillJob { .. } => "KillJob",
         JobCommand::SetupRan { .. } => "SetupRan",
+        JobCommand::Drain { .. } => "Drain",
+        JobCommand::Undrain { .. } => "Undrain",
     }
 }
 

@@ -2,6 +2,7 @@
 //! the worker (on every node: run assigned attempts, report, clean up).
 
 mod attempt;
+pub mod drain;
 pub mod jobdir;
 pub mod jobdirs;
 pub mod manager;

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use shoal_jobs::cluster::{self, Applied, JobState};
@@ -40,6 +40,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(
             "/api/v1/jobs/{id}/logs/{task}/{attempt}",
             get(crate::http::logs::attempt),
+        )
+        .route(
+            "/api/v1/nodes/{node}/drain",
+            post(crate::http::nodes::drain),
+        )
+        .route(
+            "/api/v1/nodes/{node}/undrain",
+            post(crate::http::nodes::undrain),
         )
         .fallback(not_found)
         .with_state(node)

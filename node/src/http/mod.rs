@@ -8,6 +8,7 @@ pub(crate) mod inplace;
 pub(crate) mod jobs_view;
 pub(crate) mod logs;
 pub(crate) mod metrics;
+pub(crate) mod nodes;
 pub(crate) mod splitter;
 pub mod submit;
 pub mod token;

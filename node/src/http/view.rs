@@ -39,6 +39,10 @@ pub struct NodeView {
     /// The wire protocol it speaks (`1.1`), likewise.
     #[serde(default)]
     pub protocol: Option<String>,
+    /// `draining` (no new task; attempts still run there) or `drained` (none runs); null
+    /// when it takes tasks (`shoal drain`, `shoal undrain`, or stopping).
+    #[serde(default)]
+    pub drain: Option<String>,
 }
 
 /// A node's last heartbeat.
@@ -206,6 +210,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         heartbeat: heartbeat_view(node, node.id),
         version: Some(node.settings.build.version.clone()),
         protocol: Some(node.settings.build.protocol.to_string()),
+        drain: None,
     };
     let Some(h) = node.raft.get() else {
         return ClusterView {
@@ -272,12 +277,22 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             heartbeat: heartbeat_view(node, *id),
             version: None,
             protocol: None,
+            drain: None,
         });
     }
     if !nodes.iter().any(|n| n.id == this.id) {
         nodes.push(this.clone());
     }
     let mixed_versions = versions(node, &mut nodes);
+    {
+        let a = h.applied.read_now();
+        for n in &mut nodes {
+            if let Ok(id) = u64::from_str_radix(&n.id, 16) {
+                n.drain = a.state.jobs.drain_state(id).map(String::from);
+            }
+        }
+        this.drain = a.state.jobs.drain_state(node.id).map(String::from);
+    }
     let leader = metrics
         .current_leader
         .and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());

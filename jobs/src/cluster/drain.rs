@@ -1,0 +1,188 @@
+//! Draining: a node the table marks draining is given no new task (the scheduler leaves it
+//! out), while what already runs there finishes. An operator drains a node for maintenance
+//! (`shoal drain`) and it stays drained until `shoal undrain`, across restarts; a node that
+//! is stopping (SIGTERM) drains itself for its grace period and undrains itself when it
+//! starts again.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, Cluster, JobState, NodeId, TaskState};
+
+/// Who drained a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrainCause {
+    /// `shoal drain` (or the API): until `shoal undrain`.
+    Operator,
+    /// The node itself, stopping: until it starts again.
+    Stopping,
+}
+
+/// A node taking no new task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// Since when (ms since the epoch, from the command).
+    pub since_ms: u64,
+    /// Why.
+    pub cause: DrainCause,
+}
+
+impl Cluster {
+    /// `Drain`: mark `node` draining; an operator's drain replaces a stopping one (so the
+    /// node stays drained when it starts again), not the other way round.
+    pub(super) fn drain(&mut self, node: NodeId, cause: DrainCause, at_ms: u64) -> Applied {
+        match self.draining.get(&node) {
+            Some(d) if d.cause == cause || d.cause == DrainCause::Operator => {
+                Applied::Ignored(format!("node {node:016x} is already draining"))
+            }
+            _ => {
+                self.draining.insert(
+                    node,
+                    Drain {
+                        since_ms: at_ms,
+                        cause,
+                    },
+                );
+                Applied::Changed
+            }
+        }
+    }
+
+    /// `Undrain`: `node` takes tasks again.
+    pub(super) fn undrain(&mut self, node: NodeId) -> Applied {
+        match self.draining.remove(&node) {
+            Some(_) => Applied::Changed,
+            None => Applied::Ignored(format!("node {node:016x} is not draining")),
+        }
+    }
+
+    /// Attempts of running jobs that run on `node` now.
+    pub fn running_on(&self, node: NodeId) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .flat_map(|j| j.maps.iter().chain(&j.reduces))
+            .flat_map(|t| t.running_attempts())
+            .filter(|a| a.node == node)
+            .count()
+    }
+
+    /// Map outputs that only `node` holds and that a running job's reduces still need:
+    /// taking the node down now would make their maps run again.
+    pub fn map_outputs_only_on(&self, node: NodeId) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .filter(|j| j.reduces.iter().any(|t| t.state != TaskState::Done))
+            .flat_map(|j| &j.maps)
+            .filter(|t| t.state == TaskState::Done && t.holders == [node])
+            .count()
+    }
+
+    /// What `node` is still needed for: attempts running there, and map outputs only it
+    /// holds that reduces still need.
+    pub fn needed_on(&self, node: NodeId) -> usize {
+        self.running_on(node) + self.map_outputs_only_on(node)
+    }
+
+    /// `"draining"` while a drained node is still needed (attempts run there, or reduces
+    /// still need map outputs only it holds), `"drained"` once it is not — safe to stop;
+    /// `None` when it takes tasks.
+    pub fn drain_state(&self, node: NodeId) -> Option<&'static str> {
+        self.draining.get(&node)?;
+        Some(if self.needed_on(node) > 0 {
+            "draining"
+        } else {
+            "drained"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Command, SplitInfo, TaskKind};
+    use crate::counters::Counters;
+    use crate::partition::Partitioner;
+    use crate::scheduler::{plan, NodeSlots};
+    use crate::spec::{JobKind, JobSpec};
+
+    fn assigned(c: &mut Cluster, nodes: &[NodeSlots], now: u64) -> Vec<(u32, NodeId)> {
+        let mut out = Vec::new();
+        for cmd in plan(c, nodes, now) {
+            if let Command::Assign { index, node, .. } = &cmd {
+                out.push((*index, *node));
+            }
+            assert_eq!(c.apply(cmd), Applied::Changed);
+        }
+        out
+    }
+
+    #[test]
+    fn a_drained_node_gets_no_new_task_and_its_running_ones_finish() {
+        let mut c = Cluster::default();
+        let spec = JobSpec::new("j-1", vec!["in".into()], JobKind::App("wordcount".into()));
+        let splits = (0..6)
+            .map(|i| SplitInfo {
+                index: i,
+                name: "in".into(),
+                len: 10,
+                holders: vec![1, 2],
+                ..Default::default()
+            })
+            .collect();
+        let submit = Command::SubmitJob {
+            id: "j-1".into(),
+            spec: Box::new(spec),
+            splits,
+            partitioner: Partitioner::Hash,
+            at_ms: 0,
+        };
+        assert_eq!(c.apply(submit), Applied::Changed);
+        let nodes = [
+            NodeSlots { node: 1, slots: 1 },
+            NodeSlots { node: 2, slots: 1 },
+        ];
+        assert_eq!(assigned(&mut c, &nodes, 1), [(0, 1), (1, 2)]);
+        assert_eq!(c.drain_state(2), None);
+        let drain = |cause| Command::Drain {
+            node: 2,
+            cause,
+            at_ms: 2,
+        };
+        assert_eq!(c.apply(drain(DrainCause::Stopping)), Applied::Changed);
+        assert_eq!(c.drain_state(2), Some("draining"), "map 1 still runs there");
+        // Node 1's map ends: its slot takes the next map; node 2's slot stays idle.
+        let finish = |index, at_ms| Command::TaskFinished {
+            job: "j-1".into(),
+            kind: TaskKind::Map,
+            index,
+            attempt: 1,
+            sizes: vec![1],
+            checksums: Vec::new(),
+            holders: Vec::new(),
+            counters: Counters::default(),
+            at_ms,
+        };
+        assert_eq!(c.apply(finish(0, 3)), Applied::Changed);
+        assert_eq!(c.apply(finish(1, 3)), Applied::Changed);
+        assert_eq!(
+            (c.drain_state(2), c.map_outputs_only_on(2)),
+            (Some("draining"), 1),
+            "the reduce still needs map 1's output, which only node 2 holds"
+        );
+        assert_eq!(assigned(&mut c, &nodes, 4), [(2, 1)]);
+        // An operator's drain outlasts the stopping one; undrain brings the node back.
+        assert_eq!(c.apply(drain(DrainCause::Operator)), Applied::Changed);
+        assert!(matches!(
+            c.apply(drain(DrainCause::Stopping)),
+            Applied::Ignored(_)
+        ));
+        assert_eq!(c.draining[&2].cause, DrainCause::Operator);
+        assert_eq!(c.apply(Command::Undrain { node: 2 }), Applied::Changed);
+        assert_eq!(assigned(&mut c, &nodes, 5), [(3, 2)]);
+        assert!(matches!(
+            c.apply(Command::Undrain { node: 2 }),
+            Applied::Ignored(_)
+        ));
+    }
+}

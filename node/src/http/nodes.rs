@@ -1,0 +1,88 @@
+//! Taking a node out of service and back: `POST /api/v1/nodes/{node}/drain` and
+//! `/undrain` (`shoal drain NODE`, `shoal undrain NODE`), from any node. `{node}` is a member's
+//! id, or a prefix of it that names one member.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shoal_jobs::cluster::{Applied, Command, DrainCause, NodeId};
+
+use crate::cluster::identity::hex;
+use crate::cluster::node::{with_jobs, Node};
+use crate::http::error::error;
+
+/// The member `arg` names: its whole id or a prefix of one member's id.
+fn member(node: &Node, arg: &str) -> Result<NodeId, (StatusCode, String)> {
+    let Some(h) = node.raft.get() else {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no cluster yet".into(),
+        ));
+    };
+    let m = shoal_raft::metrics(&h.raft).membership_config;
+    let want = arg.to_ascii_lowercase();
+    let found: Vec<NodeId> = m
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|&id| !want.is_empty() && hex(id).starts_with(&want))
+        .collect();
+    match found[..] {
+        [one] => Ok(one),
+        [] => Err((
+            StatusCode::NOT_FOUND,
+            format!("no member's id starts with {arg:?} (see shoal status)"),
+        )),
+        _ => Err((
+            StatusCode::BAD_REQUEST,
+            format!("{arg:?} names {} members; give more of the id", found.len()),
+        )),
+    }
+}
+
+/// Propose `cmd` about node `id`; the answer says where it stands now: `active`, or
+/// `draining` while attempts still run there, `drained` once none does.
+async fn propose(node: &Node, id: NodeId, cmd: Command) -> Response {
+    let draining = matches!(cmd, Command::Drain { .. });
+    let cmd = crate::cluster::state::Command::Jobs(cmd);
+    match node.propose(&cmd, std::time::Duration::from_secs(10)).await {
+        // Ignored: it already was so.
+        Ok(Applied::Changed | Applied::Ignored(_)) => {
+            let (running, needed) =
+                with_jobs(node, |t| (t.running_on(id), t.needed_on(id))).unwrap_or((0, 0));
+            let state = match (draining, needed) {
+                (false, _) => "active",
+                (true, 0) => "drained",
+                (true, _) => "draining",
+            };
+            Json(serde_json::json!({ "node": hex(id), "state": state, "running": running }))
+                .into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `POST /api/v1/nodes/{node}/drain`.
+pub async fn drain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
+    let id = match member(&node, &arg) {
+        Ok(id) => id,
+        Err((status, why)) => return error(status, &why),
+    };
+    let cmd = Command::Drain {
+        node: id,
+        cause: DrainCause::Operator,
+        at_ms: crate::clock::now_ms(),
+    };
+    propose(&node, id, cmd).await
+}
+
+/// `POST /api/v1/nodes/{node}/undrain`.
+pub async fn undrain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
+    let id = match member(&node, &arg) {
+        Ok(id) => id,
+        Err((status, why)) => return error(status, &why),
+    };
+    propose(&node, id, Command::Undrain { node: id }).await
+}

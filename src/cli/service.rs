@@ -1,0 +1,101 @@
+//! `shoal drain NODE` and `shoal undrain NODE`: take a node out of service for maintenance
+//! and bring it back, from any node.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::cli::http::{fail, Client, JsonBody, NodeUrls};
+
+/// `shoal drain` and `shoal undrain` flags.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    nodes: NodeUrls,
+    /// The node: its id as `shoal status` shows it, or enough of its start to name one.
+    node: String,
+    /// Drain: wait until no attempt runs there any more (drained).
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `POST /api/v1/nodes/NODE/{verb}`; the answer.
+fn post(
+    client: &mut Client,
+    node: &str,
+    verb: &str,
+) -> Result<Value, crate::cli::http::ClientError> {
+    let path = format!("/api/v1/nodes/{node}/{verb}");
+    client.send(
+        Duration::from_secs(15),
+        |c, b| c.post(format!("{b}{path}")),
+        JsonBody,
+    )
+}
+
+fn say(v: &Value) {
+    println!(
+        "node {}: {} ({} attempts running there)",
+        v["node"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        v["running"].as_u64().unwrap_or(0)
+    );
+}
+
+/// Run `shoal drain`.
+pub fn drain(args: ServiceArgs) -> ExitCode {
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("drain", &e),
+    };
+    let v = match post(&mut client, &args.node, "drain") {
+        Ok(v) => v,
+        Err(e) => return fail("drain", &e),
+    };
+    say(&v);
+    if !args.wait || v["state"] == "drained" {
+        return ExitCode::SUCCESS;
+    }
+    let id = v["node"].as_str().unwrap_or_default().to_owned();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let view = match client.get_json("/api/v1/cluster", Duration::from_secs(10)) {
+            Ok(v) => v,
+            Err(e) => return fail("drain", &e),
+        };
+        let state = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"] == id.as_str())
+            .map(|n| n["drain"].clone());
+        match state.as_ref().and_then(Value::as_str) {
+            Some("drained") => {
+                println!("node {id}: drained");
+                return ExitCode::SUCCESS;
+            }
+            Some(_) => {}
+            None => {
+                eprintln!("shoal drain: node {id} is no longer draining (undrained, or gone)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+/// Run `shoal undrain`.
+pub fn undrain(args: ServiceArgs) -> ExitCode {
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("undrain", &e),
+    };
+    match post(&mut client, &args.node, "undrain") {
+        Ok(v) => {
+            say(&v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("undrain", &e),
+    }
+}
