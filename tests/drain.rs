@@ -63,6 +63,20 @@ fn drain_of(view: &Value, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Whether every task of `kind` of `job` has two holders in `field` besides node `not`.
+fn copies_elsewhere(job: &Value, kind: &str, field: &str, not: &str) -> bool {
+    job["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["kind"] == kind)
+        .all(|t| {
+            t[field]
+                .as_array()
+                .is_some_and(|h| h.iter().filter(|n| **n != not).count() >= 2)
+        })
+}
+
 /// Wait until `node` runs an attempt of job `id`, as node `at` sees it.
 fn running_on(c: &Cluster, at: usize, id: &str, node: &str) {
     wait_for(60, "an attempt running on the node", || {
@@ -93,13 +107,58 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     let wid = c.nodes[worker].node_id.clone();
     let other = (worker + 1) % 3;
 
+    // A finished job whose three parts have one copy each besides the original: the parts
+    // the drained node holds must be copied away too.
+    let words = write_program(
+        dir.path(),
+        "words.sh",
+        "#!/bin/sh\nawk '{ for (i = 1; i <= NF; i++) print $i \"\\t1\" }'\n",
+    );
+    let input0 = inputs(dir.path(), "zero", 6);
+    let (done, o) = c.submit(&[
+        "--input",
+        &input0,
+        "--map",
+        &words,
+        "--reduce",
+        &reduce,
+        "-R",
+        "3",
+        "--replication",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    succeeded(&c, other, &done);
+
     // 1. shoal drain in the middle of a job: first attempts wait at a gate.
     let gate = shared.join("gate-1");
     let map = gated_word_mapper(dir.path(), "[ \"$SHOAL_ATTEMPT\" = 1 ]", &gate);
     let input = inputs(dir.path(), "one", 12);
-    let (id, o) = c.submit(&["--input", &input, "--map", &map, "--reduce", &reduce]);
+    // One copy besides the original: a split or part on the drained node must be copied
+    // to the third node for its job's --replication to hold without it.
+    let (id, o) = c.submit(&[
+        "--input",
+        &input,
+        "--map",
+        &map,
+        "--reduce",
+        &reduce,
+        "--replication",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     running_on(&c, other, &id, &wid);
+    let held: usize = c.job(other, &id)["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["input_holders"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|n| n == wid.as_str()))
+        })
+        .count();
+    assert!(held > 0, "the node holds splits to copy away");
     let o = run(shoal().args(["drain", &wid[..6], "--node", &c.url(other)]));
     assert!(o.status.success(), "{}", text(&o));
     let said = String::from_utf8_lossy(&o.stdout);
@@ -113,8 +172,29 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
             .any(|l| l.contains(&wid) && l.contains("draining")),
         "shoal status shows it: {status}"
     );
+    // While its tasks still wait, the splits it held get their copies elsewhere.
+    wait_for(
+        30,
+        "every split copied to two nodes besides the drained one",
+        || copies_elsewhere(&c.job(other, &id), "map", "input_holders", &wid).then_some(()),
+    );
+    assert!(
+        c.nodes[worker]
+            .log_text()
+            .contains("draining: copied elsewhere"),
+        "the drained node copied them"
+    );
     std::fs::write(&gate, "").unwrap();
     let job = succeeded(&c, other, &id);
+    wait_for(
+        30,
+        "the first job's parts copied away from the drained node",
+        || copies_elsewhere(&c.job(other, &done), "reduce", "holders", &wid).then_some(()),
+    );
+    assert!(
+        copies_elsewhere(&job, "reduce", "holders", &wid),
+        "its parts have two holders besides the drained node: {job}"
+    );
     let all = attempts(&job);
     assert!(
         all.iter().all(|(_, _, s, _)| s == "done"),
@@ -136,8 +216,15 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     let o = run(shoal().args(["undrain", &wid, "--node", &c.url(2)]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("active"));
-    let view = c.nodes[other].cluster().unwrap();
-    assert_eq!(drain_of(&view, &wid), Value::Null, "{view}");
+    wait_for(30, "every node to show it active again", || {
+        c.nodes
+            .iter()
+            .all(|n| {
+                n.cluster()
+                    .is_some_and(|v| drain_of(&v, &wid) == Value::Null)
+            })
+            .then_some(())
+    });
     let o = run(shoal().args(["drain", "zz", "--node", &c.url(other)]));
     assert_eq!(o.status.code(), Some(2), "no such node: {}", text(&o));
     assert!(text(&o).contains("zz"), "{}", text(&o));

@@ -118,7 +118,11 @@ fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_
     }
     let view = http_get_json(&node.http, "/api/v1/cluster").unwrap();
     assert!(
-        view["nodes"].as_array().unwrap().iter().all(|n| n["drain"].is_null()),
+        view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["drain"].is_null()),
         "no node was drained from another site: {view}"
     );
     let (_, jobs) = request(&own, &own, "GET", "/api/v1/jobs", &[], b"");

@@ -473,6 +473,10 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
     loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
     loops.forever(
+        "copies of a draining node",
+        crate::control::drain::copy_away(Arc::clone(&node)),
+    );
+    loops.forever(
         "undrain",
         crate::control::drain::undrain_after_restart(Arc::clone(&node)),
     );

@@ -9,6 +9,31 @@ use crate::counters::Counters;
 use crate::partition::Partitioner;
 use crate::spec::JobSpec;
 
+impl Attempt {
+    pub(crate) fn start(attempt: u32, node: NodeId, at_ms: u64, backup: bool) -> Attempt {
+        Attempt {
+            attempt,
+            node,
+            state: TaskState::Running,
+            start_ms: at_ms,
+            end_ms: None,
+            error: None,
+            exit: None,
+            stderr_tail: None,
+            lost: false,
+            backup,
+        }
+    }
+
+    /// End a running attempt as failed at `at_ms`; `lost` when it was not its own fault.
+    pub(super) fn fail(&mut self, at_ms: u64, error: String, lost: bool) {
+        self.state = TaskState::Failed;
+        self.end_ms = Some(at_ms);
+        self.error = Some(error);
+        self.lost = lost;
+    }
+}
+
 /// The attempt a command is about.
 pub(super) struct AttemptOf {
     pub job: String,

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{Applied, Cluster, JobState, NodeId, TaskState};
 
+/// What a copy is of: a job's split (input of a map) or part file (a reduce's output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Held {
+    /// Split `index`.
+    Split(u32),
+    /// Part `index` (the accepted attempt's).
+    Part(u32),
+}
+
 /// Who drained a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DrainCause {
@@ -78,18 +87,85 @@ impl Cluster {
             .count()
     }
 
-    /// What `node` is still needed for: attempts running there, and map outputs only it
-    /// holds that reduces still need.
-    pub fn needed_on(&self, node: NodeId) -> usize {
-        self.running_on(node) + self.map_outputs_only_on(node)
+    /// The copies `node` holds that are short without it: splits of running jobs and part
+    /// files of every job whose holders besides `node` and the draining nodes are fewer
+    /// than the job's `--replication` + 1, or than `others` (how many nodes that take
+    /// copies there are besides it) when that is less. A split read in place has no copies.
+    /// Empty while `node` is not draining: its copies count.
+    pub fn under_copied(&self, node: NodeId, others: usize) -> Vec<(&str, Held)> {
+        if !self.draining.contains_key(&node) {
+            return Vec::new();
+        }
+        let kept = |holders: &[NodeId], replication: u32| {
+            let elsewhere = holders
+                .iter()
+                .filter(|&&h| h != node && !self.draining.contains_key(&h))
+                .count();
+            let want = (replication as usize + 1).min(others);
+            holders.contains(&node) && elsewhere < want
+        };
+        let mut out = Vec::new();
+        for j in self.jobs.values() {
+            let r = j.spec.replication;
+            if j.state == JobState::Running {
+                for s in j.splits.iter().filter(|s| s.in_place.is_none()) {
+                    if kept(&s.holders, r) {
+                        out.push((j.id.as_str(), Held::Split(s.index)));
+                    }
+                }
+            }
+            for t in j.reduces.iter().filter(|t| t.state == TaskState::Done) {
+                if kept(&t.holders, r) {
+                    out.push((j.id.as_str(), Held::Part(t.index)));
+                }
+            }
+        }
+        out
     }
 
-    /// `"draining"` while a drained node is still needed (attempts run there, or reduces
-    /// still need map outputs only it holds), `"drained"` once it is not — safe to stop;
-    /// `None` when it takes tasks.
-    pub fn drain_state(&self, node: NodeId) -> Option<&'static str> {
+    /// `AddHolders`: `nodes` now hold copies of `what` of `job` too.
+    pub(super) fn add_holders(&mut self, job: &str, what: Held, nodes: &[NodeId]) -> Applied {
+        let Some(j) = self.jobs.get_mut(job) else {
+            return Applied::Ignored(format!("no job {job}"));
+        };
+        let holders = match what {
+            Held::Split(i) => j.splits.get_mut(i as usize).map(|s| &mut s.holders),
+            Held::Part(i) => j
+                .reduces
+                .get_mut(i as usize)
+                .filter(|t| t.state == TaskState::Done)
+                .map(|t| &mut t.holders),
+        };
+        let Some(holders) = holders else {
+            return Applied::Ignored(format!("job {job} has no such copy: {what:?}"));
+        };
+        let before = holders.len();
+        for &n in nodes {
+            if !holders.contains(&n) {
+                holders.push(n);
+            }
+        }
+        if holders.len() == before {
+            Applied::Ignored(format!("every node named already holds {what:?} of {job}"))
+        } else {
+            Applied::Changed
+        }
+    }
+
+    /// What `node` is still needed for: attempts running there, map outputs only it holds
+    /// that reduces still need, and copies that are short without it (see
+    /// [`Cluster::under_copied`]; `others` counts the nodes that could take them).
+    pub fn needed_on(&self, node: NodeId, others: usize) -> usize {
+        self.running_on(node)
+            + self.map_outputs_only_on(node)
+            + self.under_copied(node, others).len()
+    }
+
+    /// `"draining"` while a drained node is still needed ([`Cluster::needed_on`]),
+    /// `"drained"` once it is not — safe to stop; `None` when it takes tasks.
+    pub fn drain_state(&self, node: NodeId, others: usize) -> Option<&'static str> {
         self.draining.get(&node)?;
-        Some(if self.needed_on(node) > 0 {
+        Some(if self.needed_on(node, others) > 0 {
             "draining"
         } else {
             "drained"
@@ -143,14 +219,18 @@ mod tests {
             NodeSlots { node: 2, slots: 1 },
         ];
         assert_eq!(assigned(&mut c, &nodes, 1), [(0, 1), (1, 2)]);
-        assert_eq!(c.drain_state(2), None);
+        assert_eq!(c.drain_state(2, 1), None);
         let drain = |cause| Command::Drain {
             node: 2,
             cause,
             at_ms: 2,
         };
         assert_eq!(c.apply(drain(DrainCause::Stopping)), Applied::Changed);
-        assert_eq!(c.drain_state(2), Some("draining"), "map 1 still runs there");
+        assert_eq!(
+            c.drain_state(2, 1),
+            Some("draining"),
+            "map 1 still runs there"
+        );
         // Node 1's map ends: its slot takes the next map; node 2's slot stays idle.
         let finish = |index, at_ms| Command::TaskFinished {
             job: "j-1".into(),
@@ -166,7 +246,7 @@ mod tests {
         assert_eq!(c.apply(finish(0, 3)), Applied::Changed);
         assert_eq!(c.apply(finish(1, 3)), Applied::Changed);
         assert_eq!(
-            (c.drain_state(2), c.map_outputs_only_on(2)),
+            (c.drain_state(2, 1), c.map_outputs_only_on(2)),
             (Some("draining"), 1),
             "the reduce still needs map 1's output, which only node 2 holds"
         );
@@ -184,5 +264,60 @@ mod tests {
             c.apply(Command::Undrain { node: 2 }),
             Applied::Ignored(_)
         ));
+    }
+
+    #[test]
+    fn a_draining_node_s_copies_are_short_until_others_hold_them() {
+        let mut c = Cluster::default();
+        let mut spec = JobSpec::new("j-1", vec!["in".into()], JobKind::App("wordcount".into()));
+        spec.replication = 1;
+        let split = |index, holders: &[NodeId]| SplitInfo {
+            index,
+            name: "in".into(),
+            len: 10,
+            holders: holders.to_vec(),
+            ..Default::default()
+        };
+        let submit = Command::SubmitJob {
+            id: "j-1".into(),
+            spec: Box::new(spec),
+            splits: vec![split(0, &[1, 2]), split(1, &[2, 3]), split(2, &[1, 3])],
+            partitioner: Partitioner::Hash,
+            at_ms: 0,
+        };
+        assert_eq!(c.apply(submit), Applied::Changed);
+        // Not draining: its copies count; nothing is short.
+        assert_eq!(c.under_copied(2, 2), []);
+        let drain = Command::Drain {
+            node: 2,
+            cause: DrainCause::Operator,
+            at_ms: 1,
+        };
+        assert_eq!(c.apply(drain), Applied::Changed);
+        // One copy besides the original: two holders other than node 2 are wanted.
+        assert_eq!(
+            c.under_copied(2, 2),
+            [("j-1", Held::Split(0)), ("j-1", Held::Split(1))]
+        );
+        assert_eq!(c.drain_state(2, 2), Some("draining"));
+        // With only one other node, one copy elsewhere is all there can be.
+        assert_eq!(c.under_copied(2, 1), []);
+        let add = |what, nodes: &[NodeId]| Command::AddHolders {
+            job: "j-1".into(),
+            what,
+            nodes: nodes.to_vec(),
+        };
+        assert_eq!(c.apply(add(Held::Split(0), &[3])), Applied::Changed);
+        assert_eq!(c.apply(add(Held::Split(1), &[1])), Applied::Changed);
+        assert!(matches!(
+            c.apply(add(Held::Split(1), &[1])),
+            Applied::Ignored(_)
+        ));
+        assert!(
+            matches!(c.apply(add(Held::Part(0), &[1])), Applied::Ignored(_)),
+            "no part yet"
+        );
+        assert_eq!(c.under_copied(2, 2), []);
+        assert_eq!(c.drain_state(2, 2), Some("drained"));
     }
 }

@@ -19,7 +19,7 @@ mod apply;
 mod drain;
 mod splits;
 pub use apply::MAX_SPLITS;
-pub use drain::{Drain, DrainCause};
+pub use drain::{Drain, DrainCause, Held};
 pub use splits::{InPlace, SplitInfo};
 
 use apply::{AttemptOf, Failure};
@@ -90,31 +90,6 @@ pub struct Attempt {
     /// A speculative backup of a slow attempt still running.
     #[serde(default)]
     pub backup: bool,
-}
-
-impl Attempt {
-    pub(crate) fn start(attempt: u32, node: NodeId, at_ms: u64, backup: bool) -> Attempt {
-        Attempt {
-            attempt,
-            node,
-            state: TaskState::Running,
-            start_ms: at_ms,
-            end_ms: None,
-            error: None,
-            exit: None,
-            stderr_tail: None,
-            lost: false,
-            backup,
-        }
-    }
-
-    /// End a running attempt as failed at `at_ms`; `lost` when it was not its own fault.
-    fn fail(&mut self, at_ms: u64, error: String, lost: bool) {
-        self.state = TaskState::Failed;
-        self.end_ms = Some(at_ms);
-        self.error = Some(error);
-        self.lost = lost;
-    }
 }
 
 /// A map or reduce task.
@@ -477,6 +452,16 @@ pub enum Command {
         /// The node.
         node: NodeId,
     },
+    /// `nodes` now hold copies of `what` of `job` too (a draining node copied what would be
+    /// short without it).
+    AddHolders {
+        /// Job.
+        job: String,
+        /// A split or a part.
+        what: Held,
+        /// The new holders.
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// What applying a command did.
@@ -589,6 +574,7 @@ impl Cluster {
             Command::SetupRan { job, node } => self.setup_ran(&job, node),
             Command::Drain { node, cause, at_ms } => self.drain(node, cause, at_ms),
             Command::Undrain { node } => self.undrain(node),
+            Command::AddHolders { job, what, nodes } => self.add_holders(&job, what, &nodes),
         }
     }
 }

@@ -56,6 +56,24 @@ fn may_propose_job(cmd: &JobCommand, from: NodeId, table: &Cluster) -> Result<()
             hex(*node)
         )),
         JobCommand::Drain { .. } | JobCommand::Undrain { .. } => Ok(()),
+        // Only a holder copies what it holds to others.
+        JobCommand::AddHolders { job, what, .. } => {
+            let holders = table.jobs.get(job).and_then(|j| match what {
+                shoal_jobs::cluster::Held::Split(i) => {
+                    j.splits.get(*i as usize).map(|s| &s.holders)
+                }
+                shoal_jobs::cluster::Held::Part(i) => {
+                    j.reduces.get(*i as usize).map(|t| &t.holders)
+                }
+            });
+            match holders {
+                Some(h) if h.contains(&from) => Ok(()),
+                _ => Err(format!(
+                    "node {} named holders of {what:?} of {job}, which it does not hold",
+                    hex(from)
+                )),
+            }
+        }
         JobCommand::TaskFinished {
             job,
             kind,
@@ -109,6 +127,7 @@ fn name(cmd: &JobCommand) -> &'static str {
         JobCommand::SetupRan { .. } => "SetupRan",
         JobCommand::Drain { .. } => "Drain",
         JobCommand::Undrain { .. } => "Undrain",
+        JobCommand::AddHolders { .. } => "AddHolders",
     }
 }
 

@@ -8,16 +8,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_jobs::cluster::{Command, DrainCause};
+use shoal_jobs::cluster::{Cluster, Command, DrainCause, Held, NodeId};
 use tracing::{info, warn};
 
 use crate::cluster::node::{next_change, with_jobs, Node};
 use crate::cluster::state::Command as StateCommand;
 
+/// Members other than `of` that take copies (not draining).
+pub fn others(node: &Node, of: NodeId, table: &Cluster) -> usize {
+    let Some(h) = node.raft.get() else { return 0 };
+    let m = shoal_raft::metrics(&h.raft).membership_config;
+    let n = m
+        .nodes()
+        .filter(|(id, _)| **id != of && !table.draining.contains_key(*id))
+        .count();
+    n
+}
+
 /// What this node is still needed for: attempts running here (in the table — assigned, not
-/// yet reported — or in the pool), and map outputs only it holds that reduces still need.
+/// yet reported — or in the pool), map outputs only it holds that reduces still need, and
+/// copies that would be short without it.
 fn running(node: &Node) -> usize {
-    let table = with_jobs(node, |t| t.needed_on(node.id)).unwrap_or(0);
+    let table = with_jobs(node, |t| t.needed_on(node.id, others(node, node.id, t))).unwrap_or(0);
     table.max(node.pool.busy())
 }
 
@@ -77,4 +89,106 @@ pub async fn undrain_after_restart(node: Arc<Node>) {
         }
         next_change(&mut changes, Duration::from_secs(1)).await;
     }
+}
+
+/// While this node is draining, copy what would be short without it — splits of running
+/// jobs, part files — to members that take copies, and record the new holders
+/// (`AddHolders`), so every job's `--replication` holds without it. Forever.
+pub async fn copy_away(node: Arc<Node>) {
+    let h = node.raft_started().await;
+    let mut changes = h.raft.metrics();
+    loop {
+        next_change(&mut changes, Duration::from_secs(1)).await;
+        let plan = with_jobs(&node, |t| {
+            if !t.draining.contains_key(&node.id) {
+                return Vec::new();
+            }
+            let others = others(&node, node.id, t);
+            t.under_copied(node.id, others)
+                .into_iter()
+                .filter_map(|(job, what)| copy_of(&node, t, job, what, others))
+                .collect()
+        })
+        .unwrap_or_default();
+        for c in plan {
+            let Some(path) = node.blobs.path(&c.key).filter(|p| p.exists()) else {
+                continue;
+            };
+            let copied: Vec<NodeId> =
+                crate::storage::replication::replicate(&node, &c.key, &path, &c.targets)
+                    .await
+                    .into_iter()
+                    .filter(|&n| n != node.id)
+                    .collect();
+            if copied.is_empty() {
+                continue;
+            }
+            info!(key = %c.key, to = ?copied.iter().map(|&n| crate::cluster::identity::hex(n)).collect::<Vec<_>>(), "draining: copied elsewhere");
+            for what in c.what {
+                let cmd = StateCommand::Jobs(Command::AddHolders {
+                    job: c.job.clone(),
+                    what,
+                    nodes: copied.clone(),
+                });
+                if let Err(e) = node.propose(&cmd, Duration::from_secs(10)).await {
+                    warn!(error = %e, "recording a copy failed; will copy again");
+                }
+            }
+        }
+    }
+}
+
+/// One object to copy away: the splits or part it backs, and where to.
+struct Copy {
+    job: String,
+    key: String,
+    what: Vec<Held>,
+    targets: Vec<NodeId>,
+}
+
+/// The copy that `what` of `job` needs: its object (a split's segment backs every split cut
+/// from it: those of them this node holds go along), and enough live members that take
+/// copies and do not hold it yet.
+fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, others: usize) -> Option<Copy> {
+    let j = t.jobs.get(job)?;
+    let (key, holders, what) = match what {
+        Held::Split(i) => {
+            let s = j.splits.get(i as usize)?;
+            let (key, _) = crate::storage::blobs::split_object(job, s);
+            let same: Vec<Held> = j
+                .splits
+                .iter()
+                .filter(|o| crate::storage::blobs::split_object(job, o).0 == key)
+                .filter(|o| o.holders.contains(&node.id))
+                .map(|o| Held::Split(o.index))
+                .collect();
+            (key, s.holders.clone(), same)
+        }
+        Held::Part(i) => {
+            let r = j.reduces.get(i as usize)?;
+            let a = r.accepted()?;
+            (
+                crate::storage::blobs::part_key(job, i, a.attempt),
+                r.holders.clone(),
+                vec![what],
+            )
+        }
+    };
+    let elsewhere = holders
+        .iter()
+        .filter(|&&h| h != node.id && !t.draining.contains_key(&h))
+        .count();
+    let want = (j.spec.replication as usize + 1).min(others);
+    let targets: Vec<NodeId> = crate::cluster::members::live_nodes(node)
+        .into_iter()
+        .map(|n| n.node)
+        .filter(|n| *n != node.id && !holders.contains(n) && !t.draining.contains_key(n))
+        .take(want.saturating_sub(elsewhere))
+        .collect();
+    (!targets.is_empty()).then(|| Copy {
+        job: job.to_owned(),
+        key,
+        what,
+        targets,
+    })
 }

@@ -65,6 +65,9 @@ pub struct TaskView {
     pub output_sizes: Vec<u64>,
     /// Nodes holding that output.
     pub holders: Vec<String>,
+    /// A map's: nodes holding copies of its split (empty for a split read in place).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_holders: Vec<String>,
 }
 
 /// One job.
@@ -178,6 +181,14 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                     .collect(),
                 output_sizes: t.output_sizes.clone(),
                 holders: t.holders.iter().map(|&n| hex(n)).collect(),
+                input_holders: match t.kind {
+                    TaskKind::Map => job
+                        .splits
+                        .get(t.index as usize)
+                        .map(|s| s.holders.iter().map(|&n| hex(n)).collect())
+                        .unwrap_or_default(),
+                    TaskKind::Reduce => Vec::new(),
+                },
             })
             .collect()
     });

@@ -50,8 +50,11 @@ async fn propose(node: &Node, id: NodeId, cmd: Command) -> Response {
     match node.propose(&cmd, std::time::Duration::from_secs(10)).await {
         // Ignored: it already was so.
         Ok(Applied::Changed | Applied::Ignored(_)) => {
-            let (running, needed) =
-                with_jobs(node, |t| (t.running_on(id), t.needed_on(id))).unwrap_or((0, 0));
+            let (running, needed) = with_jobs(node, |t| {
+                let others = crate::control::drain::others(node, id, t);
+                (t.running_on(id), t.needed_on(id, others))
+            })
+            .unwrap_or((0, 0));
             let state = match (draining, needed) {
                 (false, _) => "active",
                 (true, 0) => "drained",

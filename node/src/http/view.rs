@@ -288,10 +288,12 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         let a = h.applied.read_now();
         for n in &mut nodes {
             if let Ok(id) = u64::from_str_radix(&n.id, 16) {
-                n.drain = a.state.jobs.drain_state(id).map(String::from);
+                let others = crate::control::drain::others(node, id, &a.state.jobs);
+                n.drain = a.state.jobs.drain_state(id, others).map(String::from);
             }
         }
-        this.drain = a.state.jobs.drain_state(node.id).map(String::from);
+        let others = crate::control::drain::others(node, node.id, &a.state.jobs);
+        this.drain = a.state.jobs.drain_state(node.id, others).map(String::from);
     }
     let leader = metrics
         .current_leader

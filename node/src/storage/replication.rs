@@ -38,10 +38,13 @@ pub async fn replicate(
 
 /// Up to `copies` live nodes other than this one, rotated by `spread` so copies spread out.
 pub fn replica_targets(node: &Node, copies: u32, spread: u32) -> Vec<NodeId> {
+    // A draining node takes no copy: it is about to go.
+    let draining =
+        crate::cluster::node::with_jobs(node, |t| t.draining.clone()).unwrap_or_default();
     let others: Vec<NodeId> = live_nodes(node)
         .into_iter()
         .map(|n| n.node)
-        .filter(|&n| n != node.id)
+        .filter(|&n| n != node.id && !draining.contains_key(&n))
         .collect();
     if others.is_empty() {
         return Vec::new();
