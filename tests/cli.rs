@@ -20,6 +20,7 @@ fn help_lists_every_command() {
         "kill",
         "drain",
         "undrain",
+        "remove",
         "logs",
         "run",
         "demo",

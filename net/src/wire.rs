@@ -97,6 +97,12 @@ pub enum CtlRequest {
     },
     /// A worker's heartbeat (to the leader).
     Heartbeat(Heartbeat),
+    /// Take me out of the membership (to the leader): an operator removes the sender
+    /// (`shoal remove`) and nothing there is needed any more.
+    Leave {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+    },
     /// List your files matching `pattern` under your `--input-root`, cut into line-aligned
     /// splits (a `node:` input being submitted).
     ListInputs {

@@ -473,8 +473,12 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
     loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
     loops.forever(
-        "copies of a draining node",
+        "copy away",
         crate::control::drain::copy_away(Arc::clone(&node)),
+    );
+    loops.until_done(
+        "leave",
+        crate::control::drain::leave_when_removed(Arc::clone(&node)),
     );
     loops.forever(
         "undrain",
@@ -515,14 +519,9 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         crate::http::guard::check(Arc::clone(&guard), req, next)
     }));
     let grace = Duration::from_secs_f64(c.args.drain_secs.clamp(0.0, 86_400.0));
-    let draining = Arc::clone(&node);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tokio::select! {
-            _ = crate::control::drain::before_stop(&draining, grace) => {}
-            _ = shutdown_signal() => warn!("told again to stop: not waiting for the running attempts"),
-        }
-    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(
+        crate::control::drain::until_stopped(Arc::clone(&node), grace),
+    );
     let result = tokio::select! {
         r = server.into_future() => {
             info!("shutting down");
@@ -584,17 +583,5 @@ fn dispatch(node: &Arc<Node>, e: Event) {
             let node = Arc::clone(node);
             tokio::spawn(crate::storage::serve::serve(node, peer, request, stream));
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return ctrl_c.await.unwrap_or(()),
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
     }
 }

@@ -48,6 +48,9 @@ enum Command {
     Drain(crate::cli::service::ServiceArgs),
     /// Put a drained node back in service.
     Undrain(crate::cli::service::ServiceArgs),
+    /// Take a node out of the cluster: drained first, then it leaves the membership (a
+    /// voter is replaced first, never below three voters) and its process exits 0.
+    Remove(crate::cli::service::ServiceArgs),
     /// Print the kept stderr of a job's attempts (or its setups' output), from any node.
     Logs(crate::cli::logs::LogsArgs),
     /// Run a whole job in one process, no cluster.
@@ -99,6 +102,7 @@ pub fn main() -> ExitCode {
             | Command::Kill(_)
             | Command::Drain(_)
             | Command::Undrain(_)
+            | Command::Remove(_)
             | Command::Logs(_)
             | Command::Completions { .. }
             | Command::Manpage
@@ -128,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Kill(args) => crate::cli::client::kill(args),
         Command::Drain(args) => crate::cli::service::drain(args),
         Command::Undrain(args) => crate::cli::service::undrain(args),
+        Command::Remove(args) => crate::cli::service::remove(args),
         Command::Logs(args) => crate::cli::logs::logs(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Completions { shell } => {

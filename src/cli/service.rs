@@ -1,5 +1,5 @@
-//! `shoal drain NODE` and `shoal undrain NODE`: take a node out of service for maintenance
-//! and bring it back, from any node.
+//! `shoal drain NODE`, `shoal undrain NODE` and `shoal remove NODE`: take a node out of
+//! service for maintenance and bring it back, or take it out of the cluster, from any node.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub struct ServiceArgs {
     nodes: NodeUrls,
     /// The node: its id as `shoal status` shows it, or enough of its start to name one.
     node: String,
-    /// Drain: wait until no attempt runs there any more (drained).
+    /// Wait until it is drained (drain) or has left the cluster (remove).
     #[arg(long)]
     wait: bool,
 }
@@ -97,5 +97,38 @@ pub fn undrain(args: ServiceArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail("undrain", &e),
+    }
+}
+
+/// Run `shoal remove`.
+pub fn remove(args: ServiceArgs) -> ExitCode {
+    let mut client = match Client::new(&args.nodes) {
+        Ok(c) => c,
+        Err(e) => return fail("remove", &e),
+    };
+    let v = match post(&mut client, &args.node, "remove") {
+        Ok(v) => v,
+        Err(e) => return fail("remove", &e),
+    };
+    let id = v["node"].as_str().unwrap_or_default().to_owned();
+    println!("node {id}: removing: it takes no new task and leaves once nothing there is needed");
+    if !args.wait {
+        return ExitCode::SUCCESS;
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let view = match client.get_json("/api/v1/cluster", Duration::from_secs(10)) {
+            Ok(v) => v,
+            Err(e) => return fail("remove", &e),
+        };
+        let member = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["id"] == id.as_str());
+        if !member {
+            println!("node {id}: left the cluster");
+            return ExitCode::SUCCESS;
+        }
     }
 }

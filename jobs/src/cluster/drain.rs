@@ -24,6 +24,8 @@ pub enum DrainCause {
     Operator,
     /// The node itself, stopping: until it starts again.
     Stopping,
+    /// `shoal remove`: once nothing there is needed, it leaves the membership and stops.
+    Removing,
 }
 
 /// A node taking no new task.
@@ -40,7 +42,11 @@ impl Cluster {
     /// node stays drained when it starts again), not the other way round.
     pub(super) fn drain(&mut self, node: NodeId, cause: DrainCause, at_ms: u64) -> Applied {
         match self.draining.get(&node) {
-            Some(d) if d.cause == cause || d.cause == DrainCause::Operator => {
+            // An operator's cause (drain, remove) is replaced only by the other one.
+            Some(d)
+                if d.cause == cause
+                    || (d.cause != DrainCause::Stopping && cause == DrainCause::Stopping) =>
+            {
                 Applied::Ignored(format!("node {node:016x} is already draining"))
             }
             _ => {
@@ -162,10 +168,13 @@ impl Cluster {
     }
 
     /// `"draining"` while a drained node is still needed ([`Cluster::needed_on`]),
-    /// `"drained"` once it is not — safe to stop; `None` when it takes tasks.
+    /// `"drained"` once it is not — safe to stop; `"removing"` for a node `shoal remove`
+    /// takes out (it leaves once it is not needed); `None` when it takes tasks.
     pub fn drain_state(&self, node: NodeId, others: usize) -> Option<&'static str> {
-        self.draining.get(&node)?;
-        Some(if self.needed_on(node, others) > 0 {
+        let d = self.draining.get(&node)?;
+        Some(if d.cause == DrainCause::Removing {
+            "removing"
+        } else if self.needed_on(node, others) > 0 {
             "draining"
         } else {
             "drained"

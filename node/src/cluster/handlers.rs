@@ -120,6 +120,18 @@ impl Node {
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
             },
+            CtlRequest::Leave { cluster_id } => {
+                if self.cluster_id() != Some(cluster_id) {
+                    return CtlResponse::Refused("another cluster".into());
+                }
+                let Some(from) = member_id(self, &peer) else {
+                    return CtlResponse::Refused(not_a_member(&peer));
+                };
+                match crate::cluster::membership::remove_member(self, from).await {
+                    Ok(()) => CtlResponse::Ok,
+                    Err(why) => CtlResponse::Refused(why),
+                }
+            }
             CtlRequest::ListInputs {
                 cluster_id,
                 pattern,

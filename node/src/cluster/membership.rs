@@ -138,6 +138,63 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
+/// On the leader: take member `x` out of the membership, as `shoal remove` asked (the table
+/// says so) — a voter is first replaced by a live learner, or removed while more than
+/// [`MIN_VOTERS`] voters remain, then it is dropped; `Err` with the reason when it may not
+/// leave (yet).
+pub async fn remove_member(node: &Node, x: u64) -> Result<(), String> {
+    let h = node.raft.get().ok_or("this node has no cluster yet")?;
+    let metrics = shoal_raft::metrics(&h.raft);
+    if metrics.current_leader != Some(node.id) {
+        return Err("not the leader".into());
+    }
+    let asked = crate::cluster::node::with_jobs(node, |t| {
+        t.draining
+            .get(&x)
+            .is_some_and(|d| d.cause == shoal_jobs::cluster::DrainCause::Removing)
+    })
+    .unwrap_or(false);
+    if !asked {
+        return Err(format!(
+            "node {x:016x} was not asked to leave (shoal remove)"
+        ));
+    }
+    let m = metrics.membership_config.membership().clone();
+    let voters: BTreeSet<u64> = m.voter_ids().collect();
+    if voters.contains(&x) {
+        let hellos = node.peers.hellos();
+        let live = |id: u64| id == node.id || hellos.iter().any(|h| h.node_id == id);
+        let learners: Vec<u64> = m.learner_ids().collect();
+        let change =
+            replace_silent_voter(&voters, &learners, |id| id == x, live).ok_or_else(|| {
+                format!(
+                "removing voter {x:016x} would leave fewer than {MIN_VOTERS} voters and no live \
+                 learner takes its place: add a node first"
+            )
+            })?;
+        info!(
+            leaving = format!("{x:016x}"),
+            replacement = change.by.map(|l| format!("{l:016x}")),
+            "a voter leaves the cluster (shoal remove)"
+        );
+        h.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(change.voters), true)
+            .await
+            .map_err(|e| format!("changing the voters: {e}"))?;
+    }
+    if m.get_node(&x).is_some() {
+        h.raft
+            .change_membership(ChangeMembers::RemoveNodes([x].into()), false)
+            .await
+            .map_err(|e| format!("removing the node: {e}"))?;
+        info!(
+            left = format!("{x:016x}"),
+            "a node left the cluster (shoal remove)"
+        );
+    }
+    Ok(())
+}
+
 /// A change of voters for one that went silent.
 #[derive(Debug, PartialEq, Eq)]
 struct VoterChange {

@@ -112,6 +112,8 @@ pub struct Node {
     pub leader_changes: AtomicU64,
     /// Jobs' directories here (`--archive`, `--setup`).
     pub job_dirs: crate::control::jobdirs::JobDirs,
+    /// Notified when this node has left the cluster (`shoal remove`): the process stops.
+    pub left: tokio::sync::Notify,
 }
 
 /// Shuffle traffic seen by one node.
@@ -162,6 +164,7 @@ impl Node {
             heartbeats: HeartbeatBook::new(id),
             leader_changes: AtomicU64::new(0),
             job_dirs: Default::default(),
+            left: tokio::sync::Notify::new(),
             started_ms: crate::clock::now_ms(),
         })
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_jobs::cluster::{Cluster, Command, DrainCause, Held, NodeId};
+use shoal_net::Transport;
 use tracing::{info, warn};
 
 use crate::cluster::node::{next_change, with_jobs, Node};
@@ -31,6 +32,31 @@ pub fn others(node: &Node, of: NodeId, table: &Cluster) -> usize {
 fn running(node: &Node) -> usize {
     let table = with_jobs(node, |t| t.needed_on(node.id, others(node, node.id, t))).unwrap_or(0);
     table.max(node.pool.busy())
+}
+
+/// Until the node should stop: a first SIGTERM or Ctrl-C, then its drain ([`before_stop`],
+/// cut short by a second signal); or at once when it left the cluster (`shoal remove`).
+pub async fn until_stopped(node: Arc<Node>, grace: Duration) {
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = node.left.notified() => return,
+    }
+    tokio::select! {
+        _ = before_stop(&node, grace) => {}
+        _ = shutdown_signal() => warn!("told again to stop: not waiting for the running attempts"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return ctrl_c.await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// Drain this node before it stops: returns once nothing runs here, or after `grace`.
@@ -191,4 +217,66 @@ fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, others: usize) -> Op
         what,
         targets,
     })
+}
+
+/// Once an operator removed this node (`shoal remove`) and nothing here is needed any more,
+/// ask the leader to take it out of the membership (or do it, when this node leads), then
+/// stop the process (it exits 0). Forever, until then.
+pub async fn leave_when_removed(node: Arc<Node>) {
+    let h = node.raft_started().await;
+    let mut changes = h.raft.metrics();
+    let mut said = String::new();
+    loop {
+        next_change(&mut changes, Duration::from_secs(1)).await;
+        let ready = with_jobs(&node, |t| {
+            t.draining
+                .get(&node.id)
+                .is_some_and(|d| d.cause == DrainCause::Removing)
+                && t.needed_on(node.id, others(&node, node.id, t)) == 0
+        })
+        .unwrap_or(false);
+        if !ready || node.pool.busy() > 0 {
+            continue;
+        }
+        let Some(leader) = shoal_raft::metrics(&h.raft).current_leader else {
+            continue;
+        };
+        let left = if leader == node.id {
+            crate::cluster::membership::remove_member(&node, node.id).await
+        } else {
+            let Some(peer) = crate::cluster::members::peer_of(&node, leader) else {
+                continue;
+            };
+            let Some(cluster_id) = node.cluster_id() else {
+                continue;
+            };
+            let to = shoal_net::PeerRef {
+                peer,
+                addrs: vec![],
+            };
+            let req = shoal_net::wire::CtlRequest::Leave { cluster_id };
+            match node
+                .net
+                .ctl(&to, req, crate::cluster::node::CTL_TIMEOUT)
+                .await
+            {
+                Ok(shoal_net::wire::CtlResponse::Ok) => Ok(()),
+                Ok(other) => Err(format!("{other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match left {
+            Ok(()) => {
+                info!("this node left the cluster (shoal remove); stopping");
+                node.left.notify_one();
+                return;
+            }
+            // Said once per reason: a refusal (too few voters) holds until the cluster grows.
+            Err(why) if why != said => {
+                warn!(reason = %why, "leaving the cluster failed; will retry");
+                said = why;
+            }
+            Err(_) => {}
+        }
+    }
 }

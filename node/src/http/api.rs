@@ -49,6 +49,10 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/nodes/{node}/undrain",
             post(crate::http::nodes::undrain),
         )
+        .route(
+            "/api/v1/nodes/{node}/remove",
+            post(crate::http::nodes::remove),
+        )
         .fallback(not_found)
         .with_state(node)
 }

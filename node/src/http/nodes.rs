@@ -81,6 +81,21 @@ pub async fn drain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Re
     propose(&node, id, cmd).await
 }
 
+/// `POST /api/v1/nodes/{node}/remove`: drain it; once nothing there is needed it leaves
+/// the membership (a voter replaced first, never below three voters) and stops.
+pub async fn remove(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
+    let id = match member(&node, &arg) {
+        Ok(id) => id,
+        Err((status, why)) => return error(status, &why),
+    };
+    let cmd = Command::Drain {
+        node: id,
+        cause: DrainCause::Removing,
+        at_ms: crate::clock::now_ms(),
+    };
+    propose(&node, id, cmd).await
+}
+
 /// `POST /api/v1/nodes/{node}/undrain`.
 pub async fn undrain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
     let id = match member(&node, &arg) {
