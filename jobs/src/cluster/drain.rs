@@ -158,13 +158,19 @@ impl Cluster {
         }
     }
 
-    /// What `node` is still needed for: attempts running there, map outputs only it holds
-    /// that reduces still need, and copies that are short without it (see
-    /// [`Cluster::under_copied`]; `others` counts the nodes that could take them).
+    /// What `node` is still needed for: attempts running there, copies that are short
+    /// without it (see [`Cluster::under_copied`]; `others` counts the nodes that could take
+    /// them), and — unless an operator drained it for maintenance — map outputs only it holds
+    /// that reduces still need. A node drained for maintenance keeps its disk and serves
+    /// them when it is back (a reduce that tries meanwhile has the map run again), so a
+    /// rolling upgrade need not wait for every job to end; a node leaving for good or
+    /// stopping waits for them.
     pub fn needed_on(&self, node: NodeId, others: usize) -> usize {
-        self.running_on(node)
-            + self.map_outputs_only_on(node)
-            + self.under_copied(node, others).len()
+        let outputs = match self.draining.get(&node).map(|d| d.cause) {
+            Some(DrainCause::Operator) => 0,
+            _ => self.map_outputs_only_on(node),
+        };
+        self.running_on(node) + outputs + self.under_copied(node, others).len()
     }
 
     /// `"draining"` while a drained node is still needed ([`Cluster::needed_on`]),
