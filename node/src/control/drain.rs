@@ -1,9 +1,11 @@
-//! A node's own drain as it stops: told to stop (SIGTERM, Ctrl-C) while attempts run here,
-//! it marks itself draining in the table — the manager gives it nothing new — lets those
-//! attempts finish and report, and the reduces fetch the map outputs only it holds, for at
-//! most `--drain-secs`, and then stops; whatever still runs then is ended with the process
-//! and runs again elsewhere (as do maps whose output was still needed). When it starts again it takes
-//! tasks again (an operator's drain, `shoal drain`, stays until `shoal undrain`).
+//! A node leaving service. Stopping (SIGTERM, Ctrl-C) while attempts run here, it marks
+//! itself draining in the table — the manager gives it nothing new — lets those attempts
+//! finish and report, and the reduces fetch the map outputs only it holds, for at most
+//! `--drain-secs`, and then stops; whatever still runs then is ended with the process and
+//! runs again elsewhere (as do maps whose output was still needed). Started again, it takes
+//! tasks again (an operator's drain, `shoal drain`, stays until `shoal undrain`). While
+//! draining it copies away what would be short without it; removed (`shoal remove`), it
+//! leaves the membership and stops.
 
 use std::sync::Arc;
 use std::time::Duration;
