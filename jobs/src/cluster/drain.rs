@@ -97,32 +97,39 @@ impl Cluster {
     /// files of every job whose holders besides `node` and the draining nodes are fewer
     /// than the job's `--replication` + 1, or than `others` (how many nodes that take
     /// copies there are besides it) when that is less. A split read in place has no copies.
-    /// Empty while `node` is not draining: its copies count.
-    pub fn under_copied(&self, node: NodeId, others: usize) -> Vec<(&str, Held)> {
+    /// Each with how many copies it lacks. Empty while `node` is not draining: its copies
+    /// count.
+    pub fn under_copied(&self, node: NodeId, others: usize) -> Vec<(&str, Held, usize)> {
         if !self.draining.contains_key(&node) {
             return Vec::new();
         }
-        let kept = |holders: &[NodeId], replication: u32| {
+        let missing = |holders: &[NodeId], replication: u32| {
             let elsewhere = holders
                 .iter()
                 .filter(|&&h| h != node && !self.draining.contains_key(&h))
                 .count();
             let want = (replication as usize + 1).min(others);
-            holders.contains(&node) && elsewhere < want
+            if holders.contains(&node) {
+                want.saturating_sub(elsewhere)
+            } else {
+                0
+            }
         };
         let mut out = Vec::new();
         for j in self.jobs.values() {
             let r = j.spec.replication;
             if j.state == JobState::Running {
                 for s in j.splits.iter().filter(|s| s.in_place.is_none()) {
-                    if kept(&s.holders, r) {
-                        out.push((j.id.as_str(), Held::Split(s.index)));
+                    match missing(&s.holders, r) {
+                        0 => {}
+                        n => out.push((j.id.as_str(), Held::Split(s.index), n)),
                     }
                 }
             }
             for t in j.reduces.iter().filter(|t| t.state == TaskState::Done) {
-                if kept(&t.holders, r) {
-                    out.push((j.id.as_str(), Held::Part(t.index)));
+                match missing(&t.holders, r) {
+                    0 => {}
+                    n => out.push((j.id.as_str(), Held::Part(t.index), n)),
                 }
             }
         }
@@ -312,7 +319,7 @@ mod tests {
         // One copy besides the original: two holders other than node 2 are wanted.
         assert_eq!(
             c.under_copied(2, 2),
-            [("j-1", Held::Split(0)), ("j-1", Held::Split(1))]
+            [("j-1", Held::Split(0), 1), ("j-1", Held::Split(1), 1)]
         );
         assert_eq!(c.drain_state(2, 2), Some("draining"));
         // With only one other node, one copy elsewhere is all there can be.

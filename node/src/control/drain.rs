@@ -134,7 +134,7 @@ pub async fn copy_away(node: Arc<Node>) {
             let others = others(&node, node.id, t);
             t.under_copied(node.id, others)
                 .into_iter()
-                .filter_map(|(job, what)| copy_of(&node, t, job, what, others))
+                .filter_map(|(job, what, missing)| copy_of(&node, t, job, what, missing))
                 .collect()
         })
         .unwrap_or_default();
@@ -175,9 +175,9 @@ struct Copy {
 }
 
 /// The copy that `what` of `job` needs: its object (a split's segment backs every split cut
-/// from it: those of them this node holds go along), and enough live members that take
-/// copies and do not hold it yet.
-fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, others: usize) -> Option<Copy> {
+/// from it: those of them this node holds go along), and `missing` live members that take
+/// copies and do not hold it yet (as many as there are).
+fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, missing: usize) -> Option<Copy> {
     let j = t.jobs.get(job)?;
     let (key, holders, what) = match what {
         Held::Split(i) => {
@@ -202,16 +202,11 @@ fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, others: usize) -> Op
             )
         }
     };
-    let elsewhere = holders
-        .iter()
-        .filter(|&&h| h != node.id && !t.draining.contains_key(&h))
-        .count();
-    let want = (j.spec.replication as usize + 1).min(others);
     let targets: Vec<NodeId> = crate::cluster::members::live_nodes(node)
         .into_iter()
         .map(|n| n.node)
         .filter(|n| *n != node.id && !holders.contains(n) && !t.draining.contains_key(n))
-        .take(want.saturating_sub(elsewhere))
+        .take(missing)
         .collect();
     (!targets.is_empty()).then(|| Copy {
         job: job.to_owned(),

@@ -67,40 +67,34 @@ async fn propose(node: &Node, id: NodeId, cmd: Command) -> Response {
     }
 }
 
+/// Propose the command `make` builds for the member `arg` names.
+async fn about(node: &Node, arg: &str, make: impl FnOnce(NodeId) -> Command) -> Response {
+    match member(node, arg) {
+        Ok(id) => propose(node, id, make(id)).await,
+        Err((status, why)) => error(status, &why),
+    }
+}
+
+fn drain_for(cause: DrainCause) -> impl FnOnce(NodeId) -> Command {
+    move |node| Command::Drain {
+        node,
+        cause,
+        at_ms: crate::clock::now_ms(),
+    }
+}
+
 /// `POST /api/v1/nodes/{node}/drain`.
 pub async fn drain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
-    let id = match member(&node, &arg) {
-        Ok(id) => id,
-        Err((status, why)) => return error(status, &why),
-    };
-    let cmd = Command::Drain {
-        node: id,
-        cause: DrainCause::Operator,
-        at_ms: crate::clock::now_ms(),
-    };
-    propose(&node, id, cmd).await
+    about(&node, &arg, drain_for(DrainCause::Operator)).await
 }
 
 /// `POST /api/v1/nodes/{node}/remove`: drain it; once nothing there is needed it leaves
 /// the membership (a voter replaced first, never below three voters) and stops.
 pub async fn remove(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
-    let id = match member(&node, &arg) {
-        Ok(id) => id,
-        Err((status, why)) => return error(status, &why),
-    };
-    let cmd = Command::Drain {
-        node: id,
-        cause: DrainCause::Removing,
-        at_ms: crate::clock::now_ms(),
-    };
-    propose(&node, id, cmd).await
+    about(&node, &arg, drain_for(DrainCause::Removing)).await
 }
 
 /// `POST /api/v1/nodes/{node}/undrain`.
 pub async fn undrain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
-    let id = match member(&node, &arg) {
-        Ok(id) => id,
-        Err((status, why)) => return error(status, &why),
-    };
-    propose(&node, id, Command::Undrain { node: id }).await
+    about(&node, &arg, |id| Command::Undrain { node: id }).await
 }
