@@ -235,7 +235,9 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     let input = inputs(dir.path(), "two", 12);
     let (id, o) = c.submit(&["--input", &input, "--map", &map, "--reduce", &reduce]);
     assert!(o.status.success(), "{}", text(&o));
-    running_on(&c, other, &id, &wid);
+    // As the node itself sees it: a node told to stop knows only the assignments it has
+    // applied (one still on its way runs elsewhere once the node is gone).
+    running_on(&c, worker, &id, &wid);
     let mut child = c.nodes[worker].child.take().unwrap();
     // SAFETY: signalling our own child process.
     unsafe {

@@ -5,7 +5,10 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use common::cluster::*;
 use common::three::*;
@@ -132,7 +135,23 @@ fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
         ran.sort();
         ran.dedup();
         assert_eq!(ran.len(), 3, "{lang}: attempts ran on every node: {v}");
+        // Python opens its script by its absolute path: the task user crosses every
+        // directory the node created above its data dir (rel/ of rel/dir).
+        let failed: Vec<&Value> = v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
+            .filter(|a| a["state"] == "failed")
+            .collect();
+        assert!(failed.is_empty(), "{lang}: no attempt failed: {failed:?}");
     }
+    let rel = std::fs::metadata(nodes_dir.join("n2/rel")).unwrap();
+    assert_eq!(
+        rel.permissions().mode() & 0o777,
+        0o711,
+        "rel/ may be crossed, not listed"
+    );
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub mod scheduler;
 pub mod sort;
 pub mod spec;
 pub mod split;
+mod stderr;
 pub mod streaming;
 pub mod task;
 pub mod tasklog;

@@ -141,6 +141,10 @@ pub struct Sandbox {
     /// Paths task processes must not reach (the node's data dir, its key files), enforced
     /// by Landlock for tasks that run as the node's own user; empty: no confinement.
     pub confine: Vec<PathBuf>,
+    /// A directory on the way to the attempt directories that the task user may not cross:
+    /// programs that open their own absolute path (Python does) fail with "Permission
+    /// denied" there. Said at the node's start and with every such failure.
+    pub blocked: Option<PathBuf>,
 }
 
 impl Sandbox {

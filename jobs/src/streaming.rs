@@ -15,7 +15,6 @@
 //! The invariant: when [`run`] returns, the process and everything it started are dead and
 //! reaped — no zombies, no orphans (in a cgroup, not even those that left the process group).
 
-use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -28,11 +27,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::pipes::{Paced, Patient};
 use crate::sandbox::{Cell, Sandbox, TaskUser};
 use crate::spec::{interpreter_for, Program, ShippedFile};
-
-/// Lines of stderr kept for error messages.
-const TAIL_LINES: usize = 20;
-/// Longest stderr line kept (the rest of the line is dropped).
-const TAIL_LINE_BYTES: usize = 500;
+use crate::stderr::read_stderr;
 
 /// What one process run is.
 pub struct Launch<'a> {
@@ -379,7 +374,7 @@ where
                 ok => ok,
             }
         });
-        let err_reader = s.spawn(move || read_stderr(stderr, activity, l.log));
+        let err_reader = s.spawn(move || read_stderr(stderr, &|| activity.touch(), l.log));
         let (kill_all, done, timed_out) = (&kill_all, &done, &timed_out);
         let watchdog = s.spawn(move || loop {
             std::thread::park_timeout(Duration::from_millis(100));
@@ -473,8 +468,20 @@ where
             }
             _ => ("failed".to_string(), "unknown".to_string()),
         };
+        let mut message = format!("{} `{shown}` {how} on {}", l.role, l.context);
+        if let Some((user, dir)) = l
+            .sandbox
+            .and_then(|s| Some((s.user.as_ref()?, s.blocked.as_ref()?)))
+            .filter(|_| stderr_tail.contains("Permission denied"))
+        {
+            message.push_str(&format!(
+                " (the task user {} may not cross {} on the way to its attempt directory: give the node a --data it can cross, or `chmod o+x` that directory)",
+                user.name,
+                dir.display()
+            ));
+        }
         return Err(Error::Program {
-            message: format!("{} `{shown}` {how} on {}", l.role, l.context),
+            message,
             exit: Some(exit),
             stderr_tail,
         });
@@ -510,91 +517,4 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGFPE => "SIGFPE",
         _ => "signal",
     }
-}
-
-#[derive(Default)]
-struct StderrReport {
-    counters: Counters,
-    status: Option<String>,
-    tail: VecDeque<String>,
-    bytes: u64,
-}
-
-impl StderrReport {
-    fn line(&mut self, line: &[u8], activity: &Activity) {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        if let Some(rest) = text.strip_prefix("reporter:counter:") {
-            if self.counters.add_reported(rest) {
-                activity.touch();
-                return;
-            }
-        } else if let Some(rest) = text.strip_prefix("reporter:status:") {
-            self.status = Some(rest.to_owned());
-            activity.touch();
-            return;
-        }
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
-        }
-        let mut kept: String = text.chars().take(TAIL_LINE_BYTES).collect();
-        if kept.len() < text.len() {
-            kept.push('…');
-        }
-        self.tail.push_back(kept);
-    }
-
-    fn tail_text(&self) -> String {
-        self.tail
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-fn warn_log(p: &Path, e: &io::Error) {
-    tracing::warn!(log = %p.display(), error = %e, "cannot keep a task's stderr");
-}
-
-/// Read stderr to its end with bounded memory: lines longer than a few KiB are cut. With a
-/// log, the bytes are kept there too (a log that cannot be written is given up, with a
-/// warning: the run goes on).
-fn read_stderr(mut err: impl Read, activity: &Activity, log: Option<&Path>) -> StderrReport {
-    let mut report = StderrReport::default();
-    let kept = log.map(|p| (p, crate::tasklog::Log::append(p)));
-    let mut log = kept.and_then(|(p, l)| l.map_err(|e| warn_log(p, &e)).ok());
-    let mut buf = vec![0u8; 64 << 10];
-    let mut line: Vec<u8> = Vec::new();
-    const LINE_CAP: usize = 4096;
-    loop {
-        let n = match err.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        report.bytes += n as u64;
-        if let Some(l) = &mut log {
-            if let Err(e) = l.write(&buf[..n]) {
-                tracing::warn!(error = %e, "cannot keep a task's stderr");
-                log = None;
-            }
-        }
-        let mut chunk = &buf[..n];
-        while let Some(i) = memchr::memchr(b'\n', chunk) {
-            let room = LINE_CAP.saturating_sub(line.len());
-            line.extend_from_slice(&chunk[..i.min(room)]);
-            report.line(&line, activity);
-            line.clear();
-            chunk = &chunk[i + 1..];
-        }
-        let room = LINE_CAP.saturating_sub(line.len());
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-    if !line.is_empty() {
-        report.line(&line, activity);
-    }
-    if let Some(Err(e)) = log.map(crate::tasklog::Log::finish) {
-        tracing::warn!(error = %e, "cannot keep a task's stderr");
-    }
-    report
 }

@@ -277,8 +277,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     unsafe {
         libc::umask(0o077);
     }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create the data dir {}", args.data.display()))?;
+    crate::sandbox::create_data_dir(&args.data)?;
     // Every path derived from the data dir crosses a `chdir` (a task's working directory is
     // its attempt directory) or a process boundary: make it absolute once, here.
     args.data = std::fs::canonicalize(&args.data)

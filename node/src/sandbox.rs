@@ -63,6 +63,18 @@ pub fn setup(args: &TaskFlags<'_>, blobs: &Blobs) -> anyhow::Result<Sandbox> {
             traversable(dir)?;
         }
     }
+    let blocked = user
+        .as_ref()
+        .filter(|u| u.uid != 0)
+        .and_then(|u| first_uncrossable(args.data, u));
+    if let (Some(dir), Some(u)) = (&blocked, &user) {
+        tracing::warn!(
+            "the task user {} may not cross {} on the way to its attempt directories: programs that open their own path (Python scripts do) will fail there with \"Permission denied\"; give the node a --data it can cross, or `chmod o+x {}`",
+            u.name,
+            dir.display(),
+            dir.display()
+        );
+    }
     let limits = args.limits;
     if limits.memory_mb == Some(0) || limits.pids == Some(0) {
         return Err(UsageError("--task-memory and --task-pids must be above 0".into()).into());
@@ -106,7 +118,32 @@ pub fn setup(args: &TaskFlags<'_>, blobs: &Blobs) -> anyhow::Result<Sandbox> {
         cgroups,
         confine,
         tag,
+        blocked,
     })
+}
+
+/// The first directory from `/` down to `dir` (absolute) that `user` may not cross, going
+/// by its mode bits, owner and group (supplementary groups and ACLs aside).
+fn first_uncrossable(dir: &Path, user: &TaskUser) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|d| {
+        let m = std::fs::metadata(d).ok()?;
+        (!crosses(m.mode(), m.uid(), m.gid(), user)).then(|| d.to_path_buf())
+    })
+}
+
+/// Whether `user` may cross a directory of `mode` owned by `uid`:`gid`.
+fn crosses(mode: u32, uid: u32, gid: u32, user: &TaskUser) -> bool {
+    let bit = if uid == user.uid {
+        0o100
+    } else if gid == user.gid {
+        0o010
+    } else {
+        0o001
+    };
+    mode & bit != 0
 }
 
 /// Warn when secret file `path` (the cluster key, the API token) can be read by users other
@@ -125,8 +162,62 @@ pub fn warn_if_readable(path: &Path, what: &str) {
     }
 }
 
+/// Create the data dir `dir` (under the node's umask, 0700) and any missing directory above
+/// it, which others may cross but not list (0711): the task user crosses them on its way to
+/// its attempt directories.
+pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    missing.into_iter().try_for_each(traversable)
+}
+
 /// Let others cross `dir` (but not list it).
 fn traversable(dir: &Path) -> anyhow::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn someone() -> TaskUser {
+        TaskUser {
+            name: "someone".into(),
+            uid: 4242,
+            gid: 4343,
+        }
+    }
+
+    #[test]
+    fn a_directory_others_may_not_cross_is_found_on_the_way() {
+        let d = tempfile::tempdir().unwrap();
+        let locked = d.path().join("locked");
+        let data = locked.join("inner/data");
+        std::fs::create_dir_all(&data).unwrap();
+        for p in [d.path(), &locked, &locked.join("inner"), &data] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+        let u = someone();
+        // What lies above the test's directory is the machine's; judge from there down.
+        let above = first_uncrossable(d.path(), &u);
+        assert_eq!(first_uncrossable(&data, &u), above);
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if above.is_none() {
+            assert_eq!(first_uncrossable(&data, &u), Some(locked.clone()));
+        }
+        assert!(!crosses(0o700, 0, 0, &u));
+        assert!(crosses(0o700, u.uid, 0, &u));
+        assert!(crosses(0o710, 0, u.gid, &u));
+        assert!(
+            !crosses(0o701, 0, u.gid, &u),
+            "the group's bit decides for the group"
+        );
+        assert!(crosses(0o701, 0, 0, &u));
+    }
 }
