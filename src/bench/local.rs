@@ -38,6 +38,10 @@ pub struct LocalArgs {
     /// Working directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Another `shoal` binary (say the release build, `target/release/shoal`): it runs the
+    /// same Shoal contenders, and its times are compared with this build's.
+    #[arg(long, value_name = "SHOAL")]
+    against: Option<PathBuf>,
 }
 
 struct Row {
@@ -83,19 +87,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         }
         Ok(())
     };
-    let shoal_run = |input: &Path, out: &Path, extra: &[&str]| {
-        let _ = std::fs::remove_dir_all(out);
-        let mut c = Command::new(&exe);
-        c.arg("run")
-            .arg("--input")
-            .arg(input)
-            .arg("--output")
-            .arg(out)
-            .args(extra);
-        c.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        c
-    };
+    let shoal_run =
+        |input: &Path, out: &Path, extra: &[&str]| shoal_run_with(&exe, input, out, extra);
 
     eprintln!("hash count (2 threads)…");
     let hash_out = dir.join("hash.txt");
@@ -203,23 +196,20 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
     let (map_py, reduce_py) = (dir.join("map.py"), dir.join("reduce.py"));
     let (map_py, reduce_py) = (map_py.to_string_lossy(), reduce_py.to_string_lossy());
     let py_split = format!("{}", ((args.python_mb << 20) / 2).max(1 << 20));
+    let py_args = [
+        "--map",
+        &map_py,
+        "--reduce",
+        &reduce_py,
+        "--combine",
+        &reduce_py,
+        "--reducers",
+        "2",
+        "--split-size",
+        &py_split,
+    ];
     let sout = dir.join("out-python");
-    let m = measure(&mut shoal_run(
-        &prefix,
-        &sout,
-        &[
-            "--map",
-            &map_py,
-            "--reduce",
-            &reduce_py,
-            "--combine",
-            &reduce_py,
-            "--reducers",
-            "2",
-            "--split-size",
-            &py_split,
-        ],
-    ))?;
+    let m = measure(&mut shoal_run(&prefix, &sout, &py_args))?;
     check("shoal run (Python streaming)", &sout, &phash)?;
     rows.push(Row {
         name: "shoal run, Python map/combine/reduce, R=2".into(),
@@ -227,6 +217,40 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         m,
     });
     let streaming = m;
+
+    // The same Shoal contenders with another build.
+    let other = match &args.against {
+        Some(bin) => {
+            eprintln!("the same with {}…", bin.display());
+            let out = dir.join("out-other-app");
+            let app = measure(&mut shoal_run_with(
+                bin,
+                &corpus,
+                &out,
+                &["--app", "wordcount"],
+            ))?;
+            check(
+                "the other build's shoal run --app wordcount",
+                &out,
+                &hash_out,
+            )?;
+            let out = dir.join("out-other-python");
+            let py = measure(&mut shoal_run_with(bin, &prefix, &out, &py_args))?;
+            check("the other build's Python streaming", &out, &phash)?;
+            for (name, mib, m) in [
+                ("--app wordcount", size, app),
+                ("Python streaming", psize, py),
+            ] {
+                rows.push(Row {
+                    name: format!("other build: shoal run {name}"),
+                    mib,
+                    m,
+                });
+            }
+            Some((bin.clone(), app, py))
+        }
+        None => None,
+    };
 
     println!();
     println!(
@@ -290,11 +314,50 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         cost * 100.0,
         met(cost < 0.05)
     );
+    if let Some((bin, app, py)) = &other {
+        compare_builds(&exe, bin, [(&native, app), (&streaming, py)])?;
+    }
     println!(
         "  every contender's output equals the hash count: {}",
         if ok { "yes" } else { "NO" }
     );
     Ok(ok && same16)
+}
+
+/// `shoal run` of `exe` on `input` into `out` (removed first), quiet.
+fn shoal_run_with(exe: &Path, input: &Path, out: &Path, extra: &[&str]) -> Command {
+    let _ = std::fs::remove_dir_all(out);
+    let mut c = Command::new(exe);
+    c.arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args(extra);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
+/// Print how the other build `bin` compares with this one, `exe`: what each says it is, its
+/// size, and the time of each (this, other) pair of runs.
+fn compare_builds(exe: &Path, bin: &Path, runs: [(&Measured, &Measured); 2]) -> anyhow::Result<()> {
+    let about = |b: &Path| -> anyhow::Result<String> {
+        let o = Command::new(b).arg("--version").output()?;
+        let size = std::fs::metadata(b)?.len() as f64 / (1 << 20) as f64;
+        let what = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        Ok(format!("{what}, {size:.1} MiB"))
+    };
+    println!("  this build:  {}", about(exe)?);
+    println!("  other build: {} ({})", about(bin)?, bin.display());
+    for (name, (this, other)) in ["--app wordcount", "Python streaming"].iter().zip(runs) {
+        println!(
+            "  shoal run {name:<17} other build / this build: {:.2}× the time, {:.2}× the peak RSS",
+            other.secs / this.secs,
+            other.rss_mib / this.rss_mib
+        );
+    }
+    Ok(())
 }
 
 /// Cut `corpus` at line ends into `n` pieces, each gzipped into `dir` (as rotated logs are).

@@ -18,10 +18,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `shoal --version`: the version and the build profile (the optimised dev build everything
+/// is tested with, or the release build people install).
+#[cfg(debug_assertions)]
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (dev profile)");
+#[cfg(not(debug_assertions))]
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (release profile)");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal",
     version,
+    long_version = LONG_VERSION,
     about = "MapReduce on a cluster of identical nodes"
 )]
 struct Cli {
