@@ -115,6 +115,12 @@ pub enum CtlRequest {
         /// Longest line accepted.
         max_record: u64,
     },
+    /// Every node's last heartbeat you heard (to the leader; protocol 1.2): how a node
+    /// that is not a voter shows the whole cluster, on demand.
+    Heard {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+    },
 }
 
 /// One split of a file read in place, as its node lists it.
@@ -184,11 +190,28 @@ pub enum CtlResponse {
         /// The answering node's cluster.
         cluster_id: ClusterId,
     },
-    /// The leader's answer to a `Heartbeat`: every node's last heartbeat it has heard, so
-    /// any node can show the whole cluster.
+    /// Every node's last heartbeat the leader has heard: its answer to a voter's
+    /// `Heartbeat` (a voter that becomes leader knows at once who is alive) and to `Heard`.
+    /// Other nodes' heartbeats are answered `Ok`, so the leader's work per heartbeat round
+    /// grows with the voters times the nodes, not with the square of the nodes.
     Heartbeats(Vec<HeardHeartbeat>),
     /// The answer to `ListInputs`.
     InputSplits(Vec<InputSplit>),
+}
+
+impl CtlResponse {
+    /// The leader's answer to a member's heartbeat: every heartbeat it heard (`heard`) for
+    /// a voter, which may lead next; an acknowledgement for anyone else.
+    pub fn to_heartbeat(
+        from_voter: bool,
+        heard: impl FnOnce() -> Vec<HeardHeartbeat>,
+    ) -> CtlResponse {
+        if from_voter {
+            CtlResponse::Heartbeats(heard())
+        } else {
+            CtlResponse::Ok
+        }
+    }
 }
 
 /// A heartbeat as the leader heard it.

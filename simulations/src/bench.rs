@@ -62,8 +62,120 @@ pub fn big_table(nodes: u64, jobs: u32, maps: u32) -> Cluster {
     c
 }
 
-/// Run the benchmarks; `quick` is a smoke run for CI.
-pub fn figures(quick: bool) -> Result<String, String> {
+/// Run `config`, timed (wall seconds); an error unless every invariant held and every
+/// acknowledged job succeeded.
+fn timed(config: &Config) -> Result<(crate::Outcome, f64), String> {
+    let t = Instant::now();
+    let o = run(config);
+    let wall = t.elapsed().as_secs_f64();
+    if !o.ok() {
+        return Err(format!(
+            "the benchmark run ({} nodes) failed an invariant:\n{}",
+            config.nodes,
+            o.report()
+        ));
+    }
+    if o.succeeded < o.acked || o.acked == 0 {
+        return Err(format!(
+            "{} nodes: only {} of {} jobs succeeded",
+            config.nodes, o.succeeded, o.acked
+        ));
+    }
+    Ok((o, wall))
+}
+
+/// One size of the scale figures.
+struct Load {
+    nodes: usize,
+    simulated: f64,
+    wall: f64,
+    /// The busiest node's messages and bytes per simulated second.
+    messages: f64,
+    bytes: f64,
+    /// Its bytes per simulated second when every heartbeat is answered with everyone's.
+    bytes_all: f64,
+}
+
+/// The leader's load as the cluster grows: for 10, 100, … up to `max` nodes (and `max`),
+/// runs without faults, the busiest node's (the leader's) messages and bytes per simulated
+/// second, against the same run where every heartbeat is answered with every heartbeat
+/// heard (the rule before protocol 1.2), and the wall time per simulated second.
+fn scale(quick: bool, max: usize) -> Result<String, String> {
+    let mut sizes: Vec<usize> = std::iter::successors(Some(10), |n| Some(n * 10))
+        .take_while(|&n| n < max)
+        .collect();
+    sizes.push(max);
+    let mut rows: Vec<Load> = Vec::new();
+    for nodes in sizes {
+        let load = |to_all: bool| -> Result<(f64, f64, f64, f64), String> {
+            let config = Config {
+                seed: 42,
+                nodes,
+                jobs: if quick { 1 } else { 4 },
+                faults: Default::default(),
+                steps: if quick { 5 } else { 30 },
+                deadline: 300,
+                plant: Vec::new(),
+                tail: 60,
+                heartbeats_to_all: to_all,
+            };
+            let (o, wall) = timed(&config)?;
+            let sim = (o.simulated - o.booted).as_secs_f64();
+            let (_, messages, bytes) = o.stats.busiest();
+            Ok((sim, wall, messages as f64 / sim, bytes as f64 / sim))
+        };
+        let (simulated, wall, messages, bytes) = load(false)?;
+        let (_, _, _, bytes_all) = load(true)?;
+        rows.push(Load {
+            nodes,
+            simulated,
+            wall,
+            messages,
+            bytes,
+            bytes_all,
+        });
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "scale: {:>4} nodes ({} voters): leader {:>8.0} messages/s, {:>9.1} KiB/s (every heartbeat answered with all: {:>9.1} KiB/s); {:.0} simulated s in {:.1} s wall = {:.3} wall s per simulated s",
+            r.nodes,
+            r.nodes.min(crate::driver::VOTERS),
+            r.messages,
+            r.bytes / 1024.0,
+            r.bytes_all / 1024.0,
+            r.simulated,
+            r.wall,
+            r.wall / r.simulated
+        );
+    }
+    if let (Some(a), Some(b)) = (rows.first(), rows.last()) {
+        // The leader talks to every other node: linear growth is in those.
+        let others = (b.nodes - 1) as f64 / (a.nodes - 1).max(1) as f64;
+        let n = b.nodes as f64 / a.nodes as f64;
+        let (m, by, all) = (
+            b.messages / a.messages,
+            b.bytes / a.bytes,
+            b.bytes_all / a.bytes_all,
+        );
+        let _ = writeln!(
+            out,
+            "scale: {} to {} nodes (×{n:.0}, ×{others:.1} other nodes): leader messages/s ×{m:.1}, bytes/s ×{by:.1} (every heartbeat answered with all: ×{all:.1}); no faster than linear in the other nodes (5% slack): {}",
+            a.nodes,
+            b.nodes,
+            if m <= others * 1.05 && by <= others * 1.05 { "met" } else { "NOT met" }
+        );
+    }
+    Ok(out)
+}
+
+/// Run the benchmarks; `quick` is a smoke run for CI; with `nodes`, the scale figures up to
+/// that many nodes instead.
+pub fn figures(quick: bool, nodes: Option<usize>) -> Result<String, String> {
+    if let Some(max) = nodes {
+        return scale(quick, max);
+    }
     let mut out = String::new();
     // Simulation speed: one run of `secs` simulated seconds with 7 nodes, faults on, and a
     // baseline run without faults in the same process.
@@ -81,22 +193,9 @@ pub fn figures(quick: bool) -> Result<String, String> {
             deadline: 300,
             plant: Vec::new(),
             tail: 60,
+            heartbeats_to_all: false,
         };
-        let t = Instant::now();
-        let o = run(&config);
-        let wall = t.elapsed().as_secs_f64();
-        if !o.ok() {
-            return Err(format!(
-                "the benchmark run failed an invariant:\n{}",
-                o.report()
-            ));
-        }
-        if o.succeeded < o.acked || o.acked == 0 {
-            return Err(format!(
-                "only {} of {} jobs succeeded",
-                o.succeeded, o.acked
-            ));
-        }
+        let (o, wall) = timed(&config)?;
         let sim = o.simulated.as_secs_f64();
         let _ = writeln!(
             out,

@@ -22,9 +22,10 @@ struct SimArgs {
     /// A range of seeds to sweep, `A..B` (B excluded).
     #[arg(long, value_parser = parse_range)]
     seeds: Option<std::ops::Range<u64>>,
-    /// Nodes.
-    #[arg(long, default_value_t = 5)]
-    nodes: usize,
+    /// Nodes [default: 5]: five voters (all of them, when fewer), the rest learners, as a
+    /// cluster of real nodes has. With --bench: the scale figures for 10, 100, … up to N.
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Jobs the client submits.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
@@ -56,7 +57,8 @@ struct SimArgs {
     #[arg(long, default_value_t = 60)]
     tail: usize,
     /// Print the simulator's figures instead: simulated seconds per wall-second, and the
-    /// scheduler's planning time for 1,000 nodes and 100,000 tasks.
+    /// scheduler's planning time for 1,000 nodes and 100,000 tasks; with --nodes N, the
+    /// leader's load for 10, 100, … N nodes.
     #[arg(long)]
     bench: bool,
     /// With --bench: a quick smoke run.
@@ -76,6 +78,9 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
+/// The most nodes a run simulates.
+const MAX_NODES: usize = 1000;
+
 /// `shoal sim ARGS…`.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let args =
@@ -90,12 +95,15 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 };
             }
         };
-    if args.nodes == 0 || args.nodes > 64 {
-        eprintln!("shoal sim: --nodes must be between 1 and 64");
+    let nodes_given = args.nodes.is_some();
+    let nodes = args.nodes.unwrap_or(5);
+    if nodes == 0 || nodes > MAX_NODES {
+        eprintln!("shoal sim: --nodes must be between 1 and {MAX_NODES}");
         return ExitCode::from(2);
     }
     if args.bench {
-        return match bench::figures(args.quick) {
+        let scale = nodes_given.then_some(nodes);
+        return match bench::figures(args.quick, scale) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS
@@ -108,13 +116,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
     let base = Config {
         seed: args.seed,
-        nodes: args.nodes,
+        nodes,
         jobs: args.jobs,
         faults: args.faults,
         steps: args.steps,
         deadline: args.deadline,
         plant: args.plant,
         tail: args.tail,
+        heartbeats_to_all: false,
     };
     let seeds = args.seeds.clone().unwrap_or(args.seed..args.seed + 1);
     let started = std::time::Instant::now();

@@ -192,6 +192,9 @@ pub struct Config {
     pub plant: Vec<Plant>,
     /// Lines of trace the report keeps.
     pub tail: usize,
+    /// Answer every heartbeat with every heartbeat heard (the rule before protocol 1.2):
+    /// the scale benchmark's baseline.
+    pub heartbeats_to_all: bool,
 }
 
 impl Default for Config {
@@ -205,6 +208,7 @@ impl Default for Config {
             deadline: 300,
             plant: Vec::new(),
             tail: 60,
+            heartbeats_to_all: false,
         }
     }
 }
@@ -249,6 +253,8 @@ pub struct Outcome {
     pub trace_tail: Vec<String>,
     /// Simulated time the run took.
     pub simulated: Duration,
+    /// Simulated time the boot took (the cluster formed, its learners added).
+    pub booted: Duration,
     /// Jobs acknowledged to the client.
     pub acked: usize,
     /// Jobs that succeeded.
@@ -328,6 +334,7 @@ impl Outcome {
             trace_lines: 0,
             trace_tail: Vec::new(),
             simulated: Duration::ZERO,
+            booted: Duration::ZERO,
             acked: 0,
             succeeded: 0,
             stats: Stats::default(),

@@ -16,7 +16,10 @@ use crate::{invariants, rng, workload};
 pub(crate) async fn simulate(config: Config) -> Outcome {
     let peers = (0..config.nodes)
         .map(|i| {
-            let kp = shoal_net::Keypair::ed25519_from_bytes([i as u8 + 1; 32]);
+            // Distinct for every index (the last byte tells apart each run of 256).
+            let mut seed = [(i as u8).wrapping_add(1); 32];
+            seed[31] = seed[31].wrapping_add((i / 256) as u8);
+            let kp = shoal_net::Keypair::ed25519_from_bytes(seed);
             kp.map(|kp| kp.public().to_peer_id())
         })
         .collect::<Result<Vec<_>, _>>()
@@ -50,6 +53,7 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         violations: Mutex::default(),
         start: Instant::now(),
         tail: config.tail.max(1),
+        heartbeats_to_all: config.heartbeats_to_all,
     });
     if world.machines.len() != config.nodes
         || world.peers.len() != config.nodes
@@ -59,6 +63,13 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
     }
     if let Err(e) = boot(&world).await {
         return Outcome::failed_to_start(&config, e);
+    }
+    // Each node's load counts from here: the membership's first entries go once.
+    let booted = world.start.elapsed();
+    {
+        let mut s = lock(&world.stats);
+        s.node_messages.clear();
+        s.node_bytes.clear();
     }
     let client = tokio::spawn(workload::client(
         Arc::clone(&world),
@@ -108,6 +119,7 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         trace_lines: trace.lines,
         trace_tail: trace.tail.into(),
         simulated: world.start.elapsed(),
+        booted,
         acked,
         succeeded,
         stats,
@@ -128,30 +140,54 @@ fn seen_enough(world: &World) -> bool {
         .is_some_and(|v| world.elapsed_ms() >= v.at_ms + AFTER_VIOLATION.as_millis() as u64)
 }
 
-/// Start every node; node 1 initialises the cluster with all of them as voters.
+/// Voters a simulated cluster starts with, as a real one keeps (DESIGN's rules).
+pub const VOTERS: usize = 5;
+
+/// Start every node; node 1 initialises the cluster with the first [`VOTERS`] as voters,
+/// and the leader adds the rest as learners, in one membership change.
 async fn boot(world: &Arc<World>) -> Result<(), String> {
-    let mut members = BTreeMap::new();
+    let mut voters = BTreeMap::new();
+    let mut learners = BTreeMap::new();
     for i in 0..world.machines.len() {
         let node = node::start(world, i).await?;
         node.spawn(invariants::watch_leadership(Arc::clone(&node)));
-        members.insert(
-            node.id,
-            shoal_raft::NodeInfo {
-                peer_id: world.peers[i].to_string(),
-                addrs: Vec::new(),
-                http: String::new(),
-            },
-        );
+        let info = shoal_raft::NodeInfo {
+            peer_id: world.peers[i].to_string(),
+            addrs: Vec::new(),
+            http: String::new(),
+        };
+        if i < VOTERS {
+            voters.insert(node.id, info);
+        } else {
+            learners.insert(node.id, info);
+        }
         lock(&world.machines[i]).live = Some(node);
     }
     let first = world.live(0).ok_or("node 1 is not up")?;
     first
         .raft
-        .initialize(members)
+        .initialize(voters)
         .await
         .map_err(|e| format!("initialize: {e}"))?;
     world.trace("cluster initialised");
-    Ok(())
+    if learners.is_empty() {
+        return Ok(());
+    }
+    // No fault runs yet: a leader is elected within seconds.
+    for _ in 0..120 {
+        let leader = (0..VOTERS)
+            .filter_map(|i| world.live(i))
+            .find(|n| n.metrics().current_leader == Some(n.id));
+        if let Some(leader) = leader {
+            let change = shoal_raft::ChangeMembers::AddNodes(learners.clone());
+            if leader.raft.change_membership(change, false).await.is_ok() {
+                world.trace(format!("{} learners added", learners.len()));
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err("no leader added the learners within 60 simulated s".into())
 }
 
 /// Crash node `i` (a no-op when down); `kill` loses its disk and keeps it down for good.

@@ -133,7 +133,10 @@ impl ManagerHost for SimNode {
     }
 
     fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
-        lock(&self.heard).clone()
+        lock(&self.heard)
+            .iter()
+            .map(|(id, (at, _))| (*id, *at))
+            .collect()
     }
 
     async fn propose_here(&self, cmd: &Command) -> Result<(), ProposeError> {

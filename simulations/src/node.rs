@@ -142,7 +142,8 @@ pub struct SimNode {
     net: SimNet,
     pub(crate) blobs: Blobs,
     pub(crate) boot_ms: u64,
-    pub(crate) heard: Mutex<BTreeMap<NodeId, Instant>>,
+    /// The last heartbeat of each node, when it leads.
+    pub(crate) heard: Mutex<BTreeMap<NodeId, (Instant, Heartbeat)>>,
     tasks: Mutex<Vec<AbortHandle>>,
     running: Running,
     pub(crate) stopping: std::sync::atomic::AtomicBool,
@@ -316,12 +317,25 @@ async fn heartbeats(node: Arc<SimNode>) {
         if leader == node.id {
             continue;
         }
+        // What the daemon sends (its elapsed times would read the real clock), in a fixed
+        // order (the trace hashes every message).
+        let mut running: Vec<_> = lock(&node.running)
+            .iter()
+            .map(|(k, st)| shoal_net::wire::RunningAttempt {
+                job: k.job.clone(),
+                task: shoal_node::control::work::task_id(k),
+                attempt: k.attempt,
+                progress_bytes: st.progress.load(std::sync::atomic::Ordering::Relaxed),
+                elapsed_ms: 0,
+            })
+            .collect();
+        running.sort_by(|a, b| (&a.job, &a.task, a.attempt).cmp(&(&b.job, &b.task, b.attempt)));
         let hb = Heartbeat {
             cluster_id: CLUSTER_ID,
             node_id: node.id,
             slots: SLOTS,
             busy: lock(&node.running).len() as u32,
-            running: Vec::new(),
+            running,
             disk_bytes: 0,
             disk_low: false,
             build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
@@ -376,8 +390,28 @@ impl Handle for SimNode {
                 })
             }
             Msg::Ctl(CtlRequest::Heartbeat(hb)) => {
-                lock(&self.heard).insert(hb.node_id, Instant::now());
-                Answer::Ctl(CtlResponse::Ok)
+                // The daemon's answer: everyone's heartbeats for a voter, else an
+                // acknowledgement (or everyone's for all: the benchmark's baseline).
+                let mut heard = lock(&self.heard);
+                heard.insert(hb.node_id, (Instant::now(), hb));
+                let voter = self
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == from);
+                Answer::Ctl(CtlResponse::to_heartbeat(
+                    voter || self.world.heartbeats_to_all,
+                    || {
+                        heard
+                            .values()
+                            .map(|(at, hb)| shoal_net::wire::HeardHeartbeat {
+                                ms_ago: at.elapsed().as_millis() as u64,
+                                heartbeat: hb.clone(),
+                            })
+                            .collect()
+                    },
+                ))
             }
             Msg::Ctl(_) => Answer::Ctl(CtlResponse::Refused("not simulated".into())),
             Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),

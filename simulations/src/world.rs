@@ -94,12 +94,33 @@ pub enum Answer {
 }
 
 impl Msg {
-    fn label(&self) -> (&'static str, u64) {
+    /// Its kind, a hash of its content, and its size in bytes as it would go on the wire.
+    fn label(&self) -> (&'static str, u64, u64) {
         match self {
-            Msg::Raft(r) => ("raft", stable_hash(&r.payload)),
-            Msg::Ctl(c) => ("ctl", stable_hash(&shoal_net::codec::encode(c))),
-            Msg::Fetch(k) => ("fetch", stable_hash(k.as_bytes())),
-            Msg::Push(k, b) => ("push", stable_hash(k.as_bytes()) ^ b.len() as u64),
+            Msg::Raft(r) => ("raft", stable_hash(&r.payload), r.payload.len() as u64),
+            Msg::Ctl(c) => {
+                let bytes = shoal_net::codec::encode(c);
+                ("ctl", stable_hash(&bytes), bytes.len() as u64)
+            }
+            Msg::Fetch(k) => ("fetch", stable_hash(k.as_bytes()), k.len() as u64),
+            Msg::Push(k, b) => (
+                "push",
+                stable_hash(k.as_bytes()) ^ b.len() as u64,
+                (k.len() + b.len()) as u64,
+            ),
+        }
+    }
+}
+
+impl Answer {
+    /// Its size in bytes as it would go on the wire.
+    fn size(&self) -> u64 {
+        match self {
+            Answer::Raft(RaftResponse::Ok(b)) => b.len() as u64,
+            Answer::Raft(RaftResponse::Refused(why)) => why.len() as u64,
+            Answer::Ctl(c) => shoal_net::codec::encode(c).len() as u64,
+            Answer::Fetched(b) => b.as_ref().map_or(0, |b| b.len() as u64),
+            Answer::Pushed => 0,
         }
     }
 }
@@ -154,6 +175,36 @@ pub struct Stats {
     pub rotted: u64,
     /// Corrupt copies a reader caught and passed over.
     pub corrupt_caught: u64,
+    /// Messages each node sent or received, by index.
+    pub node_messages: Vec<u64>,
+    /// Bytes each node sent or received (requests and answers), by index.
+    pub node_bytes: Vec<u64>,
+}
+
+impl Stats {
+    /// Count `bytes` between nodes `a` and `b` (indexes): a request (a message for each)
+    /// or its answer.
+    fn load(&mut self, a: usize, b: usize, bytes: u64, request: bool) {
+        let n = a.max(b) + 1;
+        if self.node_bytes.len() < n {
+            self.node_bytes.resize(n, 0);
+            self.node_messages.resize(n, 0);
+        }
+        for i in [a, b] {
+            self.node_messages[i] += u64::from(request);
+            self.node_bytes[i] += bytes;
+        }
+    }
+
+    /// The busiest node (the leader, in a run without faults): its index, messages and
+    /// bytes.
+    pub fn busiest(&self) -> (usize, u64, u64) {
+        (0..self.node_bytes.len())
+            .max_by_key(|&i| (self.node_messages[i], self.node_bytes[i]))
+            .map_or((0, 0, 0), |i| {
+                (i, self.node_messages[i], self.node_bytes[i])
+            })
+    }
 }
 
 /// Everything the run shares; its nodes are `N`s.
@@ -184,6 +235,9 @@ pub struct World<N> {
     pub start: Instant,
     /// Lines of trace kept for the report.
     pub tail: usize,
+    /// Answer every heartbeat with every heartbeat heard, as before protocol 1.2 (the
+    /// scale benchmark's baseline), not only voters'.
+    pub heartbeats_to_all: bool,
 }
 
 /// Lock, ignoring poisoning (a panicking task already failed the run).
@@ -290,9 +344,12 @@ impl<N: Handle> World<N> {
         msg: Msg,
         timeout: Duration,
     ) -> Option<Answer> {
-        let (kind, hash) = msg.label();
+        let (kind, hash, size) = msg.label();
         self.trace(format!("n{} > n{} {kind} {hash:016x}", from + 1, to + 1));
-        self.count(|s| s.messages += 1);
+        self.count(|s| {
+            s.messages += 1;
+            s.load(from, to, size, true);
+        });
         let dup = {
             let p = lock(&self.net).dup;
             self.rng(|r| r.chance(p))
@@ -305,7 +362,11 @@ impl<N: Handle> World<N> {
             });
         }
         match tokio::time::timeout(timeout, self.deliver(from, to, msg)).await {
-            Ok(Some(a)) => Some(a),
+            Ok(Some(a)) => {
+                let size = a.size();
+                self.count(|s| s.load(from, to, size, false));
+                Some(a)
+            }
             Ok(None) | Err(_) => {
                 self.trace(format!("n{} > n{} {kind} lost", from + 1, to + 1));
                 None

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::cluster::admission::may_propose;
 use crate::cluster::identity::{hex, node_id};
-use crate::cluster::members::{member_id, standing, Standing};
+use crate::cluster::members::{is_voter, member_id, standing, Standing};
 use crate::cluster::node::{foreign_reason, with_jobs, Node, CTL_TIMEOUT};
 use crate::cluster::rpc::{answer_raft, peer_ref};
 use crate::cluster::state::Command;
@@ -115,7 +115,8 @@ impl Node {
                         return CtlResponse::Refused(why);
                     }
                     self.heartbeats.record(hb);
-                    CtlResponse::Heartbeats(self.heartbeats.heard())
+                    // The others ask when they show the cluster (`Heard`).
+                    CtlResponse::to_heartbeat(is_voter(self, from), || self.heartbeats.heard())
                 }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
@@ -132,6 +133,14 @@ impl Node {
                     Err(why) => CtlResponse::Refused(why),
                 }
             }
+            CtlRequest::Heard { cluster_id } => match self.cluster_id() {
+                Some(ours) if ours == cluster_id => match member_id(self, &peer) {
+                    Some(_) => CtlResponse::Heartbeats(self.heartbeats.heard()),
+                    None => CtlResponse::Refused(not_a_member(&peer)),
+                },
+                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
             CtlRequest::ListInputs {
                 cluster_id,
                 pattern,

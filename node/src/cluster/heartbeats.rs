@@ -18,6 +18,8 @@ pub struct HeartbeatBook {
     /// This node's id (the leader's copy of our own heartbeat is never taken).
     own: u64,
     heard: Mutex<Heartbeats>,
+    /// When this node last asked the leader for everyone's heartbeats.
+    asked: Mutex<Option<Instant>>,
 }
 
 impl HeartbeatBook {
@@ -26,6 +28,7 @@ impl HeartbeatBook {
         HeartbeatBook {
             own,
             heard: Mutex::default(),
+            asked: Mutex::default(),
         }
     }
 
@@ -68,6 +71,17 @@ impl HeartbeatBook {
     /// Keep only the heartbeats of nodes `keep` names (the members).
     pub fn retain(&self, keep: impl Fn(u64) -> bool) {
         self.locked().retain(|&id, _| keep(id));
+    }
+
+    /// Whether it is time to ask the leader again: not within `every` of the last time
+    /// (which this call then becomes). Bounds what a polling dashboard costs the leader.
+    pub fn time_to_ask(&self, every: Duration) -> bool {
+        let mut asked = self.asked.locked();
+        if asked.is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        *asked = Some(Instant::now());
+        true
     }
 
     /// Record a heartbeat (this node's own, or one sent to it as leader).

@@ -60,6 +60,20 @@ pub fn member_ids(node: &Node) -> Vec<NodeId> {
     ids
 }
 
+/// Whether node `id` is a voter, from the Raft membership.
+pub fn is_voter(node: &Node, id: NodeId) -> bool {
+    let Some(h) = node.raft.get() else {
+        return false;
+    };
+    let m = shoal_raft::metrics(&h.raft);
+    let voter = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id);
+    voter
+}
+
 /// The peer id of member `id`, from the Raft membership.
 pub fn peer_of(node: &Node, id: NodeId) -> Option<shoal_net::PeerId> {
     let h = node.raft.get()?;

@@ -70,6 +70,7 @@ async fn dashboard() -> Response {
 }
 
 async fn cluster(State(node): State<Arc<Node>>) -> Response {
+    crate::http::view::gather_heartbeats(&node).await;
     Json(cluster_view(&node)).into_response()
 }
 

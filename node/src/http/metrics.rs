@@ -307,6 +307,7 @@ pub fn render(node: &Node) -> String {
 
 /// `GET /metrics`.
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    crate::http::view::gather_heartbeats(&node).await;
     (
         [(
             header::CONTENT_TYPE,

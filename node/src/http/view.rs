@@ -1,10 +1,11 @@
 //! The cluster as the HTTP API shows it (`GET /api/v1/cluster`, `shoal status --json`).
 //! Ids are strings: JavaScript cannot hold a u64.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shoal_net::PeerId;
+use shoal_net::wire::{CtlRequest, CtlResponse};
+use shoal_net::{PeerId, Transport};
 use shoal_raft::ServerState;
 
 use crate::cluster::identity::hex;
@@ -178,6 +179,42 @@ fn slots_view(node: &Node) -> SlotsView {
         busy: node.pool.busy() as u32,
     }
 }
+
+/// Bring this node's copy of everyone's heartbeats up to date before it shows the cluster:
+/// the leader has them, and so do voters (their heartbeats are answered with them); a
+/// learner asks the leader, at most once a second, waiting at most two seconds.
+pub async fn gather_heartbeats(node: &Node) {
+    let Some(h) = node.raft.get() else { return };
+    let leader = shoal_raft::metrics(&h.raft).current_leader;
+    let (Some(leader), Some(cluster_id)) = (leader, node.cluster_id()) else {
+        return;
+    };
+    if leader == node.id
+        || crate::cluster::members::is_voter(node, node.id)
+        || !node.heartbeats.time_to_ask(Duration::from_secs(1))
+    {
+        return;
+    }
+    let Some(peer) = crate::cluster::members::peer_of(node, leader) else {
+        return;
+    };
+    let to = shoal_net::PeerRef {
+        peer,
+        addrs: vec![],
+    };
+    let asked = node
+        .net
+        .ctl(&to, CtlRequest::Heard { cluster_id }, ASK_TIMEOUT)
+        .await;
+    match asked {
+        Ok(CtlResponse::Heartbeats(all)) => node.heartbeats.merge(all),
+        Ok(other) => tracing::debug!(?other, "the leader did not give its heartbeats"),
+        Err(e) => tracing::debug!(error = %e, "could not ask the leader for its heartbeats"),
+    }
+}
+
+/// How long a view waits for the leader's heartbeats.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Build the view from the node's Raft metrics and peer table.
 pub fn cluster_view(node: &Node) -> ClusterView {
