@@ -2,13 +2,19 @@
 //! answers a learner's heartbeat with nothing but an acknowledgement (only voters get
 //! everyone's heartbeats back), so a learner that shows the cluster asks the leader for them
 //! when it is asked: its `shoal status` still shows every node with a fresh heartbeat.
-//! Six real `shoal node` processes on 127.0.0.1.
+//! Six real `shoal node` processes on 127.0.0.1. And thirty: a word count whose tasks run
+//! on every one of them goes on through the kill -9 of the manager and of three workers;
+//! the test prints each node's peak RSS and the leader's CPU seconds.
 
 mod common;
+
+use std::time::Instant;
 
 use serde_json::Value;
 
 use common::cluster::*;
+use common::three::*;
+use common::*;
 
 /// Node ids whose heartbeat `view` shows, heard less than `ms` ago.
 fn fresh(view: &Value, ms: u64) -> Vec<String> {
@@ -56,5 +62,163 @@ fn a_learner_shows_every_nodes_heartbeat_it_asked_the_leader_for() {
     assert!(
         !text.contains("mixed versions"),
         "one version on every node: {text}"
+    );
+}
+
+/// Peak RSS (KiB) and CPU seconds (user + system) of process `pid`, from /proc.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    (hwm, (ticks(11) + ticks(12)) / tick)
+}
+
+fn pid(n: &NodeProc) -> u32 {
+    n.child.as_ref().expect("running").id()
+}
+
+#[test]
+fn thirty_nodes_run_a_word_count_on_every_node_through_the_kill_of_the_manager_and_three_workers() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = writable_by_tasks(dir.path());
+    let t0 = Instant::now();
+    let mut nodes = start_cluster(
+        &dir.path().join("nodes"),
+        30,
+        &["--expect", "3", "--slots", "2"],
+    );
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let leader = wait_agreed(&all, 5, 180);
+    wait_for(180, "thirty members", || {
+        let v = nodes[0].cluster()?;
+        (members(&v, "voter").len() + members(&v, "learner").len() == 30).then_some(())
+    });
+    println!(
+        "30 nodes formed one cluster in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // 60 files, 60 maps, 60 slots: every node runs two first attempts, held at a gate.
+    let gate = shared.join("gate");
+    let map = gated_word_mapper(dir.path(), "[ \"$SHOAL_ATTEMPT\" = 1 ]", &gate);
+    let reduce = write_program(dir.path(), "sum.sh", SUM_REDUCER_SH);
+    let (input, words) = small_word_input(dir.path(), 60, 40);
+    let submit_to = nodes.iter().position(|n| n.node_id != leader).unwrap();
+    let out = dir.path().join("out");
+    let o = run(shoal()
+        .args([
+            "submit",
+            "--node",
+            &format!("http://{}", nodes[submit_to].http),
+        ])
+        .arg("--input")
+        .arg(&input)
+        .args(["--map", &map, "--reduce", &reduce, "-R", "4"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let id = job_id(&o);
+    let at = nodes[submit_to].http.clone();
+    let job = || http_get(&at, &format!("/api/v1/jobs/{id}")).map(|(_, v)| v);
+    let running_on = |v: &Value| -> std::collections::BTreeSet<String> {
+        v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
+            .filter(|a| a["state"] == "running")
+            .filter_map(|a| a["node"].as_str().map(String::from))
+            .collect()
+    };
+    wait_for(120, "a first attempt running on every node", || {
+        (running_on(&job()?).len() == 30).then_some(())
+    });
+
+    // kill -9 the manager and three workers that are not voters.
+    let v = nodes[submit_to].cluster().unwrap();
+    let learners = members(&v, "learner");
+    let mut victims: Vec<usize> = vec![nodes.iter().position(|n| n.node_id == leader).unwrap()];
+    victims.extend(
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != submit_to && learners.contains(&n.node_id))
+            .map(|(i, _)| i)
+            .take(3),
+    );
+    assert_eq!(victims.len(), 4);
+    let old_leader_cpu = usage(pid(&nodes[victims[0]])).1;
+    let mut rss: Vec<u64> = Vec::new();
+    for &i in &victims {
+        rss.push(usage(pid(&nodes[i])).0);
+        nodes[i].kill();
+    }
+    std::fs::write(&gate, "").unwrap();
+
+    let v = wait_for(240, "the job to succeed after the kills", || {
+        let v = job()?;
+        assert!(v["state"] != "failed" && v["state"] != "killed", "{v}");
+        (v["state"] == "succeeded").then_some(v)
+    });
+    let o = run(shoal()
+        .args([
+            "output",
+            &id,
+            "--node",
+            &format!("http://{}", nodes[submit_to].http),
+        ])
+        .arg("--dir")
+        .arg(&out));
+    assert!(o.status.success(), "{}", text(&o));
+    // The reducer writes `count<TAB>word`.
+    let mut got: Vec<(String, usize)> = parts(&out, 4)
+        .iter()
+        .flat_map(|p| lines(p))
+        .map(|l| {
+            let l = String::from_utf8(l).unwrap();
+            let (n, w) = l.split_once('\t').unwrap();
+            (w.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, word_counts(&words), "the word count is exact");
+    let mut ran = attempt_nodes(&v, "map");
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran.len(), 30, "map attempts ran on every node");
+
+    // Figures: every node's peak RSS, the leaders' CPU seconds.
+    let new_leader = wait_for(30, "a leader", || leader_of(&nodes[submit_to]));
+    let survivors: Vec<&NodeProc> = nodes.iter().filter(|n| n.is_running()).collect();
+    rss.extend(survivors.iter().map(|n| usage(pid(n)).0));
+    rss.sort_unstable();
+    let new = survivors.iter().find(|n| n.node_id == new_leader).unwrap();
+    println!(
+        "peak RSS of the 30 nodes: min {} MiB, median {} MiB, max {} MiB",
+        rss[0] / 1024,
+        rss[rss.len() / 2] / 1024,
+        rss[rss.len() - 1] / 1024
+    );
+    println!(
+        "CPU seconds: the first leader {old_leader_cpu:.1} s until it was killed, the next {:.1} s; whole test {:.1} s",
+        usage(pid(new)).1,
+        t0.elapsed().as_secs_f64()
     );
 }
