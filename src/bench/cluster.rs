@@ -34,13 +34,22 @@ pub struct ClusterArgs {
     /// Distinct words in the corpus.
     #[arg(long, default_value_t = 500_000)]
     distinct: usize,
+    /// The jobs' `--replication` (extra copies of each split and part; the job's default
+    /// when not given): 0 shows what the copies cost.
+    #[arg(long)]
+    replication: Option<u32>,
 }
 
 const MAP_PY: &str = "#!/usr/bin/env python3\nimport sys\nfor line in sys.stdin:\n    for w in line.split():\n        print(w + '\\t1')\n";
 
 /// A 3-node loopback cluster in `dir/nodes` and the URL of one of its followers.
 pub(super) fn start(dir: &std::path::Path) -> anyhow::Result<(LocalCluster, String)> {
-    let cluster = LocalCluster::start(&dir.join("nodes"), 3, &[])?;
+    start_with(dir, &[])
+}
+
+/// [`start`], each node with `extra` flags.
+fn start_with(dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<(LocalCluster, String)> {
+    let cluster = LocalCluster::start(&dir.join("nodes"), 3, extra)?;
     let leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
     let follower = cluster
         .nodes
@@ -127,10 +136,14 @@ fn term(cluster: &LocalCluster) -> Option<u64> {
     cluster.nodes.first()?.cluster()?["term"].as_u64()
 }
 
-/// Run `shoal bench cluster`.
+/// Run `shoal bench cluster`: the word count with `shoal run`, then on the cluster with
+/// the corpus uploaded and read in place (`shared:`, every node's `--input-root` the same
+/// directory, as an NFS mount would be); each cluster job's time cut into its phases.
 pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
-    let corpus = dir.path().join("corpus.txt");
+    let root = dir.path().join("input");
+    std::fs::create_dir_all(&root)?;
+    let corpus = root.join("corpus.txt");
     println!(
         "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster",
         args.size_mb
@@ -138,36 +151,69 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
     let local_out = dir.path().join("out-run");
     let local = super::measure_local_wordcount(&corpus, &local_out, &["--slots", "2"])?;
-    let (cluster, url) = start(dir.path())?;
+    let root_arg = root.to_string_lossy().into_owned();
+    let (cluster, url) = start_with(dir.path(), &["--input-root", &root_arg])?;
     let term_before = term(&cluster);
-    let cluster_out = dir.path().join("out-cluster");
-    let t = Instant::now();
-    let status = submit(&url)
-        .args(["--app", "wordcount", "-R", "3", "--input"])
-        .arg(&corpus)
-        .arg("--output")
-        .arg(&cluster_out)
-        .status()?;
-    let on_cluster = t.elapsed().as_secs_f64();
-    anyhow::ensure!(status.success(), "the cluster job failed ({status})");
-    let term_after = term(&cluster);
-    anyhow::ensure!(
-        read_counts(&local_out)? == read_counts(&cluster_out)?,
-        "the cluster's word count differs from shoal run's"
-    );
     let mib = args.size_mb as f64;
     println!(
         "  shoal run              {:>7.2} s  {:>6.0} MiB/s",
         local.secs,
         mib / local.secs
     );
+    let mut ok = true;
+    for (label, input, goal) in [
+        ("uploaded", corpus.to_string_lossy().into_owned(), 1.5),
+        ("shared:", "shared:corpus.txt".to_string(), 1.2),
+    ] {
+        let out = dir
+            .path()
+            .join(format!("out-{}", label.trim_end_matches(':')));
+        let started = now_ms();
+        let t = Instant::now();
+        let replication: Vec<String> = args
+            .replication
+            .map(|r| vec!["--replication".into(), r.to_string()])
+            .unwrap_or_default();
+        let o = submit(&url)
+            .args(["--app", "wordcount", "-R", "3", "--input", &input])
+            .args(&replication)
+            .arg("--output")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            o.status.success(),
+            "the {label} cluster job failed ({})",
+            o.status
+        );
+        let id = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let same = read_counts(&local_out)? == read_counts(&out)?;
+        ok &= same;
+        let price = secs / local.secs;
+        println!(
+            "  3-node cluster, {label:<9}{secs:>7.2} s  {:>6.0} MiB/s  price of distribution {price:.2}x (goal <= {goal}x: {}); output {}",
+            mib / secs,
+            if price <= goal { "met" } else { "NOT met" },
+            if same { "identical" } else { "DIFFERS" }
+        );
+        let view = cluster
+            .nodes
+            .first()
+            .and_then(|n| n.get(&format!("/api/v1/jobs/{id}")))
+            .map(|(_, v)| v);
+        match view.and_then(|v| phases(&v, started, now_ms())) {
+            Some(p) => print!("{p}"),
+            None => println!("    (the job's view could not be read: no phases)"),
+        }
+    }
+    let term_after = term(&cluster);
     println!(
-        "  3-node cluster         {on_cluster:>7.2} s  {:>6.0} MiB/s  (upload, 2 copies of every split and part, shuffle over libp2p)",
-        mib / on_cluster
-    );
-    println!(
-        "  price of distribution on one machine: {:.2}x; outputs identical; Raft term {} before, {} after{}",
-        on_cluster / local.secs,
+        "  Raft term {} before, {} after{}",
         term_before.map_or("?".into(), |t| t.to_string()),
         term_after.map_or("?".into(), |t| t.to_string()),
         if term_before == term_after {
@@ -176,7 +222,65 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
             " — AN ELECTION HAPPENED WHILE THE SLOTS WERE BUSY"
         }
     );
-    Ok(term_before == term_after)
+    Ok(ok && term_before == term_after)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a cluster job's time went, from its view and the client's start and end (ms): the
+/// submission (reading, splitting, sending and copying the splits, proposing), the wait
+/// for the first map, the map phase, the reduce phase (shuffle, reduce, part copies), the
+/// end (the last report to the job's end), the output's download; and the task time summed
+/// over attempts.
+fn phases(view: &serde_json::Value, started: u64, ended: u64) -> Option<String> {
+    let submitted = view["submitted_ms"].as_u64()?;
+    let finished = view["finished_ms"].as_u64()?;
+    let attempts = |kind: &str| -> Vec<(u64, u64)> {
+        view["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["kind"] == kind)
+            .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
+            .filter_map(|a| Some((a["start_ms"].as_u64()?, a["end_ms"].as_u64()?)))
+            .collect()
+    };
+    let (maps, reduces) = (attempts("map"), attempts("reduce"));
+    let first_map = maps.iter().map(|a| a.0).min()?;
+    let last_map = maps.iter().map(|a| a.1).max()?;
+    let last_reduce = reduces.iter().map(|a| a.1).max().unwrap_or(last_map);
+    let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0;
+    let busy = |v: &[(u64, u64)]| v.iter().map(|a| secs(a.0, a.1)).sum::<f64>();
+    let rows = [
+        (
+            "submission (split, send, copy splits)",
+            secs(started, submitted),
+        ),
+        ("until the first map starts", secs(submitted, first_map)),
+        ("maps", secs(first_map, last_map)),
+        (
+            "reduces (shuffle, reduce, copy parts)",
+            secs(last_map, last_reduce),
+        ),
+        ("until the job ends", secs(last_reduce, finished)),
+        ("output fetched to the client", secs(finished, ended)),
+    ];
+    let mut out = String::new();
+    for (name, s) in rows {
+        out.push_str(&format!("    {name:<40}{s:>7.2} s\n"));
+    }
+    out.push_str(&format!(
+        "    task time: {} map attempts {:.1} s, {} reduce attempts {:.1} s\n",
+        maps.len(),
+        busy(&maps),
+        reduces.len(),
+        busy(&reduces)
+    ));
+    Some(out)
 }
 
 /// `shoal bench stall` flags.

@@ -65,16 +65,19 @@ pub struct HeartbeatView {
     pub disk_low: bool,
 }
 
-/// The build node `id` runs: from its last heartbeat heard here, else from its hello.
+/// The build node `id` runs: from the hello of its process this node is connected to,
+/// else from its last heartbeat heard here. The hello first: a node just restarted on a
+/// new build says so at once, while its old process's last heartbeat may still be passed
+/// around for a few seconds.
 fn build_of(node: &Node, id: u64, peer_id: &str) -> Option<shoal_net::wire::Build> {
     if id == node.id {
         return Some(node.settings.build.clone());
     }
-    if let Some((_, hb)) = node.heartbeats.locked().get(&id) {
-        return Some(hb.build.clone());
-    }
-    let pid = peer_id.parse::<PeerId>().ok()?;
-    Some(node.peers.all().get(&pid)?.hello.as_ref()?.build.clone())
+    let hello = peer_id
+        .parse::<PeerId>()
+        .ok()
+        .and_then(|pid| Some(node.peers.all().get(&pid)?.hello.as_ref()?.build.clone()));
+    hello.or_else(|| Some(node.heartbeats.locked().get(&id)?.1.build.clone()))
 }
 
 /// Fill each node's version and protocol; whether they differ.
