@@ -319,17 +319,7 @@ async fn heartbeats(node: Arc<SimNode>) {
         }
         // What the daemon sends (its elapsed times would read the real clock), in a fixed
         // order (the trace hashes every message).
-        let mut running: Vec<_> = lock(&node.running)
-            .iter()
-            .map(|(k, st)| shoal_net::wire::RunningAttempt {
-                job: k.job.clone(),
-                task: shoal_node::control::work::task_id(k),
-                attempt: k.attempt,
-                progress_bytes: st.progress.load(std::sync::atomic::Ordering::Relaxed),
-                elapsed_ms: 0,
-            })
-            .collect();
-        running.sort_by(|a, b| (&a.job, &a.task, a.attempt).cmp(&(&b.job, &b.task, b.attempt)));
+        let running = shoal_node::control::work::running_attempts(&node.running, |_| 0);
         let hb = Heartbeat {
             cluster_id: CLUSTER_ID,
             node_id: node.id,

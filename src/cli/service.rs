@@ -59,28 +59,43 @@ pub fn drain(args: ServiceArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let id = v["node"].as_str().unwrap_or_default().to_owned();
+    watch(&mut client, "drain", &id, |n| {
+        match n.and_then(|n| n["drain"].as_str()) {
+            Some("drained") => {
+                println!("node {id}: drained");
+                Some(ExitCode::SUCCESS)
+            }
+            Some(_) => None,
+            None => {
+                eprintln!("shoal drain: node {id} is no longer draining (undrained, or gone)");
+                Some(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+/// Look at node `id` in the cluster view every half second until `done` says how the
+/// command ends (`None`: not yet); its argument is the node's entry, `None` once it is not
+/// a member.
+fn watch(
+    client: &mut Client,
+    command: &str,
+    id: &str,
+    mut done: impl FnMut(Option<&Value>) -> Option<ExitCode>,
+) -> ExitCode {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let view = match client.get_json("/api/v1/cluster", Duration::from_secs(10)) {
             Ok(v) => v,
-            Err(e) => return fail("drain", &e),
+            Err(e) => return fail(command, &e),
         };
-        let state = view["nodes"]
+        let node = view["nodes"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|n| n["id"] == id.as_str())
-            .map(|n| n["drain"].clone());
-        match state.as_ref().and_then(Value::as_str) {
-            Some("drained") => {
-                println!("node {id}: drained");
-                return ExitCode::SUCCESS;
-            }
-            Some(_) => {}
-            None => {
-                eprintln!("shoal drain: node {id} is no longer draining (undrained, or gone)");
-                return ExitCode::FAILURE;
-            }
+            .find(|n| n["id"] == id);
+        if let Some(code) = done(node) {
+            return code;
         }
     }
 }
@@ -115,20 +130,10 @@ pub fn remove(args: ServiceArgs) -> ExitCode {
     if !args.wait {
         return ExitCode::SUCCESS;
     }
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let view = match client.get_json("/api/v1/cluster", Duration::from_secs(10)) {
-            Ok(v) => v,
-            Err(e) => return fail("remove", &e),
-        };
-        let member = view["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|n| n["id"] == id.as_str());
-        if !member {
+    watch(&mut client, "remove", &id, |n| {
+        n.is_none().then(|| {
             println!("node {id}: left the cluster");
-            return ExitCode::SUCCESS;
-        }
-    }
+            ExitCode::SUCCESS
+        })
+    })
 }

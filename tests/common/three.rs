@@ -88,6 +88,19 @@ pub fn gated_word_mapper(dir: &Path, held: &str, gate: &Path) -> String {
 pub const SUM_REDUCER_SH: &str =
     "#!/bin/sh\nawk -F'\\t' '{ n[$1] += $2 } END { for (w in n) print n[w] \"\\t\" w }'\n";
 
+/// [`SUM_REDUCER_SH`]'s `count<TAB>word` lines as (word, count), sorted by word.
+pub fn summed_counts(text: &str) -> Vec<(String, usize)> {
+    let mut got: Vec<(String, usize)> = text
+        .lines()
+        .map(|l| {
+            let (n, w) = l.split_once('\t').unwrap();
+            (w.to_owned(), n.parse().unwrap())
+        })
+        .collect();
+    got.sort();
+    got
+}
+
 /// Node ids of every attempt of the job's tasks of `kind`.
 pub fn attempt_nodes(job: &Value, kind: &str) -> Vec<String> {
     job["tasks"]

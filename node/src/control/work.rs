@@ -12,6 +12,8 @@ use shoal_jobs::counters::Counters;
 use shoal_jobs::partition::Partitioner;
 use shoal_jobs::spec::JobSpec;
 
+use crate::sync::Locked;
+
 /// One attempt of one task.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttemptKey {
@@ -157,6 +159,27 @@ impl Default for AttemptState {
 
 /// The attempts a node runs, by key.
 pub type Running = Arc<Mutex<HashMap<AttemptKey, Arc<AttemptState>>>>;
+
+/// The attempts in `running` as a heartbeat names them, in (job, task, attempt) order;
+/// `elapsed` says how long each has run (ms).
+pub fn running_attempts(
+    running: &Running,
+    elapsed: impl Fn(&AttemptState) -> u64,
+) -> Vec<shoal_net::wire::RunningAttempt> {
+    let mut attempts: Vec<shoal_net::wire::RunningAttempt> = running
+        .locked()
+        .iter()
+        .map(|(k, st)| shoal_net::wire::RunningAttempt {
+            job: k.job.clone(),
+            task: task_id(k),
+            attempt: k.attempt,
+            progress_bytes: st.progress.load(std::sync::atomic::Ordering::Relaxed),
+            elapsed_ms: elapsed(st),
+        })
+        .collect();
+    attempts.sort_by(|a, b| (&a.job, &a.task, a.attempt).cmp(&(&b.job, &b.task, b.attempt)));
+    attempts
+}
 
 /// An attempt's task id (`m-00003`, `r-00001`), for logs.
 pub fn task_id(k: &AttemptKey) -> String {

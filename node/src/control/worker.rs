@@ -22,7 +22,7 @@ use std::time::Duration;
 use shoal_jobs::cluster::{self, Applied, Job, JobState, NodeId, TaskKind, TaskState};
 use shoal_jobs::planted::{self, Bug};
 use shoal_jobs::spec::JobSpec;
-use shoal_net::wire::{CtlRequest, Heartbeat, RunningAttempt};
+use shoal_net::wire::{CtlRequest, Heartbeat};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
@@ -359,18 +359,9 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
         let Some(cluster_id) = node.cluster_id() else {
             continue;
         };
-        let mut attempts: Vec<RunningAttempt> = running
-            .locked()
-            .iter()
-            .map(|(k, st)| RunningAttempt {
-                job: k.job.clone(),
-                task: task_id(k),
-                attempt: k.attempt,
-                progress_bytes: st.progress.load(Ordering::Relaxed),
-                elapsed_ms: st.started.elapsed().as_millis() as u64,
-            })
-            .collect();
-        attempts.sort_by(|a, b| (&a.job, &a.task).cmp(&(&b.job, &b.task)));
+        let attempts = crate::control::work::running_attempts(&running, |st| {
+            st.started.elapsed().as_millis() as u64
+        });
         let hb = Heartbeat {
             cluster_id,
             node_id: node.id,
