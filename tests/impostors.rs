@@ -231,6 +231,11 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
                 "member assignment",
                 m.ctl(&propose(cluster_id, &assign)).await,
             ));
+            // Everyone's heartbeats (what a learner asks the leader for): members only.
+            said.push((
+                "stranger asking for the heartbeats heard",
+                s.ctl(&CtlRequest::Heard { cluster_id }).await,
+            ));
             (said, raft, data)
         })
     });
@@ -258,6 +263,7 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
     );
     refused(&said[4].1, &format!("which runs on node {ran_on}"));
     refused(&said[5].1, "only the manager");
+    refused(&said[6].1, "is not a member");
 
     // Nothing the impostors said changed the cluster: one job, no stranger's mapper ran, the
     // stranger is in no heartbeat or view, and a new job still runs.
