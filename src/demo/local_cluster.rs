@@ -46,6 +46,10 @@ pub struct LocalNode {
     pub user: Option<(u32, u32)>,
 }
 
+/// MiB each node of a local cluster keeps free on its data dir's disk (`--min-free-mb`)
+/// unless `SHOAL_MIN_FREE_MB` or its args say otherwise.
+pub const LOCAL_MIN_FREE_MB: &str = "64";
+
 /// How to start a [`LocalNode`].
 #[derive(Debug, Clone, Default)]
 pub struct Launch {
@@ -194,6 +198,13 @@ impl LocalNode {
             .arg("--ready-file")
             .arg(&ready)
             .args(&self.args)
+            // A cluster of small jobs on one disk keeps 64 MiB free, not a real node's
+            // 1 GiB: on a nearly full disk a demo or test still runs (and the full-disk tests
+            // set their own `--min-free-mb`, which overrides this).
+            .env(
+                "SHOAL_MIN_FREE_MB",
+                std::env::var("SHOAL_MIN_FREE_MB").unwrap_or_else(|_| LOCAL_MIN_FREE_MB.into()),
+            )
             .env(
                 "SHOAL_LOG",
                 std::env::var("SHOAL_LOG")
