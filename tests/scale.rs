@@ -2,13 +2,14 @@
 //! answers a learner's heartbeat with nothing but an acknowledgement (only voters get
 //! everyone's heartbeats back), so a learner that shows the cluster asks the leader for them
 //! when it is asked: its `shoal status` still shows every node with a fresh heartbeat.
-//! Six real `shoal node` processes on 127.0.0.1. And thirty: a word count whose tasks run
+//! Six real `shoal node` processes on 127.0.0.1. And thirty, started together as machines
+//! booting on a LAN, form one cluster: a word count whose tasks run
 //! on every one of them goes on through the kill -9 of the manager and of three workers;
 //! the test prints each node's peak RSS and the leader's CPU seconds.
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -95,27 +96,59 @@ fn pid(n: &NodeProc) -> u32 {
     n.child.as_ref().expect("running").id()
 }
 
+/// The idle cluster's CPU over a three-second window: the leader's share of one core
+/// against the median other node's, and where the leader would reach one core if what it
+/// spends beyond an ordinary node grows linearly in the other nodes (as `shoal sim --bench
+/// --nodes N` shows its messages do).
+fn idle_load(nodes: &[NodeProc], leader: &str) {
+    let window = Duration::from_secs(3);
+    let before: Vec<f64> = nodes.iter().map(|n| usage(pid(n)).1).collect();
+    std::thread::sleep(window);
+    let mut shares: Vec<(bool, f64)> = nodes
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| {
+            let used = usage(pid(n)).1 - b;
+            (n.node_id == leader, used / window.as_secs_f64())
+        })
+        .collect();
+    let lead = shares.iter().find(|(l, _)| *l).map_or(0.0, |s| s.1);
+    shares.retain(|(l, _)| !l);
+    shares.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let median = shares[shares.len() / 2].1;
+    assert!(lead > 0.0, "the leader used no CPU in {window:?}");
+    let per_node = (lead - median).max(f64::EPSILON) / (nodes.len() - 1) as f64;
+    println!(
+        "idle, {} nodes: the leader uses {:.1}% of one core, the median other node {:.1}%; {:.2}% more per other node, so the leader reaches one core at about {:.0} nodes",
+        nodes.len(),
+        lead * 100.0,
+        median * 100.0,
+        per_node * 100.0,
+        1.0 + (1.0 - median) / per_node
+    );
+}
+
 #[test]
 fn thirty_nodes_run_a_word_count_on_every_node_through_the_kill_of_the_manager_and_three_workers() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let shared = writable_by_tasks(dir.path());
     let t0 = Instant::now();
-    let mut nodes = start_cluster(
+    // Booted together, as machines on a LAN are: each sees the others over seconds, and
+    // they must still form one cluster, not several that refuse each other.
+    let mut nodes = start_together(
         &dir.path().join("nodes"),
         30,
         &["--expect", "3", "--slots", "2"],
     );
+    wait_one_cluster(&nodes, 120);
     let all: Vec<&NodeProc> = nodes.iter().collect();
-    let leader = wait_agreed(&all, 5, 180);
-    wait_for(180, "thirty members", || {
-        let v = nodes[0].cluster()?;
-        (members(&v, "voter").len() + members(&v, "learner").len() == 30).then_some(())
-    });
+    let leader = wait_agreed(&all, 5, 60);
     println!(
         "30 nodes formed one cluster in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+    idle_load(&nodes, &leader);
 
     // 60 files, 60 maps, 60 slots: every node runs two first attempts, held at a gate.
     let gate = shared.join("gate");

@@ -94,6 +94,24 @@ struct Load {
     bytes: f64,
     /// Its bytes per simulated second when every heartbeat is answered with everyone's.
     bytes_all: f64,
+    /// Assignment to start on the assigned node, simulated ms: median, 99th percentile,
+    /// most, over how many attempts.
+    assigned: (u64, u64, u64, usize),
+}
+
+/// The median, 99th percentile and most of `ms`, and how many.
+fn spread(mut ms: Vec<u64>) -> (u64, u64, u64, usize) {
+    ms.sort_unstable();
+    let at = |q: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    (
+        at(0.5).unwrap_or(0),
+        at(0.99).unwrap_or(0),
+        ms.last().copied().unwrap_or(0),
+        ms.len(),
+    )
 }
 
 /// The leader's load as the cluster grows: for 10, 100, … up to `max` nodes (and `max`),
@@ -107,7 +125,7 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
     sizes.push(max);
     let mut rows: Vec<Load> = Vec::new();
     for nodes in sizes {
-        let load = |to_all: bool| -> Result<(f64, f64, f64, f64), String> {
+        let load = |to_all: bool| -> Result<(f64, f64, f64, f64, Vec<u64>), String> {
             let config = Config {
                 seed: 42,
                 nodes,
@@ -122,10 +140,19 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
             let (o, wall) = timed(&config)?;
             let sim = (o.simulated - o.booted).as_secs_f64();
             let (_, messages, bytes) = o.stats.busiest();
-            Ok((sim, wall, messages as f64 / sim, bytes as f64 / sim))
+            Ok((
+                sim,
+                wall,
+                messages as f64 / sim,
+                bytes as f64 / sim,
+                o.stats.assigned_ms,
+            ))
         };
-        let (simulated, wall, messages, bytes) = load(false)?;
-        let (_, _, _, bytes_all) = load(true)?;
+        let (simulated, wall, messages, bytes, assigned) = load(false)?;
+        let (_, _, _, bytes_all, _) = load(true)?;
+        if assigned.is_empty() {
+            return Err(format!("{nodes} nodes: no attempt started"));
+        }
         rows.push(Load {
             nodes,
             simulated,
@@ -133,18 +160,23 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
             messages,
             bytes,
             bytes_all,
+            assigned: spread(assigned),
         });
     }
     let mut out = String::new();
     for r in &rows {
         let _ = writeln!(
             out,
-            "scale: {:>4} nodes ({} voters): leader {:>8.0} messages/s, {:>9.1} KiB/s (every heartbeat answered with all: {:>9.1} KiB/s); {:.0} simulated s in {:.1} s wall = {:.3} wall s per simulated s",
+            "scale: {:>4} nodes ({} voters): leader {:>8.0} messages/s, {:>9.1} KiB/s (every heartbeat answered with all: {:>9.1} KiB/s); assigned to started {} ms median, {} ms p99, {} ms most ({} attempts); {:.0} simulated s in {:.1} s wall = {:.3} wall s per simulated s",
             r.nodes,
             r.nodes.min(crate::driver::VOTERS),
             r.messages,
             r.bytes / 1024.0,
             r.bytes_all / 1024.0,
+            r.assigned.0,
+            r.assigned.1,
+            r.assigned.2,
+            r.assigned.3,
             r.simulated,
             r.wall,
             r.wall / r.simulated

@@ -70,6 +70,7 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         let mut s = lock(&world.stats);
         s.node_messages.clear();
         s.node_bytes.clear();
+        s.assigned_ms.clear();
     }
     let client = tokio::spawn(workload::client(
         Arc::clone(&world),

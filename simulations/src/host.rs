@@ -59,6 +59,8 @@ impl WorkerHost for SimNode {
 
     async fn execute(self: Arc<Self>, w: Work, st: Arc<AttemptState>) -> Result<Done, Failure> {
         let k = &w.key;
+        let waited = self.world.now_ms().saturating_sub(w.assigned_ms);
+        self.world.count(|s| s.assigned_ms.push(waited));
         let slow = self.world.rng(|r| r.chance(0.03));
         let ms = self.world.rng(|r| {
             if slow {

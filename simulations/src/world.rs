@@ -179,6 +179,9 @@ pub struct Stats {
     pub node_messages: Vec<u64>,
     /// Bytes each node sent or received (requests and answers), by index.
     pub node_bytes: Vec<u64>,
+    /// For every attempt started, simulated ms from the manager's assignment to its start
+    /// on the assigned node (the entry committed, replicated and applied there).
+    pub assigned_ms: Vec<u64>,
 }
 
 impl Stats {

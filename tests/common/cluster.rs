@@ -104,6 +104,75 @@ pub fn start_cluster(dir: &Path, n: usize, extra: &[&str]) -> Vec<NodeProc> {
     nodes
 }
 
+/// Start `n` nodes as machines booting together do: the first, then all the others at once,
+/// each given the first as `--peer` (and `extra` args); in start order.
+#[allow(dead_code)] // not every test binary that includes this module starts nodes so
+pub fn start_together(dir: &Path, n: usize, extra: &[&str]) -> Vec<NodeProc> {
+    std::fs::create_dir_all(dir).unwrap();
+    let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let first = NodeProc::start(dir, "n1", &args);
+    let mut args = args;
+    args.extend(["--peer".into(), first.peer_addr()]);
+    let rest: Vec<NodeProc> = std::thread::scope(|s| {
+        let started: Vec<_> = (2..=n)
+            .map(|i| {
+                let args = &args;
+                s.spawn(move || NodeProc::start(dir, &format!("n{i}"), args))
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    std::iter::once(first).chain(rest).collect()
+}
+
+/// Wait until every node of `nodes` is a member of one and the same cluster of them all;
+/// fails naming the clusters the nodes are in.
+#[allow(dead_code)]
+pub fn wait_one_cluster(nodes: &[NodeProc], secs: u64) {
+    let ids = || -> Vec<Option<String>> {
+        nodes
+            .iter()
+            .map(|n| {
+                n.cluster()
+                    .and_then(|v| v["cluster_id"].as_str().map(String::from))
+            })
+            .collect()
+    };
+    let formed =
+        shoal::demo::local_cluster::wait_for(Duration::from_secs(secs), "one cluster", || {
+            let ids = ids();
+            let v = nodes[0].cluster()?;
+            let all = members(&v, "voter").len() + members(&v, "learner").len();
+            (ids[0].is_some() && ids.iter().all(|i| *i == ids[0]) && all == nodes.len())
+                .then_some(())
+        });
+    if formed.is_err() {
+        let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+        for id in ids() {
+            *count
+                .entry(id.unwrap_or_else(|| "none".into()))
+                .or_default() += 1;
+        }
+        let last_words: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.cluster().is_none_or(|v| v["cluster_id"].is_null()))
+            .map(|n| {
+                let log = n.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                format!("{} ({}):\n{}", n.name, n.node_id, tail.join("\n"))
+            })
+            .collect();
+        panic!(
+            "{} nodes did not form one cluster in {secs} s; nodes per cluster id: {count:?}\n{}",
+            nodes.len(),
+            last_words.join("\n")
+        );
+    }
+}
+
 /// The leader's node id as `node` sees it.
 pub fn leader_of(node: &NodeProc) -> Option<String> {
     node.cluster()?

@@ -7,6 +7,16 @@
 //! the others to adopt it, and initializes Raft with the N as voters. If any refuses, it
 //! releases the others and tries again.
 //!
+//! Nodes that start together do not all see each other at once: a node may see N fresh
+//! nodes and be the smallest of them while a smaller one is still being discovered, and two
+//! groups could each form a cluster (they would refuse each other for good). So the
+//! smallest waits until its view of fresh nodes has not changed for [`SETTLE`], then shows
+//! its plan to every fresh node it sees, voters too, before any adopts it: an `Adopt` whose
+//! voters leave the receiver out, which it cannot adopt, only object to. Any that knows a
+//! cluster already formed, or a fresh node smaller than every voter, objects, and the
+//! smallest defers — before anyone adopted anything. A seed that every node was given as `--peer` sees them all, so
+//! nodes started together around it form one cluster.
+//!
 //! The invariant: a node initializes Raft only with an empty Raft store, after every initial
 //! voter has durably adopted the cluster id — so no node ever initializes twice, and no two
 //! clusters share a node.
@@ -20,17 +30,24 @@ use shoal_net::{PeerRef, Transport};
 use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
+use crate::cluster::handlers::NOT_A_VOTER;
 use crate::cluster::node::{Node, CTL_TIMEOUT};
 use crate::sync::Locked;
 
 /// How long an adopted initial voter waits for the bootstrapper before asking to join.
 const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long the fresh nodes a would-be bootstrapper sees must stay the same before it forms
+/// a cluster of them.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
 /// Run until this node is a member of a cluster.
 pub async fn run(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_join = None::<Instant>;
     let mut rounds = 0u64;
+    // The fresh node ids seen, and since when unchanged.
+    let mut view: (Vec<u64>, Instant) = (Vec::new(), Instant::now());
     loop {
         tick.tick().await;
         rounds += 1;
@@ -78,6 +95,10 @@ pub async fn run(node: Arc<Node>) {
         let expect = node.settings.expect.max(1);
         let mut fresh: Vec<&Hello> = hellos.iter().filter(|h| h.cluster_id.is_none()).collect();
         fresh.sort_by_key(|h| h.node_id);
+        let ids: Vec<u64> = fresh.iter().map(|h| h.node_id).collect();
+        if ids != view.0 {
+            view = (ids, Instant::now());
+        }
         let seen = fresh.len() + 1;
         if seen < expect {
             let refused = node
@@ -114,8 +135,27 @@ pub async fn run(node: Arc<Node>) {
             set_status(&node, format!("seen {seen} of {expect} nodes; waiting for node {:016x} to bootstrap the cluster", chosen[0].0));
             continue;
         }
-        if let Err(e) = bootstrap(&node, &chosen).await {
-            warn!(error = %e, "bootstrap attempt failed; retrying");
+        if view.1.elapsed() < SETTLE && expect > 1 {
+            set_status(
+                &node,
+                format!("seen {seen} of {expect} nodes; waiting for no new node for {SETTLE:?}"),
+            );
+            continue;
+        }
+        let everyone: Vec<(u64, NodeInfo)> = fresh
+            .iter()
+            .map(|h| {
+                let info = NodeInfo {
+                    peer_id: h.info.peer_id.clone(),
+                    addrs: h.info.addrs.clone(),
+                    http: h.info.http.clone(),
+                };
+                (h.node_id, info)
+            })
+            .collect();
+        if let Err(e) = bootstrap(&node, &chosen, &everyone).await {
+            warn!(error = %e, "bootstrap attempt failed; retrying once the view settles again");
+            view.1 = Instant::now();
         }
     }
 }
@@ -130,8 +170,13 @@ fn set_status(node: &Node, status: String) {
     }
 }
 
-/// Make `chosen` (this node first) the initial voters of a new cluster.
-async fn bootstrap(node: &Arc<Node>, chosen: &[(u64, NodeInfo)]) -> anyhow::Result<()> {
+/// Make `chosen` (this node first) the initial voters of a new cluster, unless one of
+/// `fresh` (every other fresh node this node sees) objects.
+async fn bootstrap(
+    node: &Arc<Node>,
+    chosen: &[(u64, NodeInfo)],
+    fresh: &[(u64, NodeInfo)],
+) -> anyhow::Result<()> {
     let cluster_id = loop {
         let id: u64 = rand::random();
         if id != 0 {
@@ -139,6 +184,19 @@ async fn bootstrap(node: &Arc<Node>, chosen: &[(u64, NodeInfo)]) -> anyhow::Resu
         }
     };
     let voters: Vec<u64> = chosen.iter().map(|(id, _)| *id).collect();
+    for (id, info) in fresh {
+        let to = crate::cluster::rpc::peer_ref(info).map_err(anyhow::Error::msg)?;
+        let plan = CtlRequest::Adopt {
+            cluster_id,
+            voters: voters.iter().copied().filter(|v| v != id).collect(),
+        };
+        match node.net.ctl(&to, plan, CTL_TIMEOUT).await {
+            Ok(CtlResponse::Refused(why)) if why == NOT_A_VOTER => {}
+            // Gone or slow: it knows no more than the others.
+            Err(e) => tracing::debug!(peer = %info.peer_id, error = %e, "no answer to the plan"),
+            Ok(answer) => anyhow::bail!("{} objects to the new cluster: {answer:?}", info.peer_id),
+        }
+    }
     let mut adopted = Vec::new();
     for (id, info) in &chosen[1..] {
         let to = crate::cluster::rpc::peer_ref(info).map_err(anyhow::Error::msg)?;

@@ -17,6 +17,10 @@ use crate::cluster::rpc::{answer_raft, peer_ref};
 use crate::cluster::state::Command;
 use crate::sync::Locked;
 
+/// The answer to `Adopt` of a fresh node that is not among the voters and knows nothing
+/// against the new cluster: no objection.
+pub const NOT_A_VOTER: &str = "this node is not among the voters";
+
 impl Node {
     /// Answer an inbound Raft RPC.
     pub async fn on_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
@@ -192,9 +196,10 @@ impl Node {
         match self.cluster_id() {
             Some(c) if c == cluster_id => CtlResponse::Ok,
             Some(c) => CtlResponse::Foreign { cluster_id: c },
-            None if !voters.contains(&self.id) => {
-                CtlResponse::Refused("this node is not among the voters".into())
+            None if let Some(why) = self.adopting_would_split(cluster_id, voters) => {
+                CtlResponse::Refused(why)
             }
+            None if !voters.contains(&self.id) => CtlResponse::Refused(NOT_A_VOTER.into()),
             None => match self.store.has_raft_state() {
                 Ok(true) => CtlResponse::Refused("this node already has Raft state".into()),
                 Err(e) => CtlResponse::Refused(e.to_string()),
@@ -211,6 +216,31 @@ impl Node {
                 },
             },
         }
+    }
+
+    /// Why adopting a new cluster of `voters` (or, for a node not among them, letting it
+    /// form) could make a second cluster: this node knows
+    /// one already formed, or a fresh node smaller than every voter (the one that should
+    /// bootstrap) that they left out. The asker learns of it and defers. (A voter that
+    /// already adopted `cluster_id` itself is this cluster, not another.)
+    fn adopting_would_split(&self, cluster_id: u64, voters: &[u64]) -> Option<String> {
+        let smallest = voters.iter().copied().min()?;
+        let hellos = self.peers.hellos();
+        if let Some(c) = hellos
+            .iter()
+            .filter_map(|h| h.cluster_id)
+            .find(|c| *c != cluster_id)
+        {
+            return Some(format!(
+                "this node knows cluster {c:016x} already formed; join it"
+            ));
+        }
+        hellos
+            .iter()
+            .filter(|h| h.node_id < smallest && !voters.contains(&h.node_id))
+            .map(|h| h.node_id)
+            .min()
+            .map(|n| format!("node {n:016x} is smaller and has no cluster yet; it forms one"))
     }
 
     async fn on_join(&self, cluster_id: u64, node_id: u64, info: PeerInfo) -> CtlResponse {

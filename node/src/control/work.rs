@@ -56,6 +56,8 @@ pub struct Work {
     pub split: Option<SplitInfo>,
     /// A reduce's inputs, or why it cannot run now (not its fault).
     pub inputs: Result<Vec<MapOut>, String>,
+    /// When the manager assigned it, by the manager's clock (ms since the epoch).
+    pub assigned_ms: u64,
 }
 
 /// Why an attempt failed, as its report carries it.

@@ -208,6 +208,7 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
                         }),
                     },
                     key,
+                    assigned_ms: start_ms,
                 });
             }
             let run = running.locked();
