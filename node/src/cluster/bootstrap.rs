@@ -14,8 +14,8 @@
 //! its plan to every fresh node it sees, voters too, before any adopts it: an `Adopt` whose
 //! voters leave the receiver out, which it cannot adopt, only object to. Any that knows a
 //! cluster already formed, or a fresh node smaller than every voter, objects, and the
-//! smallest defers — before anyone adopted anything. A seed that every node was given as `--peer` sees them all, so
-//! nodes started together around it form one cluster.
+//! smallest defers — before anyone adopted anything. A seed that every node was given as
+//! `--peer` sees them all, so nodes started together around it form one cluster.
 //!
 //! The invariant: a node initializes Raft only with an empty Raft store, after every initial
 //! voter has durably adopted the cluster id — so no node ever initializes twice, and no two

@@ -219,10 +219,10 @@ impl Node {
     }
 
     /// Why adopting a new cluster of `voters` (or, for a node not among them, letting it
-    /// form) could make a second cluster: this node knows
-    /// one already formed, or a fresh node smaller than every voter (the one that should
-    /// bootstrap) that they left out. The asker learns of it and defers. (A voter that
-    /// already adopted `cluster_id` itself is this cluster, not another.)
+    /// form) could make a second cluster: this node knows one already formed, or a fresh
+    /// node smaller than every voter (the one that should bootstrap) that they left out.
+    /// The asker learns of it and defers. (A voter that already adopted `cluster_id` is
+    /// this cluster, not another.)
     fn adopting_would_split(&self, cluster_id: u64, voters: &[u64]) -> Option<String> {
         let smallest = voters.iter().copied().min()?;
         let hellos = self.peers.hellos();
