@@ -132,6 +132,7 @@ pub fn start_together(dir: &Path, n: usize, extra: &[&str]) -> Vec<NodeProc> {
 /// fails naming the clusters the nodes are in.
 #[allow(dead_code)]
 pub fn wait_one_cluster(nodes: &[NodeProc], secs: u64) {
+    // Each node's cluster id, from one look at every node's view.
     let ids = || -> Vec<Option<String>> {
         nodes
             .iter()
@@ -150,16 +151,18 @@ pub fn wait_one_cluster(nodes: &[NodeProc], secs: u64) {
                 .then_some(())
         });
     if formed.is_err() {
+        let ids = ids();
         let mut count: std::collections::BTreeMap<String, usize> = Default::default();
-        for id in ids() {
+        for id in &ids {
             *count
-                .entry(id.unwrap_or_else(|| "none".into()))
+                .entry(id.clone().unwrap_or_else(|| "none".into()))
                 .or_default() += 1;
         }
         let last_words: Vec<String> = nodes
             .iter()
-            .filter(|n| n.cluster().is_none_or(|v| v["cluster_id"].is_null()))
-            .map(|n| {
+            .zip(&ids)
+            .filter(|(_, id)| id.is_none())
+            .map(|(n, _)| {
                 let log = n.log_text();
                 let tail: Vec<&str> = log.lines().rev().take(8).collect();
                 format!("{} ({}):\n{}", n.name, n.node_id, tail.join("\n"))

@@ -31,7 +31,7 @@ use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
 use crate::cluster::handlers::NOT_A_VOTER;
-use crate::cluster::node::{Node, CTL_TIMEOUT};
+use crate::cluster::node::{member_record, Node, CTL_TIMEOUT};
 use crate::sync::Locked;
 
 /// How long an adopted initial voter waits for the bootstrapper before asking to join.
@@ -95,7 +95,12 @@ pub async fn run(node: Arc<Node>) {
         let expect = node.settings.expect.max(1);
         let mut fresh: Vec<&Hello> = hellos.iter().filter(|h| h.cluster_id.is_none()).collect();
         fresh.sort_by_key(|h| h.node_id);
-        let ids: Vec<u64> = fresh.iter().map(|h| h.node_id).collect();
+        // Every fresh node this node sees, as membership records, in id order.
+        let everyone: Vec<(u64, NodeInfo)> = fresh
+            .iter()
+            .map(|h| (h.node_id, member_record(h.info.clone())))
+            .collect();
+        let ids: Vec<u64> = everyone.iter().map(|(id, _)| *id).collect();
         if ids != view.0 {
             view = (ids, Instant::now());
         }
@@ -115,18 +120,9 @@ pub async fn run(node: Arc<Node>) {
             );
             continue;
         }
-        let mut chosen: Vec<(u64, NodeInfo)> = fresh
+        let mut chosen: Vec<(u64, NodeInfo)> = everyone
             .iter()
-            .map(|h| {
-                (
-                    h.node_id,
-                    NodeInfo {
-                        peer_id: h.info.peer_id.clone(),
-                        addrs: h.info.addrs.clone(),
-                        http: h.info.http.clone(),
-                    },
-                )
-            })
+            .cloned()
             .chain(std::iter::once((node.id, node.node_info())))
             .collect();
         chosen.sort_by_key(|(id, _)| *id);
@@ -142,17 +138,6 @@ pub async fn run(node: Arc<Node>) {
             );
             continue;
         }
-        let everyone: Vec<(u64, NodeInfo)> = fresh
-            .iter()
-            .map(|h| {
-                let info = NodeInfo {
-                    peer_id: h.info.peer_id.clone(),
-                    addrs: h.info.addrs.clone(),
-                    http: h.info.http.clone(),
-                };
-                (h.node_id, info)
-            })
-            .collect();
         if let Err(e) = bootstrap(&node, &chosen, &everyone).await {
             warn!(error = %e, "bootstrap attempt failed; retrying once the view settles again");
             view.1 = Instant::now();

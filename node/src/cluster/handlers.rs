@@ -6,13 +6,12 @@ use std::time::Instant;
 
 use shoal_net::wire::{CtlRequest, CtlResponse, PeerInfo, RaftRequest, RaftResponse};
 use shoal_net::{codec, PeerId, Transport};
-use shoal_raft::NodeInfo;
 use tracing::info;
 
 use crate::cluster::admission::may_propose;
 use crate::cluster::identity::{hex, node_id};
 use crate::cluster::members::{is_voter, member_id, standing, Standing};
-use crate::cluster::node::{foreign_reason, with_jobs, Node, CTL_TIMEOUT};
+use crate::cluster::node::{foreign_reason, member_record, with_jobs, Node, CTL_TIMEOUT};
 use crate::cluster::rpc::{answer_raft, peer_ref};
 use crate::cluster::state::Command;
 use crate::sync::Locked;
@@ -256,12 +255,11 @@ impl Node {
         let metrics = shoal_raft::metrics(&h.raft);
         match metrics.current_leader {
             Some(leader) if leader == self.id => {
-                let node = NodeInfo {
-                    peer_id: info.peer_id,
-                    addrs: info.addrs,
-                    http: info.http,
-                };
-                match h.raft.add_learner(node_id, node, false).await {
+                match h
+                    .raft
+                    .add_learner(node_id, member_record(info), false)
+                    .await
+                {
                     Ok(_) => {
                         info!(joiner = node_id, "added a learner");
                         CtlResponse::Ok

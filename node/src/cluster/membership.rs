@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_raft::ChangeMembers;
-use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
-use crate::cluster::node::Node;
+use crate::cluster::node::{member_record, Node};
 use crate::cluster::state::Command;
 
 /// Removal never takes the voters below this many.
@@ -110,11 +109,7 @@ pub async fn run(node: Arc<Node>) {
         let mut updates = BTreeMap::new();
         for hello in &hellos {
             if let Some(cur) = m.get_node(&hello.node_id) {
-                let fresh = NodeInfo {
-                    peer_id: hello.info.peer_id.clone(),
-                    addrs: hello.info.addrs.clone(),
-                    http: hello.info.http.clone(),
-                };
+                let fresh = member_record(hello.info.clone());
                 if *cur != fresh && !fresh.addrs.is_empty() {
                     updates.insert(hello.node_id, fresh);
                 }

@@ -191,12 +191,7 @@ impl Node {
 
     /// This node as a Raft membership record.
     pub fn node_info(&self) -> NodeInfo {
-        let i = self.peer_info();
-        NodeInfo {
-            peer_id: i.peer_id,
-            addrs: i.addrs,
-            http: i.http,
-        }
+        member_record(self.peer_info())
     }
 
     /// What this node says about itself.
@@ -309,4 +304,13 @@ pub(crate) fn with_jobs<T>(
     let h = node.raft.get()?;
     let applied = h.applied.read_now();
     Some(f(&applied.state.jobs))
+}
+
+/// A node's Raft membership record, from what it says about itself (its hello's info).
+pub fn member_record(info: PeerInfo) -> NodeInfo {
+    NodeInfo {
+        peer_id: info.peer_id,
+        addrs: info.addrs,
+        http: info.http,
+    }
 }
