@@ -1,6 +1,8 @@
 //! Who is in the cluster, as this node sees it: the members it can reach and their slots,
 //! a member's peer id, and the member a peer is.
 
+use std::collections::HashSet;
+
 use shoal_jobs::cluster::NodeId;
 use shoal_jobs::scheduler::NodeSlots;
 
@@ -12,10 +14,10 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
         return Vec::new();
     };
     let m = shoal_raft::metrics(&h.raft);
-    let hellos = node.peers.hellos();
+    let slots = node.peers.by_node(|h| h.info.slots.max(1));
     // A node under its disk reserve takes no new task and no copy until it has room, as its
     // last heartbeat says (this node's own included: the worker loop records it each beat).
-    let low: Vec<u64> = node
+    let low: HashSet<u64> = node
         .heartbeats
         .locked()
         .iter()
@@ -34,10 +36,7 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
                     slots: node.settings.slots,
                 });
             }
-            hellos.iter().find(|h| h.node_id == id).map(|h| NodeSlots {
-                node: id,
-                slots: h.info.slots.max(1),
-            })
+            slots.get(&id).map(|&slots| NodeSlots { node: id, slots })
         })
         .collect();
     out.sort_by_key(|n| n.node);

@@ -55,9 +55,8 @@ pub async fn run(node: Arc<Node>) {
         let voters: BTreeSet<u64> = m.voter_ids().collect();
         let learners: Vec<u64> = m.learner_ids().collect();
         // Heartbeats are kept for members only (a removed node's last one goes).
-        node.heartbeats
-            .retain(|id| voters.contains(&id) || learners.contains(&id));
-        let hellos = node.peers.hellos();
+        node.heartbeats.retain(|id| m.get_node(&id).is_some());
+        let hellos = node.peers.by_node(|h| h.info.clone());
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
             let at = heard.get(&id).map(|(at, _)| *at);
@@ -65,8 +64,7 @@ pub async fn run(node: Arc<Node>) {
         };
         let reachable = |id: u64| {
             id == node.id
-                || (hellos.iter().any(|h| h.node_id == id)
-                    && silent_for(id) <= node.settings.node_timeout)
+                || (hellos.contains_key(&id) && silent_for(id) <= node.settings.node_timeout)
         };
         if let Some(change) = replace_silent_voter(
             &voters,
@@ -107,11 +105,11 @@ pub async fn run(node: Arc<Node>) {
         }
         // Keep members' records current (addresses change when a node restarts).
         let mut updates = BTreeMap::new();
-        for hello in &hellos {
-            if let Some(cur) = m.get_node(&hello.node_id) {
-                let fresh = member_record(hello.info.clone());
+        for (&id, info) in &hellos {
+            if let Some(cur) = m.get_node(&id) {
+                let fresh = member_record(info.clone());
                 if *cur != fresh && !fresh.addrs.is_empty() {
-                    updates.insert(hello.node_id, fresh);
+                    updates.insert(id, fresh);
                 }
             }
         }
@@ -157,8 +155,8 @@ pub async fn remove_member(node: &Node, x: u64) -> Result<(), String> {
     let m = metrics.membership_config.membership().clone();
     let voters: BTreeSet<u64> = m.voter_ids().collect();
     if voters.contains(&x) {
-        let hellos = node.peers.hellos();
-        let live = |id: u64| id == node.id || hellos.iter().any(|h| h.node_id == id);
+        let connected = node.peers.by_node(|_| ());
+        let live = |id: u64| id == node.id || connected.contains_key(&id);
         let learners: Vec<u64> = m.learner_ids().collect();
         let change =
             replace_silent_voter(&voters, &learners, |id| id == x, live).ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! What a node knows of its peers: their hellos, connections, last signs of life and
 //! clusters, and the warnings it has already logged about them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,16 @@ impl PeerBook {
     /// `--node-timeout`: a peer behind a cut cable keeps its TCP connection for a while, but
     /// nothing should be sent its way.
     pub fn hellos(&self) -> Vec<Hello> {
+        self.reachable(Hello::clone)
+    }
+
+    /// What `f` reads of each hello [`PeerBook::hellos`] would give, by node id: one look up
+    /// per node after, where a search of every hello would cost the number of nodes.
+    pub fn by_node<T>(&self, f: impl Fn(&Hello) -> T) -> HashMap<u64, T> {
+        self.reachable(|h| (h.node_id, f(h)))
+    }
+
+    fn reachable<T, C: FromIterator<T>>(&self, f: impl Fn(&Hello) -> T) -> C {
         let peers = self.peers.locked();
         let fresh = |p: &PeerEntry| {
             p.last_seen
@@ -148,7 +158,7 @@ impl PeerBook {
         peers
             .values()
             .filter(|p| p.connected && p.foreign.is_none() && p.incompatible.is_none() && fresh(p))
-            .filter_map(|p| p.hello.clone())
+            .filter_map(|p| p.hello.as_ref().map(&f))
             .collect()
     }
 

@@ -127,6 +127,10 @@ pub async fn copy_away(node: Arc<Node>) {
     let mut changes = h.raft.metrics();
     loop {
         next_change(&mut changes, Duration::from_secs(1)).await;
+        let live: Vec<NodeId> = crate::cluster::members::live_nodes(&node)
+            .into_iter()
+            .map(|n| n.node)
+            .collect();
         let plan = with_jobs(&node, |t| {
             if !t.draining.contains_key(&node.id) {
                 return Vec::new();
@@ -134,7 +138,7 @@ pub async fn copy_away(node: Arc<Node>) {
             let others = others(&node, node.id, t);
             t.under_copied(node.id, others)
                 .into_iter()
-                .filter_map(|(job, what, missing)| copy_of(&node, t, job, what, missing))
+                .filter_map(|(job, what, missing)| copy_of(&node, t, &live, job, what, missing))
                 .collect()
         })
         .unwrap_or_default();
@@ -175,9 +179,16 @@ struct Copy {
 }
 
 /// The copy that `what` of `job` needs: its object (a split's segment backs every split cut
-/// from it: those of them this node holds go along), and `missing` live members that take
-/// copies and do not hold it yet (as many as there are).
-fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, missing: usize) -> Option<Copy> {
+/// from it: those of them this node holds go along), and `missing` of the `live` members
+/// that take copies and do not hold it yet (as many as there are).
+fn copy_of(
+    node: &Node,
+    t: &Cluster,
+    live: &[NodeId],
+    job: &str,
+    what: Held,
+    missing: usize,
+) -> Option<Copy> {
     let j = t.jobs.get(job)?;
     let (key, holders, what) = match what {
         Held::Split(i) => {
@@ -202,9 +213,9 @@ fn copy_of(node: &Node, t: &Cluster, job: &str, what: Held, missing: usize) -> O
             )
         }
     };
-    let targets: Vec<NodeId> = crate::cluster::members::live_nodes(node)
-        .into_iter()
-        .map(|n| n.node)
+    let targets: Vec<NodeId> = live
+        .iter()
+        .copied()
         .filter(|n| *n != node.id && !holders.contains(n) && !t.draining.contains_key(n))
         .take(missing)
         .collect();

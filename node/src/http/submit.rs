@@ -34,6 +34,7 @@ use crate::control::jobdir::archive_key;
 use crate::http::error::error;
 use crate::http::splitter::{Splitter, TooManySplits};
 use crate::storage::blobs::{part_key, split_object};
+use crate::storage::replication::{copy_takers, rotated};
 
 /// Splits copied to other nodes at once.
 const PARALLEL_PUSHES: usize = 4;
@@ -386,15 +387,15 @@ async fn receive_archive(
 /// node and those that took a copy.
 async fn replicate_archives(node: &Arc<Node>, spec: &mut JobSpec) {
     let copies = spec.replication;
+    let takers = copy_takers(node);
     for (i, a) in spec.archives.iter_mut().enumerate() {
         let key = archive_key(&a.digest);
         let Some(path) = node.blobs.path(&key) else {
             continue;
         };
-        let targets = crate::storage::replication::replica_targets(node, copies, i as u32);
-        a.holders = vec![node.id];
-        a.holders
-            .extend(crate::storage::replication::replicate(node, &key, &path, &targets).await);
+        let targets = rotated(&takers, copies, i as u32);
+        // This node and those the copies reached.
+        a.holders = crate::storage::replication::replicate(node, &key, &path, &targets).await;
     }
 }
 
@@ -528,8 +529,9 @@ async fn replicate_splits(
         *end = (*end).max(offset + s.len);
     }
     let mut by_target: Vec<(NodeId, (String, u64))> = Vec::new();
+    let takers = copy_takers(node);
     for (spread, (key, &size)) in objects.iter().enumerate() {
-        for t in crate::storage::replication::replica_targets(node, copies, spread as u32) {
+        for t in rotated(&takers, copies, spread as u32) {
             by_target.push((t, (key.clone(), size)));
         }
     }

@@ -38,23 +38,55 @@ pub async fn replicate(
 
 /// Up to `copies` live nodes other than this one, rotated by `spread` so copies spread out.
 pub fn replica_targets(node: &Node, copies: u32, spread: u32) -> Vec<NodeId> {
-    // A draining node takes no copy: it is about to go.
+    rotated(&copy_takers(node), copies, spread)
+}
+
+/// The live nodes other than this one that take copies, in id order (a draining node takes
+/// none: it is about to go). Read once for many objects' [`rotated`] targets.
+pub fn copy_takers(node: &Node) -> Vec<NodeId> {
     let draining =
         crate::cluster::node::with_jobs(node, |t| t.draining.clone()).unwrap_or_default();
-    let others: Vec<NodeId> = live_nodes(node)
+    live_nodes(node)
         .into_iter()
         .map(|n| n.node)
         .filter(|&n| n != node.id && !draining.contains_key(&n))
-        .collect();
-    if others.is_empty() {
+        .collect()
+}
+
+/// Up to `copies` of `takers`, starting at the `spread`th.
+pub fn rotated(takers: &[NodeId], copies: u32, spread: u32) -> Vec<NodeId> {
+    if takers.is_empty() {
         return Vec::new();
     }
-    let start = spread as usize % others.len();
-    others
+    let start = spread as usize % takers.len();
+    takers
         .iter()
         .cycle()
         .skip(start)
-        .take((copies as usize).min(others.len()))
+        .take((copies as usize).min(takers.len()))
         .copied()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotated;
+
+    #[test]
+    fn copies_go_to_distinct_takers_and_spread_with_the_object() {
+        let takers = [3, 5, 8];
+        assert_eq!(rotated(&takers, 2, 0), vec![3, 5]);
+        assert_eq!(rotated(&takers, 2, 2), vec![8, 3]);
+        // Never more copies than takers, never one twice.
+        assert_eq!(rotated(&takers, 5, 4), vec![5, 8, 3]);
+        assert!(rotated(&[], 2, 1).is_empty());
+        // Over as many objects as takers, each taker gets the same number of copies.
+        let mut per = std::collections::BTreeMap::new();
+        for spread in 0..3 {
+            for t in rotated(&takers, 2, spread) {
+                *per.entry(t).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(per.values().collect::<Vec<_>>(), vec![&2, &2, &2]);
+    }
 }
