@@ -222,6 +222,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_holder_names_copies_of_what_it_holds_and_stops_only_itself() {
+        let t = table();
+        let add = |index| {
+            Command::Jobs(JobCommand::AddHolders {
+                job: "j-1".into(),
+                what: shoal_jobs::cluster::Held::Split(index),
+                nodes: vec![8],
+            })
+        };
+        // Node 7 holds split 0; node 8 does not, and no node holds a split 1.
+        assert_eq!(may_propose(&add(0), 7, &t), Ok(()));
+        let liar = may_propose(&add(0), 8, &t).unwrap_err();
+        assert!(liar.contains("which it does not hold"), "{liar}");
+        assert!(may_propose(&add(1), 7, &t).is_err());
+        let stopping = |node| {
+            Command::Jobs(JobCommand::Drain {
+                node,
+                cause: shoal_jobs::cluster::DrainCause::Stopping,
+                at_ms: 4,
+            })
+        };
+        assert_eq!(may_propose(&stopping(7), 7, &t), Ok(()));
+        let other = may_propose(&stopping(7), 8, &t).unwrap_err();
+        assert!(
+            other.contains("said node 0000000000000007 is stopping"),
+            "{other}"
+        );
+    }
+
+    #[test]
     fn only_the_manager_assigns_declares_lost_forgets_or_records_the_cluster() {
         let t = table();
         for cmd in [

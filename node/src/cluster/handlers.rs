@@ -138,7 +138,10 @@ impl Node {
             }
             CtlRequest::Heard { cluster_id } => match self.cluster_id() {
                 Some(ours) if ours == cluster_id => match member_id(self, &peer) {
-                    Some(_) => CtlResponse::Heartbeats(self.heartbeats.heard()),
+                    Some(from) => match self.heartbeats.heard_for(from) {
+                        Ok(all) => CtlResponse::Heartbeats(all),
+                        Err(why) => CtlResponse::Refused(why),
+                    },
                     None => CtlResponse::Refused(not_a_member(&peer)),
                 },
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },

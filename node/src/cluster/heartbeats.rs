@@ -20,7 +20,13 @@ pub struct HeartbeatBook {
     heard: Mutex<Heartbeats>,
     /// When this node last asked the leader for everyone's heartbeats.
     asked: Mutex<Option<Instant>>,
+    /// When this node, leading, last answered each member's `Heard`.
+    answered: Mutex<BTreeMap<u64, Instant>>,
 }
+
+/// How often a member's `Heard` is answered at most: a learner asks at most once a
+/// second ([`HeartbeatBook::time_to_ask`]), so only a peer that ignores that is refused.
+pub const HEARD_EVERY: Duration = Duration::from_millis(500);
 
 impl HeartbeatBook {
     /// An empty book for node `own`.
@@ -29,6 +35,7 @@ impl HeartbeatBook {
             own,
             heard: Mutex::default(),
             asked: Mutex::default(),
+            answered: Mutex::default(),
         }
     }
 
@@ -71,6 +78,25 @@ impl HeartbeatBook {
     /// Keep only the heartbeats of nodes `keep` names (the members).
     pub fn retain(&self, keep: impl Fn(u64) -> bool) {
         self.locked().retain(|&id, _| keep(id));
+        self.answered.locked().retain(|&id, _| keep(id));
+    }
+
+    /// Every heartbeat this node knows, for member `from`'s `Heard` — or, when `from` was
+    /// answered within [`HEARD_EVERY`], why not: each answer costs the leader every node's
+    /// heartbeat, and a key holder asking in a loop must not make it pay that without end.
+    pub fn heard_for(&self, from: u64) -> Result<Vec<HeardHeartbeat>, String> {
+        {
+            let mut answered = self.answered.locked();
+            if let Some(at) = answered.get(&from).filter(|at| at.elapsed() < HEARD_EVERY) {
+                return Err(format!(
+                    "asked again {} ms after the last answer; at most once per {} ms",
+                    at.elapsed().as_millis(),
+                    HEARD_EVERY.as_millis()
+                ));
+            }
+            answered.insert(from, Instant::now());
+        }
+        Ok(self.heard())
     }
 
     /// Whether it is time to ask the leader again: not within `every` of the last time
@@ -87,5 +113,42 @@ impl HeartbeatBook {
     /// Record a heartbeat (this node's own, or one sent to it as leader).
     pub fn record(&self, hb: Heartbeat) {
         self.locked().insert(hb.node_id, (Instant::now(), hb));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(node_id: u64) -> Heartbeat {
+        Heartbeat {
+            cluster_id: 1,
+            node_id,
+            slots: 2,
+            busy: 0,
+            running: Vec::new(),
+            disk_bytes: 0,
+            disk_low: false,
+            build: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_member_asking_for_everyones_heartbeats_in_a_loop_is_answered_twice_a_second_at_most() {
+        let book = HeartbeatBook::new(1);
+        book.record(beat(1));
+        book.record(beat(2));
+        let first = book.heard_for(2).expect("the first ask is answered");
+        assert_eq!(first.len(), 2, "every heartbeat the leader knows");
+        let again = book.heard_for(2).unwrap_err();
+        assert!(again.contains("at most once per 500 ms"), "{again}");
+        // Another member is not held up by the first one's asking.
+        assert!(book.heard_for(3).is_ok());
+        // Once the member is gone, so is what the book kept of its asking.
+        book.retain(|id| id != 2);
+        assert!(
+            book.heard_for(2).is_ok(),
+            "a member added again asks afresh"
+        );
     }
 }
