@@ -127,10 +127,7 @@ pub async fn copy_away(node: Arc<Node>) {
     let mut changes = h.raft.metrics();
     loop {
         next_change(&mut changes, Duration::from_secs(1)).await;
-        let live: Vec<NodeId> = crate::cluster::members::live_nodes(&node)
-            .into_iter()
-            .map(|n| n.node)
-            .collect();
+        let takers = crate::storage::replication::copy_takers(&node);
         let plan = with_jobs(&node, |t| {
             if !t.draining.contains_key(&node.id) {
                 return Vec::new();
@@ -138,7 +135,7 @@ pub async fn copy_away(node: Arc<Node>) {
             let others = others(&node, node.id, t);
             t.under_copied(node.id, others)
                 .into_iter()
-                .filter_map(|(job, what, missing)| copy_of(&node, t, &live, job, what, missing))
+                .filter_map(|(job, what, missing)| copy_of(&node, t, &takers, job, what, missing))
                 .collect()
         })
         .unwrap_or_default();
@@ -179,12 +176,12 @@ struct Copy {
 }
 
 /// The copy that `what` of `job` needs: its object (a split's segment backs every split cut
-/// from it: those of them this node holds go along), and `missing` of the `live` members
-/// that take copies and do not hold it yet (as many as there are).
+/// from it: those of them this node holds go along), and `missing` of the members that take
+/// copies (`takers`) that do not hold it yet (as many as there are).
 fn copy_of(
     node: &Node,
     t: &Cluster,
-    live: &[NodeId],
+    takers: &[NodeId],
     job: &str,
     what: Held,
     missing: usize,
@@ -213,10 +210,10 @@ fn copy_of(
             )
         }
     };
-    let targets: Vec<NodeId> = live
+    let targets: Vec<NodeId> = takers
         .iter()
         .copied()
-        .filter(|n| *n != node.id && !holders.contains(n) && !t.draining.contains_key(n))
+        .filter(|n| !holders.contains(n))
         .take(missing)
         .collect();
     (!targets.is_empty()).then(|| Copy {
