@@ -19,7 +19,7 @@ fn node(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// A value other than the default for every flag, as `--print-config` writes it.
-const EVERY_FLAG: [(&str, &str); 25] = [
+const EVERY_FLAG: [(&str, &str); 26] = [
     ("data", r#""/srv/shoal""#),
     (
         "listen",
@@ -37,6 +37,7 @@ const EVERY_FLAG: [(&str, &str); 25] = [
     ("heartbeat-ms", "150"),
     ("election-ms", r#""600-800""#),
     ("voters", "3"),
+    ("learners", "7"),
     ("slots", "6"),
     ("node-timeout", "7.5"),
     ("voter-grace", "45.5"),

@@ -1,11 +1,14 @@
-//! A cluster past five nodes: a Raft core of five voters, the rest learners. The leader
+//! A cluster past five nodes: a Raft core of five voters, up to `--learners` learners, the
+//! rest plain workers that the leader pushes their assignments (not Raft members). The leader
 //! answers a learner's heartbeat with nothing but an acknowledgement (only voters get
 //! everyone's heartbeats back), so a learner that shows the cluster asks the leader for them
 //! when it is asked: its `shoal status` still shows every node with a fresh heartbeat.
-//! Six real `shoal node` processes on 127.0.0.1. And thirty, started together as machines
-//! booting on a LAN, form one cluster: a word count whose tasks run
-//! on every one of them goes on through the kill -9 of the manager and of three workers;
-//! the test prints each node's peak RSS and the leader's CPU seconds.
+//! Six real `shoal node` processes on 127.0.0.1. Five with one learner at most: a plain
+//! worker runs its tasks, shows the cluster, and its kill -9 mid-job loses nothing. And
+//! thirty, started together as machines booting on a LAN, form one cluster of five voters,
+//! four learners and 21 plain workers: a word count whose tasks run on every one of them
+//! goes on through the kill -9 of the manager and of three plain workers; the test prints
+//! each node's peak RSS and the leader's CPU seconds.
 
 mod common;
 
@@ -67,6 +70,112 @@ fn a_learner_shows_every_nodes_heartbeat_it_asked_the_leader_for() {
 }
 
 /// Peak RSS (KiB) and CPU seconds (user + system) of process `pid`, from /proc.
+/// The nodes a job's view (`GET /api/v1/jobs/ID`) shows running an attempt.
+fn running_on(v: &Value) -> std::collections::BTreeSet<String> {
+    v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
+        .filter(|a| a["state"] == "running")
+        .filter_map(|a| a["node"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = writable_by_tasks(dir.path());
+    let mut nodes = start_cluster(
+        dir.path(),
+        5,
+        &[
+            "--expect",
+            "3",
+            "--voters",
+            "3",
+            "--learners",
+            "1",
+            "--slots",
+            "1",
+        ],
+    );
+    wait_one_cluster(&nodes, 90);
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_agreed(&all, 3, 60);
+    // Every node, the workers too, shows the same roster: 3 voters, 1 learner, 1 worker.
+    let roster = wait_for(60, "3 voters, 1 learner and 1 worker on every node", || {
+        let views: Vec<Value> = nodes.iter().map(|n| n.cluster()).collect::<Option<_>>()?;
+        let roles = |v: &Value| ["voter", "learner", "worker"].map(|m| members(v, m));
+        let first = roles(&views[0]);
+        let sizes = first.iter().map(Vec::len).collect::<Vec<_>>();
+        (sizes == [3, 1, 1] && views.iter().all(|v| roles(v) == first)).then_some(first)
+    });
+    let worker = nodes
+        .iter()
+        .position(|n| n.node_id == roster[2][0])
+        .unwrap();
+    let wv = nodes[worker].cluster().unwrap();
+    assert_eq!(wv["this"]["membership"], "worker", "{wv}");
+    assert_eq!(wv["this"]["state"], "worker", "{wv}");
+
+    // 5 files, 5 maps on 5 slots: a first attempt on every node, held at a gate.
+    let gate = shared.join("gate");
+    let map = gated_word_mapper(dir.path(), "[ \"$SHOAL_ATTEMPT\" = 1 ]", &gate);
+    let reduce = write_program(dir.path(), "sum.sh", SUM_REDUCER_SH);
+    let (input, words) = small_word_input(dir.path(), 5, 30);
+    let o = run(shoal()
+        .args(["submit", "--node", &format!("http://{}", nodes[0].http)])
+        .arg("--input")
+        .arg(&input)
+        .args(["--map", &map, "--reduce", &reduce, "-R", "2"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let id = job_id(&o);
+    let at = nodes[0].http.clone();
+    let job = || http_get(&at, &format!("/api/v1/jobs/{id}")).map(|(_, v)| v);
+    wait_for(60, "a first attempt running on every node", || {
+        (running_on(&job()?).len() == 5).then_some(())
+    });
+    // The worker's status reports its running attempt, as a member's does.
+    let hb = wait_for(10, "the worker's running attempt in its heartbeat", || {
+        let v = nodes[worker].cluster()?;
+        let me = v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == v["this"]["id"])?
+            .clone();
+        (me["heartbeat"]["running"].as_array()?.len() == 1).then_some(me)
+    });
+    assert_eq!(hb["membership"], "worker", "{hb}");
+    nodes[worker].kill();
+    std::fs::write(&gate, "").unwrap();
+    let v = wait_for(120, "the job to succeed after the worker's kill", || {
+        let v = job()?;
+        assert!(v["state"] != "failed" && v["state"] != "killed", "{v}");
+        (v["state"] == "succeeded").then_some(v)
+    });
+    let out = dir.path().join("out");
+    let o = run(shoal()
+        .args([
+            "output",
+            &id,
+            "--node",
+            &format!("http://{}", nodes[0].http),
+        ])
+        .arg("--dir")
+        .arg(&out));
+    assert!(o.status.success(), "{}", text(&o));
+    let text = String::from_utf8(parts(&out, 2).concat()).unwrap();
+    assert_eq!(
+        summed_counts(&text),
+        word_counts(&words),
+        "the word count is exact"
+    );
+    let ran = attempt_nodes(&v, "map");
+    assert!(ran.contains(&roster[2][0]), "the worker ran a map: {ran:?}");
+}
+
 fn usage(pid: u32) -> (u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
@@ -170,23 +279,18 @@ fn thirty_nodes_run_a_word_count_on_every_node_through_the_kill_of_the_manager_a
     let id = job_id(&o);
     let at = nodes[submit_to].http.clone();
     let job = || http_get(&at, &format!("/api/v1/jobs/{id}")).map(|(_, v)| v);
-    let running_on = |v: &Value| -> std::collections::BTreeSet<String> {
-        v["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
-            .filter(|a| a["state"] == "running")
-            .filter_map(|a| a["node"].as_str().map(String::from))
-            .collect()
-    };
     wait_for(120, "a first attempt running on every node", || {
         (running_on(&job()?).len() == 30).then_some(())
     });
 
-    // kill -9 the manager and three workers that are not voters.
+    // kill -9 the manager and three plain workers.
     let v = nodes[submit_to].cluster().unwrap();
-    let learners = members(&v, "learner");
+    assert_eq!(
+        ["voter", "learner", "worker"].map(|m| members(&v, m).len()),
+        [5, 4, 21],
+        "five voters, four learners (--learners 4) and 21 plain workers: {v}"
+    );
+    let learners = members(&v, "worker");
     let mut victims: Vec<usize> = vec![nodes.iter().position(|n| n.node_id == leader).unwrap()];
     victims.extend(
         nodes

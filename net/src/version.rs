@@ -17,8 +17,9 @@ pub struct Protocol {
 /// This build's wire protocol: 1.0 is what nodes spoke before they said; 1.1 added the
 /// versions to hellos and heartbeats; 1.2 answers only voters' heartbeats with everyone's
 /// (others ask, `Heard`, when they show the cluster; a 1.1 leader answers that with an
-/// error, and such a node shows what it last heard).
-pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 2 };
+/// error, and such a node shows what it last heard); 1.3 has plain workers, which the
+/// leader pushes their table (`Push`; a leader makes only a 1.3 node a plain worker).
+pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 3 };
 
 /// This build's version (the workspace's, `shoal --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

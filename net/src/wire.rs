@@ -121,6 +121,15 @@ pub enum CtlRequest {
         /// The sender's cluster.
         cluster_id: ClusterId,
     },
+    /// What changed of the jobs that concern a plain worker, and of the roster (from the
+    /// leader; protocol 1.3). Answered `Ok` once applied.
+    Push {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The push, encoded by the node.
+        #[serde(with = "serde_bytes")]
+        push: Vec<u8>,
+    },
 }
 
 /// One split of a file read in place, as its node lists it.

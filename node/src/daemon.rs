@@ -77,6 +77,10 @@ pub struct NodeArgs {
     /// Most voters; further members stay learners.
     #[arg(long, env = "SHOAL_VOTERS", default_value_t = 5)]
     pub voters: usize,
+    /// Most learners (members that are not voters); further nodes join as plain workers,
+    /// which get their assignments pushed by the manager instead of the whole Raft log.
+    #[arg(long, env = "SHOAL_LEARNERS", default_value_t = 4)]
+    pub learners: usize,
     /// Tasks this node runs at once (default: its cores).
     #[arg(long, env = "SHOAL_SLOTS")]
     pub slots: Option<u32>,
@@ -355,6 +359,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         expect: args.expect,
         timing,
         voter_cap: args.voters.max(1),
+        learner_cap: args.learners,
         slots: args
             .slots
             .unwrap_or(shoal_jobs::pool::default_slots() as u32)
@@ -470,6 +475,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         crate::cluster::membership::run(Arc::clone(&node)),
     );
     loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
+    loops.forever("pushes", crate::cluster::workers::run(Arc::clone(&node)));
     loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
     loops.forever(
         "copy away",

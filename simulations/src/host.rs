@@ -36,8 +36,8 @@ impl WorkerHost for SimNode {
         self.world.now_ms()
     }
 
-    async fn raft_changes(&self) -> shoal_raft::MetricsWatch {
-        self.raft.metrics()
+    async fn table_changes(&self) -> shoal_node::cluster::node::TableChanges {
+        shoal_node::cluster::node::TableChanges::new(self.raft.metrics(), None)
     }
 
     fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
@@ -157,6 +157,8 @@ fn describe(cmd: &Command) -> String {
         Command::Jobs(cluster::Command::NodeLost { node, .. }) => format!("node {node} lost"),
         Command::Jobs(c) => format!("{c:?}").chars().take(60).collect(),
         Command::Init { .. } => "init".into(),
+        Command::Worker { node_id, .. } => format!("plain worker {node_id}"),
+        Command::DropWorker { node_id } => format!("drop plain worker {node_id}"),
     }
 }
 

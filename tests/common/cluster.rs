@@ -146,7 +146,10 @@ pub fn wait_one_cluster(nodes: &[NodeProc], secs: u64) {
         shoal::demo::local_cluster::wait_for(Duration::from_secs(secs), "one cluster", || {
             let ids = ids();
             let v = nodes[0].cluster()?;
-            let all = members(&v, "voter").len() + members(&v, "learner").len();
+            let all = ["voter", "learner", "worker"]
+                .iter()
+                .map(|m| members(&v, m).len())
+                .sum::<usize>();
             (ids[0].is_some() && ids.iter().all(|i| *i == ids[0]) && all == nodes.len())
                 .then_some(())
         });

@@ -23,6 +23,9 @@ use crate::cluster::state::Command;
 pub fn may_propose(cmd: &Command, from: NodeId, table: &Cluster) -> Result<(), String> {
     match cmd {
         Command::Init { .. } => Err("only the leader records the cluster id".into()),
+        Command::Worker { .. } | Command::DropWorker { .. } => {
+            Err("only the leader records plain workers".into())
+        }
         Command::Jobs(c) => may_propose_job(c, from, table),
         Command::Batch(cs) => cs.iter().try_for_each(|c| may_propose_job(c, from, table)),
     }

@@ -62,7 +62,7 @@ pub async fn run(node: Arc<Node>) {
                 node.greet(peer).await;
             }
         }
-        if node.is_member() {
+        if node.is_member() || node.is_plain_worker() {
             set_status(&node, String::new());
             return;
         }

@@ -14,7 +14,7 @@ use crate::cluster::members::{is_voter, member_id, standing, Standing};
 use crate::cluster::node::{foreign_reason, member_record, with_jobs, Node, CTL_TIMEOUT};
 use crate::cluster::rpc::{answer_raft, peer_ref};
 use crate::cluster::state::Command;
-use crate::sync::Locked;
+use crate::sync::{Locked, ReadWrite};
 
 /// The answer to `Adopt` of a fresh node that is not among the voters and knows nothing
 /// against the new cluster: no objection.
@@ -165,6 +165,11 @@ impl Node {
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::Refused("this node has no cluster yet".into()),
             },
+            CtlRequest::Push { cluster_id, push } => match self.cluster_id() {
+                Some(ours) if ours == cluster_id => self.on_push(&peer, &push),
+                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
+                None => CtlResponse::Refused("this node has no cluster yet".into()),
+            },
             CtlRequest::Propose {
                 cluster_id,
                 command,
@@ -192,6 +197,29 @@ impl Node {
             codec::decode(command).map_err(|e| format!("a malformed command: {e}"))?;
         with_jobs(self, |table| may_propose(&cmd, from, table))
             .unwrap_or_else(|| Err("raft is not running here yet".into()))
+    }
+
+    /// A push of the leader to this plain worker (`cluster::pushed`).
+    fn on_push(&self, peer: &PeerId, push: &[u8]) -> CtlResponse {
+        if self.is_member() {
+            return CtlResponse::Refused(
+                "this node is a member: it reads the Raft log, not pushes".into(),
+            );
+        }
+        let push: crate::cluster::pushed::Push = match codec::decode(push) {
+            Ok(p) => p,
+            Err(e) => return CtlResponse::Refused(format!("a malformed push: {e}")),
+        };
+        let first = self.pushed.leader().is_none();
+        match self.pushed.apply(node_id(peer), push) {
+            Ok(()) => {
+                if first {
+                    info!(leader = %peer, "a plain worker: the leader pushes this node its assignments");
+                }
+                CtlResponse::Ok
+            }
+            Err(why) => CtlResponse::Refused(why),
+        }
     }
 
     fn on_adopt(&self, cluster_id: u64, voters: &[u64]) -> CtlResponse {
@@ -258,6 +286,21 @@ impl Node {
         let metrics = shoal_raft::metrics(&h.raft);
         match metrics.current_leader {
             Some(leader) if leader == self.id => {
+                if self.joins_as_worker(h, &metrics, node_id) {
+                    let cmd = Command::Worker {
+                        node_id,
+                        info: member_record(info),
+                    };
+                    return match self.write_local(codec::encode(&cmd)).await {
+                        Ok(_) => {
+                            // It holds nothing the leader sent before: everything again.
+                            self.pushes.reset(node_id);
+                            info!(joiner = %hex(node_id), "added a plain worker");
+                            CtlResponse::Ok
+                        }
+                        Err(e) => CtlResponse::Refused(format!("adding the worker failed: {e}")),
+                    };
+                }
                 match h
                     .raft
                     .add_learner(node_id, member_record(info), false)
@@ -290,6 +333,29 @@ impl Node {
             }
             None => CtlResponse::Refused("no leader yet".into()),
         }
+    }
+}
+
+impl Node {
+    /// Whether joiner `id` is (again) a plain worker: not a member, and a worker already or
+    /// beyond `--learners` — and it speaks protocol 1.3, which has pushes.
+    fn joins_as_worker(
+        &self,
+        h: &crate::cluster::node::RaftHandle,
+        metrics: &shoal_raft::Metrics,
+        id: u64,
+    ) -> bool {
+        let m = metrics.membership_config.membership();
+        if m.get_node(&id).is_some() {
+            return false;
+        }
+        let pushes = self
+            .peers
+            .by_node(|h| h.build.protocol)
+            .get(&id)
+            .is_some_and(|p| p.major == 1 && p.minor >= 3);
+        let worker = h.applied.read_now().state.workers.contains_key(&id);
+        pushes && (worker || m.learner_ids().count() >= self.settings.learner_cap)
     }
 }
 

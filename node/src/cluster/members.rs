@@ -1,19 +1,19 @@
-//! Who is in the cluster, as this node sees it: the members it can reach and their slots,
-//! a member's peer id, and the member a peer is.
+//! Who is in the cluster, as this node sees it: the members (Raft's voters and learners)
+//! and plain workers it can reach and their slots, a node's record and peer id, and what a
+//! peer is. A member reads the plain workers from the applied state; a plain worker reads
+//! members and workers from the roster the leader pushes it.
 
 use std::collections::HashSet;
 
 use shoal_jobs::cluster::NodeId;
 use shoal_jobs::scheduler::NodeSlots;
+use shoal_raft::NodeInfo;
 
 use crate::cluster::node::Node;
+use crate::sync::ReadWrite;
 
-/// Members this node can reach (itself included) and their slots.
+/// Members and plain workers this node can reach (itself included) and their slots.
 pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
-    let Some(h) = node.raft.get() else {
-        return Vec::new();
-    };
-    let m = shoal_raft::metrics(&h.raft);
     let slots = node.peers.by_node(|h| h.info.slots.max(1));
     // A node under its disk reserve takes no new task and no copy until it has room, as its
     // last heartbeat says (this node's own included: the worker loop records it each beat).
@@ -24,12 +24,10 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
         .filter(|(_, (_, hb))| hb.disk_low)
         .map(|(&id, _)| id)
         .collect();
-    let mut out: Vec<NodeSlots> = m
-        .membership_config
-        .membership()
-        .nodes()
-        .filter(|(id, _)| !low.contains(id))
-        .filter_map(|(&id, _)| {
+    member_ids(node)
+        .into_iter()
+        .filter(|id| !low.contains(id))
+        .filter_map(|id| {
             if id == node.id {
                 return Some(NodeSlots {
                     node: id,
@@ -38,25 +36,63 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
             }
             slots.get(&id).map(|&slots| NodeSlots { node: id, slots })
         })
-        .collect();
-    out.sort_by_key(|n| n.node);
-    out
+        .collect()
 }
 
-/// Every member's id, from the Raft membership (this node's included), in id order.
+/// Every member's and plain worker's id (this node's included), in id order.
 pub fn member_ids(node: &Node) -> Vec<NodeId> {
-    let Some(h) = node.raft.get() else {
-        return Vec::new();
+    let mut ids: Vec<NodeId> = match node.raft.get() {
+        Some(h) if node.is_member() => {
+            let m = shoal_raft::metrics(&h.raft);
+            let workers = h
+                .applied
+                .read_now()
+                .state
+                .workers
+                .keys()
+                .copied()
+                .collect::<Vec<_>>();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(&id, _)| id)
+                .chain(workers)
+                .collect()
+        }
+        _ => node
+            .pushed
+            .read(|t| t.map(|t| t.roster.keys().copied().collect()))
+            .unwrap_or_default(),
     };
-    let m = shoal_raft::metrics(&h.raft);
-    let mut ids: Vec<NodeId> = m
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(&id, _)| id)
-        .collect();
     ids.sort_unstable();
+    ids.dedup();
     ids
+}
+
+/// Node `id`'s record: from the Raft membership or the applied plain workers on a node
+/// that has a membership, else from the roster the leader pushed.
+pub fn record_of(node: &Node, id: NodeId) -> Option<NodeInfo> {
+    if let Some(h) = node.raft.get() {
+        let m = shoal_raft::metrics(&h.raft);
+        if m.membership_config.membership().nodes().next().is_some() {
+            return m
+                .membership_config
+                .get_node(&id)
+                .cloned()
+                .or_else(|| h.applied.read_now().state.workers.get(&id).cloned());
+        }
+    }
+    node.pushed.record(id)
+}
+
+/// The leader as this node knows it: Raft's on a member, the one that pushed last on a
+/// plain worker.
+pub fn leader(node: &Node) -> Option<NodeId> {
+    let raft = node
+        .raft
+        .get()
+        .and_then(|h| shoal_raft::metrics(&h.raft).current_leader);
+    raft.or_else(|| node.pushed.leader())
 }
 
 /// Whether node `id` is a voter, from the Raft membership.
@@ -73,19 +109,16 @@ pub fn is_voter(node: &Node, id: NodeId) -> bool {
     voter
 }
 
-/// The peer id of member `id`, from the Raft membership.
+/// The peer id of member or plain worker `id` ([`record_of`]).
 pub fn peer_of(node: &Node, id: NodeId) -> Option<shoal_net::PeerId> {
-    let h = node.raft.get()?;
-    let m = shoal_raft::metrics(&h.raft);
-    let info = m.membership_config.get_node(&id)?;
-    info.peer_id.parse().ok()
+    record_of(node, id)?.peer_id.parse().ok()
 }
 
 /// What a peer is to this node, from one look at the Raft membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
-    /// A member: its node id and this very PeerId are in the membership (the transport
-    /// authenticated the peer by its key).
+    /// A member or plain worker: its node id and this very PeerId are in the membership or
+    /// the workers (the transport authenticated the peer by its key).
     Member(NodeId),
     /// Not a member.
     Stranger,
@@ -105,18 +138,22 @@ impl Standing {
     }
 }
 
-/// What `peer` is to this node.
+/// What `peer` is to this node: judged on the membership and the applied workers, or on a
+/// plain worker by the roster the leader pushed.
 pub fn standing(node: &Node, peer: &shoal_net::PeerId) -> Standing {
-    let Some(h) = node.raft.get() else {
-        return Standing::NoMembership;
-    };
-    let m = shoal_raft::metrics(&h.raft);
-    let config = &m.membership_config;
-    if config.membership().nodes().next().is_none() {
+    let knows = node.raft.get().is_some_and(|h| {
+        shoal_raft::metrics(&h.raft)
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some()
+    }) || node.pushed.leader().is_some();
+    if !knows {
         return Standing::NoMembership;
     }
     let id = crate::cluster::identity::node_id(peer);
-    match config.get_node(&id) {
+    match record_of(node, id) {
         Some(info) if info.peer_id == peer.to_string() => Standing::Member(id),
         _ => Standing::Stranger,
     }

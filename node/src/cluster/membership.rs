@@ -7,7 +7,7 @@
 //! when a node becomes leader). A silent voter is replaced by a live learner when there is
 //! one, else removed while more than [`MIN_VOTERS`] voters remain, so a five-node cluster
 //! survives three crashes that come one after another. It stays a learner, and is promoted
-//! again when it comes back.
+//! again when it comes back. Below `--learners`, a live plain worker becomes a learner.
 //!
 //! The invariant: one membership change at a time, only on the leader, and never below
 //! [`MIN_VOTERS`] voters by removal.
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::cluster::node::{member_record, Node};
 use crate::cluster::state::Command;
+use crate::sync::ReadWrite;
 
 /// Removal never takes the voters below this many.
 pub const MIN_VOTERS: usize = 3;
@@ -54,8 +55,10 @@ pub async fn run(node: Arc<Node>) {
         let m = metrics.membership_config.membership().clone();
         let voters: BTreeSet<u64> = m.voter_ids().collect();
         let learners: Vec<u64> = m.learner_ids().collect();
-        // Heartbeats are kept for members only (a removed node's last one goes).
-        node.heartbeats.retain(|id| m.get_node(&id).is_some());
+        let workers = h.applied.read_now().state.workers.clone();
+        // Heartbeats are kept for members and workers only (a removed node's last one goes).
+        node.heartbeats
+            .retain(|id| m.get_node(&id).is_some() || workers.contains_key(&id));
         let hellos = node.peers.by_node(|h| h.info.clone());
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
@@ -99,6 +102,27 @@ pub async fn run(node: Arc<Node>) {
                     .await
                 {
                     warn!(error = %e, "promotion failed");
+                }
+                continue;
+            }
+        }
+        if learners.len() < node.settings.learner_cap {
+            if let Some((&w, info)) = workers.iter().find(|(&w, _)| reachable(w)) {
+                info!(
+                    worker = format!("{w:016x}"),
+                    "promoting a plain worker to learner"
+                );
+                // A learner first, then no longer a worker: it is never neither.
+                let added = h.raft.add_learner(w, info.clone(), false).await;
+                let dropped = match added {
+                    Ok(_) => node
+                        .propose_once(&Command::DropWorker { node_id: w })
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(crate::cluster::propose::ProposeError::Raft(e.to_string())),
+                };
+                if let Err(e) = dropped {
+                    warn!(error = %e, "promoting a plain worker failed");
                 }
                 continue;
             }
@@ -174,6 +198,16 @@ pub async fn remove_member(node: &Node, x: u64) -> Result<(), String> {
             .change_membership(ChangeMembers::ReplaceAllVoters(change.voters), true)
             .await
             .map_err(|e| format!("changing the voters: {e}"))?;
+    }
+    let worker = h.applied.read_now().state.workers.contains_key(&x);
+    if worker {
+        node.propose_once(&Command::DropWorker { node_id: x })
+            .await
+            .map_err(|e| format!("removing the worker: {e}"))?;
+        info!(
+            left = format!("{x:016x}"),
+            "a plain worker left the cluster (shoal remove)"
+        );
     }
     if m.get_node(&x).is_some() {
         h.raft

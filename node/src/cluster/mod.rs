@@ -13,5 +13,7 @@ pub(crate) mod membership;
 pub mod node;
 pub(crate) mod peers;
 pub mod propose;
+pub mod pushed;
 pub mod rpc;
 pub mod state;
+pub mod workers;

@@ -51,6 +51,8 @@ pub struct Settings {
     pub timing: Timing,
     /// Most voters; more members stay learners.
     pub voter_cap: usize,
+    /// Most learners; more nodes are plain workers (`cluster::workers`).
+    pub learner_cap: usize,
     /// Tasks this node runs at once.
     pub slots: u32,
     /// Copies of each split and part file on nodes besides the one that made it.
@@ -114,6 +116,10 @@ pub struct Node {
     pub job_dirs: crate::control::jobdirs::JobDirs,
     /// Notified when this node has left the cluster (`shoal remove`): the process stops.
     pub left: tokio::sync::Notify,
+    /// As a plain worker: the table the leader pushes here.
+    pub pushed: crate::cluster::pushed::Pushed,
+    /// As the leader: what each plain worker acknowledged.
+    pub pushes: crate::cluster::pushed::Pushes,
 }
 
 /// Shuffle traffic seen by one node.
@@ -165,6 +171,8 @@ impl Node {
             leader_changes: AtomicU64::new(0),
             job_dirs: Default::default(),
             left: tokio::sync::Notify::new(),
+            pushed: Default::default(),
+            pushes: Default::default(),
             started_ms: crate::clock::now_ms(),
         })
     }
@@ -280,6 +288,12 @@ impl Node {
             member
         })
     }
+
+    /// Whether this node is a plain worker: not a member, and the leader pushes it its
+    /// table.
+    pub fn is_plain_worker(&self) -> bool {
+        !self.is_member() && self.pushed.leader().is_some()
+    }
 }
 
 /// Wait for Raft's metrics to change (a command applied, a leader change…), at most `tick`.
@@ -296,14 +310,64 @@ pub fn foreign_reason(ours: u64) -> String {
     format!("foreign cluster: this node belongs to cluster {ours:016x}")
 }
 
-/// The applied job table; `None` before this node has Raft.
+/// The job table: the applied one on a member, the pushed one (the jobs that concern it)
+/// on a plain worker; `None` before this node has either.
 pub(crate) fn with_jobs<T>(
     node: &Node,
     f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> T,
 ) -> Option<T> {
-    let h = node.raft.get()?;
+    read_table(node, |t, _| t.map(f))
+}
+
+/// Read the job table and the log index it is at: the applied one on a member, the pushed
+/// one on a plain worker (at the leader's index when it pushed); `None` before this node
+/// has either.
+pub(crate) fn read_table<T>(
+    node: &Node,
+    f: impl FnOnce(Option<&shoal_jobs::cluster::Cluster>, Option<u64>) -> T,
+) -> T {
+    let h = node.raft.get();
+    if h.is_none() || node.is_plain_worker() {
+        return node
+            .pushed
+            .read(|t| f(t.map(|t| &t.jobs), t.map(|t| t.index)));
+    }
+    let Some(h) = h else { return f(None, None) };
     let applied = h.applied.read_now();
-    Some(f(&applied.state.jobs))
+    f(
+        Some(&applied.state.jobs),
+        applied.last_applied.map(|l| l.index),
+    )
+}
+
+/// What the worker and manager loops wait on: Raft's metrics (a command applied, a leader
+/// change) and, on a plain worker, the leader's pushes.
+pub struct TableChanges {
+    raft: shoal_raft::MetricsWatch,
+    pushed: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl TableChanges {
+    /// Changes of Raft's metrics and of `pushed`.
+    pub fn new(
+        raft: shoal_raft::MetricsWatch,
+        pushed: Option<tokio::sync::watch::Receiver<u64>>,
+    ) -> Self {
+        TableChanges { raft, pushed }
+    }
+
+    /// Wait for the next change, at most `tick`.
+    pub async fn next(&mut self, tick: Duration) {
+        match &mut self.pushed {
+            None => next_change(&mut self.raft, tick).await,
+            Some(p) => {
+                tokio::select! {
+                    _ = next_change(&mut self.raft, tick) => {}
+                    _ = tokio::time::timeout(tick, p.changed()) => {}
+                }
+            }
+        }
+    }
 }
 
 /// A node's Raft membership record, from what it says about itself (its hello's info).

@@ -74,16 +74,15 @@ impl Node {
     /// what a client reads from this node next includes it.
     pub async fn propose_once(&self, command: &Command) -> Result<JobsApplied, ProposeError> {
         let bytes = codec::encode(command);
-        let h = self.raft.get().ok_or(ProposeError::NoRaft)?;
-        let m = shoal_raft::metrics(&h.raft);
-        match m.current_leader {
+        if self.raft.get().is_none() {
+            return Err(ProposeError::NoRaft);
+        }
+        match crate::cluster::members::leader(self) {
             Some(l) if l == self.id => self.write_local(bytes).await.map(|(a, _)| a),
             Some(l) => {
                 let cluster_id = self.cluster_id().ok_or(ProposeError::NoCluster)?;
-                let to = m
-                    .membership_config
-                    .get_node(&l)
-                    .and_then(|n| peer_ref(n).ok())
+                let to = crate::cluster::members::record_of(self, l)
+                    .and_then(|n| peer_ref(&n).ok())
                     .ok_or(ProposeError::LeaderUnknown)?;
                 let req = CtlRequest::Propose {
                     cluster_id,
@@ -103,7 +102,10 @@ impl Node {
                         Ok(other) => return Err(ProposeError::Malformed(format!("{other:?}"))),
                         Err(e) => return Err(ProposeError::Unreachable(e.to_string())),
                     };
-                self.wait_applied(index, PROPOSE_TIMEOUT).await;
+                // A plain worker applies no log: what it reads next comes with a push.
+                if self.is_member() {
+                    self.wait_applied(index, PROPOSE_TIMEOUT).await;
+                }
                 Ok(applied)
             }
             None => Err(ProposeError::NoLeader),

@@ -1,11 +1,13 @@
 //! The replicated state of a Shoal cluster, applied by Raft on every node: the cluster's
-//! identity and the job table (`shoal_jobs::cluster`).
+//! identity, its plain workers and the job table (`shoal_jobs::cluster`).
 //!
 //! The invariant: `apply` is deterministic — no clocks, no randomness, no I/O.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use shoal_jobs::cluster::{Applied, Cluster};
-use shoal_raft::AppState;
+use shoal_jobs::cluster::{Applied, Cluster, NodeId};
+use shoal_raft::{AppState, NodeInfo};
 
 /// The largest command the log takes (a job's spec with its shipped files, its splits):
 /// half the transport's frame, so an entry always fits in one message.
@@ -21,6 +23,10 @@ pub struct ClusterState {
     /// Every job, task and attempt.
     #[serde(default)]
     pub jobs: Cluster,
+    /// Plain workers: nodes of the cluster that are not Raft members (beyond `--learners`),
+    /// and their records. The leader pushes each its assignments (`cluster::workers`).
+    #[serde(default)]
+    pub workers: BTreeMap<NodeId, NodeInfo>,
 }
 
 /// Changes to [`ClusterState`].
@@ -35,6 +41,18 @@ pub enum Command {
     Jobs(shoal_jobs::cluster::Command),
     /// Several changes to the job table, applied in order (the manager's assignments).
     Batch(Vec<shoal_jobs::cluster::Command>),
+    /// Record a plain worker, or its new record (the leader's, when it joins).
+    Worker {
+        /// Its id.
+        node_id: NodeId,
+        /// Its record.
+        info: NodeInfo,
+    },
+    /// A plain worker is one no more (promoted to learner, or removed).
+    DropWorker {
+        /// Its id.
+        node_id: NodeId,
+    },
 }
 
 impl AppState for ClusterState {
@@ -52,6 +70,17 @@ impl AppState for ClusterState {
                 Some(_) => Applied::Ignored("the cluster id is already recorded".into()),
             },
             Command::Jobs(c) => self.jobs.apply(c),
+            Command::Worker { node_id, info } => {
+                if self.workers.get(&node_id) == Some(&info) {
+                    return Applied::Ignored("the worker's record is unchanged".into());
+                }
+                self.workers.insert(node_id, info);
+                Applied::Changed
+            }
+            Command::DropWorker { node_id } => match self.workers.remove(&node_id) {
+                Some(_) => Applied::Changed,
+                None => Applied::Ignored("no such worker".into()),
+            },
             Command::Batch(cs) => {
                 let mut first_ignored = None;
                 let mut changed = false;

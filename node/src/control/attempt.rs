@@ -25,7 +25,6 @@ use crate::control::work::{task_id, AttemptState, Done, Failure, MapOut, Work};
 use crate::control::worker::WorkerHost;
 use crate::storage::blobs::{attempt_log_key, map_output_key, part_key, split_key};
 use crate::storage::replication::{replica_targets, replicate};
-use crate::sync::ReadWrite;
 
 /// Map outputs a reduce fetches at once.
 const PARALLEL_FETCHES: usize = 4;
@@ -41,18 +40,16 @@ impl WorkerHost for Node {
         now_ms()
     }
 
-    async fn raft_changes(&self) -> shoal_raft::MetricsWatch {
-        self.raft_started().await.raft.metrics()
+    async fn table_changes(&self) -> crate::cluster::node::TableChanges {
+        let raft = self.raft_started().await.raft.metrics();
+        crate::cluster::node::TableChanges::new(raft, Some(self.pushed.changes()))
     }
 
     fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
-        match self.raft.get() {
-            Some(h) => {
-                let a = h.applied.read_now();
-                f(&a.state.jobs, a.last_applied.map(|l| l.index))
-            }
+        crate::cluster::node::read_table(self, |t, at| match t {
+            Some(t) => f(t, at),
             None => f(&cluster::Cluster::default(), None),
-        }
+        })
     }
 
     async fn propose(

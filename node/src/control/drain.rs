@@ -243,7 +243,7 @@ pub async fn leave_when_removed(node: Arc<Node>) {
         if !ready || node.pool.busy() > 0 {
             continue;
         }
-        let Some(leader) = shoal_raft::metrics(&h.raft).current_leader else {
+        let Some(leader) = crate::cluster::members::leader(&node) else {
             continue;
         };
         let left = if leader == node.id {

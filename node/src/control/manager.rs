@@ -138,10 +138,10 @@ pub async fn run(node: Arc<Node>) {
 /// The manager loop on `host`: while it leads, propose what [`decide`] says the table
 /// needs next. Forever.
 pub async fn run_on<H: ManagerHost>(host: Arc<H>) {
-    let mut changes = host.raft_changes().await;
+    let mut changes = host.table_changes().await;
     let mut leader_since: Option<tokio::time::Instant> = None;
     loop {
-        crate::cluster::node::next_change(&mut changes, TICK).await;
+        changes.next(TICK).await;
         if !host.leads() {
             leader_since = None;
             continue;

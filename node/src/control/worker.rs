@@ -108,9 +108,11 @@ pub trait WorkerHost: Send + Sync + 'static {
     fn id_and_boot(&self) -> (NodeId, u64);
     /// Now, in the job table's time (ms since the epoch).
     fn now_ms(&self) -> u64;
-    /// Wait until Raft runs here; a watch that changes when it applies a command.
-    fn raft_changes(&self) -> impl Future<Output = shoal_raft::MetricsWatch> + Send;
-    /// Read the applied job table and the index of the last command applied to it.
+    /// Wait until Raft runs here; then what changes when it applies a command (or, on a
+    /// plain worker, when the leader pushes).
+    fn table_changes(&self) -> impl Future<Output = crate::cluster::node::TableChanges> + Send;
+    /// Read the job table and the index of the last command applied to it: the applied
+    /// table on a member, the pushed one on a plain worker (`cluster::pushed`).
     fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T;
     /// Propose `cmd`, retrying through leader changes for up to `patience`.
     fn propose(
@@ -142,7 +144,7 @@ pub async fn run(node: Arc<Node>) {
 /// assigns here, stop what it no longer wants, report attempts of a previous process lost,
 /// and clean up after jobs that ended. Forever.
 pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
-    let mut changes = host.raft_changes().await;
+    let mut changes = host.table_changes().await;
     let (reports, queued) = tokio::sync::mpsc::unbounded_channel();
     host.spawn(send_reports(Arc::clone(&host), queued));
     let (me, boot_ms) = host.id_and_boot();
@@ -151,7 +153,7 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
     let mut cleaned: HashSet<String> = HashSet::new();
     let mut last_applied = None;
     loop {
-        crate::cluster::node::next_change(&mut changes, TICK).await;
+        changes.next(TICK).await;
         let applied_at = host.read_table(|_, at| at);
         if applied_at == last_applied && last_applied.is_some() {
             continue;
@@ -374,9 +376,7 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
             build: node.settings.build.clone(),
         };
         node.heartbeats.record(hb.clone());
-        let Some(h) = node.raft.get() else { continue };
-        let leader = shoal_raft::metrics(&h.raft).current_leader;
-        let Some(to) = leader
+        let Some(to) = crate::cluster::members::leader(&node)
             .filter(|&l| l != node.id)
             .and_then(|l| peer_of(&node, l))
         else {

@@ -14,19 +14,17 @@ use crate::cluster::identity::hex;
 use crate::cluster::node::{with_jobs, Node};
 use crate::http::error::error;
 
-/// The member `arg` names: its whole id or a prefix of one member's id.
+/// The member or plain worker `arg` names: its whole id or a prefix of one's id.
 fn member(node: &Node, arg: &str) -> Result<NodeId, (StatusCode, String)> {
-    let Some(h) = node.raft.get() else {
+    if node.raft.get().is_none() {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "this node has no cluster yet".into(),
         ));
-    };
-    let m = shoal_raft::metrics(&h.raft).membership_config;
+    }
     let want = arg.to_ascii_lowercase();
-    let found: Vec<NodeId> = m
-        .nodes()
-        .map(|(id, _)| *id)
+    let found: Vec<NodeId> = crate::cluster::members::member_ids(node)
+        .into_iter()
         .filter(|&id| !want.is_empty() && hex(id).starts_with(&want))
         .collect();
     match found[..] {

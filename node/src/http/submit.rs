@@ -326,6 +326,15 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
                 format!("the cluster did not accept the job: {e}"),
             )
         })?;
+    // On a plain worker, what a client reads next from this node comes with a push.
+    if node.is_plain_worker()
+        && !node
+            .pushed
+            .wait_for_job(job, std::time::Duration::from_secs(10))
+            .await
+    {
+        tracing::warn!(%job, "the leader has not pushed the job submitted here yet");
+    }
     info!(%job, splits = n_splits, bytes, "job accepted");
     Ok(())
 }

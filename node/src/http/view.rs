@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use shoal_net::wire::{CtlRequest, CtlResponse};
 use shoal_net::{PeerId, Transport};
-use shoal_raft::ServerState;
+use shoal_raft::{NodeInfo, ServerState};
 
 use crate::cluster::identity::hex;
 use crate::cluster::node::Node;
+use crate::cluster::pushed::Role;
 use crate::sync::{Locked, ReadWrite};
 
 /// One node of the cluster.
@@ -23,9 +24,10 @@ pub struct NodeView {
     pub addrs: Vec<String>,
     /// HTTP API address.
     pub http: String,
-    /// "voter" or "learner"; null when not a member (yet).
+    /// "voter", "learner" or "worker" (a plain worker); null when not in the cluster
+    /// (yet).
     pub membership: Option<String>,
-    /// "leader", "follower", "candidate", "learner" or "unknown".
+    /// "leader", "follower", "candidate", "learner", "worker" or "unknown".
     pub state: String,
     /// Whether this node can reach it now.
     pub reachable: bool,
@@ -187,8 +189,7 @@ fn slots_view(node: &Node) -> SlotsView {
 /// the leader has them, and so do voters (their heartbeats are answered with them); a
 /// learner asks the leader, at most once a second, waiting at most two seconds.
 pub async fn gather_heartbeats(node: &Node) {
-    let Some(h) = node.raft.get() else { return };
-    let leader = shoal_raft::metrics(&h.raft).current_leader;
+    let leader = crate::cluster::members::leader(node);
     let (Some(leader), Some(cluster_id)) = (leader, node.cluster_id()) else {
         return;
     };
@@ -268,19 +269,50 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         };
     };
     let metrics = shoal_raft::metrics(&h.raft);
-    let m = metrics.membership_config.membership().clone();
-    let voters: Vec<u64> = m.voter_ids().collect();
-    let role = |id: u64| -> Option<String> {
-        if voters.contains(&id) {
-            Some("voter".into())
-        } else if m.get_node(&id).is_some() {
-            Some("learner".into())
-        } else {
-            None
+    // Members and plain workers with their roles, and the leader: from the membership and
+    // the applied state on a member, from the leader's pushes on a plain worker.
+    let pushed = node.is_plain_worker().then(|| {
+        node.pushed.read(|t| {
+            t.map(|t| {
+                let roster: Vec<(u64, NodeInfo, Role)> = t
+                    .roster
+                    .iter()
+                    .map(|(&id, (i, r))| (id, i.clone(), *r))
+                    .collect();
+                (roster, t.leader)
+            })
+        })
+    });
+    let (roster, leader_id) = match pushed.flatten() {
+        Some((roster, leader)) => (roster, Some(leader)),
+        None => {
+            let m = metrics.membership_config.membership();
+            let mut roster: Vec<(u64, NodeInfo, Role)> = m
+                .nodes()
+                .map(|(&id, i)| {
+                    let voter = m.voter_ids().any(|v| v == id);
+                    (
+                        id,
+                        i.clone(),
+                        if voter { Role::Voter } else { Role::Learner },
+                    )
+                })
+                .collect();
+            let a = h.applied.read_now();
+            roster.extend(
+                a.state
+                    .workers
+                    .iter()
+                    .map(|(&id, i)| (id, i.clone(), Role::Worker)),
+            );
+            (roster, metrics.current_leader)
         }
     };
-    this.membership = role(node.id);
+    let roles: std::collections::HashMap<u64, Role> =
+        roster.iter().map(|(id, _, r)| (*id, *r)).collect();
+    this.membership = roles.get(&node.id).map(|r| r.name().to_string());
     this.state = match metrics.state {
+        _ if roles.get(&node.id) == Some(&Role::Worker) => "worker",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
@@ -289,28 +321,29 @@ pub fn cluster_view(node: &Node) -> ClusterView {
     }
     .into();
     let mut nodes = Vec::new();
-    for (id, info) in m.nodes() {
+    for (id, info, r) in &roster {
         if *id == node.id {
             nodes.push(this.clone());
             continue;
         }
         let (reachable, ago) = seen(&info.peer_id);
-        let membership = role(*id);
         let state = if !reachable {
             "unknown"
-        } else if metrics.current_leader == Some(*id) {
+        } else if leader_id == Some(*id) {
             "leader"
-        } else if membership.as_deref() == Some("voter") {
-            "follower"
         } else {
-            "learner"
+            match r {
+                Role::Voter => "follower",
+                Role::Learner => "learner",
+                Role::Worker => "worker",
+            }
         };
         nodes.push(NodeView {
             id: hex(*id),
             peer_id: info.peer_id.clone(),
             addrs: info.addrs.clone(),
             http: info.http.clone(),
-            membership,
+            membership: Some(r.name().to_string()),
             state: state.into(),
             reachable,
             last_seen_ms_ago: ago,
@@ -335,9 +368,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         let others = crate::control::drain::others(node, node.id, &a.state.jobs);
         this.drain = a.state.jobs.drain_state(node.id, others).map(String::from);
     }
-    let leader = metrics
-        .current_leader
-        .and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
+    let leader = leader_id.and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
     let (state_hash, applied) = {
         let a = h.applied.read_now();
         let bytes = shoal_net::codec::encode(&a.state);

@@ -75,6 +75,7 @@ async fn start_node(
         expect: 1,
         timing: shoal_raft::Timing::default(),
         voter_cap: 1,
+        learner_cap: usize::MAX,
         slots: 1,
         replication: 0,
         node_timeout: Duration::from_secs(5),

@@ -1,0 +1,354 @@
+//! A plain worker's job table: what the leader pushes it over `/shoal/ctl/1` instead of
+//! the Raft log — the jobs that concern it (an attempt, a split or a part on it) and the
+//! cluster's roster (who may talk to it, and where the leader is).
+//!
+//! Pushes are numbered within a leader's term: the first of a term, or one after the worker
+//! said it is out of step, carries everything (`base` 0); every other one only what changed
+//! since the push it names as its base. A push is answered only once applied, so the leader
+//! knows what the worker holds.
+//!
+//! The invariant: a push is applied only from the node it names as leader, never from an
+//! older term than the last one applied, and only onto the very push it was made against.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_jobs::cluster::{Cluster, Drain, Job, NodeId};
+use shoal_raft::NodeInfo;
+use tokio::sync::watch;
+
+use crate::cluster::identity::hex;
+use crate::sync::Locked;
+
+/// The refusal that tells the leader to send everything again.
+pub const OUT_OF_STEP: &str = "out of step with the leader's pushes; send everything";
+
+/// One push from the leader to a plain worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// The leader's Raft term.
+    pub term: u64,
+    /// The leader.
+    pub leader: NodeId,
+    /// This push's number in the term (from 1).
+    pub seq: u64,
+    /// The push this one adds to; 0: it carries everything.
+    pub base: u64,
+    /// The leader's last applied log index when it made the push.
+    pub index: u64,
+    /// Every member and plain worker, its record and role, when it or `draining` changed.
+    pub roster: Option<Vec<(NodeId, NodeInfo, Role)>>,
+    /// The nodes being drained (`shoal drain`, `shoal remove`, stopping), with `roster`.
+    pub draining: Option<BTreeMap<NodeId, Drain>>,
+    /// Jobs that are new to the worker or changed. A job whose spec the worker already has
+    /// comes with `spec_sent` false and a default spec, and keeps the one it has.
+    pub jobs: Vec<PushedJob>,
+    /// Jobs that no longer concern the worker (or that the table forgot).
+    pub gone: Vec<String>,
+}
+
+/// What a node of the roster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A Raft voter.
+    Voter,
+    /// A Raft learner.
+    Learner,
+    /// A plain worker.
+    Worker,
+}
+
+impl Role {
+    /// As the cluster view names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Voter => "voter",
+            Role::Learner => "learner",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// A job in a [`Push`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushedJob {
+    /// The job.
+    pub job: Job,
+    /// Whether `job.spec` is the job's (else the worker keeps the spec it has).
+    pub spec_sent: bool,
+}
+
+/// What a plain worker holds of the leader's pushes.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// The term of the pushes applied.
+    pub term: u64,
+    /// Who pushed them.
+    pub leader: NodeId,
+    /// The last push applied.
+    pub seq: u64,
+    /// The leader's applied index it was made at.
+    pub index: u64,
+    /// Members and plain workers, their records and roles.
+    pub roster: BTreeMap<NodeId, (NodeInfo, Role)>,
+    /// The jobs that concern this node.
+    pub jobs: Cluster,
+}
+
+/// A plain worker's pushed table, and a watch that changes with every push applied.
+pub struct Pushed {
+    table: std::sync::Mutex<Option<Table>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Pushed {
+    fn default() -> Self {
+        Pushed {
+            table: std::sync::Mutex::new(None),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Pushed {
+    /// Apply push `p` from node `from`; the reason when refused ([`OUT_OF_STEP`]: the
+    /// leader sends everything next).
+    pub fn apply(&self, from: NodeId, p: Push) -> Result<(), String> {
+        if p.leader != from {
+            return Err(format!(
+                "node {} pushed in the name of node {}",
+                hex(from),
+                hex(p.leader)
+            ));
+        }
+        let mut slot = self.table.locked();
+        if let Some(t) = slot.as_ref() {
+            if p.term < t.term {
+                return Err(format!(
+                    "a push of term {} after one of term {}",
+                    p.term, t.term
+                ));
+            }
+        }
+        let mut t = match (p.base, slot.take()) {
+            (0, old) => Table {
+                // The jobs' specs carry over: a new leader need not ship them again.
+                jobs: old.map(|o| o.jobs).unwrap_or_default(),
+                ..Table::default()
+            },
+            (base, Some(t)) if t.term == p.term && t.leader == from && t.seq == base => t,
+            (_, old) => {
+                *slot = old;
+                return Err(OUT_OF_STEP.into());
+            }
+        };
+        let mut jobs = std::mem::take(&mut t.jobs.jobs);
+        let mut next = BTreeMap::new();
+        if p.base != 0 {
+            next = std::mem::take(&mut jobs);
+        }
+        for id in &p.gone {
+            next.remove(id);
+        }
+        for pj in p.jobs {
+            let mut job = pj.job;
+            if !pj.spec_sent {
+                match next.get(&job.id).or_else(|| jobs.get(&job.id)) {
+                    Some(had) => job.spec = had.spec.clone(),
+                    None => {
+                        *slot = None;
+                        return Err(OUT_OF_STEP.into());
+                    }
+                }
+            }
+            next.insert(job.id.clone(), job);
+        }
+        t.jobs.jobs = next;
+        if let Some(d) = p.draining {
+            t.jobs.draining = d;
+        }
+        if let Some(r) = p.roster {
+            t.roster = r.into_iter().map(|(id, i, role)| (id, (i, role))).collect();
+        }
+        (t.term, t.leader, t.seq, t.index) = (p.term, p.leader, p.seq, p.index);
+        *slot = Some(t);
+        drop(slot);
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Read the table; `None` before the first push.
+    pub fn read<T>(&self, f: impl FnOnce(Option<&Table>) -> T) -> T {
+        f(self.table.locked().as_ref())
+    }
+
+    /// The leader that pushed last.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.read(|t| t.map(|t| t.leader))
+    }
+
+    /// Node `id`'s record in the roster.
+    pub fn record(&self, id: NodeId) -> Option<NodeInfo> {
+        self.read(|t| t.and_then(|t| t.roster.get(&id).map(|(i, _)| i.clone())))
+    }
+
+    /// A watch that changes with every push applied.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Wait (at most `limit`) until job `id` is in the table: a job submitted through a
+    /// plain worker holds its splits there, so the leader pushes it at once.
+    pub async fn wait_for_job(&self, id: &str, limit: std::time::Duration) -> bool {
+        let mut changes = self.changes();
+        let has = || self.read(|t| t.is_some_and(|t| t.jobs.jobs.contains_key(id)));
+        let deadline = tokio::time::Instant::now() + limit;
+        while !has() {
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return has();
+            }
+        }
+        true
+    }
+}
+
+/// The leader's side (`cluster::workers`): what it knows each plain worker holds, which
+/// is what the worker acknowledged.
+#[derive(Default)]
+pub struct Pushes {
+    pub(crate) sent: std::sync::Mutex<std::collections::HashMap<NodeId, Sent>>,
+}
+
+/// What one plain worker acknowledged.
+#[derive(Default)]
+pub(crate) struct Sent {
+    /// The term the pushes were made in.
+    pub(crate) term: u64,
+    /// The last push acknowledged; 0: none (the next carries everything).
+    pub(crate) seq: u64,
+    /// The roster's digest acknowledged.
+    pub(crate) roster: u64,
+    /// Each job acknowledged and its digest.
+    pub(crate) jobs: std::collections::HashMap<String, u64>,
+    /// A push is in flight.
+    pub(crate) busy: bool,
+}
+
+impl Pushes {
+    /// Send worker `w` everything next (it joined again, and holds nothing).
+    pub fn reset(&self, w: NodeId) {
+        self.sent.locked().remove(&w);
+    }
+}
+
+/// Whether `job` concerns node `w`: an attempt ran or runs there, or it holds a split or
+/// a finished task's output.
+pub fn concerns(job: &Job, w: NodeId) -> bool {
+    job.splits.iter().any(|s| s.holders.contains(&w))
+        || job
+            .maps
+            .iter()
+            .chain(job.reduces.iter())
+            .any(|t| t.holders.contains(&w) || t.attempts.iter().any(|a| a.node == w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, marker: &str) -> PushedJob {
+        let spec = shoal_jobs::spec::JobSpec {
+            name: marker.into(),
+            ..Default::default()
+        };
+        PushedJob {
+            job: Job {
+                id: id.into(),
+                spec,
+                state: shoal_jobs::cluster::JobState::Running,
+                submitted_ms: 1,
+                finished_ms: None,
+                splits: Vec::new(),
+                partitioner: shoal_jobs::partition::Partitioner::Hash,
+                maps: Vec::new(),
+                reduces: Vec::new(),
+                counters: Default::default(),
+                error: None,
+                setup_nodes: Vec::new(),
+            },
+            spec_sent: true,
+        }
+    }
+
+    fn push(term: u64, seq: u64, base: u64, jobs: Vec<PushedJob>, gone: &[&str]) -> Push {
+        Push {
+            term,
+            leader: 7,
+            seq,
+            base,
+            index: seq,
+            roster: None,
+            draining: None,
+            jobs,
+            gone: gone.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn ids(p: &Pushed) -> Vec<String> {
+        p.read(|t| {
+            t.map(|t| t.jobs.jobs.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    #[test]
+    fn pushes_apply_in_step_and_only_from_the_leader_they_name() {
+        let p = Pushed::default();
+        let mut seen = p.changes();
+        // Only from the node named as leader.
+        let err = p
+            .apply(8, push(1, 1, 0, vec![job("j-1", "a")], &[]))
+            .unwrap_err();
+        assert!(err.contains("in the name of"), "{err}");
+        // A delta before anything: out of step.
+        assert_eq!(
+            p.apply(7, push(1, 1, 5, vec![], &[])).unwrap_err(),
+            OUT_OF_STEP
+        );
+        p.apply(
+            7,
+            push(1, 1, 0, vec![job("j-1", "a"), job("j-2", "b")], &[]),
+        )
+        .unwrap();
+        assert!(seen.has_changed().unwrap());
+        seen.mark_unchanged();
+        assert_eq!(ids(&p), ["j-1", "j-2"]);
+        // A delta on the push it names: j-1 goes, j-2 changes without its spec.
+        let mut j2 = job("j-2", "");
+        j2.spec_sent = false;
+        j2.job.state = shoal_jobs::cluster::JobState::Succeeded;
+        p.apply(7, push(1, 2, 1, vec![j2], &["j-1"])).unwrap();
+        assert_eq!(ids(&p), ["j-2"]);
+        p.read(|t| {
+            let j = &t.unwrap().jobs.jobs["j-2"];
+            assert_eq!(j.spec.name, "b", "the spec it had is kept");
+            assert_eq!(j.state, shoal_jobs::cluster::JobState::Succeeded);
+        });
+        // A delta on another base is refused and changes nothing.
+        assert_eq!(
+            p.apply(7, push(1, 3, 1, vec![], &["j-2"])).unwrap_err(),
+            OUT_OF_STEP
+        );
+        assert_eq!(ids(&p), ["j-2"]);
+        // An older term is refused; a new leader's full push replaces the jobs.
+        assert!(p.apply(7, push(0, 9, 0, vec![], &[])).is_err());
+        let mut q = push(2, 1, 0, vec![job("j-3", "c")], &[]);
+        q.leader = 9;
+        p.apply(9, q).unwrap();
+        assert_eq!(ids(&p), ["j-3"]);
+        assert_eq!(p.leader(), Some(9));
+    }
+}
