@@ -161,10 +161,20 @@ pub fn wait_one_cluster(nodes: &[NodeProc], secs: u64) {
                 .entry(id.clone().unwrap_or_else(|| "none".into()))
                 .or_default() += 1;
         }
+        // The nodes the first node's view leaves out, and their last words too.
+        let listed: Vec<String> = nodes[0]
+            .cluster()
+            .map(|v| {
+                ["voter", "learner", "worker"]
+                    .iter()
+                    .flat_map(|m| members(&v, m))
+                    .collect()
+            })
+            .unwrap_or_default();
         let last_words: Vec<String> = nodes
             .iter()
             .zip(&ids)
-            .filter(|(_, id)| id.is_none())
+            .filter(|(n, id)| id.is_none() || !listed.contains(&n.node_id))
             .map(|(n, _)| {
                 let log = n.log_text();
                 let tail: Vec<&str> = log.lines().rev().take(8).collect();
