@@ -7,10 +7,17 @@
 //! since the push it names as its base. A push is answered only once applied, so the leader
 //! knows what the worker holds.
 //!
+//! The leader pushes every worker at least every [`KEEPALIVE`], so a worker knows its
+//! leader is alive: while it is, a push from a node outside the roster the worker holds is
+//! refused (a key holder that is no member cannot take a worker over); after
+//! [`LEADER_SILENT`] without one, a new leader that the worker's roster does not name yet
+//! is taken.
+//!
 //! The invariant: a push is applied only from the node it names as leader, never from an
 //! older term than the last one applied, and only onto the very push it was made against.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Cluster, Drain, Job, NodeId};
@@ -19,6 +26,11 @@ use tokio::sync::watch;
 
 use crate::cluster::identity::hex;
 use crate::sync::Locked;
+
+/// The leader pushes each worker at least this often, changes or not.
+pub const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A worker takes a push from outside its roster only after its leader was silent this long.
+pub const LEADER_SILENT: Duration = Duration::from_secs(5);
 
 /// The refusal that tells the leader to send everything again.
 pub const OUT_OF_STEP: &str = "out of step with the leader's pushes; send everything";
@@ -93,6 +105,8 @@ pub struct Table {
     pub roster: BTreeMap<NodeId, (NodeInfo, Role)>,
     /// The jobs that concern this node.
     pub jobs: Cluster,
+    /// When the last push was applied.
+    pub heard: Option<Instant>,
 }
 
 /// A plain worker's pushed table, and a watch that changes with every push applied.
@@ -114,6 +128,11 @@ impl Pushed {
     /// Apply push `p` from node `from`; the reason when refused ([`OUT_OF_STEP`]: the
     /// leader sends everything next).
     pub fn apply(&self, from: NodeId, p: Push) -> Result<(), String> {
+        self.apply_at(from, p, Instant::now())
+    }
+
+    /// [`Pushed::apply`] at time `now`.
+    pub fn apply_at(&self, from: NodeId, p: Push, now: Instant) -> Result<(), String> {
         if p.leader != from {
             return Err(format!(
                 "node {} pushed in the name of node {}",
@@ -123,6 +142,16 @@ impl Pushed {
         }
         let mut slot = self.table.locked();
         if let Some(t) = slot.as_ref() {
+            let silent = t
+                .heard
+                .is_none_or(|h| now.saturating_duration_since(h) >= LEADER_SILENT);
+            if !t.roster.contains_key(&from) && !silent {
+                return Err(format!(
+                    "node {} is not in the cluster's roster and the leader is alive: only the \
+                     leader pushes",
+                    hex(from)
+                ));
+            }
             if p.term < t.term {
                 return Err(format!(
                     "a push of term {} after one of term {}",
@@ -171,6 +200,7 @@ impl Pushed {
             t.roster = r.into_iter().map(|(id, i, role)| (id, (i, role))).collect();
         }
         (t.term, t.leader, t.seq, t.index) = (p.term, p.leader, p.seq, p.index);
+        t.heard = Some(now);
         *slot = Some(t);
         drop(slot);
         self.changed.send_modify(|v| *v += 1);
@@ -235,6 +265,8 @@ pub(crate) struct Sent {
     pub(crate) jobs: std::collections::HashMap<String, u64>,
     /// A push is in flight.
     pub(crate) busy: bool,
+    /// When the last push was sent.
+    pub(crate) sent_at: Option<Instant>,
 }
 
 impl Pushes {
@@ -284,13 +316,14 @@ mod tests {
     }
 
     fn push(term: u64, seq: u64, base: u64, jobs: Vec<PushedJob>, gone: &[&str]) -> Push {
+        let member = |id| (id, NodeInfo::default(), Role::Voter);
         Push {
             term,
             leader: 7,
             seq,
             base,
             index: seq,
-            roster: None,
+            roster: (base == 0).then(|| vec![member(7), member(9)]),
             draining: None,
             jobs,
             gone: gone.iter().map(|s| s.to_string()).collect(),
@@ -343,9 +376,23 @@ mod tests {
             OUT_OF_STEP
         );
         assert_eq!(ids(&p), ["j-2"]);
-        // An older term is refused; a new leader's full push replaces the jobs.
+        // An older term is refused; so is a push from a node outside the roster while the
+        // leader is heard from, whatever term it claims — but not once the leader was
+        // silent past LEADER_SILENT (a leader the roster did not name yet).
         assert!(p.apply(7, push(0, 9, 0, vec![], &[])).is_err());
-        let mut q = push(2, 1, 0, vec![job("j-3", "c")], &[]);
+        let outsider = |term| {
+            let mut q = push(term, 1, 0, vec![], &[]);
+            q.leader = 8;
+            q
+        };
+        let err = p.apply(8, outsider(5)).unwrap_err();
+        assert!(err.contains("not in the cluster's roster"), "{err}");
+        assert_eq!(ids(&p), ["j-2"]);
+        let later = Instant::now() + LEADER_SILENT;
+        p.apply_at(8, outsider(5), later).unwrap();
+        assert_eq!(p.leader(), Some(8));
+        p.apply_at(7, push(6, 1, 0, vec![], &[]), later).unwrap();
+        let mut q = push(7, 1, 0, vec![job("j-3", "c")], &[]);
         q.leader = 9;
         p.apply(9, q).unwrap();
         assert_eq!(ids(&p), ["j-3"]);

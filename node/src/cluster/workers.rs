@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 
 use crate::cluster::identity::hex;
 use crate::cluster::node::{Node, CTL_TIMEOUT};
-use crate::cluster::pushed::{concerns, Push, PushedJob, Role, Sent, OUT_OF_STEP};
+use crate::cluster::pushed::{concerns, Push, PushedJob, Role, Sent, KEEPALIVE, OUT_OF_STEP};
 use crate::cluster::rpc::peer_ref;
 use crate::sync::{Locked, ReadWrite};
 
@@ -141,10 +141,14 @@ pub async fn run(node: Arc<Node>) {
                 let roster_changed = full || st.roster != roster_digest;
                 let roster = roster_changed.then(|| roster.clone());
                 let draining = roster_changed.then(|| state.jobs.draining.clone());
-                if !full && jobs.is_empty() && gone.is_empty() && roster.is_none() {
+                // Nothing new: a bare push at least every KEEPALIVE, so the worker knows
+                // its leader lives.
+                let recent = st.sent_at.is_some_and(|t| t.elapsed() < KEEPALIVE);
+                if !full && jobs.is_empty() && gone.is_empty() && roster.is_none() && recent {
                     continue;
                 }
                 st.busy = true;
+                st.sent_at = Some(std::time::Instant::now());
                 let push = Push {
                     term,
                     leader: node.id,
