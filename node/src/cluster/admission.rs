@@ -255,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_manager_assigns_declares_lost_forgets_or_records_the_cluster() {
+    fn only_the_manager_assigns_declares_lost_forgets_or_records_the_cluster_or_workers() {
         let t = table();
         for cmd in [
             JobCommand::NodeLost { node: 9, at_ms: 4 },
@@ -274,6 +274,18 @@ mod tests {
             assert!(why.contains("only the manager"), "{why}");
         }
         assert!(may_propose(&Command::Init { cluster_id: 1 }, 7, &t).is_err());
+        // Nor may a member make itself or another a plain worker, or drop one.
+        let worker = Command::Worker {
+            node_id: 7,
+            info: shoal_raft::NodeInfo::default(),
+        };
+        for cmd in [worker, Command::DropWorker { node_id: 9 }] {
+            let why = may_propose(&cmd, 7, &t).unwrap_err();
+            assert!(
+                why.contains("only the leader records plain workers"),
+                "{why}"
+            );
+        }
         let kill = Command::Jobs(JobCommand::KillJob {
             job: "j-1".into(),
             at_ms: 5,
