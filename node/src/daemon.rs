@@ -79,7 +79,7 @@ pub struct NodeArgs {
     pub voters: usize,
     /// Most learners (members that are not voters); further nodes join as plain workers,
     /// which get their assignments pushed by the manager instead of the whole Raft log.
-    #[arg(long, env = "SHOAL_LEARNERS", default_value_t = 4)]
+    #[arg(long, env = "SHOAL_LEARNERS", default_value_t = crate::cluster::node::DEFAULT_LEARNERS)]
     pub learners: usize,
     /// Tasks this node runs at once (default: its cores).
     #[arg(long, env = "SHOAL_SLOTS")]

@@ -27,6 +27,9 @@ use crate::sync::ReadWrite;
 /// Metadata key of the cluster id in the node's database.
 pub const CLUSTER_ID_KEY: &str = "node.cluster_id";
 
+/// Most learners by default (`--learners`); further nodes join as plain workers.
+pub const DEFAULT_LEARNERS: usize = 4;
+
 /// Timeout of control requests.
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of a forwarded proposal (a commit on a majority).

@@ -5,7 +5,11 @@
 //! Pushes are numbered within a leader's term: the first of a term, or one after the worker
 //! said it is out of step, carries everything (`base` 0); every other one only what changed
 //! since the push it names as its base. A push is answered only once applied, so the leader
-//! knows what the worker holds.
+//! knows what the worker holds. The roster (every member and worker: N entries) is the one
+//! part that grows with the cluster, so even a first push leaves it out when the worker
+//! already holds the very roster it names by digest (a new leader's, usually): the worker
+//! answers [`ROSTER_WANTED`] when it does not, and the next push carries it. A leader change
+//! thus costs each worker its jobs, not every node's record.
 //!
 //! The leader pushes every worker at least every [`KEEPALIVE`], so a worker knows its
 //! leader is alive: while it is, a push from a node outside the roster the worker holds is
@@ -17,12 +21,13 @@
 //! older term than the last one applied, and only onto the very push it was made against.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Cluster, Drain, Job, NodeId};
 use shoal_raft::NodeInfo;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::cluster::identity::hex;
 use crate::sync::Locked;
@@ -34,6 +39,8 @@ pub const LEADER_SILENT: Duration = Duration::from_secs(5);
 
 /// The refusal that tells the leader to send everything again.
 pub const OUT_OF_STEP: &str = "out of step with the leader's pushes; send everything";
+/// The refusal that tells the leader to send everything, the roster too.
+pub const ROSTER_WANTED: &str = "this worker does not hold the roster the push names; send it";
 
 /// One push from the leader to a plain worker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,8 +55,12 @@ pub struct Push {
     pub base: u64,
     /// The leader's last applied log index when it made the push.
     pub index: u64,
-    /// Every member and plain worker, its record and role, when it or `draining` changed.
+    /// Every member and plain worker, its record and role, when it or `draining` changed,
+    /// or when the worker said it lacks it ([`ROSTER_WANTED`]).
     pub roster: Option<Vec<(NodeId, NodeInfo, Role)>>,
+    /// The digest of the roster and `draining` as of this push: a push without them is
+    /// applied only onto a table that holds this very roster.
+    pub roster_digest: u64,
     /// The nodes being drained (`shoal drain`, `shoal remove`, stopping), with `roster`.
     pub draining: Option<BTreeMap<NodeId, Drain>>,
     /// Jobs that are new to the worker or changed. A job whose spec the worker already has
@@ -103,6 +114,8 @@ pub struct Table {
     pub index: u64,
     /// Members and plain workers, their records and roles.
     pub roster: BTreeMap<NodeId, (NodeInfo, Role)>,
+    /// The digest the leader gave the roster (and the draining nodes) held.
+    pub roster_digest: u64,
     /// The jobs that concern this node.
     pub jobs: Cluster,
     /// When the last push was applied.
@@ -159,12 +172,28 @@ impl Pushed {
                 ));
             }
         }
+        if p.base == 0
+            && p.roster.is_none()
+            && slot
+                .as_ref()
+                .is_none_or(|t| t.roster_digest != p.roster_digest)
+        {
+            return Err(ROSTER_WANTED.into());
+        }
         let mut t = match (p.base, slot.take()) {
-            (0, old) => Table {
-                // The jobs' specs carry over: a new leader need not ship them again.
-                jobs: old.map(|o| o.jobs).unwrap_or_default(),
-                ..Table::default()
-            },
+            (0, old) => {
+                // The jobs' specs carry over: a new leader need not ship them again; so
+                // does the roster, when the push names the one held.
+                let (jobs, roster, roster_digest) = old
+                    .map(|o| (o.jobs, o.roster, o.roster_digest))
+                    .unwrap_or_default();
+                Table {
+                    jobs,
+                    roster,
+                    roster_digest,
+                    ..Table::default()
+                }
+            }
             (base, Some(t)) if t.term == p.term && t.leader == from && t.seq == base => t,
             (_, old) => {
                 *slot = old;
@@ -198,6 +227,7 @@ impl Pushed {
         }
         if let Some(r) = p.roster {
             t.roster = r.into_iter().map(|(id, i, role)| (id, (i, role))).collect();
+            t.roster_digest = p.roster_digest;
         }
         (t.term, t.leader, t.seq, t.index) = (p.term, p.leader, p.seq, p.index);
         t.heard = Some(now);
@@ -263,6 +293,8 @@ pub(crate) struct Sent {
     pub(crate) roster: u64,
     /// Each job acknowledged and its digest.
     pub(crate) jobs: std::collections::HashMap<String, u64>,
+    /// The worker said it lacks the roster: the next push carries it.
+    pub(crate) roster_wanted: bool,
     /// A push is in flight.
     pub(crate) busy: bool,
     /// When the last push was sent.
@@ -324,6 +356,7 @@ mod tests {
             base,
             index: seq,
             roster: (base == 0).then(|| vec![member(7), member(9)]),
+            roster_digest: 1,
             draining: None,
             jobs,
             gone: gone.iter().map(|s| s.to_string()).collect(),
@@ -397,5 +430,30 @@ mod tests {
         p.apply(9, q).unwrap();
         assert_eq!(ids(&p), ["j-3"]);
         assert_eq!(p.leader(), Some(9));
+    }
+
+    #[test]
+    fn a_first_push_without_the_roster_applies_only_onto_the_roster_it_names() {
+        let p = Pushed::default();
+        let bare = |term, digest| Push {
+            roster: None,
+            roster_digest: digest,
+            ..push(term, 1, 0, vec![job("j-1", "a")], &[])
+        };
+        // A worker that holds nothing wants the roster.
+        assert_eq!(p.apply(7, bare(1, 1)).unwrap_err(), ROSTER_WANTED);
+        assert_eq!(p.leader(), None);
+        p.apply(7, push(1, 1, 0, vec![], &[])).unwrap();
+        // A new term's first push naming the roster held keeps it and takes the jobs.
+        p.apply(7, bare(2, 1)).unwrap();
+        assert_eq!(ids(&p), ["j-1"]);
+        p.read(|t| {
+            let t = t.unwrap();
+            assert_eq!(t.roster.keys().copied().collect::<Vec<_>>(), [7, 9]);
+            assert_eq!((t.term, t.roster_digest), (2, 1));
+        });
+        // Naming another roster is refused and changes nothing.
+        assert_eq!(p.apply(7, bare(3, 2)).unwrap_err(), ROSTER_WANTED);
+        p.read(|t| assert_eq!(t.unwrap().term, 2));
     }
 }
