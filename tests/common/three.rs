@@ -44,11 +44,19 @@ impl Cluster {
         (id, o)
     }
 
+    /// Job `id` as node `i` shows it. A submission is acknowledged once the leader and
+    /// the submitting node applied it: another node may answer 404 for a moment, so a 404
+    /// is asked again (up to 10 s); any other answer than 200 fails.
     pub fn job(&self, i: usize, id: &str) -> Value {
-        let (status, v) = http_get(&self.nodes[i].http, &format!("/api/v1/jobs/{id}"))
-            .unwrap_or_else(|| panic!("node {i} did not answer"));
-        assert_eq!(status, 200, "GET job {id}: {v}");
-        v
+        wait_for(10, &format!("node {i} to know job {id}"), || {
+            let (status, v) = http_get(&self.nodes[i].http, &format!("/api/v1/jobs/{id}"))
+                .unwrap_or_else(|| panic!("node {i} did not answer"));
+            if status == 404 {
+                return None;
+            }
+            assert_eq!(status, 200, "GET job {id}: {v}");
+            Some(v)
+        })
     }
 }
 
