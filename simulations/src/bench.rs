@@ -87,6 +87,10 @@ fn timed(config: &Config) -> Result<(crate::Outcome, f64), String> {
 /// One size of the scale figures.
 struct Load {
     nodes: usize,
+    /// Voters, learners and plain workers.
+    shape: (usize, usize, usize),
+    /// Attempts that ran on plain workers.
+    on_workers: usize,
     simulated: f64,
     wall: f64,
     /// The busiest node's messages and bytes per simulated second.
@@ -118,17 +122,19 @@ fn spread(mut ms: Vec<u64>) -> (u64, u64, u64, usize) {
 /// runs without faults, the busiest node's (the leader's) messages and bytes per simulated
 /// second, against the same run where every heartbeat is answered with every heartbeat
 /// heard (the rule before protocol 1.2), and the wall time per simulated second.
-fn scale(quick: bool, max: usize) -> Result<String, String> {
+fn scale(quick: bool, max: usize, learners: usize) -> Result<String, String> {
     let mut sizes: Vec<usize> = std::iter::successors(Some(10), |n| Some(n * 10))
         .take_while(|&n| n < max)
         .collect();
     sizes.push(max);
     let mut rows: Vec<Load> = Vec::new();
     for nodes in sizes {
-        let load = |to_all: bool| -> Result<(f64, f64, f64, f64, Vec<u64>), String> {
+        type Figures = (f64, f64, f64, f64, Vec<u64>, usize);
+        let load = |to_all: bool| -> Result<Figures, String> {
             let config = Config {
                 seed: 42,
                 nodes,
+                learners,
                 jobs: if quick { 1 } else { 4 },
                 faults: Default::default(),
                 steps: if quick { 5 } else { 30 },
@@ -146,15 +152,23 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
                 messages as f64 / sim,
                 bytes as f64 / sim,
                 o.stats.assigned_ms,
+                o.on_workers,
             ))
         };
-        let (simulated, wall, messages, bytes, assigned) = load(false)?;
-        let (_, _, _, bytes_all, _) = load(true)?;
+        let (simulated, wall, messages, bytes, assigned, on_workers) = load(false)?;
+        let (_, _, _, bytes_all, _, _) = load(true)?;
         if assigned.is_empty() {
             return Err(format!("{nodes} nodes: no attempt started"));
         }
+        let (voters, learners) = (
+            nodes.min(crate::driver::VOTERS),
+            nodes.saturating_sub(crate::driver::VOTERS).min(learners),
+        );
+        let workers = nodes - voters - learners;
         rows.push(Load {
             nodes,
+            shape: (voters, learners, workers),
+            on_workers,
             simulated,
             wall,
             messages,
@@ -163,13 +177,19 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
             assigned: spread(assigned),
         });
     }
+    let workers: usize = rows.iter().map(|r| r.shape.2).sum();
+    if workers > 0 && rows.iter().all(|r| r.on_workers == 0) {
+        return Err("no attempt ran on a plain worker at any size".into());
+    }
     let mut out = String::new();
     for r in &rows {
         let _ = writeln!(
             out,
-            "scale: {:>4} nodes ({} voters): leader {:>8.0} messages/s, {:>9.1} KiB/s (every heartbeat answered with all: {:>9.1} KiB/s); assigned to started {} ms median, {} ms p99, {} ms most ({} attempts); {:.0} simulated s in {:.1} s wall = {:.3} wall s per simulated s",
+            "scale: {:>4} nodes ({} voters, {} learners, {} plain workers): leader {:>8.0} messages/s, {:>9.1} KiB/s (every heartbeat answered with all: {:>9.1} KiB/s); assigned to started {} ms median, {} ms p99, {} ms most ({} attempts, {} on plain workers); {:.0} simulated s in {:.1} s wall = {:.3} wall s per simulated s",
             r.nodes,
-            r.nodes.min(crate::driver::VOTERS),
+            r.shape.0,
+            r.shape.1,
+            r.shape.2,
             r.messages,
             r.bytes / 1024.0,
             r.bytes_all / 1024.0,
@@ -177,6 +197,7 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
             r.assigned.1,
             r.assigned.2,
             r.assigned.3,
+            r.on_workers,
             r.simulated,
             r.wall,
             r.wall / r.simulated
@@ -204,9 +225,9 @@ fn scale(quick: bool, max: usize) -> Result<String, String> {
 
 /// Run the benchmarks; `quick` is a smoke run for CI; with `nodes`, the scale figures up to
 /// that many nodes instead.
-pub fn figures(quick: bool, nodes: Option<usize>) -> Result<String, String> {
-    if let Some(max) = nodes {
-        return scale(quick, max);
+pub fn figures(quick: bool, nodes: Option<(usize, usize)>) -> Result<String, String> {
+    if let Some((max, learners)) = nodes {
+        return scale(quick, max, learners);
     }
     let mut out = String::new();
     // Simulation speed: one run of `secs` simulated seconds with 7 nodes, faults on, and a
@@ -219,6 +240,7 @@ pub fn figures(quick: bool, nodes: Option<usize>) -> Result<String, String> {
         let config = Config {
             seed: 42,
             nodes: 7,
+            learners: shoal_node::cluster::node::DEFAULT_LEARNERS,
             jobs: if quick { 3 } else { 20 },
             faults,
             steps: secs,

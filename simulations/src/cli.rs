@@ -22,10 +22,15 @@ struct SimArgs {
     /// A range of seeds to sweep, `A..B` (B excluded).
     #[arg(long, value_parser = parse_range)]
     seeds: Option<std::ops::Range<u64>>,
-    /// Nodes [default: 5]: five voters (all of them, when fewer), the rest learners, as a
-    /// cluster of real nodes has. With --bench: the scale figures for 10, 100, … up to N.
+    /// Nodes [default: 5]: five voters (all of them, when fewer), then up to --learners
+    /// learners, the rest plain workers, as a cluster of real nodes has. With --bench: the
+    /// scale figures for 10, 100, … up to N.
     #[arg(long)]
     nodes: Option<usize>,
+    /// Most learners; nodes past the voters and these are plain workers (not Raft members:
+    /// the leader pushes them their assignments), as `shoal node --learners`.
+    #[arg(long, default_value_t = shoal_node::cluster::node::DEFAULT_LEARNERS)]
+    learners: usize,
     /// Jobs the client submits.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
@@ -102,7 +107,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return ExitCode::from(2);
     }
     if args.bench {
-        let scale = nodes_given.then_some(nodes);
+        let scale = nodes_given.then_some((nodes, args.learners));
         return match bench::figures(args.quick, scale) {
             Ok(report) => {
                 print!("{report}");
@@ -117,6 +122,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let base = Config {
         seed: args.seed,
         nodes,
+        learners: args.learners,
         jobs: args.jobs,
         faults: args.faults,
         steps: args.steps,

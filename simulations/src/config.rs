@@ -180,6 +180,8 @@ pub struct Config {
     pub seed: u64,
     /// Nodes.
     pub nodes: usize,
+    /// Most learners (`--learners`): past the voters and these, nodes are plain workers.
+    pub learners: usize,
     /// Jobs the client submits.
     pub jobs: usize,
     /// Faults the injector may cause.
@@ -202,6 +204,7 @@ impl Default for Config {
         Config {
             seed: 1,
             nodes: 5,
+            learners: shoal_node::cluster::node::DEFAULT_LEARNERS,
             jobs: 4,
             faults: Fault::ALL.into_iter().collect(),
             steps: 60,
@@ -230,6 +233,9 @@ impl Config {
             self.steps,
             self.deadline
         );
+        if self.learners != shoal_node::cluster::node::DEFAULT_LEARNERS {
+            let _ = write!(c, " --learners {}", self.learners);
+        }
         for p in &self.plant {
             let _ = write!(c, " --plant {}", p.name());
         }
@@ -259,6 +265,8 @@ pub struct Outcome {
     pub acked: usize,
     /// Jobs that succeeded.
     pub succeeded: usize,
+    /// Task attempts, in the final table, that ran on plain workers.
+    pub on_workers: usize,
     /// Counts.
     pub stats: Stats,
 }
@@ -273,7 +281,7 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "seed {:>5}: {} — {} jobs succeeded ({} acknowledged) in {:.0} simulated s; {} messages ({} lost, {} duplicated), {} crashes, {} kills, {} partitions, {} rotted ({} caught); trace {:016x}",
+            "seed {:>5}: {} — {} jobs succeeded ({} acknowledged, {} attempts on plain workers) in {:.0} simulated s; {} messages ({} lost, {} duplicated), {} crashes, {} kills, {} partitions, {} rotted ({} caught); trace {:016x}",
             self.config.seed,
             if self.ok() {
                 "ok".to_string()
@@ -283,6 +291,7 @@ impl Outcome {
             },
             self.succeeded,
             self.acked,
+            self.on_workers,
             self.simulated.as_secs_f64(),
             s.messages,
             s.dropped,
@@ -337,6 +346,7 @@ impl Outcome {
             booted: Duration::ZERO,
             acked: 0,
             succeeded: 0,
+            on_workers: 0,
             stats: Stats::default(),
         }
     }

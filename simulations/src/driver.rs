@@ -61,7 +61,7 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
     {
         return Outcome::failed_to_start(&config, "could not make the machines".into());
     }
-    if let Err(e) = boot(&world).await {
+    if let Err(e) = boot(&world, config.learners).await {
         return Outcome::failed_to_start(&config, e);
     }
     // Each node's load counts from here: the membership's first entries go once.
@@ -97,15 +97,22 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         invariants::every_job_ends(&world);
     }
     client.abort();
-    let succeeded = (0..config.nodes)
-        .find_map(|i| world.live(i))
-        .map_or(0, |n| {
-            let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
-            let jobs = &a.state.state.jobs.jobs;
-            jobs.values()
-                .filter(|j| j.state == shoal_jobs::cluster::JobState::Succeeded)
-                .count()
-        });
+    let (succeeded, on_workers) = invariants::most_advanced(&world).map_or((0, 0), |n| {
+        let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
+        let state = &a.state.state;
+        let jobs = &state.jobs.jobs;
+        let succeeded = jobs
+            .values()
+            .filter(|j| j.state == shoal_jobs::cluster::JobState::Succeeded)
+            .count();
+        let on_workers = jobs
+            .values()
+            .flat_map(|j| j.maps.iter().chain(&j.reduces))
+            .flat_map(|t| &t.attempts)
+            .filter(|at| state.workers.contains_key(&at.node))
+            .count();
+        (succeeded, on_workers)
+    });
     for i in 0..config.nodes {
         crash(&world, i, false).await;
     }
@@ -123,6 +130,7 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         booted,
         acked,
         succeeded,
+        on_workers,
         stats,
     }
 }
@@ -145,10 +153,13 @@ fn seen_enough(world: &World) -> bool {
 pub const VOTERS: usize = 5;
 
 /// Start every node; node 1 initialises the cluster with the first [`VOTERS`] as voters,
-/// and the leader adds the rest as learners, in one membership change.
-async fn boot(world: &Arc<World>) -> Result<(), String> {
+/// the leader adds the next `most_learners` as learners, in one membership change, and
+/// records the rest as plain workers (`Command::Worker`), as a real cluster's leader does
+/// when nodes join past `--learners`.
+async fn boot(world: &Arc<World>, most_learners: usize) -> Result<(), String> {
     let mut voters = BTreeMap::new();
     let mut learners = BTreeMap::new();
+    let mut workers = Vec::new();
     for i in 0..world.machines.len() {
         let node = node::start(world, i).await?;
         node.spawn(invariants::watch_leadership(Arc::clone(&node)));
@@ -159,8 +170,10 @@ async fn boot(world: &Arc<World>) -> Result<(), String> {
         };
         if i < VOTERS {
             voters.insert(node.id, info);
-        } else {
+        } else if i < VOTERS + most_learners {
             learners.insert(node.id, info);
+        } else {
+            workers.push((node.id, info));
         }
         lock(&world.machines[i]).live = Some(node);
     }
@@ -171,7 +184,7 @@ async fn boot(world: &Arc<World>) -> Result<(), String> {
         .await
         .map_err(|e| format!("initialize: {e}"))?;
     world.trace("cluster initialised");
-    if learners.is_empty() {
+    if learners.is_empty() && workers.is_empty() {
         return Ok(());
     }
     // No fault runs yet: a leader is elected within seconds.
@@ -181,14 +194,69 @@ async fn boot(world: &Arc<World>) -> Result<(), String> {
             .find(|n| n.metrics().current_leader == Some(n.id));
         if let Some(leader) = leader {
             let change = shoal_raft::ChangeMembers::AddNodes(learners.clone());
-            if leader.raft.change_membership(change, false).await.is_ok() {
+            if learners.is_empty() || leader.raft.change_membership(change, false).await.is_ok() {
                 world.trace(format!("{} learners added", learners.len()));
-                return Ok(());
+                return add_workers(&leader, workers).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err("no leader added the learners within 60 simulated s".into())
+}
+
+/// Record `workers` as plain workers through `leader`, all proposals in flight at once.
+async fn add_workers(
+    leader: &Arc<node::SimNode>,
+    workers: Vec<(u64, shoal_raft::NodeInfo)>,
+) -> Result<(), String> {
+    if workers.is_empty() {
+        return Ok(());
+    }
+    let count = workers.len();
+    let ids: Vec<u64> = workers.iter().map(|(id, _)| *id).collect();
+    let writes: Vec<_> = workers
+        .into_iter()
+        .map(|(node_id, info)| {
+            let cmd = shoal_node::cluster::state::Command::Worker { node_id, info };
+            let leader = Arc::clone(leader);
+            tokio::spawn(async move {
+                leader
+                    .write_local(shoal_net::codec::encode(&cmd))
+                    .await
+                    .map_err(|e| format!("recording plain worker {node_id}: {e}"))
+            })
+        })
+        .collect();
+    for w in writes {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    leader
+        .world
+        .trace(format!("{count} plain workers recorded"));
+    // The cluster has formed once every worker holds the leader's first push (the roster
+    // and its jobs: the one push per term that carries everything).
+    let world = &leader.world;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        let Some(w) = world.live(World::index(id)) else {
+            return Err(format!("plain worker {id} is not up"));
+        };
+        let mut changes = w.pushed.changes();
+        while w.pushed.leader().is_none() {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(format!(
+                        "plain worker {id} got no push within 60 simulated s"
+                    ))
+                }
+            }
+        }
+    }
+    world.trace(format!(
+        "{count} plain workers hold the leader's first push"
+    ));
+    Ok(())
 }
 
 /// Crash node `i` (a no-op when down); `kill` loses its disk and keeps it down for good.

@@ -37,10 +37,20 @@ impl WorkerHost for SimNode {
     }
 
     async fn table_changes(&self) -> shoal_node::cluster::node::TableChanges {
-        shoal_node::cluster::node::TableChanges::new(self.raft.metrics(), None)
+        shoal_node::cluster::node::TableChanges::new(
+            self.raft.metrics(),
+            Some(self.pushed.changes()),
+        )
     }
 
+    /// The applied table on a member, the pushed one on a plain worker (as the daemon's).
     fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
+        if self.is_plain() {
+            return self.pushed.read(|t| match t {
+                Some(t) => f(&t.jobs, Some(t.index)),
+                None => f(&cluster::Cluster::default(), None),
+            });
+        }
         let a = self.applied.read().unwrap_or_else(|p| p.into_inner());
         f(&a.state.state.jobs, a.last_applied.map(|l| l.index))
     }
@@ -116,6 +126,10 @@ impl ManagerHost for SimNode {
     }
 
     fn outlook(&self) -> Outlook {
+        let workers: Vec<NodeId> = {
+            let a = self.applied.read().unwrap_or_else(|p| p.into_inner());
+            a.state.state.workers.keys().copied().collect()
+        };
         Outlook {
             me: self.id,
             members: self
@@ -123,10 +137,9 @@ impl ManagerHost for SimNode {
                 .membership_config
                 .membership()
                 .nodes()
-                .map(|(&id, _)| NodeSlots {
-                    node: id,
-                    slots: SLOTS,
-                })
+                .map(|(&id, _)| id)
+                .chain(workers)
+                .map(|node| NodeSlots { node, slots: SLOTS })
                 .collect(),
             node_timeout: NODE_TIMEOUT,
             retain_jobs: usize::MAX,

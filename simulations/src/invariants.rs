@@ -18,6 +18,17 @@ fn up(world: &World) -> Vec<Arc<SimNode>> {
         .collect()
 }
 
+/// The node that is up and has applied the most (a member: a plain worker applies nothing).
+pub fn most_advanced(world: &World) -> Option<Arc<SimNode>> {
+    up(world).into_iter().max_by_key(|n| {
+        n.applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_applied
+            .map_or(0, |l| l.index)
+    })
+}
+
 /// At most one leader per term: `node` says it leads in `term`.
 pub fn one_leader_per_term(world: &World, term: u64, node: u64) {
     let other = *lock(&world.leaders).entry(term).or_insert(node);
@@ -128,7 +139,7 @@ pub fn reads_match_checksums(world: &World, key: &str, want: Option<u32>, bytes:
 /// reads it — from a node the table names as its holder, the first copy that matches its
 /// recorded checksum — is the expected one. Checked once per job.
 pub fn outputs_match(world: &World, checked: &mut BTreeSet<String>) {
-    let Some(n) = up(world).into_iter().next() else {
+    let Some(n) = most_advanced(world) else {
         return;
     };
     let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
@@ -211,14 +222,7 @@ fn input_lost(world: &World, job: &shoal_jobs::cluster::Job) -> bool {
 /// still needed was on killed disks only (splits are copied at submission as far as the
 /// network lets them, and never again) — and every acknowledged job is there.
 pub fn every_job_ends(world: &World) {
-    let nodes = up(world);
-    let Some(n) = nodes.iter().max_by_key(|n| {
-        n.applied
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_applied
-            .map_or(0, |l| l.index)
-    }) else {
+    let Some(n) = most_advanced(world) else {
         world.violate("every_job_ends", "no node is up".into());
         return;
     };

@@ -20,8 +20,10 @@ use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftRespo
 use shoal_net::{codec, NetError, PeerRef, Transport};
 use shoal_node::cluster::admission::may_propose;
 use shoal_node::cluster::propose::ProposeError;
-use shoal_node::cluster::rpc::{answer_raft, NetRpc};
+use shoal_node::cluster::pushed::{Push, Pushed, Pushes};
+use shoal_node::cluster::rpc::{answer_raft, peer_ref, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
+use shoal_node::cluster::workers::{Planner, PUSH_EVERY};
 use shoal_node::control::work::Running;
 use shoal_node::control::worker::run_on;
 use shoal_node::sync::ReadWrite;
@@ -45,6 +47,8 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a data request may take.
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a control request (a push) may take, as the daemon's.
+const CTL_TIMEOUT: Duration = shoal_node::cluster::node::CTL_TIMEOUT;
 /// How long a forwarded proposal may take.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,6 +152,10 @@ pub struct SimNode {
     running: Running,
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     inbound: shoal_raft::Inbound,
+    /// On a plain worker: the table the leader pushes it.
+    pub(crate) pushed: Pushed,
+    /// On the leader: what each plain worker acknowledged.
+    pushes: Pushes,
 }
 
 /// Start node `idx` from its durable state.
@@ -183,10 +191,13 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
         running: Running::default(),
         stopping: Default::default(),
         inbound: Default::default(),
+        pushed: Pushed::default(),
+        pushes: Pushes::default(),
     });
     node.spawn(shoal_node::control::manager::run_on(Arc::clone(&node)));
     node.spawn(run_on(Arc::clone(&node), Arc::clone(&node.running)));
     node.spawn(heartbeats(Arc::clone(&node)));
+    node.spawn(push_to_workers(Arc::clone(&node)));
     Ok(node)
 }
 
@@ -212,6 +223,21 @@ impl SimNode {
     /// Raft's metrics now.
     pub fn metrics(&self) -> shoal_raft::Metrics {
         shoal_raft::metrics(&self.raft)
+    }
+
+    /// Whether this node is a plain worker, as the daemon tells: not a Raft member, and
+    /// the leader pushes it its table.
+    pub fn is_plain(&self) -> bool {
+        let m = self.metrics();
+        let member = m.membership_config.nodes().any(|(id, _)| *id == self.id);
+        !member && self.pushed.leader().is_some()
+    }
+
+    /// The leader as this node knows it: Raft's, or on a plain worker the one that pushes.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.metrics()
+            .current_leader
+            .or_else(|| self.pushed.leader())
     }
 
     /// Commit `command` here, as the leader; the CBOR of the state's answer and the index.
@@ -241,7 +267,7 @@ impl SimNode {
         let deadline = Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let result = match self.metrics().current_leader {
+            let result = match self.leader() {
                 Some(l) if l == self.id => self.write_local(bytes.clone()).await,
                 Some(l) => {
                     let req = CtlRequest::Propose {
@@ -273,11 +299,16 @@ impl SimNode {
         }
     }
 
-    /// Where member `id` is reached, from the Raft membership (as the daemon does).
+    /// Where member `id` is reached, from the Raft membership — or on a plain worker the
+    /// roster pushed — as the daemon does.
     fn member(&self, id: NodeId) -> Option<PeerRef> {
         let m = self.metrics();
-        let info = m.membership_config.get_node(&id)?;
-        shoal_node::cluster::rpc::peer_ref(info).ok()
+        let info = m
+            .membership_config
+            .get_node(&id)
+            .cloned()
+            .or_else(|| self.pushed.record(id))?;
+        peer_ref(&info).ok()
     }
 
     /// An object: from this node's store, else from the first of `holders` that has it.
@@ -311,7 +342,7 @@ impl SimNode {
 async fn heartbeats(node: Arc<SimNode>) {
     loop {
         tokio::time::sleep(HEARTBEAT).await;
-        let Some(leader) = node.metrics().current_leader else {
+        let Some(leader) = node.leader() else {
             continue;
         };
         if leader == node.id {
@@ -335,6 +366,35 @@ async fn heartbeats(node: Arc<SimNode>) {
                 .net
                 .ctl(&to, CtlRequest::Heartbeat(hb), HEARTBEAT)
                 .await;
+        }
+    }
+}
+
+/// While this node leads, push every plain worker what it lacks, as the daemon's
+/// `cluster::workers` loop does (the same planning, over the simulated network).
+async fn push_to_workers(node: Arc<SimNode>) {
+    let mut planner = Planner::default();
+    loop {
+        tokio::time::sleep(PUSH_EVERY).await;
+        let m = node.metrics();
+        if m.current_leader != Some(node.id) || m.state != shoal_raft::ServerState::Leader {
+            node.pushes.clear();
+            continue;
+        }
+        let outgoing = {
+            let a = node.applied.read().unwrap_or_else(|p| p.into_inner());
+            let index = a.last_applied.map_or(0, |l| l.index);
+            planner.plan(node.id, &m, index, &a.state.state, &node.pushes)
+        };
+        for out in outgoing {
+            let n = Arc::clone(&node);
+            node.spawn(async move {
+                let answer = match out.request(CLUSTER_ID) {
+                    Ok((to, req)) => n.net.ctl(&to, req, CTL_TIMEOUT).await,
+                    Err(e) => Ok(CtlResponse::Refused(e)),
+                };
+                n.pushes.settle(out, answer);
+            });
         }
     }
 }
@@ -402,6 +462,22 @@ impl Handle for SimNode {
                             .collect()
                     },
                 ))
+            }
+            Msg::Ctl(CtlRequest::Push { push, .. }) => {
+                // The daemon's rule: a member reads the log, not pushes.
+                let m = self.metrics();
+                let member = m.membership_config.nodes().any(|(id, _)| *id == self.id);
+                Answer::Ctl(if member {
+                    CtlResponse::Refused("a member reads the Raft log, not pushes".into())
+                } else {
+                    match codec::decode::<Push>(&push) {
+                        Err(e) => CtlResponse::Refused(format!("a malformed push: {e}")),
+                        Ok(p) => match self.pushed.apply(from, p) {
+                            Ok(()) => CtlResponse::Ok,
+                            Err(why) => CtlResponse::Refused(why),
+                        },
+                    }
+                })
             }
             Msg::Ctl(_) => Answer::Ctl(CtlResponse::Refused("not simulated".into())),
             Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),

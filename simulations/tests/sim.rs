@@ -38,6 +38,30 @@ fn a_seed_replays_its_trace_and_another_seed_differs() {
     assert_ne!(a.trace_hash, c.trace_hash);
 }
 
+/// Past five voters and four learners, nodes are plain workers: not Raft members, their
+/// assignments pushed by the leader. With every fault, they run tasks, every invariant
+/// holds and every job succeeds.
+#[test]
+fn plain_workers_run_tasks_through_every_fault() {
+    let mut on_workers = 0;
+    for seed in 1..=4 {
+        let o = run(&Config {
+            seed,
+            nodes: 16,
+            ..Config::default()
+        });
+        // Every invariant held: every acknowledged job ended (succeeded, or failed only for
+        // input on killed disks), its output the reference's.
+        assert!(o.ok(), "{}", o.report());
+        assert_eq!(o.acked, 4, "{}", o.summary());
+        on_workers += o.on_workers;
+    }
+    assert!(
+        on_workers > 0,
+        "no attempt ran on a plain worker in 4 seeds"
+    );
+}
+
 /// Sweep seeds from 1 until `plant` breaks its invariant; the violating run.
 fn caught(plant: Plant, base: Config, max_seeds: u64) -> Outcome {
     for seed in 1..=max_seeds {
