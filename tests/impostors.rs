@@ -3,7 +3,8 @@
 //! own (a key holder, not a member) it may say hello and nothing else — its proposal, its
 //! heartbeat, its Raft RPC and its data are refused and no job appears; with a member's
 //! identity key it may heartbeat under that member's id but not under another's, and may not
-//! report another member's attempt or assign tasks. The cluster goes on working. Needs root
+//! report another member's attempt or assign tasks. The cluster goes on working. A key
+//! holder cannot push a plain worker jobs either. Needs root
 //! and iproute2 (skipped with a message elsewhere, a failure under SHOAL_REQUIRE_NETNS=1).
 
 mod common;
@@ -19,6 +20,7 @@ use shoal_jobs::cluster::{Command as JobCommand, TaskKind};
 use shoal_jobs::counters::Counters;
 use shoal_net::wire::{CtlRequest, CtlResponse, DataFrame, DataRequest, Heartbeat, RaftRequest};
 use shoal_net::{codec, Keypair};
+use shoal_node::cluster::pushed::Push;
 use shoal_node::cluster::state::Command;
 
 /// `shoal submit --wait` of a word count of `corpus` to `node`, from its machine.
@@ -286,4 +288,96 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
         4,
         "three voters and the stopped learner: {ids:?}"
     );
+}
+
+/// A plain worker takes its jobs from the leader's pushes only. A key holder that is no
+/// member — on a fifth machine, speaking the wire types directly to the worker — is refused
+/// whether its push is malformed, names the leader it is not, or names itself leader of a
+/// later term while the real leader keeps pushing; the worker then still runs a job.
+#[test]
+fn a_key_holder_cannot_push_a_plain_worker_jobs() {
+    let Some((_serial, dir, lan)) = setup("a_key_holder_cannot_push_a_plain_worker_jobs", &[5])
+    else {
+        return;
+    };
+    let nodes = start_on(
+        dir.path(),
+        &lan,
+        &[0, 1, 2, 3],
+        &["--expect", "3", "--voters", "3", "--learners", "0"],
+    );
+    let refs: Vec<&NodeProc> = nodes.iter().collect();
+    let leader_id = wait_agreed(&refs, 3, 60);
+    let leader = nodes.iter().position(|n| n.node_id == leader_id).unwrap();
+    let worker_id = wait_for(60, "the fourth node to be a plain worker", || {
+        members(&nodes[leader].cluster()?, "worker").pop()
+    });
+    let worker = nodes.iter().position(|n| n.node_id == worker_id).unwrap();
+    // The worker holds the leader's pushes: its view names the leader.
+    wait_for(30, "the worker to know the leader", || {
+        let v = nodes[worker].cluster()?;
+        (v["leader"]["id"].as_str()? == leader_id).then_some(())
+    });
+    let view = nodes[leader].cluster().unwrap();
+    let cluster_id = u64::from_str_radix(view["cluster_id"].as_str().unwrap(), 16).unwrap();
+    let leader_num = u64::from_str_radix(&leader_id, 16).unwrap();
+    let key = psk(&dir.path().join("lan.key"));
+    let target: PeerId = nodes[worker].peer_id.parse().unwrap();
+    let port = nodes[worker].addrs[0].rsplit('/').next().unwrap();
+    let addr: Multiaddr = format!("/ip4/{}/tcp/{port}", lan.hosts[worker].addr)
+        .parse()
+        .unwrap();
+    let said = in_ns(&lan.hosts[4].ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let stranger_key = Keypair::generate_ed25519();
+            let stranger_id =
+                shoal_jobs::partition::stable_hash(&stranger_key.public().to_peer_id().to_bytes());
+            let s = TestPeer::connect(stranger_key, Some(key), target, addr).await;
+            let push = |p: &Push| CtlRequest::Push {
+                cluster_id,
+                push: codec::encode(p),
+            };
+            // A term no leader reached, everything from scratch: the whole table its own.
+            let own = Push {
+                term: 1 << 40,
+                leader: stranger_id,
+                seq: 1,
+                base: 0,
+                roster: Some(vec![]),
+                ..Push::default()
+            };
+            let in_leaders_name = Push {
+                leader: leader_num,
+                ..own.clone()
+            };
+            let garbage = CtlRequest::Push {
+                cluster_id,
+                push: vec![0xff, 0x00, 0x13],
+            };
+            vec![
+                ("malformed push", s.ctl(&garbage).await),
+                (
+                    "push in the leader's name",
+                    s.ctl(&push(&in_leaders_name)).await,
+                ),
+                ("push as leader of a later term", s.ctl(&push(&own)).await),
+            ]
+        })
+    });
+    for (what, answer) in &said {
+        println!("{what}: {answer:?}");
+    }
+    refused(&said[0].1, "a malformed push");
+    refused(&said[1].1, "in the name of node");
+    refused(&said[2].1, "not in the cluster's roster");
+    // The worker still follows the real leader and runs a job submitted to it.
+    let v = nodes[worker].cluster().unwrap();
+    assert_eq!(v["leader"]["id"].as_str(), Some(leader_id.as_str()), "{v}");
+    let corpus = corpus(dir.path(), 4, 100);
+    let o = wordcount(&nodes[worker], &corpus);
+    assert!(o.status.success(), "{}", text(&o));
 }
