@@ -56,8 +56,9 @@ pub async fn run(node: Arc<Node>) {
         }
         // Once a second, ask again those that had no cluster when they said hello: a cluster
         // formed among them without this node (it was not chosen as an initial voter) is
-        // how it learns whom to join.
-        if node.cluster_id().is_none() && rounds.is_multiple_of(5) {
+        // how it learns whom to join — and, once it knows the cluster, more nodes to ask
+        // to join through than the one it learnt it from.
+        if rounds.is_multiple_of(5) {
             for peer in node.peers.clusterless_peers() {
                 node.greet(peer).await;
             }

@@ -313,11 +313,14 @@ impl Node {
                     Err(e) => CtlResponse::Refused(format!("adding the learner failed: {e}")),
                 }
             }
-            Some(leader) => {
-                let Some(to) = metrics
-                    .membership_config
-                    .get_node(&leader)
-                    .and_then(|n| peer_ref(n).ok())
+            // A member forwards to Raft's leader; a plain worker (it says hello with the
+            // cluster's id, so a joiner may ask it) to the leader that pushes it.
+            _ => {
+                let Some(leader) = crate::cluster::members::leader(self) else {
+                    return CtlResponse::Refused("no leader yet".into());
+                };
+                let Some(to) = crate::cluster::members::record_of(self, leader)
+                    .and_then(|n| peer_ref(&n).ok())
                 else {
                     return CtlResponse::Refused("the leader's address is unknown".into());
                 };
@@ -331,7 +334,6 @@ impl Node {
                     .await
                     .unwrap_or_else(|e| CtlResponse::Refused(e.to_string()))
             }
-            None => CtlResponse::Refused("no leader yet".into()),
         }
     }
 }
