@@ -142,6 +142,7 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
             splits: vec![],
             partitioner: shoal_jobs::partition::Partitioner::Hash,
             at_ms: 1,
+            counters: Default::default(),
         })
     };
     let report = Command::Jobs(JobCommand::TaskFinished {

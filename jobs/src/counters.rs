@@ -28,6 +28,11 @@ impl Counters {
         }
     }
 
+    /// No counter at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.values().all(|g| g.is_empty())
+    }
+
     /// Add a built-in counter.
     pub fn add_builtin(&mut self, name: &str, amount: u64) {
         self.add(GROUP, name, amount as i64);

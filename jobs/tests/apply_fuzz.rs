@@ -59,6 +59,7 @@ fn submit() -> impl Strategy<Value = Command> {
                 splits,
                 partitioner: Partitioner::Hash,
                 at_ms: 1,
+                counters: Default::default(),
             }
         })
 }

@@ -42,6 +42,7 @@ pub fn big_table(nodes: u64, jobs: u32, maps: u32) -> Cluster {
             splits,
             partitioner: Partitioner::Hash,
             at_ms: 0,
+            counters: Default::default(),
         });
         for i in 0..maps {
             if running == 0 {

@@ -228,9 +228,14 @@ impl SimNode {
     /// Whether this node is a plain worker, as the daemon tells: not a Raft member, and
     /// the leader pushes it its table.
     pub fn is_plain(&self) -> bool {
+        !self.is_member() && self.pushed.leader().is_some()
+    }
+
+    /// Whether this node is in Raft's membership (a voter or a learner).
+    pub fn is_member(&self) -> bool {
         let m = self.metrics();
         let member = m.membership_config.nodes().any(|(id, _)| *id == self.id);
-        !member && self.pushed.leader().is_some()
+        member
     }
 
     /// The leader as this node knows it: Raft's, or on a plain worker the one that pushes.
@@ -465,9 +470,7 @@ impl Handle for SimNode {
             }
             Msg::Ctl(CtlRequest::Push { push, .. }) => {
                 // The daemon's rule: a member reads the log, not pushes.
-                let m = self.metrics();
-                let member = m.membership_config.nodes().any(|(id, _)| *id == self.id);
-                Answer::Ctl(if member {
+                Answer::Ctl(if self.is_member() {
                     CtlResponse::Refused("a member reads the Raft log, not pushes".into())
                 } else {
                     match codec::decode::<Push>(&push) {

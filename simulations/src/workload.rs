@@ -154,6 +154,7 @@ pub async fn submit(
         splits,
         partitioner: Partitioner::Hash,
         at_ms,
+        counters: Default::default(),
     });
     match node
         .propose(&cmd, Duration::from_secs(20))

@@ -38,6 +38,10 @@ pub struct ClusterArgs {
     /// when not given): 0 shows what the copies cost.
     #[arg(long)]
     replication: Option<u32>,
+    /// Each node's `--slots` (the node's default, this machine's cores, when not given): 1
+    /// shows the cluster with about as many task slots as `shoal run` has.
+    #[arg(long)]
+    node_slots: Option<usize>,
 }
 
 const MAP_PY: &str = "#!/usr/bin/env python3\nimport sys\nfor line in sys.stdin:\n    for w in line.split():\n        print(w + '\\t1')\n";
@@ -144,15 +148,26 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     let root = dir.path().join("input");
     std::fs::create_dir_all(&root)?;
     let corpus = root.join("corpus.txt");
+    let cores = shoal_jobs::pool::default_slots();
     println!(
-        "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster",
-        args.size_mb
+        "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster (3 nodes x {} slots{} on this machine's {cores} cores)",
+        args.size_mb,
+        args.node_slots.unwrap_or(cores),
+        if args.node_slots.is_none() { ", the default," } else { "" }
     );
     crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
     let local_out = dir.path().join("out-run");
     let local = super::measure_local_wordcount(&corpus, &local_out, &["--slots", "2"])?;
+    // The three nodes store the upload and its copies on this one disk: its write rate,
+    // measured in the same run, bounds the uploaded job's submission from below.
+    let disk = disk_write_rate(dir.path(), args.size_mb.clamp(64, 1024) << 20)?;
     let root_arg = root.to_string_lossy().into_owned();
-    let (cluster, url) = start_with(dir.path(), &["--input-root", &root_arg])?;
+    let slots = args.node_slots.map(|n| n.to_string());
+    let mut node_args = vec!["--input-root", &root_arg];
+    if let Some(n) = &slots {
+        node_args.extend(["--slots", n]);
+    }
+    let (cluster, url) = start_with(dir.path(), &node_args)?;
     let term_before = term(&cluster);
     let mib = args.size_mb as f64;
     println!(
@@ -160,10 +175,26 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
         local.secs,
         mib / local.secs
     );
+    println!(
+        "  this disk               {disk:>6.0} MiB/s  writing a {} MiB file and syncing it: the nodes store the upload and its copies on it",
+        args.size_mb.clamp(64, 1024)
+    );
     let mut ok = true;
-    for (label, input, goal) in [
-        ("uploaded", corpus.to_string_lossy().into_owned(), 1.5),
-        ("shared:", "shared:corpus.txt".to_string(), 1.2),
+    let corpus_bytes = std::fs::metadata(&corpus)?.len() as i64;
+    // Every split of the upload on each of the other two nodes, as far as the replication asks.
+    let copies = i64::from(
+        args.replication
+            .unwrap_or(shoal_jobs::spec::DEFAULT_REPLICATION)
+            .min(2),
+    );
+    for (label, input, goal, stored) in [
+        (
+            "uploaded",
+            corpus.to_string_lossy().into_owned(),
+            1.5,
+            corpus_bytes,
+        ),
+        ("shared:", "shared:corpus.txt".to_string(), 1.2, 0),
     ] {
         let out = dir
             .path()
@@ -206,9 +237,28 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
             .first()
             .and_then(|n| n.get(&format!("/api/v1/jobs/{id}")))
             .map(|(_, v)| v);
-        match view.and_then(|v| phases(&v, started, now_ms())) {
+        let Some(view) = view else {
+            println!("    (the job's view could not be read: no phases)");
+            ok = false;
+            continue;
+        };
+        match phases(&view, started, now_ms()) {
             Some(p) => print!("{p}"),
-            None => println!("    (the job's view could not be read: no phases)"),
+            None => println!("    (the job's view has no attempt times: no phases)"),
+        }
+        // What the job's counters say was stored and copied: all of an upload, none of a
+        // `shared:` input.
+        let counter = |name: &str| view["counters"]["shoal"][name].as_i64().unwrap_or(0);
+        let (uploaded, copied) = (
+            counter("input_uploaded_bytes"),
+            counter("input_copied_bytes"),
+        );
+        if (uploaded, copied) != (stored, stored * copies) {
+            println!(
+                "    COUNTERS DIFFER: {uploaded} bytes uploaded and {copied} copied; {stored} and {} expected",
+                stored * copies
+            );
+            ok = false;
         }
     }
     let term_after = term(&cluster);
@@ -231,11 +281,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Where a cluster job's time went, from its view and the client's start and end (ms): the
-/// submission (reading, splitting, sending and copying the splits, proposing), the wait
-/// for the first map, the map phase, the reduce phase (shuffle, reduce, part copies), the
-/// end (the last report to the job's end), the output's download; and the task time summed
-/// over attempts.
+/// Where a cluster job's time went, from its view and counters and the client's start and
+/// end (ms): the submission (the upload read and cut into splits, the splits' copies, the
+/// rest: the client and the proposal), the wait for the first map, the map phase, the
+/// reduce phase (with the attempts' shuffle fetches and part copies), the end (the last
+/// report to the job's end), the output's download; and the task time summed over
+/// attempts.
 fn phases(view: &serde_json::Value, started: u64, ended: u64) -> Option<String> {
     let submitted = view["submitted_ms"].as_u64()?;
     let finished = view["finished_ms"].as_u64()?;
@@ -255,23 +306,50 @@ fn phases(view: &serde_json::Value, started: u64, ended: u64) -> Option<String> 
     let last_reduce = reduces.iter().map(|a| a.1).max().unwrap_or(last_map);
     let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0;
     let busy = |v: &[(u64, u64)]| v.iter().map(|a| secs(a.0, a.1)).sum::<f64>();
+    // The job's own counters: what the submitting node and the attempts measured.
+    let counter = |name: &str| view["counters"]["shoal"][name].as_f64().unwrap_or(0.0);
+    let (upload, copies) = (
+        counter("submission_upload_ms") / 1e3,
+        counter("submission_copy_ms") / 1e3,
+    );
+    let submission = secs(started, submitted);
+    let mib = |name: &str| counter(name) / f64::from(1 << 20);
     let rows = [
+        ("submission", submission, String::new()),
         (
-            "submission (split, send, copy splits)",
-            secs(started, submitted),
+            "  upload (read, cut, stored)",
+            upload,
+            format!("{:.0} MiB", mib("input_uploaded_bytes")),
         ),
-        ("until the first map starts", secs(submitted, first_map)),
-        ("maps", secs(first_map, last_map)),
         (
-            "reduces (shuffle, reduce, copy parts)",
+            "  copies of the splits",
+            copies,
+            format!("{:.0} MiB copied", mib("input_copied_bytes")),
+        ),
+        (
+            "  client and proposal",
+            (submission - upload - copies).max(0.0),
+            String::new(),
+        ),
+        ("until the first map starts", secs(submitted, first_map), String::new()),
+        ("maps", secs(first_map, last_map), String::new()),
+        (
+            "reduces",
             secs(last_map, last_reduce),
+            format!(
+                "shuffle fetches {:.2} s, part copies {:.2} s (summed over attempts); {:.0} MiB fetched",
+                counter("shuffle_fetch_ms") / 1e3,
+                counter("output_copy_ms") / 1e3,
+                mib("shuffle_fetched_bytes")
+            ),
         ),
-        ("until the job ends", secs(last_reduce, finished)),
-        ("output fetched to the client", secs(finished, ended)),
+        ("until the job ends", secs(last_reduce, finished), String::new()),
+        ("output fetched to the client", secs(finished, ended), String::new()),
     ];
     let mut out = String::new();
-    for (name, s) in rows {
-        out.push_str(&format!("    {name:<40}{s:>7.2} s\n"));
+    for (name, s, note) in rows {
+        out.push_str(format!("    {name:<40}{s:>7.2} s  {note}").trim_end());
+        out.push('\n');
     }
     out.push_str(&format!(
         "    task time: {} map attempts {:.1} s, {} reduce attempts {:.1} s\n",
@@ -281,6 +359,26 @@ fn phases(view: &serde_json::Value, started: u64, ended: u64) -> Option<String> 
         busy(&reduces)
     ));
     Some(out)
+}
+
+/// MiB/s writing `bytes` to a new file in `dir` and syncing it; the file is deleted.
+fn disk_write_rate(dir: &std::path::Path, bytes: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let path = dir.join("disk-probe");
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(bytes as f64 / f64::from(1 << 20) / secs)
 }
 
 /// `shoal bench stall` flags.

@@ -111,6 +111,7 @@ impl Cluster {
         splits: Vec<SplitInfo>,
         partitioner: Partitioner,
         at_ms: u64,
+        measured: &Counters,
     ) -> Applied {
         if self.jobs.contains_key(&id) {
             return ignored(format!("job {id} exists"));
@@ -130,6 +131,19 @@ impl Cluster {
             .map(|s| s.len)
             .sum();
         counters.add_builtin("input_uploaded_bytes", uploaded);
+        // Each extra holder of an uploaded split took a copy of its bytes.
+        let copied = splits
+            .iter()
+            .filter(|s| s.in_place.is_none())
+            .map(|s| s.len * s.holders.len().saturating_sub(1) as u64)
+            .sum();
+        counters.add_builtin("input_copied_bytes", copied);
+        for name in super::SUBMISSION_COUNTERS {
+            let v = measured.get(crate::counters::GROUP, name);
+            if v > 0 {
+                counters.add(crate::counters::GROUP, name, v);
+            }
+        }
         let reduces = (0..spec.reducers)
             .map(|p| Task::new(TaskKind::Reduce, p))
             .collect();

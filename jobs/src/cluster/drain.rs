@@ -234,6 +234,7 @@ mod tests {
             splits,
             partitioner: Partitioner::Hash,
             at_ms: 0,
+            counters: Default::default(),
         };
         assert_eq!(c.apply(submit), Applied::Changed);
         let nodes = [
@@ -306,6 +307,7 @@ mod tests {
             splits: vec![split(0, &[1, 2]), split(1, &[2, 3]), split(2, &[1, 3])],
             partitioner: Partitioner::Hash,
             at_ms: 0,
+            counters: Default::default(),
         };
         assert_eq!(c.apply(submit), Applied::Changed);
         // Not draining: its copies count; nothing is short.

@@ -314,6 +314,10 @@ pub struct PartRef {
 pub const MAX_REASON_CHARS: usize = 500;
 
 /// A change to the table.
+/// The counters a [`Command::SubmitJob`] may carry from the node that took the upload: how
+/// long reading and cutting it took, and how long the splits' copies took after it.
+pub const SUBMISSION_COUNTERS: [&str; 2] = ["submission_upload_ms", "submission_copy_ms"];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Accept a job whose splits are stored.
@@ -328,6 +332,11 @@ pub enum Command {
         partitioner: Partitioner,
         /// Now.
         at_ms: u64,
+        /// What the submitting node measured: `submission_upload_ms` (reading and cutting
+        /// the upload) and `submission_copy_ms` (the splits' copies after it). Added to the
+        /// job's counters; any other name is left out.
+        #[serde(default, skip_serializing_if = "Counters::is_empty")]
+        counters: Counters,
     },
     /// Start attempt `attempt` of a pending task on `node` — or, as a `backup`, a
     /// speculative second attempt of a running one on another node: whichever attempt
@@ -494,7 +503,8 @@ impl Cluster {
                 splits,
                 partitioner,
                 at_ms,
-            } => self.submit_job(id, *spec, splits, partitioner, at_ms),
+                counters,
+            } => self.submit_job(id, *spec, splits, partitioner, at_ms, &counters),
             Command::Assign {
                 job,
                 kind,

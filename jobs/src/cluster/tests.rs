@@ -32,6 +32,7 @@ fn table(maps: u32, reducers: u32, max: u32) -> Cluster {
         splits,
         partitioner: Partitioner::Hash,
         at_ms: 1,
+        counters: Default::default(),
     };
     assert_eq!(c.apply(cmd), Applied::Changed);
     c
@@ -130,6 +131,7 @@ fn submit_job_makes_pending_tasks_and_a_second_submit_is_ignored() {
         splits: Vec::new(),
         partitioner: Partitioner::Hash,
         at_ms: 9,
+        counters: Default::default(),
     };
     assert_eq!(run(&mut c, vec![again]), "ignored: job j exists");
     assert_eq!(
@@ -139,6 +141,59 @@ fn submit_job_makes_pending_tasks_and_a_second_submit_is_ignored() {
   m-00001 Pending holders=[] []
   r-00000 Pending holders=[] []"
     );
+}
+
+#[test]
+fn submit_job_counts_the_uploaded_and_copied_bytes_and_takes_only_the_submission_timings() {
+    let mut c = Cluster::default();
+    let split = |index: u32, len: u64, holders: Vec<NodeId>, in_place: bool| SplitInfo {
+        index,
+        name: "in".into(),
+        len,
+        holders,
+        in_place: in_place.then(|| InPlace {
+            node: None,
+            path: "in".into(),
+            offset: 0,
+        }),
+        ..Default::default()
+    };
+    let mut measured = crate::counters::Counters::default();
+    measured.add_builtin("submission_upload_ms", 1200);
+    measured.add_builtin("submission_copy_ms", 3400);
+    // A submitter may not write any other counter into the job.
+    measured.add_builtin("map_output_records", 99);
+    measured.add("user", "planted", 7);
+    let cmd = Command::SubmitJob {
+        id: "j".into(),
+        spec: Box::new(spec(1, 3)),
+        // Uploaded: 10 bytes on three nodes, 20 on two, 5 on one; 1,000 read in place.
+        splits: vec![
+            split(0, 10, vec![1, 2, 3], false),
+            split(1, 20, vec![1, 2], false),
+            split(2, 5, vec![1], false),
+            split(3, 1000, vec![1, 2, 3], true),
+        ],
+        partitioner: Partitioner::Hash,
+        at_ms: 1,
+        counters: measured,
+    };
+    assert_eq!(c.apply(cmd), Applied::Changed);
+    let counters = &c.jobs["j"].counters;
+    let shoal: Vec<(&str, i64)> = counters.0["shoal"]
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        shoal,
+        [
+            ("input_copied_bytes", 2 * 10 + 20),
+            ("input_uploaded_bytes", 35),
+            ("submission_copy_ms", 3400),
+            ("submission_upload_ms", 1200),
+        ]
+    );
+    assert!(!counters.0.contains_key("user"));
 }
 
 #[test]

@@ -56,6 +56,7 @@ pub(super) fn submit_spec(c: &mut Cluster, spec: JobSpec, holders: &[&[NodeId]],
         splits,
         partitioner: Partitioner::Hash,
         at_ms,
+        counters: Default::default(),
     };
     assert_eq!(c.apply(cmd), Applied::Changed);
 }
@@ -541,6 +542,7 @@ fn a_pinned_map_waits_for_its_node_and_a_lost_one_fails_the_job() {
         ],
         partitioner: Partitioner::Hash,
         at_ms: 0,
+        counters: Default::default(),
     };
     assert_eq!(c.apply(cmd), Applied::Changed);
     let ns = nodes(&[(1, 1), (2, 1), (3, 1)]);

@@ -159,6 +159,7 @@ mod tests {
             splits: vec![split],
             partitioner: Partitioner::Hash,
             at_ms: 1,
+            counters: Default::default(),
         };
         assert_eq!(c.apply(submit), Applied::Changed);
         let assign = JobCommand::Assign {

@@ -12,7 +12,7 @@ use crate::cluster::admission::may_propose;
 use crate::cluster::identity::{hex, node_id};
 use crate::cluster::members::{is_voter, member_id, standing, Standing};
 use crate::cluster::node::{foreign_reason, member_record, with_jobs, Node, CTL_TIMEOUT};
-use crate::cluster::rpc::{answer_raft, peer_ref};
+use crate::cluster::rpc::answer_raft;
 use crate::cluster::state::Command;
 use crate::sync::{Locked, ReadWrite};
 
@@ -319,9 +319,7 @@ impl Node {
                 let Some(leader) = crate::cluster::members::leader(self) else {
                     return CtlResponse::Refused("no leader yet".into());
                 };
-                let Some(to) = crate::cluster::members::record_of(self, leader)
-                    .and_then(|n| peer_ref(&n).ok())
-                else {
+                let Some(to) = crate::cluster::members::reach(self, leader) else {
                     return CtlResponse::Refused("the leader's address is unknown".into());
                 };
                 let fwd = CtlRequest::Join {

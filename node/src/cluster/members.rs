@@ -114,6 +114,12 @@ pub fn peer_of(node: &Node, id: NodeId) -> Option<shoal_net::PeerId> {
     record_of(node, id)?.peer_id.parse().ok()
 }
 
+/// Where to reach member or plain worker `id`: its peer id and the addresses in its record
+/// ([`record_of`]).
+pub fn reach(node: &Node, id: NodeId) -> Option<shoal_net::PeerRef> {
+    crate::cluster::rpc::peer_ref(&record_of(node, id)?).ok()
+}
+
 /// What a peer is to this node, from one look at the Raft membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {

@@ -9,7 +9,6 @@ use shoal_net::wire::{CtlRequest, CtlResponse};
 use shoal_net::{codec, Transport};
 
 use crate::cluster::node::{Node, PROPOSE_TIMEOUT};
-use crate::cluster::rpc::peer_ref;
 use crate::cluster::state::Command;
 
 /// Why a proposal was not applied.
@@ -81,9 +80,8 @@ impl Node {
             Some(l) if l == self.id => self.write_local(bytes).await.map(|(a, _)| a),
             Some(l) => {
                 let cluster_id = self.cluster_id().ok_or(ProposeError::NoCluster)?;
-                let to = crate::cluster::members::record_of(self, l)
-                    .and_then(|n| peer_ref(&n).ok())
-                    .ok_or(ProposeError::LeaderUnknown)?;
+                let to =
+                    crate::cluster::members::reach(self, l).ok_or(ProposeError::LeaderUnknown)?;
                 let req = CtlRequest::Propose {
                     cluster_id,
                     command: bytes,

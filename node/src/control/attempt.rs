@@ -334,20 +334,22 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         run_map(env, &task_split, &target).map_err(Failure::from)
     })
     .await?;
+    let mut counters = out.counters;
     let holders = if map_only {
-        copied_part(node, w, &out_key, &out_file).await?
+        copied_part(node, w, &out_key, &out_file, &mut counters).await?
     } else {
         vec![node.id]
     };
     Ok(Done {
         sizes: out.sizes,
         checksums: out.checksums,
-        counters: out.counters,
+        counters,
         holders,
     })
 }
 
 /// Copy a finished part file to `--replication` other nodes; its holders, this node first.
+/// The time it took goes into `counters` (`output_copy_ms`).
 /// A part on one disk only is lost with that disk after its job succeeded: when another
 /// member could have taken a copy but none did, the attempt fails as lost (it runs again,
 /// elsewhere).
@@ -356,9 +358,12 @@ async fn copied_part(
     w: &Work,
     key: &str,
     file: &std::path::Path,
+    counters: &mut shoal_jobs::counters::Counters,
 ) -> Result<Vec<NodeId>, Failure> {
     let targets = replica_targets(node, w.spec.replication, w.key.index);
+    let started = std::time::Instant::now();
     let holders = replicate(node, key, file, &targets).await;
+    counters.add_builtin("output_copy_ms", started.elapsed().as_millis() as u64);
     if holders.len() == 1 && !targets.is_empty() {
         return Err(Failure::lost(
             "the part file could not be copied to any other node".into(),
@@ -403,6 +408,7 @@ async fn reduce_attempt(
     // pay a stream per map); large ones still come a stream each, in parallel.
     let batches =
         crate::storage::data::batches(remote.into_iter().map(|r| (r.0.node, r)), |r| r.0.size);
+    let fetch_started = std::time::Instant::now();
     let fetched = futures::stream::iter(batches.into_iter().enumerate())
         .map(|(i, (holder, batch))| {
             let node = Arc::clone(node);
@@ -476,6 +482,7 @@ async fn reduce_attempt(
         }
     }
     inputs.sort_by_key(|(m, ..)| m.map);
+    let fetch_ms = fetch_started.elapsed().as_millis() as u64;
     node.shuffle
         .fetched_bytes
         .fetch_add(fetched_bytes, Ordering::Relaxed);
@@ -510,10 +517,11 @@ async fn reduce_attempt(
     .await?;
     counters.add_builtin("shuffle_fetched_bytes", fetched_bytes);
     counters.add_builtin("shuffle_local_bytes", local_bytes);
+    counters.add_builtin("shuffle_fetch_ms", fetch_ms);
     let size = std::fs::metadata(&out_file)
         .map(|m| m.len())
         .map_err(|e| format!("the part file vanished: {e}"))?;
-    let holders = copied_part(node, w, &out_key, &out_file).await?;
+    let holders = copied_part(node, w, &out_key, &out_file, &mut counters).await?;
     Ok(Done {
         sizes: vec![size],
         checksums: vec![checksum],

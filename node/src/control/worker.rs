@@ -26,7 +26,6 @@ use shoal_net::wire::{CtlRequest, Heartbeat};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
-use crate::cluster::members::peer_of;
 use crate::cluster::node::Node;
 use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
@@ -378,13 +377,9 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
         node.heartbeats.record(hb.clone());
         let Some(to) = crate::cluster::members::leader(&node)
             .filter(|&l| l != node.id)
-            .and_then(|l| peer_of(&node, l))
+            .and_then(|l| crate::cluster::members::reach(&node, l))
         else {
             continue;
-        };
-        let to = shoal_net::PeerRef {
-            peer: to,
-            addrs: vec![],
         };
         // Never wait on a send: a leader that just died must not delay the heartbeats the
         // next one needs.

@@ -245,6 +245,7 @@ mod tests {
             splits,
             partitioner: Partitioner::Hash,
             at_ms: 7,
+            counters: Default::default(),
         });
         let v = serde_json::to_value(jobs_view(&c, true)).unwrap();
         assert_eq!(v[0]["state"], "queued");

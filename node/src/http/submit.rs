@@ -151,6 +151,7 @@ async fn drain(mp: &mut Multipart) {
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), Rejected> {
+    let started = std::time::Instant::now();
     let first = mp
         .next_field()
         .await
@@ -303,8 +304,12 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
 
     let bytes: u64 = stored.iter().chain(&in_place).map(|s| s.len).sum();
     let n_splits = stored.len() + in_place.len();
+    let mut measured = shoal_jobs::counters::Counters::default();
+    measured.add_builtin("submission_upload_ms", started.elapsed().as_millis() as u64);
+    let copying = std::time::Instant::now();
     let mut splits = replicate_splits(node, job, stored, spec.replication).await;
     replicate_archives(node, &mut spec).await;
+    measured.add_builtin("submission_copy_ms", copying.elapsed().as_millis() as u64);
     splits.extend(in_place);
     let cmd = Command::Jobs(cluster::Command::SubmitJob {
         id: job.to_owned(),
@@ -312,6 +317,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         splits,
         partitioner,
         at_ms: now_ms(),
+        counters: measured,
     });
     if shoal_net::codec::encode(&cmd).len() > MAX_COMMAND_BYTES {
         return Err(too_large(
