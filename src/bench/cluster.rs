@@ -150,7 +150,7 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     let corpus = root.join("corpus.txt");
     let cores = shoal_jobs::pool::default_slots();
     println!(
-        "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster (3 nodes x {} slots{} on this machine's {cores} cores)",
+        "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster (3 nodes x {} slot(s){} on this machine's {cores} cores)",
         args.size_mb,
         args.node_slots.unwrap_or(cores),
         if args.node_slots.is_none() { ", the default," } else { "" }
