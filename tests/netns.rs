@@ -115,6 +115,19 @@ fn five_machines_find_each_other_by_mdns_and_a_job_runs_on_all_of_them() {
         fetched.iter().filter(|&&b| b > 0).count() >= 4,
         "the shuffle crossed machines: {fetched:?}"
     );
+    // The splits' copies crossed machines as bytes: no node of another machine takes a
+    // hard link.
+    assert!(
+        job["counters"]["shoal"]["input_copied_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let linked: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.cluster().unwrap()["linked_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(linked, [0; 5], "no link between machines");
 }
 
 #[test]

@@ -18,8 +18,10 @@ pub struct Protocol {
 /// versions to hellos and heartbeats; 1.2 answers only voters' heartbeats with everyone's
 /// (others ask, `Heard`, when they show the cluster; a 1.1 leader answers that with an
 /// error, and such a node shows what it last heard); 1.3 has plain workers, which the
-/// leader pushes their table (`Push`; a leader makes only a 1.3 node a plain worker).
-pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 3 };
+/// leader pushes their table (`Push`; a leader makes only a 1.3 node a plain worker); 1.4
+/// lets nodes of one host store each other's objects by a hard link (`Link`; a 1.3 node
+/// cannot read it, and is sent the bytes).
+pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 4 };
 
 /// This build's version (the workspace's, `shoal --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -268,6 +268,24 @@ pub enum DataRequest {
         /// The objects, in the order they follow.
         keys: Vec<String>,
     },
+    /// Store under `key`, by a hard link, the object the sender stored at `path` on this
+    /// same host (protocol 1.4): no bytes follow. The receiver answers `End` once its link
+    /// is durable, or `Error` — another host, another filesystem, a file that is not the
+    /// object offered — and the sender then sends the bytes with `Put`.
+    Link {
+        /// The sender's cluster.
+        cluster_id: ClusterId,
+        /// The object.
+        key: String,
+        /// The sender's host: its kernel's boot and its network and mount namespaces.
+        host: String,
+        /// The object's file in the sender's store.
+        path: String,
+        /// Its size.
+        len: u64,
+        /// Its checksum (CRC-32C of the whole object).
+        checksum: u32,
+    },
 }
 
 /// Bytes `offset..offset + len` of the object stored under `key`.
@@ -291,14 +309,15 @@ impl DataRequest {
             DataRequest::Fetch { cluster_id, .. }
             | DataRequest::Put { cluster_id, .. }
             | DataRequest::FetchMany { cluster_id, .. }
-            | DataRequest::PutMany { cluster_id, .. } => *cluster_id,
+            | DataRequest::PutMany { cluster_id, .. }
+            | DataRequest::Link { cluster_id, .. } => *cluster_id,
         }
     }
 
     /// How many objects or pieces it names.
     pub fn count(&self) -> usize {
         match self {
-            DataRequest::Fetch { .. } | DataRequest::Put { .. } => 1,
+            DataRequest::Fetch { .. } | DataRequest::Put { .. } | DataRequest::Link { .. } => 1,
             DataRequest::FetchMany { pieces, .. } => pieces.len(),
             DataRequest::PutMany { keys, .. } => keys.len(),
         }

@@ -107,6 +107,8 @@ pub struct Node {
     pub pool: TaskPool,
     /// Bytes of map output this node fetched from other nodes, and read from its own store.
     pub shuffle: ShuffleStats,
+    /// This host, for copies to other nodes on it as hard links.
+    pub links: crate::storage::link::HostLinks,
     /// When this process started (ms since the epoch): attempts assigned to this node before
     /// then died with the previous process.
     pub started_ms: u64,
@@ -170,6 +172,7 @@ impl Node {
             pool: TaskPool::new(settings.slots as usize),
             blobs,
             shuffle: ShuffleStats::default(),
+            links: crate::storage::link::HostLinks::here(),
             heartbeats: HeartbeatBook::new(id),
             leader_changes: AtomicU64::new(0),
             job_dirs: Default::default(),

@@ -563,7 +563,7 @@ async fn replicate_splits(
                 let Some((peer, items)) = peer_of(&node, target).zip(items) else {
                     return (target, Vec::new());
                 };
-                match crate::storage::data::push_files(&node, peer, &items).await {
+                match crate::storage::data::push_or_link_files(&node, peer, &items).await {
                     Ok(_) => (target, keys),
                     Err(e) => {
                         tracing::warn!(segments = items.len(), error = %e, "copying input to another node failed");

@@ -143,6 +143,10 @@ pub struct ClusterView {
     /// Shuffle traffic of this node since it started.
     #[serde(default)]
     pub shuffle: ShuffleView,
+    /// Input splits this node sent to, or took from, other nodes of its host as hard links
+    /// since it started (bytes not written twice to one disk).
+    #[serde(default)]
+    pub linked_bytes: u64,
     /// Tasks this node runs at once, and how many run now.
     #[serde(default)]
     pub slots: SlotsView,
@@ -264,6 +268,10 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             nodes: vec![this],
             status: Some(status).filter(|s| !s.is_empty()),
             shuffle: shuffle_view(node),
+            linked_bytes: node
+                .links
+                .linked_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
             slots: slots_view(node),
             mixed_versions: false,
         };
@@ -390,6 +398,10 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         nodes,
         status: Some(status).filter(|s| !s.is_empty()),
         shuffle: shuffle_view(node),
+        linked_bytes: node
+            .links
+            .linked_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
         slots: slots_view(node),
         mixed_versions,
     }

@@ -144,6 +144,50 @@ impl Blobs {
         })
     }
 
+    /// Take the file at `from` — the object another node of this host stored under the same
+    /// key in its own store — as `key` here by a hard link: no byte is written, and the
+    /// object is as durable as the other node's. Taken only when `from` names that key in
+    /// a store (`…/blobs/KEY`) and the linked file is a regular file of `len` bytes whose
+    /// checksum is `checksum`; visible once committed, like a written object.
+    pub fn link_from(
+        &self,
+        key: &str,
+        from: &Path,
+        len: u64,
+        checksum: u32,
+    ) -> io::Result<Unsynced> {
+        let path = self.path(key).ok_or_else(|| bad_key(key))?;
+        let refused = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        if !from.is_absolute() || !from.ends_with(Path::new("blobs").join(key)) {
+            return Err(refused(format!(
+                "{} is not object {key:?} of a node's store",
+                from.display()
+            )));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = tmp_name(&path);
+        // The link itself, never what a symbolic link points to.
+        std::fs::hard_link(from, &tmp)?;
+        let linked = Unsynced { tmp, path, len };
+        let meta = std::fs::symlink_metadata(&linked.tmp)?;
+        if !meta.file_type().is_file() || meta.len() != len {
+            return Err(refused(format!(
+                "{} is not a file of {len} bytes",
+                from.display()
+            )));
+        }
+        let sum = shoal_jobs::checksum::of_range(&mut File::open(&linked.tmp)?, 0, len)?;
+        if sum != checksum {
+            return Err(refused(format!(
+                "{} has checksum {sum:08x}, not {checksum:08x}",
+                from.display()
+            )));
+        }
+        Ok(linked)
+    }
+
     /// Make the directory for `key` (for writers that produce files into it).
     pub fn dir(&self, key: &str) -> io::Result<PathBuf> {
         let path = self.path(key).ok_or_else(|| bad_key(key))?;

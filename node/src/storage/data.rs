@@ -243,6 +243,80 @@ pub async fn push_files(
     retrying(|| push_files_once(node, peer, items)).await
 }
 
+/// [`push_files`], but a node of this host takes a hard link instead of the bytes
+/// ([`super::link`]): for input splits, which live as long as their job, not for part
+/// files, whose copies must not share one file's fate.
+pub async fn push_or_link_files(
+    node: &Node,
+    peer: PeerId,
+    items: &[(String, std::path::PathBuf)],
+) -> Result<u64, DataError> {
+    let items = offer_links(node, peer, items).await;
+    if items.is_empty() {
+        return Ok(0);
+    }
+    push_files(node, peer, &items).await
+}
+
+/// Offer `peer` each object of `items` (key, file) as a hard link ([`super::link`]); the
+/// items it did not take, to be sent as bytes.
+async fn offer_links(
+    node: &Node,
+    peer: PeerId,
+    items: &[(String, std::path::PathBuf)],
+) -> Vec<(String, std::path::PathBuf)> {
+    let (Some(host), Some(cluster_id)) = (node.links.id.clone(), node.cluster_id()) else {
+        return items.to_vec();
+    };
+    let mut rest = Vec::new();
+    for (i, (key, path)) in items.iter().enumerate() {
+        if !node.links.may_offer(&peer) {
+            rest.extend_from_slice(&items[i..]);
+            break;
+        }
+        let file = path.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&file)?;
+            let len = f.metadata()?.len();
+            Ok::<_, std::io::Error>((len, shoal_jobs::checksum::of_range(&mut f, 0, len)?))
+        })
+        .await;
+        let Ok(Ok((len, checksum))) = measured else {
+            rest.push((key.clone(), path.clone()));
+            continue;
+        };
+        let req = DataRequest::Link {
+            cluster_id,
+            key: key.clone(),
+            host: host.clone(),
+            path: path.to_string_lossy().into_owned(),
+            len,
+            checksum,
+        };
+        match ask(node, peer, &req).await {
+            Ok(DataFrame::End) => {
+                node.links
+                    .linked_bytes
+                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            }
+            answer => {
+                tracing::debug!(%peer, %key, ?answer, "a link was not taken: the bytes are sent");
+                node.links.refused_by(peer);
+                rest.push((key.clone(), path.clone()));
+            }
+        }
+    }
+    rest
+}
+
+/// Send `req` and read the one frame that answers it.
+async fn ask(node: &Node, peer: PeerId, req: &DataRequest) -> Result<DataFrame, DataError> {
+    let mut stream = open(node, peer, req).await?;
+    let answer = read_frame(&mut stream, peer).await;
+    let _ = stream.close().await;
+    answer
+}
+
 async fn push_files_once(
     node: &Node,
     peer: PeerId,

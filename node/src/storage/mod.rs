@@ -5,6 +5,7 @@ pub mod bench;
 pub(crate) mod blobs;
 pub(crate) mod data;
 pub(crate) mod inplace;
+pub mod link;
 pub(crate) mod replication;
 pub(crate) mod serve;
 pub mod space;

@@ -104,6 +104,32 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
             receive_objects(&node, std::slice::from_ref(key), &mut stream).await
         }
         DataRequest::PutMany { keys, .. } => receive_objects(&node, keys, &mut stream).await,
+        DataRequest::Link {
+            key,
+            host,
+            path,
+            len,
+            checksum,
+            ..
+        } => {
+            let (n, key, host, path) = (Arc::clone(&node), key.clone(), host.clone(), path.clone());
+            let (len, checksum) = (*len, *checksum);
+            let what = format!("a link to {key:?}");
+            match tokio::task::spawn_blocking(move || {
+                crate::storage::link::take(&n.links, &n.blobs, &key, &host, &path, len, checksum)
+            })
+            .await
+            {
+                Ok(Ok(())) => codec::write_frame(&mut stream, &DataFrame::End)
+                    .await
+                    .map_err(|e| ServeError::Stream(e.to_string())),
+                Ok(Err(source)) => Err(ServeError::Store { what, source }),
+                Err(e) => Err(ServeError::Store {
+                    what,
+                    source: std::io::Error::other(e.to_string()),
+                }),
+            }
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, objects = req.count(), error = %e, "data stream ended with an error");

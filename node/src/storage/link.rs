@@ -1,0 +1,177 @@
+//! Input copies between the nodes of one host as hard links. The nodes of a cluster that
+//! runs on one machine (a demo, a test cluster, nodes sharing a machine's filesystem)
+//! would otherwise send each other every split and write the same bytes to the same disk
+//! again: copying a 1 GiB upload to two other nodes writes 3 GiB to one disk.
+//!
+//! A sender offers a link first (`DataRequest::Link`: the object's file in its store, its
+//! size and checksum, and its host). The receiver takes it only when it runs on the same
+//! host (the same boot of the same kernel, in the same network and mount namespaces), the
+//! file is named as that object of a store (`…/blobs/KEY`), and the linked file is a
+//! regular file of that size and checksum. Otherwise — another host, another filesystem,
+//! a node of protocol 1.3 — the sender sends the bytes, as between machines, and offers
+//! that peer no link again until it restarts.
+//!
+//! A link is as durable as the sender's object on its disk: it survives the sender's
+//! process (a `kill -9`, a removed job), not the disk — which a copy on that same disk
+//! would not survive either. Linked copies are one file, so a bit that rots in it rots in
+//! every one: a split's maps then fail on its checksum on every holder, and the job fails
+//! saying so (its input is the user's, to submit again). Part files, the job's result,
+//! are always copied as bytes.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use shoal_net::PeerId;
+
+use super::blobs::Blobs;
+
+/// This host as links see it, and what links have saved.
+#[derive(Debug, Default)]
+pub struct HostLinks {
+    /// This host's id ([`host_id`]); `None` where it cannot be told (then no link is
+    /// offered or taken).
+    pub id: Option<String>,
+    /// Peers that refused a link: sent bytes from now on.
+    elsewhere: Mutex<HashSet<PeerId>>,
+    /// Bytes stored by a link here, as sender and as receiver.
+    pub linked_bytes: AtomicU64,
+}
+
+impl HostLinks {
+    /// This host's.
+    pub fn here() -> HostLinks {
+        HostLinks {
+            id: host_id(),
+            ..HostLinks::default()
+        }
+    }
+
+    pub(super) fn refused_by(&self, peer: PeerId) {
+        if let Ok(mut e) = self.elsewhere.lock() {
+            e.insert(peer);
+        }
+    }
+
+    pub(super) fn may_offer(&self, peer: &PeerId) -> bool {
+        self.id.is_some() && self.elsewhere.lock().is_ok_and(|e| !e.contains(peer))
+    }
+}
+
+/// The running kernel's boot id with this process's network and mount namespaces: two
+/// processes with the same id see the same files under the same paths.
+fn host_id() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).ok();
+    Some(format!(
+        "{} {} {}",
+        boot.trim(),
+        ns("net")?.display(),
+        ns("mnt")?.display()
+    ))
+}
+
+/// Take, into `blobs`, the object offered as a link when this node is on the offering
+/// node's host; made durable and visible. A link to what is already stored with the same
+/// bytes is taken as done.
+pub fn take(
+    links: &HostLinks,
+    blobs: &Blobs,
+    key: &str,
+    host: &str,
+    path: &str,
+    len: u64,
+    checksum: u32,
+) -> std::io::Result<()> {
+    if links.id.as_deref() != Some(host) {
+        return Err(std::io::Error::other("not on this node's host"));
+    }
+    let linked = blobs.link_from(key, Path::new(path), len, checksum)?;
+    match linked.already_stored()? {
+        None => {
+            linked.commit()?;
+        }
+        Some(true) => {}
+        Some(false) => {
+            return Err(std::io::Error::other(format!(
+                "{key:?} is already stored here with other bytes"
+            )))
+        }
+    }
+    links.linked_bytes.fetch_add(len, Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::storage::blobs::Blobs;
+
+    fn stored(blobs: &Blobs, key: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let mut w = blobs.create(key).unwrap();
+        w.write_all(bytes).unwrap();
+        w.commit().unwrap();
+        blobs.path(key).unwrap()
+    }
+
+    fn crc(bytes: &[u8]) -> u32 {
+        let mut sum = shoal_jobs::checksum::Running::default();
+        sum.update(bytes);
+        sum.value()
+    }
+
+    #[test]
+    fn a_link_is_taken_only_for_that_object_of_a_store_with_its_size_and_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Blobs::open(dir.path().join("a/blobs")).unwrap();
+        let b = Blobs::open(dir.path().join("b/blobs")).unwrap();
+        let bytes = b"the quick brown fox\n";
+        let from = stored(&a, "j-1/seg-00000", bytes);
+        let key = "j-1/seg-00000";
+        let len = bytes.len() as u64;
+
+        // Another size, another checksum: refused, and nothing is left behind.
+        assert!(b.link_from(key, &from, len + 1, crc(bytes)).is_err());
+        assert!(b.link_from(key, &from, len, crc(b"other")).is_err());
+        // A file that is not that object of a store: refused before it is linked.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, bytes).unwrap();
+        assert!(b.link_from(key, &secret, len, crc(bytes)).is_err());
+        let other_key = stored(&a, "j-1/seg-00001", bytes);
+        assert!(b.link_from(key, &other_key, len, crc(bytes)).is_err());
+        assert!(b
+            .link_from(
+                key,
+                std::path::Path::new("a/blobs/j-1/seg-00000"),
+                len,
+                crc(bytes)
+            )
+            .is_err());
+        // A symbolic link named as the object: the link is not followed.
+        let sneaky = Blobs::open(dir.path().join("c/blobs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("c/blobs/j-1")).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("c/blobs").join(key)).unwrap();
+        assert!(b
+            .link_from(key, &sneaky.path(key).unwrap(), len, crc(bytes))
+            .is_err());
+        assert!(!b.contains(key));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("b/blobs/j-1"))
+                .unwrap()
+                .count(),
+            0,
+            "a refused link leaves no file"
+        );
+
+        // The object itself: taken, and it outlives the sender's copy.
+        b.link_from(key, &from, len, crc(bytes))
+            .unwrap()
+            .commit()
+            .unwrap();
+        a.remove_job("j-1");
+        assert!(!from.exists());
+        assert_eq!(std::fs::read(b.path(key).unwrap()).unwrap(), bytes);
+    }
+}

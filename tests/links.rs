@@ -1,0 +1,105 @@
+//! Nodes of one host take each other's input copies as hard links: no byte of a split is
+//! written twice to the one disk, and the links outlive the node that took the upload.
+//! (Between machines the bytes travel: `tests/netns.rs` checks no link is made there.)
+//! Three real `shoal node` processes on 127.0.0.1, one cluster test at a time.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::cluster::*;
+use common::three::*;
+use common::*;
+
+/// The inodes of the input segments in `node`'s store for job `id`.
+fn segment_inodes(node: &NodeProc, id: &str) -> Vec<u64> {
+    let mut found: Vec<(String, u64)> = std::fs::read_dir(node.data.join("blobs").join(id))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, e.metadata().unwrap().ino())
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, ino)| ino).collect()
+}
+
+#[test]
+fn input_copies_on_one_host_are_links_that_outlive_the_node_that_took_the_upload() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three_nodes(dir.path());
+    let shared = writable_by_tasks(dir.path());
+    let gate = shared.join("gate");
+    // Every map waits at the gate: the node that took the upload dies before any map ends.
+    let map = gated_word_mapper(dir.path(), "true", &gate);
+    let reduce = write_program(dir.path(), "reduce.sh", SUM_REDUCER_SH);
+    let (input, all) = small_word_input(dir.path(), 4, 3000);
+    let (id, out) = c.submit(&[
+        "--map",
+        &map,
+        "--reduce",
+        &reduce,
+        "-R",
+        "2",
+        "--split-size",
+        "16384",
+        "--input",
+        &input.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let f = c.follower;
+    let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
+
+    // Two copies of every split (the default replication), each a link to the upload's.
+    let job = c.job(f, &id);
+    let counter = |name: &str| job["counters"]["shoal"][name].as_u64().unwrap();
+    let uploaded = counter("input_uploaded_bytes");
+    assert_eq!(uploaded, all.len() as u64);
+    assert_eq!(counter("input_copied_bytes"), 2 * uploaded, "{job}");
+    let linked = |i: usize| {
+        c.nodes[i].cluster().unwrap()["linked_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        linked(f),
+        2 * uploaded,
+        "the submitting node linked both copies"
+    );
+    for &i in &others {
+        assert_eq!(linked(i), uploaded, "node {i} took its copy as links");
+    }
+    let inodes = segment_inodes(&c.nodes[f], &id);
+    assert!(
+        inodes.len() > 1,
+        "the input is several segments: {inodes:?}"
+    );
+    for &i in &others {
+        assert_eq!(
+            segment_inodes(&c.nodes[i], &id),
+            inodes,
+            "node {i}'s segments"
+        );
+    }
+
+    // The node that took the upload dies with every map still running; the other nodes'
+    // links hold the input, and the job ends with every word counted.
+    c.nodes[f].kill();
+    std::fs::write(&gate, "").unwrap();
+    let url = c.url(others[0]);
+    let done = wait_for(120, "the job to end", || {
+        let j = c.job(others[0], &id);
+        (j["state"] != "running").then_some(j)
+    });
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let o = run(shoal().args(["output", "--node", &url, &id]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        summed_counts(&String::from_utf8_lossy(&o.stdout)),
+        word_counts(&all)
+    );
+}
