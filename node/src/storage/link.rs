@@ -30,8 +30,8 @@ use super::blobs::Blobs;
 /// This host as links see it, and what links have saved.
 #[derive(Debug, Default)]
 pub struct HostLinks {
-    /// This host's id ([`host_id`]); `None` where it cannot be told (then no link is
-    /// offered or taken).
+    /// This host's id (its kernel's boot id, network and mount namespaces); `None` where it
+    /// cannot be told (then no link is offered or taken).
     pub id: Option<String>,
     /// Peers that refused a link: sent bytes from now on.
     elsewhere: Mutex<HashSet<PeerId>>,
