@@ -440,13 +440,21 @@ impl Unsynced {
         self.publish()
     }
 
-    /// Whether an object is already committed under this one's key: `Some(true)` when its
-    /// bytes are these, `Some(false)` when they differ, `None` when there is none.
-    pub fn already_stored(&self) -> io::Result<Option<bool>> {
+    /// This object, to commit, when none is committed under its key yet; `None` when one
+    /// is, with these bytes (a retry whose answer was lost: taken as stored). A committed
+    /// object is never overwritten: one with other bytes is an error of kind
+    /// `AlreadyExists`.
+    pub fn unless_stored(self) -> io::Result<Option<Unsynced>> {
         if !self.path.is_file() {
+            return Ok(Some(self));
+        }
+        if same_bytes(&self.tmp, &self.path)? {
             return Ok(None);
         }
-        Ok(Some(same_bytes(&self.tmp, &self.path)?))
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "already stored with other bytes",
+        ))
     }
 
     /// Rename it into place (its data already durable); its bytes.

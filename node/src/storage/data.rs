@@ -299,6 +299,14 @@ async fn offer_links(
                     .linked_bytes
                     .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             }
+            // The stream failed (a peer too busy to answer in time, a connection lost) on a
+            // peer that reads links: the bytes go this time, and it is offered links again.
+            Err(e) if reads_links(node, peer) => {
+                tracing::debug!(%peer, %key, error = %e, "a link offer failed: the bytes are sent");
+                rest.push((key.clone(), path.clone()));
+            }
+            // It refused (another host, a file it would not take), or cannot read a link:
+            // bytes from now on.
             answer => {
                 tracing::debug!(%peer, %key, ?answer, "a link was not taken: the bytes are sent");
                 node.links.refused_by(peer);
@@ -307,6 +315,15 @@ async fn offer_links(
         }
     }
     rest
+}
+
+/// Whether `peer`'s hello says it speaks protocol 1.4 or later, which has `Link`.
+fn reads_links(node: &Node, peer: PeerId) -> bool {
+    node.peers
+        .all()
+        .get(&peer)
+        .and_then(|p| p.hello.as_ref())
+        .is_some_and(|h| h.build.protocol.major == 1 && h.build.protocol.minor >= 4)
 }
 
 /// Send `req` and read the one frame that answers it.

@@ -60,8 +60,9 @@ impl HostLinks {
 }
 
 /// The running kernel's boot id with this process's network and mount namespaces: two
-/// processes with the same id see the same files under the same paths.
-fn host_id() -> Option<String> {
+/// processes with the same id see the same files under the same paths, and share the same
+/// cores.
+pub fn host_id() -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let ns = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).ok();
     Some(format!(
@@ -88,16 +89,11 @@ pub fn take(
         return Err(std::io::Error::other("not on this node's host"));
     }
     let linked = blobs.link_from(key, Path::new(path), len, checksum)?;
-    match linked.already_stored()? {
-        None => {
-            linked.commit()?;
-        }
-        Some(true) => {}
-        Some(false) => {
-            return Err(std::io::Error::other(format!(
-                "{key:?} is already stored here with other bytes"
-            )))
-        }
+    if let Some(linked) = linked
+        .unless_stored()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{key:?}: {e}")))?
+    {
+        linked.commit()?;
     }
     links.linked_bytes.fetch_add(len, Ordering::Relaxed);
     Ok(())

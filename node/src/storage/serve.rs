@@ -208,10 +208,13 @@ async fn receive_objects(
                 what: format!("{key:?}"),
                 source,
             };
-            match object.already_stored().map_err(store)? {
-                None => fresh.push(object),
-                Some(true) => {}
-                Some(false) => return Err(ServeError::Exists(key)),
+            match object.unless_stored() {
+                Ok(Some(object)) => fresh.push(object),
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(ServeError::Exists(key))
+                }
+                Err(e) => return Err(store(e)),
             }
         }
         blobs
