@@ -128,6 +128,14 @@ fn five_machines_find_each_other_by_mdns_and_a_job_runs_on_all_of_them() {
         .map(|n| n.cluster().unwrap()["linked_bytes"].as_u64().unwrap())
         .collect();
     assert_eq!(linked, [0; 5], "no link between machines");
+    // Each machine's node, given no --slots, keeps all its cores: it shares them with no
+    // other node.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let slots: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.cluster().unwrap()["slots"]["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(slots, [cores; 5], "every machine's cores");
 }
 
 #[test]

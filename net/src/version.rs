@@ -20,8 +20,9 @@ pub struct Protocol {
 /// error, and such a node shows what it last heard); 1.3 has plain workers, which the
 /// leader pushes their table (`Push`; a leader makes only a 1.3 node a plain worker); 1.4
 /// lets nodes of one host store each other's objects by a hard link (`Link`; a 1.3 node
-/// cannot read it, and is sent the bytes).
-pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 4 };
+/// cannot read it, and is sent the bytes); 1.5 says in the hello which host a node shares
+/// the cores of (an older node's hello says none, and it keeps its slots).
+pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 5 };
 
 /// This build's version (the workspace's, `shoal --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

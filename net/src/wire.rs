@@ -23,9 +23,15 @@ pub struct PeerInfo {
     pub addrs: Vec<String>,
     /// Its HTTP API address.
     pub http: String,
-    /// How many tasks it runs at once (`--slots`).
+    /// How many tasks it runs at once (`--slots`, by default its host's cores).
     #[serde(default)]
     pub slots: u32,
+    /// Its host (kernel boot id, network and mount namespaces) when it takes its share of
+    /// the host's cores, `--slots` not given (protocol 1.5): nodes of one host divide its
+    /// cores between them. `None` for a node that was given its slots, or cannot tell its
+    /// host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A Raft RPC (`/shoal/raft/1`). The payload is the raft crate's encoding.
@@ -150,7 +156,7 @@ pub struct Heartbeat {
     pub cluster_id: ClusterId,
     /// The sender.
     pub node_id: u64,
-    /// Its `--slots`.
+    /// Tasks it runs at once: its `--slots`, or its share of its host's cores.
     pub slots: u32,
     /// Slots running a task now.
     pub busy: u32,
@@ -441,6 +447,7 @@ mod tests {
                 addrs,
                 http,
                 slots: 2,
+                host: None,
             })
     }
 

@@ -442,6 +442,14 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         addrs: addrs.clone(),
         http: http_addr.clone(),
         slots: c.settings.slots,
+        // Given no `--slots`, it takes its share of its host's cores with the other nodes
+        // there that do the same.
+        host: c
+            .args
+            .slots
+            .is_none()
+            .then(crate::storage::link::host_id)
+            .flatten(),
     };
     let node = Arc::new(Node::new(
         id, peer_id, info, c.store, net, c.settings, c.blobs,

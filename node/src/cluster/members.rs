@@ -12,9 +12,12 @@ use shoal_raft::NodeInfo;
 use crate::cluster::node::Node;
 use crate::sync::ReadWrite;
 
-/// Members and plain workers this node can reach (itself included) and their slots.
+/// Members and plain workers this node can reach (itself included) and their slots: a
+/// node given no `--slots` gets its share of its host's cores ([`host_shares`]).
 pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
-    let slots = node.peers.by_node(|h| h.info.slots.max(1));
+    let info = node
+        .peers
+        .by_node(|h| (h.info.slots.max(1), h.info.host.clone()));
     // A node under its disk reserve takes no new task and no copy until it has room, as its
     // last heartbeat says (this node's own included: the worker loop records it each beat).
     let low: HashSet<u64> = node
@@ -24,17 +27,53 @@ pub fn live_nodes(node: &Node) -> Vec<NodeSlots> {
         .filter(|(_, (_, hb))| hb.disk_low)
         .map(|(&id, _)| id)
         .collect();
-    member_ids(node)
+    let nodes = member_ids(node)
         .into_iter()
         .filter(|id| !low.contains(id))
         .filter_map(|id| {
             if id == node.id {
-                return Some(NodeSlots {
-                    node: id,
-                    slots: node.settings.slots,
-                });
+                return Some((id, node.settings.slots, node.peer_info().host));
             }
-            slots.get(&id).map(|&slots| NodeSlots { node: id, slots })
+            info.get(&id)
+                .map(|(slots, host)| (id, *slots, host.clone()))
+        })
+        .collect();
+    host_shares(nodes)
+}
+
+/// The tasks this node runs at once: its share of its host's cores as [`live_nodes`] counts
+/// it, or its `--slots` (before it is in a cluster, or while its disk is low).
+pub fn own_slots(node: &Node) -> u32 {
+    live_nodes(node)
+        .into_iter()
+        .find(|n| n.node == node.id)
+        .map_or(node.settings.slots, |n| n.slots)
+}
+
+/// Each node's slots, from (node, slots, host it shares): the nodes that share one host
+/// divide their slots (that host's cores) between them, rounded up so that each keeps at
+/// least one. Three nodes on a two-core machine run three tasks at once, not six: on one
+/// machine, a cluster runs about as many as one process would. A node that says no host
+/// (given its `--slots`, or of an older build) keeps its slots.
+pub fn host_shares(nodes: Vec<(NodeId, u32, Option<String>)>) -> Vec<NodeSlots> {
+    let mut on_host: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for (_, _, host) in &nodes {
+        if let Some(h) = host {
+            *on_host.entry(h.as_str()).or_default() += 1;
+        }
+    }
+    nodes
+        .iter()
+        .map(|(id, slots, host)| {
+            let sharing = host
+                .as_deref()
+                .and_then(|h| on_host.get(h))
+                .copied()
+                .unwrap_or(1);
+            NodeSlots {
+                node: *id,
+                slots: slots.div_ceil(sharing.max(1)).max(1),
+            }
         })
         .collect()
 }
@@ -168,4 +207,56 @@ pub fn standing(node: &Node, peer: &shoal_net::PeerId) -> Standing {
 /// The member id of `peer`, if it is a member.
 pub fn member_id(node: &Node, peer: &shoal_net::PeerId) -> Option<NodeId> {
     standing(node, peer).member()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(nodes: Vec<(NodeId, u32, Option<&str>)>) -> Vec<(NodeId, u32)> {
+        host_shares(
+            nodes
+                .into_iter()
+                .map(|(id, s, h)| (id, s, h.map(String::from)))
+                .collect(),
+        )
+        .into_iter()
+        .map(|n| (n.node, n.slots))
+        .collect()
+    }
+
+    #[test]
+    fn nodes_of_one_host_divide_its_cores_and_others_keep_their_slots() {
+        // Three nodes on one two-core host, one alone on a four-core host, one given
+        // `--slots 6` on the first host.
+        let got = slots(vec![
+            (1, 2, Some("a")),
+            (2, 2, Some("a")),
+            (3, 2, Some("a")),
+            (4, 4, Some("b")),
+            (5, 6, None),
+        ]);
+        assert_eq!(got, vec![(1, 1), (2, 1), (3, 1), (4, 4), (5, 6)]);
+        // Two of eight cores each; three of eight (rounded up) each.
+        assert_eq!(
+            slots(vec![
+                (1, 8, Some("a")),
+                (2, 8, Some("a")),
+                (3, 8, Some("a")),
+                (4, 8, Some("a"))
+            ]),
+            vec![(1, 2), (2, 2), (3, 2), (4, 2)]
+        );
+        assert_eq!(
+            slots(vec![
+                (1, 8, Some("a")),
+                (2, 8, Some("a")),
+                (3, 8, Some("a"))
+            ]),
+            vec![(1, 3), (2, 3), (3, 3)]
+        );
+        // Thirty nodes on two cores: one each, never none.
+        let many = slots((1..=30).map(|id| (id, 2, Some("a"))).collect());
+        assert!(many.iter().all(|&(_, s)| s == 1));
+    }
 }

@@ -342,8 +342,8 @@ async fn attempt<H: WorkerHost>(
 /// How often a worker tells the leader what it runs.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Every [`HEARTBEAT`], send this node's slots and running attempts to the leader (and keep
-/// a copy here).
+/// Every [`HEARTBEAT`], send this node's slots (its share of its host's cores, which its
+/// pool keeps to) and running attempts to the leader (and keep a copy here).
 async fn heartbeats(node: Arc<Node>, running: Running) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     let disk = Arc::new(AtomicU64::new(0));
@@ -361,13 +361,17 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
         let Some(cluster_id) = node.cluster_id() else {
             continue;
         };
+        // This node's share of its host's cores may change as nodes there come and go: the
+        // pool runs that many at once, and the heartbeat says so.
+        let slots = crate::cluster::members::own_slots(&node);
+        node.pool.set_limit(slots as usize);
         let attempts = crate::control::work::running_attempts(&running, |st| {
             st.started.elapsed().as_millis() as u64
         });
         let hb = Heartbeat {
             cluster_id,
             node_id: node.id,
-            slots: node.settings.slots,
+            slots,
             busy: node.pool.busy() as u32,
             running: attempts,
             disk_bytes: disk.load(Ordering::Relaxed),

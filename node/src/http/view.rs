@@ -168,7 +168,8 @@ pub struct ShuffleView {
 /// The task pool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SlotsView {
-    /// `--slots`.
+    /// Tasks it runs at once: its `--slots`, or given none, its share of its host's cores
+    /// with the other nodes there.
     pub total: u32,
     /// Running tasks.
     pub busy: u32,
@@ -184,7 +185,7 @@ fn shuffle_view(node: &Node) -> ShuffleView {
 
 fn slots_view(node: &Node) -> SlotsView {
     SlotsView {
-        total: node.settings.slots,
+        total: node.pool.limit() as u32,
         busy: node.pool.busy() as u32,
     }
 }

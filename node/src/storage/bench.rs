@@ -70,6 +70,7 @@ async fn start_node(
         addrs: vec![addr.to_string()],
         http: String::new(),
         slots: 1,
+        host: None,
     };
     let settings = Settings {
         expect: 1,
