@@ -4,7 +4,8 @@
 //! everyone's heartbeats back), so a learner that shows the cluster asks the leader for them
 //! when it is asked: its `shoal status` still shows every node with a fresh heartbeat.
 //! Six real `shoal node` processes on 127.0.0.1. Five with one learner at most: a plain
-//! worker runs its tasks, shows the cluster, and its kill -9 mid-job loses nothing. And
+//! worker runs its tasks, shows the cluster, and its kill -9 mid-job loses nothing; when a
+//! voter is lost, the learner takes its place and the worker becomes the learner. And
 //! thirty, started together as machines booting on a LAN, form one cluster of five voters,
 //! four learners and 21 plain workers: a word count whose tasks run on every one of them
 //! goes on through the kill -9 of the manager and of three plain workers; the test prints
@@ -82,26 +83,31 @@ fn running_on(v: &Value) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Five nodes, one slot each, in one cluster of three voters and one learner at most (so
+/// one plain worker), with `extra` flags.
+fn five_with_one_learner(dir: &std::path::Path, extra: &[&str]) -> Vec<NodeProc> {
+    let mut args = vec![
+        "--expect",
+        "3",
+        "--voters",
+        "3",
+        "--learners",
+        "1",
+        "--slots",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let nodes = start_cluster(dir, 5, &args);
+    wait_one_cluster(&nodes, 90);
+    nodes
+}
+
 #[test]
 fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let shared = writable_by_tasks(dir.path());
-    let mut nodes = start_cluster(
-        dir.path(),
-        5,
-        &[
-            "--expect",
-            "3",
-            "--voters",
-            "3",
-            "--learners",
-            "1",
-            "--slots",
-            "1",
-        ],
-    );
-    wait_one_cluster(&nodes, 90);
+    let mut nodes = five_with_one_learner(dir.path(), &[]);
     let all: Vec<&NodeProc> = nodes.iter().collect();
     wait_agreed(&all, 3, 60);
     // Every node, the workers too, shows the same roster: 3 voters, 1 learner, 1 worker.
@@ -174,6 +180,51 @@ fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
     );
     let ran = attempt_nodes(&v, "map");
     assert!(ran.contains(&roster[2][0]), "the worker ran a map: {ran:?}");
+}
+
+#[test]
+fn a_plain_worker_becomes_a_learner_when_a_lost_voter_makes_room() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = five_with_one_learner(dir.path(), &["--voter-grace", "2"]);
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let leader = wait_agreed(&all, 3, 60);
+    let li = nodes.iter().position(|n| n.node_id == leader).unwrap();
+    let roles = |v: &Value| ["voter", "learner", "worker"].map(|m| members(v, m));
+    let roster = wait_for(60, "3 voters, 1 learner and 1 worker", || {
+        let r = roles(&nodes[li].cluster()?);
+        (r.iter().map(Vec::len).collect::<Vec<_>>() == [3, 1, 1]).then_some(r)
+    });
+    let (learner, worker) = (roster[1][0].clone(), roster[2][0].clone());
+    let wi = nodes.iter().position(|n| n.node_id == worker).unwrap();
+
+    // kill -9 a voter that is not the manager. Past --voter-grace the learner takes its
+    // place and the lost voter stays a learner; it holds no place there while it is gone,
+    // so the live plain worker becomes the learner the cluster can promote at the next loss.
+    let gone = nodes
+        .iter()
+        .position(|n| n.node_id != leader && roster[0].contains(&n.node_id))
+        .unwrap();
+    let gone_id = nodes[gone].node_id.clone();
+    nodes[gone].kill();
+    let after = wait_for(60, "the learner a voter and the worker a learner", || {
+        let [voters, learners, workers] = roles(&nodes[li].cluster()?);
+        (voters.contains(&learner)
+            && !voters.contains(&gone_id)
+            && learners.contains(&worker)
+            && workers.is_empty())
+        .then_some([voters, learners])
+    });
+    assert_eq!(after[0].len(), 3, "three voters: {after:?}");
+    wait_for(30, "the promoted node to see itself a learner", || {
+        (nodes[wi].cluster()?["this"]["membership"] == "learner").then_some(())
+    });
+    assert!(
+        nodes[li]
+            .log_text()
+            .contains("promoting a plain worker to learner"),
+        "the manager says why"
+    );
 }
 
 fn usage(pid: u32) -> (u64, f64) {

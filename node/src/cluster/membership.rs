@@ -7,7 +7,8 @@
 //! when a node becomes leader). A silent voter is replaced by a live learner when there is
 //! one, else removed while more than [`MIN_VOTERS`] voters remain, so a five-node cluster
 //! survives three crashes that come one after another. It stays a learner, and is promoted
-//! again when it comes back. Below `--learners`, a live plain worker becomes a learner.
+//! again when it comes back. Below `--learners` live learners, a live plain worker becomes
+//! a learner: the nodes lost make room for it, and it can be a voter at the next loss.
 //!
 //! The invariant: one membership change at a time, only on the leader, and never below
 //! [`MIN_VOTERS`] voters by removal.
@@ -106,7 +107,9 @@ pub async fn run(node: Arc<Node>) {
                 continue;
             }
         }
-        if learners.len() < node.settings.learner_cap {
+        // A learner that is gone (a voter replaced while silent stays one) holds no place:
+        // only live learners count against the cap, so a live worker takes over.
+        if learners.iter().filter(|&&l| reachable(l)).count() < node.settings.learner_cap {
             if let Some((&w, info)) = workers.iter().find(|(&w, _)| reachable(w)) {
                 info!(
                     worker = format!("{w:016x}"),
