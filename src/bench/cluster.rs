@@ -38,10 +38,14 @@ pub struct ClusterArgs {
     /// when not given): 0 shows what the copies cost.
     #[arg(long)]
     replication: Option<u32>,
-    /// Each node's `--slots` (the node's default, this machine's cores, when not given): 1
-    /// shows the cluster with about as many task slots as `shoal run` has.
+    /// Each node's `--slots`. When not given, the nodes take their default: they share
+    /// this machine's cores, so three nodes on two cores run one task each at once.
     #[arg(long)]
     node_slots: Option<usize>,
+    /// Rounds of `shoal run` and the two cluster jobs, one after the other: the price is
+    /// the median over the rounds, each job against the `shoal run` just before it.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 const MAP_PY: &str = "#!/usr/bin/env python3\nimport sys\nfor line in sys.stdin:\n    for w in line.split():\n        print(w + '\\t1')\n";
@@ -149,18 +153,25 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&root)?;
     let corpus = root.join("corpus.txt");
     let cores = shoal_jobs::pool::default_slots();
+    let each = match args.node_slots {
+        Some(n) => format!("{n} slot(s) each, given"),
+        None => format!(
+            "{} slot(s) each, their default share of the cores",
+            cores.div_ceil(3)
+        ),
+    };
     println!(
-        "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster (3 nodes x {} slot(s){} on this machine's {cores} cores)",
+        "word count of a {} MiB corpus: `shoal run` (one process, 2 slots) vs a 3-node loopback cluster ({each}) on this machine's {cores} cores",
         args.size_mb,
-        args.node_slots.unwrap_or(cores),
-        if args.node_slots.is_none() { ", the default," } else { "" }
     );
     crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
-    let local_out = dir.path().join("out-run");
-    let local = super::measure_local_wordcount(&corpus, &local_out, &["--slots", "2"])?;
     // The three nodes share this one disk: its write rate, measured in the same run, is what
     // copies written as bytes would wait on (nodes of one host link them instead).
     let disk = disk_write_rate(dir.path(), args.size_mb.clamp(64, 1024) << 20)?;
+    println!(
+        "  this disk               {disk:>6.0} MiB/s  writing a {} MiB file and syncing it: the three nodes share it",
+        args.size_mb.clamp(64, 1024)
+    );
     let root_arg = root.to_string_lossy().into_owned();
     let slots = args.node_slots.map(|n| n.to_string());
     let mut node_args = vec!["--input-root", &root_arg];
@@ -169,16 +180,6 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     }
     let (cluster, url) = start_with(dir.path(), &node_args)?;
     let term_before = term(&cluster);
-    let mib = args.size_mb as f64;
-    println!(
-        "  shoal run              {:>7.2} s  {:>6.0} MiB/s",
-        local.secs,
-        mib / local.secs
-    );
-    println!(
-        "  this disk               {disk:>6.0} MiB/s  writing a {} MiB file and syncing it: the three nodes share it",
-        args.size_mb.clamp(64, 1024)
-    );
     let mut ok = true;
     let corpus_bytes = std::fs::metadata(&corpus)?.len() as i64;
     // Every split of the upload on each of the other two nodes, as far as the replication asks.
@@ -187,7 +188,7 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
             .unwrap_or(shoal_jobs::spec::DEFAULT_REPLICATION)
             .min(2),
     );
-    for (label, input, goal, stored) in [
+    let kinds = [
         (
             "uploaded",
             corpus.to_string_lossy().into_owned(),
@@ -195,83 +196,46 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
             corpus_bytes,
         ),
         ("shared:", "shared:corpus.txt".to_string(), 1.2, 0),
-    ] {
-        let out = dir
-            .path()
-            .join(format!("out-{}", label.trim_end_matches(':')));
-        // What the node taking the upload sends as hard links (its host's other nodes).
-        let linked = || -> f64 {
-            cluster
-                .nodes
-                .iter()
-                .find(|n| url.ends_with(&n.http))
-                .and_then(|n| n.cluster())
-                .and_then(|v| v["linked_bytes"].as_f64())
-                .unwrap_or(0.0)
-        };
-        let linked_before = linked();
-        let started = now_ms();
-        let t = Instant::now();
-        let replication: Vec<String> = args
-            .replication
-            .map(|r| vec!["--replication".into(), r.to_string()])
-            .unwrap_or_default();
-        let o = submit(&url)
-            .args(["--app", "wordcount", "-R", "3", "--input", &input])
-            .args(&replication)
-            .arg("--output")
-            .arg(&out)
-            .stdout(std::process::Stdio::piped())
-            .output()?;
-        let secs = t.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            o.status.success(),
-            "the {label} cluster job failed ({})",
-            o.status
-        );
-        let id = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        let same = read_counts(&local_out)? == read_counts(&out)?;
-        ok &= same;
-        let price = secs / local.secs;
+    ];
+    // This machine's speed drifts by a third from minute to minute (the same `shoal run`
+    // takes 30 to 41 CPU seconds): each round measures `shoal run` again just before the
+    // cluster's jobs, and the price is the median over the rounds.
+    let mut prices: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    for round in 1..=args.rounds.max(1) {
+        let local_out = dir.path().join(format!("out-run-{round}"));
+        let local = super::measure_local_wordcount(&corpus, &local_out, &["--slots", "2"])?;
         println!(
-            "  3-node cluster, {label:<9}{secs:>7.2} s  {:>6.0} MiB/s  price of distribution {price:.2}x (goal <= {goal}x: {}); output {}",
-            mib / secs,
-            if price <= goal { "met" } else { "NOT met" },
-            if same { "identical" } else { "DIFFERS" }
+            "  round {round}: shoal run     {:>7.2} s  {:>6.0} MiB/s  CPU {:.2} s",
+            local.secs,
+            args.size_mb as f64 / local.secs,
+            local.cpu_secs
         );
-        let view = cluster
-            .nodes
-            .first()
-            .and_then(|n| n.get(&format!("/api/v1/jobs/{id}")))
-            .map(|(_, v)| v);
-        let Some(view) = view else {
-            println!("    (the job's view could not be read: no phases)");
-            ok = false;
-            continue;
-        };
-        let linked_mib = (linked() - linked_before) / f64::from(1 << 20);
-        match phases(&view, started, now_ms(), linked_mib) {
-            Some(p) => print!("{p}"),
-            None => println!("    (the job's view has no attempt times: no phases)"),
+        for (k, (label, input, goal, stored)) in kinds.iter().enumerate() {
+            let job = ClusterJob {
+                cluster: &cluster,
+                url: &url,
+                label,
+                input,
+                goal: *goal,
+                out: dir
+                    .path()
+                    .join(format!("out-{}-{round}", label.trim_end_matches(':'))),
+                replication: args.replication,
+            };
+            let (secs, same) = job.run(&local, &local_out, (*stored, *stored * copies))?;
+            ok &= same;
+            prices[k].push(secs / local.secs);
         }
-        // What the job's counters say was stored and copied: all of an upload, none of a
-        // `shared:` input.
-        let counter = |name: &str| view["counters"]["shoal"][name].as_i64().unwrap_or(0);
-        let (uploaded, copied) = (
-            counter("input_uploaded_bytes"),
-            counter("input_copied_bytes"),
+    }
+    for ((label, _, goal, _), mut p) in kinds.iter().zip(prices) {
+        p.sort_by(f64::total_cmp);
+        let median = p[p.len() / 2];
+        println!(
+            "  price of distribution, {label:<9} {median:.2}x, the median of {} round(s) ({}) (goal <= {goal}x: {})",
+            p.len(),
+            p.iter().map(|x| format!("{x:.2}x")).collect::<Vec<_>>().join(", "),
+            if median <= *goal { "met" } else { "NOT met" },
         );
-        if (uploaded, copied) != (stored, stored * copies) {
-            println!(
-                "    COUNTERS DIFFER: {uploaded} bytes uploaded and {copied} copied; {stored} and {} expected",
-                stored * copies
-            );
-            ok = false;
-        }
     }
     let term_after = term(&cluster);
     println!(
@@ -285,6 +249,124 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
         }
     );
     Ok(ok && term_before == term_after)
+}
+
+/// One word count of the bench on the cluster.
+struct ClusterJob<'a> {
+    cluster: &'a LocalCluster,
+    /// The node it is submitted to.
+    url: &'a str,
+    label: &'a str,
+    /// `--input`.
+    input: &'a str,
+    /// The price of distribution it should stay under.
+    goal: f64,
+    out: std::path::PathBuf,
+    replication: Option<u32>,
+}
+
+impl ClusterJob<'_> {
+    /// Run it beside `shoal run`'s measure and output, print its time, CPU and phases, and
+    /// check its counters against `expected` (bytes uploaded, bytes copied); its seconds,
+    /// and whether its output and counters are right.
+    fn run(
+        &self,
+        local: &super::Measured,
+        local_out: &std::path::Path,
+        expected: (i64, i64),
+    ) -> anyhow::Result<(f64, bool)> {
+        let (cluster, label) = (self.cluster, self.label);
+        // What the node taking the upload sends as hard links (its host's other nodes).
+        let linked = || -> f64 {
+            cluster
+                .nodes
+                .iter()
+                .find(|n| self.url.ends_with(&n.http))
+                .and_then(|n| n.cluster())
+                .and_then(|v| v["linked_bytes"].as_f64())
+                .unwrap_or(0.0)
+        };
+        let nodes_cpu = || -> f64 {
+            cluster
+                .nodes
+                .iter()
+                .filter_map(|n| super::cpu_secs_of(n.child.as_ref()?.id()))
+                .sum()
+        };
+        let (linked_before, nodes_cpu_before, client_cpu_before) =
+            (linked(), nodes_cpu(), super::children_cpu_secs());
+        let started = now_ms();
+        let t = Instant::now();
+        let replication: Vec<String> = self
+            .replication
+            .map(|r| vec!["--replication".into(), r.to_string()])
+            .unwrap_or_default();
+        let o = submit(self.url)
+            .args(["--app", "wordcount", "-R", "3", "--input", self.input])
+            .args(&replication)
+            .arg("--output")
+            .arg(&self.out)
+            .stdout(std::process::Stdio::piped())
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        let (nodes_cpu, client_cpu) = (
+            nodes_cpu() - nodes_cpu_before,
+            super::children_cpu_secs() - client_cpu_before,
+        );
+        anyhow::ensure!(
+            o.status.success(),
+            "the {label} cluster job failed ({})",
+            o.status
+        );
+        let id = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let same = read_counts(local_out)? == read_counts(&self.out)?;
+        let price = secs / local.secs;
+        println!(
+            "    3-node cluster, {label:<9}{secs:>7.2} s  price of distribution {price:.2}x (goal <= {}x: {}); output {}",
+            self.goal,
+            if price <= self.goal { "met" } else { "NOT met" },
+            if same { "identical" } else { "DIFFERS" }
+        );
+        // CPU, beside `shoal run`'s: more means work the cluster adds, the same means the
+        // time went to waiting or to tasks contending for the cores.
+        println!(
+            "      {:<38}{:>7.2} s  the three nodes {nodes_cpu:.2} s and the client {client_cpu:.2} s ({:.2}x shoal run's)",
+            "CPU",
+            nodes_cpu + client_cpu,
+            (nodes_cpu + client_cpu) / local.cpu_secs.max(0.001)
+        );
+        let view = cluster
+            .nodes
+            .first()
+            .and_then(|n| n.get(&format!("/api/v1/jobs/{id}")))
+            .map(|(_, v)| v);
+        let Some(view) = view else {
+            println!("      (the job's view could not be read: no phases)");
+            return Ok((secs, false));
+        };
+        let linked_mib = (linked() - linked_before) / f64::from(1 << 20);
+        match phases(&view, started, now_ms(), linked_mib) {
+            Some(p) => print!("{p}"),
+            None => println!("      (the job's view has no attempt times: no phases)"),
+        }
+        // What the job's counters say was stored and copied: all of an upload, none of a
+        // `shared:` input.
+        let got = (
+            counter(&view, "input_uploaded_bytes") as i64,
+            counter(&view, "input_copied_bytes") as i64,
+        );
+        if got != expected {
+            println!(
+                "      COUNTERS DIFFER: {} bytes uploaded and {} copied; {} and {} expected",
+                got.0, got.1, expected.0, expected.1
+            );
+        }
+        Ok((secs, same && got == expected))
+    }
 }
 
 fn now_ms() -> u64 {
@@ -319,7 +401,7 @@ fn phases(view: &serde_json::Value, started: u64, ended: u64, linked_mib: f64) -
     let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0;
     let busy = |v: &[(u64, u64)]| v.iter().map(|a| secs(a.0, a.1)).sum::<f64>();
     // The job's own counters: what the submitting node and the attempts measured.
-    let counter = |name: &str| view["counters"]["shoal"][name].as_f64().unwrap_or(0.0);
+    let counter = |name: &str| counter(view, name);
     let (upload, copies) = (
         counter("submission_upload_ms") / 1e3,
         counter("submission_copy_ms") / 1e3,
@@ -363,11 +445,11 @@ fn phases(view: &serde_json::Value, started: u64, ended: u64, linked_mib: f64) -
     ];
     let mut out = String::new();
     for (name, s, note) in rows {
-        out.push_str(format!("    {name:<40}{s:>7.2} s  {note}").trim_end());
+        out.push_str(format!("      {name:<38}{s:>7.2} s  {note}").trim_end());
         out.push('\n');
     }
     out.push_str(&format!(
-        "    task time: {} map attempts {:.1} s, {} reduce attempts {:.1} s\n",
+        "      task time: {} map attempts {:.1} s, {} reduce attempts {:.1} s\n",
         maps.len(),
         busy(&maps),
         reduces.len(),
@@ -412,7 +494,12 @@ pub fn stall(args: StallArgs) -> anyhow::Result<bool> {
 }
 
 fn stall_trials(args: &StallArgs, dir: &std::path::Path) -> anyhow::Result<bool> {
-    let mut cluster = LocalCluster::start(&dir.join("nodes"), 3, &["--node-timeout", "2"])?;
+    // Two slots each, given: three nodes of this host would otherwise share its cores.
+    let mut cluster = LocalCluster::start(
+        &dir.join("nodes"),
+        3,
+        &["--node-timeout", "2", "--slots", "2"],
+    )?;
     let mut leader = cluster.wait_agreed(3, Duration::from_secs(60))?;
     let input = dir.join("in");
     std::fs::create_dir_all(&input)?;
@@ -485,4 +572,9 @@ fn stall_trials(args: &StallArgs, dir: &std::path::Path) -> anyhow::Result<bool>
         if median < 2.0 { "" } else { ": NOT MET" }
     );
     Ok(true)
+}
+
+/// Counter `name` of the job's view (its `shoal` group); 0 when it has none.
+fn counter(view: &serde_json::Value, name: &str) -> f64 {
+    view["counters"]["shoal"][name].as_f64().unwrap_or(0.0)
 }

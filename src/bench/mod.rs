@@ -90,6 +90,42 @@ pub struct Measured {
     pub secs: f64,
     /// Peak resident set of the largest process in the tree, MiB.
     pub rss_mib: f64,
+    /// CPU seconds (user and system) of the process and the children it waited for.
+    pub cpu_secs: f64,
+}
+
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// CPU seconds (user and system) that the children this process waited for used, all told.
+pub fn children_cpu_secs() -> f64 {
+    // SAFETY: rusage is plain data filled in by getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// CPU seconds (user and system) that process `pid` and the children it waited for used so
+/// far, from /proc; `None` when it cannot be read.
+pub fn cpu_secs_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command's closing parenthesis: state is field 3, utime 14, stime
+    // 15, cutime 16, cstime 17.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ticks = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<f64>().ok())
+        .sum::<Option<f64>>()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks / hz as f64)
 }
 
 /// Run `cmd` to completion, measuring it; an error if it fails.
@@ -122,6 +158,7 @@ pub fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     Ok(Measured {
         secs,
         rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
     })
 }
 
