@@ -5,6 +5,10 @@
 //! peer lies in well-formed data requests — a byte range past an object's end or wrapping
 //! around, too many pieces or objects at once, a key outside the store, other bytes over a
 //! committed object — and each is refused with a reason, nothing is stored or overwritten.
+//! Last, from the node's own host, it offers hard links that lie — another host, a file
+//! outside any store, a symbolic link named as an object, another user's file, a path of
+//! 60 KiB — and each is refused with a reason, nothing is linked; one of 900 KiB is past
+//! what a data request may be, and its stream is closed unanswered.
 
 mod common;
 #[path = "common/peer.rs"]
@@ -103,6 +107,72 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     )
     .unwrap();
 
+    // What the lying links name: a file outside any store, and in a directory laid out as a
+    // store, a symbolic link to it and a file of another user (only root can make one).
+    let secret = dir.path().join("secret.txt");
+    let secret_bytes = b"not an object of any store\n".to_vec();
+    std::fs::write(&secret, &secret_bytes).unwrap();
+    let fake = dir.path().join("fake").join("blobs");
+    std::fs::create_dir_all(fake.join(&job)).unwrap();
+    let link_key = {
+        let job = job.clone();
+        move |name: &str| format!("{job}/{name}")
+    };
+    let linked_dir = target.data.join("blobs").join(&job);
+    std::os::unix::fs::symlink(&secret, fake.join(link_key("lie-symlink"))).unwrap();
+    let theirs = fake.join(link_key("lie-theirs"));
+    std::fs::write(&theirs, &secret_bytes).unwrap();
+    // SAFETY: geteuid has no preconditions; chown takes a NUL-terminated path.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root {
+        let c = std::ffi::CString::new(theirs.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    } else {
+        eprintln!("not root: the link to another user's file is not offered");
+    }
+    let host = shoal_node::storage::link::host_id().expect("this host's id");
+    let crc = {
+        let mut sum = shoal_jobs::checksum::Running::default();
+        sum.update(&secret_bytes);
+        sum.value()
+    };
+    let link = |name: &str, host: &str, path: &std::path::Path| DataRequest::Link {
+        cluster_id,
+        key: link_key(name),
+        host: host.into(),
+        path: path.to_string_lossy().into_owned(),
+        len: secret_bytes.len() as u64,
+        checksum: crc,
+    };
+    // A path of 60 KiB (a data request may take 64 KiB) and one of 900 KiB.
+    let path_of = |kib: usize| {
+        std::path::PathBuf::from(format!(
+            "/{}blobs/{}",
+            "a/".repeat(kib << 9),
+            link_key("lie-long")
+        ))
+    };
+    let (long, huge) = (path_of(60), path_of(900));
+    let mut lying_links = vec![
+        (link("lie-host", "another host", &secret), "host"),
+        (link("lie-secret", &host, &secret), "is not object"),
+        (
+            link("lie-symlink", &host, &fake.join(link_key("lie-symlink"))),
+            "is not a file",
+        ),
+        (link("lie-long", &host, &long), "storing a link to"),
+    ];
+    if as_root {
+        lying_links.push((link("lie-theirs", &host, &theirs), "not owned"));
+    }
+    let link_names = [
+        "lie-host",
+        "lie-secret",
+        "lie-symlink",
+        "lie-long",
+        "lie-theirs",
+    ];
+
     let psk = peer::psk(&key_file);
     let peer: PeerId = target.peer_id.parse().unwrap();
     let addr: Multiaddr = target.addrs[0].parse().unwrap();
@@ -187,14 +257,19 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
                 "no object",
             ),
         ];
-        for (lie, says) in lies {
+        // With the links that lie, from the node's own host.
+        for (lie, says) in lies.into_iter().chain(lying_links) {
             let mut stream = test_peer.open("/shoal/data/1").await;
             codec::write_frame(&mut stream, &lie).await.unwrap();
             let answer = answer(&mut stream).await;
             let what = format!("{lie:?}");
             let what = what.get(..160).unwrap_or(&what);
             match answer {
-                DataFrame::Error(why) => assert!(why.contains(says), "{what}…: {why}"),
+                DataFrame::Error(why) => assert!(
+                    why.contains(says),
+                    "{what}…: {}",
+                    why.get(..300).unwrap_or(&why)
+                ),
                 other => panic!("{what}… was answered with {other:?}"),
             }
         }
@@ -223,7 +298,20 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
                 (other, _) => panic!("a Put over {part} was answered with {other:?}"),
             }
         }
+
+        let mut stream = test_peer.open("/shoal/data/1").await;
+        let _ = codec::write_frame(&mut stream, &link("lie-long", &host, &huge)).await;
+        let closed = tokio::time::timeout(
+            Duration::from_secs(10),
+            DataFrame::read(&mut stream, 1 << 20),
+        )
+        .await
+        .expect("the stream ends in time");
+        assert!(closed.is_err(), "a link request of 900 KiB: {closed:?}");
     });
+    for name in link_names {
+        assert!(!linked_dir.join(name).exists(), "{name} was not linked");
+    }
     assert!(!lied_into_store.exists(), "nothing was stored");
     assert_eq!(
         std::fs::read(&part_path).unwrap(),

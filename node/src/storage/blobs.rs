@@ -178,6 +178,16 @@ impl Blobs {
                 from.display()
             )));
         }
+        // A node's objects belong to the user it runs as. A file of another user (one who
+        // could write it after the checksum was taken: a hard link shares the file) is not
+        // one, wherever it sits.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if std::os::unix::fs::MetadataExt::uid(&meta) != unsafe { libc::geteuid() } {
+            return Err(refused(format!(
+                "{} is not owned by the user this node runs as",
+                from.display()
+            )));
+        }
         let sum = shoal_jobs::checksum::of_range(&mut File::open(&linked.tmp)?, 0, len)?;
         if sum != checksum {
             return Err(refused(format!(

@@ -119,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn a_link_is_taken_only_for_that_object_of_a_store_with_its_size_and_checksum() {
+    fn a_link_is_taken_only_for_that_object_of_a_store_of_this_user_with_its_size_and_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let a = Blobs::open(dir.path().join("a/blobs")).unwrap();
         let b = Blobs::open(dir.path().join("b/blobs")).unwrap();
@@ -152,6 +152,20 @@ mod tests {
         assert!(b
             .link_from(key, &sneaky.path(key).unwrap(), len, crc(bytes))
             .is_err());
+        // Another user's file named as the object: that user could write it after the
+        // checksum. Only root can give a file away; elsewhere this case says so and is not
+        // run.
+        let foreign = Blobs::open(dir.path().join("d/blobs")).unwrap();
+        let theirs = stored(&foreign, key, bytes);
+        // SAFETY: geteuid has no preconditions; chown takes a NUL-terminated path.
+        if unsafe { libc::geteuid() } == 0 {
+            let c = std::ffi::CString::new(theirs.as_os_str().as_encoded_bytes()).unwrap();
+            assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+            let refused = b.link_from(key, &theirs, len, crc(bytes)).unwrap_err();
+            assert!(refused.to_string().contains("not owned"), "{refused}");
+        } else {
+            eprintln!("not root: the case of another user's file is not run");
+        }
         assert!(!b.contains(key));
         assert_eq!(
             std::fs::read_dir(dir.path().join("b/blobs/j-1"))
