@@ -164,14 +164,16 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(said.contains(&wid) && said.contains("draining"), "{said}");
     let drained_at = now_ms();
-    let o = run(shoal().args(["status", "--node", &c.url(1)]));
-    let status = String::from_utf8_lossy(&o.stdout);
-    assert!(
+    // Another node shows it once it has applied the drain (the command answers when the
+    // node it asked has).
+    wait_for(10, "shoal status on another node to show the drain", || {
+        let o = run(shoal().args(["status", "--node", &c.url(1)]));
+        let status = String::from_utf8_lossy(&o.stdout).into_owned();
         status
             .lines()
-            .any(|l| l.contains(&wid) && l.contains("draining")),
-        "shoal status shows it: {status}"
-    );
+            .any(|l| l.contains(&wid) && l.contains("draining"))
+            .then_some(())
+    });
     // While its tasks still wait, the splits it held get their copies elsewhere.
     wait_for(
         30,
