@@ -275,7 +275,7 @@ pub fn render(node: &Node) -> String {
         "shoal_linked_bytes_total",
         "counter",
         "Objects this node sent to, or took from, another node of its host as hard links instead of copying their bytes.",
-        node.links.linked_bytes.load(Ordering::Relaxed) as f64,
+        node.links.linked_bytes() as f64,
     );
     let beats: Vec<(u64, shoal_net::wire::Heartbeat)> = {
         let heard = node.heartbeats.locked();

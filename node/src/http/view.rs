@@ -269,10 +269,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             nodes: vec![this],
             status: Some(status).filter(|s| !s.is_empty()),
             shuffle: shuffle_view(node),
-            linked_bytes: node
-                .links
-                .linked_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
+            linked_bytes: node.links.linked_bytes(),
             slots: slots_view(node),
             mixed_versions: false,
         };
@@ -399,10 +396,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         nodes,
         status: Some(status).filter(|s| !s.is_empty()),
         shuffle: shuffle_view(node),
-        linked_bytes: node
-            .links
-            .linked_bytes
-            .load(std::sync::atomic::Ordering::Relaxed),
+        linked_bytes: node.links.linked_bytes(),
         slots: slots_view(node),
         mixed_versions,
     }

@@ -295,9 +295,7 @@ async fn offer_links(
         };
         match ask(node, peer, &req).await {
             Ok(DataFrame::End) => {
-                node.links
-                    .linked_bytes
-                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                node.links.linked(len);
             }
             // The stream failed (a peer too busy to answer in time, a connection lost) on a
             // peer that reads links: the bytes go this time, and it is offered links again.

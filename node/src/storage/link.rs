@@ -7,9 +7,11 @@
 //! size and checksum, and its host). The receiver takes it only when it runs on the same
 //! host (the same boot of the same kernel, in the same network and mount namespaces), the
 //! file is named as that object of a store (`…/blobs/KEY`), and the linked file is a
-//! regular file of that size and checksum. Otherwise — another host, another filesystem,
-//! a node of protocol 1.3 — the sender sends the bytes, as between machines, and offers
-//! that peer no link again until it restarts.
+//! regular file of the user the node runs as, of that size and checksum. Otherwise —
+//! another host, another filesystem, a node of protocol 1.3 — the sender sends the bytes,
+//! as between machines, and offers that peer no link again until it restarts. An offer
+//! that only failed on the stream (a peer too busy to answer in time) is not a refusal:
+//! the bytes go that time, and the next copy offers a link again.
 //!
 //! A link is as durable as the sender's object on its disk: it survives the sender's
 //! process (a `kill -9`, a removed job), not the disk — which a copy on that same disk
@@ -36,7 +38,7 @@ pub struct HostLinks {
     /// Peers that refused a link: sent bytes from now on.
     elsewhere: Mutex<HashSet<PeerId>>,
     /// Bytes stored by a link here, as sender and as receiver.
-    pub linked_bytes: AtomicU64,
+    linked_bytes: AtomicU64,
 }
 
 impl HostLinks {
@@ -56,6 +58,16 @@ impl HostLinks {
 
     pub(super) fn may_offer(&self, peer: &PeerId) -> bool {
         self.id.is_some() && self.elsewhere.lock().is_ok_and(|e| !e.contains(peer))
+    }
+
+    /// Count `len` bytes stored by a link (sent or taken).
+    pub(super) fn linked(&self, len: u64) {
+        self.linked_bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// Bytes stored by a link here since this node started, as sender and as receiver.
+    pub fn linked_bytes(&self) -> u64 {
+        self.linked_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -95,7 +107,7 @@ pub fn take(
     {
         linked.commit()?;
     }
-    links.linked_bytes.fetch_add(len, Ordering::Relaxed);
+    links.linked(len);
     Ok(())
 }
 
