@@ -151,6 +151,10 @@ pub enum InputFormat {
 /// Copies kept of splits and part files besides the original (`--replication`).
 pub const DEFAULT_REPLICATION: u32 = 2;
 
+/// Most copies a job may ask for: the table records at most
+/// [`MAX_HOLDERS`](crate::cluster::MAX_HOLDERS) holders of anything.
+pub const MAX_REPLICATION: u32 = 16;
+
 fn default_replication() -> u32 {
     DEFAULT_REPLICATION
 }
@@ -235,6 +239,12 @@ impl JobSpec {
             if self.combine_files {
                 return bad("--input-format whole-files gives each file its own map: not with --combine-files".into());
             }
+        }
+        if self.replication > MAX_REPLICATION {
+            return bad(format!(
+                "--replication {} is more than {MAX_REPLICATION}",
+                self.replication
+            ));
         }
         if self.reducers > 100_000 {
             return bad(format!("--reducers {} is more than 100000", self.reducers));

@@ -26,16 +26,26 @@ impl StderrReport {
     fn line(&mut self, line: &[u8], touch: &dyn Fn()) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\n', '\r']);
-        if let Some(rest) = text.strip_prefix("reporter:counter:") {
-            if self.counters.add_reported(rest) {
-                touch();
-                return;
+        let refused;
+        let text = if let Some(rest) = text.strip_prefix("reporter:counter:") {
+            match self.counters.add_reported(rest) {
+                Ok(_) => {
+                    touch();
+                    return;
+                }
+                // Kept as plain stderr, the reason first (the tail keeps a line's start).
+                Err(why) => {
+                    refused = format!("not counted ({why}): {text}");
+                    refused.as_str()
+                }
             }
         } else if let Some(rest) = text.strip_prefix("reporter:status:") {
             self.status = Some(rest.to_owned());
             touch();
             return;
-        }
+        } else {
+            text
+        };
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }

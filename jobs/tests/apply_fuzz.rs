@@ -1,11 +1,14 @@
 //! Arbitrary and oversized commands fed to the job table's `apply`: none panics or takes
 //! long (a job asking for 4,294,967,295 reducers, a split numbered 4 billion, a report with
-//! a million sizes for an unknown attempt), and two replicas that apply the same commands
-//! end in the same state — what Raft relies on when every node replays the log.
+//! a million sizes for an unknown attempt, counters at `i64`'s bounds with names of 1 MB,
+//! sizes, lengths, times and node ids of `u64::MAX`, a million holders, a 1 MB error), and
+//! two replicas that apply the same commands end in the same state — what Raft relies on
+//! when every node replays the log.
 
 use proptest::prelude::*;
-use shoal_jobs::cluster::{Cluster, Command, SplitInfo, TaskKind};
-use shoal_jobs::counters::Counters;
+use shoal_jobs::cluster::{Cluster, Command, DrainCause, Held, SplitInfo, TaskKind};
+use shoal_jobs::cluster::{MAX_ERROR_CHARS, MAX_HOLDERS};
+use shoal_jobs::counters::{Counters, MAX_COUNTERS};
 use shoal_jobs::partition::Partitioner;
 use shoal_jobs::spec::{JobKind, JobSpec};
 
@@ -27,6 +30,62 @@ fn small_or_huge() -> impl Strategy<Value = u32> {
     prop_oneof![0u32..4, Just(u32::MAX), any::<u32>()]
 }
 
+/// A node id, a size or a time: small, `u64::MAX` or anything.
+fn wide() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..4, Just(u64::MAX), any::<u64>()]
+}
+
+fn nodes() -> impl Strategy<Value = Vec<u64>> {
+    prop_oneof![
+        prop::collection::vec(0u64..4, 0..3),
+        Just(vec![u64::MAX; 1_000_000]),
+        prop::collection::vec(any::<u64>(), 200..300),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[a-z ]{0,20}",
+        Just("é".repeat(1 << 19)),
+    ]
+}
+
+/// What a task or a lying member reports: `i64`'s bounds, names of 1 MB, the engine's own
+/// group, more counters than a set holds.
+fn counters() -> impl Strategy<Value = Counters> {
+    let group = prop_oneof![
+        Just("shoal".to_string()),
+        Just("app".to_string()),
+        Just(String::new()),
+        Just("g".repeat(1 << 20)),
+    ];
+    let name = prop_oneof![
+        Just("input_uploaded_bytes".to_string()),
+        Just("n".repeat(1 << 20)),
+        "[a-z]{1,3}",
+    ];
+    let amount = prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(-1i64), any::<i64>()];
+    prop_oneof![
+        Just(Counters::default()),
+        prop::collection::vec((group, name, amount), 0..6).prop_map(|cs| {
+            let mut c = Counters::default();
+            for (g, n, v) in cs {
+                c.0.entry(g).or_default().insert(n, v);
+            }
+            c
+        }),
+        Just(Counters(
+            [(
+                "many".to_string(),
+                (0..1000).map(|i| (format!("c{i}"), i64::MAX)).collect()
+            )]
+            .into_iter()
+            .collect()
+        )),
+    ]
+}
+
 fn submit() -> impl Strategy<Value = Command> {
     (
         job_id(),
@@ -34,34 +93,37 @@ fn submit() -> impl Strategy<Value = Command> {
         0usize..6,
         any::<bool>(),
         prop::collection::vec(any::<u32>(), 0..3),
+        (wide(), nodes(), counters()),
     )
-        .prop_map(|(id, reducers, n, in_order, stray)| {
-            let mut spec =
-                JobSpec::new("fuzz", vec!["in".into()], JobKind::App("wordcount".into()));
-            spec.reducers = reducers;
-            let mut splits: Vec<SplitInfo> = (0..n as u32)
-                .map(|index| SplitInfo {
-                    index,
-                    name: "in".into(),
-                    len: 10,
-                    holders: vec![1],
-                    ..Default::default()
-                })
-                .collect();
-            if !in_order {
-                for (s, i) in splits.iter_mut().zip(stray) {
-                    s.index = i;
+        .prop_map(
+            |(id, reducers, n, in_order, stray, (len, holders, counters))| {
+                let mut spec =
+                    JobSpec::new("fuzz", vec!["in".into()], JobKind::App("wordcount".into()));
+                spec.reducers = reducers;
+                let mut splits: Vec<SplitInfo> = (0..n as u32)
+                    .map(|index| SplitInfo {
+                        index,
+                        name: "in".into(),
+                        len,
+                        holders: holders.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+                if !in_order {
+                    for (s, i) in splits.iter_mut().zip(stray) {
+                        s.index = i;
+                    }
                 }
-            }
-            Command::SubmitJob {
-                id,
-                spec: Box::new(spec),
-                splits,
-                partitioner: Partitioner::Hash,
-                at_ms: 1,
-                counters: Default::default(),
-            }
-        })
+                Command::SubmitJob {
+                    id,
+                    spec: Box::new(spec),
+                    splits,
+                    partitioner: Partitioner::Hash,
+                    at_ms: len,
+                    counters,
+                }
+            },
+        )
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -72,18 +134,19 @@ fn command() -> impl Strategy<Value = Command> {
             kind(),
             small_or_huge(),
             small_or_huge(),
-            0u64..4,
-            any::<bool>()
+            wide(),
+            any::<bool>(),
+            wide(),
         )
             .prop_map(
-                |(job, kind, index, attempt, node, backup)| Command::Assign {
+                |(job, kind, index, attempt, node, backup, at_ms)| Command::Assign {
                     job,
                     kind,
                     index,
                     attempt,
                     node,
                     backup,
-                    at_ms: 2,
+                    at_ms,
                 }
             ),
         (
@@ -93,37 +156,52 @@ fn command() -> impl Strategy<Value = Command> {
             small_or_huge(),
             prop_oneof![0usize..3, Just(1_000_000)],
             0usize..4,
+            (wide(), nodes(), counters()),
         )
-            .prop_map(|(job, kind, index, attempt, n, c)| Command::TaskFinished {
-                job,
-                kind,
-                index,
-                attempt,
-                sizes: vec![7; n],
-                checksums: vec![0xc0ffee; c],
-                holders: vec![],
-                counters: Counters::default(),
-                at_ms: 3,
-            }),
+            .prop_map(
+                |(job, kind, index, attempt, n, c, (size, holders, counters))| {
+                    Command::TaskFinished {
+                        job,
+                        kind,
+                        index,
+                        attempt,
+                        sizes: vec![size; n],
+                        checksums: vec![0xc0ffee; c],
+                        holders,
+                        counters,
+                        at_ms: size,
+                    }
+                }
+            ),
         (
             job_id(),
             kind(),
             small_or_huge(),
             small_or_huge(),
-            any::<bool>()
+            any::<bool>(),
+            (
+                text(),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                wide()
+            ),
         )
-            .prop_map(|(job, kind, index, attempt, lost)| Command::TaskFailed {
-                job,
-                kind,
-                index,
-                attempt,
-                error: "boom".into(),
-                exit: None,
-                stderr_tail: None,
-                lost,
-                at_ms: 4,
-            }),
-        (0u64..4).prop_map(|node| Command::NodeLost { node, at_ms: 5 }),
+            .prop_map(
+                |(job, kind, index, attempt, lost, (error, exit, stderr_tail, at_ms))| {
+                    Command::TaskFailed {
+                        job,
+                        kind,
+                        index,
+                        attempt,
+                        error,
+                        exit,
+                        stderr_tail,
+                        lost,
+                        at_ms,
+                    }
+                }
+            ),
+        (wide(), wide()).prop_map(|(node, at_ms)| Command::NodeLost { node, at_ms }),
         (
             job_id(),
             small_or_huge(),
@@ -139,8 +217,25 @@ fn command() -> impl Strategy<Value = Command> {
             }),
         job_id().prop_map(|job| Command::Forget { job }),
         job_id().prop_map(|job| Command::KillJob { job, at_ms: 7 }),
-        (job_id(), prop_oneof![0u64..4, any::<u64>()])
-            .prop_map(|(job, node)| Command::SetupRan { job, node }),
+        (job_id(), wide()).prop_map(|(job, node)| Command::SetupRan { job, node }),
+        (
+            wide(),
+            prop_oneof![
+                Just(DrainCause::Operator),
+                Just(DrainCause::Stopping),
+                Just(DrainCause::Removing)
+            ],
+            wide()
+        )
+            .prop_map(|(node, cause, at_ms)| Command::Drain { node, cause, at_ms }),
+        wide().prop_map(|node| Command::Undrain { node }),
+        (job_id(), any::<bool>(), small_or_huge(), nodes()).prop_map(|(job, split, i, nodes)| {
+            Command::AddHolders {
+                job,
+                what: if split { Held::Split(i) } else { Held::Part(i) },
+                nodes,
+            }
+        }),
     ]
 }
 
@@ -162,6 +257,18 @@ proptest! {
         for (id, job) in &a.jobs {
             prop_assert!(job.reduces.len() <= 100_000);
             prop_assert!(!id.is_empty() && !id.contains('/') && !id.starts_with('.'));
+            // Every reported list and text is held within its bound.
+            prop_assert!(job.counters.len() <= MAX_COUNTERS);
+            prop_assert!(job.counters_saturated.len() <= MAX_COUNTERS);
+            for t in job.maps.iter().chain(&job.reduces) {
+                prop_assert!(t.holders.len() <= MAX_HOLDERS);
+                prop_assert!(t.counters.len() <= MAX_COUNTERS);
+                for at in &t.attempts {
+                    let long = |s: &Option<String>| s.as_ref().map_or(0, |s| s.chars().count());
+                    prop_assert!(long(&at.error) <= MAX_ERROR_CHARS);
+                    prop_assert!(long(&at.stderr_tail) <= MAX_ERROR_CHARS);
+                }
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ pub mod types;
 use std::sync::Arc;
 
 pub use network::{handle_rpc, Inbound, RaftRpc, RpcError, RpcKind};
-pub use state_machine::{AppState, Applied, StateMachine};
+pub use state_machine::{apply_caught, AppState, Applied, StateMachine};
 pub use store::{LogStore, Store, StoreError};
 pub use types::{Cmd, NodeId, NodeInfo, Reply, TypeConfig};
 

@@ -26,8 +26,35 @@ pub trait AppState: Serialize + DeserializeOwned + Default + Send + Sync + 'stat
     /// What applying a command answers.
     type Response: Serialize + DeserializeOwned + Default + Send;
     /// Apply one committed command. Must be deterministic: the same commands in the same
-    /// order give the same state on every node.
+    /// order give the same state on every node, and total: no command may panic.
     fn apply(&mut self, cmd: Self::Command) -> Self::Response;
+
+    /// The answer for a command whose `apply` panicked anyway (see [`apply_caught`]).
+    fn panicked(why: String) -> Self::Response {
+        let _ = why;
+        Self::Response::default()
+    }
+}
+
+/// Apply `cmd`, catching a panic: a bug that lets one command panic would otherwise stop
+/// every replica on the same entry, and again at each restart as the log replays — a
+/// cluster that only a hand-edited database could bring back. Caught, the command is logged
+/// as an error and answered as refused, and the replica applies the next one. What the
+/// command changed before it panicked stays changed, alike on every replica (apply is
+/// deterministic), so replicas still agree.
+pub fn apply_caught<S: AppState>(state: &mut S, cmd: S::Command, index: u64) -> S::Response {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.apply(cmd))) {
+        Ok(r) => r,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!(index, panic = %why, "applying a committed command panicked; it is skipped on every replica alike (a bug: please report it)");
+            S::panicked(format!("applying this command panicked: {why}"))
+        }
+    }
 }
 
 /// The applied state and where in the log it stands.
@@ -139,12 +166,17 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
                                 Reply(to_cbor(&S::Response::default()))
                             }
                             Some(first) => {
-                                let reply = a.state.apply(cmd);
-                                a.state.apply(first);
+                                let index = entry.log_id.index;
+                                let reply = apply_caught(&mut a.state, cmd, index);
+                                apply_caught(&mut a.state, first, index);
                                 Reply(to_cbor(&reply))
                             }
                         },
-                        Ok(cmd) => Reply(to_cbor(&a.state.apply(cmd))),
+                        Ok(cmd) => Reply(to_cbor(&apply_caught(
+                            &mut a.state,
+                            cmd,
+                            entry.log_id.index,
+                        ))),
                         Err(e) => {
                             // A command this build cannot read (a newer node's?) changes nothing
                             // here; say so loudly rather than diverge silently.
@@ -163,7 +195,8 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
             }
         }
         if let Some(first) = held {
-            self.write().state.apply(first);
+            let index = self.read().last_applied.map_or(0, |l| l.index);
+            apply_caught(&mut self.write().state, first, index);
         }
         Ok(())
     }
@@ -212,5 +245,42 @@ impl<S: AppState> RaftStateMachine<TypeConfig> for StateMachine<S> {
             meta: snap.meta,
             snapshot: Cursor::new(snap.data),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state whose apply panics on 0 after half its work (as a bug could).
+    #[derive(Default, Serialize, Deserialize)]
+    struct Fragile {
+        sum: u64,
+        seen: u64,
+    }
+
+    impl AppState for Fragile {
+        type Command = u64;
+        type Response = Option<String>;
+        fn apply(&mut self, n: u64) -> Option<String> {
+            self.seen += 1;
+            assert!(n != 0, "zero");
+            self.sum += n;
+            None
+        }
+        fn panicked(why: String) -> Option<String> {
+            Some(why)
+        }
+    }
+
+    #[test]
+    fn a_panicking_command_is_answered_as_refused_and_the_next_applies() {
+        let mut s = Fragile::default();
+        assert_eq!(apply_caught(&mut s, 2, 1), None);
+        let why = apply_caught(&mut s, 0, 2).expect("refused");
+        assert!(why.contains("panicked: zero"), "{why}");
+        assert_eq!(apply_caught(&mut s, 3, 3), None);
+        // What it did before the panic stays, alike on every replica.
+        assert_eq!((s.sum, s.seen), (5, 3));
     }
 }

@@ -84,6 +84,10 @@ impl AppState for SimState {
             .push(mix(last ^ stable_hash(&codec::encode(&cmd))));
         self.state.apply(cmd)
     }
+
+    fn panicked(why: String) -> JobsApplied {
+        ClusterState::panicked(why)
+    }
 }
 
 /// The simulated network, as one node sees it.

@@ -82,6 +82,13 @@ fn check_job(
         return Err(format!("split {i} is numbered out of order"));
     }
     for s in splits {
+        if s.holders.len() > MAX_HOLDERS {
+            return Err(format!(
+                "split {} names {} holders; at most {MAX_HOLDERS}",
+                s.index,
+                s.holders.len()
+            ));
+        }
         if let Some(p) = &s.in_place {
             crate::inplace::check_relative(&p.path, &p.path).map_err(|e| e.to_string())?;
         }
@@ -100,6 +107,29 @@ fn check_job(
 
 fn ignored(why: impl Into<String>) -> Applied {
     Applied::Ignored(why.into())
+}
+
+/// Most characters of a failed attempt's error and of its stderr tail the table keeps (a
+/// worker sends a 20-line tail of 500-character lines at most).
+pub const MAX_ERROR_CHARS: usize = 12_000;
+
+/// Most nodes the table records as holding one copy of anything: more than any replication
+/// asks for; a report naming more is cut to that many, first named first.
+pub const MAX_HOLDERS: usize = 64;
+
+/// `text` cut to `max` characters.
+pub(super) fn cut(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// A reported list of holders, each named once and at most [`MAX_HOLDERS`].
+fn bounded_holders(mut holders: Vec<NodeId>) -> Vec<NodeId> {
+    let mut seen = std::collections::BTreeSet::new();
+    holders.retain(|h| seen.len() < MAX_HOLDERS && seen.insert(*h));
+    holders
 }
 
 impl Cluster {
@@ -125,18 +155,21 @@ impl Cluster {
             .collect();
         // What the upload brought into the cluster (in-place inputs bring nothing).
         let mut counters = Counters::default();
+        // Lengths are a member's word: sums saturate rather than panic or wrap.
         let uploaded = splits
             .iter()
             .filter(|s| s.in_place.is_none())
-            .map(|s| s.len)
-            .sum();
+            .fold(0u64, |sum, s| sum.saturating_add(s.len));
         counters.add_builtin("input_uploaded_bytes", uploaded);
         // Each extra holder of an uploaded split took a copy of its bytes.
         let copied = splits
             .iter()
             .filter(|s| s.in_place.is_none())
-            .map(|s| s.len * s.holders.len().saturating_sub(1) as u64)
-            .sum();
+            .map(|s| {
+                s.len
+                    .saturating_mul(s.holders.len().saturating_sub(1) as u64)
+            })
+            .fold(0u64, u64::saturating_add);
         counters.add_builtin("input_copied_bytes", copied);
         for name in super::SUBMISSION_COUNTERS {
             let v = measured.get(crate::counters::GROUP, name);
@@ -158,6 +191,7 @@ impl Cluster {
             maps,
             reduces,
             counters,
+            counters_saturated: Vec::new(),
             error: None,
             setup_nodes: Vec::new(),
         };
@@ -288,13 +322,17 @@ impl Cluster {
         task.holders = if holders.is_empty() {
             vec![winner]
         } else {
-            holders
+            bounded_holders(holders)
         };
         task.state = TaskState::Done;
         task.output_sizes = sizes;
         task.output_checksums = checksums;
+        // What a task reported is bounded here as at the task, so every replica keeps the
+        // same whatever a member sent.
+        let counters = counters.bounded();
         task.counters = counters.clone();
-        j.counters.merge(&counters);
+        let saturated = j.counters.merge(&counters);
+        j.saturated(saturated);
         if j.maps_done() && j.reduces.iter().all(|t| t.state == TaskState::Done) {
             j.state = JobState::Succeeded;
             j.finished_ms = Some(at_ms);
@@ -316,9 +354,10 @@ impl Cluster {
         let Some(a) = task.running(attempt) else {
             return ignored(format!("attempt {attempt} of {} is not running", task.id()));
         };
-        a.fail(at_ms, f.error.clone(), f.lost);
-        a.exit = f.exit;
-        a.stderr_tail = f.stderr_tail;
+        let error = cut(f.error, MAX_ERROR_CHARS);
+        a.fail(at_ms, error.clone(), f.lost);
+        a.exit = f.exit.map(|e| cut(e, super::MAX_REASON_CHARS));
+        a.stderr_tail = f.stderr_tail.map(|t| cut(t, MAX_ERROR_CHARS));
         if task.running_attempts().next().is_some() {
             // Its racing twin carries on.
         } else if task.counted_attempts() >= max {
@@ -326,7 +365,7 @@ impl Cluster {
             let reason = format!(
                 "task {} failed {max} of {max} attempts; the last: {}",
                 task.id(),
-                f.error
+                error
             );
             j.state = JobState::Failed;
             j.finished_ms = Some(at_ms);

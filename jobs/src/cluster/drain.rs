@@ -154,6 +154,9 @@ impl Cluster {
         };
         let before = holders.len();
         for &n in nodes {
+            if holders.len() >= super::MAX_HOLDERS {
+                break;
+            }
             if !holders.contains(&n) {
                 holders.push(n);
             }

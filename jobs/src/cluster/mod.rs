@@ -18,7 +18,7 @@ use crate::spec::JobSpec;
 mod apply;
 mod drain;
 mod splits;
-pub use apply::MAX_SPLITS;
+pub use apply::{MAX_ERROR_CHARS, MAX_HOLDERS, MAX_SPLITS};
 pub use drain::{Drain, DrainCause, Held};
 pub use splits::{InPlace, SplitInfo};
 
@@ -203,6 +203,10 @@ pub struct Job {
     pub reduces: Vec<Task>,
     /// Counters of successful attempts.
     pub counters: Counters,
+    /// Counters (`group.name`) whose sum went past `i64`'s range and stays at the bound it
+    /// passed: their value is a floor (or ceiling), not the sum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters_saturated: Vec<String>,
     /// Why it failed or was killed.
     pub error: Option<String>,
     /// Nodes where the job's `--setup` ran to success, once each (the `setup_runs`
@@ -250,9 +254,19 @@ impl Job {
         t.output_sizes.clear();
         t.output_checksums.clear();
         t.holders.clear();
-        self.counters.unmerge(&t.counters);
+        let saturated = self.counters.unmerge(&t.counters);
         t.counters = Counters::default();
+        self.saturated(saturated);
         true
+    }
+
+    /// Record counters that saturated (each once; there are at most as many as counters).
+    fn saturated(&mut self, names: Vec<String>) {
+        for n in names {
+            if !self.counters_saturated.contains(&n) {
+                self.counters_saturated.push(n);
+            }
+        }
     }
 
     /// The phase the job is in and its tasks: maps until every map is done, then reduces.

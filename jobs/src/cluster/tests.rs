@@ -411,3 +411,84 @@ fn a_setup_is_counted_once_per_node_that_ran_an_attempt() {
     assert_eq!(j.setup_nodes, vec![1, 2]);
     assert_eq!(j.counters.get("shoal", "setup_runs"), 2);
 }
+
+#[test]
+fn extreme_reports_saturate_and_are_bounded_alike_on_every_replica() {
+    let mut c = table(3, 1, 4);
+    // What a lying or broken member could report: i64's bounds twice, a counter name far
+    // past the bound, more counters than a set holds, a million holders, a 1 MB error.
+    let mut extreme = Counters::default();
+    extreme
+        .0
+        .entry("app".into())
+        .or_default()
+        .insert("big".into(), i64::MAX);
+    extreme
+        .0
+        .entry("app".into())
+        .or_default()
+        .insert("n".repeat(1 << 20), 1);
+    for i in 0..1000 {
+        extreme
+            .0
+            .entry("many".into())
+            .or_default()
+            .insert(format!("c{i:04}"), i64::MIN);
+    }
+    for m in 0..2 {
+        assert_eq!(
+            c.apply(assign(TaskKind::Map, m, 1, 1, false)),
+            Applied::Changed
+        );
+        let mut done = finished(TaskKind::Map, m, 1, vec![u64::MAX; 1_000_000]);
+        if let Command::TaskFinished { counters, .. } = &mut done {
+            *counters = extreme.clone();
+        }
+        assert_eq!(c.apply(done), Applied::Changed);
+    }
+    assert_eq!(
+        c.apply(assign(TaskKind::Map, 2, 1, 1, false)),
+        Applied::Changed
+    );
+    let mut fail = failed(TaskKind::Map, 2, 1, false);
+    if let Command::TaskFailed {
+        error, stderr_tail, ..
+    } = &mut fail
+    {
+        *error = "e".repeat(1 << 20);
+        *stderr_tail = Some("t".repeat(1 << 20));
+    }
+    assert_eq!(c.apply(fail), Applied::Changed);
+    let j = &c.jobs["j"];
+    assert_eq!(j.counters.get("app", "big"), i64::MAX);
+    assert!(j.counters_saturated.contains(&"app.big".to_string()));
+    assert!(j.counters_saturated.contains(&"many.c0000".to_string()));
+    assert_eq!(j.counters.get("many", "c0000"), i64::MIN);
+    assert!(j.counters.len() <= crate::counters::MAX_COUNTERS);
+    assert!(j
+        .counters
+        .0
+        .values()
+        .flat_map(|g| g.keys())
+        .all(|n| n.len() <= 64));
+    assert_eq!(j.maps[0].holders, vec![u64::MAX]);
+    let a = &j.maps[2].attempts[0];
+    assert_eq!(a.error.as_ref().map(String::len), Some(MAX_ERROR_CHARS));
+    assert_eq!(
+        a.stderr_tail.as_ref().map(String::len),
+        Some(MAX_ERROR_CHARS)
+    );
+    // The lost maps' counters are taken back without wrapping (i64::MIN's negation
+    // saturates): a saturated counter is a bound, not a sum, from then on.
+    assert_eq!(
+        c.apply(Command::NodeLost {
+            node: u64::MAX,
+            at_ms: u64::MAX
+        }),
+        Applied::Changed
+    );
+    let j = &c.jobs["j"];
+    assert_eq!(j.counters.get("app", "big"), -i64::MAX);
+    assert!(j.counters_saturated.contains(&"app.big".to_string()));
+    assert!(j.maps[..2].iter().all(|t| t.state == TaskState::Pending));
+}

@@ -129,7 +129,11 @@ pub fn map_output_file(dir: &Path, index: u32) -> PathBuf {
 /// `(offset, length)` of partition `p` in a map output file whose partitions have `sizes`.
 pub fn partition_range(sizes: &[u64], p: u32) -> (u64, u64) {
     let p = p as usize;
-    let offset = sizes.iter().take(p).sum();
+    // Sizes come in a member's report: a sum past u64 saturates (the read then fails).
+    let offset = sizes
+        .iter()
+        .take(p)
+        .fold(0u64, |sum, s| sum.saturating_add(*s));
     (offset, sizes.get(p).copied().unwrap_or(0))
 }
 

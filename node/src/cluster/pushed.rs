@@ -340,6 +340,7 @@ mod tests {
                 maps: Vec::new(),
                 reduces: Vec::new(),
                 counters: Default::default(),
+                counters_saturated: Vec::new(),
                 error: None,
                 setup_nodes: Vec::new(),
             },

@@ -59,8 +59,12 @@ impl AppState for ClusterState {
     type Command = Command;
     type Response = Applied;
 
+    fn panicked(why: String) -> Applied {
+        Applied::Ignored(why)
+    }
+
     fn apply(&mut self, cmd: Command) -> Applied {
-        self.commands += 1;
+        self.commands = self.commands.wrapping_add(1);
         match cmd {
             Command::Init { cluster_id } => match self.cluster_id {
                 None => {

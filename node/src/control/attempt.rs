@@ -399,7 +399,7 @@ async fn reduce_attempt(
         if m.node == node.id {
             let path = node.blobs.path(&key).ok_or("a malformed key")?;
             inputs.push((m.clone(), path, m.offset, false));
-            local_bytes += m.size;
+            local_bytes = local_bytes.saturating_add(m.size);
         } else {
             remote.push((m.clone(), key));
         }
@@ -447,8 +447,8 @@ async fn reduce_attempt(
                                 );
                                 return Err(lost(m, why));
                             }
-                            at += m.size;
-                            got.push((m.clone(), path.clone(), at - m.size, true));
+                            got.push((m.clone(), path.clone(), at, true));
+                            at = at.saturating_add(m.size);
                         }
                         Ok((got, n))
                     }
@@ -471,7 +471,7 @@ async fn reduce_attempt(
     for f in fetched {
         match f {
             Ok((got, n)) => {
-                fetched_bytes += n;
+                fetched_bytes = fetched_bytes.saturating_add(n);
                 st.progress.fetch_add(n, Ordering::Relaxed);
                 inputs.extend(got);
             }

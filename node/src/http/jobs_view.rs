@@ -95,6 +95,10 @@ pub struct JobView {
     pub reduces: Progress,
     /// Counters of successful attempts, by group then name.
     pub counters: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Counters (`group.name`) whose sum passed the range of a 64-bit signed integer: they
+    /// show the bound they passed, not the sum. Left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counters_saturated: Vec<String>,
     /// Why it failed or was killed.
     pub error: Option<String>,
     /// Every task (left out when the request says `?tasks=false`: a job of thousands of
@@ -204,6 +208,7 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
         maps: progress(&job.maps),
         reduces: progress(&job.reduces),
         counters: job.counters.0.clone(),
+        counters_saturated: job.counters_saturated.clone(),
         error: job.error.clone(),
         tasks,
     }
