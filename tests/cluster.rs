@@ -11,7 +11,7 @@ use common::cluster::*;
 #[test]
 fn three_nodes_elect_one_leader_fail_over_and_take_a_restarted_node_back() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = start_cluster(dir.path(), 3, &["--expect", "3"]);
 
     // 1. One cluster: every node names the same leader and three voters.
@@ -102,7 +102,7 @@ fn three_nodes_elect_one_leader_fail_over_and_take_a_restarted_node_back() {
 #[test]
 fn a_fourth_node_with_one_peer_joins_as_learner_and_is_promoted() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = start_cluster(dir.path(), 3, &["--expect", "3"]);
     wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
     let fourth = NodeProc::start(dir.path(), "n4", &["--peer".into(), nodes[1].peer_addr()]);
@@ -137,7 +137,7 @@ fn a_fourth_node_with_one_peer_joins_as_learner_and_is_promoted() {
 #[test]
 fn a_node_of_another_cluster_is_refused_and_changes_nothing() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let a_dir = dir.path().join("a");
     let b_dir = dir.path().join("b");
     let mut a = start_cluster(&a_dir, 3, &["--expect", "3"]);
@@ -189,7 +189,7 @@ fn a_node_of_another_cluster_is_refused_and_changes_nothing() {
 #[test]
 fn bad_settings_end_the_node_with_one_clear_line() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("node")
@@ -261,7 +261,7 @@ fn bad_settings_end_the_node_with_one_clear_line() {
 #[test]
 fn an_api_token_guards_every_route_and_is_required_beyond_loopback() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
 
@@ -356,7 +356,7 @@ fn assert_quiet_end(what: &str, status: std::process::ExitStatus, stderr: &str) 
 fn printing_commands_stop_quietly_when_their_reader_goes_away() {
     use std::io::{BufRead, Read};
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let n = NodeProc::start(dir.path(), "n1", &["--expect".into(), "1".into()]);
     wait_agreed(&[&n], 1, 30);
     let url = format!("http://{}", n.http);

@@ -19,7 +19,7 @@ fn node(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// A value other than the default for every flag, as `--print-config` writes it.
-const EVERY_FLAG: [(&str, &str); 26] = [
+const EVERY_FLAG: [(&str, &str); 28] = [
     ("data", r#""/srv/shoal""#),
     (
         "listen",
@@ -43,6 +43,8 @@ const EVERY_FLAG: [(&str, &str); 26] = [
     ("voter-grace", "45.5"),
     ("retain-jobs", "20"),
     ("task-user", r#""shoaltask""#),
+    ("task-uids", r#""70000-70999""#),
+    ("node-reserve-mb", "2048"),
     ("task-memory", "2048"),
     ("task-pids", "512"),
     ("task-cpu-weight", "200"),

@@ -1,5 +1,5 @@
-//! Tasks are contained. A `shoal node` run as root starts its task processes as `nobody`:
-//! a mapper that reads the node's identity key or its cluster key is denied. Each attempt
+//! Tasks are contained. A `shoal node` run as root starts each job's task processes as a
+//! uid of the job's own: a mapper that reads the node's identity key or its cluster key is denied. Each attempt
 //! runs in a cgroup of its own: a mapper that allocates past `--task-memory` fails with the
 //! OOM reason, a mapper that double-forks a `sleep` out of its process group leaves nothing
 //! behind once its job is killed, and after `kill -9` of the node such a `sleep` (which
@@ -35,7 +35,7 @@ fn setup(
         return None;
     }
     let serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::create_dir_all(dir.path().join(keys)).unwrap();
     let key = dir.path().join(keys).join("cluster.key");
     let o = run(shoal().arg("keygen").arg(&key));
@@ -127,7 +127,8 @@ fn tasks_cannot_read_the_node_s_keys_are_limited_and_die_with_their_attempt_and_
     );
     wait_for(60, "the node to lead", || leader_of(&node));
     assert!(
-        node.log_text().contains("tasks run as user nobody"),
+        node.log_text()
+            .contains("tasks run as a user of its own for each job"),
         "the node says whom its tasks run as: {}",
         node.log_text()
     );
@@ -195,26 +196,30 @@ fn tasks_cannot_read_the_node_s_keys_are_limited_and_die_with_their_attempt_and_
 fn a_node_run_as_a_normal_user_keeps_its_tasks_from_its_keys() {
     let test = "a_node_run_as_a_normal_user_keeps_its_tasks_from_its_keys";
     // A directory of its own for the node's user, as `useradd --system shoal` would give.
-    let Some((_serial, dir, key)) = setup(test, "home") else {
+    let Some((_serial, dir, _)) = setup(test, "home") else {
         return;
     };
     let nobody = (65534, 65534);
-    let home = dir.path().join("home");
-    for p in [&home, &key] {
-        std::os::unix::fs::chown(p, Some(nobody.0), Some(nobody.1)).unwrap();
-    }
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    // Its home in the temporary directory, as /home/shoal is in /home: nothing on the way
+    // to it is opened for the test.
+    let home_dir = common::tempdir();
+    let home = home_dir.path();
+    std::fs::rename(
+        dir.path().join("home/cluster.key"),
+        home.join("cluster.key"),
     )
     .unwrap();
+    let key = home.join("cluster.key");
+    for p in [home, &key] {
+        std::os::unix::fs::chown(p, Some(nobody.0), Some(nobody.1)).unwrap();
+    }
     let how = shoal::demo::local_cluster::Launch {
         program: Some(env!("CARGO_BIN_EXE_shoal").into()),
         user: Some(nobody),
         ..Default::default()
     };
     let args = ["--expect", "1", "--cluster-key", &key.to_string_lossy()].map(String::from);
-    let node = NodeProc::launch(&home, "n1", &args, how).unwrap_or_else(|e| panic!("{e:#}"));
+    let node = NodeProc::launch(home, "n1", &args, how).unwrap_or_else(|e| panic!("{e:#}"));
     wait_for(60, "the node to lead", || leader_of(&node));
     assert!(
         node.log_text()
@@ -228,4 +233,91 @@ fn a_node_run_as_a_normal_user_keeps_its_tasks_from_its_keys() {
     // The rest of the machine is the task's: a job that reads only its input runs.
     let (_, o) = submit(&node, &input, "tr ' ' '\\n'", true);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Without `--task-memory`, a mapper that allocates without bound meets the limit of all the
+/// node's tasks together (what `--node-reserve-mb` leaves): its attempt fails as out of
+/// memory, and the node and another job's task running beside it go on.
+#[test]
+fn a_task_that_takes_all_memory_is_killed_and_the_node_and_other_tasks_go_on() {
+    let test = "a_task_that_takes_all_memory_is_killed_and_the_node_and_other_tasks_go_on";
+    let Some((_serial, dir, _)) = setup(test, "") else {
+        return;
+    };
+    let total = shoal_jobs::sandbox::memory_available_mb().expect("the machine's memory");
+    let reserve = (total - 300).to_string();
+    let node = NodeProc::start(
+        dir.path(),
+        "n1",
+        &[
+            "--expect",
+            "1",
+            "--slots",
+            "2",
+            "--node-reserve-mb",
+            &reserve,
+        ]
+        .map(String::from),
+    );
+    wait_for(60, "the node to lead", || leader_of(&node));
+    assert!(
+        node.log_text().contains("300 MiB for all tasks together"),
+        "{}",
+        node.log_text()
+    );
+    let marks = writable_by_tasks(dir.path());
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "to be or not to be\n").unwrap();
+    // Another job's task, running until the test opens its gate.
+    let waiting = format!(
+        "touch {m}/started; i=0; while [ ! -e {m}/gate ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; cat",
+        m = marks.display()
+    );
+    let other = shoal()
+        .args([
+            "submit",
+            "--node",
+            &format!("http://{}", node.http),
+            "--wait",
+        ])
+        .arg("--input")
+        .arg(&input)
+        .args(["--map", &waiting, "--reduce", "cat", "--max-attempts", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the other job's mapper to start", || {
+        marks.join("started").exists().then_some(())
+    });
+    let hog = common::three::write_program(
+        dir.path(),
+        "hog.py",
+        "#!/usr/bin/env python3\nheld = []\nwhile True:\n    held.append(b'x' * (1 << 20))\n",
+    );
+    let (id, o) = submit(&node, &input, &hog, true);
+    assert!(!o.status.success(), "the hog's job fails: {}", text(&o));
+    let error = attempt_error(&node, &id);
+    assert!(
+        error.contains("out of memory (the node's tasks together may use 300 MiB"),
+        "{error}"
+    );
+    let pid = node.child.as_ref().expect("the node runs").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_mb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        >> 10;
+    println!("the hog was killed: {error}\nthe node's RSS: {rss_mb} MiB");
+    assert!(rss_mb < 300, "the node kept its memory: {rss_mb} MiB");
+    std::fs::write(marks.join("gate"), b"").unwrap();
+    let o = other.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "the other job's task went on: {}",
+        text(&o)
+    );
+    assert!(node.is_running());
 }

@@ -62,7 +62,7 @@ fn post_spec(addr: &str, spec: &str) -> (u16, Value) {
 #[test]
 fn metrics_errors_watch_and_retention() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes = start_cluster(
         &dir.path().join("nodes"),
         3,
@@ -249,7 +249,7 @@ fn a_follower_s_dashboard_shows_a_job_succeed_and_the_next_leader() {
         return;
     };
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = start_cluster(
         &dir.path().join("nodes"),
         3,

@@ -65,7 +65,7 @@ fn applied(node: &NodeProc) -> Option<u64> {
 #[test]
 fn a_node_whose_disk_fills_mid_job_costs_the_job_nothing() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes_dir = dir.path().join("nodes");
     let Some(_tmpfs) = Tmpfs::mount(&nodes_dir.join("n3"), 48) else {
         skip(TEST, "mounting a tmpfs needs root", "SHOAL_REQUIRE_MOUNT");

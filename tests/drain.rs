@@ -98,7 +98,7 @@ fn succeeded(c: &Cluster, at: usize, id: &str) -> Value {
 #[test]
 fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut c = three_nodes(dir.path());
     let shared = writable_by_tasks(dir.path());
     let reduce = write_program(dir.path(), "sum.sh", SUM_REDUCER_SH);

@@ -22,7 +22,7 @@ fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) -> String {
 }
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let corpus = corpus(dir.path(), 6, 3000);
     (dir, corpus)
 }
@@ -264,7 +264,7 @@ for k in sorted(c):
 
 #[test]
 fn shipped_scripts_run_by_their_shebang_from_a_relative_output_dir() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let work = dir.path();
     let want = shebang_wordcount_setup(work, 3, 500);
     for (lang, map, reduce) in [

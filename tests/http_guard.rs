@@ -66,7 +66,7 @@ fn job_body(marker: &std::path::Path) -> (String, Vec<u8>) {
 #[test]
 fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_not() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let node = NodeProc::start(
         dir.path(),
         "n1",
@@ -166,7 +166,7 @@ fn a_page_of_another_origin_in_a_real_browser_runs_nothing_the_node_s_own_dashbo
         return;
     };
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let node = NodeProc::start(dir.path(), "n1", &["--expect", "1"].map(String::from));
     wait_for(60, "the node to lead", || leader_of(&node));
     let url = format!("http://{}", node.http);

@@ -59,7 +59,7 @@ fn task<'a>(job: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 #[test]
 fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_holder() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     let shared = writable_by_tasks(dir.path());
     let gate = shared.join("gate");
@@ -178,7 +178,7 @@ fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_
 #[test]
 fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothing() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     // Reduce r-00001's first attempt straggles (30 s at most, until it is stopped); every
     // attempt stamps its lines with its number, so the part shows whose bytes it holds.

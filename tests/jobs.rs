@@ -13,7 +13,7 @@ use serde_json::Value;
 #[test]
 fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_nodes() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     let corpus = corpus(dir.path(), 6, 3000);
     let want = sorted_lines(&python_reference(
@@ -171,7 +171,7 @@ echo "end $SHOAL_TASK_ID $(date +%s%N)" >> "$MAP_LOG"
 #[test]
 fn eight_files_run_eight_maps_spread_over_all_nodes_and_overlapping() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     let input = dir.path().join("eight");
     std::fs::create_dir_all(&input).unwrap();
@@ -270,7 +270,7 @@ fn task_processes(marker: &str) -> Vec<String> {
 #[test]
 fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "a b c\n".repeat(100)).unwrap();

@@ -62,7 +62,7 @@ for line in sys.stdin:
 #[test]
 fn a_python_job_imports_what_its_setup_installed_from_an_archive_once_per_node() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (input, all) = small_word_input(dir.path(), 6, 400);
     let wheels = dir.path().join("wheels");
     write_wheel(&wheels);
@@ -275,7 +275,7 @@ ping(40)
 #[test]
 fn logs_show_a_failed_attempts_whole_traceback_after_the_job_and_its_manager_are_gone() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (input, _) = small_word_input(dir.path(), 3, 50);
     let map = write_script(dir.path(), "fail.py", FAILING_MAPPER);
     let mut c = three_nodes(dir.path());

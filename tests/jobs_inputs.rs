@@ -82,7 +82,7 @@ fn word_files(dir: &Path, n: u64) -> u64 {
 #[test]
 fn compressed_uploads_compressed_output_and_key_fields_on_a_cluster() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let plain = dir.path().join("plain");
     let plain_bytes = word_files(&plain, 8);
     // The same files, two plain and two in each codec.
@@ -262,7 +262,7 @@ fn submit_to(node: &NodeProc, args: &[&str]) -> std::process::Output {
 #[test]
 fn node_and_shared_inputs_are_read_where_they_lie() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let all = dir.path().join("all");
     word_files(&all, 9);
     // Nine files: node K's own disk holds three of them (one gzipped), and every node's

@@ -17,7 +17,7 @@ use common::*;
 #[test]
 fn busy_slots_do_not_cost_the_manager_its_term() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     let corpus = dir.path().join("corpus.txt");
     shoal::demo::corpus::generate(&corpus, 96 << 20, 200_000, 3).unwrap();
@@ -81,7 +81,7 @@ fn busy_slots_do_not_cost_the_manager_its_term() {
 #[test]
 fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes_dir = dir.path().join("nodes");
     // As a user starts them: each in its own working directory, the first with the default
     // `./shoal-data`, the others with a relative `--data`.
@@ -157,7 +157,7 @@ fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
 #[test]
 fn combined_small_files_keep_every_file_name_and_line() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let c = three_nodes(dir.path());
     let corpus = corpus(dir.path(), 40, 30);
     // A file without a final newline before another file: its last word must not run into
@@ -286,7 +286,7 @@ fn applied(node: &NodeProc) -> Option<u64> {
 #[test]
 fn a_follower_that_missed_big_jobs_catches_up_and_a_spec_over_the_log_s_bound_is_refused() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut c = three_nodes(dir.path());
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "a b\n").unwrap();

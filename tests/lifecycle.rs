@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn a_node_whose_worker_loop_panics_exits_non_zero_and_the_job_completes_elsewhere() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (input, all) = small_word_input(dir.path(), 12, 30);
 
     // Two healthy nodes, and a third whose worker loop panics at its first assignment.

@@ -25,7 +25,7 @@ fn jobs_ended(node: &NodeProc) -> Option<(usize, usize)> {
 #[test]
 fn a_node_joining_after_200_jobs_catches_up_and_100000_input_files_are_refused_or_combined() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes_dir = dir.path().join("nodes");
     let args = [
         "--expect",

@@ -31,7 +31,7 @@ fn segment_inodes(node: &NodeProc, id: &str) -> Vec<u64> {
 #[test]
 fn input_copies_on_one_host_are_links_that_outlive_the_node_that_took_the_upload() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut c = three_nodes(dir.path());
     let shared = writable_by_tasks(dir.path());
     let gate = shared.join("gate");
@@ -126,7 +126,7 @@ fn running_per_node(v: &serde_json::Value) -> std::collections::BTreeMap<String,
 #[test]
 fn nodes_of_one_host_given_no_slots_divide_its_cores_between_them() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     // The defaults: no --slots.
     let nodes = start_cluster(&dir.path().join("nodes"), 3, &["--expect", "3"]);
     let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);

@@ -135,7 +135,7 @@ fn the_quick_start_command_is_what_the_test_script_runs() {
 #[test]
 fn the_cluster_and_jobs_blocks_run_as_written_on_three_machines() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let machines = dir.path().join("machines");
     let work = checkout(dir.path());
     let mut nodes: Vec<NodeProc> = Vec::new();
@@ -293,7 +293,7 @@ fn the_cluster_and_jobs_blocks_run_as_written_on_three_machines() {
 
 #[test]
 fn the_one_process_block_runs_as_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let work = checkout(dir.path());
     std::fs::create_dir_all(work.join("target/debug")).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_shoal"), work.join("target/debug/shoal"))

@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn a_removed_voter_leaves_four_voters_and_its_process_exits_0() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = start_cluster(&dir.path().join("nodes"), 5, &["--expect", "5"]);
     let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 5, 90);
     let gone = nodes
@@ -86,7 +86,7 @@ fn a_word_count_runs_through(dir: &std::path::Path, url: &str) {
 #[test]
 fn a_removed_plain_worker_leaves_and_its_process_exits_0() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = start_cluster(
         &dir.path().join("nodes"),
         4,

@@ -35,7 +35,7 @@ fn fresh(view: &Value, ms: u64) -> Vec<String> {
 #[test]
 fn a_learner_shows_every_nodes_heartbeat_it_asked_the_leader_for() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes = start_cluster(dir.path(), 6, &["--expect", "3"]);
     let all: Vec<&NodeProc> = nodes.iter().collect();
     wait_agreed(&all, 5, 90);
@@ -105,7 +105,7 @@ fn five_with_one_learner(dir: &std::path::Path, extra: &[&str]) -> Vec<NodeProc>
 #[test]
 fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let shared = writable_by_tasks(dir.path());
     let mut nodes = five_with_one_learner(dir.path(), &[]);
     let all: Vec<&NodeProc> = nodes.iter().collect();
@@ -185,7 +185,7 @@ fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
 #[test]
 fn a_plain_worker_becomes_a_learner_when_a_lost_voter_makes_room() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let mut nodes = five_with_one_learner(dir.path(), &["--voter-grace", "2"]);
     let all: Vec<&NodeProc> = nodes.iter().collect();
     let leader = wait_agreed(&all, 3, 60);
@@ -291,7 +291,7 @@ fn idle_load(nodes: &[NodeProc], leader: &str) {
 #[test]
 fn thirty_nodes_run_a_word_count_on_every_node_through_the_kill_of_the_manager_and_three_workers() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let shared = writable_by_tasks(dir.path());
     let t0 = Instant::now();
     // Booted together, as machines on a LAN are: each sees the others over seconds, and

@@ -43,7 +43,7 @@ fn attempts(job: &Value) -> Vec<Value> {
 #[test]
 fn a_short_job_behind_a_long_one_runs_as_soon_as_a_slot_frees() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (short_in, short_text) = small_word_input(&dir.path().join("short"), 2, 200);
     let long_in = dir.path().join("long");
     std::fs::create_dir_all(&long_in).unwrap();

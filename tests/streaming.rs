@@ -52,7 +52,7 @@ fn key_field_partitioner_groups_as_hadoops_example() {
     // with 3 reducers: lines sharing the first two fields meet in one reducer, and each
     // reducer's input is sorted on all four fields. Then the same with many more keys, so
     // that every partition holds several groups.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::write(dir.path().join("keys.txt"), HADOOP_KEYS).unwrap();
     let mut many = String::new();
     for i in 0..600u32 {
@@ -102,7 +102,7 @@ fn key_field_comparator_sorts_as_hadoops_example() {
     // -D mapreduce.partition.keycomparator.options=-k2,2nr with one reducer: the second
     // field, numerically, reversed; lines equal on it stay in map output order — exactly
     // the documentation's illustration.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::write(dir.path().join("keys.txt"), HADOOP_KEYS).unwrap();
     let parts = run_job(
         dir.path(),
@@ -142,7 +142,7 @@ for user in sorted(by_user):
 fn secondary_sort_top_three_per_key_matches_python() {
     // Key = user and score; partition on the user alone; order by user, then score as a
     // number, highest first. The reducer sees each user's lines best first and keeps three.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let input = dir.path().join("scores");
     std::fs::create_dir(&input).unwrap();
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -215,7 +215,7 @@ fn secondary_sort_top_three_per_key_matches_python() {
 
 #[test]
 fn key_flags_are_refused_where_they_mean_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::write(dir.path().join("in.txt"), "a b\n").unwrap();
     for (flags, want) in [
         (
@@ -248,7 +248,7 @@ fn key_flags_are_refused_where_they_mean_nothing() {
 fn a_combiner_reads_and_writes_whole_lines_under_key_fields() {
     // Word count keyed on the first field of a '|'-separated line: the combiner and the
     // reducer read lines as the mapper wrote them and their output is keyed again.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (_, all) = small_word_input(dir.path(), 5, 4000);
     let map = "tr ' ' '\\n' | sed 's/$/|1/'";
     let sum = "awk -F'|' '{ n[$1] += $2 } END { for (w in n) print w \"|\" n[w] }'";
@@ -287,7 +287,7 @@ fn a_combiner_reads_and_writes_whole_lines_under_key_fields() {
 
 #[test]
 fn compressed_inputs_give_the_plain_output_and_count_decompressed_bytes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let plain = corpus(dir.path(), 5, 3000);
     let files = files_under(&plain);
     let plain_bytes: u64 = files
@@ -342,7 +342,7 @@ fn compressed_inputs_give_the_plain_output_and_count_decompressed_bytes() {
 
 #[test]
 fn a_file_whose_name_lies_about_its_codec_fails_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::write(dir.path().join("notes.gz"), "plain text, not gzip\n").unwrap();
     let o = run(shoal()
         .current_dir(dir.path())
@@ -371,7 +371,7 @@ fn a_file_whose_name_lies_about_its_codec_fails_naming_it() {
 
 #[test]
 fn compressed_output_decompresses_to_the_plain_output() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (_, all) = small_word_input(dir.path(), 4, 5000);
     for (codec, ext, tool) in [("gzip", ".gz", "gzip"), ("zstd", ".zst", "zstd")] {
         let out = dir.path().join(format!("out-{codec}"));
@@ -428,7 +428,7 @@ fn whole_files_map_only(dir: &Path, out: &str, map: &str) -> Vec<Vec<u8>> {
 
 #[test]
 fn map_only_whole_files_pass_binary_files_through_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let files = binary_files(dir.path(), 4);
     // Each file whole on a mapper's stdin, its output the map's own part, in input order.
     let got = whole_files_map_only(dir.path(), "out", "cat");
@@ -459,7 +459,7 @@ fn map_only_whole_files_pass_binary_files_through_unchanged() {
 
 #[test]
 fn map_only_lines_keep_each_maps_output_in_input_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (input, _) = small_word_input(dir.path(), 3, 3000);
     for job in [
         vec!["--app", "wordcount"],

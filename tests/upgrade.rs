@@ -15,7 +15,7 @@ use common::*;
 #[test]
 fn a_rolling_upgrade_one_node_at_a_time_keeps_a_job_running() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     let mut all = String::new();

@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn a_node_of_another_protocol_major_is_refused_naming_both_versions() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let nodes = start_cluster(&dir.path().join("nodes"), 3, &["--expect", "3"]);
     wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
     let ours = format!(

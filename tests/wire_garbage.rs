@@ -34,7 +34,7 @@ async fn answer(stream: &mut libp2p::Stream) -> DataFrame {
 #[test]
 fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let key_file = dir.path().join("cluster.key");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
         .arg("keygen")

@@ -11,26 +11,28 @@ use std::time::Duration;
 
 use crate::archive::ArchiveRef;
 use crate::error::{Error, IoContext, Result};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, TaskUser};
 use crate::spec::{JobSpec, Program};
 use crate::streaming::{self, Launch};
 
-/// Make `dir` (the task user's when there is one) and unpack each archive, a local file,
-/// into it under its name. An archive already unpacked there is left as it is.
+/// Make `dir` afresh (what a failed try left there goes), unpack each archive, a local file,
+/// into it under its name, and only then give it to `user` (the job's, when the node runs as
+/// root): the node never unpacks into a directory a task could have planted names in. No
+/// entry may leave less than `keep_free` bytes free on the disk.
 pub fn unpack_archives(
     dir: &Path,
     archives: &[(PathBuf, &ArchiveRef)],
-    sandbox: Option<&Sandbox>,
+    user: Option<&TaskUser>,
+    keep_free: u64,
 ) -> Result<()> {
-    streaming::prepare_dir(dir, &[], sandbox.and_then(|s| s.user.as_ref()))?;
+    crate::scratch::fresh_dir(dir, 0o700).ctx(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join("tmp");
+    crate::scratch::new_dir(&tmp, 0o700).ctx(|| format!("creating {}", tmp.display()))?;
     for (file, a) in archives {
         let dest = dir.join(&a.name);
-        if dest.exists() {
-            continue;
-        }
-        crate::archive::unpack(file, &dest, &format!("archive {}", a.name))?;
+        crate::unpack::unpack(file, &dest, &format!("archive {}", a.name), keep_free)?;
     }
-    Ok(())
+    crate::scratch::give(dir, user).ctx(|| format!("giving {} to the job's user", dir.display()))
 }
 
 /// Run the job's `--setup` command in `dir`: as a task runs (the sandbox, the job's `--env`,
@@ -41,7 +43,7 @@ pub fn run_setup(
     dir: &Path,
     log: Option<&Path>,
     cancel: &AtomicBool,
-    sandbox: Option<&Sandbox>,
+    (sandbox, user): (Option<&Sandbox>, Option<&TaskUser>),
     context: String,
 ) -> Result<()> {
     let Some(cmd) = &spec.setup else {
@@ -59,6 +61,7 @@ pub fn run_setup(
         cancel,
         context,
         sandbox,
+        user,
         job_dir: Some(dir),
         log,
     };
@@ -91,30 +94,6 @@ pub fn run_setup(
             Ok(())
         },
     )?;
-    Ok(())
-}
-
-/// Give attempt directory `attempt` a link to each entry of the job's directory `job_dir`
-/// (but its `tmp` and hidden entries); a shipped file of the same name wins.
-pub fn link_into(attempt: &Path, job_dir: &Path) -> Result<()> {
-    // Links name absolute paths: a relative one would be read from the attempt directory.
-    let job_dir =
-        &std::path::absolute(job_dir).ctx(|| format!("resolving {}", job_dir.display()))?;
-    let entries = std::fs::read_dir(job_dir).ctx(|| format!("listing {}", job_dir.display()))?;
-    for e in entries {
-        let e = e.ctx(|| format!("listing {}", job_dir.display()))?;
-        let name = e.file_name();
-        let text = name.to_string_lossy();
-        if text.starts_with('.') || text == "tmp" {
-            continue;
-        }
-        let link = attempt.join(&name);
-        if link.symlink_metadata().is_ok() {
-            continue;
-        }
-        std::os::unix::fs::symlink(e.path(), &link)
-            .ctx(|| format!("linking {} into {}", text, attempt.display()))?;
-    }
     Ok(())
 }
 

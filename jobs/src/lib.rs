@@ -13,7 +13,11 @@
 //! - [`keys`]: key fields, partition fields and sort specs of streaming map output.
 //! - [`partition`]: the stable key hash and the partitioners (hash, sampled ranges).
 //! - [`sort`]: the in-memory sort buffer, spills to sorted runs, and the k-way merge.
+//! - [`archive`]: `--archive` files as a spec names them (name, SHA-256, size).
+//! - [`unpack`]: unpacking an archive into a job's directory, bounded and contained.
 //! - [`streaming`]: running an external mapper/reducer under the Hadoop Streaming contract.
+//! - [`scratch`]: attempt directories, the node's half and the task's, under unguessable names.
+//! - [`users`]: whom tasks run as: a named user, or a uid of each job's own as root.
 //! - [`apps`]: the native [`apps::App`] trait and the built-in apps.
 //! - [`task`]: the per-task units: a map task over one split, a reduce task over sorted runs.
 //! - [`planted`]: bugs the simulator plants to show its invariants fire (off elsewhere).
@@ -46,6 +50,7 @@ pub mod pool;
 pub mod record;
 pub mod sandbox;
 pub mod scheduler;
+pub mod scratch;
 pub mod sort;
 pub mod spec;
 pub mod split;
@@ -53,6 +58,8 @@ mod stderr;
 pub mod streaming;
 pub mod task;
 pub mod tasklog;
+pub mod unpack;
+pub mod users;
 
 pub use counters::Counters;
 pub use error::{Error, Result};

@@ -154,16 +154,20 @@ impl Shared {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
-            let dir = self
+            let top = self
                 .tmp
                 .join("attempts")
                 .join(format!("{task_id}-{attempt}"));
-            // Processes run in it with the shipped files; a native app makes it if it spills.
+            let dirs = crate::scratch::AttemptDirs::make(top)
+                .ctx(|| format!("making the directories of {task_id}"))?;
+            // Processes run in it with the shipped files.
             if matches!(self.spec.kind, JobKind::Streaming { .. }) {
-                crate::streaming::prepare_dir(&dir, &self.spec.files, None)?;
-                if let Some(job_dir) = &self.job_dir {
-                    crate::jobdir::link_into(&dir, job_dir)?;
-                }
+                crate::scratch::prepare_dir(
+                    &dirs.task,
+                    &self.spec.files,
+                    self.job_dir.as_deref(),
+                    None,
+                )?;
             }
             let env = TaskEnv {
                 job_id: &self.job_id,
@@ -171,15 +175,17 @@ impl Shared {
                 app: self.app.clone(),
                 partitioner: &self.partitioner,
                 attempt,
-                dir: &dir,
+                dir: &dirs.task,
+                work: &dirs.work,
                 cancel: &self.cancel,
                 progress: None,
                 sandbox: None,
+                user: None,
                 job_dir: self.job_dir.as_deref(),
                 log: None,
             };
             let result = work(&env);
-            let _ = std::fs::remove_dir_all(&dir);
+            dirs.remove();
             match result {
                 Ok(v) => return Ok(v),
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
@@ -296,7 +302,7 @@ fn prepare_job_dir(spec: &JobSpec, archives: &[PathBuf], tmp: &Path) -> Result<O
     let dir = tmp.join("job");
     let pairs: Vec<(PathBuf, &crate::archive::ArchiveRef)> =
         archives.iter().cloned().zip(&spec.archives).collect();
-    crate::jobdir::unpack_archives(&dir, &pairs, None)?;
+    crate::jobdir::unpack_archives(&dir, &pairs, None, 0)?;
     let cancel = AtomicBool::new(false);
     crate::jobdir::run_setup(
         spec,
@@ -304,7 +310,7 @@ fn prepare_job_dir(spec: &JobSpec, archives: &[PathBuf], tmp: &Path) -> Result<O
         &dir,
         None,
         &cancel,
-        None,
+        (None, None),
         "this machine".into(),
     )
     .map_err(crate::jobdir::setup_failed)?;

@@ -14,7 +14,6 @@
 //! The invariant: every process of an attempt that has a [`Cell`] is dead when the cell is
 //! dropped.
 
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -22,61 +21,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The user task processes run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskUser {
-    /// Its name.
-    pub name: String,
-    /// Its uid.
-    pub uid: u32,
-    /// Its primary gid.
-    pub gid: u32,
-}
-
-impl TaskUser {
-    /// Look `name` up in the user database.
-    pub fn lookup(name: &str) -> io::Result<TaskUser> {
-        let cname = CString::new(name).map_err(|_| io::Error::other("a user name with NUL"))?;
-        // SAFETY: `pwd` and `buf` outlive the call; getpwnam_r writes only into them.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut buf = vec![0 as libc::c_char; 16 << 10];
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if found.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("there is no user {name:?} on this machine"),
-            ));
-        }
-        Ok(TaskUser {
-            name: name.to_owned(),
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-        })
-    }
-
-    /// Give `path` to this user.
-    pub fn own(&self, path: &Path) -> io::Result<()> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
-    }
-}
+pub use crate::users::TaskUser;
 
 /// What each attempt may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Memory, MiB (`memory.max`; no swap).
     pub memory_mb: Option<u64>,
+    /// Memory of all the node's attempts together, MiB: the limit of the cgroup every
+    /// attempt's sits under, which leaves the node and the machine the rest
+    /// (`--node-reserve-mb`).
+    pub all_tasks_mb: Option<u64>,
     /// Processes and threads (`pids.max`).
     pub pids: Option<u64>,
     /// CPU weight, 1..10000 (`cpu.weight`; v2 only).
@@ -141,18 +96,35 @@ pub struct Sandbox {
     /// Paths task processes must not reach (the node's data dir, its key files), enforced
     /// by Landlock for tasks that run as the node's own user; empty: no confinement.
     pub confine: Vec<PathBuf>,
-    /// A directory on the way to the attempt directories that the task user may not cross:
-    /// programs that open their own absolute path (Python does) fail with "Permission
-    /// denied" there. Said at the node's start and with every such failure.
-    pub blocked: Option<PathBuf>,
+    /// A user of its own for each job's tasks (the node runs as root, and no `--task-user`
+    /// names one for all): then [`Sandbox::user`] is `None`.
+    pub uids: Option<crate::users::UidPool>,
 }
 
 impl Sandbox {
+    /// The user `job`'s task processes run as here: its own from the pool, the one
+    /// `--task-user` names, or `None` (the node's own).
+    pub fn user_for(&self, job: &str) -> io::Result<Option<TaskUser>> {
+        match &self.uids {
+            Some(pool) => pool.user_for(job).map(Some),
+            None => Ok(self.user.clone()),
+        }
+    }
+
+    /// Whether task processes run as another user than the node's.
+    pub fn other_user(&self) -> bool {
+        self.uids.is_some() || self.user.as_ref().is_some_and(|u| u.uid != 0)
+    }
+
     /// How tasks run, in a few words for the node's start line.
     pub fn describe(&self) -> String {
-        let who = match &self.user {
-            Some(u) => format!("as user {} (uid {})", u.name, u.uid),
-            None => "as the node's own user".to_owned(),
+        let who = match (&self.uids, &self.user) {
+            (Some(p), _) => {
+                let u = p.any();
+                format!("as a user of its own for each job (from uid {})", u.uid)
+            }
+            (None, Some(u)) => format!("as user {} (uid {}) for every job", u.name, u.uid),
+            (None, None) => "as the node's own user".to_owned(),
         };
         let cells = match &self.cgroups {
             Some(c) => {
@@ -160,6 +132,9 @@ impl Sandbox {
                 let mut parts = Vec::new();
                 if let Some(mb) = l.memory_mb {
                     parts.push(format!("memory {mb} MiB"));
+                }
+                if let Some(mb) = l.all_tasks_mb {
+                    parts.push(format!("{mb} MiB for all tasks together"));
                 }
                 if let Some(n) = l.pids {
                     parts.push(format!("pids {n}"));
@@ -313,7 +288,7 @@ impl Cgroups {
                         })
                 };
                 let h = Hierarchy {
-                    memory: enable("memory", limits.memory_mb.is_some()),
+                    memory: enable("memory", limits.memory_mb.or(limits.all_tasks_mb).is_some()),
                     pids: enable("pids", limits.pids.is_some()),
                     cpu: enable("cpu", limits.cpu_weight.is_some()),
                     base,
@@ -333,7 +308,8 @@ impl Cgroups {
                 cpu: false,
             })
         };
-        if let Some(h) = v1(&found.memory, limits.memory_mb.is_some() && !memory, true) {
+        let want_memory = limits.memory_mb.or(limits.all_tasks_mb).is_some();
+        if let Some(h) = v1(&found.memory, want_memory && !memory, true) {
             memory = true;
             hierarchies.push(h);
         }
@@ -349,6 +325,27 @@ impl Cgroups {
                 return Err(io::Error::other(format!(
                     "{flag} needs a writable cgroup with its controller (cgroup v2 with it delegated to this node's cgroup, or v1); none was found"
                 )));
+            }
+        }
+        // The limit of all attempts together: a default the node asks for where it can, so
+        // where no hierarchy takes it, it is dropped with a warning (the caller checks an
+        // asked-for one is kept).
+        let mut limits = limits;
+        if let Some(mb) = limits.all_tasks_mb {
+            let set: io::Result<()> = hierarchies
+                .iter()
+                .filter(|h| h.memory)
+                .try_for_each(|h| limit_memory(&h.base, h.v2, mb));
+            if let Err(e) = set.and_then(|()| {
+                memory
+                    .then_some(())
+                    .ok_or_else(|| io::Error::other("no writable memory controller"))
+            }) {
+                // Without any writable hierarchy the node says so at start already.
+                if !hierarchies.is_empty() {
+                    tracing::warn!(error = %e, "cannot limit the memory of all tasks together: a task can take the node's memory");
+                }
+                limits.all_tasks_mb = None;
             }
         }
         for h in &hierarchies {
@@ -381,6 +378,7 @@ impl Cgroups {
             dirs: Vec::new(),
             procs: Vec::new(),
             memory_mb: self.limits.memory_mb,
+            all_tasks_mb: self.limits.all_tasks_mb,
         };
         for h in &self.hierarchies {
             let dir = h.base.join(name);
@@ -391,14 +389,7 @@ impl Cgroups {
             cell.dirs.push((dir.clone(), h.v2, h.memory));
             let l = &self.limits;
             if let (true, Some(mb)) = (h.memory, l.memory_mb) {
-                let bytes = (mb << 20).to_string();
-                if h.v2 {
-                    write(&dir.join("memory.max"), &bytes)?;
-                    let _ = write(&dir.join("memory.swap.max"), "0");
-                } else {
-                    write(&dir.join("memory.limit_in_bytes"), &bytes)?;
-                    let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &bytes);
-                }
+                limit_memory(&dir, h.v2, mb)?;
             }
             if let (true, Some(n)) = (h.pids, l.pids) {
                 write(&dir.join("pids.max"), &n.to_string())?;
@@ -435,6 +426,69 @@ pub struct Cell {
     /// Their `cgroup.procs`, open for the child to write itself into.
     procs: Vec<File>,
     memory_mb: Option<u64>,
+    all_tasks_mb: Option<u64>,
+}
+
+/// Why the OOM killer ended a process of a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfMemory {
+    /// It passed its own limit (`--task-memory`), MiB.
+    Own(u64),
+    /// The node's tasks together passed theirs (what `--node-reserve-mb` leaves), MiB.
+    AllTasks(u64),
+}
+
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutOfMemory::Own(mb) => write!(f, "out of memory (limit {mb} MiB)"),
+            OutOfMemory::AllTasks(mb) => write!(
+                f,
+                "out of memory (the node's tasks together may use {mb} MiB; --node-reserve-mb keeps the rest for the node)"
+            ),
+        }
+    }
+}
+
+/// Memory this process may use, MiB: the machine's (`MemTotal`), or its cgroup's limit where
+/// that is lower (a container's). `None` when neither can be read.
+pub fn memory_available_mb() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let found = find_hierarchies();
+    let limits = [
+        found.v2.map(|d| d.join("memory.max")),
+        found.memory.map(|d| d.join("memory.limit_in_bytes")),
+    ];
+    let own = limits
+        .into_iter()
+        .flatten()
+        .filter_map(|f| fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
+        .min()
+        .map(|b| b >> 20);
+    Some(own.map_or(total_kib >> 10, |o| o.min(total_kib >> 10)))
+}
+
+/// Limit the memory of cgroup `dir` to `mb` MiB, swap included.
+fn limit_memory(dir: &Path, v2: bool, mb: u64) -> io::Result<()> {
+    let bytes = mb.saturating_mul(1 << 20).to_string();
+    if v2 {
+        write(&dir.join("memory.max"), &bytes)?;
+        let _ = write(&dir.join("memory.swap.max"), "0");
+    } else {
+        // v1 refuses a memory+swap limit below the memory limit: lower the pair in order.
+        let _ = write(&dir.join("memory.memsw.limit_in_bytes"), "-1");
+        write(&dir.join("memory.limit_in_bytes"), &bytes)?;
+        let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &bytes);
+    }
+    Ok(())
 }
 
 impl Cell {
@@ -450,8 +504,8 @@ impl Cell {
         }
     }
 
-    /// The memory limit, MiB, when the OOM killer ended a process of the cell.
-    pub fn out_of_memory(&self) -> Option<u64> {
+    /// Which memory limit the OOM killer enforced, when it ended a process of the cell.
+    pub fn out_of_memory(&self) -> Option<OutOfMemory> {
         let killed = self.dirs.iter().filter(|d| d.2).any(|(dir, v2, _)| {
             let (file, key) = if *v2 {
                 ("memory.events", "oom_kill")
@@ -464,7 +518,10 @@ impl Cell {
                 .filter_map(|l| l.split_once(' '))
                 .any(|(k, v)| k == key && v.trim().parse::<u64>().is_ok_and(|n| n > 0))
         });
-        killed.then_some(self.memory_mb).flatten()
+        let own = self.memory_mb.map(OutOfMemory::Own);
+        killed
+            .then(|| own.or(self.all_tasks_mb.map(OutOfMemory::AllTasks)))
+            .flatten()
     }
 }
 

@@ -50,7 +50,8 @@ pub fn write_run<'a>(
     partitions: u32,
     sorted: impl Iterator<Item = (u32, &'a [u8], &'a [u8])>,
 ) -> Result<(Run, u64)> {
-    let file = File::create(path).ctx(|| format!("creating run {}", path.display()))?;
+    let file =
+        crate::scratch::replace(path, 0o600).ctx(|| format!("creating run {}", path.display()))?;
     let mut w = RecordWriter::new(file);
     let mut sections = vec![(0u64, 0u64); partitions as usize];
     let mut current = 0u32;

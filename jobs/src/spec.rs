@@ -152,7 +152,7 @@ pub enum InputFormat {
 pub const DEFAULT_REPLICATION: u32 = 2;
 
 /// Most copies a job may ask for: the table records at most
-/// [`MAX_HOLDERS`](crate::cluster::MAX_HOLDERS) holders of anything.
+/// `cluster::MAX_HOLDERS` (64) holders of anything.
 pub const MAX_REPLICATION: u32 = 16;
 
 fn default_replication() -> u32 {

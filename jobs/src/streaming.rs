@@ -49,6 +49,9 @@ pub struct Launch<'a> {
     pub context: String,
     /// The node's sandbox, if any.
     pub sandbox: Option<&'a Sandbox>,
+    /// The user the process runs as (the job's, when the node runs as root; `None`: the
+    /// node's own).
+    pub user: Option<&'a TaskUser>,
     /// The job's directory on this node (`--archive`, `--setup`), which the process may
     /// read besides its own (`SHOAL_JOB_DIR`).
     pub job_dir: Option<&'a Path>,
@@ -66,31 +69,6 @@ pub struct Outcome {
     pub status: Option<String>,
     /// Bytes written to stderr.
     pub stderr_bytes: u64,
-}
-
-/// Write the job's shipped files into an attempt directory; with a task user, the directory
-/// and its `tmp` are that user's (the files stay the node's, readable).
-pub fn prepare_dir(dir: &Path, files: &[ShippedFile], user: Option<&TaskUser>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir.join("tmp")).ctx(|| format!("creating {}", dir.display()))?;
-    if let Some(u) = user {
-        for d in [dir.to_path_buf(), dir.join("tmp")] {
-            u.own(&d)
-                .ctx(|| format!("giving {} to user {}", d.display(), u.name))?;
-        }
-    }
-    for f in files {
-        let p = dir.join(&f.name);
-        std::fs::write(&p, &f.bytes).ctx(|| format!("writing {}", p.display()))?;
-        let mode = if f.executable || f.bytes.starts_with(b"#!") {
-            0o755
-        } else {
-            0o644
-        };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
-            .ctx(|| format!("chmod {}", p.display()))?;
-    }
-    Ok(())
 }
 
 /// How a program is shown in messages.
@@ -153,10 +131,7 @@ fn command_for(
     let parent = std::process::id() as libc::pid_t;
     let join = cell.map(Cell::join_fds).unwrap_or_default();
     let fence = fence.map(crate::landlock::Ruleset::fd);
-    let user = l
-        .sandbox
-        .and_then(|s| s.user.as_ref())
-        .map(|u| (u.uid, u.gid));
+    let user = l.user.map(|u| (u.uid, u.gid));
     // SAFETY: write, setpgid, setgroups, setgid, setuid, prctl and getppid are
     // async-signal-safe and touch only the child; `join` was made before the fork.
     unsafe {
@@ -441,14 +416,11 @@ where
     // its exit status says nothing about the cause.
     let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
     // Out of memory explains everything after it: a broken pipe, an exit status, a signal.
-    if let Some(mb) = cell.as_ref().and_then(|c| c.out_of_memory()) {
+    if let Some(oom) = cell.as_ref().and_then(|c| c.out_of_memory()) {
         if !status.success() || fed.is_err() || consumed.is_err() {
             return Err(Error::Program {
-                message: format!(
-                    "{} `{shown}` was killed: out of memory (limit {mb} MiB), on {}",
-                    l.role, l.context
-                ),
-                exit: Some(format!("killed: out of memory (limit {mb} MiB)")),
+                message: format!("{} `{shown}` was killed: {oom}, on {}", l.role, l.context),
+                exit: Some(format!("killed: {oom}")),
                 stderr_tail,
             });
         }
@@ -468,18 +440,7 @@ where
             }
             _ => ("failed".to_string(), "unknown".to_string()),
         };
-        let mut message = format!("{} `{shown}` {how} on {}", l.role, l.context);
-        if let Some((user, dir)) = l
-            .sandbox
-            .and_then(|s| Some((s.user.as_ref()?, s.blocked.as_ref()?)))
-            .filter(|_| stderr_tail.contains("Permission denied"))
-        {
-            message.push_str(&format!(
-                " (the task user {} may not cross {} on the way to its attempt directory: give the node a --data it can cross, or `chmod o+x` that directory)",
-                user.name,
-                dir.display()
-            ));
-        }
+        let message = format!("{} `{shown}` {how} on {}", l.role, l.context);
         return Err(Error::Program {
             message,
             exit: Some(exit),
@@ -497,11 +458,12 @@ where
 /// of its spills may run at once.
 fn cell_name(l: &Launch<'_>) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = l
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    // The attempt's name: its directory's, or, for the task half of one, its parent's.
+    let dir = match l.dir.file_name() {
+        Some(n) if n == "task" => l.dir.parent().and_then(Path::file_name),
+        n => n,
+    };
+    let dir = dir.map(|n| n.to_string_lossy()).unwrap_or_default();
     format!("{dir}.{}.{}", l.role, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 

@@ -110,9 +110,11 @@ fn run_with_app(spec: &JobSpec, app: Arc<dyn App>, out: &Path) {
             partitioner: part,
             attempt: 1,
             dir,
+            work: dir,
             cancel,
             progress: None,
             sandbox: None,
+            user: None,
             job_dir: None,
             log: None,
         }

@@ -5,7 +5,8 @@
 //! lives in the root package.
 //!
 //! # Rooms
-//! - [`daemon`]: `shoal node`: its flags, start-up, the event dispatcher, shutdown.
+//! - [`daemon`]: `shoal node`: start-up, the event dispatcher, shutdown.
+//! - [`flags`]: `shoal node`'s flags, the user's contract.
 //! - [`cluster`]: the node among its peers: identity, peers and heartbeats, proposing,
 //!   bootstrap, membership, Raft over libp2p, the replicated state.
 //! - [`control`]: the manager loop (leader only) and the worker loop with its attempts.
@@ -22,6 +23,7 @@ mod clock;
 pub mod cluster;
 pub mod control;
 pub mod daemon;
+pub mod flags;
 pub mod http;
 mod planted;
 mod sandbox;

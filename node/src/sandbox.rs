@@ -1,17 +1,22 @@
 //! The node's side of task containment (the mechanisms are `shoal_jobs::sandbox`): whom its
-//! tasks run as, which of its directories they may cross on the way to their attempt
-//! directory (without listing or reading them), and their cgroups.
+//! tasks run as (a uid of each job's own, as root), where their attempt directories lie so
+//! that they can reach them (without listing or reading anything else on the way), and
+//! their cgroups.
 //!
 //! The invariant: a task process can read nothing the node keeps but its own attempt
-//! directory and the job's shipped files — as another user when the node runs as root, by
-//! Landlock when it runs as the node's user. Without either (no root, a kernel without
-//! Landlock) the node warns at start and the README tells how to give it a user of its own.
+//! directory and its job's files — as another user when the node runs as root, by Landlock
+//! when it runs as the node's user. Without either (no root, a kernel without Landlock) the
+//! node warns at start and the README tells how to give it a user of its own. Wherever the
+//! data dir lies, a root node's tasks reach their directories: when the way to the data dir
+//! is closed to them (a 0700 home), attempt directories go under the temporary directory.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
 use shoal_jobs::sandbox::{Cgroups, Limits, Sandbox, TaskUser};
+use shoal_jobs::scratch::Scratch;
+use shoal_jobs::users::{Registry, UidPool};
 
 use crate::storage::blobs::Blobs;
 use crate::usage::UsageError;
@@ -20,28 +25,50 @@ use crate::usage::UsageError;
 pub struct TaskFlags<'a> {
     /// `--task-user`.
     pub user: Option<&'a str>,
-    /// `--task-memory`, `--task-pids`, `--task-cpu-weight`.
+    /// `--task-uids`.
+    pub uids: (u32, u32),
+    /// `--task-memory`, `--task-pids`, `--task-cpu-weight` (`all_tasks_mb` is the node's to
+    /// work out, from `reserve_mb`).
     pub limits: Limits,
+    /// `--node-reserve-mb`.
+    pub reserve_mb: Option<u64>,
     /// The data dir (absolute).
     pub data: &'a Path,
     /// The key files (`--cluster-key`, `--api-token`).
     pub secrets: Vec<&'a Path>,
 }
 
-/// The task user when the node runs as root and none is named.
-pub const DEFAULT_TASK_USER: &str = "nobody";
+/// `--task-uids FIRST-LAST`.
+pub fn uid_range(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: give FIRST-LAST, e.g. 61184-65519"))?;
+    let parse = |n: &str| n.trim().parse::<u32>().map_err(|e| format!("{n:?}: {e}"));
+    let (a, b) = (parse(a)?, parse(b)?);
+    UidPool::new(a, b, None).map_err(|e| e.to_string())?;
+    Ok((a, b))
+}
 
-/// Decide the sandbox of this node's tasks from its flags: the task user, the directory
-/// modes that let it reach its attempt directories, and the cgroups. Logged by the caller
+/// Decide the sandbox of this node's tasks from its flags: the task users, where their
+/// attempt directories go (`blobs`' scratch root), and the cgroups. Logged by the caller
 /// once the node has started (`Sandbox::describe`).
-pub fn setup(args: &TaskFlags<'_>, blobs: &Blobs) -> anyhow::Result<Sandbox> {
+pub fn setup(args: &TaskFlags<'_>, blobs: &mut Blobs) -> anyhow::Result<Sandbox> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let lookup = |name: &str| {
         TaskUser::lookup(name).map_err(|e| UsageError(format!("--task-user {name}: {e}")))
     };
+    let tag = format!(
+        "{:016x}",
+        shoal_jobs::partition::stable_hash(args.data.as_os_str().as_encoded_bytes())
+    );
+    let uids = match euid == 0 && args.user.is_none() {
+        true => Some(uid_pool(args.uids, &tag)?),
+        false => None,
+    };
     let user = match (args.user, euid == 0) {
-        (name, true) => Some(lookup(name.unwrap_or(DEFAULT_TASK_USER))?),
+        (Some(name), true) => Some(lookup(name)?),
+        (None, _) => None,
         (Some(name), false) => {
             let u = lookup(name)?;
             if u.uid != euid {
@@ -52,30 +79,14 @@ pub fn setup(args: &TaskFlags<'_>, blobs: &Blobs) -> anyhow::Result<Sandbox> {
             }
             None
         }
-        (None, false) => None,
     };
-    if user.as_ref().is_some_and(|u| u.uid != 0) {
-        // The user crosses these on its way to its attempt directory, and lists none.
-        let scratch = blobs.scratch_root();
-        std::fs::create_dir_all(&scratch)
-            .with_context(|| format!("cannot create {}", scratch.display()))?;
-        for dir in [args.data, blobs.root(), &scratch] {
-            traversable(dir)?;
-        }
+    // Who must cross the way to the attempt directories: every uid of the pool alike.
+    let crosser = uids.as_ref().map(UidPool::any).or_else(|| user.clone());
+    if let Some(u) = crosser.filter(|u| u.uid != 0) {
+        place_scratch(args.data, blobs, &u, &tag)?;
     }
-    let blocked = user
-        .as_ref()
-        .filter(|u| u.uid != 0)
-        .and_then(|u| first_uncrossable(args.data, u));
-    if let (Some(dir), Some(u)) = (&blocked, &user) {
-        tracing::warn!(
-            "the task user {} may not cross {} on the way to its attempt directories: programs that open their own path (Python scripts do) will fail there with \"Permission denied\"; give the node a --data it can cross, or `chmod o+x {}`",
-            u.name,
-            dir.display(),
-            dir.display()
-        );
-    }
-    let limits = args.limits;
+    let mut limits = args.limits;
+    limits.all_tasks_mb = all_tasks_mb(args.reserve_mb)?;
     if limits.memory_mb == Some(0) || limits.pids == Some(0) {
         return Err(UsageError("--task-memory and --task-pids must be above 0".into()).into());
     }
@@ -85,14 +96,17 @@ pub fn setup(args: &TaskFlags<'_>, blobs: &Blobs) -> anyhow::Result<Sandbox> {
     {
         return Err(UsageError("--task-cpu-weight takes 1..10000".into()).into());
     }
-    let tag = format!(
-        "{:016x}",
-        shoal_jobs::partition::stable_hash(args.data.as_os_str().as_encoded_bytes())
-    );
     let cgroups = Cgroups::setup(&tag, limits).map_err(|e| UsageError(e.to_string()))?;
+    let kept = cgroups.as_ref().and_then(|c| c.limits().all_tasks_mb);
+    if args.reserve_mb.is_some() && kept.is_none() {
+        return Err(UsageError(
+            "--node-reserve-mb needs a writable cgroup with the memory controller (cgroup v2 with it delegated to this node's cgroup, or v1); none was found".into(),
+        )
+        .into());
+    }
     // Tasks of the node's own user read what it reads, mode bits or not: Landlock keeps
     // them from its files, where the kernel has it.
-    let own_user = user.as_ref().is_none_or(|u| u.uid == euid);
+    let own_user = uids.is_none() && user.as_ref().is_none_or(|u| u.uid == euid);
     let confine = if own_user && shoal_jobs::landlock::abi() >= 1 {
         let mut paths = vec![args.data.to_path_buf()];
         for file in &args.secrets {
@@ -118,8 +132,104 @@ pub fn setup(args: &TaskFlags<'_>, blobs: &Blobs) -> anyhow::Result<Sandbox> {
         cgroups,
         confine,
         tag,
-        blocked,
+        uids,
     })
+}
+
+/// The memory all tasks together may use, MiB: what this node may use less `reserve` (an
+/// eighth of it, from 512 to 4096 MiB, by default). `None` when the memory is unknown.
+fn all_tasks_mb(reserve: Option<u64>) -> anyhow::Result<Option<u64>> {
+    let Some(total) = shoal_jobs::sandbox::memory_available_mb() else {
+        return Ok(None);
+    };
+    let asked = reserve;
+    let reserve = reserve.unwrap_or((total / 8).clamp(512, 4096));
+    match (total.checked_sub(reserve).filter(|&left| left >= 64), asked) {
+        (Some(left), _) => Ok(Some(left)),
+        (None, Some(_)) => Err(UsageError(format!(
+            "--node-reserve-mb {reserve} leaves the tasks less than 64 of this node's {total} MiB"
+        ))
+        .into()),
+        // A machine too small for the default reserve: no limit for all tasks together.
+        (None, None) => Ok(None),
+    }
+}
+
+/// The pool of task uids, shared with the other nodes of this machine through the registry
+/// `shoal-uids` in the temporary directory.
+fn uid_pool((first, last): (u32, u32), tag: &str) -> anyhow::Result<UidPool> {
+    let dir = std::env::temp_dir().join("shoal-uids");
+    claim_dir(&dir, 0o700)?;
+    let registry = Registry::open(dir.clone(), tag)
+        .with_context(|| format!("cannot open the task uid registry {}", dir.display()))?;
+    UidPool::new(first, last, Some(registry))
+        .map_err(|e| UsageError(format!("--task-uids: {e}")).into())
+}
+
+/// Put the scratch root where task user `u` can reach it: in the data dir, opened to be
+/// crossed (0711), when every directory above the data dir lets `u` cross; else — a data
+/// dir in a home only its owner may enter, `mktemp -d` — in `shoal-TAG` under the
+/// temporary directory (`TMPDIR`), the node's own. Refuses to start when neither can be
+/// reached, naming the directory in the way.
+fn place_scratch(data: &Path, blobs: &mut Blobs, u: &TaskUser, tag: &str) -> anyhow::Result<()> {
+    let above = data.parent().and_then(|d| first_uncrossable(d, u));
+    let Some(closed) = above else {
+        // The user crosses these on its way to its attempt directory, and lists none.
+        for dir in [data, blobs.root(), blobs.scratch().root()] {
+            traversable(dir)?;
+        }
+        return Ok(());
+    };
+    let alt = std::env::temp_dir().join(format!("shoal-{tag}"));
+    claim_dir(&alt, 0o711)?;
+    if let Some(d) = first_uncrossable(&alt, u) {
+        return Err(UsageError(format!(
+            "the task users may cross neither {} (on the way to the data dir) nor {} (on the way to {}): give the node a --data below directories others may cross, or set TMPDIR to one",
+            closed.display(),
+            d.display(),
+            alt.display()
+        ))
+        .into());
+    }
+    let scratch = Scratch::open(alt.clone())
+        .with_context(|| format!("cannot open the scratch root {}", alt.display()))?;
+    blobs.set_scratch(scratch);
+    // Said once the node has started, in the line that says how tasks run.
+    tracing::debug!(
+        scratch = %alt.display(),
+        "the task users may not cross {} on the way to the data dir: attempt directories go under the temporary directory",
+        closed.display()
+    );
+    Ok(())
+}
+
+/// Make `dir` this process's own directory (of `mode`), or take it over when a previous run
+/// of the node (or another node of this user) left it: refused when it is a link or another
+/// user's (someone else's trap in a shared temporary directory).
+fn claim_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match shoal_jobs::scratch::new_dir(dir, mode) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+        }
+        Err(_) => {}
+    }
+    let m =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !m.file_type().is_dir() || m.uid() != me {
+        return Err(UsageError(format!(
+            "{} exists and is not this node's directory (a {}, owner uid {}): remove it, or set TMPDIR elsewhere",
+            dir.display(),
+            if m.file_type().is_symlink() { "symbolic link" } else if m.is_dir() { "directory" } else { "file" },
+            m.uid()
+        ))
+        .into());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))
 }
 
 /// The first directory from `/` down to `dir` (absolute) that `user` may not cross, going

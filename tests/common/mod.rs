@@ -60,14 +60,38 @@ pub fn browser(test: &str) -> Option<&'static str> {
     None
 }
 
-/// A directory inside `dir` that task processes may write — they run as `nobody` when the
-/// node runs as root — with `dir` made traversable to reach it: for the markers and logs a
-/// test's mappers leave.
+/// A temporary directory only its owner may enter (0700), as `mktemp -d` and a home
+/// directory are: the tests run where users run, and open nothing to other users.
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .unwrap()
+}
+
+/// A directory that task processes may write — as root the node runs each job as a uid of
+/// its own — for the markers and logs a test's mappers leave. It lies in the temporary
+/// directory, beside the test's `dir`, never above a node's data dir: a test opens nothing on
+/// the way to a data dir (a user's home is 0700, and so is `dir`). It goes with the next
+/// call after `dir` is gone.
 pub fn writable_by_tasks(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let d = dir.join("from-tasks");
-    std::fs::create_dir_all(&d).unwrap();
+    const PREFIX: &str = "shoal-test-marks-";
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let owner = std::fs::read_to_string(e.path().join(".owner")).unwrap_or_default();
+        let ours = e.file_name().to_string_lossy().starts_with(PREFIX);
+        if ours && !owner.is_empty() && !Path::new(&owner).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let d = tempfile::Builder::new()
+        .prefix(PREFIX)
+        .tempdir_in(&tmp)
+        .unwrap()
+        .keep();
+    std::fs::write(d.join(".owner"), dir.as_os_str().as_encoded_bytes()).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
     d
 }

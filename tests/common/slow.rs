@@ -22,7 +22,7 @@ pub struct Setup {
 }
 
 pub fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::tempdir();
     let (input, all) = small_word_input(dir.path(), 12, 20);
     Setup {
         dir,

@@ -127,12 +127,10 @@ impl<'e, 'a> Collector<'e, 'a> {
         Ok(())
     }
 
-    /// The next run's file. The attempt directory is made when first needed: a native
-    /// app's attempt that never spills needs none.
+    /// The next run's file, in the node's half of the attempt's directories: a task process
+    /// can neither see nor plant anything there.
     pub(super) fn next_run_path(&self) -> Result<PathBuf> {
-        std::fs::create_dir_all(self.env.dir)
-            .ctx(|| format!("creating {}", self.env.dir.display()))?;
-        Ok(self.env.dir.join(format!("spill-{:04}", self.runs.len())))
+        Ok(self.env.work.join(format!("spill-{:04}", self.runs.len())))
     }
 
     /// Sort (or fold) what the buffer holds and write it as a run; empties the buffer.

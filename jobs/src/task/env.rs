@@ -27,15 +27,21 @@ pub struct TaskEnv<'a> {
     pub partitioner: &'a Partitioner,
     /// Attempt number, from 1.
     pub attempt: u32,
-    /// Scratch directory of this attempt: working directory of processes, spills. The
-    /// caller removes it afterwards, whatever happened.
+    /// The task's directory of this attempt: the working directory of its processes, the
+    /// task user's. The node writes nothing there once a process may run.
     pub dir: &'a Path,
+    /// The node's own directory of this attempt (spills, sort runs), which no task process
+    /// can reach. The caller makes both and removes them afterwards, whatever happened
+    /// ([`crate::scratch::AttemptDirs`]).
+    pub work: &'a Path,
     /// Set to stop the attempt.
     pub cancel: &'a AtomicBool,
     /// Where a map publishes how many bytes of its split it has consumed (for heartbeats).
     pub progress: Option<&'a AtomicU64>,
-    /// As whom and in which cgroup its processes run (`None`: as this process, unconfined).
+    /// In which cgroup its processes run, under which rules (`None`: unconfined).
     pub sandbox: Option<&'a crate::sandbox::Sandbox>,
+    /// As whom its processes run (the job's user; `None`: as this process).
+    pub user: Option<&'a crate::sandbox::TaskUser>,
     /// The job's directory on this node, its archives and what its setup made, which the
     /// attempt's processes may read (`None`: the job has neither).
     pub job_dir: Option<&'a Path>,
@@ -91,6 +97,7 @@ impl TaskEnv<'_> {
             cancel: self.cancel,
             context,
             sandbox: self.sandbox,
+            user: self.user,
             job_dir: self.job_dir,
             log: self.log,
         }

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use shoal_jobs::checksum;
 use shoal_jobs::cluster::{self, NodeId, SplitInfo, TaskKind};
 use shoal_jobs::partition::Partitioner;
+use shoal_jobs::scratch::AttemptDirs;
 use shoal_jobs::spec::{JobKind, JobSpec};
 use shoal_jobs::split::Split;
 use shoal_jobs::task::{run_map, run_reduce, ReduceInput, TaskEnv};
@@ -73,6 +74,10 @@ impl WorkerHost for Node {
 
     fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
         self.job_dirs.forget(&job);
+        // Its task processes ended with its attempts: its uid may serve another job.
+        if let Some(pool) = &self.settings.sandbox.uids {
+            pool.release(&job);
+        }
         // When a job is forgotten, the archives no job left in the table names go too.
         let named: Option<Vec<String>> = keep.is_none().then(|| {
             self.read_table(|t, _| {
@@ -127,28 +132,24 @@ fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, Stri
     }
 }
 
-/// Run `work` for attempt `w` on the task pool, in its scratch directory (after the job's
+/// Run `work` for attempt `w` on the task pool, in its directories (after the job's
 /// directory here is ready, when it has one).
 async fn on_pool_in_attempt_dir<T: Send + 'static>(
     node: &Arc<Node>,
     w: &Work,
     st: &Arc<AttemptState>,
-    scratch: PathBuf,
+    dirs: AttemptDirs,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
     let job_dir = match crate::control::jobdir::ensure(node, w).await {
         Ok(d) => d,
         Err(f) => {
-            let _ = std::fs::remove_dir_all(&scratch);
+            dirs.remove();
             return Err(f);
         }
     };
     let log = attempt_log(node, w);
-    let at = Where {
-        scratch,
-        job_dir,
-        log,
-    };
+    let at = Where { dirs, job_dir, log };
     let (spec, partitioner, job_id, attempt) = (
         Arc::clone(&w.spec),
         w.partitioner.clone(),
@@ -184,15 +185,16 @@ fn attempt_log(node: &Node, w: &Work) -> Option<PathBuf> {
     }
 }
 
-/// Where an attempt runs: its scratch directory, the job's directory, its stderr's log.
+/// Where an attempt runs: its directories, the job's directory, its stderr's log.
 struct Where {
-    scratch: PathBuf,
+    dirs: AttemptDirs,
     job_dir: Option<PathBuf>,
     log: Option<PathBuf>,
 }
 
-/// Run `work` for one attempt in its scratch directory (prepared with the job's shipped
-/// files and links into the job's directory, removed afterwards whatever happened).
+/// Run `work` for one attempt in its directories (the task's prepared with the job's
+/// shipped files and links into the job's directory, then given to the job's user; both
+/// removed afterwards whatever happened).
 fn in_attempt_dir<T>(
     at: &Where,
     spec: &JobSpec,
@@ -202,15 +204,20 @@ fn in_attempt_dir<T>(
     sandbox: &shoal_jobs::sandbox::Sandbox,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    let scratch = &at.scratch;
+    let dirs = &at.dirs;
     let result = (|| {
-        // Processes run in it with the shipped files; a native app makes it if it spills.
+        let user = sandbox
+            .user_for(job_id)
+            .map_err(|e| format!("choosing the job's task user: {e}"))?;
+        // Processes run in it with the shipped files.
         if matches!(spec.kind, JobKind::Streaming { .. }) {
-            shoal_jobs::streaming::prepare_dir(scratch, &spec.files, sandbox.user.as_ref())
-                .map_err(|e| e.to_string())?;
-            if let Some(d) = &at.job_dir {
-                shoal_jobs::jobdir::link_into(scratch, d).map_err(|e| e.to_string())?;
-            }
+            shoal_jobs::scratch::prepare_dir(
+                &dirs.task,
+                &spec.files,
+                at.job_dir.as_deref(),
+                user.as_ref(),
+            )
+            .map_err(|e| e.to_string())?;
         }
         let env = TaskEnv {
             job_id,
@@ -218,17 +225,29 @@ fn in_attempt_dir<T>(
             app: app_of(spec)?,
             partitioner,
             attempt,
-            dir: scratch,
+            dir: &dirs.task,
+            work: &dirs.work,
             cancel: &st.stop,
             progress: Some(&st.progress),
             sandbox: Some(sandbox),
+            user: user.as_ref(),
             job_dir: at.job_dir.as_deref(),
             log: at.log.as_deref(),
         };
         work(&env)
     })();
-    let _ = std::fs::remove_dir_all(scratch);
+    dirs.remove();
     result
+}
+
+/// Attempt `w`'s directories, made afresh under the scratch root.
+fn attempt_dirs(node: &Node, w: &Work) -> Result<AttemptDirs, Failure> {
+    let k = &w.key;
+    let name = format!("{}.{}.a{}", k.job, task_id(k), k.attempt);
+    node.blobs
+        .scratch()
+        .attempt(&name)
+        .map_err(|e| Failure::from(format!("creating the attempt's directories: {e}")))
 }
 
 /// Where this node reads split `split` of `job` (a file and the offset in it): in its own
@@ -319,9 +338,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let target = out_file.clone();
-    let scratch = node
-        .blobs
-        .scratch_path(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt));
+    let dirs = attempt_dirs(node, w)?;
     let task_split = Split {
         index: k.index,
         path,
@@ -330,7 +347,7 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         len: split.len,
         files: split.files.clone(),
     };
-    let out = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+    let out = on_pool_in_attempt_dir(node, w, st, dirs, move |env| {
         run_map(env, &task_split, &target).map_err(Failure::from)
     })
     .await?;
@@ -383,10 +400,7 @@ async fn reduce_attempt(
         .inputs
         .as_ref()
         .map_err(|why| Failure::lost(why.clone()))?;
-    let scratch = node
-        .blobs
-        .scratch(&format!("{}.{}.a{}", k.job, task_id(k), k.attempt))
-        .map_err(|e| format!("creating the attempt directory: {e}"))?;
+    let dirs = attempt_dirs(node, w)?;
     // Local map outputs are read in place; remote ones are pulled into the attempt
     // directory, the pieces from one node into one file, one after another.
     // Each map's partition: where its bytes are here (file, offset), and whether they were
@@ -412,7 +426,7 @@ async fn reduce_attempt(
     let fetched = futures::stream::iter(batches.into_iter().enumerate())
         .map(|(i, (holder, batch))| {
             let node = Arc::clone(node);
-            let path = scratch.join(format!("fetched-{i:04}"));
+            let path = dirs.work.join(format!("fetched-{i:04}"));
             async move {
                 let lost = |m: &MapOut, why: String| Failure {
                     lost_map: Some((m.map, m.attempt)),
@@ -476,7 +490,7 @@ async fn reduce_attempt(
                 inputs.extend(got);
             }
             Err(f) => {
-                let _ = std::fs::remove_dir_all(&scratch);
+                dirs.remove();
                 return Err(f);
             }
         }
@@ -496,7 +510,7 @@ async fn reduce_attempt(
         .map_err(|e| format!("creating the output directory: {e}"))?;
     let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
     let target = out_file.clone();
-    let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, scratch, move |env| {
+    let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, dirs, move |env| {
         let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
         for (m, path, offset, checked) in &inputs {
             if !checked {

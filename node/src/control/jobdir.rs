@@ -30,7 +30,7 @@ pub const ARCHIVES: &str = "archives";
 
 /// Where the directory of `job` is on this node.
 pub fn job_dir(node: &Node, job: &str) -> PathBuf {
-    node.blobs.scratch_path(&format!("{job}.job"))
+    node.blobs.scratch().path(&format!("{job}.job"))
 }
 
 /// The job's directory, made first when this is the job's first attempt here. `None`: the
@@ -65,19 +65,24 @@ pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failu
     // Off the runtime, beside the task pool: a setup is not one of the node's task slots.
     let made = tokio::task::spawn_blocking(move || {
         let sandbox = &node2.settings.sandbox;
+        let user = sandbox
+            .user_for(&job)
+            .map_err(|e| Failure::from(format!("choosing the job's task user: {e}")))?;
         let pairs: Vec<(PathBuf, &ArchiveRef)> = files.into_iter().zip(&spec.archives).collect();
-        let r = shoal_jobs::jobdir::unpack_archives(&dir2, &pairs, Some(sandbox)).and_then(|()| {
-            shoal_jobs::jobdir::run_setup(
-                &spec,
-                &job,
-                &dir2,
-                Some(&log),
-                &st2.cancel,
-                Some(sandbox),
-                context,
-            )
-            .map_err(shoal_jobs::jobdir::setup_failed)
-        });
+        let keep_free = node2.settings.min_free_mb << 20;
+        let r = shoal_jobs::jobdir::unpack_archives(&dir2, &pairs, user.as_ref(), keep_free)
+            .and_then(|()| {
+                shoal_jobs::jobdir::run_setup(
+                    &spec,
+                    &job,
+                    &dir2,
+                    Some(&log),
+                    &st2.cancel,
+                    (Some(sandbox), user.as_ref()),
+                    context,
+                )
+                .map_err(shoal_jobs::jobdir::setup_failed)
+            });
         if r.is_err() {
             let _ = std::fs::remove_dir_all(&dir2);
         }

@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use shoal_jobs::scratch::Scratch;
+
 /// Objects of a batch synced one by one; a larger batch is synced with one `syncfs`.
 const FSYNC_EACH_UP_TO: usize = 4;
 
@@ -19,6 +21,9 @@ const FSYNC_EACH_UP_TO: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Blobs {
     root: PathBuf,
+    /// Where attempt and job directories are made: `.scratch` in the store, or elsewhere
+    /// when the node's tasks could not cross the way there ([`Blobs::set_scratch`]).
+    scratch: Scratch,
 }
 
 /// The key of segment `index` of `job`: splits stored one after another.
@@ -107,7 +112,13 @@ impl Blobs {
     /// The store under `root` (created).
     pub fn open(root: PathBuf) -> io::Result<Blobs> {
         std::fs::create_dir_all(&root)?;
-        Ok(Blobs { root })
+        let scratch = Scratch::open(root.join(".scratch"))?;
+        Ok(Blobs { root, scratch })
+    }
+
+    /// Make attempt and job directories under `scratch` from now on.
+    pub fn set_scratch(&mut self, scratch: Scratch) {
+        self.scratch = scratch;
     }
 
     /// Where `key` lives; `None` for a malformed key.
@@ -256,7 +267,7 @@ impl Blobs {
     /// objects never committed. Nothing in flight survives a restart. Returns the bytes freed.
     pub fn sweep(&self) -> u64 {
         let mut freed = 0;
-        for e in std::fs::read_dir(self.scratch_root())
+        for e in std::fs::read_dir(self.scratch.root())
             .into_iter()
             .flatten()
             .flatten()
@@ -321,23 +332,9 @@ impl Blobs {
         Ok(())
     }
 
-    /// A scratch directory for a task attempt (removed by the caller).
-    pub fn scratch(&self, name: &str) -> io::Result<PathBuf> {
-        let p = self.scratch_path(name);
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(p)
-    }
-
-    /// Where a task attempt's scratch directory goes, for attempts that make it only when
-    /// they need it (a native app's map usually does not).
-    pub fn scratch_path(&self, name: &str) -> PathBuf {
-        self.scratch_root().join(name)
-    }
-
-    /// Where attempt directories are made.
-    pub fn scratch_root(&self) -> PathBuf {
-        self.root.join(".scratch")
+    /// Where attempt and job directories are made ([`shoal_jobs::scratch`]).
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
     }
 
     /// The store's directory.
@@ -570,8 +567,8 @@ mod tests {
         w.write_all(b"half").expect("write");
         w.flush().expect("flush");
         std::mem::forget(w); // the process died mid-write
-        let scratch = blobs.scratch("j-1.m-00000.a1").expect("scratch");
-        std::fs::write(scratch.join("x"), b"12").expect("write");
+        let dirs = blobs.scratch().attempt("j-1.m-00000.a1").expect("scratch");
+        std::fs::write(dirs.work.join("x"), b"12").expect("write");
         let mut w = blobs.create(&part_key("j-1", 0, 1)).expect("create");
         w.write_all(b"done").expect("write");
         w.commit().expect("commit");

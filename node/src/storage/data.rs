@@ -445,7 +445,7 @@ pub async fn fetch_pieces_to_file(
         done: 0,
         error: DataError::Local(format!("writing {}: {e}", path.display())),
     };
-    let file = std::fs::File::create(path).map_err(local)?;
+    let file = shoal_jobs::scratch::create_new(path, 0o600).map_err(local)?;
     let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
     let (mut done, mut total, mut tries) = (0, 0u64, 1);
     let mut sums = Vec::with_capacity(pieces.len());

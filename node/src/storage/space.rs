@@ -7,9 +7,7 @@
 //! half written; a write that meets a full disk anyway is an error with that name, not a
 //! corrupt object (objects become visible only once whole).
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The reserve of a data dir.
@@ -58,16 +56,7 @@ impl Reserve {
 }
 
 /// Free bytes on the filesystem holding `path` (for unprivileged writers).
-pub fn free_bytes(path: &Path) -> io::Result<u64> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(s.f_bavail as u64 * s.f_frsize as u64)
-}
+pub use shoal_jobs::scratch::free_bytes;
 
 /// Whether an error text is a full disk's (ENOSPC, as `std::io` renders it).
 pub fn is_disk_full(error: &str) -> bool {
