@@ -72,8 +72,9 @@ pub struct UidPool {
 }
 
 /// Where the nodes of a machine say which uid each job holds: a file `UID.NODE` per claim,
-/// holding the job's id, in a directory only root may enter; a node reads and writes them
-/// under an exclusive `flock` of the directory.
+/// holding the job's id and the claiming process (pid and start time), in a directory only
+/// root may enter; a node reads and writes them under an exclusive `flock` of the directory.
+/// A claim whose process is gone (a node killed and not restarted) is dropped when read.
 #[derive(Debug)]
 pub struct Registry {
     dir: std::path::PathBuf,
@@ -107,7 +108,7 @@ impl Registry {
         Ok(d)
     }
 
-    /// Every claim: uid, node, job.
+    /// Every live claim: uid, node, job. (Called under the lock: stale ones are removed.)
     fn claims(&self) -> io::Result<Vec<(u32, String, String)>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir)?.flatten() {
@@ -115,16 +116,26 @@ impl Registry {
             let Some((uid, node)) = name.split_once('.') else {
                 continue;
             };
-            let (Ok(uid), Ok(job)) = (uid.parse(), std::fs::read_to_string(e.path())) else {
+            let (Ok(uid), Ok(text)) = (uid.parse(), std::fs::read_to_string(e.path())) else {
                 continue;
             };
-            out.push((uid, node.to_owned(), job));
+            let (job, holder) = text.split_once('\n').unwrap_or((&text, ""));
+            let live = process_id(holder_pid(holder)).is_some_and(|now| now == holder.trim());
+            if !live {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            out.push((uid, node.to_owned(), job.to_owned()));
         }
         Ok(out)
     }
 
     fn claim(&self, uid: u32, job: &str) -> io::Result<()> {
-        std::fs::write(self.dir.join(format!("{uid}.{}", self.node)), job)
+        let me = process_id(std::process::id()).unwrap_or_default();
+        std::fs::write(
+            self.dir.join(format!("{uid}.{}", self.node)),
+            format!("{job}\n{me}\n"),
+        )
     }
 
     fn unclaim(&self, uid: u32) {
@@ -232,6 +243,25 @@ impl UidPool {
     }
 }
 
+/// A process as `PID START` (its start time in clock ticks since boot, field 22 of
+/// `/proc/PID/stat`): a pid used again by another process reads otherwise. `None` when the
+/// process is gone.
+fn process_id(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let start = after.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+fn holder_pid(holder: &str) -> u32 {
+    holder
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 fn dynamic(uid: u32) -> TaskUser {
     TaskUser {
         name: format!("uid {uid}"),
@@ -337,6 +367,15 @@ mod tests {
         assert!(
             a.user_for("v").is_ok(),
             "z's and w's uids came back when a restarted"
+        );
+        // A claim of a process that is gone (a node killed for good) is dropped when read.
+        let gone = "j-gone\n4294967 1\n";
+        std::fs::write(d.path().join(format!("{}.dead", range.1)), gone).unwrap();
+        let c = UidPool::new(range.0, range.1, Some(reg("c"))).unwrap();
+        assert_eq!(
+            c.user_for("u").unwrap().uid,
+            range.1,
+            "the dead node's uid is free again"
         );
     }
 }
