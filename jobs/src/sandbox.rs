@@ -273,6 +273,7 @@ impl Cgroups {
         // One directory for every node of this machine, one inside it per node.
         let name = Path::new("shoal").join(tag);
         let mut hierarchies = Vec::new();
+        let want_memory = limits.memory_mb.or(limits.all_tasks_mb).is_some();
         let (mut memory, mut pids) = (false, false);
         if let Some(own) = &found.v2 {
             let base = own.join(&name);
@@ -288,7 +289,7 @@ impl Cgroups {
                         })
                 };
                 let h = Hierarchy {
-                    memory: enable("memory", limits.memory_mb.or(limits.all_tasks_mb).is_some()),
+                    memory: enable("memory", want_memory),
                     pids: enable("pids", limits.pids.is_some()),
                     cpu: enable("cpu", limits.cpu_weight.is_some()),
                     base,
@@ -308,7 +309,6 @@ impl Cgroups {
                 cpu: false,
             })
         };
-        let want_memory = limits.memory_mb.or(limits.all_tasks_mb).is_some();
         if let Some(h) = v1(&found.memory, want_memory && !memory, true) {
             memory = true;
             hierarchies.push(h);
@@ -332,15 +332,14 @@ impl Cgroups {
         // asked-for one is kept).
         let mut limits = limits;
         if let Some(mb) = limits.all_tasks_mb {
-            let set: io::Result<()> = hierarchies
-                .iter()
-                .filter(|h| h.memory)
-                .try_for_each(|h| limit_memory(&h.base, h.v2, mb));
-            if let Err(e) = set.and_then(|()| {
-                memory
-                    .then_some(())
-                    .ok_or_else(|| io::Error::other("no writable memory controller"))
-            }) {
+            let set = match memory {
+                true => hierarchies
+                    .iter()
+                    .filter(|h| h.memory)
+                    .try_for_each(|h| limit_memory(&h.base, h.v2, mb)),
+                false => Err(io::Error::other("no writable memory controller")),
+            };
+            if let Err(e) = set {
                 // Without any writable hierarchy the node says so at start already.
                 if !hierarchies.is_empty() {
                     tracing::warn!(error = %e, "cannot limit the memory of all tasks together: a task can take the node's memory");

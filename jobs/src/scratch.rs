@@ -158,16 +158,12 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
-/// Give directory `dir`, which the node made and the task has never seen, to `user`, and
-/// its `tmp/` when it has one (not following a link).
+/// Give directory `dir`, which the node made with its `tmp/` and the task has never seen,
+/// to `user`, both (not following a link).
 pub fn give(dir: &Path, user: Option<&TaskUser>) -> io::Result<()> {
     let Some(u) = user else { return Ok(()) };
-    let tmp = dir.join("tmp");
-    for d in [dir, tmp.as_path()] {
-        match std::os::unix::fs::lchown(d, Some(u.uid), Some(u.gid)) {
-            Err(e) if d == tmp && e.kind() == io::ErrorKind::NotFound => {}
-            r => r?,
-        }
+    for d in [dir.to_path_buf(), dir.join("tmp")] {
+        std::os::unix::fs::lchown(&d, Some(u.uid), Some(u.gid))?;
     }
     Ok(())
 }
@@ -193,7 +189,6 @@ pub fn prepare_dir(
         file.write_all(&f.bytes)
             .ctx(|| format!("writing {}", p.display()))?;
         // The mode whatever the umask.
-        use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .ctx(|| format!("chmod {}", p.display()))?;
     }

@@ -149,9 +149,6 @@ struct Handed {
     next: u32,
 }
 
-/// systemd's range for dynamic users, the default of `--task-uids`.
-pub const DEFAULT_RANGE: (u32, u32) = (61184, 65519);
-
 impl UidPool {
     /// The uids `first..=last`, shared with the other nodes of the machine through
     /// `registry` when given; none of them may be root's.

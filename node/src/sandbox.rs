@@ -228,8 +228,7 @@ fn claim_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
         ))
         .into());
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {}", dir.display()))
+    set_mode(dir, mode)
 }
 
 /// The first directory from `/` down to `dir` (absolute) that `user` may not cross, going
@@ -288,7 +287,11 @@ pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Let others cross `dir` (but not list it).
 fn traversable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+    set_mode(dir, 0o711)
+}
+
+fn set_mode(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
 }
 
