@@ -1,5 +1,5 @@
 //! Faults planted on purpose in a real node process, to show what the node does when one of
-//! its own loops dies (tests/lifecycle.rs). Off unless `shoal node` is started with the
+//! its own loops dies (tests/it/lifecycle.rs). Off unless `shoal node` is started with the
 //! hidden `--plant NAME`; process-wide, since a node is a process.
 
 use std::sync::atomic::{AtomicU8, Ordering};

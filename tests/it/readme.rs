@@ -1,0 +1,324 @@
+//! README.md, run as written. Its command blocks marked `<!-- README test: NAME -->` are
+//! executed line by line as a new user would type them: the cluster block on three
+//! "machines" (a working directory each, default flags and data dir), the jobs block and
+//! the one-process block in a working directory holding a checkout's README.md and
+//! examples/. Only the addresses move: nodes listen on loopback ports with mDNS off, the
+//! block's `--peer` address becomes the first node's, and clients find that node through
+//! `SHOAL_NODE` (the env twin of `--node`). When the README changes, this runs the new text.
+
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common;
+use crate::common::cluster::*;
+use crate::common::*;
+
+/// The lines of README's block marked `name`, comments kept, `\` continuations joined.
+fn block(name: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let marker = format!("<!-- README test: {name} ");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no block marked {marker:?}"));
+    let body = &readme[start..];
+    let body = &body[body.find("```sh\n").expect("a sh block follows the marker") + 6..];
+    let body = &body[..body.find("```").expect("the block ends")];
+    body.replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shell words of a line before its comment (the cluster block has no quotes).
+fn words(line: &str) -> Vec<String> {
+    line.split(" #")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// `PATH` with the `shoal` under test first, as an installed `shoal` would be.
+fn path_with_shoal() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_shoal")).parent().unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Run `script` with bash (stop at the first failing command) in `dir`; its output.
+fn sh(dir: &Path, node: &str, script: &str) -> std::process::Output {
+    let o = run(Command::new("bash")
+        .args(["-e", "-c", script])
+        .current_dir(dir)
+        .env("PATH", path_with_shoal())
+        .env("SHOAL_NODE", node)
+        .env_remove("PYTHONUNBUFFERED"));
+    assert!(o.status.success(), "{script}\n{}", text(&o));
+    o
+}
+
+/// A checkout's files the blocks use, in a fresh working directory.
+fn checkout(dir: &Path) -> PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(work.join("examples")).unwrap();
+    std::fs::copy(repo().join("README.md"), work.join("README.md")).unwrap();
+    for f in ["map.py", "reduce.py"] {
+        std::fs::copy(
+            repo().join("examples").join(f),
+            work.join("examples").join(f),
+        )
+        .unwrap();
+    }
+    work
+}
+
+/// Word count of README.md, computed by Python: `word<TAB>count` lines, sorted.
+fn readme_wordcount(work: &Path) -> Vec<Vec<u8>> {
+    let out = run(Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, collections\n\
+             c = collections.Counter(open(sys.argv[1], 'rb').read().split())\n\
+             for k in sorted(c): sys.stdout.buffer.write(k + b'\\t' + str(c[k]).encode() + b'\\n')",
+        )
+        .arg(work.join("README.md")));
+    assert!(out.status.success(), "{}", text(&out));
+    sorted_lines(&out.stdout)
+}
+
+/// Every part file of an output directory, after checking `_SUCCESS`.
+fn all_parts(out: &Path) -> Vec<Vec<u8>> {
+    assert!(
+        out.join("_SUCCESS").exists(),
+        "no _SUCCESS in {}",
+        out.display()
+    );
+    let mut names: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .collect();
+    names.sort();
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+#[test]
+fn the_quick_start_command_is_what_the_test_script_runs() {
+    let demo = block("demo");
+    assert_eq!(demo.len(), 1, "one command: {demo:?}");
+    let command = words(&demo[0]).join(" ");
+    let script = std::fs::read_to_string(repo().join("scripts/test")).unwrap();
+    assert!(
+        script
+            .lines()
+            .any(|l| l.trim().replace(" --quiet", "") == command),
+        "./scripts/test runs README's quick start `{command}`"
+    );
+}
+
+#[test]
+fn the_cluster_and_jobs_blocks_run_as_written_on_three_machines() {
+    let _serial = one_at_a_time();
+    let dir = common::tempdir();
+    let machines = dir.path().join("machines");
+    let work = checkout(dir.path());
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    let mut first_http = String::new();
+    for line in block("cluster") {
+        let w = words(&line);
+        assert_eq!(w[0], "shoal", "a shoal command: {line}");
+        if w[1] == "node" {
+            // The node without --peer on the first machine, the one with it on the others.
+            let targets: &[&str] = if w.contains(&"--peer".to_string()) {
+                &["m2", "m3"]
+            } else {
+                &["m1"]
+            };
+            for m in targets {
+                let first = nodes.first().map(|n| n.addrs[0].clone());
+                let args: Vec<String> = w[2..]
+                    .iter()
+                    .map(|a| match (&first, a.starts_with("/ip4/10.")) {
+                        (Some(addr), true) => addr.clone(),
+                        _ => a.clone(),
+                    })
+                    .collect();
+                nodes.push(NodeProc::start_relative(&machines, m, None, &args));
+            }
+            continue;
+        }
+        if nodes.len() == 3 && first_http.is_empty() {
+            wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+            first_http = format!("http://{}", nodes[0].http);
+        }
+        let at = if nodes.is_empty() {
+            machines.join("m1")
+        } else {
+            work.clone()
+        };
+        std::fs::create_dir_all(&at).unwrap();
+        let o = sh(&at, &first_http, &line);
+        if w[1] == "keygen" {
+            // "once; copy the file to every machine"
+            let key = at.join(&w[2]);
+            for m in ["m2", "m3"] {
+                std::fs::create_dir_all(machines.join(m)).unwrap();
+                std::fs::copy(&key, machines.join(m).join(&w[2])).unwrap();
+            }
+        }
+        if w[1] == "status" {
+            let shown = String::from_utf8_lossy(&o.stdout);
+            for n in &nodes {
+                assert!(
+                    shown.contains(&n.node_id),
+                    "status shows {}: {shown}",
+                    n.node_id
+                );
+            }
+            assert!(shown.contains("leader"), "{shown}");
+        }
+    }
+    assert_eq!(nodes.len(), 3, "three machines run a node");
+    for (n, m) in nodes.iter().zip(["m1", "m2", "m3"]) {
+        assert!(
+            machines.join(m).join("shoal-data/node.redb").is_file(),
+            "{} keeps its data in ./shoal-data",
+            n.name
+        );
+        assert!(
+            n.log_text().contains("cluster key loaded"),
+            "{} runs with the cluster key",
+            n.name
+        );
+    }
+
+    // The jobs block, as one shell session in the checkout.
+    let script = block("jobs").join("\n");
+    let o = sh(&work, &first_http, &script);
+    let want = readme_wordcount(&work);
+    let got = check_keyed_parts(&all_parts(&work.join("out")));
+    assert!(
+        got == want,
+        "shoal output --dir: the word count of README.md"
+    );
+    let got = check_keyed_parts(&all_parts(&work.join("out-py")));
+    assert!(
+        got == want,
+        "the shipped Python job: the word count of README.md"
+    );
+    // `sort -k2,2nr | head -5` of the parts on stdout: the most frequent word first.
+    let top = want
+        .iter()
+        .max_by_key(|l| {
+            let n: u64 = String::from_utf8_lossy(&l[key(l).len() + 1..])
+                .parse()
+                .unwrap();
+            n
+        })
+        .unwrap();
+    let count_of = |l: &[u8]| String::from_utf8_lossy(&l[key(l).len() + 1..]).to_string();
+    let first_line = o
+        .stdout
+        .split(|&b| b == b'\n')
+        .find(|l| l.contains(&b'\t'))
+        .unwrap();
+    assert_eq!(
+        count_of(first_line),
+        count_of(top),
+        "the top word's count first"
+    );
+    // The chained shell job: how many words occur N times, for every N.
+    let mut freq = std::collections::BTreeMap::<u64, u64>::new();
+    for l in &want {
+        *freq.entry(count_of(l).parse().unwrap()).or_default() += 1;
+    }
+    let mut got = std::collections::BTreeMap::<u64, u64>::new();
+    for l in all_parts(&work.join("out-counts"))
+        .iter()
+        .flat_map(|p| lines(p))
+    {
+        let s = String::from_utf8(l).unwrap();
+        let mut f = s.split_whitespace();
+        let (words, n) = (
+            f.next().unwrap().parse().unwrap(),
+            f.next().unwrap().parse().unwrap(),
+        );
+        got.insert(n, words);
+    }
+    assert_eq!(got, freq, "the chained job counts words by frequency");
+    // Every job in `shoal jobs`; the slow one killed, the others succeeded.
+    let jobs = http_get_json(&nodes[1].http, "/api/v1/jobs").unwrap();
+    let states: Vec<(String, String)> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().into(),
+                j["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert_eq!(
+        states[0].1, "killed",
+        "the newest (slow) job was killed: {states:?}"
+    );
+    assert!(
+        states[1..].iter().all(|(_, s)| s == "succeeded"),
+        "{states:?}"
+    );
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains("succeeded"),
+        "shoal status shows the job's end: {shown}"
+    );
+}
+
+#[test]
+fn the_one_process_block_runs_as_written() {
+    let dir = common::tempdir();
+    let work = checkout(dir.path());
+    std::fs::create_dir_all(work.join("target/debug")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_shoal"), work.join("target/debug/shoal"))
+        .unwrap();
+    sh(&work, "", &block("run").join("\n"));
+    let want = readme_wordcount(&work);
+    for out in ["out-wc", "out-py"] {
+        let got = check_keyed_parts(&all_parts(&work.join(out)));
+        assert!(got == want, "{out}: the word count of README.md");
+    }
+    let grep = all_parts(&work.join("out-grep")).concat();
+    assert!(
+        lines(&grep).len() >= 4
+            && lines(&grep).iter().all(|l| {
+                let l = String::from_utf8_lossy(l);
+                l.contains("stdin") || l.contains("stdout")
+            }),
+        "grep finds the lines of examples/*.py that name stdin or stdout"
+    );
+    let sorted: Vec<u8> = all_parts(&work.join("sorted")).concat();
+    let sorted_lines = lines(&sorted);
+    let keys: Vec<&[u8]> = sorted_lines.iter().map(|l| key(l)).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] <= w[1]),
+        "the sort app's parts in total order"
+    );
+    assert!(all_parts(&work.join("out-sh")).concat().len() > 100);
+}
