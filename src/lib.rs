@@ -20,3 +20,5 @@ pub mod bench;
 pub mod cli;
 #[doc(hidden)]
 pub mod demo;
+#[doc(hidden)]
+pub mod show;

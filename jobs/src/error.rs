@@ -39,9 +39,8 @@ pub enum Error {
     Program {
         /// What happened, naming the program, the task and the attempt.
         message: String,
-        /// How it ended: `exit 3`, `signal 9 (SIGKILL)`, `timeout 600 s`; none when it
-        /// could not start.
-        exit: Option<String>,
+        /// How it ended; none when it could not start.
+        exit: Option<Ended>,
         /// Its last lines of stderr (empty when it wrote none).
         stderr_tail: String,
     },
@@ -59,6 +58,52 @@ pub enum Error {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// How a program ended, as a type; its `Display` is what a report says (`exit 3`,
+/// `signal 9 (SIGKILL)`, `timeout 600 s`, `killed: …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this status.
+    Exit(i32),
+    /// This signal killed it (its number and name).
+    Signal(i32, &'static str),
+    /// It was killed after this many seconds without progress.
+    Timeout(u64),
+    /// The memory controller killed it; what the controller said.
+    OutOfMemory(String),
+    /// It ended without a status or a signal.
+    Unknown,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Exit(code) => write!(f, "exit {code}"),
+            Ended::Signal(sig, name) => write!(f, "signal {sig} ({name})"),
+            Ended::Timeout(secs) => write!(f, "timeout {secs} s"),
+            Ended::OutOfMemory(what) => write!(f, "killed: {what}"),
+            Ended::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+impl Error {
+    /// Whether the disk (or its quota) was full: the node's fault, not the task's.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } | Error::Input { source, .. } => is_disk_full(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error says the disk or the quota is full (ENOSPC, EDQUOT).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn tail_suffix(tail: &str) -> String {

@@ -42,6 +42,7 @@ pub mod inplace;
 pub mod jobdir;
 pub mod keys;
 pub mod landlock;
+pub mod line;
 pub mod local;
 pub mod partition;
 pub mod pipes;
@@ -62,5 +63,5 @@ pub mod unpack;
 pub mod users;
 
 pub use counters::Counters;
-pub use error::{Error, Result};
+pub use error::{Ended, Error, Result};
 pub use spec::JobSpec;

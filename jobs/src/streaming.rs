@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::counters::Counters;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Ended, Error, IoContext, Result};
 use crate::pipes::{Paced, Patient};
 use crate::sandbox::{Cell, Sandbox, TaskUser};
 use crate::spec::{interpreter_for, Program, ShippedFile};
@@ -408,7 +408,7 @@ where
                 l.timeout.as_secs(),
                 l.context
             ),
-            exit: Some(format!("timeout {} s", l.timeout.as_secs())),
+            exit: Some(Ended::Timeout(l.timeout.as_secs())),
             stderr_tail,
         });
     }
@@ -420,7 +420,7 @@ where
         if !status.success() || fed.is_err() || consumed.is_err() {
             return Err(Error::Program {
                 message: format!("{} `{shown}` was killed: {oom}, on {}", l.role, l.context),
-                exit: Some(format!("killed: {oom}")),
+                exit: Some(Ended::OutOfMemory(oom.to_string())),
                 stderr_tail,
             });
         }
@@ -430,15 +430,15 @@ where
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
         let (how, exit) = match (status.code(), status.signal()) {
-            (Some(code), _) => (format!("exited with status {code}"), format!("exit {code}")),
+            (Some(code), _) => (format!("exited with status {code}"), Ended::Exit(code)),
             (None, Some(sig)) => {
                 let name = signal_name(sig);
                 (
                     format!("was killed by signal {sig} ({name})"),
-                    format!("signal {sig} ({name})"),
+                    Ended::Signal(sig, name),
                 )
             }
-            _ => ("failed".to_string(), "unknown".to_string()),
+            _ => ("failed".to_string(), Ended::Unknown),
         };
         let message = format!("{} `{shown}` {how} on {}", l.role, l.context);
         return Err(Error::Program {

@@ -23,6 +23,7 @@
 pub mod behaviour;
 pub mod codec;
 pub mod event_loop;
+pub mod refusal;
 pub mod version;
 pub mod wire;
 

@@ -21,8 +21,10 @@ pub struct Protocol {
 /// leader pushes their table (`Push`; a leader makes only a 1.3 node a plain worker); 1.4
 /// lets nodes of one host store each other's objects by a hard link (`Link`; a 1.3 node
 /// cannot read it, and is sent the bytes); 1.5 says in the hello which host a node shares
-/// the cores of (an older node's hello says none, and it keeps its slots).
-pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 5 };
+/// the cores of (an older node's hello says none, and it keeps its slots); 1.6 says why a
+/// request was refused as a type (`Declined`, a `Reason`) beside the text,
+/// and answers a node that has not said it speaks 1.6 with the text alone (`Refused`).
+pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 6 };
 
 /// This build's version (the workspace's, `shoal --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

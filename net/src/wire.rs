@@ -9,6 +9,8 @@ use std::io;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
+use crate::refusal::reads_reasons;
+pub use crate::refusal::{Reason, Refusal};
 pub use crate::version::{Build, Protocol, PROTOCOL, VERSION};
 
 /// A cluster's id: random, chosen once when the cluster is bootstrapped.
@@ -49,8 +51,11 @@ pub struct RaftRequest {
 pub enum RaftResponse {
     /// Raft's answer, encoded by the Raft layer.
     Ok(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Not accepted (another cluster, not ready, malformed); the reason.
+    /// Not accepted (another cluster, not ready, malformed); the reason's text alone, as
+    /// nodes of protocol 1.5 and older send and read it.
     Refused(String),
+    /// Not accepted, and why as a type (protocol 1.6).
+    Declined(Refusal),
 }
 
 /// What a node says about itself.
@@ -198,8 +203,11 @@ pub enum CtlResponse {
     Ok,
     /// A proposal was committed and applied; the state's answer, encoded by the node.
     Applied(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Not accepted; the reason.
+    /// Not accepted; the reason's text alone, as nodes of protocol 1.5 and older send and
+    /// read it.
     Refused(String),
+    /// Not accepted, and why as a type (protocol 1.6).
+    Declined(Refusal),
     /// Not accepted: this node belongs to another cluster, `cluster_id`.
     Foreign {
         /// The answering node's cluster.
@@ -225,6 +233,51 @@ impl CtlResponse {
             CtlResponse::Heartbeats(heard())
         } else {
             CtlResponse::Ok
+        }
+    }
+}
+
+impl CtlResponse {
+    /// A refusal of kind `reason`, explained by `why`.
+    pub fn declined(reason: Reason, why: impl Into<String>) -> CtlResponse {
+        CtlResponse::Declined(Refusal::new(reason, why))
+    }
+
+    /// The refusal this answer is, in either form; `None` for any other answer.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            CtlResponse::Declined(r) => Some(r.clone()),
+            CtlResponse::Refused(why) => Some(Refusal::from_text(why.clone())),
+            _ => None,
+        }
+    }
+
+    /// This answer as a node of protocol `asker` reads it: a refusal as text alone before
+    /// 1.6.
+    pub fn for_protocol(self, asker: Option<Protocol>) -> CtlResponse {
+        match self {
+            CtlResponse::Declined(r) if !reads_reasons(asker) => {
+                CtlResponse::Refused(r.into_text())
+            }
+            other => other,
+        }
+    }
+}
+
+impl RaftResponse {
+    /// A refusal of kind `reason`, explained by `why`.
+    pub fn declined(reason: Reason, why: impl Into<String>) -> RaftResponse {
+        RaftResponse::Declined(Refusal::new(reason, why))
+    }
+
+    /// This answer as a node of protocol `asker` reads it: a refusal as text alone before
+    /// 1.6.
+    pub fn for_protocol(self, asker: Option<Protocol>) -> RaftResponse {
+        match self {
+            RaftResponse::Declined(r) if !reads_reasons(asker) => {
+                RaftResponse::Refused(r.into_text())
+            }
+            other => other,
         }
     }
 }
@@ -431,165 +484,4 @@ impl DataFrame {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::{decode, encode};
-    use proptest::prelude::*;
-
-    fn info() -> impl Strategy<Value = PeerInfo> {
-        (
-            ".{0,20}",
-            proptest::collection::vec(".{0,30}", 0..3),
-            ".{0,20}",
-        )
-            .prop_map(|(peer_id, addrs, http)| PeerInfo {
-                peer_id,
-                addrs,
-                http,
-                slots: 2,
-                host: None,
-            })
-    }
-
-    fn hello() -> impl Strategy<Value = Hello> {
-        (
-            any::<u64>(),
-            info(),
-            any::<Option<u64>>(),
-            (".{0,12}", any::<u32>(), any::<u32>()),
-        )
-            .prop_map(
-                |(node_id, info, cluster_id, (version, major, minor))| Hello {
-                    node_id,
-                    info,
-                    cluster_id,
-                    build: Build {
-                        version,
-                        protocol: Protocol { major, minor },
-                    },
-                },
-            )
-    }
-
-    fn ctl_request() -> impl Strategy<Value = CtlRequest> {
-        prop_oneof![
-            hello().prop_map(CtlRequest::Hello),
-            (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..5))
-                .prop_map(|(cluster_id, voters)| CtlRequest::Adopt { cluster_id, voters }),
-            any::<u64>().prop_map(|cluster_id| CtlRequest::Release { cluster_id }),
-            (any::<u64>(), any::<u64>(), info()).prop_map(|(cluster_id, node_id, info)| {
-                CtlRequest::Join {
-                    cluster_id,
-                    node_id,
-                    info,
-                }
-            }),
-            (any::<u64>(), any::<Vec<u8>>()).prop_map(|(cluster_id, command)| {
-                CtlRequest::Propose {
-                    cluster_id,
-                    command,
-                }
-            }),
-        ]
-    }
-
-    fn ctl_response() -> impl Strategy<Value = CtlResponse> {
-        prop_oneof![
-            hello().prop_map(CtlResponse::Hello),
-            Just(CtlResponse::Ok),
-            any::<Vec<u8>>().prop_map(CtlResponse::Applied),
-            ".*".prop_map(CtlResponse::Refused)
-        ]
-    }
-
-    fn round_trips<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
-        v: &T,
-    ) {
-        let back: T = decode(&encode(v)).expect("decodes");
-        assert_eq!(&back, v);
-    }
-
-    proptest! {
-        #[test]
-        fn ctl_messages_round_trip(req in ctl_request(), resp in ctl_response()) {
-            round_trips(&req);
-            round_trips(&resp);
-        }
-
-        #[test]
-        fn raft_messages_round_trip(cluster_id in any::<u64>(), payload in any::<Vec<u8>>(), reason in ".*") {
-            round_trips(&RaftRequest { cluster_id, payload: payload.clone() });
-            round_trips(&RaftResponse::Ok(payload));
-            round_trips(&RaftResponse::Refused(reason));
-        }
-
-        #[test]
-        fn data_messages_round_trip(cluster_id in any::<u64>(), key in ".*", bytes in any::<Vec<u8>>(), reason in ".*") {
-            round_trips(&DataRequest::Fetch { cluster_id, key: key.clone() });
-            round_trips(&DataRequest::Put { cluster_id, key: key.clone() });
-            round_trips(&DataRequest::FetchMany { cluster_id, pieces: vec![Piece { key: key.clone(), offset: 3, len: u64::MAX }] });
-            round_trips(&DataRequest::PutMany { cluster_id, keys: vec![key] });
-            round_trips(&DataFrame::Chunk(bytes));
-            round_trips(&DataFrame::End);
-            round_trips(&DataFrame::Error(reason));
-        }
-
-        #[test]
-        fn chunks_written_without_copying_are_the_codec_s_frames(
-            len in prop_oneof![0usize..40, 200usize..300, 65_000usize..66_000],
-            reason in ".{0,40}",
-        ) {
-            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            futures::executor::block_on(async {
-                let mut fast = Vec::new();
-                DataFrame::write_chunk(&mut fast, &bytes).await.unwrap();
-                let mut slow = Vec::new();
-                crate::codec::write_frame(&mut slow, &DataFrame::Chunk(bytes.clone())).await.unwrap();
-                prop_assert_eq!(&fast, &slow);
-                let mut stream: Vec<u8> = fast;
-                for f in [DataFrame::End, DataFrame::Error(reason.clone())] {
-                    crate::codec::write_frame(&mut stream, &f).await.unwrap();
-                }
-                let mut r = &stream[..];
-                prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::Chunk(bytes.clone()));
-                prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::End);
-                prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::Error(reason.clone()));
-                Ok(())
-            })?;
-        }
-
-        #[test]
-        fn data_frames_from_garbage_never_panic(bytes in any::<Vec<u8>>()) {
-            let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
-            framed.extend_from_slice(&bytes);
-            let mut r = &framed[..];
-            let _ = futures::executor::block_on(DataFrame::read(&mut r, 1 << 20));
-        }
-
-        #[test]
-        fn garbage_never_panics(bytes in any::<Vec<u8>>()) {
-            let _ = decode::<CtlRequest>(&bytes);
-            let _ = decode::<RaftRequest>(&bytes);
-            let _ = decode::<DataRequest>(&bytes);
-        }
-    }
-
-    #[test]
-    fn payloads_are_cbor_byte_strings() {
-        // Major type 2 (byte string) with a 1-byte length, not an array of integers.
-        let bytes = encode(&RaftResponse::Ok(vec![1, 2, 3]));
-        assert!(bytes.windows(4).any(|w| w == [0x43, 1, 2, 3]), "{bytes:x?}");
-    }
-
-    #[tokio::test]
-    async fn oversized_frames_are_refused_before_allocating() {
-        let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-        let err = crate::codec::read_raw_frame(&mut input, 1024)
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("over the 1024-byte limit"),
-            "{err}"
-        );
-    }
-}
+mod tests;

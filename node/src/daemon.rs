@@ -18,6 +18,8 @@ use shoal_raft::{Store, Timing};
 use tracing::{info, warn};
 
 use crate::cluster::node::{Node, Settings};
+use crate::control::Control;
+use crate::storage::Storage;
 use crate::supervisor::Supervisor;
 use crate::sync::ReadWrite;
 
@@ -330,28 +332,38 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
             .then(crate::storage::link::host_id)
             .flatten(),
     };
+    // The three services, in the order they depend on each other.
+    let (slots, min_free_mb) = (c.settings.slots, c.settings.min_free_mb);
     let node = Arc::new(Node::new(
-        id, peer_id, info, c.store, net, c.settings, c.blobs,
+        id,
+        peer_id,
+        info,
+        c.store,
+        net.clone(),
+        c.settings,
     )?);
+    let book = Arc::new(crate::wiring::Book(Arc::clone(&node)));
+    let store = Arc::new(Storage::new(id, net, book, c.blobs, min_free_mb));
+    let ctl = Arc::new(Control::new(Arc::clone(&node), Arc::clone(&store), slots));
     if node.cluster_id().is_some() {
         node.start_raft().await?;
     }
     info!(node = %crate::cluster::identity::hex(id), %peer_id, ?addrs, http = %http_addr, "node started");
     let sandbox = &node.settings.sandbox;
-    let scratch = node.blobs.scratch().root().display().to_string();
+    let scratch = store.blobs.scratch().root().display().to_string();
     if sandbox.other_user() || !sandbox.confine.is_empty() {
         info!(%scratch, "tasks run {}", sandbox.describe());
     } else {
         warn!(%scratch, "tasks run {}; they can read this node's keys: run the node as a user of its own, or as root (README, Security)", sandbox.describe());
     }
 
-    let dispatcher = Arc::clone(&node);
+    let (dispatcher, data) = (Arc::clone(&node), Arc::clone(&store));
     loops.forever("event dispatch", async move {
         for e in early {
-            dispatch(&dispatcher, e);
+            dispatch(&dispatcher, &data, e);
         }
         while let Some(e) = events.recv().await {
-            dispatch(&dispatcher, e);
+            dispatch(&dispatcher, &data, e);
         }
     });
     loops.until_done(
@@ -362,20 +374,20 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         "membership",
         crate::cluster::membership::run(Arc::clone(&node)),
     );
-    loops.forever("manager", crate::control::manager::run(Arc::clone(&node)));
+    loops.forever("manager", crate::control::manager::run(Arc::clone(&ctl)));
     loops.forever("pushes", crate::cluster::workers::run(Arc::clone(&node)));
-    loops.forever("worker", crate::control::worker::run(Arc::clone(&node)));
+    loops.forever("worker", crate::control::worker::run(Arc::clone(&ctl)));
     loops.forever(
         "copy away",
-        crate::control::drain::copy_away(Arc::clone(&node)),
+        crate::control::drain::copy_away(Arc::clone(&ctl)),
     );
     loops.until_done(
         "leave",
-        crate::control::drain::leave_when_removed(Arc::clone(&node)),
+        crate::control::drain::leave_when_removed(Arc::clone(&ctl)),
     );
     loops.forever(
         "undrain",
-        crate::control::drain::undrain_after_restart(Arc::clone(&node)),
+        crate::control::drain::undrain_after_restart(Arc::clone(&ctl)),
     );
     loops.forever(
         "raft health",
@@ -383,7 +395,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     );
     loops.forever(
         "leader-change count",
-        crate::http::metrics::count_leader_changes(Arc::clone(&node)),
+        crate::http::metrics::count_leader_changes(Arc::clone(&ctl)),
     );
 
     if let Some(path) = &c.args.ready_file {
@@ -396,7 +408,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let mut app = crate::http::api::router(Arc::clone(&node));
+    let mut app = crate::http::api::router(Arc::clone(&ctl));
     if let Some(token) = c.api_token {
         info!("the HTTP API needs its token (--api-token)");
         let token: Arc<str> = token.into();
@@ -413,7 +425,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     }));
     let grace = Duration::from_secs_f64(c.args.drain_secs.clamp(0.0, 86_400.0));
     let server = axum::serve(listener, app).with_graceful_shutdown(
-        crate::control::drain::until_stopped(Arc::clone(&node), grace),
+        crate::control::drain::until_stopped(Arc::clone(&ctl), grace),
     );
     let result = tokio::select! {
         r = server.into_future() => {
@@ -432,7 +444,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     result
 }
 
-fn dispatch(node: &Arc<Node>, e: Event) {
+fn dispatch(node: &Arc<Node>, store: &Arc<Storage>, e: Event) {
     match e {
         Event::Listening { addr } => {
             let mut info = node.info.write_now();
@@ -473,8 +485,8 @@ fn dispatch(node: &Arc<Node>, e: Event) {
             request,
             stream,
         } => {
-            let node = Arc::clone(node);
-            tokio::spawn(crate::storage::serve::serve(node, peer, request, stream));
+            let store = Arc::clone(store);
+            tokio::spawn(crate::storage::serve::serve(store, peer, request, stream));
         }
     }
 }

@@ -31,3 +31,4 @@ pub mod storage;
 mod supervisor;
 pub mod sync;
 mod usage;
+mod wiring;

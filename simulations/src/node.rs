@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Applied as JobsApplied, NodeId};
 use shoal_jobs::partition::stable_hash;
-use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse};
+use shoal_net::wire::{
+    CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse, Reason, Refusal,
+};
 use shoal_net::{codec, NetError, PeerRef, Transport};
 use shoal_node::cluster::admission::may_propose;
 use shoal_node::cluster::propose::ProposeError;
@@ -287,8 +289,10 @@ impl SimNode {
                         None => Err(ProposeError::LeaderUnknown),
                         Some(to) => match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
                             Ok(CtlResponse::Applied(b)) => Ok(b),
-                            Ok(CtlResponse::Refused(why)) => Err(ProposeError::Refused(why)),
-                            Ok(other) => Err(ProposeError::Malformed(format!("{other:?}"))),
+                            Ok(other) => Err(match other.refusal() {
+                                Some(r) => ProposeError::Refused(r),
+                                None => ProposeError::Malformed(format!("{other:?}")),
+                            }),
                             Err(e) => Err(ProposeError::Unreachable(e.to_string())),
                         },
                     }
@@ -400,7 +404,7 @@ async fn push_to_workers(node: Arc<SimNode>) {
             node.spawn(async move {
                 let answer = match out.request(CLUSTER_ID) {
                     Ok((to, req)) => n.net.ctl(&to, req, CTL_TIMEOUT).await,
-                    Err(e) => Ok(CtlResponse::Refused(e)),
+                    Err(e) => Ok(CtlResponse::declined(Reason::Failed, e)),
                 };
                 n.pushes.settle(out, answer);
             });
@@ -427,7 +431,7 @@ impl Handle for SimNode {
     async fn handle(&self, from: u64, msg: Msg) -> Answer {
         match msg {
             Msg::Raft(req) if req.cluster_id != CLUSTER_ID => {
-                Answer::Raft(RaftResponse::Refused("foreign cluster".into()))
+                Answer::Raft(RaftResponse::declined(Reason::Foreign, "foreign cluster"))
             }
             Msg::Raft(req) => {
                 Answer::Raft(answer_raft(&self.raft, &self.inbound, from, &req).await)
@@ -435,16 +439,16 @@ impl Handle for SimNode {
             Msg::Ctl(CtlRequest::Propose { command, .. }) => {
                 // The daemon's admission rule: a member proposes only what it may say.
                 let judged = codec::decode::<Command>(&command)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| Refusal::new(Reason::Malformed, e.to_string()))
                     .and_then(|cmd| {
                         let applied = self.applied.read_now();
                         may_propose(&cmd, from, &applied.state.state.jobs)
                     });
                 Answer::Ctl(match judged {
-                    Err(why) => CtlResponse::Refused(why),
+                    Err(why) => CtlResponse::Declined(why),
                     Ok(()) => match self.write_local(command).await {
                         Ok(bytes) => CtlResponse::Applied(bytes),
-                        Err(why) => CtlResponse::Refused(why.to_string()),
+                        Err(why) => CtlResponse::declined(Reason::Failed, why.to_string()),
                     },
                 })
             }
@@ -475,18 +479,24 @@ impl Handle for SimNode {
             Msg::Ctl(CtlRequest::Push { push, .. }) => {
                 // The daemon's rule: a member reads the log, not pushes.
                 Answer::Ctl(if self.is_member() {
-                    CtlResponse::Refused("a member reads the Raft log, not pushes".into())
+                    CtlResponse::declined(
+                        Reason::Forbidden,
+                        "a member reads the Raft log, not pushes",
+                    )
                 } else {
                     match codec::decode::<Push>(&push) {
-                        Err(e) => CtlResponse::Refused(format!("a malformed push: {e}")),
+                        Err(e) => CtlResponse::declined(
+                            Reason::Malformed,
+                            format!("a malformed push: {e}"),
+                        ),
                         Ok(p) => match self.pushed.apply(from, p) {
                             Ok(()) => CtlResponse::Ok,
-                            Err(why) => CtlResponse::Refused(why),
+                            Err(why) => CtlResponse::Declined(why),
                         },
                     }
                 })
             }
-            Msg::Ctl(_) => Answer::Ctl(CtlResponse::Refused("not simulated".into())),
+            Msg::Ctl(_) => Answer::Ctl(CtlResponse::declined(Reason::Other, "not simulated")),
             Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),
             Msg::Push(key, bytes) => {
                 lock(&self.blobs).insert(key, bytes);

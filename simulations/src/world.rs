@@ -117,7 +117,9 @@ impl Answer {
     fn size(&self) -> u64 {
         match self {
             Answer::Raft(RaftResponse::Ok(b)) => b.len() as u64,
-            Answer::Raft(RaftResponse::Refused(why)) => why.len() as u64,
+            Answer::Raft(r @ (RaftResponse::Refused(_) | RaftResponse::Declined(_))) => {
+                shoal_net::codec::encode(r).len() as u64
+            }
             Answer::Ctl(c) => shoal_net::codec::encode(c).len() as u64,
             Answer::Fetched(b) => b.as_ref().map_or(0, |b| b.len() as u64),
             Answer::Pushed => 0,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::read_counts;
+use crate::demo::corpus::read_counts;
 use crate::demo::local_cluster::LocalCluster;
 
 /// `shoal bench latency` flags.

@@ -15,7 +15,8 @@ use std::process::Command;
 use clap::Args;
 use rustc_hash::FxHashMap;
 
-use super::{measure, read_counts, Measured};
+use super::{measure, Measured};
+use crate::demo::corpus::read_counts;
 
 const MAP_PY: &str = "import sys\nfor line in sys.stdin:\n    for word in line.split():\n        print(word + '\\t1')\n";
 const REDUCE_PY: &str = "import sys\ncurrent, count = None, 0\nfor line in sys.stdin:\n    word, n = line.rstrip('\\n').split('\\t')\n    if word != current:\n        if current is not None:\n            print(current + '\\t' + str(count))\n        current, count = word, 0\n    count += int(n)\nif current is not None:\n    print(current + '\\t' + str(count))\n";

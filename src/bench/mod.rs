@@ -8,7 +8,6 @@ mod local;
 mod shuffle;
 mod small_files;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -180,39 +179,4 @@ pub fn measure_local_wordcount(
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     )
-}
-
-/// Word counts from `word<TAB>count` lines, or `uniq -c` lines (`  count word`), in every
-/// regular file of `path` (a file or a directory of part files).
-pub fn read_counts(path: &Path) -> anyhow::Result<BTreeMap<Vec<u8>, u64>> {
-    let mut files = vec![];
-    if path.is_dir() {
-        for e in std::fs::read_dir(path)? {
-            let p = e?.path();
-            if p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-            {
-                files.push(p);
-            }
-        }
-    } else {
-        files.push(path.to_owned());
-    }
-    let mut counts = BTreeMap::new();
-    for f in files {
-        let text = std::fs::read(&f)?;
-        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let (word, n) = match line.iter().position(|&b| b == b'\t') {
-                Some(i) => (&line[..i], &line[i + 1..]),
-                None => {
-                    let t = line.trim_ascii_start();
-                    let i = t.iter().position(|&b| b == b' ').unwrap_or(t.len());
-                    (t.get(i + 1..).unwrap_or(b""), &t[..i])
-                }
-            };
-            let n: u64 = std::str::from_utf8(n)?.trim().parse()?;
-            *counts.entry(word.to_vec()).or_insert(0) += n;
-        }
-    }
-    Ok(counts)
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::read_counts;
+use crate::demo::corpus::read_counts;
 
 /// `shoal bench small-files` flags.
 #[derive(Debug, Args)]

@@ -57,7 +57,7 @@ fn show(cluster: &LocalCluster, i: usize) -> anyhow::Result<()> {
             .cluster()
             .ok_or_else(|| anyhow::anyhow!("node did not answer"))?,
     )?;
-    crate::cli::status::print_view(&v);
+    crate::show::print_view(&v);
     Ok(())
 }
 
@@ -174,7 +174,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     show(&cluster, li)?;
     println!();
 
-    let got = crate::bench::read_counts(&out)?;
+    let got = crate::demo::corpus::read_counts(&out)?;
     let text = std::fs::read(&corpus)?;
     let mut want: HashMap<&[u8], u64> = HashMap::new();
     for w in shoal_jobs::apps::words(&text) {

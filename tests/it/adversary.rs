@@ -1,7 +1,6 @@
 //! The job as an adversary of its cluster: what a task prints and reports is input like any
 //! other. Three real `shoal node` processes on 127.0.0.1, one cluster test at a time.
 
-
 use serde_json::Value;
 
 use crate::common;

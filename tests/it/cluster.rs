@@ -2,7 +2,6 @@
 //! a manager, fail over when it is killed, take back a restarted node, admit a new one, and
 //! refuse a node of another cluster. One test at a time (they share two cores).
 
-
 use std::time::Instant;
 
 use crate::common;

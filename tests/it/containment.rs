@@ -7,7 +7,6 @@
 //! runs its tasks as itself, and Landlock keeps them from its keys. Needs root and a writable
 //! cgroup: a failure under SHOAL_REQUIRE_CGROUPS=1 (CI), skipped with a message elsewhere.
 
-
 use std::path::Path;
 
 use crate::common;

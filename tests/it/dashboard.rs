@@ -4,7 +4,6 @@
 //! job rise to "succeeded" and then the new leader after the old one is killed. One cluster
 //! test at a time.
 
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

@@ -5,7 +5,6 @@
 //! filled by the test while every map waits at a gate. Three real `shoal node` processes on
 //! 127.0.0.1, one cluster test at a time.
 
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

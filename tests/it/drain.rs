@@ -4,7 +4,6 @@
 //! its tasks finish within `--drain-secs`, it exits 0, and takes tasks again once
 //! restarted). Three real `shoal node` processes on 127.0.0.1.
 
-
 use serde_json::Value;
 
 use crate::common;

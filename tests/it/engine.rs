@@ -1,7 +1,6 @@
 //! `shoal run` end to end: every kind of job against an independent Python reference, for
 //! R = 1, 3 and 10, on a corpus of many files with non-UTF-8 words.
 
-
 use std::path::Path;
 
 use crate::common;

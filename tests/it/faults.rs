@@ -2,7 +2,6 @@
 //! surviving follower), and of a worker mid-map and mid-reduce (its finished maps run again).
 //! Real `shoal node` processes on 127.0.0.1, one cluster test at a time.
 
-
 use std::process::Stdio;
 
 use crate::common::cluster::*;

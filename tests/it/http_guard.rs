@@ -5,7 +5,6 @@
 //! 127.0.0.1; the requests are written by hand, headers and all, as a browser would send them
 //! — and then sent by a real browser, headless Chromium, from a page of another origin.
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

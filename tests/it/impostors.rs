@@ -7,15 +7,16 @@
 //! holder cannot push a plain worker jobs either. Needs root
 //! and iproute2 (skipped with a message elsewhere, a failure under SHOAL_REQUIRE_NETNS=1).
 
-
 use crate::common::cluster::*;
 use crate::common::netns::{in_ns, setup, start_on};
 use crate::common::*;
-use libp2p::{Multiaddr, PeerId};
 use crate::peer::{identity_of, psk, TestPeer};
+use libp2p::{Multiaddr, PeerId};
 use shoal_jobs::cluster::{Command as JobCommand, TaskKind};
 use shoal_jobs::counters::Counters;
-use shoal_net::wire::{CtlRequest, CtlResponse, DataFrame, DataRequest, Heartbeat, RaftRequest};
+use shoal_net::wire::{
+    CtlRequest, CtlResponse, DataFrame, DataRequest, Heartbeat, RaftRequest, Reason,
+};
 use shoal_net::{codec, Keypair};
 use shoal_node::cluster::pushed::Push;
 use shoal_node::cluster::state::Command;
@@ -58,10 +59,16 @@ fn propose(cluster_id: u64, cmd: &Command) -> CtlRequest {
     }
 }
 
-fn refused(answer: &CtlResponse, says: &str) {
-    match answer {
-        CtlResponse::Refused(why) => assert!(why.contains(says), "refused, but: {why}"),
-        other => panic!("expected a refusal naming {says:?}, got {other:?}"),
+/// The answer is a refusal whose text says `says`; of kind `reason` when it came typed. The
+/// crafted peer says no hello, so the node answers it as it would a node of protocol 1.5:
+/// with the text alone.
+fn refused(answer: &CtlResponse, reason: Reason, says: &str) {
+    let Some(r) = answer.refusal() else {
+        panic!("expected a {reason:?} refusal naming {says:?}, got {answer:?}");
+    };
+    assert!(r.why.contains(says), "refused, but: {r}");
+    if let CtlResponse::Declined(r) = answer {
+        assert_eq!(r.reason, reason, "refused, but: {r}");
     }
 }
 
@@ -244,26 +251,31 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
         println!("{what}: {answer:?}");
     }
     println!("stranger raft: {raft}\nstranger put: {data}");
-    refused(&said[0].1, "is not a member");
-    refused(&said[1].1, "is not a member");
+    refused(&said[0].1, Reason::NotAMember, "is not a member");
+    refused(&said[1].1, Reason::NotAMember, "is not a member");
     assert!(
-        raft.contains("Refused") && raft.contains("is not a member"),
+        (raft.contains("Refused") || raft.contains("NotAMember"))
+            && raft.contains("is not a member"),
         "{raft}"
     );
     assert!(
         data.contains("Error") && data.contains("members only"),
         "{data}"
     );
-    refused(&said[2].1, "in the name of node");
+    refused(&said[2].1, Reason::NotAMember, "in the name of node");
     // A learner's heartbeat is acknowledged (a voter's is answered with everyone's).
     assert!(
         matches!(&said[3].1, CtlResponse::Ok),
         "a member's own heartbeat is taken: {:?}",
         said[3].1
     );
-    refused(&said[4].1, &format!("which runs on node {ran_on}"));
-    refused(&said[5].1, "only the manager");
-    refused(&said[6].1, "is not a member");
+    refused(
+        &said[4].1,
+        Reason::Forbidden,
+        &format!("which runs on node {ran_on}"),
+    );
+    refused(&said[5].1, Reason::Forbidden, "only the manager");
+    refused(&said[6].1, Reason::NotAMember, "is not a member");
 
     // Nothing the impostors said changed the cluster: one job, no stranger's mapper ran, the
     // stranger is in no heartbeat or view, and a new job still runs.
@@ -369,9 +381,13 @@ fn a_key_holder_cannot_push_a_plain_worker_jobs() {
     for (what, answer) in &said {
         println!("{what}: {answer:?}");
     }
-    refused(&said[0].1, "a malformed push");
-    refused(&said[1].1, "in the name of node");
-    refused(&said[2].1, "not in the cluster's roster");
+    refused(&said[0].1, Reason::Malformed, "a malformed push");
+    refused(&said[1].1, Reason::NotAMember, "in the name of node");
+    refused(
+        &said[2].1,
+        Reason::NotTheLeader,
+        "not in the cluster's roster",
+    );
     // The worker still follows the real leader and runs a job submitted to it.
     let v = nodes[worker].cluster().unwrap();
     assert_eq!(v["leader"]["id"].as_str(), Some(leader_id.as_str()), "{v}");

@@ -5,7 +5,6 @@
 //! and nothing of its own. Three real `shoal node` processes on 127.0.0.1, one cluster test
 //! at a time.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common;

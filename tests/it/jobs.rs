@@ -3,7 +3,6 @@
 //! task placement, overlap, exact run counts, the shuffle's bytes, chaining and kill checked
 //! through the job's JSON. One cluster test at a time (they share two cores).
 
-
 use crate::common;
 use crate::common::cluster::*;
 use crate::common::three::*;

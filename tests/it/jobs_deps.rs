@@ -4,7 +4,6 @@
 //! after its manager was killed. Three real `shoal node` processes on 127.0.0.1, one cluster
 //! at a time.
 
-
 use std::path::Path;
 
 use crate::common;

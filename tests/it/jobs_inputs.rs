@@ -3,7 +3,6 @@
 //! key-field flags travelling with `shoal submit` — each against `shoal run` of the same job
 //! on plain input. Three real `shoal node` processes on 127.0.0.1, one cluster at a time.
 
-
 use std::path::Path;
 
 use crate::common;

@@ -3,7 +3,6 @@
 //! name and line, and a follower that missed 84 MiB of log catches up. Three real `shoal node` processes on 127.0.0.1, one cluster test at
 //! a time.
 
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! log — instead of heartbeating while it runs nothing; the other nodes carry on and the job
 //! completes elsewhere. Real `shoal node` processes on 127.0.0.1, one cluster test at a time.
 
-
 use std::process::Stdio;
 
 use crate::common;

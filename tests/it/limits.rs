@@ -3,7 +3,6 @@
 //! files is refused at submit with the bound named — and runs once its files are combined
 //! into splits. Real `shoal node` processes on 127.0.0.1, one cluster test at a time.
 
-
 use std::time::Instant;
 
 use crate::common;

@@ -4,7 +4,6 @@
 //! machines the bytes travel and each node keeps its cores: `tests/it/netns.rs` checks.)
 //! Three real `shoal node` processes on 127.0.0.1, one cluster test at a time.
 
-
 use std::os::unix::fs::MetadataExt;
 
 use crate::common;

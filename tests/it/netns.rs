@@ -3,7 +3,6 @@
 //! and iproute2; skipped with a message elsewhere, a failure under SHOAL_REQUIRE_NETNS=1
 //! (CI). One cluster test at a time.
 
-
 use std::path::Path;
 use std::time::Instant;
 

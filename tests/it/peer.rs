@@ -2,7 +2,6 @@
 //! one, or a member's identity key read from its data dir) and says whatever the test wants —
 //! what a peer that holds the cluster key but lies would send.
 
-
 use std::path::Path;
 use std::time::Duration;
 

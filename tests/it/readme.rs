@@ -6,7 +6,6 @@
 //! block's `--peer` address becomes the first node's, and clients find that node through
 //! `SHOAL_NODE` (the env twin of `--node`). When the README changes, this runs the new text.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

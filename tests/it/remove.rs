@@ -4,7 +4,6 @@
 //! 127.0.0.1. And a plain worker (beyond `--learners 0`), after it ran a job submitted to it,
 //! leaves the same way.
 
-
 use crate::common;
 use crate::common::cluster::*;
 use crate::common::*;

@@ -11,7 +11,6 @@
 //! goes on through the kill -9 of the manager and of three plain workers; the test prints
 //! each node's peak RSS and the leader's CPU seconds.
 
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

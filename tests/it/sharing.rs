@@ -3,7 +3,6 @@
 //! it; its latency is printed beside its latency on the idle cluster. Three `shoal node`
 //! processes on 127.0.0.1 (two slots each).
 
-
 use serde_json::Value;
 
 use crate::common;

@@ -2,7 +2,6 @@
 //! behind on any node, and memory stays flat. Real `shoal node` processes on 127.0.0.1, one
 //! cluster test at a time.
 
-
 use crate::common::cluster::*;
 use crate::common::slow::*;
 use serde_json::Value;

@@ -1,7 +1,6 @@
 //! The streaming jobs people run, through `shoal run`: key fields, partition fields and sort
 //! specs as Hadoop Streaming documents them, and a secondary sort against a Python reference.
 
-
 use std::path::Path;
 
 use crate::common;

@@ -4,7 +4,6 @@
 //! binary speaking another protocol minor (a test-only override), so the cluster shows mixed
 //! versions in between and one version at the end. Three real `shoal node` processes.
 
-
 use serde_json::Value;
 
 use crate::common;

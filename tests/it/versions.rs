@@ -4,7 +4,6 @@
 //! and `shoal status` and `/api/v1/cluster` flag the mixed cluster. Real
 //! `shoal node` processes on 127.0.0.1; the other protocol is a test-only override.
 
-
 use crate::common;
 use crate::common::cluster::*;
 use crate::common::*;

@@ -10,15 +10,14 @@
 //! 60 KiB — and each is refused with a reason, nothing is linked; one of 900 KiB is past
 //! what a data request may be, and its stream is closed unanswered.
 
-
 use std::time::Duration;
 
 use crate::common;
 use crate::common::cluster::*;
-use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{Multiaddr, PeerId};
 use crate::peer;
 use crate::peer::TestPeer;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{Multiaddr, PeerId};
 use shoal_net::codec;
 use shoal_net::wire::{DataFrame, DataRequest, Hello, PeerInfo, Piece, MAX_BATCH_KEYS};
 

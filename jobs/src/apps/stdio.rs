@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
 use super::{App, Values};
-use crate::task::write_line;
+use crate::line::{split_tab, write_line};
 
 /// Values of one key read from sorted `key<TAB>value` lines on stdin.
 struct LineValues<'a, R: BufRead> {
@@ -20,11 +20,7 @@ struct LineValues<'a, R: BufRead> {
 }
 
 fn split_line(line: &[u8]) -> (&[u8], &[u8]) {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    match memchr::memchr(b'\t', line) {
-        Some(i) => (&line[..i], &line[i + 1..]),
-        None => (line, b""),
-    }
+    split_tab(line.strip_suffix(b"\n").unwrap_or(line))
 }
 
 impl<R: BufRead> Values for LineValues<'_, R> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
+use crate::line::write_line;
 use crate::sort::{write_run, GroupValues, HashBuffer, Merger, PackedValues, Run, SortBuffer};
 use crate::spec::{JobKind, Program};
 use crate::streaming::{self};

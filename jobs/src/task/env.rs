@@ -11,6 +11,7 @@ use crate::apps::App;
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
 use crate::keys::KeyFields;
+use crate::line::{split_tab, write_line};
 use crate::partition::Partitioner;
 use crate::spec::{JobSpec, Program};
 use crate::streaming::Launch;
@@ -248,25 +249,4 @@ pub(super) fn write_input(
     } else {
         write_line(w, key, value)
     }
-}
-
-/// `key<TAB>value` → (key, value); no tab: the whole line is the key.
-#[inline]
-pub(super) fn split_tab(line: &[u8]) -> (&[u8], &[u8]) {
-    match memchr::memchr(b'\t', line) {
-        Some(i) => (&line[..i], &line[i + 1..]),
-        None => (line, b""),
-    }
-}
-
-/// Write a record as an output or streaming input line: `key<TAB>value`, or `key` alone
-/// when the value is empty.
-#[inline]
-pub fn write_line(w: &mut impl Write, key: &[u8], value: &[u8]) -> io::Result<()> {
-    w.write_all(key)?;
-    if !value.is_empty() {
-        w.write_all(b"\t")?;
-        w.write_all(value)?;
-    }
-    w.write_all(b"\n")
 }

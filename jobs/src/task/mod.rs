@@ -20,14 +20,15 @@ use crate::streaming::{self};
 
 pub use crate::spec::part_name;
 
+use crate::line::write_line;
+
 mod collect;
 mod env;
 
 use collect::Collector;
 use env::{for_each_line, write_input};
 pub use env::{
-    job_env, map_output_file, map_task_id, partition_range, reduce_task_id, write_line, MapOutput,
-    TaskEnv,
+    job_env, map_output_file, map_task_id, partition_range, reduce_task_id, MapOutput, TaskEnv,
 };
 
 /// Run a map task over `split`; on success its output is renamed to `out_file`, and on

@@ -15,12 +15,18 @@
 
 use shoal_jobs::cluster::{Cluster, Command as JobCommand, NodeId, TaskKind};
 
+use shoal_net::wire::{Reason, Refusal};
+
 use crate::cluster::identity::hex;
 use crate::cluster::state::Command;
 
 /// Whether member `from` may propose `cmd` to the leader, judged on the leader's `table`;
-/// the reason when not.
-pub fn may_propose(cmd: &Command, from: NodeId, table: &Cluster) -> Result<(), String> {
+/// a [`Reason::Forbidden`] refusal naming the rule when not.
+pub fn may_propose(cmd: &Command, from: NodeId, table: &Cluster) -> Result<(), Refusal> {
+    rules(cmd, from, table).map_err(|why| Refusal::new(Reason::Forbidden, why))
+}
+
+fn rules(cmd: &Command, from: NodeId, table: &Cluster) -> Result<(), String> {
     match cmd {
         Command::Init { .. } => Err("only the leader records the cluster id".into()),
         Command::Worker { .. } | Command::DropWorker { .. } => {
@@ -193,9 +199,11 @@ mod tests {
     fn a_member_reports_its_own_attempts_only() {
         let t = table();
         assert_eq!(may_propose(&finished(1), 7, &t), Ok(()));
-        let other = may_propose(&finished(1), 8, &t).unwrap_err();
+        let refused = may_propose(&finished(1), 8, &t).unwrap_err();
+        assert_eq!(refused.reason, Reason::Forbidden);
+        let other = refused.why;
         assert!(other.contains("runs on node 0000000000000007"), "{other}");
-        let unknown = may_propose(&finished(2), 7, &t).unwrap_err();
+        let unknown = may_propose(&finished(2), 7, &t).unwrap_err().why;
         assert!(unknown.contains("does not know"), "{unknown}");
         // One foreign report spoils a batch.
         let batch = Command::Batch(vec![
@@ -218,7 +226,7 @@ mod tests {
             })
         };
         assert_eq!(may_propose(&ran(7), 7, &t), Ok(()));
-        let other = may_propose(&ran(7), 8, &t).unwrap_err();
+        let other = may_propose(&ran(7), 8, &t).unwrap_err().why;
         assert!(
             other.contains("reported a setup run on node 0000000000000007"),
             "{other}"
@@ -237,7 +245,7 @@ mod tests {
         };
         // Node 7 holds split 0; node 8 does not, and no node holds a split 1.
         assert_eq!(may_propose(&add(0), 7, &t), Ok(()));
-        let liar = may_propose(&add(0), 8, &t).unwrap_err();
+        let liar = may_propose(&add(0), 8, &t).unwrap_err().why;
         assert!(liar.contains("which it does not hold"), "{liar}");
         assert!(may_propose(&add(1), 7, &t).is_err());
         let stopping = |node| {
@@ -248,7 +256,7 @@ mod tests {
             })
         };
         assert_eq!(may_propose(&stopping(7), 7, &t), Ok(()));
-        let other = may_propose(&stopping(7), 8, &t).unwrap_err();
+        let other = may_propose(&stopping(7), 8, &t).unwrap_err().why;
         assert!(
             other.contains("said node 0000000000000007 is stopping"),
             "{other}"
@@ -271,7 +279,7 @@ mod tests {
                 at_ms: 2,
             },
         ] {
-            let why = may_propose(&Command::Jobs(cmd), 7, &t).unwrap_err();
+            let why = may_propose(&Command::Jobs(cmd), 7, &t).unwrap_err().why;
             assert!(why.contains("only the manager"), "{why}");
         }
         assert!(may_propose(&Command::Init { cluster_id: 1 }, 7, &t).is_err());
@@ -281,7 +289,7 @@ mod tests {
             info: shoal_raft::NodeInfo::default(),
         };
         for cmd in [worker, Command::DropWorker { node_id: 9 }] {
-            let why = may_propose(&cmd, 7, &t).unwrap_err();
+            let why = may_propose(&cmd, 7, &t).unwrap_err().why;
             assert!(
                 why.contains("only the leader records plain workers"),
                 "{why}"

@@ -25,12 +25,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_net::wire::{CtlRequest, CtlResponse, Hello};
+use shoal_net::wire::{CtlRequest, CtlResponse, Hello, Reason};
 use shoal_net::{PeerRef, Transport};
 use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
-use crate::cluster::handlers::NOT_A_VOTER;
 use crate::cluster::node::{member_record, Node, CTL_TIMEOUT};
 use crate::sync::Locked;
 
@@ -177,7 +176,7 @@ async fn bootstrap(
             voters: voters.iter().copied().filter(|v| v != id).collect(),
         };
         match node.net.ctl(&to, plan, CTL_TIMEOUT).await {
-            Ok(CtlResponse::Refused(why)) if why == NOT_A_VOTER => {}
+            Ok(a) if a.refusal().is_some_and(|r| r.reason == Reason::NotAVoter) => {}
             // Gone or slow: it knows no more than the others.
             Err(e) => tracing::debug!(peer = %info.peer_id, error = %e, "no answer to the plan"),
             Ok(answer) => anyhow::bail!("{} objects to the new cluster: {answer:?}", info.peer_id),

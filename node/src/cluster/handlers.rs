@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use shoal_net::wire::{CtlRequest, CtlResponse, PeerInfo, RaftRequest, RaftResponse};
+use shoal_net::wire::{
+    CtlRequest, CtlResponse, PeerInfo, RaftRequest, RaftResponse, Reason, Refusal,
+};
 use shoal_net::{codec, PeerId, Transport};
 use tracing::info;
 
@@ -16,46 +18,57 @@ use crate::cluster::rpc::answer_raft;
 use crate::cluster::state::Command;
 use crate::sync::{Locked, ReadWrite};
 
-/// The answer to `Adopt` of a fresh node that is not among the voters and knows nothing
-/// against the new cluster: no objection.
-pub const NOT_A_VOTER: &str = "this node is not among the voters";
-
 impl Node {
-    /// Answer an inbound Raft RPC.
+    /// Answer an inbound Raft RPC, in the form the asker reads.
     pub async fn on_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
+        let asker = self.peers.protocol(&peer);
+        self.answer_raft(peer, req).await.for_protocol(asker)
+    }
+
+    /// Answer an inbound control request, in the form the asker reads (a hello says it).
+    pub async fn on_ctl(&self, peer: PeerId, req: CtlRequest) -> CtlResponse {
+        let asker = match &req {
+            CtlRequest::Hello(h) => Some(h.build.protocol),
+            _ => self.peers.protocol(&peer),
+        };
+        self.answer_ctl(peer, req).await.for_protocol(asker)
+    }
+
+    async fn answer_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
         let Some(ours) = self.cluster_id() else {
-            return RaftResponse::Refused("this node has no cluster yet".into());
+            return RaftResponse::declined(Reason::NoCluster, "this node has no cluster yet");
         };
         if req.cluster_id != ours {
             self.peers.note_foreign(peer, req.cluster_id, ours);
-            return RaftResponse::Refused(foreign_reason(ours));
+            return RaftResponse::declined(Reason::Foreign, foreign_reason(ours));
         }
         self.peers.seen(peer);
         if let Some(why) = self.peers.incompatible(&peer) {
-            return RaftResponse::Refused(why);
+            return RaftResponse::declined(Reason::Incompatible, why);
         }
         if standing(self, &peer) == Standing::Stranger {
-            return RaftResponse::Refused(not_a_member(&peer));
+            return RaftResponse::declined(Reason::NotAMember, not_a_member(&peer));
         }
         match self.start_raft().await {
             Ok(h) => answer_raft(&h.raft, &h.inbound, node_id(&peer), &req).await,
-            Err(e) => RaftResponse::Refused(format!("raft is not running here: {e}")),
+            Err(e) => {
+                RaftResponse::declined(Reason::NotReady, format!("raft is not running here: {e}"))
+            }
         }
     }
 
-    /// Answer an inbound control request.
-    pub async fn on_ctl(&self, peer: PeerId, req: CtlRequest) -> CtlResponse {
+    async fn answer_ctl(&self, peer: PeerId, req: CtlRequest) -> CtlResponse {
         self.peers.seen(peer);
         if let Some(why) = self.peers.incompatible(&peer) {
             if !matches!(req, CtlRequest::Hello(_)) {
-                return CtlResponse::Refused(why);
+                return CtlResponse::declined(Reason::Incompatible, why);
             }
         }
         match req {
             CtlRequest::Hello(h) => {
                 if let Some(why) = self.settings.build.incompatible(&h.build) {
                     self.peers.note_incompatible(peer, why.clone());
-                    return CtlResponse::Refused(why);
+                    return CtlResponse::declined(Reason::Incompatible, why);
                 }
                 if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
                     if ours != theirs {
@@ -64,10 +77,13 @@ impl Node {
                     }
                 }
                 if !self.peers.record_hello(peer, h, self.cluster_id()) {
-                    return CtlResponse::Refused(format!(
-                        "peer {peer} is node {}: a hello names its sender",
-                        hex(node_id(&peer))
-                    ));
+                    return CtlResponse::declined(
+                        Reason::NotAMember,
+                        format!(
+                            "peer {peer} is node {}: a hello names its sender",
+                            hex(node_id(&peer))
+                        ),
+                    );
                 }
                 CtlResponse::Hello(self.hello())
             }
@@ -80,7 +96,7 @@ impl Node {
                     );
                     *self.adopted.locked() = None;
                     if let Err(e) = self.set_cluster_id(None) {
-                        return CtlResponse::Refused(e.to_string());
+                        return CtlResponse::declined(Reason::Failed, e.to_string());
                     }
                 }
                 CtlResponse::Ok
@@ -94,58 +110,64 @@ impl Node {
                 let own = node_id == crate::cluster::identity::node_id(&peer)
                     && info.peer_id == peer.to_string();
                 if !own && member_id(self, &peer).is_none() {
-                    return CtlResponse::Refused(format!(
-                        "peer {peer} asked to join as node {}, which is not its own id",
-                        hex(node_id)
-                    ));
+                    return CtlResponse::declined(
+                        Reason::NotAMember,
+                        format!(
+                            "peer {peer} asked to join as node {}, which is not its own id",
+                            hex(node_id)
+                        ),
+                    );
                 }
                 self.on_join(cluster_id, node_id, info).await
             }
             CtlRequest::Heartbeat(hb) => match self.cluster_id() {
                 Some(ours) if ours == hb.cluster_id => {
                     let Some(from) = member_id(self, &peer) else {
-                        return CtlResponse::Refused(not_a_member(&peer));
+                        return CtlResponse::declined(Reason::NotAMember, not_a_member(&peer));
                     };
                     if hb.node_id != from {
-                        return CtlResponse::Refused(format!(
-                            "node {} sent a heartbeat in the name of node {}",
-                            hex(from),
-                            hex(hb.node_id)
-                        ));
+                        return CtlResponse::declined(
+                            Reason::NotAMember,
+                            format!(
+                                "node {} sent a heartbeat in the name of node {}",
+                                hex(from),
+                                hex(hb.node_id)
+                            ),
+                        );
                     }
                     if let Some(why) = self.settings.build.incompatible(&hb.build) {
                         self.peers.note_incompatible(peer, why.clone());
-                        return CtlResponse::Refused(why);
+                        return CtlResponse::declined(Reason::Incompatible, why);
                     }
                     self.heartbeats.record(hb);
                     // The others ask when they show the cluster (`Heard`).
                     CtlResponse::to_heartbeat(is_voter(self, from), || self.heartbeats.heard())
                 }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::Refused("this node has no cluster yet".into()),
+                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
             },
             CtlRequest::Leave { cluster_id } => {
                 if self.cluster_id() != Some(cluster_id) {
-                    return CtlResponse::Refused("another cluster".into());
+                    return CtlResponse::declined(Reason::Foreign, "another cluster");
                 }
                 let Some(from) = member_id(self, &peer) else {
-                    return CtlResponse::Refused(not_a_member(&peer));
+                    return CtlResponse::declined(Reason::NotAMember, not_a_member(&peer));
                 };
                 match crate::cluster::membership::remove_member(self, from).await {
                     Ok(()) => CtlResponse::Ok,
-                    Err(why) => CtlResponse::Refused(why),
+                    Err(why) => CtlResponse::declined(Reason::Failed, why),
                 }
             }
             CtlRequest::Heard { cluster_id } => match self.cluster_id() {
                 Some(ours) if ours == cluster_id => match member_id(self, &peer) {
                     Some(from) => match self.heartbeats.heard_for(from) {
                         Ok(all) => CtlResponse::Heartbeats(all),
-                        Err(why) => CtlResponse::Refused(why),
+                        Err(why) => CtlResponse::declined(Reason::TooSoon, why),
                     },
-                    None => CtlResponse::Refused(not_a_member(&peer)),
+                    None => CtlResponse::declined(Reason::NotAMember, not_a_member(&peer)),
                 },
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::Refused("this node has no cluster yet".into()),
+                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
             },
             CtlRequest::ListInputs {
                 cluster_id,
@@ -155,20 +177,20 @@ impl Node {
             } => match self.cluster_id() {
                 Some(ours) if ours == cluster_id => {
                     if member_id(self, &peer).is_none() {
-                        return CtlResponse::Refused(not_a_member(&peer));
+                        return CtlResponse::declined(Reason::NotAMember, not_a_member(&peer));
                     }
                     match self.list_inputs(pattern, split_size, max_record).await {
                         Ok(splits) => CtlResponse::InputSplits(splits),
-                        Err(why) => CtlResponse::Refused(why),
+                        Err(why) => CtlResponse::declined(Reason::Failed, why),
                     }
                 }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::Refused("this node has no cluster yet".into()),
+                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
             },
             CtlRequest::Push { cluster_id, push } => match self.cluster_id() {
                 Some(ours) if ours == cluster_id => self.on_push(&peer, &push),
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::Refused("this node has no cluster yet".into()),
+                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
             },
             CtlRequest::Propose {
                 cluster_id,
@@ -176,39 +198,47 @@ impl Node {
             } => match self.cluster_id() {
                 Some(ours) if ours == cluster_id => {
                     if let Err(why) = self.may_propose(&peer, &command) {
-                        tracing::warn!(%peer, why, "refused a proposal");
-                        return CtlResponse::Refused(why);
+                        tracing::warn!(%peer, why = %why, "refused a proposal");
+                        return CtlResponse::Declined(why);
                     }
                     match self.write_local(command).await {
                         Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
-                        Err(why) => CtlResponse::Refused(why.to_string()),
+                        Err(why) => CtlResponse::declined(Reason::Failed, why.to_string()),
                     }
                 }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::Refused("this node has no cluster yet".into()),
+                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
             },
         }
     }
 
     /// Whether `peer` may propose `command` (encoded): a member, and only what it may say.
-    fn may_propose(&self, peer: &PeerId, command: &[u8]) -> Result<(), String> {
-        let from = member_id(self, peer).ok_or_else(|| not_a_member(peer))?;
-        let cmd: Command =
-            codec::decode(command).map_err(|e| format!("a malformed command: {e}"))?;
-        with_jobs(self, |table| may_propose(&cmd, from, table))
-            .unwrap_or_else(|| Err("raft is not running here yet".into()))
+    fn may_propose(&self, peer: &PeerId, command: &[u8]) -> Result<(), Refusal> {
+        let from = member_id(self, peer)
+            .ok_or_else(|| Refusal::new(Reason::NotAMember, not_a_member(peer)))?;
+        let cmd: Command = codec::decode(command)
+            .map_err(|e| Refusal::new(Reason::Malformed, format!("a malformed command: {e}")))?;
+        with_jobs(self, |table| may_propose(&cmd, from, table)).unwrap_or_else(|| {
+            Err(Refusal::new(
+                Reason::NotReady,
+                "raft is not running here yet",
+            ))
+        })
     }
 
     /// A push of the leader to this plain worker (`cluster::pushed`).
     fn on_push(&self, peer: &PeerId, push: &[u8]) -> CtlResponse {
         if self.is_member() {
-            return CtlResponse::Refused(
-                "this node is a member: it reads the Raft log, not pushes".into(),
+            return CtlResponse::declined(
+                Reason::Forbidden,
+                "this node is a member: it reads the Raft log, not pushes",
             );
         }
         let push: crate::cluster::pushed::Push = match codec::decode(push) {
             Ok(p) => p,
-            Err(e) => return CtlResponse::Refused(format!("a malformed push: {e}")),
+            Err(e) => {
+                return CtlResponse::declined(Reason::Malformed, format!("a malformed push: {e}"))
+            }
         };
         let first = self.pushed.leader().is_none();
         match self.pushed.apply(node_id(peer), push) {
@@ -218,7 +248,7 @@ impl Node {
                 }
                 CtlResponse::Ok
             }
-            Err(why) => CtlResponse::Refused(why),
+            Err(why) => CtlResponse::Declined(why),
         }
     }
 
@@ -227,12 +257,16 @@ impl Node {
             Some(c) if c == cluster_id => CtlResponse::Ok,
             Some(c) => CtlResponse::Foreign { cluster_id: c },
             None if let Some(why) = self.adopting_would_split(cluster_id, voters) => {
-                CtlResponse::Refused(why)
+                CtlResponse::declined(Reason::WouldSplit, why)
             }
-            None if !voters.contains(&self.id) => CtlResponse::Refused(NOT_A_VOTER.into()),
+            None if !voters.contains(&self.id) => {
+                CtlResponse::declined(Reason::NotAVoter, "this node is not among the voters")
+            }
             None => match self.store.has_raft_state() {
-                Ok(true) => CtlResponse::Refused("this node already has Raft state".into()),
-                Err(e) => CtlResponse::Refused(e.to_string()),
+                Ok(true) => {
+                    CtlResponse::declined(Reason::Forbidden, "this node already has Raft state")
+                }
+                Err(e) => CtlResponse::declined(Reason::Failed, e.to_string()),
                 Ok(false) => match self.set_cluster_id(Some(cluster_id)) {
                     Ok(()) => {
                         info!(
@@ -242,7 +276,7 @@ impl Node {
                         *self.adopted.locked() = Some(Instant::now());
                         CtlResponse::Ok
                     }
-                    Err(e) => CtlResponse::Refused(e.to_string()),
+                    Err(e) => CtlResponse::declined(Reason::Failed, e.to_string()),
                 },
             },
         }
@@ -275,13 +309,13 @@ impl Node {
 
     async fn on_join(&self, cluster_id: u64, node_id: u64, info: PeerInfo) -> CtlResponse {
         let Some(ours) = self.cluster_id() else {
-            return CtlResponse::Refused("this node has no cluster yet".into());
+            return CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet");
         };
         if cluster_id != ours {
             return CtlResponse::Foreign { cluster_id: ours };
         }
         let Some(h) = self.raft.get() else {
-            return CtlResponse::Refused("raft is not running here yet".into());
+            return CtlResponse::declined(Reason::NotReady, "raft is not running here yet");
         };
         let metrics = shoal_raft::metrics(&h.raft);
         match metrics.current_leader {
@@ -298,7 +332,10 @@ impl Node {
                             info!(joiner = %hex(node_id), "added a plain worker");
                             CtlResponse::Ok
                         }
-                        Err(e) => CtlResponse::Refused(format!("adding the worker failed: {e}")),
+                        Err(e) => CtlResponse::declined(
+                            Reason::Failed,
+                            format!("adding the worker failed: {e}"),
+                        ),
                     };
                 }
                 match h
@@ -310,17 +347,23 @@ impl Node {
                         info!(joiner = node_id, "added a learner");
                         CtlResponse::Ok
                     }
-                    Err(e) => CtlResponse::Refused(format!("adding the learner failed: {e}")),
+                    Err(e) => CtlResponse::declined(
+                        Reason::Failed,
+                        format!("adding the learner failed: {e}"),
+                    ),
                 }
             }
             // A member forwards to Raft's leader; a plain worker (it says hello with the
             // cluster's id, so a joiner may ask it) to the leader that pushes it.
             _ => {
                 let Some(leader) = crate::cluster::members::leader(self) else {
-                    return CtlResponse::Refused("no leader yet".into());
+                    return CtlResponse::declined(Reason::NoLeader, "no leader yet");
                 };
                 let Some(to) = crate::cluster::members::reach(self, leader) else {
-                    return CtlResponse::Refused("the leader's address is unknown".into());
+                    return CtlResponse::declined(
+                        Reason::NoLeader,
+                        "the leader's address is unknown",
+                    );
                 };
                 let fwd = CtlRequest::Join {
                     cluster_id,
@@ -330,7 +373,7 @@ impl Node {
                 self.net
                     .ctl(&to, fwd, CTL_TIMEOUT)
                     .await
-                    .unwrap_or_else(|e| CtlResponse::Refused(e.to_string()))
+                    .unwrap_or_else(|e| CtlResponse::declined(Reason::Failed, e.to_string()))
             }
         }
     }

@@ -116,6 +116,12 @@ impl HeartbeatBook {
     }
 }
 
+/// The start of node `n`'s current lease: its last heartbeat, but never before this node
+/// became leader (a new manager starts every lease fresh).
+pub fn last_heard<I: Ord + Copy>(heard: Option<I>, leader_since: I) -> I {
+    heard.map_or(leader_since, |at| at.max(leader_since))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

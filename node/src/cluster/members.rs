@@ -209,6 +209,22 @@ pub fn member_id(node: &Node, peer: &shoal_net::PeerId) -> Option<NodeId> {
     standing(node, peer).member()
 }
 
+/// Why `peer`, asking in the name of `cluster_id`, may not exchange data with this node;
+/// `None` for a member of this node's cluster that speaks a protocol it reads.
+pub fn data_refusal(node: &Node, peer: &shoal_net::PeerId, cluster_id: u64) -> Option<String> {
+    match node.cluster_id() {
+        Some(ours) if ours == cluster_id => member_id(node, peer).is_none().then(|| {
+            format!("peer {peer} is not a member of this cluster: data is for members only")
+        }),
+        Some(ours) => {
+            node.peers.note_foreign(*peer, cluster_id, ours);
+            Some(crate::cluster::node::foreign_reason(ours))
+        }
+        None => Some("this node has no cluster yet".into()),
+    }
+    .or_else(|| node.peers.incompatible(peer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

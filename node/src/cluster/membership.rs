@@ -64,7 +64,7 @@ pub async fn run(node: Arc<Node>) {
         let silent_for = |id: u64| {
             let heard = node.heartbeats.locked();
             let at = heard.get(&id).map(|(at, _)| *at);
-            crate::control::manager::last_heard(at, since).elapsed()
+            crate::cluster::heartbeats::last_heard(at, since).elapsed()
         };
         let reachable = |id: u64| {
             id == node.id

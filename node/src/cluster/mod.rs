@@ -8,12 +8,15 @@ mod handlers;
 pub(crate) mod health;
 pub(crate) mod heartbeats;
 pub(crate) mod identity;
+pub(crate) mod inplace;
 pub(crate) mod members;
 pub(crate) mod membership;
 pub mod node;
 pub(crate) mod peers;
 pub mod propose;
 pub mod pushed;
+#[cfg(test)]
+mod refusals;
 pub mod rpc;
 pub mod state;
 pub mod workers;

@@ -9,19 +9,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shoal_net::wire::{CtlRequest, CtlResponse, Hello, PeerInfo};
+use shoal_net::wire::{CtlRequest, CtlResponse, Hello, PeerInfo, Reason};
 use shoal_net::{Client, PeerId, PeerRef, Transport};
 use shoal_raft::{Applied, NodeInfo, Raft, Store, Timing};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
-use shoal_jobs::pool::TaskPool;
-
 use crate::cluster::heartbeats::HeartbeatBook;
 use crate::cluster::peers::PeerBook;
 use crate::cluster::rpc::NetRpc;
 use crate::cluster::state::ClusterState;
-use crate::storage::blobs::Blobs;
 use crate::sync::ReadWrite;
 
 /// Metadata key of the cluster id in the node's database.
@@ -101,14 +98,6 @@ pub struct Node {
     pub status: Mutex<String>,
     /// Set while a bootstrapper has made us an initial voter (so we do not also ask to join).
     pub adopted: Mutex<Option<Instant>>,
-    /// Splits, map outputs and part files stored here.
-    pub blobs: Blobs,
-    /// The threads that run tasks (never the runtime's).
-    pub pool: TaskPool,
-    /// Bytes of map output this node fetched from other nodes, and read from its own store.
-    pub shuffle: ShuffleStats,
-    /// This host, for copies to other nodes on it as hard links.
-    pub links: crate::storage::link::HostLinks,
     /// When this process started (ms since the epoch): attempts assigned to this node before
     /// then died with the previous process.
     pub started_ms: u64,
@@ -117,8 +106,6 @@ pub struct Node {
     pub heartbeats: HeartbeatBook,
     /// Leader changes this node has seen (a leader elected where there was another or none).
     pub leader_changes: AtomicU64,
-    /// Jobs' directories here (`--archive`, `--setup`).
-    pub job_dirs: crate::control::jobdirs::JobDirs,
     /// Notified when this node has left the cluster (`shoal remove`): the process stops.
     pub left: tokio::sync::Notify,
     /// As a plain worker: the table the leader pushes here.
@@ -127,21 +114,7 @@ pub struct Node {
     pub pushes: crate::cluster::pushed::Pushes,
 }
 
-/// Shuffle traffic seen by one node.
-#[derive(Debug, Default)]
-pub struct ShuffleStats {
-    /// Map output received over `/shoal/data/1` from other nodes.
-    pub fetched_bytes: AtomicU64,
-    /// Map output read from this node's own store.
-    pub local_bytes: AtomicU64,
-}
-
 impl Node {
-    /// `Err` while the data dir's disk has less free space than `--min-free-mb`.
-    pub fn disk_ok(&self) -> Result<(), crate::storage::space::DiskFull> {
-        crate::storage::space::Reserve::new(self.blobs.root(), self.settings.min_free_mb).check()
-    }
-
     /// A node; Raft is not started yet.
     pub fn new(
         id: u64,
@@ -150,7 +123,6 @@ impl Node {
         store: Store,
         net: Client,
         settings: Settings,
-        blobs: Blobs,
     ) -> anyhow::Result<Self> {
         let cluster = store
             .get_meta(CLUSTER_ID_KEY)?
@@ -169,13 +141,8 @@ impl Node {
             settings: settings.clone(),
             status: Mutex::new(String::new()),
             adopted: Mutex::new(None),
-            pool: TaskPool::new(settings.slots as usize),
-            blobs,
-            shuffle: ShuffleStats::default(),
-            links: crate::storage::link::HostLinks::here(),
             heartbeats: HeartbeatBook::new(id),
             leader_changes: AtomicU64::new(0),
-            job_dirs: Default::default(),
             left: tokio::sync::Notify::new(),
             pushed: Default::default(),
             pushes: Default::default(),
@@ -272,9 +239,9 @@ impl Node {
                 }
             },
             // It found this node's protocol incompatible; its reason names both versions.
-            Ok(CtlResponse::Refused(why)) if why.contains("wire protocol") => {
+            Ok(a) if let Some(r) = a.refusal().filter(|r| r.reason == Reason::Incompatible) => {
                 self.peers
-                    .note_incompatible(peer, format!("it refused this node: {why}"));
+                    .note_incompatible(peer, format!("it refused this node: {r}"));
             }
             Ok(CtlResponse::Foreign { cluster_id: theirs }) => {
                 if let Some(ours) = self.cluster_id() {

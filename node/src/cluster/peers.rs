@@ -103,6 +103,12 @@ impl PeerBook {
         self.peers.locked().get(peer)?.incompatible.clone()
     }
 
+    /// The wire protocol `peer`'s hello said it speaks; `None` before its hello.
+    pub fn protocol(&self, peer: &PeerId) -> Option<shoal_net::wire::Protocol> {
+        let peers = self.peers.locked();
+        Some(peers.get(peer)?.hello.as_ref()?.build.protocol)
+    }
+
     /// The first reason a connected peer was found incompatible, for the node's status.
     pub fn any_incompatible(&self) -> Option<String> {
         let peers = self.peers.locked();

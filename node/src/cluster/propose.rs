@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use shoal_jobs::cluster::Applied as JobsApplied;
-use shoal_net::wire::{CtlRequest, CtlResponse};
+use shoal_net::wire::{CtlRequest, CtlResponse, Reason, Refusal};
 use shoal_net::{codec, Transport};
 
 use crate::cluster::node::{Node, PROPOSE_TIMEOUT};
@@ -34,13 +34,29 @@ pub enum ProposeError {
     Raft(String),
     /// The leader refused it, with its reason.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     /// The leader did not answer in time.
     #[error("the leader did not answer: {0}")]
     Unreachable(String),
     /// An answer that is not what a proposal gets.
     #[error("a malformed reply: {0}")]
     Malformed(String),
+}
+
+impl ProposeError {
+    /// Whether asking again cannot help: the rules refuse it, it does not decode, or the
+    /// asker is no member of this cluster. Anything else (no leader yet, a leader change, no
+    /// answer) may pass later.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ProposeError::Refused(r) if matches!(
+                r.reason,
+                Reason::Forbidden | Reason::Malformed | Reason::NotAMember | Reason::Foreign
+                    | Reason::Incompatible
+            )
+        )
+    }
 }
 
 impl Node {
@@ -91,11 +107,14 @@ impl Node {
                         Ok(CtlResponse::Applied(b)) => {
                             codec::decode(&b).map_err(|e| ProposeError::Malformed(e.to_string()))?
                         }
-                        Ok(CtlResponse::Refused(why)) => return Err(ProposeError::Refused(why)),
                         Ok(CtlResponse::Foreign { cluster_id }) => {
-                            return Err(ProposeError::Refused(
+                            return Err(ProposeError::Refused(Refusal::new(
+                                Reason::Foreign,
                                 crate::cluster::node::foreign_reason(cluster_id),
-                            ))
+                            )))
+                        }
+                        Ok(other) if let Some(r) = other.refusal() => {
+                            return Err(ProposeError::Refused(r))
                         }
                         Ok(other) => return Err(ProposeError::Malformed(format!("{other:?}"))),
                         Err(e) => return Err(ProposeError::Unreachable(e.to_string())),
@@ -143,7 +162,7 @@ impl Node {
         loop {
             match self.propose_once(command).await {
                 Ok(a) => return Ok(a),
-                Err(e) if Instant::now() + backoff < deadline => {
+                Err(e) if !e.is_final() && Instant::now() + backoff < deadline => {
                     tracing::debug!(error = %e, "proposal not accepted yet; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));

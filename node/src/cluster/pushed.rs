@@ -8,7 +8,7 @@
 //! knows what the worker holds. The roster (every member and worker: N entries) is the one
 //! part that grows with the cluster, so even a first push leaves it out when the worker
 //! already holds the very roster it names by digest (a new leader's, usually): the worker
-//! answers [`ROSTER_WANTED`] when it does not, and the next push carries it. A leader change
+//! answers [`Reason::RosterWanted`] when it does not, and the next push carries it. A leader change
 //! thus costs each worker its jobs, not every node's record.
 //!
 //! The leader pushes every worker at least every [`KEEPALIVE`], so a worker knows its
@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Cluster, Drain, Job, NodeId};
+use shoal_net::wire::{Reason, Refusal};
 use shoal_raft::NodeInfo;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -37,10 +38,11 @@ pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A worker takes a push from outside its roster only after its leader was silent this long.
 pub const LEADER_SILENT: Duration = Duration::from_secs(5);
 
-/// The refusal that tells the leader to send everything again.
-pub const OUT_OF_STEP: &str = "out of step with the leader's pushes; send everything";
-/// The refusal that tells the leader to send everything, the roster too.
-pub const ROSTER_WANTED: &str = "this worker does not hold the roster the push names; send it";
+/// Why a worker refuses a push that does not follow the one it holds: the leader sends
+/// everything next.
+const OUT_OF_STEP: &str = "out of step with the leader's pushes; send everything";
+/// Why a worker refuses a push that names a roster it lacks: the leader sends it next.
+const ROSTER_WANTED: &str = "this worker does not hold the roster the push names; send it";
 
 /// One push from the leader to a plain worker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,7 +58,7 @@ pub struct Push {
     /// The leader's last applied log index when it made the push.
     pub index: u64,
     /// Every member and plain worker, its record and role, when it or `draining` changed,
-    /// or when the worker said it lacks it ([`ROSTER_WANTED`]).
+    /// or when the worker said it lacks it ([`Reason::RosterWanted`]).
     pub roster: Option<Vec<(NodeId, NodeInfo, Role)>>,
     /// The digest of the roster and `draining` as of this push: a push without them is
     /// applied only onto a table that holds this very roster.
@@ -138,19 +140,22 @@ impl Default for Pushed {
 }
 
 impl Pushed {
-    /// Apply push `p` from node `from`; the reason when refused ([`OUT_OF_STEP`]: the
+    /// Apply push `p` from node `from`; the reason when refused ([`Reason::OutOfStep`]: the
     /// leader sends everything next).
-    pub fn apply(&self, from: NodeId, p: Push) -> Result<(), String> {
+    pub fn apply(&self, from: NodeId, p: Push) -> Result<(), Refusal> {
         self.apply_at(from, p, Instant::now())
     }
 
     /// [`Pushed::apply`] at time `now`.
-    pub fn apply_at(&self, from: NodeId, p: Push, now: Instant) -> Result<(), String> {
+    pub fn apply_at(&self, from: NodeId, p: Push, now: Instant) -> Result<(), Refusal> {
         if p.leader != from {
-            return Err(format!(
-                "node {} pushed in the name of node {}",
-                hex(from),
-                hex(p.leader)
+            return Err(Refusal::new(
+                Reason::NotAMember,
+                format!(
+                    "node {} pushed in the name of node {}",
+                    hex(from),
+                    hex(p.leader)
+                ),
             ));
         }
         let mut slot = self.table.locked();
@@ -159,16 +164,19 @@ impl Pushed {
                 .heard
                 .is_none_or(|h| now.saturating_duration_since(h) >= LEADER_SILENT);
             if !t.roster.contains_key(&from) && !silent {
-                return Err(format!(
-                    "node {} is not in the cluster's roster and the leader is alive: only the \
+                return Err(Refusal::new(
+                    Reason::NotTheLeader,
+                    format!(
+                        "node {} is not in the cluster's roster and the leader is alive: only the \
                      leader pushes",
-                    hex(from)
+                        hex(from)
+                    ),
                 ));
             }
             if p.term < t.term {
-                return Err(format!(
-                    "a push of term {} after one of term {}",
-                    p.term, t.term
+                return Err(Refusal::new(
+                    Reason::NotTheLeader,
+                    format!("a push of term {} after one of term {}", p.term, t.term),
                 ));
             }
         }
@@ -178,7 +186,7 @@ impl Pushed {
                 .as_ref()
                 .is_none_or(|t| t.roster_digest != p.roster_digest)
         {
-            return Err(ROSTER_WANTED.into());
+            return Err(Refusal::new(Reason::RosterWanted, ROSTER_WANTED));
         }
         let mut t = match (p.base, slot.take()) {
             (0, old) => {
@@ -197,7 +205,7 @@ impl Pushed {
             (base, Some(t)) if t.term == p.term && t.leader == from && t.seq == base => t,
             (_, old) => {
                 *slot = old;
-                return Err(OUT_OF_STEP.into());
+                return Err(Refusal::new(Reason::OutOfStep, OUT_OF_STEP));
             }
         };
         let mut jobs = std::mem::take(&mut t.jobs.jobs);
@@ -215,7 +223,7 @@ impl Pushed {
                     Some(had) => job.spec = had.spec.clone(),
                     None => {
                         *slot = None;
-                        return Err(OUT_OF_STEP.into());
+                        return Err(Refusal::new(Reason::OutOfStep, OUT_OF_STEP));
                     }
                 }
             }
@@ -379,11 +387,12 @@ mod tests {
         let err = p
             .apply(8, push(1, 1, 0, vec![job("j-1", "a")], &[]))
             .unwrap_err();
-        assert!(err.contains("in the name of"), "{err}");
+        assert_eq!(err.reason, Reason::NotAMember);
+        assert!(err.why.contains("in the name of"), "{err}");
         // A delta before anything: out of step.
         assert_eq!(
-            p.apply(7, push(1, 1, 5, vec![], &[])).unwrap_err(),
-            OUT_OF_STEP
+            p.apply(7, push(1, 1, 5, vec![], &[])).unwrap_err().reason,
+            Reason::OutOfStep
         );
         p.apply(
             7,
@@ -406,8 +415,10 @@ mod tests {
         });
         // A delta on another base is refused and changes nothing.
         assert_eq!(
-            p.apply(7, push(1, 3, 1, vec![], &["j-2"])).unwrap_err(),
-            OUT_OF_STEP
+            p.apply(7, push(1, 3, 1, vec![], &["j-2"]))
+                .unwrap_err()
+                .reason,
+            Reason::OutOfStep
         );
         assert_eq!(ids(&p), ["j-2"]);
         // An older term is refused; so is a push from a node outside the roster while the
@@ -420,7 +431,8 @@ mod tests {
             q
         };
         let err = p.apply(8, outsider(5)).unwrap_err();
-        assert!(err.contains("not in the cluster's roster"), "{err}");
+        assert_eq!(err.reason, Reason::NotTheLeader);
+        assert!(err.why.contains("not in the cluster's roster"), "{err}");
         assert_eq!(ids(&p), ["j-2"]);
         let later = Instant::now() + LEADER_SILENT;
         p.apply_at(8, outsider(5), later).unwrap();
@@ -442,7 +454,10 @@ mod tests {
             ..push(term, 1, 0, vec![job("j-1", "a")], &[])
         };
         // A worker that holds nothing wants the roster.
-        assert_eq!(p.apply(7, bare(1, 1)).unwrap_err(), ROSTER_WANTED);
+        assert_eq!(
+            p.apply(7, bare(1, 1)).unwrap_err().reason,
+            Reason::RosterWanted
+        );
         assert_eq!(p.leader(), None);
         p.apply(7, push(1, 1, 0, vec![], &[])).unwrap();
         // A new term's first push naming the roster held keeps it and takes the jobs.
@@ -454,7 +469,10 @@ mod tests {
             assert_eq!((t.term, t.roster_digest), (2, 1));
         });
         // Naming another roster is refused and changes nothing.
-        assert_eq!(p.apply(7, bare(3, 2)).unwrap_err(), ROSTER_WANTED);
+        assert_eq!(
+            p.apply(7, bare(3, 2)).unwrap_err().reason,
+            Reason::RosterWanted
+        );
         p.read(|t| assert_eq!(t.unwrap().term, 2));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_net::wire::{RaftRequest, RaftResponse};
+use shoal_net::wire::{RaftRequest, RaftResponse, Reason};
 use shoal_net::{codec, Client, Multiaddr, PeerId, PeerRef, Transport};
 use shoal_raft::{NodeId, NodeInfo, RaftRpc, RpcError, RpcKind};
 
@@ -70,6 +70,7 @@ impl<T: Transport> RaftRpc for NetRpc<T> {
         {
             Ok(RaftResponse::Ok(bytes)) => Ok(bytes),
             Ok(RaftResponse::Refused(why)) => Err(RpcError::Refused(why)),
+            Ok(RaftResponse::Declined(r)) => Err(RpcError::Refused(r.why)),
             Err(e) => Err(RpcError::Unreachable(e.to_string())),
         }
     }
@@ -85,10 +86,15 @@ pub async fn answer_raft<S: shoal_raft::AppState>(
 ) -> RaftResponse {
     let payload: Payload = match codec::decode(&req.payload) {
         Ok(p) => p,
-        Err(e) => return RaftResponse::Refused(format!("malformed Raft payload: {e}")),
+        Err(e) => {
+            return RaftResponse::declined(
+                Reason::Malformed,
+                format!("malformed Raft payload: {e}"),
+            )
+        }
     };
     match shoal_raft::handle_rpc(raft, inbound, from, payload.kind, &payload.body).await {
         Ok(bytes) => RaftResponse::Ok(bytes),
-        Err(e) => RaftResponse::Refused(e.to_string()),
+        Err(e) => RaftResponse::declined(Reason::Failed, e.to_string()),
     }
 }

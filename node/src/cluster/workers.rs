@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use shoal_jobs::cluster::NodeId;
 use shoal_jobs::spec::JobSpec;
-use shoal_net::wire::{CtlRequest, CtlResponse};
+use shoal_net::wire::{CtlRequest, CtlResponse, Reason};
 use shoal_net::{codec, Transport};
 use shoal_raft::NodeInfo;
 use tokio::time::Instant;
@@ -23,9 +23,7 @@ use tracing::{debug, warn};
 
 use crate::cluster::identity::hex;
 use crate::cluster::node::{Node, CTL_TIMEOUT};
-use crate::cluster::pushed::{
-    concerns, Push, PushedJob, Pushes, Role, Sent, KEEPALIVE, OUT_OF_STEP, ROSTER_WANTED,
-};
+use crate::cluster::pushed::{concerns, Push, PushedJob, Pushes, Role, Sent, KEEPALIVE};
 use crate::cluster::rpc::peer_ref;
 use crate::cluster::state::ClusterState;
 use crate::sync::{Locked, ReadWrite};
@@ -230,11 +228,15 @@ impl Pushes {
                 st.jobs = out.acked;
                 st.roster = out.roster;
             }
-            Ok(CtlResponse::Refused(why)) if why == OUT_OF_STEP || why == ROSTER_WANTED => {
-                debug!(worker = %hex(w), why, "sending a plain worker everything");
+            Ok(other)
+                if let Some(r) = other
+                    .refusal()
+                    .filter(|r| matches!(r.reason, Reason::OutOfStep | Reason::RosterWanted)) =>
+            {
+                debug!(worker = %hex(w), why = %r, "sending a plain worker everything");
                 *st = Sent {
                     term: out.push.term,
-                    roster_wanted: why == ROSTER_WANTED,
+                    roster_wanted: r.reason == Reason::RosterWanted,
                     ..Sent::default()
                 };
             }
@@ -277,7 +279,7 @@ pub async fn run(node: Arc<Node>) {
             tokio::spawn(async move {
                 let answer = match out.request(cluster_id) {
                     Ok((to, req)) => node.net.ctl(&to, req, CTL_TIMEOUT).await,
-                    Err(e) => Ok(CtlResponse::Refused(e)),
+                    Err(e) => Ok(CtlResponse::declined(Reason::Failed, e)),
                 };
                 node.pushes.settle(out, answer);
             });

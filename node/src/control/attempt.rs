@@ -21,9 +21,9 @@ use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
-use crate::cluster::node::Node;
 use crate::control::work::{task_id, AttemptState, Done, Failure, MapOut, Work};
 use crate::control::worker::WorkerHost;
+use crate::control::Control;
 use crate::storage::blobs::{attempt_log_key, map_output_key, part_key, split_key};
 use crate::storage::replication::{replica_targets, replicate};
 
@@ -32,9 +32,9 @@ const PARALLEL_FETCHES: usize = 4;
 
 /// The daemon's worker: attempts as processes (or native apps) on the task pool, over files
 /// in the node's object store, with splits and map outputs fetched over `/shoal/data/1`.
-impl WorkerHost for Node {
+impl WorkerHost for Control {
     fn id_and_boot(&self) -> (NodeId, u64) {
-        (self.id, self.started_ms)
+        (self.node.id, self.node.started_ms)
     }
 
     fn now_ms(&self) -> u64 {
@@ -42,12 +42,12 @@ impl WorkerHost for Node {
     }
 
     async fn table_changes(&self) -> crate::cluster::node::TableChanges {
-        let raft = self.raft_started().await.raft.metrics();
-        crate::cluster::node::TableChanges::new(raft, Some(self.pushed.changes()))
+        let raft = self.node.raft_started().await.raft.metrics();
+        crate::cluster::node::TableChanges::new(raft, Some(self.node.pushed.changes()))
     }
 
     fn read_table<T>(&self, f: impl FnOnce(&cluster::Cluster, Option<u64>) -> T) -> T {
-        crate::cluster::node::read_table(self, |t, at| match t {
+        crate::cluster::node::read_table(&self.node, |t, at| match t {
             Some(t) => f(t, at),
             None => f(&cluster::Cluster::default(), None),
         })
@@ -58,7 +58,7 @@ impl WorkerHost for Node {
         cmd: &crate::cluster::state::Command,
         patience: std::time::Duration,
     ) -> Result<cluster::Applied, crate::cluster::propose::ProposeError> {
-        Node::propose(self, cmd, patience).await
+        self.node.propose(cmd, patience).await
     }
 
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -75,7 +75,7 @@ impl WorkerHost for Node {
     fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
         self.job_dirs.forget(&job);
         // Its task processes ended with its attempts: its uid may serve another job.
-        if let Some(pool) = &self.settings.sandbox.uids {
+        if let Some(pool) = &self.node.settings.sandbox.uids {
             pool.release(&job);
         }
         // When a job is forgotten, the archives no job left in the table names go too.
@@ -91,7 +91,7 @@ impl WorkerHost for Node {
             let _ = std::fs::remove_dir_all(crate::control::jobdir::job_dir(&self, &job));
             match keep {
                 None => {
-                    let freed = self.blobs.remove_job(&job)
+                    let freed = self.store.blobs.remove_job(&job)
                         + crate::control::jobdir::remove_unused_archives(
                             &self,
                             named.as_deref().unwrap_or_default(),
@@ -99,7 +99,7 @@ impl WorkerHost for Node {
                     info!(%job, freed, "job forgotten (--retain-jobs); its files are deleted here");
                 }
                 Some(keep) => {
-                    let freed = self.blobs.remove_job_scratch(&job, &keep);
+                    let freed = self.store.blobs.remove_job_scratch(&job, &keep);
                     if freed > 0 {
                         info!(%job, freed, "job ended; its splits, map outputs and stray parts are deleted here");
                     }
@@ -111,11 +111,11 @@ impl WorkerHost for Node {
 
 /// Run `f` on the task pool and wait for it.
 async fn on_pool<T: Send + 'static>(
-    node: &Node,
+    ctl: &Control,
     f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    node.pool.execute(move || {
+    ctl.pool.execute(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .unwrap_or_else(|_| Err(Failure::from("the task panicked")));
         let _ = tx.send(r);
@@ -135,20 +135,20 @@ fn app_of(spec: &JobSpec) -> Result<Option<Arc<dyn shoal_jobs::apps::App>>, Stri
 /// Run `work` for attempt `w` on the task pool, in its directories (after the job's
 /// directory here is ready, when it has one).
 async fn on_pool_in_attempt_dir<T: Send + 'static>(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     w: &Work,
     st: &Arc<AttemptState>,
     dirs: AttemptDirs,
     work: impl FnOnce(&TaskEnv<'_>) -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
-    let job_dir = match crate::control::jobdir::ensure(node, w).await {
+    let job_dir = match crate::control::jobdir::ensure(ctl, w).await {
         Ok(d) => d,
         Err(f) => {
             dirs.remove();
             return Err(f);
         }
     };
-    let log = attempt_log(node, w);
+    let log = attempt_log(ctl, w);
     let at = Where { dirs, job_dir, log };
     let (spec, partitioner, job_id, attempt) = (
         Arc::clone(&w.spec),
@@ -157,8 +157,8 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
         w.key.attempt,
     );
     let st = Arc::clone(st);
-    let sandbox = Arc::clone(&node.settings.sandbox);
-    on_pool(node, move || {
+    let sandbox = Arc::clone(&ctl.node.settings.sandbox);
+    on_pool(ctl, move || {
         let ids = (job_id.as_str(), attempt);
         in_attempt_dir(&at, &spec, &partitioner, ids, &st, &sandbox, work)
     })
@@ -166,8 +166,8 @@ async fn on_pool_in_attempt_dir<T: Send + 'static>(
 }
 
 /// The file that keeps attempt `w`'s stderr (made empty now), if it can be made.
-fn attempt_log(node: &Node, w: &Work) -> Option<PathBuf> {
-    let path = node.blobs.path(&attempt_log_key(
+fn attempt_log(ctl: &Control, w: &Work) -> Option<PathBuf> {
+    let path = ctl.store.blobs.path(&attempt_log_key(
         &w.key.job,
         &task_id(&w.key),
         w.key.attempt,
@@ -241,20 +241,25 @@ fn in_attempt_dir<T>(
 }
 
 /// Attempt `w`'s directories, made afresh under the scratch root.
-fn attempt_dirs(node: &Node, w: &Work) -> Result<AttemptDirs, Failure> {
+fn attempt_dirs(ctl: &Control, w: &Work) -> Result<AttemptDirs, Failure> {
     let k = &w.key;
     let name = format!("{}.{}.a{}", k.job, task_id(k), k.attempt);
-    node.blobs
+    ctl.store
+        .blobs
         .scratch()
         .attempt(&name)
-        .map_err(|e| Failure::from(format!("creating the attempt's directories: {e}")))
+        .map_err(|e| Failure::io("creating the attempt's directories".into(), &e))
 }
 
 /// Where this node reads split `split` of `job` (a file and the offset in it): in its own
 /// copy of the split's segment, or, when it has none, in the split alone, fetched from a
 /// holder first. A copy whose bytes do not match the table's checksum is passed over like a
 /// missing one.
-async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(PathBuf, u64), String> {
+async fn ensure_split(
+    ctl: &Control,
+    job: &str,
+    split: &SplitInfo,
+) -> Result<(PathBuf, u64), Failure> {
     let (key, offset) = crate::storage::blobs::split_object(job, split);
     let own = split_key(job, split.index);
     let what = || format!("split {} of job {job}", split.index);
@@ -263,8 +268,11 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
     if own != key {
         local.push((own.clone(), 0));
     }
-    for (k, off) in local.into_iter().filter(|(k, _)| node.blobs.contains(k)) {
-        let path = node.blobs.path(&k).ok_or("a malformed split key")?;
+    for (k, off) in local
+        .into_iter()
+        .filter(|(k, _)| ctl.store.blobs.contains(k))
+    {
+        let path = ctl.store.blobs.path(&k).ok_or("a malformed split key")?;
         match crate::storage::blobs::verified(path.clone(), off, split.len, split.checksum, what())
             .await
         {
@@ -275,20 +283,21 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
             }
         }
     }
-    for &h in split.holders.iter().filter(|&&h| h != node.id) {
-        let Some(peer) = peer_of(node, h) else {
+    for &h in split.holders.iter().filter(|&&h| h != ctl.node.id) {
+        let Some(peer) = peer_of(&ctl.node, h) else {
             continue;
         };
-        let mut w = node
+        let mut w = ctl
+            .store
             .blobs
             .create(&own)
-            .map_err(|e| format!("storing {own}: {e}"))?;
+            .map_err(|e| Failure::io(format!("storing {own}"), &e))?;
         let piece = shoal_net::wire::Piece {
             key: key.clone(),
             offset,
             len: split.len,
         };
-        let sum = match crate::storage::data::fetch_range(node, peer, &piece, &mut w).await {
+        let sum = match crate::storage::data::fetch_range(&ctl.store, peer, &piece, &mut w).await {
             Ok((_, sum)) => sum,
             Err(e) => {
                 w.abort();
@@ -306,21 +315,29 @@ async fn ensure_split(node: &Node, job: &str, split: &SplitInfo) -> Result<(Path
             warn!(error = %last, "a fetched split is unusable; trying another holder");
             continue;
         }
-        w.commit().map_err(|e| format!("storing {own}: {e}"))?;
-        return Ok((node.blobs.path(&own).ok_or("a malformed split key")?, 0));
+        w.commit()
+            .map_err(|e| Failure::io(format!("storing {own}"), &e))?;
+        return Ok((
+            ctl.store.blobs.path(&own).ok_or("a malformed split key")?,
+            0,
+        ));
     }
-    Err(format!(
+    Err(Failure::from(format!(
         "split {} could not be fetched: {last}",
         split.index
-    ))
+    )))
 }
 
-async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Result<Done, Failure> {
+async fn map_attempt(
+    ctl: &Arc<Control>,
+    w: &Work,
+    st: &Arc<AttemptState>,
+) -> Result<Done, Failure> {
     let k = &w.key;
     let split = w.split.clone().ok_or("the job has no such split")?;
-    let (path, offset) = match node.in_place_split(&split) {
+    let (path, offset) = match ctl.node.in_place_split(&split) {
         Some(at) => at?,
-        None => ensure_split(node, &k.job, &split).await?,
+        None => ensure_split(ctl, &k.job, &split).await?,
     };
     // A map-only job's map writes its part, kept and copied as a reduce's part is.
     let map_only = w.spec.reducers == 0;
@@ -329,16 +346,18 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
     } else {
         map_output_key(&k.job, k.index, k.attempt)
     };
-    let out_file = node
+    let out_file = ctl
+        .store
         .blobs
         .path(&out_key)
         .ok_or("a malformed map output key")?;
     // A split read in place leaves no object of the job here before its output.
     if let Some(dir) = out_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::io(format!("creating {}", dir.display()), &e))?;
     }
     let target = out_file.clone();
-    let dirs = attempt_dirs(node, w)?;
+    let dirs = attempt_dirs(ctl, w)?;
     let task_split = Split {
         index: k.index,
         path,
@@ -347,15 +366,15 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
         len: split.len,
         files: split.files.clone(),
     };
-    let out = on_pool_in_attempt_dir(node, w, st, dirs, move |env| {
+    let out = on_pool_in_attempt_dir(ctl, w, st, dirs, move |env| {
         run_map(env, &task_split, &target).map_err(Failure::from)
     })
     .await?;
     let mut counters = out.counters;
     let holders = if map_only {
-        copied_part(node, w, &out_key, &out_file, &mut counters).await?
+        copied_part(ctl, w, &out_key, &out_file, &mut counters).await?
     } else {
-        vec![node.id]
+        vec![ctl.node.id]
     };
     Ok(Done {
         sizes: out.sizes,
@@ -371,15 +390,15 @@ async fn map_attempt(node: &Arc<Node>, w: &Work, st: &Arc<AttemptState>) -> Resu
 /// member could have taken a copy but none did, the attempt fails as lost (it runs again,
 /// elsewhere).
 async fn copied_part(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     w: &Work,
     key: &str,
     file: &std::path::Path,
     counters: &mut shoal_jobs::counters::Counters,
 ) -> Result<Vec<NodeId>, Failure> {
-    let targets = replica_targets(node, w.spec.replication, w.key.index);
+    let targets = replica_targets(&ctl.store, w.spec.replication, w.key.index);
     let started = std::time::Instant::now();
-    let holders = replicate(node, key, file, &targets).await;
+    let holders = replicate(&ctl.store, key, file, &targets).await;
     counters.add_builtin("output_copy_ms", started.elapsed().as_millis() as u64);
     if holders.len() == 1 && !targets.is_empty() {
         return Err(Failure::lost(
@@ -390,7 +409,7 @@ async fn copied_part(
 }
 
 async fn reduce_attempt(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     w: &Work,
     st: &Arc<AttemptState>,
 ) -> Result<Done, Failure> {
@@ -400,7 +419,7 @@ async fn reduce_attempt(
         .inputs
         .as_ref()
         .map_err(|why| Failure::lost(why.clone()))?;
-    let dirs = attempt_dirs(node, w)?;
+    let dirs = attempt_dirs(ctl, w)?;
     // Local map outputs are read in place; remote ones are pulled into the attempt
     // directory, the pieces from one node into one file, one after another.
     // Each map's partition: where its bytes are here (file, offset), and whether they were
@@ -410,8 +429,8 @@ async fn reduce_attempt(
     let mut local_bytes = 0u64;
     for m in outputs.iter().filter(|m| m.size > 0) {
         let key = map_output_key(&k.job, m.map, m.attempt);
-        if m.node == node.id {
-            let path = node.blobs.path(&key).ok_or("a malformed key")?;
+        if m.node == ctl.node.id {
+            let path = ctl.store.blobs.path(&key).ok_or("a malformed key")?;
             inputs.push((m.clone(), path, m.offset, false));
             local_bytes = local_bytes.saturating_add(m.size);
         } else {
@@ -425,7 +444,7 @@ async fn reduce_attempt(
     let fetch_started = std::time::Instant::now();
     let fetched = futures::stream::iter(batches.into_iter().enumerate())
         .map(|(i, (holder, batch))| {
-            let node = Arc::clone(node);
+            let ctl = Arc::clone(ctl);
             let path = dirs.work.join(format!("fetched-{i:04}"));
             async move {
                 let lost = |m: &MapOut, why: String| Failure {
@@ -435,7 +454,7 @@ async fn reduce_attempt(
                         m.map, m.node
                     ))
                 };
-                let Some(peer) = peer_of(&node, holder) else {
+                let Some(peer) = peer_of(&ctl.node, holder) else {
                     return Err(lost(&batch[0].0, "not a member".into()));
                 };
                 let pieces: Vec<shoal_net::wire::Piece> = batch
@@ -446,7 +465,7 @@ async fn reduce_attempt(
                         len: m.size,
                     })
                     .collect();
-                match crate::storage::data::fetch_pieces_to_file(&node, peer, &pieces, &path).await
+                match crate::storage::data::fetch_pieces_to_file(&ctl.store, peer, &pieces, &path).await
                 {
                     Ok((n, sums)) => {
                         let mut at = 0;
@@ -497,20 +516,23 @@ async fn reduce_attempt(
     }
     inputs.sort_by_key(|(m, ..)| m.map);
     let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-    node.shuffle
+    ctl.store
+        .shuffle
         .fetched_bytes
         .fetch_add(fetched_bytes, Ordering::Relaxed);
-    node.shuffle
+    ctl.store
+        .shuffle
         .local_bytes
         .fetch_add(local_bytes, Ordering::Relaxed);
 
     let out_key = part_key(&k.job, p, k.attempt);
-    node.blobs
+    ctl.store
+        .blobs
         .dir(&format!("{}/out", k.job))
-        .map_err(|e| format!("creating the output directory: {e}"))?;
-    let out_file = node.blobs.path(&out_key).ok_or("a malformed key")?;
+        .map_err(|e| Failure::io("creating the output directory".into(), &e))?;
+    let out_file = ctl.store.blobs.path(&out_key).ok_or("a malformed key")?;
     let target = out_file.clone();
-    let (mut counters, checksum) = on_pool_in_attempt_dir(node, w, st, dirs, move |env| {
+    let (mut counters, checksum) = on_pool_in_attempt_dir(ctl, w, st, dirs, move |env| {
         let mut readers: Vec<ReduceInput> = Vec::with_capacity(inputs.len());
         for (m, path, offset, checked) in &inputs {
             if !checked {
@@ -525,7 +547,7 @@ async fn reduce_attempt(
                 let len = f.metadata()?.len();
                 checksum::of_range(&mut f, 0, len)
             })
-            .map_err(|e| format!("checksumming the part file: {e}"))?;
+            .map_err(|e| Failure::io("checksumming the part file".into(), &e))?;
         Ok((counters, checksum))
     })
     .await?;
@@ -534,8 +556,8 @@ async fn reduce_attempt(
     counters.add_builtin("shuffle_fetch_ms", fetch_ms);
     let size = std::fs::metadata(&out_file)
         .map(|m| m.len())
-        .map_err(|e| format!("the part file vanished: {e}"))?;
-    let holders = copied_part(node, w, &out_key, &out_file, &mut counters).await?;
+        .map_err(|e| Failure::io("the part file vanished".into(), &e))?;
+    let holders = copied_part(ctl, w, &out_key, &out_file, &mut counters).await?;
     Ok(Done {
         sizes: vec![size],
         checksums: vec![checksum],

@@ -14,12 +14,15 @@ use shoal_jobs::cluster::{Cluster, Command, DrainCause, Held, NodeId};
 use shoal_net::Transport;
 use tracing::{info, warn};
 
-use crate::cluster::node::{next_change, with_jobs, Node};
+use crate::cluster::node::{next_change, with_jobs};
 use crate::cluster::state::Command as StateCommand;
+use crate::control::Control;
 
 /// Members other than `of` that take copies (not draining).
-pub fn others(node: &Node, of: NodeId, table: &Cluster) -> usize {
-    let Some(h) = node.raft.get() else { return 0 };
+pub fn others(ctl: &Control, of: NodeId, table: &Cluster) -> usize {
+    let Some(h) = ctl.node.raft.get() else {
+        return 0;
+    };
     let m = shoal_raft::metrics(&h.raft).membership_config;
     let n = m
         .nodes()
@@ -31,20 +34,23 @@ pub fn others(node: &Node, of: NodeId, table: &Cluster) -> usize {
 /// What this node is still needed for: attempts running here (in the table — assigned, not
 /// yet reported — or in the pool), map outputs only it holds that reduces still need, and
 /// copies that would be short without it.
-fn running(node: &Node) -> usize {
-    let table = with_jobs(node, |t| t.needed_on(node.id, others(node, node.id, t))).unwrap_or(0);
-    table.max(node.pool.busy())
+fn running(ctl: &Control) -> usize {
+    let table = with_jobs(&ctl.node, |t| {
+        t.needed_on(ctl.node.id, others(ctl, ctl.node.id, t))
+    })
+    .unwrap_or(0);
+    table.max(ctl.pool.busy())
 }
 
 /// Until the node should stop: a first SIGTERM or Ctrl-C, then its drain ([`before_stop`],
 /// cut short by a second signal); or at once when it left the cluster (`shoal remove`).
-pub async fn until_stopped(node: Arc<Node>, grace: Duration) {
+pub async fn until_stopped(ctl: Arc<Control>, grace: Duration) {
     tokio::select! {
         _ = shutdown_signal() => {}
-        _ = node.left.notified() => return,
+        _ = ctl.node.left.notified() => return,
     }
     tokio::select! {
-        _ = before_stop(&node, grace) => {}
+        _ = before_stop(&ctl, grace) => {}
         _ = shutdown_signal() => warn!("told again to stop: not waiting for the running attempts"),
     }
 }
@@ -62,9 +68,9 @@ async fn shutdown_signal() {
 }
 
 /// Drain this node before it stops: returns once nothing runs here, or after `grace`.
-pub async fn before_stop(node: &Arc<Node>, grace: Duration) {
-    let Some(h) = node.raft.get() else { return };
-    let n = running(node);
+pub async fn before_stop(ctl: &Arc<Control>, grace: Duration) {
+    let Some(h) = ctl.node.raft.get() else { return };
+    let n = running(ctl);
     if n == 0 || grace.is_zero() {
         return;
     }
@@ -72,18 +78,18 @@ pub async fn before_stop(node: &Arc<Node>, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     let mut changes = h.raft.metrics();
     let cmd = StateCommand::Jobs(Command::Drain {
-        node: node.id,
+        node: ctl.node.id,
         cause: DrainCause::Stopping,
         at_ms: crate::clock::now_ms(),
     });
-    let propose = tokio::time::timeout_at(deadline, node.propose(&cmd, grace));
+    let propose = tokio::time::timeout_at(deadline, ctl.node.propose(&cmd, grace));
     if let Ok(Err(e)) = propose.await {
         warn!(error = %e, "could not mark this node draining; its attempts still get the grace period");
     }
-    while running(node) > 0 {
+    while running(ctl) > 0 {
         if tokio::time::Instant::now() >= deadline {
             warn!(
-                running = running(node),
+                running = running(ctl),
                 "the grace period ended while attempts ran here or reduces still needed map outputs here; they run again elsewhere"
             );
             return;
@@ -96,19 +102,19 @@ pub async fn before_stop(node: &Arc<Node>, grace: Duration) {
 /// Undrain this node whenever the table says it drained itself as an earlier process
 /// stopped (a stopping drain from before this process started): it takes tasks again. An
 /// operator's drain is left alone. Forever.
-pub async fn undrain_after_restart(node: Arc<Node>) {
-    let h = node.raft_started().await;
+pub async fn undrain_after_restart(ctl: Arc<Control>) {
+    let h = ctl.node.raft_started().await;
     let mut changes = h.raft.metrics();
     loop {
-        let stale = with_jobs(&node, |t| {
-            t.draining
-                .get(&node.id)
-                .is_some_and(|d| d.cause == DrainCause::Stopping && d.since_ms < node.started_ms)
+        let stale = with_jobs(&ctl.node, |t| {
+            t.draining.get(&ctl.node.id).is_some_and(|d| {
+                d.cause == DrainCause::Stopping && d.since_ms < ctl.node.started_ms
+            })
         })
         .unwrap_or(false);
         if stale {
-            let cmd = StateCommand::Jobs(Command::Undrain { node: node.id });
-            match node.propose(&cmd, Duration::from_secs(10)).await {
+            let cmd = StateCommand::Jobs(Command::Undrain { node: ctl.node.id });
+            match ctl.node.propose(&cmd, Duration::from_secs(10)).await {
                 Ok(_) => {
                     info!("this node drained itself when it last stopped; it takes tasks again")
                 }
@@ -122,32 +128,32 @@ pub async fn undrain_after_restart(node: Arc<Node>) {
 /// While this node is draining, copy what would be short without it — splits of running
 /// jobs, part files — to members that take copies, and record the new holders
 /// (`AddHolders`), so every job's `--replication` holds without it. Forever.
-pub async fn copy_away(node: Arc<Node>) {
-    let h = node.raft_started().await;
+pub async fn copy_away(ctl: Arc<Control>) {
+    let h = ctl.node.raft_started().await;
     let mut changes = h.raft.metrics();
     loop {
         next_change(&mut changes, Duration::from_secs(1)).await;
-        let takers = crate::storage::replication::copy_takers(&node);
-        let plan = with_jobs(&node, |t| {
-            if !t.draining.contains_key(&node.id) {
+        let takers = ctl.store.book.copy_takers();
+        let plan = with_jobs(&ctl.node, |t| {
+            if !t.draining.contains_key(&ctl.node.id) {
                 return Vec::new();
             }
-            let others = others(&node, node.id, t);
-            t.under_copied(node.id, others)
+            let others = others(&ctl, ctl.node.id, t);
+            t.under_copied(ctl.node.id, others)
                 .into_iter()
-                .filter_map(|(job, what, missing)| copy_of(&node, t, &takers, job, what, missing))
+                .filter_map(|(job, what, missing)| copy_of(&ctl, t, &takers, job, what, missing))
                 .collect()
         })
         .unwrap_or_default();
         for c in plan {
-            let Some(path) = node.blobs.path(&c.key).filter(|p| p.exists()) else {
+            let Some(path) = ctl.store.blobs.path(&c.key).filter(|p| p.exists()) else {
                 continue;
             };
             let copied: Vec<NodeId> =
-                crate::storage::replication::replicate(&node, &c.key, &path, &c.targets)
+                crate::storage::replication::replicate(&ctl.store, &c.key, &path, &c.targets)
                     .await
                     .into_iter()
-                    .filter(|&n| n != node.id)
+                    .filter(|&n| n != ctl.node.id)
                     .collect();
             if copied.is_empty() {
                 continue;
@@ -159,7 +165,7 @@ pub async fn copy_away(node: Arc<Node>) {
                     what,
                     nodes: copied.clone(),
                 });
-                if let Err(e) = node.propose(&cmd, Duration::from_secs(10)).await {
+                if let Err(e) = ctl.node.propose(&cmd, Duration::from_secs(10)).await {
                     warn!(error = %e, "recording a copy failed; will copy again");
                 }
             }
@@ -179,7 +185,7 @@ struct Copy {
 /// from it: those of them this node holds go along), and `missing` of the members that take
 /// copies (`takers`) that do not hold it yet (as many as there are).
 fn copy_of(
-    node: &Node,
+    ctl: &Control,
     t: &Cluster,
     takers: &[NodeId],
     job: &str,
@@ -195,7 +201,7 @@ fn copy_of(
                 .splits
                 .iter()
                 .filter(|o| crate::storage::blobs::split_object(job, o).0 == key)
-                .filter(|o| o.holders.contains(&node.id))
+                .filter(|o| o.holders.contains(&ctl.node.id))
                 .map(|o| Held::Split(o.index))
                 .collect();
             (key, s.holders.clone(), same)
@@ -227,32 +233,32 @@ fn copy_of(
 /// Once an operator removed this node (`shoal remove`) and nothing here is needed any more,
 /// ask the leader to take it out of the membership (or do it, when this node leads), then
 /// stop the process (it exits 0). Forever, until then.
-pub async fn leave_when_removed(node: Arc<Node>) {
-    let h = node.raft_started().await;
+pub async fn leave_when_removed(ctl: Arc<Control>) {
+    let h = ctl.node.raft_started().await;
     let mut changes = h.raft.metrics();
     let mut said = String::new();
     loop {
         next_change(&mut changes, Duration::from_secs(1)).await;
-        let ready = with_jobs(&node, |t| {
+        let ready = with_jobs(&ctl.node, |t| {
             t.draining
-                .get(&node.id)
+                .get(&ctl.node.id)
                 .is_some_and(|d| d.cause == DrainCause::Removing)
-                && t.needed_on(node.id, others(&node, node.id, t)) == 0
+                && t.needed_on(ctl.node.id, others(&ctl, ctl.node.id, t)) == 0
         })
         .unwrap_or(false);
-        if !ready || node.pool.busy() > 0 {
+        if !ready || ctl.pool.busy() > 0 {
             continue;
         }
-        let Some(leader) = crate::cluster::members::leader(&node) else {
+        let Some(leader) = crate::cluster::members::leader(&ctl.node) else {
             continue;
         };
-        let left = if leader == node.id {
-            crate::cluster::membership::remove_member(&node, node.id).await
+        let left = if leader == ctl.node.id {
+            crate::cluster::membership::remove_member(&ctl.node, ctl.node.id).await
         } else {
-            let Some(peer) = crate::cluster::members::peer_of(&node, leader) else {
+            let Some(peer) = crate::cluster::members::peer_of(&ctl.node, leader) else {
                 continue;
             };
-            let Some(cluster_id) = node.cluster_id() else {
+            let Some(cluster_id) = ctl.node.cluster_id() else {
                 continue;
             };
             let to = shoal_net::PeerRef {
@@ -260,7 +266,8 @@ pub async fn leave_when_removed(node: Arc<Node>) {
                 addrs: vec![],
             };
             let req = shoal_net::wire::CtlRequest::Leave { cluster_id };
-            match node
+            match ctl
+                .node
                 .net
                 .ctl(&to, req, crate::cluster::node::CTL_TIMEOUT)
                 .await
@@ -273,7 +280,7 @@ pub async fn leave_when_removed(node: Arc<Node>) {
         match left {
             Ok(()) => {
                 info!("this node left the cluster (shoal remove); stopping");
-                node.left.notify_one();
+                ctl.node.left.notify_one();
                 return;
             }
             // Said once per reason: a refusal (too few voters) holds until the cluster grows.

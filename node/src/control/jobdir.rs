@@ -16,8 +16,8 @@ use shoal_jobs::archive::{ArchiveRef, Hasher};
 use tracing::{info, warn};
 
 use crate::cluster::members::peer_of;
-use crate::cluster::node::Node;
 use crate::control::work::{Failure, Work};
+use crate::control::Control;
 use crate::storage::blobs::setup_log_key;
 
 /// The store key of the archive with `digest`.
@@ -28,30 +28,31 @@ pub fn archive_key(digest: &str) -> String {
 /// The store's directory of archives.
 pub const ARCHIVES: &str = "archives";
 
-/// Where the directory of `job` is on this node.
-pub fn job_dir(node: &Node, job: &str) -> PathBuf {
-    node.blobs.scratch().path(&format!("{job}.job"))
+/// Where the directory of `job` is on this ctl.node.
+pub fn job_dir(ctl: &Control, job: &str) -> PathBuf {
+    ctl.store.blobs.scratch().path(&format!("{job}.job"))
 }
 
 /// The job's directory, made first when this is the job's first attempt here. `None`: the
 /// job needs none.
-pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failure> {
+pub async fn ensure(ctl: &Arc<Control>, w: &Work) -> Result<Option<PathBuf>, Failure> {
     let spec = Arc::clone(&w.spec);
     if spec.archives.is_empty() && spec.setup.is_none() {
         return Ok(None);
     }
     let job = w.key.job.clone();
-    let dir = job_dir(node, &job);
-    let state = node.job_dirs.state(&job);
+    let dir = job_dir(ctl, &job);
+    let state = ctl.job_dirs.state(&job);
     let mut ready = state.ready.lock().await;
     if *ready {
         return Ok(Some(dir));
     }
     let mut files = Vec::with_capacity(spec.archives.len());
     for a in &spec.archives {
-        files.push(ensure_archive(node, a).await?);
+        files.push(ensure_archive(ctl, a).await?);
     }
-    let log = node
+    let log = ctl
+        .store
         .blobs
         .path(&setup_log_key(&job))
         .ok_or("a malformed job id")?;
@@ -60,16 +61,16 @@ pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failu
             .map_err(|e| format!("creating {}: {e}", parent.display()))?;
     }
     // Appended to: every run of the setup here (a failed one, then another) stays in it.
-    let (node2, st2, dir2) = (Arc::clone(node), Arc::clone(&state), dir.clone());
-    let context = format!("node {:016x}", node.id);
+    let (node2, st2, dir2) = (Arc::clone(ctl), Arc::clone(&state), dir.clone());
+    let context = format!("node {:016x}", ctl.node.id);
     // Off the runtime, beside the task pool: a setup is not one of the node's task slots.
     let made = tokio::task::spawn_blocking(move || {
-        let sandbox = &node2.settings.sandbox;
+        let sandbox = &node2.node.settings.sandbox;
         let user = sandbox
             .user_for(&job)
             .map_err(|e| Failure::from(format!("choosing the job's task user: {e}")))?;
         let pairs: Vec<(PathBuf, &ArchiveRef)> = files.into_iter().zip(&spec.archives).collect();
-        let keep_free = node2.settings.min_free_mb << 20;
+        let keep_free = node2.node.settings.min_free_mb << 20;
         let r = shoal_jobs::jobdir::unpack_archives(&dir2, &pairs, user.as_ref(), keep_free)
             .and_then(|()| {
                 shoal_jobs::jobdir::run_setup(
@@ -98,11 +99,15 @@ pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failu
         // attempt that waited for it.
         let cmd = crate::cluster::state::Command::Jobs(shoal_jobs::cluster::Command::SetupRan {
             job: w.key.job.clone(),
-            node: node.id,
+            node: ctl.node.id,
         });
-        let node = Arc::clone(node);
+        let ctl = Arc::clone(ctl);
         tokio::spawn(async move {
-            if let Err(e) = node.propose(&cmd, std::time::Duration::from_secs(30)).await {
+            if let Err(e) = ctl
+                .node
+                .propose(&cmd, std::time::Duration::from_secs(30))
+                .await
+            {
                 warn!(error = %e, "reporting the setup's run failed");
             }
         });
@@ -112,14 +117,18 @@ pub async fn ensure(node: &Arc<Node>, w: &Work) -> Result<Option<PathBuf>, Failu
 
 /// This node's copy of archive `a`, fetched from a holder when it has none; a copy whose
 /// SHA-256 is not the archive's is passed over (and a fetched one never stored).
-async fn ensure_archive(node: &Node, a: &ArchiveRef) -> Result<PathBuf, Failure> {
+async fn ensure_archive(ctl: &Control, a: &ArchiveRef) -> Result<PathBuf, Failure> {
     let key = archive_key(&a.digest);
     // The table's digest was checked at submission, but a table entry is not trusted to be
     // well-formed here: a short or odd one is shown whole.
     let short = a.digest.get(..12).unwrap_or(&a.digest);
     let what = format!("archive {} ({short})", a.name);
-    let path = node.blobs.path(&key).ok_or("a malformed archive digest")?;
-    if node.blobs.contains(&key) {
+    let path = ctl
+        .store
+        .blobs
+        .path(&key)
+        .ok_or("a malformed archive digest")?;
+    if ctl.store.blobs.contains(&key) {
         let p = path.clone();
         let sum = tokio::task::spawn_blocking(move || shoal_jobs::archive::digest_file(&p))
             .await
@@ -136,11 +145,12 @@ async fn ensure_archive(node: &Node, a: &ArchiveRef) -> Result<PathBuf, Failure>
         }
     }
     let mut last = "no node holds it".to_string();
-    for &h in a.holders.iter().filter(|&&h| h != node.id) {
-        let Some(peer) = peer_of(node, h) else {
+    for &h in a.holders.iter().filter(|&&h| h != ctl.node.id) {
+        let Some(peer) = peer_of(&ctl.node, h) else {
             continue;
         };
-        let mut w = node
+        let mut w = ctl
+            .store
             .blobs
             .create(&key)
             .map_err(|e| format!("storing {what}: {e}"))?;
@@ -153,7 +163,8 @@ async fn ensure_archive(node: &Node, a: &ArchiveRef) -> Result<PathBuf, Failure>
             inner: &mut w,
             hasher: Hasher::default(),
         };
-        let fetched = crate::storage::data::fetch_range(node, peer, &piece, &mut hashing).await;
+        let fetched =
+            crate::storage::data::fetch_range(&ctl.store, peer, &piece, &mut hashing).await;
         let (digest, _) = hashing.hasher.finish();
         match fetched {
             Ok(_) if digest == a.digest => {
@@ -195,8 +206,8 @@ impl<W: std::io::Write> std::io::Write for Hashing<'_, W> {
 
 /// Remove the stored archives no job in the table names (a job was forgotten). Returns
 /// the bytes freed.
-pub fn remove_unused_archives(node: &Node, named: &[String]) -> u64 {
-    let Some(dir) = node.blobs.path(ARCHIVES) else {
+pub fn remove_unused_archives(ctl: &Control, named: &[String]) -> u64 {
+    let Some(dir) = ctl.store.blobs.path(ARCHIVES) else {
         return 0;
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -17,20 +17,15 @@ use shoal_raft::ServerState;
 use tracing::{debug, warn};
 
 use crate::clock::now_ms;
+use crate::cluster::heartbeats::last_heard;
 use crate::cluster::members::live_nodes;
-use crate::cluster::node::Node;
 use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
 use crate::control::worker::WorkerHost;
+use crate::control::Control;
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
-
-/// The start of node `n`'s current lease: its last heartbeat, but never before this node
-/// became leader (a new manager starts every lease fresh).
-pub fn last_heard<I: Ord + Copy>(heard: Option<I>, leader_since: I) -> I {
-    heard.map_or(leader_since, |at| at.max(leader_since))
-}
 
 /// Nodes whose lease ran out — `silent` says whether a node has been quiet past
 /// `--node-timeout` — and with something the job table still expects of them (a running
@@ -131,8 +126,8 @@ pub trait ManagerHost: WorkerHost {
 }
 
 /// The daemon's manager loop. Forever.
-pub async fn run(node: Arc<Node>) {
-    run_on(node).await
+pub async fn run(ctl: Arc<Control>) {
+    run_on(ctl).await
 }
 
 /// The manager loop on `host`: while it leads, propose what [`decide`] says the table
@@ -175,26 +170,27 @@ pub async fn run_on<H: ManagerHost>(host: Arc<H>) {
     }
 }
 
-impl ManagerHost for Node {
+impl ManagerHost for Control {
     fn leads(&self) -> bool {
-        self.raft.get().is_some_and(|h| {
+        self.node.raft.get().is_some_and(|h| {
             let m = shoal_raft::metrics(&h.raft);
-            m.current_leader == Some(self.id) && m.state == ServerState::Leader
+            m.current_leader == Some(self.node.id) && m.state == ServerState::Leader
         })
     }
 
     fn outlook(&self) -> Outlook {
         Outlook {
-            me: self.id,
-            members: live_nodes(self),
-            node_timeout: self.settings.node_timeout,
-            retain_jobs: self.settings.retain_jobs,
+            me: self.node.id,
+            members: live_nodes(&self.node),
+            node_timeout: self.node.settings.node_timeout,
+            retain_jobs: self.node.settings.retain_jobs,
             now_ms: now_ms(),
         }
     }
 
     fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
-        self.heartbeats
+        self.node
+            .heartbeats
             .locked()
             .iter()
             .map(|(&n, (at, _))| (n, tokio::time::Instant::from_std(*at)))
@@ -202,7 +198,7 @@ impl ManagerHost for Node {
     }
 
     async fn propose_here(&self, cmd: &Command) -> Result<(), ProposeError> {
-        self.propose_once(cmd).await.map(|_| ())
+        self.node.propose_once(cmd).await.map(|_| ())
     }
 }
 

@@ -60,9 +60,31 @@ pub struct Work {
     pub assigned_ms: u64,
 }
 
+/// What kind of failure an attempt had: what the worker decides on. The text beside it says
+/// it to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The node's disk (or quota) is full: the node's fault, the task runs elsewhere.
+    DiskFull,
+    /// An input could not be had (a split, a map's output): not the task's fault.
+    LostInput,
+    /// The program exited with a failing status.
+    Exit,
+    /// A signal killed the program.
+    Signal,
+    /// The program made no progress within its timeout.
+    Timeout,
+    /// The memory controller killed the program.
+    OutOfMemory,
+    /// Anything else (a refused spec, a corrupt input, the node's own error).
+    Other,
+}
+
 /// Why an attempt failed, as its report carries it.
 #[derive(Debug)]
 pub struct Failure {
+    /// What kind.
+    pub cause: Cause,
     /// What went wrong.
     pub error: String,
     /// The program's exit, when a program failed.
@@ -78,6 +100,7 @@ pub struct Failure {
 impl From<String> for Failure {
     fn from(error: String) -> Self {
         Failure {
+            cause: Cause::Other,
             error,
             exit: None,
             stderr_tail: None,
@@ -91,8 +114,21 @@ impl Failure {
     /// A failure that is not the task's fault: it does not count toward its attempts.
     pub fn lost(error: String) -> Self {
         Failure {
+            cause: Cause::LostInput,
             lost: true,
             ..Failure::from(error)
+        }
+    }
+
+    /// A failure of this node's I/O while doing `what`: a full disk says so in its cause.
+    pub fn io(what: String, e: &std::io::Error) -> Self {
+        Failure {
+            cause: if shoal_jobs::error::is_disk_full(e) {
+                Cause::DiskFull
+            } else {
+                Cause::Other
+            },
+            ..Failure::from(format!("{what}: {e}"))
         }
     }
 }
@@ -105,13 +141,26 @@ impl From<&str> for Failure {
 
 impl From<shoal_jobs::Error> for Failure {
     fn from(e: shoal_jobs::Error) -> Self {
+        use shoal_jobs::Ended;
         let error = e.to_string();
+        let disk_full = e.is_disk_full();
         match e {
             shoal_jobs::Error::Program {
                 exit, stderr_tail, ..
             } => Failure {
-                exit,
+                cause: match &exit {
+                    Some(Ended::Exit(_)) | Some(Ended::Unknown) => Cause::Exit,
+                    Some(Ended::Signal(..)) => Cause::Signal,
+                    Some(Ended::Timeout(_)) => Cause::Timeout,
+                    Some(Ended::OutOfMemory(_)) => Cause::OutOfMemory,
+                    None => Cause::Other,
+                },
+                exit: exit.map(|e| e.to_string()),
                 stderr_tail: Some(stderr_tail).filter(|t| !t.is_empty()),
+                ..Failure::from(error)
+            },
+            _ if disk_full => Failure {
+                cause: Cause::DiskFull,
                 ..Failure::from(error)
             },
             _ => Failure::from(error),
@@ -193,3 +242,61 @@ pub fn task_id(k: &AttemptKey) -> String {
 
 /// A finished attempt's report: its commands, in order, and the attempt for the logs.
 pub type Report = (Vec<cluster::Command>, AttemptKey);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> shoal_jobs::Error {
+        shoal_jobs::Error::Io {
+            what: "writing the map output".into(),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    fn ended(exit: shoal_jobs::Ended) -> shoal_jobs::Error {
+        shoal_jobs::Error::Program {
+            message: "mapper failed".into(),
+            exit: Some(exit),
+            stderr_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failure_s_cause_comes_from_its_error_never_from_its_words() {
+        use shoal_jobs::Ended;
+        let full = Failure::from(io(std::io::ErrorKind::StorageFull));
+        assert_eq!(full.cause, Cause::DiskFull);
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(
+            Failure::io("storing".into(), &enospc).cause,
+            Cause::DiskFull
+        );
+        // Words that look like a full disk are not one.
+        let says = Failure::from("No space left on device (os error 28)".to_string());
+        assert_eq!(says.cause, Cause::Other);
+        assert_eq!(
+            Failure::from(io(std::io::ErrorKind::NotFound)).cause,
+            Cause::Other
+        );
+        for (exit, cause, text) in [
+            (Ended::Exit(3), Cause::Exit, "exit 3"),
+            (
+                Ended::Signal(9, "SIGKILL"),
+                Cause::Signal,
+                "signal 9 (SIGKILL)",
+            ),
+            (Ended::Timeout(600), Cause::Timeout, "timeout 600 s"),
+            (
+                Ended::OutOfMemory("oom".into()),
+                Cause::OutOfMemory,
+                "killed: oom",
+            ),
+        ] {
+            let f = Failure::from(ended(exit));
+            assert_eq!(f.cause, cause);
+            assert_eq!(f.exit.as_deref(), Some(text));
+        }
+        assert_eq!(Failure::lost("gone".into()).cause, Cause::LostInput);
+    }
+}

@@ -26,11 +26,11 @@ use shoal_net::wire::{CtlRequest, Heartbeat};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
-use crate::cluster::node::Node;
 use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
-use crate::control::work::{task_id, AttemptState, Done, Failure, Report, Running, Work};
+use crate::control::work::{task_id, AttemptState, Cause, Done, Failure, Report, Running, Work};
 pub use crate::control::work::{AttemptKey, MapOut};
+use crate::control::Control;
 use crate::sync::Locked;
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
@@ -133,10 +133,10 @@ pub trait WorkerHost: Send + Sync + 'static {
 }
 
 /// Run the worker loop of a node: heartbeats to the leader beside it. Forever.
-pub async fn run(node: Arc<Node>) {
+pub async fn run(ctl: Arc<Control>) {
     let running = Running::default();
-    tokio::spawn(heartbeats(Arc::clone(&node), Arc::clone(&running)));
-    run_on(node, running).await
+    tokio::spawn(heartbeats(Arc::clone(&ctl), Arc::clone(&running)));
+    run_on(ctl, running).await
 }
 
 /// The worker loop on `host`, its running attempts in `running`: start what the table
@@ -300,7 +300,7 @@ async fn attempt<H: WorkerHost>(
         },
         Err(mut f) => {
             // A full disk is this node's fault, not the task's: it runs elsewhere.
-            if !f.lost && crate::storage::space::is_disk_full(&f.error) {
+            if !f.lost && f.cause == Cause::DiskFull {
                 f.lost = true;
                 f.error = format!(
                     "disk full on node {:016x}: {}",
@@ -344,7 +344,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Every [`HEARTBEAT`], send this node's slots (its share of its host's cores, which its
 /// pool keeps to) and running attempts to the leader (and keep a copy here).
-async fn heartbeats(node: Arc<Node>, running: Running) {
+async fn heartbeats(ctl: Arc<Control>, running: Running) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     let disk = Arc::new(AtomicU64::new(0));
     let mut beats = 0u64;
@@ -352,49 +352,50 @@ async fn heartbeats(node: Arc<Node>, running: Running) {
         tick.tick().await;
         // The store's size, every tenth beat, off the runtime.
         if beats.is_multiple_of(10) {
-            let (node, disk) = (Arc::clone(&node), Arc::clone(&disk));
+            let (ctl, disk) = (Arc::clone(&ctl), Arc::clone(&disk));
             tokio::task::spawn_blocking(move || {
-                disk.store(node.blobs.used_bytes(), Ordering::Relaxed)
+                disk.store(ctl.store.blobs.used_bytes(), Ordering::Relaxed)
             });
         }
         beats += 1;
-        let Some(cluster_id) = node.cluster_id() else {
+        let Some(cluster_id) = ctl.node.cluster_id() else {
             continue;
         };
         // This node's share of its host's cores may change as nodes there come and go: the
         // pool runs that many at once, and the heartbeat says so.
-        let slots = crate::cluster::members::own_slots(&node);
-        node.pool.set_limit(slots as usize);
+        let slots = crate::cluster::members::own_slots(&ctl.node);
+        ctl.pool.set_limit(slots as usize);
         let attempts = crate::control::work::running_attempts(&running, |st| {
             st.started.elapsed().as_millis() as u64
         });
         let hb = Heartbeat {
             cluster_id,
-            node_id: node.id,
+            node_id: ctl.node.id,
             slots,
-            busy: node.pool.busy() as u32,
+            busy: ctl.pool.busy() as u32,
             running: attempts,
             disk_bytes: disk.load(Ordering::Relaxed),
-            disk_low: node.disk_ok().is_err(),
-            build: node.settings.build.clone(),
+            disk_low: ctl.store.disk_ok().is_err(),
+            build: ctl.node.settings.build.clone(),
         };
-        node.heartbeats.record(hb.clone());
-        let Some(to) = crate::cluster::members::leader(&node)
-            .filter(|&l| l != node.id)
-            .and_then(|l| crate::cluster::members::reach(&node, l))
+        ctl.node.heartbeats.record(hb.clone());
+        let Some(to) = crate::cluster::members::leader(&ctl.node)
+            .filter(|&l| l != ctl.node.id)
+            .and_then(|l| crate::cluster::members::reach(&ctl.node, l))
         else {
             continue;
         };
         // Never wait on a send: a leader that just died must not delay the heartbeats the
         // next one needs.
-        let node = Arc::clone(&node);
+        let ctl = Arc::clone(&ctl);
         tokio::spawn(async move {
-            match node
+            match ctl
+                .node
                 .net
                 .ctl(&to, CtlRequest::Heartbeat(hb), HEARTBEAT)
                 .await
             {
-                Ok(shoal_net::wire::CtlResponse::Heartbeats(all)) => node.heartbeats.merge(all),
+                Ok(shoal_net::wire::CtlResponse::Heartbeats(all)) => ctl.node.heartbeats.merge(all),
                 Ok(_) => {}
                 Err(e) => debug!(error = %e, "heartbeat not delivered"),
             }

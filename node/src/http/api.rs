@@ -13,12 +13,12 @@ use futures::StreamExt;
 use shoal_jobs::cluster::{self, Applied, JobState};
 
 use crate::cluster::node::with_jobs;
-use crate::cluster::node::Node;
+use crate::control::Control;
 use crate::http::error::error;
 use crate::http::view::cluster_view;
 
 /// The API's routes.
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(ctl: Arc<Control>) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
         .route("/metrics", get(crate::http::metrics::metrics))
@@ -54,7 +54,7 @@ pub fn router(node: Arc<Node>) -> Router {
             post(crate::http::nodes::remove),
         )
         .fallback(not_found)
-        .with_state(node)
+        .with_state(ctl)
 }
 
 /// The dashboard: one page, no external assets; it polls the API every second.
@@ -69,9 +69,9 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-async fn cluster(State(node): State<Arc<Node>>) -> Response {
-    crate::http::view::gather_heartbeats(&node).await;
-    Json(cluster_view(&node)).into_response()
+async fn cluster(State(ctl): State<Arc<Control>>) -> Response {
+    crate::http::view::gather_heartbeats(&ctl).await;
+    Json(cluster_view(&ctl)).into_response()
 }
 
 /// `?tasks=false`: jobs without their task tables.
@@ -81,11 +81,11 @@ struct ListQuery {
 }
 
 async fn jobs(
-    State(node): State<Arc<Node>>,
+    State(ctl): State<Arc<Control>>,
     axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> Response {
     let with_tasks = q.tasks.unwrap_or(true);
-    let list = with_jobs(&node, |jobs| {
+    let list = with_jobs(&ctl.node, |jobs| {
         crate::http::jobs_view::jobs_view(jobs, with_tasks)
     })
     .unwrap_or_default();
@@ -101,8 +101,8 @@ struct WaitQuery {
 }
 
 /// What a waiting client is told about: state and task counts.
-fn progress_key(node: &Node, id: &str) -> Option<(JobState, usize, usize, usize, usize)> {
-    with_jobs(node, |jobs| {
+fn progress_key(ctl: &Control, id: &str) -> Option<(JobState, usize, usize, usize, usize)> {
+    with_jobs(&ctl.node, |jobs| {
         jobs.jobs.get(id).map(|j| {
             let count =
                 |ts: &[shoal_jobs::cluster::Task], s| ts.iter().filter(|t| t.state == s).count();
@@ -120,16 +120,16 @@ fn progress_key(node: &Node, id: &str) -> Option<(JobState, usize, usize, usize,
 }
 
 async fn job(
-    State(node): State<Arc<Node>>,
+    State(ctl): State<Arc<Control>>,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<WaitQuery>,
 ) -> Response {
-    if let (Some(ms), Some(h)) = (q.wait, node.raft.get()) {
+    if let (Some(ms), Some(h)) = (q.wait, ctl.node.raft.get()) {
         use shoal_raft::WatchReceiver;
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(ms.min(30_000));
         let mut changes = h.raft.metrics();
-        let first = progress_key(&node, &id);
+        let first = progress_key(&ctl, &id);
         while let Some(k) = first {
             if k.0 != JobState::Running {
                 break;
@@ -140,12 +140,12 @@ async fn job(
             ) {
                 break;
             }
-            if progress_key(&node, &id) != first {
+            if progress_key(&ctl, &id) != first {
                 break;
             }
         }
     }
-    match with_jobs(&node, |jobs| {
+    match with_jobs(&ctl.node, |jobs| {
         jobs.jobs
             .get(&id)
             .map(|j| crate::http::jobs_view::job_view(j, q.tasks.unwrap_or(true)))
@@ -157,8 +157,8 @@ async fn job(
     }
 }
 
-async fn kill(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
-    let state = with_jobs(&node, |jobs| jobs.jobs.get(&id).map(|j| j.state)).flatten();
+async fn kill(State(ctl): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+    let state = with_jobs(&ctl.node, |jobs| jobs.jobs.get(&id).map(|j| j.state)).flatten();
     match state {
         None => return error(StatusCode::NOT_FOUND, &format!("no job {id:?}")),
         Some(JobState::Running) => {}
@@ -173,7 +173,11 @@ async fn kill(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response
         job: id.clone(),
         at_ms: crate::clock::now_ms(),
     });
-    match node.propose(&cmd, std::time::Duration::from_secs(10)).await {
+    match ctl
+        .node
+        .propose(&cmd, std::time::Duration::from_secs(10))
+        .await
+    {
         Ok(Applied::Changed) => {
             Json(serde_json::json!({ "id": id, "state": "killed" })).into_response()
         }
@@ -192,8 +196,11 @@ fn state_name(s: JobState) -> &'static str {
 }
 
 /// The part files of a succeeded job.
-fn parts_of(node: &Node, id: &str) -> Result<Vec<cluster::PartRef>, (StatusCode, String)> {
-    let found = with_jobs(node, |jobs| jobs.jobs.get(id).map(|j| (j.state, j.parts()))).flatten();
+fn parts_of(ctl: &Control, id: &str) -> Result<Vec<cluster::PartRef>, (StatusCode, String)> {
+    let found = with_jobs(&ctl.node, |jobs| {
+        jobs.jobs.get(id).map(|j| (j.state, j.parts()))
+    })
+    .flatten();
     match found {
         None => Err((StatusCode::NOT_FOUND, format!("no job {id:?}"))),
         Some((JobState::Succeeded, parts)) => Ok(parts),
@@ -207,8 +214,8 @@ fn parts_of(node: &Node, id: &str) -> Result<Vec<cluster::PartRef>, (StatusCode,
 /// The header that carries a part's checksum: `crc32c=` and eight hex digits.
 pub const CHECKSUM_HEADER: &str = "x-shoal-checksum";
 
-async fn output_list(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
-    match parts_of(&node, &id) {
+async fn output_list(State(ctl): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+    match parts_of(&ctl, &id) {
         Ok(parts) => {
             let list: Vec<_> = parts
                 .iter()
@@ -235,11 +242,11 @@ struct Try {
 }
 
 async fn output_part(
-    State(node): State<Arc<Node>>,
+    State(ctl): State<Arc<Control>>,
     Path((id, name)): Path<(String, String)>,
     Query(tried): Query<Try>,
 ) -> Response {
-    let parts = match parts_of(&node, &id) {
+    let parts = match parts_of(&ctl, &id) {
         Ok(p) => p,
         Err((status, msg)) => return error(status, &msg),
     };
@@ -251,14 +258,14 @@ async fn output_part(
     };
     let key = crate::storage::blobs::part_key(&id, part.index, part.attempt);
     // The holders this node can read from: itself when it has a copy, and the connected.
-    let connected = node.peers.hellos();
+    let connected = ctl.node.peers.hellos();
     let mut sources: Vec<u64> = part
         .holders
         .iter()
         .copied()
         .filter(|&h| {
-            if h == node.id {
-                node.blobs.contains(&key)
+            if h == ctl.node.id {
+                ctl.store.blobs.contains(&key)
             } else {
                 connected.iter().any(|c| c.node_id == h)
             }
@@ -273,8 +280,9 @@ async fn output_part(
     let first = tried.n % sources.len();
     sources.rotate_left(first);
     let from = sources[0];
-    let body: futures::stream::BoxStream<'static, std::io::Result<Vec<u8>>> = if from == node.id {
-        match node.blobs.open_read(&key) {
+    let body: futures::stream::BoxStream<'static, std::io::Result<Vec<u8>>> = if from == ctl.node.id
+    {
+        match ctl.store.blobs.open_read(&key) {
             Ok((file, _)) => file_stream(file).boxed(),
             Err(e) => {
                 return error(
@@ -284,13 +292,13 @@ async fn output_part(
             }
         }
     } else {
-        let Some(peer) = crate::cluster::members::peer_of(&node, from) else {
+        let Some(peer) = crate::cluster::members::peer_of(&ctl.node, from) else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("node {from:016x} holding {name} of job {id} is not a member"),
             );
         };
-        crate::storage::data::fetch_stream(Arc::clone(&node), peer, key)
+        crate::storage::data::fetch_stream(Arc::clone(&ctl.store), peer, key)
             .map(|r| r.map_err(std::io::Error::other))
             .boxed()
     };

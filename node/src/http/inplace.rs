@@ -14,7 +14,7 @@ use shoal_net::wire::{CtlRequest, CtlResponse, InputSplit};
 use shoal_net::Transport;
 
 use crate::cluster::members::{member_ids, peer_of};
-use crate::cluster::node::Node;
+use crate::control::Control;
 
 /// How long a member may take to list its files.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,7 +25,7 @@ pub(crate) type Refusal = (StatusCode, String);
 /// The in-place splits of `spec`'s `node:` and `shared:` inputs, in input order, then node
 /// order (numbered from 0; the caller renumbers them after its other splits).
 pub(crate) async fn in_place_splits(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     spec: &JobSpec,
 ) -> Result<Vec<SplitInfo>, Refusal> {
     let mut out = Vec::new();
@@ -34,12 +34,12 @@ pub(crate) async fn in_place_splits(
             continue;
         };
         let from: Vec<NodeId> = match place {
-            Place::Shared => vec![node.id],
-            Place::Node => member_ids(node),
+            Place::Shared => vec![ctl.node.id],
+            Place::Node => member_ids(&ctl.node),
         };
         let listings = futures::future::join_all(
             from.iter()
-                .map(|&id| list_on(node, id, pattern, spec.cut_size(), spec.max_record_bytes)),
+                .map(|&id| list_on(ctl, id, pattern, spec.cut_size(), spec.max_record_bytes)),
         )
         .await;
         let before = out.len();
@@ -89,15 +89,16 @@ pub(crate) async fn in_place_splits(
 
 /// Member `id`'s listing of `pattern` (this node's own, without the network).
 async fn list_on(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     id: NodeId,
     pattern: &str,
     split_size: u64,
     max_record: u64,
 ) -> Result<Vec<InputSplit>, Refusal> {
     let refused = |why: String| (StatusCode::BAD_REQUEST, why);
-    if id == node.id {
-        return node
+    if id == ctl.node.id {
+        return ctl
+            .node
             .list_inputs(pattern.to_owned(), split_size, max_record)
             .await
             .map_err(refused);
@@ -110,8 +111,9 @@ async fn list_on(
             ),
         )
     };
-    let peer = peer_of(node, id).ok_or_else(|| unreachable("no address".into()))?;
-    let cluster_id = node
+    let peer = peer_of(&ctl.node, id).ok_or_else(|| unreachable("no address".into()))?;
+    let cluster_id = ctl
+        .node
         .cluster_id()
         .ok_or_else(|| unreachable("this node has no cluster".into()))?;
     let req = CtlRequest::ListInputs {
@@ -124,7 +126,7 @@ async fn list_on(
         peer,
         addrs: vec![],
     };
-    match node.net.ctl(&to, req, LIST_TIMEOUT).await {
+    match ctl.node.net.ctl(&to, req, LIST_TIMEOUT).await {
         Ok(CtlResponse::InputSplits(splits)) => {
             // A member's listing is checked as a user's pattern is: a path that climbs out
             // of its root never reaches the job table.

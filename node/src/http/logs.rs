@@ -4,7 +4,7 @@
 //! `GET /api/v1/jobs/{id}/logs/setup/{node}` answer a log's text, read on whichever node
 //! kept it — this one, or another over `/shoal/data/1`. Logs live on the node that ran the
 //! attempt until the job is forgotten (`--retain-jobs`); a log on a node that is gone is
-//! answered 503 naming the node.
+//! answered 503 naming the ctl.node.
 
 use std::sync::Arc;
 
@@ -16,7 +16,8 @@ use futures::StreamExt;
 use shoal_jobs::cluster::{Job, NodeId, TaskKind};
 
 use crate::cluster::identity::hex;
-use crate::cluster::node::{with_jobs, Node};
+use crate::cluster::node::with_jobs;
+use crate::control::Control;
 use crate::http::error::error;
 use crate::storage::blobs::{attempt_log_key, setup_log_key};
 
@@ -28,15 +29,15 @@ fn setup_log_url(id: &str, node: NodeId) -> String {
     format!("/api/v1/jobs/{id}/logs/setup/{}", hex(node))
 }
 
-fn job_of(node: &Node, id: &str) -> Result<Job, (StatusCode, String)> {
-    with_jobs(node, |t| t.jobs.get(id).cloned())
+fn job_of(ctl: &Control, id: &str) -> Result<Job, (StatusCode, String)> {
+    with_jobs(&ctl.node, |t| t.jobs.get(id).cloned())
         .flatten()
         .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no job {id:?}")))
 }
 
 /// `GET /api/v1/jobs/{id}/logs`.
-pub async fn index(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
-    let job = match job_of(&node, &id) {
+pub async fn index(State(ctl): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+    let job = match job_of(&ctl, &id) {
         Ok(j) => j,
         Err((status, why)) => return error(status, &why),
     };
@@ -71,10 +72,10 @@ pub async fn index(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Res
 
 /// `GET /api/v1/jobs/{id}/logs/{task}/{attempt}`.
 pub async fn attempt(
-    State(node): State<Arc<Node>>,
+    State(ctl): State<Arc<Control>>,
     Path((id, task, attempt)): Path<(String, String, u32)>,
 ) -> Response {
-    let job = match job_of(&node, &id) {
+    let job = match job_of(&ctl, &id) {
         Ok(j) => j,
         Err((status, why)) => return error(status, &why),
     };
@@ -92,15 +93,15 @@ pub async fn attempt(
         );
     };
     let what = format!("the log of {task} attempt {attempt} of job {id}");
-    answer(&node, from, attempt_log_key(&id, &task, attempt), what).await
+    answer(&ctl, from, attempt_log_key(&id, &task, attempt), what).await
 }
 
 /// `GET /api/v1/jobs/{id}/logs/setup/{node}`.
 pub async fn setup(
-    State(node): State<Arc<Node>>,
+    State(ctl): State<Arc<Control>>,
     Path((id, on)): Path<(String, String)>,
 ) -> Response {
-    if let Err((status, why)) = job_of(&node, &id) {
+    if let Err((status, why)) = job_of(&ctl, &id) {
         return error(status, &why);
     }
     let Some(from) = u64::from_str_radix(&on, 16).ok() else {
@@ -110,7 +111,7 @@ pub async fn setup(
         );
     };
     let what = format!("the setup log of job {id} on node {on}");
-    answer(&node, from, setup_log_key(&id), what).await
+    answer(&ctl, from, setup_log_key(&id), what).await
 }
 
 /// The first `cap` bytes of the file at `path`.
@@ -126,9 +127,9 @@ async fn read_at_most(path: &std::path::Path, cap: usize) -> std::io::Result<Vec
 }
 
 /// The text of log `key` kept on node `from` (its first [`MAX_LOG_ANSWER`] bytes).
-async fn answer(node: &Arc<Node>, from: NodeId, key: String, what: String) -> Response {
-    let text = if from == node.id {
-        let Some(path) = node.blobs.path(&key) else {
+async fn answer(ctl: &Arc<Control>, from: NodeId, key: String, what: String) -> Response {
+    let text = if from == ctl.node.id {
+        let Some(path) = ctl.store.blobs.path(&key) else {
             return error(StatusCode::BAD_REQUEST, "a malformed job or task id");
         };
         match read_at_most(&path, MAX_LOG_ANSWER).await {
@@ -142,14 +143,14 @@ async fn answer(node: &Arc<Node>, from: NodeId, key: String, what: String) -> Re
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{what}: {e}")),
         }
     } else {
-        let Some(peer) = crate::cluster::members::peer_of(node, from) else {
+        let Some(peer) = crate::cluster::members::peer_of(&ctl.node, from) else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("{what} is on node {from:016x}, which is not a member now"),
             );
         };
         let mut body = Box::pin(crate::storage::data::fetch_stream(
-            Arc::clone(node),
+            Arc::clone(&ctl.store),
             peer,
             key,
         ));

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
 use crate::cluster::identity::hex;
-use crate::cluster::node::Node;
+use crate::control::Control;
 use crate::sync::ReadWrite;
 
 /// Upper bounds of the task-duration histogram, in seconds.
@@ -26,14 +26,14 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// Run forever: count the leader changes this node sees.
-pub async fn count_leader_changes(node: Arc<Node>) {
-    let h = node.raft_started().await;
+pub async fn count_leader_changes(ctl: Arc<Control>) {
+    let h = ctl.node.raft_started().await;
     let mut changes = h.raft.metrics();
     let mut last = None;
     loop {
         let leader = shoal_raft::metrics(&h.raft).current_leader;
         if leader.is_some() && leader != last {
-            node.leader_changes.fetch_add(1, Ordering::Relaxed);
+            ctl.node.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         last = leader.or(last);
         crate::cluster::node::next_change(&mut changes, std::time::Duration::from_secs(1)).await;
@@ -219,9 +219,9 @@ fn jobs(page: &mut Page, table: &Cluster) {
 }
 
 /// The whole page.
-pub fn render(node: &Node) -> String {
+pub fn render(ctl: &Control) -> String {
     let mut page = Page(String::new());
-    if let Some(h) = node.raft.get() {
+    if let Some(h) = ctl.node.raft.get() {
         {
             let applied = h.applied.read_now();
             jobs(&mut page, &applied.state.jobs);
@@ -239,7 +239,7 @@ pub fn render(node: &Node) -> String {
             "Index of the last log entry this node applied.",
             m.last_applied.map_or(0, |l| l.index) as f64,
         );
-        let leads = m.current_leader == Some(node.id);
+        let leads = m.current_leader == Some(ctl.node.id);
         page.single(
             "shoal_raft_is_leader",
             "gauge",
@@ -251,34 +251,34 @@ pub fn render(node: &Node) -> String {
         "shoal_raft_leader_changes_total",
         "counter",
         "Leaders this node has seen elected since it started.",
-        node.leader_changes.load(Ordering::Relaxed) as f64,
+        ctl.node.leader_changes.load(Ordering::Relaxed) as f64,
     );
     page.single(
         "shoal_peers_connected",
         "gauge",
         "Peers of this node's cluster it has heard from within --node-timeout.",
-        node.peers.hellos().len() as f64,
+        ctl.node.peers.hellos().len() as f64,
     );
     page.single(
         "shoal_shuffle_fetched_bytes_total",
         "counter",
         "Map output this node's reduces fetched from other nodes.",
-        node.shuffle.fetched_bytes.load(Ordering::Relaxed) as f64,
+        ctl.store.shuffle.fetched_bytes.load(Ordering::Relaxed) as f64,
     );
     page.single(
         "shoal_shuffle_local_bytes_total",
         "counter",
         "Map output this node's reduces read from its own store.",
-        node.shuffle.local_bytes.load(Ordering::Relaxed) as f64,
+        ctl.store.shuffle.local_bytes.load(Ordering::Relaxed) as f64,
     );
     page.single(
         "shoal_linked_bytes_total",
         "counter",
         "Objects this node sent to, or took from, another node of its host as hard links instead of copying their bytes.",
-        node.links.linked_bytes() as f64,
+        ctl.store.links.linked_bytes() as f64,
     );
     let beats: Vec<(u64, shoal_net::wire::Heartbeat)> = {
-        let heard = node.heartbeats.locked();
+        let heard = ctl.node.heartbeats.locked();
         heard
             .iter()
             .map(|(id, (_, hb))| (*id, hb.clone()))
@@ -312,14 +312,14 @@ pub fn render(node: &Node) -> String {
 }
 
 /// `GET /metrics`.
-pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    crate::http::view::gather_heartbeats(&node).await;
+pub async fn metrics(State(ctl): State<Arc<Control>>) -> Response {
+    crate::http::view::gather_heartbeats(&ctl).await;
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&node),
+        render(&ctl),
     )
         .into_response()
 }

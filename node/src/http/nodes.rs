@@ -1,5 +1,5 @@
 //! Taking a node out of service and back: `POST /api/v1/nodes/{node}/drain` and
-//! `/undrain` (`shoal drain NODE`, `shoal undrain NODE`), from any node. `{node}` is a member's
+//! `/undrain` (`shoal drain NODE`, `shoal undrain NODE`), from any ctl.node. `{node}` is a member's
 //! id, or a prefix of it that names one member.
 
 use std::sync::Arc;
@@ -11,19 +11,20 @@ use axum::Json;
 use shoal_jobs::cluster::{Applied, Command, DrainCause, NodeId};
 
 use crate::cluster::identity::hex;
-use crate::cluster::node::{with_jobs, Node};
+use crate::cluster::node::with_jobs;
+use crate::control::Control;
 use crate::http::error::error;
 
 /// The member or plain worker `arg` names: its whole id or a prefix of one's id.
-fn member(node: &Node, arg: &str) -> Result<NodeId, (StatusCode, String)> {
-    if node.raft.get().is_none() {
+fn member(ctl: &Control, arg: &str) -> Result<NodeId, (StatusCode, String)> {
+    if ctl.node.raft.get().is_none() {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "this node has no cluster yet".into(),
         ));
     }
     let want = arg.to_ascii_lowercase();
-    let found: Vec<NodeId> = crate::cluster::members::member_ids(node)
+    let found: Vec<NodeId> = crate::cluster::members::member_ids(&ctl.node)
         .into_iter()
         .filter(|&id| !want.is_empty() && hex(id).starts_with(&want))
         .collect();
@@ -42,14 +43,18 @@ fn member(node: &Node, arg: &str) -> Result<NodeId, (StatusCode, String)> {
 
 /// Propose `cmd` about node `id`; the answer says where it stands now: `active`, or
 /// `draining` while attempts still run there, `drained` once none does.
-async fn propose(node: &Node, id: NodeId, cmd: Command) -> Response {
+async fn propose(ctl: &Control, id: NodeId, cmd: Command) -> Response {
     let draining = matches!(cmd, Command::Drain { .. });
     let cmd = crate::cluster::state::Command::Jobs(cmd);
-    match node.propose(&cmd, std::time::Duration::from_secs(10)).await {
+    match ctl
+        .node
+        .propose(&cmd, std::time::Duration::from_secs(10))
+        .await
+    {
         // Ignored: it already was so.
         Ok(Applied::Changed | Applied::Ignored(_)) => {
-            let (running, needed) = with_jobs(node, |t| {
-                let others = crate::control::drain::others(node, id, t);
+            let (running, needed) = with_jobs(&ctl.node, |t| {
+                let others = crate::control::drain::others(ctl, id, t);
                 (t.running_on(id), t.needed_on(id, others))
             })
             .unwrap_or((0, 0));
@@ -66,9 +71,9 @@ async fn propose(node: &Node, id: NodeId, cmd: Command) -> Response {
 }
 
 /// Propose the command `make` builds for the member `arg` names.
-async fn about(node: &Node, arg: &str, make: impl FnOnce(NodeId) -> Command) -> Response {
-    match member(node, arg) {
-        Ok(id) => propose(node, id, make(id)).await,
+async fn about(ctl: &Control, arg: &str, make: impl FnOnce(NodeId) -> Command) -> Response {
+    match member(ctl, arg) {
+        Ok(id) => propose(ctl, id, make(id)).await,
         Err((status, why)) => error(status, &why),
     }
 }
@@ -82,17 +87,17 @@ fn drain_for(cause: DrainCause) -> impl FnOnce(NodeId) -> Command {
 }
 
 /// `POST /api/v1/nodes/{node}/drain`.
-pub async fn drain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
-    about(&node, &arg, drain_for(DrainCause::Operator)).await
+pub async fn drain(State(ctl): State<Arc<Control>>, Path(arg): Path<String>) -> Response {
+    about(&ctl, &arg, drain_for(DrainCause::Operator)).await
 }
 
 /// `POST /api/v1/nodes/{node}/remove`: drain it; once nothing there is needed it leaves
 /// the membership (a voter replaced first, never below three voters) and stops.
-pub async fn remove(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
-    about(&node, &arg, drain_for(DrainCause::Removing)).await
+pub async fn remove(State(ctl): State<Arc<Control>>, Path(arg): Path<String>) -> Response {
+    about(&ctl, &arg, drain_for(DrainCause::Removing)).await
 }
 
 /// `POST /api/v1/nodes/{node}/undrain`.
-pub async fn undrain(State(node): State<Arc<Node>>, Path(arg): Path<String>) -> Response {
-    about(&node, &arg, |id| Command::Undrain { node: id }).await
+pub async fn undrain(State(ctl): State<Arc<Control>>, Path(arg): Path<String>) -> Response {
+    about(&ctl, &arg, |id| Command::Undrain { node: id }).await
 }

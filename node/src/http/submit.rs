@@ -1,4 +1,4 @@
-//! `POST /api/v1/jobs`: accept a job on any node. The multipart body is a `spec` part first
+//! `POST /api/v1/jobs`: accept a job on any ctl.node. The multipart body is a `spec` part first
 //! (the job spec as CBOR, `application/cbor`, or JSON), then one `input` part per input file
 //! (its filename is the name the mapper sees). The node streams each input into line-aligned
 //! splits in its own store, copies each split to `replication` other nodes over
@@ -11,7 +11,7 @@
 //! [`cluster::MAX_SPLITS`] splits, checked as the splits are cut.
 //!
 //! The invariant: nothing is proposed before every split is stored, and a request rejected
-//! for bad input leaves nothing behind on this node.
+//! for bad input leaves nothing behind on this ctl.node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,13 +28,13 @@ use tracing::info;
 
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
-use crate::cluster::node::Node;
 use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
 use crate::control::jobdir::archive_key;
+use crate::control::Control;
 use crate::http::error::error;
 use crate::http::splitter::{Splitter, TooManySplits};
 use crate::storage::blobs::{part_key, split_object};
-use crate::storage::replication::{copy_takers, rotated};
+use crate::storage::replication::rotated;
 
 /// Splits copied to other nodes at once.
 const PARALLEL_PUSHES: usize = 4;
@@ -87,13 +87,13 @@ fn not_stored(e: std::io::Error) -> Rejected {
 }
 
 /// 507 while this node's disk is under its reserve (`--min-free-mb`).
-fn disk_ok(node: &Node) -> Result<(), Rejected> {
-    node.disk_ok().map_err(|e| {
+fn disk_ok(ctl: &Control) -> Result<(), Rejected> {
+    ctl.store.disk_ok().map_err(|e| {
         Rejected(
             StatusCode::INSUFFICIENT_STORAGE,
             format!(
                 "node {:016x} takes no upload now: {e}; submit to another node",
-                node.id
+                ctl.node.id
             ),
         )
     })
@@ -115,18 +115,18 @@ fn bad(msg: impl Into<String>) -> Rejected {
 }
 
 /// The handler.
-pub async fn submit(State(node): State<Arc<Node>>, mut multipart: Multipart) -> Response {
-    if node.raft.get().is_none() {
+pub async fn submit(State(ctl): State<Arc<Control>>, mut multipart: Multipart) -> Response {
+    if ctl.node.raft.get().is_none() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node has not joined a cluster yet",
         );
     }
     let job = new_job_id();
-    match accept(&node, &job, &mut multipart).await {
+    match accept(&ctl, &job, &mut multipart).await {
         Ok(()) => (StatusCode::CREATED, Json(serde_json::json!({ "id": job }))).into_response(),
         Err(Rejected(status, msg)) => {
-            let blobs = node.blobs.clone();
+            let blobs = ctl.store.blobs.clone();
             let j = job.clone();
             let _ = tokio::task::spawn_blocking(move || blobs.remove_job(&j)).await;
             drain(&mut multipart).await;
@@ -150,7 +150,7 @@ async fn drain(mp: &mut Multipart) {
 /// How long a refused upload is read on, at most, before the answer.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), Rejected> {
+async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(), Rejected> {
     let started = std::time::Instant::now();
     let first = mp
         .next_field()
@@ -178,8 +178,8 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         }
         _ => None,
     };
-    let chained = chained_inputs(node, &spec)?;
-    let in_place = crate::http::inplace::in_place_splits(node, &spec)
+    let chained = chained_inputs(ctl, &spec)?;
+    let in_place = crate::http::inplace::in_place_splits(ctl, &spec)
         .await
         .map_err(|(status, why)| Rejected(status, why))?;
     let uploads = spec
@@ -187,12 +187,12 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         .iter()
         .any(|i| shoal_jobs::inplace::in_place(i).is_none());
     if uploads {
-        disk_ok(node)?;
+        disk_ok(ctl)?;
     }
 
     let whole_files = spec.input_format == shoal_jobs::spec::InputFormat::WholeFiles;
     let mut splitter = Splitter::new(
-        &node.blobs,
+        &ctl.store.blobs,
         job,
         spec.split_size,
         spec.combine_files,
@@ -210,7 +210,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             if archives_got.contains(&name) {
                 return Err(bad(format!("archive {name:?} was sent twice")));
             }
-            archives_got.push(receive_archive(node, &spec, field).await?);
+            archives_got.push(receive_archive(ctl, &spec, field).await?);
             continue;
         }
         if field.name() != Some("input") {
@@ -235,7 +235,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             splitter.write(&chunk).map_err(not_stored)?;
             // The reserve, again every 64 MiB taken.
             if splitter.bytes >= next_check {
-                disk_ok(node)?;
+                disk_ok(ctl)?;
                 next_check = splitter.bytes + (64 << 20);
             }
         }
@@ -244,7 +244,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     for (source, parts) in &chained {
         for part in parts {
             splitter.start_file(&part.name).map_err(not_stored)?;
-            read_part(node, source, part, &mut splitter).await?;
+            read_part(ctl, source, part, &mut splitter).await?;
             splitter.end_file().map_err(not_stored)?;
         }
     }
@@ -277,12 +277,12 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
         .iter()
         .map(|s| {
             let (key, offset) = split_object(job, s);
-            (s, node.blobs.path(&key).unwrap_or_default(), offset)
+            (s, ctl.store.blobs.path(&key).unwrap_or_default(), offset)
         })
         .chain(
             in_place
                 .iter()
-                .filter_map(|s| Some((s, node.in_place_split(s)?.ok()?)))
+                .filter_map(|s| Some((s, ctl.node.in_place_split(s)?.ok()?)))
                 .map(|(s, (path, offset))| (s, path, offset)),
         )
         .map(|(s, path, offset)| Split {
@@ -307,8 +307,8 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
     let mut measured = shoal_jobs::counters::Counters::default();
     measured.add_builtin("submission_upload_ms", started.elapsed().as_millis() as u64);
     let copying = std::time::Instant::now();
-    let mut splits = replicate_splits(node, job, stored, spec.replication).await;
-    replicate_archives(node, &mut spec).await;
+    let mut splits = replicate_splits(ctl, job, stored, spec.replication).await;
+    replicate_archives(ctl, &mut spec).await;
     measured.add_builtin("submission_copy_ms", copying.elapsed().as_millis() as u64);
     splits.extend(in_place);
     let cmd = Command::Jobs(cluster::Command::SubmitJob {
@@ -324,7 +324,8 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             "the job's entry in the log (spec, shipped files and splits)",
         ));
     }
-    node.propose(&cmd, std::time::Duration::from_secs(30))
+    ctl.node
+        .propose(&cmd, std::time::Duration::from_secs(30))
         .await
         .map_err(|e| {
             Rejected(
@@ -333,8 +334,9 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
             )
         })?;
     // On a plain worker, what a client reads next from this node comes with a push.
-    if node.is_plain_worker()
-        && !node
+    if ctl.node.is_plain_worker()
+        && !ctl
+            .node
             .pushed
             .wait_for_job(job, std::time::Duration::from_secs(10))
             .await
@@ -349,7 +351,7 @@ async fn accept(node: &Arc<Node>, job: &str, mp: &mut Multipart) -> Result<(), R
 /// (size and SHA-256): a part of another size or digest is refused and not kept. Returns
 /// its name.
 async fn receive_archive(
-    node: &Node,
+    ctl: &Control,
     spec: &JobSpec,
     mut field: axum::extract::multipart::Field<'_>,
 ) -> Result<String, Rejected> {
@@ -360,7 +362,7 @@ async fn receive_archive(
         )));
     };
     let key = archive_key(&a.digest);
-    let mut w = node.blobs.create(&key).map_err(not_stored)?;
+    let mut w = ctl.store.blobs.create(&key).map_err(not_stored)?;
     let mut hasher = shoal_jobs::archive::Hasher::default();
     let mut len = 0u64;
     let mut next_check = 0u64;
@@ -378,7 +380,7 @@ async fn receive_archive(
         }
         // The reserve, before the first byte and again every 64 MiB taken.
         if len >= next_check {
-            disk_ok(node)?;
+            disk_ok(ctl)?;
             next_check = len + (64 << 20);
         }
         hasher.update(&chunk);
@@ -400,29 +402,29 @@ async fn receive_archive(
 
 /// Copy each archive to `replication` other nodes, and name its holders in the spec: this
 /// node and those that took a copy.
-async fn replicate_archives(node: &Arc<Node>, spec: &mut JobSpec) {
+async fn replicate_archives(ctl: &Arc<Control>, spec: &mut JobSpec) {
     let copies = spec.replication;
-    let takers = copy_takers(node);
+    let takers = ctl.store.book.copy_takers();
     for (i, a) in spec.archives.iter_mut().enumerate() {
         let key = archive_key(&a.digest);
-        let Some(path) = node.blobs.path(&key) else {
+        let Some(path) = ctl.store.blobs.path(&key) else {
             continue;
         };
         let targets = rotated(&takers, copies, i as u32);
         // This node and those the copies reached.
-        a.holders = crate::storage::replication::replicate(node, &key, &path, &targets).await;
+        a.holders = crate::storage::replication::replicate(&ctl.store, &key, &path, &targets).await;
     }
 }
 
 /// The `shoal://JOB` inputs: each job's part files.
-fn chained_inputs(node: &Node, spec: &JobSpec) -> Result<Vec<(String, Vec<PartRef>)>, Rejected> {
+fn chained_inputs(ctl: &Control, spec: &JobSpec) -> Result<Vec<(String, Vec<PartRef>)>, Rejected> {
     let mut out = Vec::new();
     for input in spec.inputs.iter() {
         let Some(source) = input.strip_prefix(CHAIN_PREFIX) else {
             continue;
         };
         let source = source.trim_end_matches('/').to_owned();
-        let parts = crate::cluster::node::with_jobs(node, |jobs| {
+        let parts = crate::cluster::node::with_jobs(&ctl.node, |jobs| {
             let j = jobs
                 .jobs
                 .get(&source)
@@ -444,14 +446,19 @@ fn chained_inputs(node: &Node, spec: &JobSpec) -> Result<Vec<(String, Vec<PartRe
 /// Feed part `part` of job `source` into the splitter, from this node's store (a copy that
 /// checks out) or from a holder (checked as it passes: a corrupt copy refuses the job).
 async fn read_part(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     source: &str,
     part: &PartRef,
     splitter: &mut Splitter<'_>,
 ) -> Result<(), Rejected> {
     let key = &part_key(source, part.index, part.attempt);
     let what = format!("part {} of job {source}", part.index);
-    let local_ok = match node.blobs.path(key).filter(|_| node.blobs.contains(key)) {
+    let local_ok = match ctl
+        .store
+        .blobs
+        .path(key)
+        .filter(|_| ctl.store.blobs.contains(key))
+    {
         None => false,
         Some(path) => {
             let verified =
@@ -463,7 +470,7 @@ async fn read_part(
             verified.is_ok()
         }
     };
-    if let Some((mut f, _)) = node.blobs.open_read(key).ok().filter(|_| local_ok) {
+    if let Some((mut f, _)) = ctl.store.blobs.open_read(key).ok().filter(|_| local_ok) {
         let mut buf = vec![0u8; crate::storage::data::CHUNK];
         loop {
             let n = std::io::Read::read(&mut f, &mut buf)
@@ -475,14 +482,14 @@ async fn read_part(
         }
     }
     let mut last = "no node holds it".to_string();
-    for &h in part.holders.iter().filter(|&&h| h != node.id) {
-        let Some(peer) = peer_of(node, h) else {
+    for &h in part.holders.iter().filter(|&&h| h != ctl.node.id) {
+        let Some(peer) = peer_of(&ctl.node, h) else {
             continue;
         };
         let mut written = 0u64;
         let mut sum = shoal_jobs::checksum::Running::default();
         let mut refused = None;
-        let got = crate::storage::data::fetch(node, peer, key, |b| {
+        let got = crate::storage::data::fetch(&ctl.store, peer, key, |b| {
             written += b.len() as u64;
             sum.update(b);
             splitter.write(b).map_err(|e| {
@@ -530,7 +537,7 @@ async fn read_part(
 /// [`shoal_net::wire::MAX_BATCH_KEYS`] objects or [`crate::storage::data::BATCH_BYTES`]), large ones a
 /// stream each, [`PARALLEL_PUSHES`] at a time.
 async fn replicate_splits(
-    node: &Arc<Node>,
+    ctl: &Arc<Control>,
     job: &str,
     mut stored: Vec<SplitInfo>,
     copies: u32,
@@ -544,7 +551,7 @@ async fn replicate_splits(
         *end = (*end).max(offset + s.len);
     }
     let mut by_target: Vec<(NodeId, (String, u64))> = Vec::new();
-    let takers = copy_takers(node);
+    let takers = ctl.store.book.copy_takers();
     for (spread, (key, &size)) in objects.iter().enumerate() {
         for t in rotated(&takers, copies, spread as u32) {
             by_target.push((t, (key.clone(), size)));
@@ -553,17 +560,17 @@ async fn replicate_splits(
     let batches = crate::storage::data::batches(by_target, |&(_, size)| size);
     let mut pushed: Vec<(NodeId, Vec<String>)> = futures::stream::iter(batches)
         .map(|(target, batch)| {
-            let node = Arc::clone(node);
+            let ctl = Arc::clone(ctl);
             let keys: Vec<String> = batch.into_iter().map(|(key, _)| key).collect();
             let items: Option<Vec<(String, std::path::PathBuf)>> = keys
                 .iter()
-                .map(|key| node.blobs.path(key).map(|p| (key.clone(), p)))
+                .map(|key| ctl.store.blobs.path(key).map(|p| (key.clone(), p)))
                 .collect();
             async move {
-                let Some((peer, items)) = peer_of(&node, target).zip(items) else {
+                let Some((peer, items)) = peer_of(&ctl.node, target).zip(items) else {
                     return (target, Vec::new());
                 };
-                match crate::storage::data::push_or_link_files(&node, peer, &items).await {
+                match crate::storage::data::push_or_link_files(&ctl.store, peer, &items).await {
                     Ok(_) => (target, keys),
                     Err(e) => {
                         tracing::warn!(segments = items.len(), error = %e, "copying input to another node failed");
@@ -584,7 +591,7 @@ async fn replicate_splits(
     }
     for s in stored.iter_mut() {
         let copies = holders.get(&split_object(job, s).0);
-        s.holders = std::iter::once(node.id)
+        s.holders = std::iter::once(ctl.node.id)
             .chain(copies.into_iter().flatten().copied())
             .collect();
     }

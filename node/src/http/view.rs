@@ -9,8 +9,8 @@ use shoal_net::{PeerId, Transport};
 use shoal_raft::{NodeInfo, ServerState};
 
 use crate::cluster::identity::hex;
-use crate::cluster::node::Node;
 use crate::cluster::pushed::Role;
+use crate::control::Control;
 use crate::sync::{Locked, ReadWrite};
 
 /// One node of the cluster.
@@ -31,7 +31,7 @@ pub struct NodeView {
     pub state: String,
     /// Whether this node can reach it now.
     pub reachable: bool,
-    /// Milliseconds since its last sign of life, as seen from this node.
+    /// Milliseconds since its last sign of life, as seen from this ctl.node.
     pub last_seen_ms_ago: Option<u64>,
     /// Its last heartbeat, where this node heard it (the leader hears every node's).
     #[serde(default)]
@@ -71,24 +71,32 @@ pub struct HeartbeatView {
 /// else from its last heartbeat heard here. The hello first: a node just restarted on a
 /// new build says so at once, while its old process's last heartbeat may still be passed
 /// around for a few seconds.
-fn build_of(node: &Node, id: u64, peer_id: &str) -> Option<shoal_net::wire::Build> {
-    if id == node.id {
-        return Some(node.settings.build.clone());
+fn build_of(ctl: &Control, id: u64, peer_id: &str) -> Option<shoal_net::wire::Build> {
+    if id == ctl.node.id {
+        return Some(ctl.node.settings.build.clone());
     }
-    let hello = peer_id
-        .parse::<PeerId>()
-        .ok()
-        .and_then(|pid| Some(node.peers.all().get(&pid)?.hello.as_ref()?.build.clone()));
-    hello.or_else(|| Some(node.heartbeats.locked().get(&id)?.1.build.clone()))
+    let hello = peer_id.parse::<PeerId>().ok().and_then(|pid| {
+        Some(
+            ctl.node
+                .peers
+                .all()
+                .get(&pid)?
+                .hello
+                .as_ref()?
+                .build
+                .clone(),
+        )
+    });
+    hello.or_else(|| Some(ctl.node.heartbeats.locked().get(&id)?.1.build.clone()))
 }
 
 /// Fill each node's version and protocol; whether they differ.
-fn versions(node: &Node, nodes: &mut [NodeView]) -> bool {
+fn versions(ctl: &Control, nodes: &mut [NodeView]) -> bool {
     let mut seen = std::collections::BTreeSet::new();
     for n in nodes.iter_mut() {
         let Some(b) = u64::from_str_radix(&n.id, 16)
             .ok()
-            .and_then(|id| build_of(node, id, &n.peer_id))
+            .and_then(|id| build_of(ctl, id, &n.peer_id))
         else {
             continue;
         };
@@ -99,8 +107,8 @@ fn versions(node: &Node, nodes: &mut [NodeView]) -> bool {
     seen.len() > 1
 }
 
-fn heartbeat_view(node: &Node, id: u64) -> Option<HeartbeatView> {
-    let hbs = node.heartbeats.locked();
+fn heartbeat_view(ctl: &Control, id: u64) -> Option<HeartbeatView> {
+    let hbs = ctl.node.heartbeats.locked();
     let (at, hb) = hbs.get(&id)?;
     Some(HeartbeatView {
         ms_ago: at.elapsed().as_millis() as u64,
@@ -121,7 +129,7 @@ pub struct LogPos {
     pub term: u64,
 }
 
-/// The whole cluster, as seen from one node.
+/// The whole cluster, as seen from one ctl.node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterView {
     /// Cluster id (16 hex digits); null before the node has one.
@@ -175,48 +183,49 @@ pub struct SlotsView {
     pub busy: u32,
 }
 
-fn shuffle_view(node: &Node) -> ShuffleView {
+fn shuffle_view(ctl: &Control) -> ShuffleView {
     use std::sync::atomic::Ordering;
     ShuffleView {
-        fetched_bytes: node.shuffle.fetched_bytes.load(Ordering::Relaxed),
-        local_bytes: node.shuffle.local_bytes.load(Ordering::Relaxed),
+        fetched_bytes: ctl.store.shuffle.fetched_bytes.load(Ordering::Relaxed),
+        local_bytes: ctl.store.shuffle.local_bytes.load(Ordering::Relaxed),
     }
 }
 
-fn slots_view(node: &Node) -> SlotsView {
+fn slots_view(ctl: &Control) -> SlotsView {
     SlotsView {
-        total: node.pool.limit() as u32,
-        busy: node.pool.busy() as u32,
+        total: ctl.pool.limit() as u32,
+        busy: ctl.pool.busy() as u32,
     }
 }
 
 /// Bring this node's copy of everyone's heartbeats up to date before it shows the cluster:
 /// the leader has them, and so do voters (their heartbeats are answered with them); a
 /// learner asks the leader, at most once a second, waiting at most two seconds.
-pub async fn gather_heartbeats(node: &Node) {
-    let leader = crate::cluster::members::leader(node);
-    let (Some(leader), Some(cluster_id)) = (leader, node.cluster_id()) else {
+pub async fn gather_heartbeats(ctl: &Control) {
+    let leader = crate::cluster::members::leader(&ctl.node);
+    let (Some(leader), Some(cluster_id)) = (leader, ctl.node.cluster_id()) else {
         return;
     };
-    if leader == node.id
-        || crate::cluster::members::is_voter(node, node.id)
-        || !node.heartbeats.time_to_ask(Duration::from_secs(1))
+    if leader == ctl.node.id
+        || crate::cluster::members::is_voter(&ctl.node, ctl.node.id)
+        || !ctl.node.heartbeats.time_to_ask(Duration::from_secs(1))
     {
         return;
     }
-    let Some(peer) = crate::cluster::members::peer_of(node, leader) else {
+    let Some(peer) = crate::cluster::members::peer_of(&ctl.node, leader) else {
         return;
     };
     let to = shoal_net::PeerRef {
         peer,
         addrs: vec![],
     };
-    let asked = node
+    let asked = ctl
+        .node
         .net
         .ctl(&to, CtlRequest::Heard { cluster_id }, ASK_TIMEOUT)
         .await;
     match asked {
-        Ok(CtlResponse::Heartbeats(all)) => node.heartbeats.merge(all),
+        Ok(CtlResponse::Heartbeats(all)) => ctl.node.heartbeats.merge(all),
         Ok(other) => tracing::debug!(?other, "the leader did not give its heartbeats"),
         Err(e) => tracing::debug!(error = %e, "could not ask the leader for its heartbeats"),
     }
@@ -226,9 +235,9 @@ pub async fn gather_heartbeats(node: &Node) {
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Build the view from the node's Raft metrics and peer table.
-pub fn cluster_view(node: &Node) -> ClusterView {
-    let me = node.peer_info();
-    let peers = node.peers.all();
+pub fn cluster_view(ctl: &Control) -> ClusterView {
+    let me = ctl.node.peer_info();
+    let peers = ctl.node.peers.all();
     let seen = |peer_id: &str| -> (bool, Option<u64>) {
         let Ok(pid) = peer_id.parse::<PeerId>() else {
             return (false, None);
@@ -243,9 +252,9 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             None => (false, None),
         }
     };
-    let status = node.status.locked().clone();
+    let status = ctl.node.status.locked().clone();
     let mut this = NodeView {
-        id: hex(node.id),
+        id: hex(ctl.node.id),
         peer_id: me.peer_id.clone(),
         addrs: me.addrs.clone(),
         http: me.http.clone(),
@@ -253,14 +262,14 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         state: "unknown".into(),
         reachable: true,
         last_seen_ms_ago: Some(0),
-        heartbeat: heartbeat_view(node, node.id),
-        version: Some(node.settings.build.version.clone()),
-        protocol: Some(node.settings.build.protocol.to_string()),
+        heartbeat: heartbeat_view(ctl, ctl.node.id),
+        version: Some(ctl.node.settings.build.version.clone()),
+        protocol: Some(ctl.node.settings.build.protocol.to_string()),
         drain: None,
     };
-    let Some(h) = node.raft.get() else {
+    let Some(h) = ctl.node.raft.get() else {
         return ClusterView {
-            cluster_id: node.cluster_id().map(hex),
+            cluster_id: ctl.node.cluster_id().map(hex),
             this: this.clone(),
             leader: None,
             term: 0,
@@ -268,17 +277,17 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             state_hash: String::new(),
             nodes: vec![this],
             status: Some(status).filter(|s| !s.is_empty()),
-            shuffle: shuffle_view(node),
-            linked_bytes: node.links.linked_bytes(),
-            slots: slots_view(node),
+            shuffle: shuffle_view(ctl),
+            linked_bytes: ctl.store.links.linked_bytes(),
+            slots: slots_view(ctl),
             mixed_versions: false,
         };
     };
     let metrics = shoal_raft::metrics(&h.raft);
     // Members and plain workers with their roles, and the leader: from the membership and
     // the applied state on a member, from the leader's pushes on a plain worker.
-    let pushed = node.is_plain_worker().then(|| {
-        node.pushed.read(|t| {
+    let pushed = ctl.node.is_plain_worker().then(|| {
+        ctl.node.pushed.read(|t| {
             t.map(|t| {
                 let roster: Vec<(u64, NodeInfo, Role)> = t
                     .roster
@@ -316,9 +325,9 @@ pub fn cluster_view(node: &Node) -> ClusterView {
     };
     let roles: std::collections::HashMap<u64, Role> =
         roster.iter().map(|(id, _, r)| (*id, *r)).collect();
-    this.membership = roles.get(&node.id).map(|r| r.name().to_string());
+    this.membership = roles.get(&ctl.node.id).map(|r| r.name().to_string());
     this.state = match metrics.state {
-        _ if roles.get(&node.id) == Some(&Role::Worker) => "worker",
+        _ if roles.get(&ctl.node.id) == Some(&Role::Worker) => "worker",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
@@ -328,7 +337,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
     .into();
     let mut nodes = Vec::new();
     for (id, info, r) in &roster {
-        if *id == node.id {
+        if *id == ctl.node.id {
             nodes.push(this.clone());
             continue;
         }
@@ -353,7 +362,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             state: state.into(),
             reachable,
             last_seen_ms_ago: ago,
-            heartbeat: heartbeat_view(node, *id),
+            heartbeat: heartbeat_view(ctl, *id),
             version: None,
             protocol: None,
             drain: None,
@@ -362,17 +371,21 @@ pub fn cluster_view(node: &Node) -> ClusterView {
     if !nodes.iter().any(|n| n.id == this.id) {
         nodes.push(this.clone());
     }
-    let mixed_versions = versions(node, &mut nodes);
+    let mixed_versions = versions(ctl, &mut nodes);
     {
         let a = h.applied.read_now();
         for n in &mut nodes {
             if let Ok(id) = u64::from_str_radix(&n.id, 16) {
-                let others = crate::control::drain::others(node, id, &a.state.jobs);
+                let others = crate::control::drain::others(ctl, id, &a.state.jobs);
                 n.drain = a.state.jobs.drain_state(id, others).map(String::from);
             }
         }
-        let others = crate::control::drain::others(node, node.id, &a.state.jobs);
-        this.drain = a.state.jobs.drain_state(node.id, others).map(String::from);
+        let others = crate::control::drain::others(ctl, ctl.node.id, &a.state.jobs);
+        this.drain = a
+            .state
+            .jobs
+            .drain_state(ctl.node.id, others)
+            .map(String::from);
     }
     let leader = leader_id.and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
     let (state_hash, applied) = {
@@ -387,7 +400,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         (hex(shoal_jobs::partition::stable_hash(&bytes)), pos)
     };
     ClusterView {
-        cluster_id: node.cluster_id().map(hex),
+        cluster_id: ctl.node.cluster_id().map(hex),
         this,
         leader,
         term: metrics.current_term,
@@ -395,9 +408,9 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         state_hash,
         nodes,
         status: Some(status).filter(|s| !s.is_empty()),
-        shuffle: shuffle_view(node),
-        linked_bytes: node.links.linked_bytes(),
-        slots: slots_view(node),
+        shuffle: shuffle_view(ctl),
+        linked_bytes: ctl.store.links.linked_bytes(),
+        slots: slots_view(ctl),
         mixed_versions,
     }
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use shoal_net::wire::{DataRequest, PeerInfo};
+use shoal_net::wire::DataRequest;
 use shoal_net::{Event, Keypair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::cluster::node::{Node, Settings};
+use crate::storage::{AddressBook, Storage};
+use crate::sync::Locked;
 
 const CLUSTER: u64 = 0x5ba1_0000_0000_0001;
 
@@ -43,11 +44,42 @@ pub fn measure(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     runtime.block_on(bench(size_mb, runs))
 }
 
+/// The address book of the bench's two nodes: one cluster, and the other node is a member.
+struct Pair {
+    members: std::sync::Mutex<Vec<shoal_net::PeerId>>,
+}
+
+impl AddressBook for Pair {
+    fn cluster_id(&self) -> Option<u64> {
+        Some(CLUSTER)
+    }
+    fn refusal(&self, peer: &shoal_net::PeerId, cluster_id: u64) -> Option<String> {
+        let member = self.members.locked().contains(peer);
+        (cluster_id != CLUSTER || !member)
+            .then(|| format!("{peer} is not one of the bench's nodes"))
+    }
+    fn seen(&self, _: shoal_net::PeerId) {}
+    fn reads_links(&self, _: &shoal_net::PeerId) -> bool {
+        false
+    }
+    fn peer_of(&self, _: shoal_jobs::cluster::NodeId) -> Option<shoal_net::PeerId> {
+        None
+    }
+    fn copy_takers(&self) -> Vec<shoal_jobs::cluster::NodeId> {
+        Vec::new()
+    }
+}
+
 async fn start_node(
     dir: &std::path::Path,
     name: &str,
     peers: Vec<shoal_net::Multiaddr>,
-) -> anyhow::Result<(Arc<Node>, tokio::sync::mpsc::UnboundedReceiver<Event>)> {
+    book: Arc<Pair>,
+) -> anyhow::Result<(
+    Arc<Storage>,
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<Event>,
+)> {
     let keypair = Keypair::generate_ed25519();
     let peer_id = keypair.public().to_peer_id();
     let (net, mut events, event_loop) = shoal_net::start(shoal_net::Config {
@@ -65,71 +97,23 @@ async fn start_node(
             None => anyhow::bail!("the network stopped"),
         }
     };
-    let info = PeerInfo {
-        peer_id: peer_id.to_string(),
-        addrs: vec![addr.to_string()],
-        http: String::new(),
-        slots: 1,
-        host: None,
-    };
-    let settings = Settings {
-        expect: 1,
-        timing: shoal_raft::Timing::default(),
-        voter_cap: 1,
-        learner_cap: usize::MAX,
-        slots: 1,
-        replication: 0,
-        node_timeout: Duration::from_secs(5),
-        voter_grace: Duration::from_secs(30),
-        retain_jobs: 100,
-        sandbox: Default::default(),
-        min_free_mb: 0,
-        input_root: None,
-        build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
-    };
+    book.members.locked().push(peer_id);
     let blobs = crate::storage::blobs::Blobs::open(dir.join(name))?;
-    let node = Node::new(
-        crate::cluster::identity::node_id(&peer_id),
-        peer_id,
-        info,
-        shoal_raft::Store::in_memory()?,
-        net,
-        settings,
-        blobs,
-    )?;
-    node.set_cluster_id(Some(CLUSTER))?;
-    Ok((Arc::new(node), events))
+    let id = book.members.locked().len() as u64;
+    let store = Storage::new(id, net, book, blobs, 0);
+    Ok((Arc::new(store), addr.to_string(), events))
 }
 
 async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     let dir = tempfile::tempdir()?;
     let size = size_mb << 20;
-    let (a, mut a_events) = start_node(dir.path(), "a", vec![]).await?;
-    let a_addr: shoal_net::Multiaddr = a.peer_info().addrs[0].parse()?;
-    let (b, mut b_events) = start_node(dir.path(), "b", vec![a_addr]).await?;
-    // The data plane serves members only: A leads a one-voter cluster with B as a learner.
-    let h = a.start_raft().await?;
-    let raft_err = |e: &dyn std::fmt::Display| anyhow::anyhow!("raft: {e}");
-    h.raft
-        .initialize(std::collections::BTreeMap::from([(a.id, a.node_info())]))
-        .await
-        .map_err(|e| raft_err(&e))?;
-    h.raft
-        .wait(Some(Duration::from_secs(10)))
-        .current_leader(a.id, "A leads")
-        .await
-        .map_err(|e| raft_err(&e))?;
-    // A leader's first entry (index 1) commits the initial membership; a membership change
-    // before it is refused ("already undergoing a configuration change").
-    h.raft
-        .wait(Some(Duration::from_secs(10)))
-        .applied_index_at_least(Some(1), "the initial membership committed")
-        .await
-        .map_err(|e| raft_err(&e))?;
-    h.raft
-        .add_learner(b.id, b.node_info(), false)
-        .await
-        .map_err(|e| raft_err(&e))?;
+    // The data plane serves members only: each node's book names the other.
+    let book = Arc::new(Pair {
+        members: Default::default(),
+    });
+    let (a, a_addr, mut a_events) = start_node(dir.path(), "a", vec![], Arc::clone(&book)).await?;
+    let (b, _, mut b_events) =
+        start_node(dir.path(), "b", vec![a_addr.parse()?], Arc::clone(&book)).await?;
 
     // The object, in A's store (and the page cache, as a fresh map output is).
     let key = "j-bench/m-00000.a1/m-00000.p-00000";
@@ -194,7 +178,7 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
             }
         }
     });
-    let a_peer = a.peer_id;
+    let a_peer = book.members.locked()[0];
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(e) = b_events.recv().await {
             if matches!(e, Event::Connected { peer, .. } if peer == a_peer) {

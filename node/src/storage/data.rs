@@ -15,7 +15,7 @@ use shoal_net::wire::{DataFrame, DataRequest, Piece, MAX_BATCH_KEYS};
 use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
-use crate::cluster::node::Node;
+use crate::storage::Storage;
 
 /// Bytes per `Chunk` frame.
 pub const CHUNK: usize = 1 << 20;
@@ -104,9 +104,13 @@ pub(super) fn read_chunks(
     }
 }
 
-async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {
+async fn open(store: &Storage, peer: PeerId, req: &DataRequest) -> Result<Stream, DataError> {
     let opened = tokio::time::timeout(OPEN, async {
-        let mut stream = node.net.open_data(peer).await.map_err(|e| broke(peer, e))?;
+        let mut stream = store
+            .net
+            .open_data(peer)
+            .await
+            .map_err(|e| broke(peer, e))?;
         codec::write_frame(&mut stream, req)
             .await
             .map_err(|e| broke(peer, e))?;
@@ -117,16 +121,16 @@ async fn open(node: &Node, peer: PeerId, req: &DataRequest) -> Result<Stream, Da
 
 /// Fetch `key` from `peer`, handing each chunk to `sink`. Returns the bytes received.
 pub async fn fetch(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     key: &str,
     mut sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<u64, DataError> {
     let req = DataRequest::Fetch {
-        cluster_id: our_cluster(node)?,
+        cluster_id: our_cluster(store)?,
         key: key.to_owned(),
     };
-    let mut stream = open(node, peer, &req).await?;
+    let mut stream = open(store, peer, &req).await?;
     let mut total = 0u64;
     loop {
         match read_frame(&mut stream, peer).await? {
@@ -143,21 +147,23 @@ pub async fn fetch(
 /// Fetch `piece` from `peer` into `out`, checking that exactly its length arrives; its
 /// bytes and their checksum, taken as they arrived.
 pub async fn fetch_range(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     piece: &Piece,
     out: &mut impl Write,
 ) -> Result<(u64, u32), DataError> {
     let mut sums = Vec::with_capacity(1);
-    match fetch_batch_once(node, peer, std::slice::from_ref(piece), out, &mut sums).await {
+    match fetch_batch_once(store, peer, std::slice::from_ref(piece), out, &mut sums).await {
         (_, n, None) => Ok((n, sums.first().copied().unwrap_or_default())),
         (_, _, Some(e)) => Err(e),
     }
 }
 
 /// This node's cluster id, which every data request carries.
-fn our_cluster(node: &Node) -> Result<u64, DataError> {
-    node.cluster_id()
+fn our_cluster(store: &Storage) -> Result<u64, DataError> {
+    store
+        .book
+        .cluster_id()
         .ok_or_else(|| DataError::Local("this node has no cluster yet".into()))
 }
 
@@ -185,13 +191,13 @@ where
 
 /// Fetch `key` from `peer` as a stream of chunks (for HTTP bodies); errors end the stream.
 pub fn fetch_stream(
-    node: Arc<Node>,
+    store: Arc<Storage>,
     peer: PeerId,
     key: String,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, DataError>> {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, DataError>>(4);
     tokio::spawn(async move {
-        let cluster_id = match our_cluster(&node) {
+        let cluster_id = match our_cluster(&store) {
             Ok(c) => c,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -199,7 +205,7 @@ pub fn fetch_stream(
             }
         };
         let req = DataRequest::Fetch { cluster_id, key };
-        let mut stream = match open(&node, peer, &req).await {
+        let mut stream = match open(&store, peer, &req).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -224,53 +230,53 @@ pub fn fetch_stream(
 
 /// Store the local file `path` on `peer` under `key`, retrying a broken stream.
 pub async fn push_file(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     key: &str,
     path: &std::path::Path,
 ) -> Result<u64, DataError> {
     let items = [(key.to_owned(), path.to_owned())];
-    retrying(|| push_files_once(node, peer, &items)).await
+    retrying(|| push_files_once(store, peer, &items)).await
 }
 
 /// Store each local file on `peer` under its key, all in one stream (at most
 /// [`MAX_BATCH_KEYS`]), retrying a broken stream: `Ok` once the peer holds every one.
 pub async fn push_files(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     items: &[(String, std::path::PathBuf)],
 ) -> Result<u64, DataError> {
-    retrying(|| push_files_once(node, peer, items)).await
+    retrying(|| push_files_once(store, peer, items)).await
 }
 
 /// [`push_files`], but a node of this host takes a hard link instead of the bytes
 /// ([`super::link`]): for input splits, which live as long as their job, not for part
 /// files, whose copies must not share one file's fate.
 pub async fn push_or_link_files(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     items: &[(String, std::path::PathBuf)],
 ) -> Result<u64, DataError> {
-    let items = offer_links(node, peer, items).await;
+    let items = offer_links(store, peer, items).await;
     if items.is_empty() {
         return Ok(0);
     }
-    push_files(node, peer, &items).await
+    push_files(store, peer, &items).await
 }
 
 /// Offer `peer` each object of `items` (key, file) as a hard link ([`super::link`]); the
 /// items it did not take, to be sent as bytes.
 async fn offer_links(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     items: &[(String, std::path::PathBuf)],
 ) -> Vec<(String, std::path::PathBuf)> {
-    let (Some(host), Some(cluster_id)) = (node.links.id.clone(), node.cluster_id()) else {
+    let (Some(host), Some(cluster_id)) = (store.links.id.clone(), store.book.cluster_id()) else {
         return items.to_vec();
     };
     let mut rest = Vec::new();
     for (i, (key, path)) in items.iter().enumerate() {
-        if !node.links.may_offer(&peer) {
+        if !store.links.may_offer(&peer) {
             rest.extend_from_slice(&items[i..]);
             break;
         }
@@ -293,13 +299,13 @@ async fn offer_links(
             len,
             checksum,
         };
-        match ask(node, peer, &req).await {
+        match ask(store, peer, &req).await {
             Ok(DataFrame::End) => {
-                node.links.linked(len);
+                store.links.linked(len);
             }
             // The stream failed (a peer too busy to answer in time, a connection lost) on a
             // peer that reads links: the bytes go this time, and it is offered links again.
-            Err(e) if reads_links(node, peer) => {
+            Err(e) if store.book.reads_links(&peer) => {
                 tracing::debug!(%peer, %key, error = %e, "a link offer failed: the bytes are sent");
                 rest.push((key.clone(), path.clone()));
             }
@@ -307,7 +313,7 @@ async fn offer_links(
             // bytes from now on.
             answer => {
                 tracing::debug!(%peer, %key, ?answer, "a link was not taken: the bytes are sent");
-                node.links.refused_by(peer);
+                store.links.refused_by(peer);
                 rest.push((key.clone(), path.clone()));
             }
         }
@@ -315,29 +321,20 @@ async fn offer_links(
     rest
 }
 
-/// Whether `peer`'s hello says it speaks protocol 1.4 or later, which has `Link`.
-fn reads_links(node: &Node, peer: PeerId) -> bool {
-    node.peers
-        .all()
-        .get(&peer)
-        .and_then(|p| p.hello.as_ref())
-        .is_some_and(|h| h.build.protocol.major == 1 && h.build.protocol.minor >= 4)
-}
-
 /// Send `req` and read the one frame that answers it.
-async fn ask(node: &Node, peer: PeerId, req: &DataRequest) -> Result<DataFrame, DataError> {
-    let mut stream = open(node, peer, req).await?;
+async fn ask(store: &Storage, peer: PeerId, req: &DataRequest) -> Result<DataFrame, DataError> {
+    let mut stream = open(store, peer, req).await?;
     let answer = read_frame(&mut stream, peer).await;
     let _ = stream.close().await;
     answer
 }
 
 async fn push_files_once(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     items: &[(String, std::path::PathBuf)],
 ) -> Result<u64, DataError> {
-    let cluster_id = our_cluster(node)?;
+    let cluster_id = our_cluster(store)?;
     let req = match items {
         [(key, _)] => DataRequest::Put {
             cluster_id,
@@ -348,7 +345,7 @@ async fn push_files_once(
             keys: items.iter().map(|(k, _)| k.clone()).collect(),
         },
     };
-    let mut stream = open(node, peer, &req).await?;
+    let mut stream = open(store, peer, &req).await?;
     let mut total = 0u64;
     for (_, path) in items {
         let local =
@@ -436,7 +433,7 @@ pub struct BatchFailed {
 /// stream is retried from the first piece not yet received. Returns the bytes received and
 /// each piece's checksum, taken as its bytes arrived (no second read to check them).
 pub async fn fetch_pieces_to_file(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     pieces: &[Piece],
     path: &std::path::Path,
@@ -451,7 +448,7 @@ pub async fn fetch_pieces_to_file(
     let mut sums = Vec::with_capacity(pieces.len());
     while done < pieces.len() {
         let batch = &pieces[done..pieces.len().min(done + MAX_BATCH_KEYS)];
-        let (got, bytes, failed) = fetch_batch_once(node, peer, batch, &mut out, &mut sums).await;
+        let (got, bytes, failed) = fetch_batch_once(store, peer, batch, &mut out, &mut sums).await;
         done += got;
         total += bytes;
         match failed {
@@ -479,13 +476,13 @@ pub async fn fetch_pieces_to_file(
 /// One stream of a batch fetch: pieces received whole (into `out`), their bytes, and what
 /// stopped it.
 async fn fetch_batch_once(
-    node: &Node,
+    store: &Storage,
     peer: PeerId,
     batch: &[Piece],
     out: &mut impl Write,
     sums: &mut Vec<u32>,
 ) -> (usize, u64, Option<DataError>) {
-    let cluster_id = match our_cluster(node) {
+    let cluster_id = match our_cluster(store) {
         Ok(c) => c,
         Err(e) => return (0, 0, Some(e)),
     };
@@ -493,7 +490,7 @@ async fn fetch_batch_once(
         cluster_id,
         pieces: batch.to_vec(),
     };
-    let mut stream = match open(node, peer, &req).await {
+    let mut stream = match open(store, peer, &req).await {
         Ok(s) => s,
         Err(e) => return (0, 0, Some(e)),
     };

@@ -5,28 +5,30 @@ use std::sync::Arc;
 use shoal_jobs::cluster::NodeId;
 use tracing::warn;
 
-use crate::cluster::members::{live_nodes, peer_of};
-use crate::cluster::node::Node;
+use crate::storage::Storage;
 
 /// Copy a local object to `targets` (see [`replica_targets`]). Returns this node and the
 /// nodes that now hold it.
 pub async fn replicate(
-    node: &Arc<Node>,
+    store: &Arc<Storage>,
     key: &str,
     path: &std::path::Path,
     targets: &[NodeId],
 ) -> Vec<NodeId> {
     let pushes = targets.iter().map(|&t| {
-        let node = Arc::clone(node);
+        let store = Arc::clone(store);
         async move {
-            let peer = peer_of(&node, t).ok_or_else(|| "not a member".to_string())?;
-            crate::storage::data::push_file(&node, peer, key, path)
+            let peer = store
+                .book
+                .peer_of(t)
+                .ok_or_else(|| "not a member".to_string())?;
+            crate::storage::data::push_file(&store, peer, key, path)
                 .await
                 .map(|_| t)
                 .map_err(|e| e.to_string())
         }
     });
-    let mut holders = vec![node.id];
+    let mut holders = vec![store.id];
     for r in futures::future::join_all(pushes).await {
         match r {
             Ok(t) => holders.push(t),
@@ -37,20 +39,8 @@ pub async fn replicate(
 }
 
 /// Up to `copies` live nodes other than this one, rotated by `spread` so copies spread out.
-pub fn replica_targets(node: &Node, copies: u32, spread: u32) -> Vec<NodeId> {
-    rotated(&copy_takers(node), copies, spread)
-}
-
-/// The live nodes other than this one that take copies, in id order (a draining node takes
-/// none: it is about to go). Read once for many objects' [`rotated`] targets.
-pub fn copy_takers(node: &Node) -> Vec<NodeId> {
-    let draining =
-        crate::cluster::node::with_jobs(node, |t| t.draining.clone()).unwrap_or_default();
-    live_nodes(node)
-        .into_iter()
-        .map(|n| n.node)
-        .filter(|&n| n != node.id && !draining.contains_key(&n))
-        .collect()
+pub fn replica_targets(store: &Storage, copies: u32, spread: u32) -> Vec<NodeId> {
+    rotated(&store.book.copy_takers(), copies, spread)
 }
 
 /// Up to `copies` of `takers`, starting at the `spread`th.

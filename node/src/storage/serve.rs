@@ -11,8 +11,8 @@ use shoal_net::wire::{DataFrame, DataRequest, MAX_BATCH_KEYS};
 use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
-use crate::cluster::node::{foreign_reason, Node};
 use crate::storage::data::{read_chunks, MAX_DATA_FRAME, STALL};
+use crate::storage::Storage;
 
 /// Why this node could not answer a data request; sent to the peer as `DataFrame::Error`.
 #[derive(Debug, thiserror::Error)]
@@ -59,22 +59,9 @@ enum ServeError {
 
 /// Answer an inbound data stream.
 #[tracing::instrument(name = "data_stream", skip_all, fields(%peer, objects = req.count()))]
-pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: Stream) {
+pub async fn serve(store: Arc<Storage>, peer: PeerId, req: DataRequest, mut stream: Stream) {
     let cluster_id = req.cluster_id();
-    let refuse = match node.cluster_id() {
-        Some(ours) if ours == cluster_id => crate::cluster::members::member_id(&node, &peer)
-            .is_none()
-            .then(|| {
-                format!("peer {peer} is not a member of this cluster: data is for members only")
-            }),
-        Some(ours) => {
-            node.peers.note_foreign(peer, cluster_id, ours);
-            Some(foreign_reason(ours))
-        }
-        None => Some("this node has no cluster yet".into()),
-    }
-    .or_else(|| node.peers.incompatible(&peer))
-    .or_else(|| {
+    let refuse = store.book.refusal(&peer, cluster_id).or_else(|| {
         (req.count() > MAX_BATCH_KEYS).then(|| {
             format!(
                 "{} objects in one request; at most {MAX_BATCH_KEYS}",
@@ -87,13 +74,13 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
         let _ = stream.close().await;
         return;
     }
-    node.peers.seen(peer);
+    store.book.seen(peer);
     let result = match &req {
-        DataRequest::Fetch { key, .. } => send_piece(&node, key, 0, None, &mut stream).await,
+        DataRequest::Fetch { key, .. } => send_piece(&store, key, 0, None, &mut stream).await,
         DataRequest::FetchMany { pieces, .. } => {
             let mut sent = Ok(());
             for p in pieces {
-                sent = send_piece(&node, &p.key, p.offset, Some(p.len), &mut stream).await;
+                sent = send_piece(&store, &p.key, p.offset, Some(p.len), &mut stream).await;
                 if sent.is_err() {
                     break;
                 }
@@ -101,9 +88,9 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
             sent
         }
         DataRequest::Put { key, .. } => {
-            receive_objects(&node, std::slice::from_ref(key), &mut stream).await
+            receive_objects(&store, std::slice::from_ref(key), &mut stream).await
         }
-        DataRequest::PutMany { keys, .. } => receive_objects(&node, keys, &mut stream).await,
+        DataRequest::PutMany { keys, .. } => receive_objects(&store, keys, &mut stream).await,
         DataRequest::Link {
             key,
             host,
@@ -112,11 +99,12 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
             checksum,
             ..
         } => {
-            let (n, key, host, path) = (Arc::clone(&node), key.clone(), host.clone(), path.clone());
+            let (s, key, host, path) =
+                (Arc::clone(&store), key.clone(), host.clone(), path.clone());
             let (len, checksum) = (*len, *checksum);
             let what = format!("a link to {key:?}");
             match tokio::task::spawn_blocking(move || {
-                crate::storage::link::take(&n.links, &n.blobs, &key, &host, &path, len, checksum)
+                crate::storage::link::take(&s.links, &s.blobs, &key, &host, &path, len, checksum)
             })
             .await
             {
@@ -141,13 +129,13 @@ pub async fn serve(node: Arc<Node>, peer: PeerId, req: DataRequest, mut stream: 
 /// Stream bytes `offset..offset + len` of `key` (to its end when `len` is `None`): its
 /// chunks, then `End`.
 async fn send_piece(
-    node: &Node,
+    store: &Storage,
     key: &str,
     offset: u64,
     len: Option<u64>,
     stream: &mut Stream,
 ) -> Result<(), ServeError> {
-    let (mut file, size) = node
+    let (mut file, size) = store
         .blobs
         .open_read(key)
         .map_err(|source| ServeError::NoObject {
@@ -185,20 +173,21 @@ async fn send_piece(
 /// Store each object of `keys` as it arrives (chunks, then `End`, one after another); answer
 /// `End` once every one is durable. An object that does not arrive whole is not stored.
 async fn receive_objects(
-    node: &Node,
+    store: &Storage,
     keys: &[String],
     stream: &mut Stream,
 ) -> Result<(), ServeError> {
-    node.disk_ok()
-        .map_err(|e| ServeError::DiskFull(format!("node {:016x}: {e}", node.id)))?;
+    store
+        .disk_ok()
+        .map_err(|e| ServeError::DiskFull(format!("node {:016x}: {e}", store.id)))?;
     let mut received = Vec::with_capacity(keys.len());
     for key in keys {
-        received.push(receive_object(node, key, stream).await?);
+        received.push(receive_object(store, key, stream).await?);
     }
     // Durable and visible together, off the runtime. A committed object is never
     // overwritten: the same bytes again (a retry whose answer was lost) are taken as stored,
     // other bytes refused.
-    let blobs = node.blobs.clone();
+    let blobs = store.blobs.clone();
     let what = format!("{} object(s)", keys.len());
     let keys = keys.to_vec();
     tokio::task::spawn_blocking(move || {
@@ -233,21 +222,21 @@ async fn receive_objects(
 
 /// Read one object's chunks up to its `End` into the store, written but not yet committed.
 async fn receive_object(
-    node: &Node,
+    store: &Storage,
     key: &str,
     stream: &mut Stream,
 ) -> Result<crate::storage::blobs::Unsynced, ServeError> {
-    let store = |source| ServeError::Store {
+    let failed = |source| ServeError::Store {
         what: format!("{key:?}"),
         source,
     };
-    let mut w = node.blobs.create(key).map_err(store)?;
+    let mut w = store.blobs.create(key).map_err(failed)?;
     loop {
         let frame = tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME)).await;
         let failed = match frame {
             Ok(Ok(DataFrame::Chunk(bytes))) => match w.write_all(&bytes) {
                 Ok(()) => continue,
-                Err(e) => store(e),
+                Err(e) => failed(e),
             },
             Ok(Ok(DataFrame::End)) => break,
             Ok(Ok(DataFrame::Error(why))) => ServeError::SenderGaveUp(why),
@@ -257,5 +246,5 @@ async fn receive_object(
         w.abort();
         return Err(failed);
     }
-    w.finish_unsynced().map_err(store)
+    w.finish_unsynced().map_err(failed)
 }

@@ -58,11 +58,6 @@ impl Reserve {
 /// Free bytes on the filesystem holding `path` (for unprivileged writers).
 pub use shoal_jobs::scratch::free_bytes;
 
-/// Whether an error text is a full disk's (ENOSPC, as `std::io` renders it).
-pub fn is_disk_full(error: &str) -> bool {
-    error.contains("No space left on device") || error.contains("os error 28")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,8 +72,8 @@ mod tests {
         let e = Reserve::new(dir.path(), over).check().unwrap_err();
         assert_eq!(e.reserve_mib, over);
         assert!(e.to_string().starts_with("disk full: "), "{e}");
-        assert!(is_disk_full(
-            &io::Error::from_raw_os_error(libc::ENOSPC).to_string()
+        assert!(shoal_jobs::error::is_disk_full(
+            &io::Error::from_raw_os_error(libc::ENOSPC)
         ));
     }
 }

@@ -1,7 +1,6 @@
 //! Helpers shared by the end-to-end tests: the `shoal` binary, a seeded test corpus, and
 //! reference results computed by Python, independently of Shoal's code.
 
-
 pub mod slow;
 pub mod three;
 
