@@ -23,6 +23,9 @@ pub enum Bug {
     /// A worker uses a stored copy without comparing it with its recorded checksum (the
     /// simulator's worker, whose reads stand for the daemon's checked ones).
     TrustCorruptCopies,
+    /// Proposing gives up after its first refusal instead of retrying through a leader
+    /// change (a bug in the membership's proposing, which the simulator runs).
+    ProposalGivesUp,
 }
 
 thread_local! {

@@ -45,8 +45,8 @@ struct SimArgs {
     #[arg(long, default_value_t = 300)]
     deadline: u64,
     /// Plant a bug (silence-is-consent, apply-out-of-order, snapshot-ignored, partial-reduce-input,
-    /// finish-any-attempt, no-rerun, worker-deletes-parts) to see the invariant that catches it
-    /// fire.
+    /// finish-any-attempt, no-rerun, worker-deletes-parts, trust-corrupt-copies,
+    /// proposal-gives-up) to see the invariant that catches it fire.
     #[arg(long)]
     plant: Vec<Plant>,
     /// Run every seed twice and compare the trace hashes.

@@ -68,7 +68,7 @@ pub enum Plant {
 
 impl Plant {
     /// Every plantable bug, with its name and the invariant it should break.
-    pub const ALL: [(Plant, &'static str, &'static str); 8] = {
+    pub const ALL: [(Plant, &'static str, &'static str); 9] = {
         use shoal_jobs::planted::Bug as J;
         use shoal_raft::planted::Bug as R;
         [
@@ -107,6 +107,11 @@ impl Plant {
                 Plant::Jobs(J::TrustCorruptCopies),
                 "trust-corrupt-copies",
                 "reads_match_checksums",
+            ),
+            (
+                Plant::Jobs(J::ProposalGivesUp),
+                "proposal-gives-up",
+                "every_job_ends",
             ),
         ]
     };

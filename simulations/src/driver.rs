@@ -220,8 +220,7 @@ async fn add_workers(
             let cmd = shoal_node::cluster::state::Command::Worker { node_id, info };
             let leader = Arc::clone(leader);
             tokio::spawn(async move {
-                leader
-                    .write_local(shoal_net::codec::encode(&cmd))
+                shoal_node::cluster::propose::write_local(&*leader, shoal_net::codec::encode(&cmd))
                     .await
                     .map_err(|e| format!("recording plain worker {node_id}: {e}"))
             })

@@ -60,7 +60,9 @@ impl WorkerHost for SimNode {
         cmd: &Command,
         patience: Duration,
     ) -> Result<JobsApplied, ProposeError> {
-        SimNode::propose(self, cmd, patience).await.map(|(a, _)| a)
+        shoal_node::cluster::propose::propose(self, cmd, patience)
+            .await
+            .map(|(a, _)| a)
     }
 
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -99,21 +101,9 @@ impl WorkerHost for SimNode {
     }
 
     fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>) {
+        // The store's own rule of what stays, over the simulated store's keys.
         let keep = keep.unwrap_or_default();
-        let scratch = [format!("split/{job}/"), format!("map/{job}/")];
-        let parts = format!("part/{job}/");
-        lock(&self.blobs).retain(|key, _| {
-            if scratch.iter().any(|p| key.starts_with(p.as_str())) {
-                return false;
-            }
-            match key.strip_prefix(parts.as_str()) {
-                Some(rest) => rest
-                    .split_once('/')
-                    .and_then(|(p, a)| Some((p.parse::<u32>().ok()?, a.parse::<u32>().ok()?)))
-                    .is_some_and(|pa| keep.contains(&pa)),
-                None => true,
-            }
-        });
+        lock(&self.blobs).retain(|key, _| shoal_node::storage::kept_after_job(&job, key, &keep));
     }
 }
 
@@ -158,7 +148,8 @@ impl ManagerHost for SimNode {
         self.world.count(|s| s.proposals += 1);
         self.world
             .trace(format!("n{} manager proposes {}", self.id, describe(cmd)));
-        self.write_local(shoal_net::codec::encode(cmd))
+        // The daemon's manager proposes once, as here.
+        shoal_node::cluster::propose::propose_once(self, cmd)
             .await
             .map(|_| ())
     }

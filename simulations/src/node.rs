@@ -21,7 +21,7 @@ use shoal_net::wire::{
 };
 use shoal_net::{codec, NetError, PeerRef, Transport};
 use shoal_node::cluster::admission::may_propose;
-use shoal_node::cluster::propose::ProposeError;
+use shoal_node::cluster::propose::{write_local, Proposer};
 use shoal_node::cluster::pushed::{Push, Pushed, Pushes};
 use shoal_node::cluster::rpc::{answer_raft, peer_ref, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
@@ -29,7 +29,7 @@ use shoal_node::cluster::workers::{Planner, PUSH_EVERY};
 use shoal_node::control::work::Running;
 use shoal_node::control::worker::run_on;
 use shoal_node::sync::ReadWrite;
-use shoal_raft::{AppState, Applied, Cmd, Raft, Timing};
+use shoal_raft::{AppState, Applied, Raft, Timing};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -51,8 +51,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a control request (a push) may take, as the daemon's.
 const CTL_TIMEOUT: Duration = shoal_node::cluster::node::CTL_TIMEOUT;
-/// How long a forwarded proposal may take.
-const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Raft timing of the simulated nodes: the daemon's defaults, and a snapshot every 40
 /// entries with no log kept behind it, so that snapshots are built, installed and
@@ -251,67 +249,6 @@ impl SimNode {
             .or_else(|| self.pushed.leader())
     }
 
-    /// Commit `command` here, as the leader; the CBOR of the state's answer and the index.
-    pub(crate) async fn write_local(&self, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
-        let m = self.metrics();
-        if m.current_leader != Some(self.id) {
-            return Err(ProposeError::NotLeader(format!("{:?}", m.current_leader)));
-        }
-        let resp = self
-            .raft
-            .client_write(Cmd(command))
-            .await
-            .map_err(|e| ProposeError::Raft(e.to_string()))?;
-        let applied: JobsApplied = codec::decode(&resp.response().0)
-            .map_err(|e| ProposeError::Malformed(e.to_string()))?;
-        Ok(codec::encode(&(applied, resp.log_id().index)))
-    }
-
-    /// Propose `cmd` here or through the leader, retrying through leader changes for up to
-    /// `patience`. The state's answer and the command's log index.
-    pub async fn propose(
-        &self,
-        cmd: &Command,
-        patience: Duration,
-    ) -> Result<(JobsApplied, u64), ProposeError> {
-        let bytes = codec::encode(cmd);
-        let deadline = Instant::now() + patience;
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            let result = match self.leader() {
-                Some(l) if l == self.id => self.write_local(bytes.clone()).await,
-                Some(l) => {
-                    let req = CtlRequest::Propose {
-                        cluster_id: CLUSTER_ID,
-                        command: bytes.clone(),
-                    };
-                    match self.member(l) {
-                        None => Err(ProposeError::LeaderUnknown),
-                        Some(to) => match self.net.ctl(&to, req, PROPOSE_TIMEOUT).await {
-                            Ok(CtlResponse::Applied(b)) => Ok(b),
-                            Ok(other) => Err(match other.refusal() {
-                                Some(r) => ProposeError::Refused(r),
-                                None => ProposeError::Malformed(format!("{other:?}")),
-                            }),
-                            Err(e) => Err(ProposeError::Unreachable(e.to_string())),
-                        },
-                    }
-                }
-                None => Err(ProposeError::NoLeader),
-            };
-            match result {
-                Ok(b) => {
-                    return codec::decode(&b).map_err(|e| ProposeError::Malformed(e.to_string()))
-                }
-                Err(_) if Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     /// Where member `id` is reached, from the Raft membership — or on a plain worker the
     /// roster pushed — as the daemon does.
     fn member(&self, id: NodeId) -> Option<PeerRef> {
@@ -412,18 +349,49 @@ async fn push_to_workers(node: Arc<SimNode>) {
     }
 }
 
-/// Object keys.
-pub fn split_key(job: &str, index: u32) -> String {
-    format!("split/{job}/{index}")
-}
+/// The store's own key names (the daemon's), and for a map's output one object per
+/// partition: the simulator keeps partitions apart where the daemon keeps byte ranges of one.
+pub use shoal_node::storage::{part_key, split_key};
 
 pub(crate) fn map_key(job: &str, map: u32, attempt: u32, p: u32) -> String {
-    format!("map/{job}/{map}/{attempt}/{p}")
+    format!(
+        "{}.p-{p:05}",
+        shoal_node::storage::map_output_key(job, map, attempt)
+    )
 }
 
-/// Where attempt `attempt` of reduce `p` stores its part file.
-pub fn part_key(job: &str, p: u32, attempt: u32) -> String {
-    format!("part/{job}/{p}/{attempt}")
+/// The membership's own proposing runs here, over the simulated network and clock.
+impl Proposer for SimNode {
+    type Net = SimNet;
+    type State = SimState;
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn transport(&self) -> &SimNet {
+        &self.net
+    }
+
+    fn raft(&self) -> Option<&Raft<SimState>> {
+        Some(&self.raft)
+    }
+
+    fn cluster(&self) -> Option<u64> {
+        Some(CLUSTER_ID)
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        SimNode::leader(self)
+    }
+
+    fn reach(&self, id: NodeId) -> Option<PeerRef> {
+        self.member(id)
+    }
+
+    fn applies_log(&self) -> bool {
+        self.is_member()
+    }
 }
 
 impl Handle for SimNode {
@@ -446,8 +414,8 @@ impl Handle for SimNode {
                     });
                 Answer::Ctl(match judged {
                     Err(why) => CtlResponse::Declined(why),
-                    Ok(()) => match self.write_local(command).await {
-                        Ok(bytes) => CtlResponse::Applied(bytes),
+                    Ok(()) => match write_local(self, command).await {
+                        Ok(applied) => CtlResponse::Applied(codec::encode(&applied)),
                         Err(why) => CtlResponse::declined(Reason::Failed, why.to_string()),
                     },
                 })

@@ -156,8 +156,7 @@ pub async fn submit(
         at_ms,
         counters: Default::default(),
     });
-    match node
-        .propose(&cmd, Duration::from_secs(20))
+    match shoal_node::cluster::propose::propose(&*node, &cmd, Duration::from_secs(20))
         .await
         .map_err(|e| e.to_string())?
     {

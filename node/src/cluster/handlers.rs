@@ -201,7 +201,7 @@ impl Node {
                         tracing::warn!(%peer, why = %why, "refused a proposal");
                         return CtlResponse::Declined(why);
                     }
-                    match self.write_local(command).await {
+                    match crate::cluster::propose::write_local(self, command).await {
                         Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
                         Err(why) => CtlResponse::declined(Reason::Failed, why.to_string()),
                     }
@@ -325,7 +325,9 @@ impl Node {
                         node_id,
                         info: member_record(info),
                     };
-                    return match self.write_local(codec::encode(&cmd)).await {
+                    return match crate::cluster::propose::write_local(self, codec::encode(&cmd))
+                        .await
+                    {
                         Ok(_) => {
                             // It holds nothing the leader sent before: everything again.
                             self.pushes.reset(node_id);

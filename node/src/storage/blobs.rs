@@ -73,6 +73,20 @@ pub fn part_object(p: u32, attempt: u32) -> String {
     format!("{}.a{attempt}", shoal_jobs::task::part_name(p))
 }
 
+/// Whether object `key` stays once `job` has ended on this node, which keeps the part files
+/// (reduce, attempt) of `keep`: another job's objects and the job's logs stay, its kept parts
+/// stay, and its splits, map outputs and other parts go.
+pub fn kept_after_job(job: &str, key: &str, keep: &[(u32, u32)]) -> bool {
+    let Some(rest) = key.strip_prefix(job).and_then(|r| r.strip_prefix('/')) else {
+        return true;
+    };
+    if rest.starts_with("logs/") {
+        return true;
+    }
+    rest.strip_prefix("out/")
+        .is_some_and(|name| keep.iter().any(|&(p, a)| part_object(p, a) == name))
+}
+
 /// Whether `key` is a well-formed key: `/`-separated names of `[a-z0-9._-]`, none empty or
 /// starting with a dot.
 pub fn valid_key(key: &str) -> bool {
@@ -225,10 +239,6 @@ impl Blobs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return 0;
         };
-        let keep: Vec<String> = keep
-            .iter()
-            .map(|&(p, attempt)| part_object(p, attempt))
-            .collect();
         let mut freed = 0;
         for e in entries.flatten() {
             let p = e.path();
@@ -242,7 +252,7 @@ impl Blobs {
                 };
                 for part in parts.flatten() {
                     let name = part.file_name().to_string_lossy().into_owned();
-                    if !keep.contains(&name) {
+                    if !kept_after_job(job, &format!("{job}/out/{name}"), keep) {
                         freed += remove(&part.path());
                     }
                 }
@@ -521,72 +531,4 @@ impl Write for BlobWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_cannot_escape_the_store() {
-        assert!(valid_key("j-1/split-00001"));
-        assert!(valid_key(&map_output_key("j-1", 3, 2)));
-        assert!(valid_key(&part_key("j-1", 0, 1)));
-        for bad in [
-            "", "../x", "a/../b", "/abs", "a//b", ".hidden", "UPPER", "a b",
-        ] {
-            assert!(!valid_key(bad), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn an_object_appears_only_when_committed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let blobs = Blobs::open(dir.path().join("b")).expect("open");
-        let mut w = blobs.create("j-1/split-00000").expect("create");
-        w.write_all(b"hello\n").expect("write");
-        assert!(!blobs.contains("j-1/split-00000"));
-        assert_eq!(w.commit().expect("commit"), 6);
-        let (_, len) = blobs.open_read("j-1/split-00000").expect("read");
-        assert_eq!(len, 6);
-        for (p, attempt) in [(0, 1), (0, 2), (1, 1)] {
-            let mut w = blobs.create(&part_key("j-1", p, attempt)).expect("create");
-            w.write_all(b"x").expect("write");
-            w.commit().expect("commit");
-        }
-        // A part this node does not hold and a losing attempt's go with the scratch.
-        assert_eq!(blobs.remove_job_scratch("j-1", &[(0, 2)]), 8);
-        assert!(!blobs.contains("j-1/split-00000"));
-        assert!(blobs.contains(&part_key("j-1", 0, 2)));
-        assert!(!blobs.contains(&part_key("j-1", 0, 1)));
-        assert!(!blobs.contains(&part_key("j-1", 1, 1)));
-    }
-
-    #[test]
-    fn a_restart_sweeps_what_the_old_process_left_half_done() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let blobs = Blobs::open(dir.path().join("b")).expect("open");
-        let mut w = blobs.create("j-1/split-00000").expect("create");
-        w.write_all(b"half").expect("write");
-        w.flush().expect("flush");
-        std::mem::forget(w); // the process died mid-write
-        let dirs = blobs.scratch().attempt("j-1.m-00000.a1").expect("scratch");
-        std::fs::write(dirs.work.join("x"), b"12").expect("write");
-        let mut w = blobs.create(&part_key("j-1", 0, 1)).expect("create");
-        w.write_all(b"done").expect("write");
-        w.commit().expect("commit");
-        assert_eq!(blobs.sweep(), 6);
-        assert!(blobs.contains(&part_key("j-1", 0, 1)));
-        let left: Vec<_> = walk(dir.path());
-        assert_eq!(left.len(), 1, "only the committed part is left: {left:?}");
-    }
-
-    fn walk(p: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(p).expect("read_dir").flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-        out
-    }
-}
+mod tests;

@@ -15,6 +15,8 @@ use shoal_net::{Client, PeerId};
 
 pub mod bench;
 pub(crate) mod blobs;
+/// The store's key names, which the simulator's store uses too.
+pub use blobs::{kept_after_job, map_output_key, part_key, split_key};
 pub(crate) mod data;
 pub mod link;
 pub(crate) mod replication;
