@@ -300,7 +300,8 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         psk: c.psk,
     })?;
     let mut loops = Supervisor::default();
-    loops.forever("network", event_loop.run());
+    // The network stops last: the other loops may need it to finish their step.
+    loops.last(event_loop.run());
     let listener = tokio::net::TcpListener::bind(c.http)
         .await
         .with_context(|| format!("cannot listen on --http {}", c.http))?;
@@ -357,45 +358,54 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         warn!(%scratch, "tasks run {}; they can read this node's keys: run the node as a user of its own, or as root (README, Security)", sandbox.describe());
     }
 
-    let (dispatcher, data) = (Arc::clone(&node), Arc::clone(&store));
+    let (dispatcher, data, mut stop) = (Arc::clone(&node), Arc::clone(&store), loops.stop());
     loops.forever("event dispatch", async move {
         for e in early {
             dispatch(&dispatcher, &data, e);
         }
-        while let Some(e) = events.recv().await {
+        while let Some(Some(e)) = stop.or(events.recv()).await {
             dispatch(&dispatcher, &data, e);
         }
     });
     loops.until_done(
         "bootstrap",
-        crate::cluster::bootstrap::run(Arc::clone(&node)),
+        crate::cluster::bootstrap::run(Arc::clone(&node), loops.stop()),
     );
     loops.forever(
         "membership",
-        crate::cluster::membership::run(Arc::clone(&node)),
+        crate::cluster::membership::run(Arc::clone(&node), loops.stop()),
     );
-    loops.forever("manager", crate::control::manager::run(Arc::clone(&ctl)));
-    loops.forever("pushes", crate::cluster::workers::run(Arc::clone(&node)));
-    loops.forever("worker", crate::control::worker::run(Arc::clone(&ctl)));
+    loops.forever(
+        "manager",
+        crate::control::manager::run(Arc::clone(&ctl), loops.stop()),
+    );
+    loops.forever(
+        "pushes",
+        crate::cluster::workers::run(Arc::clone(&node), loops.stop()),
+    );
+    loops.forever(
+        "worker",
+        crate::control::worker::run(Arc::clone(&ctl), loops.stop()),
+    );
     loops.forever(
         "copy away",
-        crate::control::drain::copy_away(Arc::clone(&ctl)),
+        crate::control::drain::copy_away(Arc::clone(&ctl), loops.stop()),
     );
     loops.until_done(
         "leave",
-        crate::control::drain::leave_when_removed(Arc::clone(&ctl)),
+        crate::control::drain::leave_when_removed(Arc::clone(&ctl), loops.stop()),
     );
     loops.forever(
         "undrain",
-        crate::control::drain::undrain_after_restart(Arc::clone(&ctl)),
+        crate::control::drain::undrain_after_restart(Arc::clone(&ctl), loops.stop()),
     );
     loops.forever(
         "raft health",
-        crate::cluster::health::until_raft_fails(Arc::clone(&node)),
+        crate::cluster::health::until_raft_fails(Arc::clone(&node), loops.stop()),
     );
     loops.forever(
         "leader-change count",
-        crate::http::metrics::count_leader_changes(Arc::clone(&ctl)),
+        crate::http::metrics::count_leader_changes(Arc::clone(&ctl), loops.stop()),
     );
 
     if let Some(path) = &c.args.ready_file {
@@ -437,7 +447,8 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
             Err(stopped.into())
         }
     };
-    loops.shutdown().await;
+    // Every loop finishes its step and stops; then Raft.
+    loops.shutdown(Duration::from_secs(10)).await;
     if let Some(h) = node.raft.get() {
         let _ = tokio::time::timeout(Duration::from_secs(5), h.raft.shutdown()).await;
     }

@@ -28,7 +28,7 @@ pub mod http;
 mod planted;
 mod sandbox;
 pub mod storage;
-mod supervisor;
+pub mod supervisor;
 pub mod sync;
 mod usage;
 mod wiring;

@@ -2,11 +2,55 @@
 //! life of the node that returns, stops the node with an error (and a non-zero exit): a node
 //! whose worker died must not keep heartbeating as if it ran its tasks — the manager would
 //! wait on it forever — while a node that stops is declared lost and its work goes elsewhere.
+//!
+//! Stopping is a request every loop watches ([`Stop`]), never an abort first: each loop ends
+//! at its next wait, after the step it is in, and the supervisor waits for them (a bounded
+//! time) and logs each as it stops, in order. Only the network is stopped last and by force:
+//! the others may need it to finish their step.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
+
+/// The node's request to stop, as a loop watches it: cheap to clone, one per loop.
+#[derive(Debug, Clone)]
+pub struct Stop(Option<watch::Receiver<bool>>);
+
+impl Stop {
+    /// A request that never comes (a loop run by the simulator, whose node is killed).
+    pub fn never() -> Stop {
+        Stop(None)
+    }
+
+    /// Whether the node was asked to stop.
+    pub fn is_requested(&self) -> bool {
+        self.0.as_ref().is_some_and(|r| *r.borrow())
+    }
+
+    /// Resolves once the node is asked to stop (or its supervisor is gone).
+    pub async fn requested(&mut self) {
+        match &mut self.0 {
+            Some(r) => {
+                let _ = r.wait_for(|s| *s).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// `f`'s output, unless the node is asked to stop first: `None` then.
+    pub async fn or<T>(&mut self, f: impl Future<Output = T>) -> Option<T> {
+        if self.is_requested() {
+            return None;
+        }
+        tokio::select! {
+            () = self.requested() => None,
+            out = f => Some(out),
+        }
+    }
+}
 
 /// A loop of the node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +63,37 @@ pub struct LoopStopped {
 }
 
 /// The node's loops.
-#[derive(Default)]
 pub struct Supervisor {
     loops: JoinSet<()>,
     names: HashMap<Id, (&'static str, bool)>,
+    /// Loops that do not watch the request (the network): stopped after every other one.
+    last: JoinSet<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            loops: JoinSet::new(),
+            names: HashMap::new(),
+            last: JoinSet::new(),
+            stop: watch::channel(false).0,
+        }
+    }
 }
 
 impl Supervisor {
+    /// The request to stop, for a loop to watch.
+    pub fn stop(&self) -> Stop {
+        Stop(Some(self.stop.subscribe()))
+    }
+
+    /// A loop that does not watch the request (the network): it runs until every other loop
+    /// has stopped. Its panic is logged, not supervised.
+    pub fn last(&mut self, f: impl Future<Output = ()> + Send + 'static) {
+        self.last.spawn(f);
+    }
+
     /// A loop that runs for the life of the node: its end, by return or panic, stops it.
     pub fn forever(&mut self, name: &'static str, f: impl Future<Output = ()> + Send + 'static) {
         let h = self.loops.spawn(f);
@@ -78,9 +146,40 @@ impl Supervisor {
         }
     }
 
-    /// Stop every loop.
-    pub async fn shutdown(mut self) {
-        self.loops.shutdown().await;
+    /// Ask every loop to stop and wait for each, at most `bound` in all, logging each as it
+    /// stops; loops still running then are aborted, named. Then the last loops. The names of
+    /// the loops in the order they stopped.
+    pub async fn shutdown(mut self, bound: Duration) -> Vec<&'static str> {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut order = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.loops.join_next_with_id()).await {
+                Ok(Some(r)) => {
+                    let id = match &r {
+                        Ok((id, ())) => *id,
+                        Err(e) => e.id(),
+                    };
+                    let name = self.names.remove(&id).map_or("unnamed", |(n, _)| n);
+                    tracing::info!(loop_name = name, "loop stopped");
+                    order.push(name);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let left: Vec<&str> = self.names.values().map(|(n, _)| *n).collect();
+                    tracing::warn!(
+                        ?left,
+                        ?bound,
+                        "loops still running when the node must stop; aborting them"
+                    );
+                    self.loops.shutdown().await;
+                    break;
+                }
+            }
+        }
+        self.last.shutdown().await;
+        tracing::info!(order = ?order, "every loop stopped");
+        order
     }
 }
 
@@ -105,7 +204,33 @@ mod tests {
         assert!(stopped
             .to_string()
             .contains("the worker loop panicked: planted"));
-        s.shutdown().await;
+        s.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_waits_for_each_loop_to_finish_its_step_and_aborts_only_the_deaf() {
+        let mut s = Supervisor::default();
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mut quick, mut slow) = (s.stop(), s.stop());
+        s.forever("quick", async move { quick.requested().await });
+        let done = std::sync::Arc::clone(&finished);
+        s.forever("slow", async move {
+            slow.requested().await;
+            // The step it is in when asked takes a while; it is not cut short.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        s.forever("deaf", std::future::pending());
+        let (net_tx, net_rx) = tokio::sync::oneshot::channel::<()>();
+        s.last(async move {
+            let _keep = net_tx;
+            std::future::pending::<()>().await
+        });
+        let order = s.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(order, vec!["quick", "slow"]);
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+        // The last loop is gone too (its end of the channel dropped).
+        assert!(net_rx.await.is_err());
     }
 
     #[tokio::test]

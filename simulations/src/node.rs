@@ -28,6 +28,7 @@ use shoal_node::cluster::state::{ClusterState, Command};
 use shoal_node::cluster::workers::{Planner, PUSH_EVERY};
 use shoal_node::control::work::Running;
 use shoal_node::control::worker::run_on;
+use shoal_node::supervisor::Stop;
 use shoal_node::sync::ReadWrite;
 use shoal_raft::{AppState, Applied, Raft, Timing};
 use tokio::task::AbortHandle;
@@ -198,8 +199,16 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
         pushed: Pushed::default(),
         pushes: Pushes::default(),
     });
-    node.spawn(shoal_node::control::manager::run_on(Arc::clone(&node)));
-    node.spawn(run_on(Arc::clone(&node), Arc::clone(&node.running)));
+    // A simulated node is killed, not stopped: its loops never see a stop.
+    node.spawn(shoal_node::control::manager::run_on(
+        Arc::clone(&node),
+        Stop::never(),
+    ));
+    node.spawn(run_on(
+        Arc::clone(&node),
+        Arc::clone(&node.running),
+        Stop::never(),
+    ));
     node.spawn(heartbeats(Arc::clone(&node)));
     node.spawn(push_to_workers(Arc::clone(&node)));
     Ok(node)

@@ -262,6 +262,30 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     assert!(took < 30_000, "within the grace period: {took} ms");
     let log = c.nodes[worker].log_text();
     assert!(log.contains("nothing here is needed any more"), "{log}");
+    // Every loop was asked to stop, finished its step and said so, in the order it stopped.
+    let stopped: Vec<&str> = log.lines().filter(|l| l.contains("loop stopped")).collect();
+    for name in [
+        "event dispatch",
+        "membership",
+        "manager",
+        "pushes",
+        "worker",
+        "copy away",
+        "leave",
+        "undrain",
+        "raft health",
+        "leader-change count",
+    ] {
+        let said = format!("loop_name=\"{name}\"");
+        assert!(stopped.iter().any(|l| l.contains(&said)), "{name}: {log}");
+    }
+    let order = log.lines().find(|l| l.contains("every loop stopped"));
+    assert!(order.is_some(), "{log}");
+    assert!(
+        !log.contains("aborting them"),
+        "a loop had to be aborted: {log}"
+    );
+    println!("the loops as they stopped: {}", order.unwrap_or_default());
     let job = succeeded(&c, other, &id);
     let all = attempts(&job);
     let theirs: Vec<_> = all.iter().filter(|(_, n, _, _)| n == &wid).collect();

@@ -31,6 +31,7 @@ use shoal_raft::NodeInfo;
 use tracing::{info, warn};
 
 use crate::cluster::node::{member_record, Node, CTL_TIMEOUT};
+use crate::supervisor::Stop;
 use crate::sync::Locked;
 
 /// How long an adopted initial voter waits for the bootstrapper before asking to join.
@@ -41,14 +42,16 @@ const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
 pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// Run until this node is a member of a cluster.
-pub async fn run(node: Arc<Node>) {
+pub async fn run(node: Arc<Node>, mut stop: Stop) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_join = None::<Instant>;
     let mut rounds = 0u64;
     // The fresh node ids seen, and since when unchanged.
     let mut view: (Vec<u64>, Instant) = (Vec::new(), Instant::now());
     loop {
-        tick.tick().await;
+        if stop.or(tick.tick()).await.is_none() {
+            return;
+        }
         rounds += 1;
         for peer in node.peers.unknown_peers() {
             node.greet(peer).await;

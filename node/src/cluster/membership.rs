@@ -22,17 +22,20 @@ use tracing::{info, warn};
 
 use crate::cluster::node::{member_record, Node};
 use crate::cluster::state::Command;
+use crate::supervisor::Stop;
 use crate::sync::ReadWrite;
 
 /// Removal never takes the voters below this many.
 pub const MIN_VOTERS: usize = 3;
 
 /// Run forever: every second, on the leader, apply one membership change if one is due.
-pub async fn run(node: Arc<Node>) {
+pub async fn run(node: Arc<Node>, mut stop: Stop) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut leader_since: Option<Instant> = None;
     loop {
-        tick.tick().await;
+        if stop.or(tick.tick()).await.is_none() {
+            return;
+        }
         let Some(h) = node.raft.get() else { continue };
         let metrics = shoal_raft::metrics(&h.raft);
         if metrics.current_leader != Some(node.id) {

@@ -26,6 +26,7 @@ use crate::cluster::node::{Node, CTL_TIMEOUT};
 use crate::cluster::pushed::{concerns, Push, PushedJob, Pushes, Role, Sent, KEEPALIVE};
 use crate::cluster::rpc::peer_ref;
 use crate::cluster::state::ClusterState;
+use crate::supervisor::Stop;
 use crate::sync::{Locked, ReadWrite};
 
 /// How often the leader looks for something to push.
@@ -254,12 +255,14 @@ impl Pushes {
 }
 
 /// Run forever: while this node leads, push to every plain worker what it lacks.
-pub async fn run(node: Arc<Node>) {
+pub async fn run(node: Arc<Node>, mut stop: Stop) {
     let mut tick = tokio::time::interval(PUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut planner = Planner::default();
     loop {
-        tick.tick().await;
+        if stop.or(tick.tick()).await.is_none() {
+            return;
+        }
         let Some(h) = node.raft.get() else { continue };
         let m = shoal_raft::metrics(&h.raft);
         if m.current_leader != Some(node.id) {

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::cluster::node::{next_change, with_jobs};
 use crate::cluster::state::Command as StateCommand;
 use crate::control::Control;
+use crate::supervisor::Stop;
 
 /// Members other than `of` that take copies (not draining).
 pub fn others(ctl: &Control, of: NodeId, table: &Cluster) -> usize {
@@ -102,8 +103,10 @@ pub async fn before_stop(ctl: &Arc<Control>, grace: Duration) {
 /// Undrain this node whenever the table says it drained itself as an earlier process
 /// stopped (a stopping drain from before this process started): it takes tasks again. An
 /// operator's drain is left alone. Forever.
-pub async fn undrain_after_restart(ctl: Arc<Control>) {
-    let h = ctl.node.raft_started().await;
+pub async fn undrain_after_restart(ctl: Arc<Control>, mut stop: Stop) {
+    let Some(h) = stop.or(ctl.node.raft_started()).await else {
+        return;
+    };
     let mut changes = h.raft.metrics();
     loop {
         let stale = with_jobs(&ctl.node, |t| {
@@ -121,18 +124,32 @@ pub async fn undrain_after_restart(ctl: Arc<Control>) {
                 Err(e) => warn!(error = %e, "could not undrain this node; will retry"),
             }
         }
-        next_change(&mut changes, Duration::from_secs(1)).await;
+        if stop
+            .or(next_change(&mut changes, Duration::from_secs(1)))
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
 }
 
 /// While this node is draining, copy what would be short without it — splits of running
 /// jobs, part files — to members that take copies, and record the new holders
 /// (`AddHolders`), so every job's `--replication` holds without it. Forever.
-pub async fn copy_away(ctl: Arc<Control>) {
-    let h = ctl.node.raft_started().await;
+pub async fn copy_away(ctl: Arc<Control>, mut stop: Stop) {
+    let Some(h) = stop.or(ctl.node.raft_started()).await else {
+        return;
+    };
     let mut changes = h.raft.metrics();
     loop {
-        next_change(&mut changes, Duration::from_secs(1)).await;
+        if stop
+            .or(next_change(&mut changes, Duration::from_secs(1)))
+            .await
+            .is_none()
+        {
+            return;
+        }
         let takers = ctl.store.book.copy_takers();
         let plan = with_jobs(&ctl.node, |t| {
             if !t.draining.contains_key(&ctl.node.id) {
@@ -233,12 +250,20 @@ fn copy_of(
 /// Once an operator removed this node (`shoal remove`) and nothing here is needed any more,
 /// ask the leader to take it out of the membership (or do it, when this node leads), then
 /// stop the process (it exits 0). Forever, until then.
-pub async fn leave_when_removed(ctl: Arc<Control>) {
-    let h = ctl.node.raft_started().await;
+pub async fn leave_when_removed(ctl: Arc<Control>, mut stop: Stop) {
+    let Some(h) = stop.or(ctl.node.raft_started()).await else {
+        return;
+    };
     let mut changes = h.raft.metrics();
     let mut said = String::new();
     loop {
-        next_change(&mut changes, Duration::from_secs(1)).await;
+        if stop
+            .or(next_change(&mut changes, Duration::from_secs(1)))
+            .await
+            .is_none()
+        {
+            return;
+        }
         let ready = with_jobs(&ctl.node, |t| {
             t.draining
                 .get(&ctl.node.id)

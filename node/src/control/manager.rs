@@ -23,6 +23,7 @@ use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
 use crate::control::worker::WorkerHost;
 use crate::control::Control;
+use crate::supervisor::Stop;
 
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
@@ -125,18 +126,22 @@ pub trait ManagerHost: WorkerHost {
     fn propose_here(&self, cmd: &Command) -> impl Future<Output = Result<(), ProposeError>> + Send;
 }
 
-/// The daemon's manager loop. Forever.
-pub async fn run(ctl: Arc<Control>) {
-    run_on(ctl).await
+/// The daemon's manager loop, until the node stops.
+pub async fn run(ctl: Arc<Control>, stop: Stop) {
+    run_on(ctl, stop).await
 }
 
 /// The manager loop on `host`: while it leads, propose what [`decide`] says the table
-/// needs next. Forever.
-pub async fn run_on<H: ManagerHost>(host: Arc<H>) {
-    let mut changes = host.table_changes().await;
+/// needs next. Until `stop`.
+pub async fn run_on<H: ManagerHost>(host: Arc<H>, mut stop: Stop) {
+    let Some(mut changes) = stop.or(host.table_changes()).await else {
+        return;
+    };
     let mut leader_since: Option<tokio::time::Instant> = None;
     loop {
-        changes.next(TICK).await;
+        if stop.or(changes.next(TICK)).await.is_none() {
+            return;
+        }
         if !host.leads() {
             leader_since = None;
             continue;

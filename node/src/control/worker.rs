@@ -31,6 +31,7 @@ use crate::cluster::state::Command;
 use crate::control::work::{task_id, AttemptState, Cause, Done, Failure, Report, Running, Work};
 pub use crate::control::work::{AttemptKey, MapOut};
 use crate::control::Control;
+use crate::supervisor::Stop;
 use crate::sync::Locked;
 /// How often the loop looks even when nothing changed.
 const TICK: Duration = Duration::from_millis(500);
@@ -132,18 +133,23 @@ pub trait WorkerHost: Send + Sync + 'static {
     fn clean(self: Arc<Self>, job: String, keep: Option<Vec<(u32, u32)>>);
 }
 
-/// Run the worker loop of a node: heartbeats to the leader beside it. Forever.
-pub async fn run(ctl: Arc<Control>) {
+/// Run the worker loop of a node, and its heartbeats to the leader beside it, until the
+/// node stops.
+pub async fn run(ctl: Arc<Control>, stop: Stop) {
     let running = Running::default();
-    tokio::spawn(heartbeats(Arc::clone(&ctl), Arc::clone(&running)));
-    run_on(ctl, running).await
+    tokio::join!(
+        heartbeats(Arc::clone(&ctl), Arc::clone(&running), stop.clone()),
+        run_on(ctl, running, stop),
+    );
 }
 
 /// The worker loop on `host`, its running attempts in `running`: start what the table
 /// assigns here, stop what it no longer wants, report attempts of a previous process lost,
-/// and clean up after jobs that ended. Forever.
-pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
-    let mut changes = host.table_changes().await;
+/// and clean up after jobs that ended. Until `stop`.
+pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running, mut stop: Stop) {
+    let Some(mut changes) = stop.or(host.table_changes()).await else {
+        return;
+    };
     let (reports, queued) = tokio::sync::mpsc::unbounded_channel();
     host.spawn(send_reports(Arc::clone(&host), queued));
     let (me, boot_ms) = host.id_and_boot();
@@ -152,7 +158,9 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running) {
     let mut cleaned: HashSet<String> = HashSet::new();
     let mut last_applied = None;
     loop {
-        changes.next(TICK).await;
+        if stop.or(changes.next(TICK)).await.is_none() {
+            return;
+        }
         let applied_at = host.read_table(|_, at| at);
         if applied_at == last_applied && last_applied.is_some() {
             continue;
@@ -344,12 +352,14 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Every [`HEARTBEAT`], send this node's slots (its share of its host's cores, which its
 /// pool keeps to) and running attempts to the leader (and keep a copy here).
-async fn heartbeats(ctl: Arc<Control>, running: Running) {
+async fn heartbeats(ctl: Arc<Control>, running: Running, mut stop: Stop) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     let disk = Arc::new(AtomicU64::new(0));
     let mut beats = 0u64;
     loop {
-        tick.tick().await;
+        if stop.or(tick.tick()).await.is_none() {
+            return;
+        }
         // The store's size, every tenth beat, off the runtime.
         if beats.is_multiple_of(10) {
             let (ctl, disk) = (Arc::clone(&ctl), Arc::clone(&disk));

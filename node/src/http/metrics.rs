@@ -18,6 +18,7 @@ use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
 use crate::cluster::identity::hex;
 use crate::control::Control;
+use crate::supervisor::Stop;
 use crate::sync::ReadWrite;
 
 /// Upper bounds of the task-duration histogram, in seconds.
@@ -26,8 +27,10 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// Run forever: count the leader changes this node sees.
-pub async fn count_leader_changes(ctl: Arc<Control>) {
-    let h = ctl.node.raft_started().await;
+pub async fn count_leader_changes(ctl: Arc<Control>, mut stop: Stop) {
+    let Some(h) = stop.or(ctl.node.raft_started()).await else {
+        return;
+    };
     let mut changes = h.raft.metrics();
     let mut last = None;
     loop {
@@ -36,7 +39,14 @@ pub async fn count_leader_changes(ctl: Arc<Control>) {
             ctl.node.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
         last = leader.or(last);
-        crate::cluster::node::next_change(&mut changes, std::time::Duration::from_secs(1)).await;
+        let tick = std::time::Duration::from_secs(1);
+        if stop
+            .or(crate::cluster::node::next_change(&mut changes, tick))
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
 }
 
