@@ -301,7 +301,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     })?;
     let mut loops = Supervisor::default();
     // The network stops last: the other loops may need it to finish their step.
-    loops.last(event_loop.run());
+    loops.last("network", event_loop.run());
     let listener = tokio::net::TcpListener::bind(c.http)
         .await
         .with_context(|| format!("cannot listen on --http {}", c.http))?;

@@ -68,6 +68,7 @@ pub struct Supervisor {
     names: HashMap<Id, (&'static str, bool)>,
     /// Loops that do not watch the request (the network): stopped after every other one.
     last: JoinSet<()>,
+    last_names: HashMap<Id, &'static str>,
     stop: watch::Sender<bool>,
 }
 
@@ -77,6 +78,7 @@ impl Default for Supervisor {
             loops: JoinSet::new(),
             names: HashMap::new(),
             last: JoinSet::new(),
+            last_names: HashMap::new(),
             stop: watch::channel(false).0,
         }
     }
@@ -88,10 +90,12 @@ impl Supervisor {
         Stop(Some(self.stop.subscribe()))
     }
 
-    /// A loop that does not watch the request (the network): it runs until every other loop
-    /// has stopped. Its panic is logged, not supervised.
-    pub fn last(&mut self, f: impl Future<Output = ()> + Send + 'static) {
-        self.last.spawn(f);
+    /// A loop that runs for the life of the node but does not watch the request (the
+    /// network): its end stops the node as a [`Supervisor::forever`] loop's does, and when
+    /// the node stops it runs until every other loop has stopped.
+    pub fn last(&mut self, name: &'static str, f: impl Future<Output = ()> + Send + 'static) {
+        let h = self.last.spawn(f);
+        self.last_names.insert(h.id(), name);
     }
 
     /// A loop that runs for the life of the node: its end, by return or panic, stops it.
@@ -109,8 +113,10 @@ impl Supervisor {
     /// Wait until a loop stops the node. Pending forever while every loop runs.
     pub async fn stopped(&mut self) -> LoopStopped {
         loop {
-            let Some(r) = self.loops.join_next_with_id().await else {
-                return std::future::pending().await;
+            let r = tokio::select! {
+                Some(r) = self.loops.join_next_with_id() => r,
+                Some(r) = self.last.join_next_with_id() => r,
+                else => return std::future::pending().await,
             };
             // `how` is None for a loop that returned.
             let (id, how) = match r {
@@ -131,7 +137,11 @@ impl Supervisor {
                     (id, Some(how))
                 }
             };
-            let (name, forever) = self.names.remove(&id).unwrap_or(("unnamed", true));
+            let (name, forever) = self
+                .names
+                .remove(&id)
+                .or_else(|| self.last_names.remove(&id).map(|n| (n, true)))
+                .unwrap_or(("unnamed", true));
             match how {
                 Some(how) => return LoopStopped { name, how },
                 None if forever => {
@@ -222,7 +232,7 @@ mod tests {
         });
         s.forever("deaf", std::future::pending());
         let (net_tx, net_rx) = tokio::sync::oneshot::channel::<()>();
-        s.last(async move {
+        s.last("network", async move {
             let _keep = net_tx;
             std::future::pending::<()>().await
         });
@@ -231,6 +241,18 @@ mod tests {
         assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
         // The last loop is gone too (its end of the channel dropped).
         assert!(net_rx.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_network_loop_that_ends_stops_the_node_too() {
+        let mut s = Supervisor::default();
+        s.forever("idle", std::future::pending());
+        s.last("network", async {});
+        let stopped = s.stopped().await;
+        assert_eq!(
+            (stopped.name, stopped.how.as_str()),
+            ("network", "returned")
+        );
     }
 
     #[tokio::test]
