@@ -211,6 +211,15 @@ impl JobSpec {
 
     /// Check everything that does not depend on where the inputs live.
     pub fn validate(&self) -> Result<()> {
+        self.validate_shape()?;
+        self.validate_bounds()?;
+        self.validate_shipped()?;
+        self.validate_dependencies()?;
+        self.validate_programs()
+    }
+
+    /// Inputs given, and options that fit the kind of job.
+    fn validate_shape(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidSpec(m));
         if self.inputs.is_empty() {
             return bad("no input: give --input PATH".into());
@@ -240,6 +249,30 @@ impl JobSpec {
                 return bad("--input-format whole-files gives each file its own map: not with --combine-files".into());
             }
         }
+        if let Some(c) = self.compress_output {
+            if !matches!(c, Codec::Gzip | Codec::Zstd) {
+                return bad(format!(
+                    "--compress-output {}: only gzip and zstd are written",
+                    c.name()
+                ));
+            }
+        }
+        if let Some(k) = &self.keys {
+            if matches!(self.kind, JobKind::App(_)) {
+                return bad(
+                    "--separator, --key-fields, --partition-fields and --sort-keys apply to \
+                     streaming jobs (--map/--reduce), not to --app"
+                        .into(),
+                );
+            }
+            k.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Every number within its bounds.
+    fn validate_bounds(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidSpec(m));
         if self.replication > MAX_REPLICATION {
             return bad(format!(
                 "--replication {} is more than {MAX_REPLICATION}",
@@ -279,6 +312,12 @@ impl JobSpec {
         if self.task_timeout_secs < 1 {
             return bad("--task-timeout must be at least 1 second".into());
         }
+        Ok(())
+    }
+
+    /// Shipped files of bounded size and plain names; environment names that are names.
+    fn validate_shipped(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidSpec(m));
         let shipped: usize = self.files.iter().map(|f| f.bytes.len()).sum();
         if shipped > MAX_SHIPPED_BYTES {
             return bad(format!(
@@ -299,25 +338,11 @@ impl JobSpec {
                 return bad(format!("--env name {key:?} is not a valid variable name"));
             }
         }
-        self.validate_dependencies()?;
-        if let Some(c) = self.compress_output {
-            if !matches!(c, Codec::Gzip | Codec::Zstd) {
-                return bad(format!(
-                    "--compress-output {}: only gzip and zstd are written",
-                    c.name()
-                ));
-            }
-        }
-        if let Some(k) = &self.keys {
-            if matches!(self.kind, JobKind::App(_)) {
-                return bad(
-                    "--separator, --key-fields, --partition-fields and --sort-keys apply to \
-                     streaming jobs (--map/--reduce), not to --app"
-                        .into(),
-                );
-            }
-            k.validate()?;
-        }
+        Ok(())
+    }
+
+    /// A known app, or programs that are shipped with an interpreter this node knows.
+    fn validate_programs(&self) -> Result<()> {
         match &self.kind {
             JobKind::App(name) => {
                 crate::apps::by_name(name, &self.env)?;

@@ -290,17 +290,7 @@ where
     C: FnOnce(&mut dyn BufRead) -> Result<()>,
 {
     let shown = display(l.program);
-    let cell = match l.sandbox.and_then(|s| s.cgroups.as_ref()) {
-        Some(cg) => Some(cg.cell(&cell_name(l)).map_err(|e| Error::Program {
-            message: format!(
-                "could not make a cgroup for {} `{shown}` on {}: {e}",
-                l.role, l.context
-            ),
-            exit: None,
-            stderr_tail: String::new(),
-        })?),
-        None => None,
-    };
+    let cell = make_cell(l, shown)?;
 
     let mut child = spawn_retrying_busy(l, cell.as_ref())?.map_err(|e| Error::Program {
         message: format!("could not start {} `{shown}` on {}: {e}", l.role, l.context),
@@ -351,27 +341,7 @@ where
         });
         let err_reader = s.spawn(move || read_stderr(stderr, &|| activity.touch(), l.log));
         let (kill_all, done, timed_out) = (&kill_all, &done, &timed_out);
-        let watchdog = s.spawn(move || loop {
-            std::thread::park_timeout(Duration::from_millis(100));
-            if done.load(Ordering::Acquire) {
-                return;
-            }
-            if l.cancel.load(Ordering::Relaxed) {
-                kill_all();
-                return;
-            }
-            if activity.idle() > l.timeout {
-                timed_out.store(true, Ordering::Release);
-                kill_all();
-                return;
-            }
-            // The program has exited: what it left running (holding its output open, or
-            // detached) ends with it.
-            if has_exited(pid) {
-                kill_all();
-                return;
-            }
-        });
+        let watchdog = s.spawn(move || watch(l, pid, activity, done, timed_out, kill_all));
         let mut out = BufReader::with_capacity(
             256 << 10,
             Tracked {
@@ -397,10 +367,98 @@ where
     });
 
     let stderr_tail = err_report.tail_text();
+    let ended = RunEnd {
+        timed_out: timed_out.load(Ordering::Acquire),
+        status,
+        fed,
+        consumed,
+    };
+    verdict(l, shown, cell.as_ref(), ended, stderr_tail)?;
+    Ok(Outcome {
+        counters: err_report.counters,
+        status: err_report.status,
+        stderr_bytes: err_report.bytes,
+    })
+}
+
+/// The attempt's cgroup, when the node runs programs in cgroups.
+fn make_cell(l: &Launch<'_>, shown: &str) -> Result<Option<Cell>> {
+    let Some(cg) = l.sandbox.and_then(|s| s.cgroups.as_ref()) else {
+        return Ok(None);
+    };
+    cg.cell(&cell_name(l))
+        .map(Some)
+        .map_err(|e| Error::Program {
+            message: format!(
+                "could not make a cgroup for {} `{shown}` on {}: {e}",
+                l.role, l.context
+            ),
+            exit: None,
+            stderr_tail: String::new(),
+        })
+}
+
+/// Watch a running program: kill all it started when the attempt is cancelled, when it
+/// was idle past the timeout (saying so in `timed_out`), or once it has exited; return when
+/// `done`.
+fn watch(
+    l: &Launch<'_>,
+    pid: i32,
+    activity: &Activity,
+    done: &AtomicBool,
+    timed_out: &AtomicBool,
+    kill_all: &dyn Fn(),
+) {
+    loop {
+        std::thread::park_timeout(Duration::from_millis(100));
+        if done.load(Ordering::Acquire) {
+            return;
+        }
+        if l.cancel.load(Ordering::Relaxed) {
+            kill_all();
+            return;
+        }
+        if activity.idle() > l.timeout {
+            timed_out.store(true, Ordering::Release);
+            kill_all();
+            return;
+        }
+        // The program has exited: what it left running (holding its output open, or
+        // detached) ends with it.
+        if has_exited(pid) {
+            kill_all();
+            return;
+        }
+    }
+}
+
+/// How a program's run ended, as [`verdict`] judges it.
+struct RunEnd {
+    timed_out: bool,
+    status: std::io::Result<std::process::ExitStatus>,
+    fed: Result<()>,
+    consumed: Result<()>,
+}
+
+/// Why a program's run failed, if it did: cancelled, timed out, our side's error, out of
+/// memory, or its own exit status or signal.
+fn verdict(
+    l: &Launch<'_>,
+    shown: &str,
+    cell: Option<&Cell>,
+    ended: RunEnd,
+    stderr_tail: String,
+) -> Result<()> {
+    let RunEnd {
+        timed_out,
+        status,
+        fed,
+        consumed,
+    } = ended;
     if l.cancel.load(Ordering::Relaxed) {
         return Err(Error::Cancelled);
     }
-    if timed_out.load(Ordering::Acquire) {
+    if timed_out {
         return Err(Error::Program {
             message: format!(
                 "{} `{shown}` was killed after {} s without reading input, writing output or reporting status, on {}",
@@ -416,7 +474,7 @@ where
     // its exit status says nothing about the cause.
     let status = status.ctx(|| format!("waiting for {} `{shown}`", l.role))?;
     // Out of memory explains everything after it: a broken pipe, an exit status, a signal.
-    if let Some(oom) = cell.as_ref().and_then(|c| c.out_of_memory()) {
+    if let Some(oom) = cell.and_then(|c| c.out_of_memory()) {
         if !status.success() || fed.is_err() || consumed.is_err() {
             return Err(Error::Program {
                 message: format!("{} `{shown}` was killed: {oom}, on {}", l.role, l.context),
@@ -447,11 +505,7 @@ where
             stderr_tail,
         });
     }
-    Ok(Outcome {
-        counters: err_report.counters,
-        status: err_report.status,
-        stderr_bytes: err_report.bytes,
-    })
+    Ok(())
 }
 
 /// A name for an attempt's cgroup, unique in this process: a map's mapper and the combiners

@@ -96,10 +96,11 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// Whether a node of protocol `p` reads typed refusals (`Declined`); `None` (it has not
-/// said) reads text alone.
+/// Whether a node of protocol `p` reads typed refusals (`Declined`): 1.6 and every later
+/// version, a later major too (the hello that refuses it must stay readable to it); `None`
+/// (it has not said) reads text alone.
 pub fn reads_reasons(p: Option<Protocol>) -> bool {
-    p.is_some_and(|p| (p.major, p.minor) >= (1, 6))
+    p.is_some_and(|p| p >= Protocol { major: 1, minor: 6 })
 }
 
 /// The sentences protocol 1.5 sent as the whole of a refusal that askers acted on.

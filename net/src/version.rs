@@ -29,6 +29,14 @@ pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 6 };
 /// This build's version (the workspace's, `shoal --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+impl Protocol {
+    /// Whether this is `major`.`minor` or a later minor of that major: what a feature added
+    /// in that minor needs of a peer (another major is refused at the hello).
+    pub const fn at_least(self, major: u32, minor: u32) -> bool {
+        self.major == major && self.minor >= minor
+    }
+}
+
 impl Default for Protocol {
     /// What a hello or heartbeat without one means: a node from before versions were sent.
     fn default() -> Self {
@@ -148,5 +156,17 @@ mod tests {
             Ok(Protocol { major: 2, minor: 7 })
         );
         assert!("2".parse::<Protocol>().is_err() && "a.b".parse::<Protocol>().is_err());
+    }
+
+    #[test]
+    fn a_feature_of_a_minor_is_read_by_that_minor_and_later_ones_of_its_major() {
+        let p = |major, minor| Protocol { major, minor };
+        assert!(p(1, 6).at_least(1, 6) && p(1, 9).at_least(1, 6));
+        assert!(!p(1, 5).at_least(1, 6));
+        assert!(
+            !p(2, 0).at_least(1, 6),
+            "another major reads nothing of 1.x"
+        );
+        assert!(!Protocol::default().at_least(1, 1));
     }
 }

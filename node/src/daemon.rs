@@ -98,61 +98,14 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Run a node until Ctrl-C or SIGTERM.
 pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
-    let (emin, emax) = parse_election(&args.election_ms)?;
-    let mut timing = Timing {
-        heartbeat_ms: args.heartbeat_ms,
-        election_min_ms: emin,
-        election_max_ms: emax,
-        ..Timing::default()
-    };
-    if let Some(n) = args.snapshot_every {
-        timing.snapshot_every = n.max(2);
-        timing.keep_behind_snapshot = n.max(2) / 2;
-    }
-    if args.heartbeat_ms == 0 || args.heartbeat_ms >= emin {
-        bail!(
-            "--heartbeat-ms {} must be positive and below the election timeout ({emin} ms)",
-            args.heartbeat_ms
-        );
-    }
-    let listen = args
-        .listen
-        .iter()
-        .map(|l| {
-            l.parse::<Multiaddr>()
-                .with_context(|| format!("--listen {l:?} is not a multiaddr"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let exposed = listen.iter().find(|a| !is_loopback(a));
-    if let Some(exposed) = exposed {
-        if args.cluster_key.is_none() && !args.insecure {
-            return Err(UsageError(format!(
-                "refusing to listen on {exposed} without a cluster key: any host that can reach this port could join the cluster and run code on this machine. Make a key once with `shoal keygen cluster.key`, copy the file to every machine, and start every node with `--cluster-key cluster.key` (one machine only: `--listen /ip4/127.0.0.1/tcp/7071`; a trusted, isolated network: `--insecure`)"
-            ))
-            .into());
-        }
-    }
-    let peers = args
-        .peer
-        .iter()
-        .map(|p| parse_peer(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let http: SocketAddr = args.http.parse().with_context(|| {
-        format!(
-            "--http {:?} is not an address like 127.0.0.1:7070",
-            args.http
-        )
-    })?;
-    let api_token = args
-        .api_token
-        .as_deref()
-        .map(crate::http::token::read)
-        .transpose()?;
-    if api_token.is_none() && !http.ip().is_loopback() {
-        bail!(
-            "refusing to serve the HTTP API on {http} without --api-token FILE: submitting a job runs code on every node, so an API beyond loopback must need a token"
-        );
-    }
+    let timing = raft_timing(&args)?;
+    let Endpoints {
+        listen,
+        exposed,
+        peers,
+        http,
+        api_token,
+    } = endpoints(&args)?;
     // Everything the node creates is its own alone (0600 files, 0700 directories), from the
     // moment it exists: keys, the database, stored data.
     // SAFETY: umask only sets this process's file mode mask.
@@ -175,28 +128,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
             crate::sandbox::warn_if_readable(f, what);
         }
     }
-    let psk = match &args.cluster_key {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the cluster key {}", path.display()))?;
-            let psk: PreSharedKey = text.parse().map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is not a cluster key ({e:?}); make one with `shoal keygen FILE`",
-                    path.display()
-                )
-            })?;
-            info!(fingerprint = %psk.fingerprint(), "cluster key loaded: only nodes with this key can connect");
-            Some(psk)
-        }
-        None if exposed.is_some() => {
-            warn!("--insecure and no --cluster-key: ANY host that can reach this node's port may join the cluster and run code on it; use `shoal keygen` and --cluster-key on a shared network");
-            None
-        }
-        None => {
-            info!("listening on loopback only: no cluster key needed");
-            None
-        }
-    };
+    let psk = cluster_key(&args, exposed)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("shoal-node")
@@ -236,26 +168,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     if let Some(root) = &input_root {
         info!(root = %root.display(), "node: and shared: inputs are read under this directory");
     }
-    let settings = Settings {
-        expect: args.expect,
-        timing,
-        voter_cap: args.voters.max(1),
-        learner_cap: args.learners,
-        slots: args
-            .slots
-            .unwrap_or(shoal_jobs::pool::default_slots() as u32)
-            .max(1),
-        replication: shoal_jobs::spec::DEFAULT_REPLICATION,
-        node_timeout: Duration::from_secs_f64(args.node_timeout.clamp(0.5, 3600.0)),
-        voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
-        retain_jobs: args.retain_jobs.max(1),
-        sandbox: Arc::new(sandbox),
-        min_free_mb: args.min_free_mb,
-        input_root,
-        build: shoal_net::wire::Build::this(
-            args.test_protocol.unwrap_or(shoal_net::wire::PROTOCOL),
-        ),
-    };
+    let settings = settings_of(&args, timing, sandbox, input_root);
     let swept = blobs.sweep();
     if swept > 0 {
         tracing::info!(
@@ -288,6 +201,150 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Where a node listens and is reached, from its flags.
+struct Endpoints {
+    /// `--listen`.
+    listen: Vec<Multiaddr>,
+    /// Whether it listens beyond loopback.
+    exposed: bool,
+    /// `--peer`.
+    peers: Vec<Multiaddr>,
+    /// `--http`.
+    http: SocketAddr,
+    /// The token of `--api-token`.
+    api_token: Option<String>,
+}
+
+/// The node's endpoints from its flags: refused beyond loopback without a cluster key (the
+/// p2p port) or a token (the HTTP API).
+fn endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
+    let listen = args
+        .listen
+        .iter()
+        .map(|l| {
+            l.parse::<Multiaddr>()
+                .with_context(|| format!("--listen {l:?} is not a multiaddr"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let exposed = listen.iter().find(|a| !is_loopback(a));
+    if let Some(exposed) = exposed {
+        if args.cluster_key.is_none() && !args.insecure {
+            return Err(UsageError(format!(
+                "refusing to listen on {exposed} without a cluster key: any host that can reach this port could join the cluster and run code on this machine. Make a key once with `shoal keygen cluster.key`, copy the file to every machine, and start every node with `--cluster-key cluster.key` (one machine only: `--listen /ip4/127.0.0.1/tcp/7071`; a trusted, isolated network: `--insecure`)"
+            ))
+            .into());
+        }
+    }
+    let peers = args
+        .peer
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let http: SocketAddr = args.http.parse().with_context(|| {
+        format!(
+            "--http {:?} is not an address like 127.0.0.1:7070",
+            args.http
+        )
+    })?;
+    let api_token = args
+        .api_token
+        .as_deref()
+        .map(crate::http::token::read)
+        .transpose()?;
+    if api_token.is_none() && !http.ip().is_loopback() {
+        bail!(
+            "refusing to serve the HTTP API on {http} without --api-token FILE: submitting a job runs code on every node, so an API beyond loopback must need a token"
+        );
+    }
+    let exposed = exposed.is_some();
+    Ok(Endpoints {
+        listen,
+        exposed,
+        peers,
+        http,
+        api_token,
+    })
+}
+
+/// Raft's timing from the flags: the heartbeat below the election timeout.
+fn raft_timing(args: &NodeArgs) -> anyhow::Result<Timing> {
+    let (emin, emax) = parse_election(&args.election_ms)?;
+    let mut timing = Timing {
+        heartbeat_ms: args.heartbeat_ms,
+        election_min_ms: emin,
+        election_max_ms: emax,
+        ..Timing::default()
+    };
+    if let Some(n) = args.snapshot_every {
+        timing.snapshot_every = n.max(2);
+        timing.keep_behind_snapshot = n.max(2) / 2;
+    }
+    if args.heartbeat_ms == 0 || args.heartbeat_ms >= emin {
+        bail!(
+            "--heartbeat-ms {} must be positive and below the election timeout ({emin} ms)",
+            args.heartbeat_ms
+        );
+    }
+    Ok(timing)
+}
+
+/// The cluster key of `--cluster-key`, if given; without one, a word on what that means
+/// (`exposed`: the node listens beyond loopback).
+fn cluster_key(args: &NodeArgs, exposed: bool) -> anyhow::Result<Option<PreSharedKey>> {
+    let psk = match &args.cluster_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the cluster key {}", path.display()))?;
+            let psk: PreSharedKey = text.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a cluster key ({e:?}); make one with `shoal keygen FILE`",
+                    path.display()
+                )
+            })?;
+            info!(fingerprint = %psk.fingerprint(), "cluster key loaded: only nodes with this key can connect");
+            Some(psk)
+        }
+        None if exposed => {
+            warn!("--insecure and no --cluster-key: ANY host that can reach this node's port may join the cluster and run code on it; use `shoal keygen` and --cluster-key on a shared network");
+            None
+        }
+        None => {
+            info!("listening on loopback only: no cluster key needed");
+            None
+        }
+    };
+    Ok(psk)
+}
+
+/// The node's settings from its flags and what setting it up made.
+fn settings_of(
+    args: &NodeArgs,
+    timing: Timing,
+    sandbox: shoal_jobs::sandbox::Sandbox,
+    input_root: Option<PathBuf>,
+) -> Settings {
+    Settings {
+        expect: args.expect,
+        timing,
+        voter_cap: args.voters.max(1),
+        learner_cap: args.learners,
+        slots: args
+            .slots
+            .unwrap_or(shoal_jobs::pool::default_slots() as u32)
+            .max(1),
+        replication: shoal_jobs::spec::DEFAULT_REPLICATION,
+        node_timeout: Duration::from_secs_f64(args.node_timeout.clamp(0.5, 3600.0)),
+        voter_grace: Duration::from_secs_f64(args.voter_grace.clamp(1.0, 86_400.0)),
+        retain_jobs: args.retain_jobs.max(1),
+        sandbox: Arc::new(sandbox),
+        min_free_mb: args.min_free_mb,
+        input_root,
+        build: shoal_net::wire::Build::this(
+            args.test_protocol.unwrap_or(shoal_net::wire::PROTOCOL),
+        ),
+    }
+}
+
 async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     let peer_id = c.keypair.public().to_peer_id();
     let id = crate::cluster::identity::node_id(&peer_id);
@@ -308,17 +365,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?.to_string();
 
     // Learn the listen addresses (port 0 becomes a real port) before telling anyone.
-    let mut early = Vec::new();
-    let mut addrs = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while addrs.len() < n_listen {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(Event::Listening { addr })) => addrs.push(addr.to_string()),
-            Ok(Some(other)) => early.push(other),
-            Ok(None) => bail!("the network stopped while starting"),
-            Err(_) => bail!("the node did not start listening within 10 s"),
-        }
-    }
+    let (addrs, early) = listen_addresses(&mut events, n_listen).await?;
     let info = PeerInfo {
         peer_id: peer_id.to_string(),
         addrs: addrs.clone(),
@@ -358,81 +405,12 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         warn!(%scratch, "tasks run {}; they can read this node's keys: run the node as a user of its own, or as root (README, Security)", sandbox.describe());
     }
 
-    let (dispatcher, data, mut stop) = (Arc::clone(&node), Arc::clone(&store), loops.stop());
-    loops.forever("event dispatch", async move {
-        for e in early {
-            dispatch(&dispatcher, &data, e);
-        }
-        while let Some(Some(e)) = stop.or(events.recv()).await {
-            dispatch(&dispatcher, &data, e);
-        }
-    });
-    loops.until_done(
-        "bootstrap",
-        crate::cluster::bootstrap::run(Arc::clone(&node), loops.stop()),
-    );
-    loops.forever(
-        "membership",
-        crate::cluster::membership::run(Arc::clone(&node), loops.stop()),
-    );
-    loops.forever(
-        "manager",
-        crate::control::manager::run(Arc::clone(&ctl), loops.stop()),
-    );
-    loops.forever(
-        "pushes",
-        crate::cluster::workers::run(Arc::clone(&node), loops.stop()),
-    );
-    loops.forever(
-        "worker",
-        crate::control::worker::run(Arc::clone(&ctl), loops.stop()),
-    );
-    loops.forever(
-        "copy away",
-        crate::control::drain::copy_away(Arc::clone(&ctl), loops.stop()),
-    );
-    loops.until_done(
-        "leave",
-        crate::control::drain::leave_when_removed(Arc::clone(&ctl), loops.stop()),
-    );
-    loops.forever(
-        "undrain",
-        crate::control::drain::undrain_after_restart(Arc::clone(&ctl), loops.stop()),
-    );
-    loops.forever(
-        "raft health",
-        crate::cluster::health::until_raft_fails(Arc::clone(&node), loops.stop()),
-    );
-    loops.forever(
-        "leader-change count",
-        crate::http::metrics::count_leader_changes(Arc::clone(&ctl), loops.stop()),
-    );
+    start_loops(&mut loops, &node, &store, &ctl, (events, early));
 
     if let Some(path) = &c.args.ready_file {
-        let ready = serde_json::json!({
-            "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::cluster::identity::hex(id),
-        });
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, ready.to_string())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        write_ready(path, &peer_id, &addrs, &http_addr, id)?;
     }
-
-    let mut app = crate::http::api::router(Arc::clone(&ctl));
-    if let Some(token) = c.api_token {
-        info!("the HTTP API needs its token (--api-token)");
-        let token: Arc<str> = token.into();
-        app = app.layer(axum::middleware::from_fn(move |req, next| {
-            crate::http::token::require(Arc::clone(&token), req, next)
-        }));
-    }
-    let guard = Arc::new(crate::http::guard::HostGuard::new(
-        c.http,
-        &c.args.http_host,
-    ));
-    app = app.layer(axum::middleware::from_fn(move |req, next| {
-        crate::http::guard::check(Arc::clone(&guard), req, next)
-    }));
+    let app = http_app(&ctl, c.api_token, c.http, &c.args.http_host);
     let grace = Duration::from_secs_f64(c.args.drain_secs.clamp(0.0, 86_400.0));
     let server = axum::serve(listener, app).with_graceful_shutdown(
         crate::control::drain::until_stopped(Arc::clone(&ctl), grace),
@@ -453,6 +431,124 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), h.raft.shutdown()).await;
     }
     result
+}
+
+/// Wait until the network listens on all `n` addresses (port 0 becomes a real port): the
+/// addresses, and the events that came meanwhile.
+async fn listen_addresses(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    n: usize,
+) -> anyhow::Result<(Vec<String>, Vec<Event>)> {
+    let mut early = Vec::new();
+    let mut addrs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while addrs.len() < n {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Listening { addr })) => addrs.push(addr.to_string()),
+            Ok(Some(other)) => early.push(other),
+            Ok(None) => bail!("the network stopped while starting"),
+            Err(_) => bail!("the node did not start listening within 10 s"),
+        }
+    }
+    Ok((addrs, early))
+}
+
+/// Start the node's loops under `loops`: the network's events (those that came `early`
+/// first), then the membership's and control's loops.
+fn start_loops(
+    loops: &mut Supervisor,
+    node: &Arc<Node>,
+    store: &Arc<Storage>,
+    ctl: &Arc<Control>,
+    (mut events, early): (tokio::sync::mpsc::UnboundedReceiver<Event>, Vec<Event>),
+) {
+    let (dispatcher, data, mut stop) = (Arc::clone(node), Arc::clone(store), loops.stop());
+    loops.forever("event dispatch", async move {
+        for e in early {
+            dispatch(&dispatcher, &data, e);
+        }
+        while let Some(Some(e)) = stop.or(events.recv()).await {
+            dispatch(&dispatcher, &data, e);
+        }
+    });
+    loops.until_done(
+        "bootstrap",
+        crate::cluster::bootstrap::run(Arc::clone(node), loops.stop()),
+    );
+    loops.forever(
+        "membership",
+        crate::cluster::membership::run(Arc::clone(node), loops.stop()),
+    );
+    loops.forever(
+        "manager",
+        crate::control::manager::run(Arc::clone(ctl), loops.stop()),
+    );
+    loops.forever(
+        "pushes",
+        crate::cluster::workers::run(Arc::clone(node), loops.stop()),
+    );
+    loops.forever(
+        "worker",
+        crate::control::worker::run(Arc::clone(ctl), loops.stop()),
+    );
+    loops.forever(
+        "copy away",
+        crate::control::drain::copy_away(Arc::clone(ctl), loops.stop()),
+    );
+    loops.until_done(
+        "leave",
+        crate::control::drain::leave_when_removed(Arc::clone(ctl), loops.stop()),
+    );
+    loops.forever(
+        "undrain",
+        crate::control::drain::undrain_after_restart(Arc::clone(ctl), loops.stop()),
+    );
+    loops.forever(
+        "raft health",
+        crate::cluster::health::until_raft_fails(Arc::clone(node), loops.stop()),
+    );
+    loops.forever(
+        "leader-change count",
+        crate::http::metrics::count_leader_changes(Arc::clone(ctl), loops.stop()),
+    );
+}
+
+/// Say where this node is reached, in `path` (`--ready-file`), once it is.
+fn write_ready(
+    path: &std::path::Path,
+    peer_id: &shoal_net::PeerId,
+    addrs: &[String],
+    http_addr: &str,
+    id: u64,
+) -> anyhow::Result<()> {
+    let ready = serde_json::json!({
+        "peer_id": peer_id.to_string(), "addrs": addrs, "http": http_addr, "node_id": crate::cluster::identity::hex(id),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, ready.to_string())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The HTTP API, behind its token when there is one, and the guard of its host names.
+fn http_app(
+    ctl: &Arc<Control>,
+    api_token: Option<String>,
+    http: SocketAddr,
+    http_host: &[String],
+) -> axum::Router {
+    let mut app = crate::http::api::router(Arc::clone(ctl));
+    if let Some(token) = api_token {
+        info!("the HTTP API needs its token (--api-token)");
+        let token: Arc<str> = token.into();
+        app = app.layer(axum::middleware::from_fn(move |req, next| {
+            crate::http::token::require(Arc::clone(&token), req, next)
+        }));
+    }
+    let guard = Arc::new(crate::http::guard::HostGuard::new(http, http_host));
+    app.layer(axum::middleware::from_fn(move |req, next| {
+        crate::http::guard::check(Arc::clone(&guard), req, next)
+    }))
 }
 
 fn dispatch(node: &Arc<Node>, store: &Arc<Storage>, e: Event) {

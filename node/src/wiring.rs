@@ -31,7 +31,7 @@ impl AddressBook for Book {
         self.0
             .peers
             .protocol(peer)
-            .is_some_and(|p| p.major == 1 && p.minor >= 4)
+            .is_some_and(|p| p.at_least(1, 4))
     }
 
     fn peer_of(&self, node: NodeId) -> Option<PeerId> {

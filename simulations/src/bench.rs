@@ -309,15 +309,3 @@ pub fn figures(quick: bool, nodes: Option<(usize, usize)>) -> Result<String, Str
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
-
-#[cfg(test)]
-mod tests {
-    use shoal_jobs::scheduler::{plan, NodeSlots};
-
-    #[test]
-    fn the_big_table_fills_every_free_slot() {
-        let t = super::big_table(10, 3, 30);
-        let slots: Vec<NodeSlots> = (1..=10).map(|n| NodeSlots { node: n, slots: 8 }).collect();
-        assert_eq!(plan(&t, &slots, 1).len(), 40);
-    }
-}

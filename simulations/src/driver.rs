@@ -14,47 +14,7 @@ use crate::world::{lock, Machine, NetFaults, Stats, Trace};
 use crate::{invariants, rng, workload};
 
 pub(crate) async fn simulate(config: Config) -> Outcome {
-    let peers = (0..config.nodes)
-        .map(|i| {
-            // Distinct for every index (the last byte tells apart each run of 256).
-            let mut seed = [(i as u8).wrapping_add(1); 32];
-            seed[31] = seed[31].wrapping_add((i / 256) as u8);
-            let kp = shoal_net::Keypair::ed25519_from_bytes(seed);
-            kp.map(|kp| kp.public().to_peer_id())
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_default();
-    let world = Arc::new(World {
-        seed: config.seed,
-        rng: Mutex::new(rng::Rng::new(config.seed)),
-        machines: (0..config.nodes)
-            .map(|_| {
-                Ok(Mutex::new(Machine {
-                    store: shoal_raft::Store::in_memory().map_err(|e| e.to_string())?,
-                    blobs: Arc::default(),
-                    live: None,
-                    incarnation: 0,
-                    killed: false,
-                    booting: false,
-                }))
-            })
-            .collect::<Result<Vec<_>, String>>()
-            .unwrap_or_default(),
-        peers,
-        net: Mutex::new(NetFaults {
-            delay_ms: 5,
-            ..NetFaults::default()
-        }),
-        trace: Mutex::new(Trace::default()),
-        stats: Mutex::new(Stats::default()),
-        acked: Mutex::default(),
-        expected: Mutex::default(),
-        leaders: Mutex::default(),
-        violations: Mutex::default(),
-        start: Instant::now(),
-        tail: config.tail.max(1),
-        heartbeats_to_all: config.heartbeats_to_all,
-    });
+    let world = make_world(&config);
     if world.machines.len() != config.nodes
         || world.peers.len() != config.nodes
         || config.nodes == 0
@@ -97,22 +57,7 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         invariants::every_job_ends(&world);
     }
     client.abort();
-    let (succeeded, on_workers) = invariants::most_advanced(&world).map_or((0, 0), |n| {
-        let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
-        let state = &a.state.state;
-        let jobs = &state.jobs.jobs;
-        let succeeded = jobs
-            .values()
-            .filter(|j| j.state == shoal_jobs::cluster::JobState::Succeeded)
-            .count();
-        let on_workers = jobs
-            .values()
-            .flat_map(|j| j.maps.iter().chain(&j.reduces))
-            .flat_map(|t| &t.attempts)
-            .filter(|at| state.workers.contains_key(&at.node))
-            .count();
-        (succeeded, on_workers)
-    });
+    let (succeeded, on_workers) = succeeded_and_on_workers(&world);
     for i in 0..config.nodes {
         crash(&world, i, false).await;
     }
@@ -133,6 +78,73 @@ pub(crate) async fn simulate(config: Config) -> Outcome {
         on_workers,
         stats,
     }
+}
+
+/// The world of `config`: its machines with empty stores, their peer ids, a network that
+/// delays every message 5 ms.
+fn make_world(config: &Config) -> Arc<World> {
+    let peers = (0..config.nodes)
+        .map(|i| {
+            // Distinct for every index (the last byte tells apart each run of 256).
+            let mut seed = [(i as u8).wrapping_add(1); 32];
+            seed[31] = seed[31].wrapping_add((i / 256) as u8);
+            let kp = shoal_net::Keypair::ed25519_from_bytes(seed);
+            kp.map(|kp| kp.public().to_peer_id())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default();
+    Arc::new(World {
+        seed: config.seed,
+        rng: Mutex::new(rng::Rng::new(config.seed)),
+        machines: (0..config.nodes)
+            .map(|_| {
+                Ok(Mutex::new(Machine {
+                    store: shoal_raft::Store::in_memory().map_err(|e| e.to_string())?,
+                    blobs: Arc::default(),
+                    live: None,
+                    incarnation: 0,
+                    killed: false,
+                    booting: false,
+                }))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .unwrap_or_default(),
+        peers,
+        net: Mutex::new(NetFaults {
+            delay_ms: 5,
+            ..NetFaults::default()
+        }),
+        trace: Mutex::new(Trace::default()),
+        stats: Mutex::new(Stats::default()),
+        acked: Mutex::default(),
+        expected: Mutex::default(),
+        leaders: Mutex::default(),
+        violations: Mutex::default(),
+        start: Instant::now(),
+        tail: config.tail.max(1),
+        heartbeats_to_all: config.heartbeats_to_all,
+    })
+}
+
+/// On the most advanced node: the jobs that succeeded, and the attempts run on plain
+/// workers.
+fn succeeded_and_on_workers(world: &World) -> (usize, usize) {
+    invariants::most_advanced(world).map_or((0, 0), |n| {
+        let a = n.applied.read().unwrap_or_else(|p| p.into_inner());
+        let state = &a.state.state;
+        let jobs = &state.jobs.jobs;
+        let succeeded = jobs
+            .values()
+            .filter(|j| j.state == shoal_jobs::cluster::JobState::Succeeded)
+            .count();
+        let on_workers = jobs
+            .values()
+            .flat_map(|j| j.maps.iter().chain(&j.reduces))
+            .flat_map(|t| &t.attempts)
+            .filter(|at| state.workers.contains_key(&at.node))
+            .count();
+        (succeeded, on_workers)
+    })
 }
 
 fn violated(world: &World) -> bool {
@@ -344,6 +356,35 @@ fn rot(world: &Arc<World>, rotted: &mut BTreeSet<(usize, String)>, kills: bool) 
     world.count(|s| s.rotted += 1);
 }
 
+/// Crash one of the nodes `up` at a moment of the coming second, for 1 to 20 s (a third of
+/// crashes are quick reboots), then restart it.
+fn crash_soon(world: &Arc<World>, up: &[usize]) {
+    // At any moment of the coming second; a third of crashes are quick reboots.
+    let i = up[world.rng(|r| r.below(up.len() as u64)) as usize];
+    let at = Duration::from_millis(world.rng(|r| r.below(1000)));
+    let down = if world.rng(|r| r.chance(0.33)) {
+        Duration::from_millis(world.rng(|r| r.between(50, 1000)))
+    } else {
+        Duration::from_secs(world.rng(|r| r.between(1, 20)))
+    };
+    let w = Arc::clone(world);
+    tokio::spawn(async move {
+        tokio::time::sleep(at).await;
+        if w.live(i).is_none() {
+            return;
+        }
+        w.trace(format!(
+            "FAULT n{} crashes for {} ms",
+            i + 1,
+            down.as_millis()
+        ));
+        w.count(|s| s.crashes += 1);
+        crash(&w, i, false).await;
+        tokio::time::sleep(down).await;
+        restart(&w, i).await;
+    });
+}
+
 /// The fault phase: one decision per simulated second.
 async fn inject(world: &Arc<World>, config: &Config) {
     let n = config.nodes;
@@ -381,30 +422,7 @@ async fn inject(world: &Arc<World>, config: &Config) {
         }
         let up: Vec<usize> = (0..n).filter(|&i| world.live(i).is_some()).collect();
         if has(Fault::Crash) && !up.is_empty() && world.rng(|r| r.chance(0.08)) {
-            // At any moment of the coming second; a third of crashes are quick reboots.
-            let i = up[world.rng(|r| r.below(up.len() as u64)) as usize];
-            let at = Duration::from_millis(world.rng(|r| r.below(1000)));
-            let down = if world.rng(|r| r.chance(0.33)) {
-                Duration::from_millis(world.rng(|r| r.between(50, 1000)))
-            } else {
-                secs(1, 20)
-            };
-            let w = Arc::clone(world);
-            tokio::spawn(async move {
-                tokio::time::sleep(at).await;
-                if w.live(i).is_none() {
-                    return;
-                }
-                w.trace(format!(
-                    "FAULT n{} crashes for {} ms",
-                    i + 1,
-                    down.as_millis()
-                ));
-                w.count(|s| s.crashes += 1);
-                crash(&w, i, false).await;
-                tokio::time::sleep(down).await;
-                restart(&w, i).await;
-            });
+            crash_soon(world, &up);
         }
         if has(Fault::Kill)
             && lock(&world.stats).kills == 0

@@ -138,7 +138,8 @@ impl ManagerHost for SimNode {
     }
 
     fn heard(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
-        lock(&self.heard)
+        self.heartbeats
+            .locked()
             .iter()
             .map(|(id, (at, _))| (*id, *at))
             .collect()

@@ -9,30 +9,27 @@
 //! The invariant: a crash aborts every task this node spawned and shuts its Raft down;
 //! what survives is exactly what a disk would keep — the redb store and the objects.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Applied as JobsApplied, NodeId};
 use shoal_jobs::partition::stable_hash;
-use shoal_net::wire::{
-    CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse, Reason, Refusal,
-};
+use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat, RaftRequest, RaftResponse, Reason};
 use shoal_net::{codec, NetError, PeerRef, Transport};
-use shoal_node::cluster::admission::may_propose;
-use shoal_node::cluster::propose::{write_local, Proposer};
-use shoal_node::cluster::pushed::{Push, Pushed, Pushes};
+use shoal_node::cluster::answers;
+use shoal_node::cluster::heartbeats::HeartbeatBook;
+use shoal_node::cluster::propose::Proposer;
+use shoal_node::cluster::pushed::{Pushed, Pushes};
 use shoal_node::cluster::rpc::{answer_raft, peer_ref, NetRpc};
 use shoal_node::cluster::state::{ClusterState, Command};
-use shoal_node::cluster::workers::{Planner, PUSH_EVERY};
+use shoal_node::cluster::workers::Leads;
 use shoal_node::control::work::Running;
 use shoal_node::control::worker::run_on;
 use shoal_node::supervisor::Stop;
 use shoal_node::sync::ReadWrite;
 use shoal_raft::{AppState, Applied, Raft, Timing};
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 use crate::rng::mix;
 use crate::world::{lock, Answer, Blobs, Handle, Msg};
@@ -50,8 +47,6 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a data request may take.
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a control request (a push) may take, as the daemon's.
-const CTL_TIMEOUT: Duration = shoal_node::cluster::node::CTL_TIMEOUT;
 
 /// Raft timing of the simulated nodes: the daemon's defaults, and a snapshot every 40
 /// entries with no log kept behind it, so that snapshots are built, installed and
@@ -152,7 +147,7 @@ pub struct SimNode {
     pub(crate) blobs: Blobs,
     pub(crate) boot_ms: u64,
     /// The last heartbeat of each node, when it leads.
-    pub(crate) heard: Mutex<BTreeMap<NodeId, (Instant, Heartbeat)>>,
+    pub(crate) heartbeats: HeartbeatBook,
     tasks: Mutex<Vec<AbortHandle>>,
     running: Running,
     pub(crate) stopping: std::sync::atomic::AtomicBool,
@@ -191,7 +186,7 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
         net,
         blobs,
         boot_ms: world.now_ms(),
-        heard: Mutex::new(BTreeMap::new()),
+        heartbeats: HeartbeatBook::new(id),
         tasks: Mutex::new(Vec::new()),
         running: Running::default(),
         stopping: Default::default(),
@@ -210,7 +205,10 @@ pub async fn start(world: &Arc<World>, idx: usize) -> Result<Arc<SimNode>, Strin
         Stop::never(),
     ));
     node.spawn(heartbeats(Arc::clone(&node)));
-    node.spawn(push_to_workers(Arc::clone(&node)));
+    node.spawn(shoal_node::cluster::workers::run(
+        Arc::clone(&node),
+        Stop::never(),
+    ));
     Ok(node)
 }
 
@@ -329,35 +327,6 @@ async fn heartbeats(node: Arc<SimNode>) {
     }
 }
 
-/// While this node leads, push every plain worker what it lacks, as the daemon's
-/// `cluster::workers` loop does (the same planning, over the simulated network).
-async fn push_to_workers(node: Arc<SimNode>) {
-    let mut planner = Planner::default();
-    loop {
-        tokio::time::sleep(PUSH_EVERY).await;
-        let m = node.metrics();
-        if m.current_leader != Some(node.id) || m.state != shoal_raft::ServerState::Leader {
-            node.pushes.clear();
-            continue;
-        }
-        let outgoing = {
-            let a = node.applied.read().unwrap_or_else(|p| p.into_inner());
-            let index = a.last_applied.map_or(0, |l| l.index);
-            planner.plan(node.id, &m, index, &a.state.state, &node.pushes)
-        };
-        for out in outgoing {
-            let n = Arc::clone(&node);
-            node.spawn(async move {
-                let answer = match out.request(CLUSTER_ID) {
-                    Ok((to, req)) => n.net.ctl(&to, req, CTL_TIMEOUT).await,
-                    Err(e) => Ok(CtlResponse::declined(Reason::Failed, e)),
-                };
-                n.pushes.settle(out, answer);
-            });
-        }
-    }
-}
-
 /// The store's own key names (the daemon's), and for a map's output one object per
 /// partition: the simulator keeps partitions apart where the daemon keeps byte ranges of one.
 pub use shoal_node::storage::{part_key, split_key};
@@ -401,6 +370,26 @@ impl Proposer for SimNode {
     fn applies_log(&self) -> bool {
         self.is_member()
     }
+
+    fn with_jobs<R>(&self, f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> R) -> Option<R> {
+        Some(f(&self.applied.read_now().state.state.jobs))
+    }
+}
+
+/// The leader's push loop runs here too.
+impl Leads for SimNode {
+    fn pushes(&self) -> &Pushes {
+        &self.pushes
+    }
+
+    fn with_applied<R>(&self, f: impl FnOnce(u64, &ClusterState) -> R) -> Option<R> {
+        let a = self.applied.read_now();
+        Some(f(a.last_applied.map_or(0, |l| l.index), &a.state.state))
+    }
+
+    fn spawn_request(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn(f);
+    }
 }
 
 impl Handle for SimNode {
@@ -414,64 +403,22 @@ impl Handle for SimNode {
                 Answer::Raft(answer_raft(&self.raft, &self.inbound, from, &req).await)
             }
             Msg::Ctl(CtlRequest::Propose { command, .. }) => {
-                // The daemon's admission rule: a member proposes only what it may say.
-                let judged = codec::decode::<Command>(&command)
-                    .map_err(|e| Refusal::new(Reason::Malformed, e.to_string()))
-                    .and_then(|cmd| {
-                        let applied = self.applied.read_now();
-                        may_propose(&cmd, from, &applied.state.state.jobs)
-                    });
-                Answer::Ctl(match judged {
-                    Err(why) => CtlResponse::Declined(why),
-                    Ok(()) => match write_local(self, command).await {
-                        Ok(applied) => CtlResponse::Applied(codec::encode(&applied)),
-                        Err(why) => CtlResponse::declined(Reason::Failed, why.to_string()),
-                    },
-                })
+                Answer::Ctl(answers::propose(self, from, command).await)
             }
             Msg::Ctl(CtlRequest::Heartbeat(hb)) => {
-                // The daemon's answer: everyone's heartbeats for a voter, else an
-                // acknowledgement (or everyone's for all: the benchmark's baseline).
-                let mut heard = lock(&self.heard);
-                heard.insert(hb.node_id, (Instant::now(), hb));
+                // Everyone's heartbeats for a voter, else an acknowledgement (or everyone's
+                // for all: the benchmark's baseline).
                 let voter = self
                     .metrics()
                     .membership_config
                     .membership()
                     .voter_ids()
                     .any(|v| v == from);
-                Answer::Ctl(CtlResponse::to_heartbeat(
-                    voter || self.world.heartbeats_to_all,
-                    || {
-                        heard
-                            .values()
-                            .map(|(at, hb)| shoal_net::wire::HeardHeartbeat {
-                                ms_ago: at.elapsed().as_millis() as u64,
-                                heartbeat: hb.clone(),
-                            })
-                            .collect()
-                    },
-                ))
+                let to_all = voter || self.world.heartbeats_to_all;
+                Answer::Ctl(answers::heartbeat(&self.heartbeats, hb, to_all))
             }
             Msg::Ctl(CtlRequest::Push { push, .. }) => {
-                // The daemon's rule: a member reads the log, not pushes.
-                Answer::Ctl(if self.is_member() {
-                    CtlResponse::declined(
-                        Reason::Forbidden,
-                        "a member reads the Raft log, not pushes",
-                    )
-                } else {
-                    match codec::decode::<Push>(&push) {
-                        Err(e) => CtlResponse::declined(
-                            Reason::Malformed,
-                            format!("a malformed push: {e}"),
-                        ),
-                        Ok(p) => match self.pushed.apply(from, p) {
-                            Ok(()) => CtlResponse::Ok,
-                            Err(why) => CtlResponse::Declined(why),
-                        },
-                    }
-                })
+                Answer::Ctl(answers::push(self.is_member(), &self.pushed, from, &push))
             }
             Msg::Ctl(_) => Answer::Ctl(CtlResponse::declined(Reason::Other, "not simulated")),
             Msg::Fetch(key) => Answer::Fetched(lock(&self.blobs).get(&key).cloned()),

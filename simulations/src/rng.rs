@@ -44,35 +44,3 @@ pub fn mix(x: u64) -> u64 {
     let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seed_replays_and_seeds_differ() {
-        let a: Vec<u64> = (0..5)
-            .map({
-                let mut r = Rng::new(7);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let b: Vec<u64> = (0..5)
-            .map({
-                let mut r = Rng::new(7);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let c: Vec<u64> = (0..5)
-            .map({
-                let mut r = Rng::new(8);
-                move |_| r.next_u64()
-            })
-            .collect();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let mut r = Rng::new(1);
-        assert!((0..1000).all(|_| r.between(3, 5) >= 3 && r.between(3, 5) <= 5));
-        assert!(!(0..1000).any(|_| r.chance(0.0)));
-    }
-}

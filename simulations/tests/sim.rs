@@ -163,3 +163,98 @@ fn reads_match_checksums_catches_a_worker_that_trusts_corrupt_copies() {
     };
     check_caught("trust-corrupt-copies", base, 40);
 }
+
+/// The scheduling benchmark's table (`shoal sim --bench`).
+mod bench_table {
+    use shoal_jobs::scheduler::{plan, NodeSlots};
+
+    #[test]
+    fn the_big_table_fills_every_free_slot() {
+        let t = shoal_sim::bench::big_table(10, 3, 30);
+        let slots: Vec<NodeSlots> = (1..=10).map(|n| NodeSlots { node: n, slots: 8 }).collect();
+        assert_eq!(plan(&t, &slots, 1).len(), 40);
+    }
+}
+
+/// The simulator's seeded randomness.
+mod seeds {
+    use shoal_sim::rng::*;
+
+    #[test]
+    fn a_seed_replays_and_seeds_differ() {
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(8);
+                move |_| r.next_u64()
+            })
+            .collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mut r = Rng::new(1);
+        assert!((0..1000).all(|_| r.between(3, 5) >= 3 && r.between(3, 5) <= 5));
+        assert!(!(0..1000).any(|_| r.chance(0.0)));
+    }
+}
+
+/// The simulated tasks' computing, against the reference.
+mod tasks {
+    use std::sync::Arc;
+
+    use shoal_jobs::partition::Partitioner;
+    use shoal_sim::compute::{map_split, reduce};
+    use shoal_sim::rng::Rng;
+    use shoal_sim::workload::*;
+
+    /// The app run as the simulated tasks run it (every split mapped, every partition
+    /// reduced) gives the reference, for both apps; and a lost split shows.
+    #[test]
+    fn tasks_running_the_app_give_the_reference() {
+        let mut rng = Rng::new(3);
+        for app in ["wordcount", "invertedindex"] {
+            let input = JobInput {
+                app,
+                ..job_input(&mut rng)
+            };
+            let a = shoal_jobs::apps::by_name(app, &Default::default()).expect("a built-in app");
+            let p = Partitioner::Hash;
+            let maps: Vec<Vec<Vec<u8>>> = input
+                .splits
+                .iter()
+                .enumerate()
+                .map(|(i, t)| map_split(a.as_ref(), split_name(i).as_bytes(), t, &p, REDUCERS))
+                .collect();
+            let parts = |skip: Option<usize>| -> Vec<Vec<u8>> {
+                (0..REDUCERS as usize)
+                    .map(|r| {
+                        let inputs: Vec<Arc<Vec<u8>>> = maps
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| Some(*i) != skip)
+                            .map(|(_, m)| Arc::new(m[r].clone()))
+                            .collect();
+                        reduce(a.as_ref(), &inputs)
+                    })
+                    .collect()
+            };
+            let want = expected(&input, &p, REDUCERS);
+            assert!(
+                want.iter().all(|w| !w.is_empty()),
+                "{app}: empty partitions"
+            );
+            assert_eq!(parts(None), want, "{app}");
+            assert_ne!(parts(Some(0)), want, "{app}: a missing split must show");
+        }
+    }
+}

@@ -51,6 +51,59 @@ struct Row {
     m: Measured,
 }
 
+/// The contenders' rows, and whether every output so far equals its reference.
+struct Table {
+    rows: Vec<Row>,
+    ok: bool,
+}
+
+impl Table {
+    fn add(&mut self, name: impl Into<String>, mib: f64, m: Measured) -> Measured {
+        self.rows.push(Row {
+            name: name.into(),
+            mib,
+            m,
+        });
+        m
+    }
+
+    /// Whether `name`'s output `out` has the counts of `reference`; a mismatch is said, and
+    /// fails the run.
+    fn check(&mut self, name: &str, out: &Path, reference: &Path) -> anyhow::Result<()> {
+        if read_counts(out)? != read_counts(reference)? {
+            eprintln!("MISMATCH: the output of {name} differs from the hash count");
+            self.ok = false;
+        }
+        Ok(())
+    }
+}
+
+/// Where the benchmark works: its corpus, its prefix for the Python contenders, their sizes
+/// in MiB.
+struct Inputs {
+    exe: PathBuf,
+    dir: PathBuf,
+    corpus: PathBuf,
+    prefix: PathBuf,
+    size: f64,
+    psize: f64,
+    /// The hash count's output over the corpus and over the prefix: the references.
+    hash_out: PathBuf,
+    phash: PathBuf,
+}
+
+/// The figures the goals are judged on.
+struct Figures {
+    hash: Measured,
+    native: Measured,
+    gz: Measured,
+    small: Measured,
+    same16: bool,
+    check_secs: f64,
+    pipe: Measured,
+    streaming: Measured,
+}
+
 /// Run the benchmark; Ok(false) when an output differs from the reference.
 pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
     let tmp;
@@ -64,7 +117,6 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
             tmp.0.clone()
         }
     };
-    let exe = std::env::current_exe()?;
     let corpus = dir.join("corpus.txt");
     let prefix = dir.join("prefix.txt");
     eprintln!(
@@ -73,130 +125,26 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
     );
     crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, args.seed)?;
     copy_prefix(&corpus, &prefix, args.python_mb << 20)?;
-    let size = std::fs::metadata(&corpus)?.len() as f64 / (1 << 20) as f64;
-    let psize = std::fs::metadata(&prefix)?.len() as f64 / (1 << 20) as f64;
     std::fs::write(dir.join("map.py"), MAP_PY)?;
     std::fs::write(dir.join("reduce.py"), REDUCE_PY)?;
-
-    let mut rows: Vec<Row> = Vec::new();
-    let mut ok = true;
-    let mut check = |name: &str, out: &Path, reference: &Path| -> anyhow::Result<()> {
-        let same = read_counts(out)? == read_counts(reference)?;
-        if !same {
-            eprintln!("MISMATCH: the output of {name} differs from the hash count");
-            ok = false;
-        }
-        Ok(())
+    let at = Inputs {
+        exe: std::env::current_exe()?,
+        size: std::fs::metadata(&corpus)?.len() as f64 / (1 << 20) as f64,
+        psize: std::fs::metadata(&prefix)?.len() as f64 / (1 << 20) as f64,
+        hash_out: dir.join("hash.txt"),
+        phash: dir.join("hash-prefix.txt"),
+        corpus,
+        prefix,
+        dir,
     };
-    let shoal_run =
-        |input: &Path, out: &Path, extra: &[&str]| shoal_run_with(&exe, input, out, extra);
-
-    eprintln!("hash count (2 threads)…");
-    let hash_out = dir.join("hash.txt");
-    let m = measure(
-        Command::new(&exe)
-            .args(["bench", "hashcount"])
-            .arg(&corpus)
-            .arg(&hash_out),
-    )?;
-    rows.push(Row {
-        name: "hash count, 2 threads (the limit)".into(),
-        mib: size,
-        m,
-    });
-    let hash = m;
-
-    eprintln!("shoal run --app wordcount…");
-    let out = dir.join("out-app");
-    let m = measure(&mut shoal_run(&corpus, &out, &["--app", "wordcount"]))?;
-    check("shoal run --app wordcount", &out, &hash_out)?;
-    rows.push(Row {
-        name: "shoal run --app wordcount".into(),
-        mib: size,
-        m,
-    });
-    let native = m;
-    // The map checksums its output (read back from the page cache); here the same work
-    // over the whole corpus, more bytes than the combined map output it stands for.
-    let t = std::time::Instant::now();
-    let mut f = std::fs::File::open(&corpus)?;
-    let len = f.metadata()?.len();
-    shoal_jobs::checksum::of_range(&mut f, 0, len)?;
-    let check_secs = t.elapsed().as_secs_f64();
-
-    eprintln!("shoal run --app wordcount over the corpus as gzipped files…");
-    let gz_dir = dir.join("gz");
-    gzip_pieces(&corpus, &gz_dir, 2 * cores())?;
-    let out_gz = dir.join("out-gz");
-    let m = measure(&mut shoal_run(&gz_dir, &out_gz, &["--app", "wordcount"]))?;
-    check("shoal run over .gz files", &out_gz, &hash_out)?;
-    rows.push(Row {
-        name: format!("shoal run --app wordcount, {} .gz files", 2 * cores()),
-        mib: size,
-        m,
-    });
-    let gz = m;
-
-    eprintln!("shoal run --app wordcount --sort-mb 16…");
-    let out16 = dir.join("out-app-16");
-    let m = measure(&mut shoal_run(
-        &corpus,
-        &out16,
-        &["--app", "wordcount", "--sort-mb", "16"],
-    ))?;
-    check("shoal run --sort-mb 16", &out16, &hash_out)?;
-    let same16 = read_counts(&out16)? == read_counts(&out)?;
-    rows.push(Row {
-        name: "shoal run --app wordcount --sort-mb 16".into(),
-        mib: size,
-        m,
-    });
-    let small = m;
-
-    eprintln!("LC_ALL=C sort | uniq -c…");
-    let uniq_out = dir.join("uniq.txt");
-    let m = measure(&mut pipeline(&format!(
-        "tr -s ' ' '\\n' < {} | sort | uniq -c > {}",
-        corpus.display(),
-        uniq_out.display()
-    )))?;
-    check("sort | uniq -c", &uniq_out, &hash_out)?;
-    rows.push(Row {
-        name: "tr | LC_ALL=C sort | uniq -c".into(),
-        mib: size,
-        m,
-    });
-
-    eprintln!("Python contenders on a {psize:.0} MiB prefix…");
-    let phash = dir.join("hash-prefix.txt");
-    let m = measure(
-        Command::new(&exe)
-            .args(["bench", "hashcount"])
-            .arg(&prefix)
-            .arg(&phash),
-    )?;
-    rows.push(Row {
-        name: "hash count, 2 threads, prefix".into(),
-        mib: psize,
-        m,
-    });
-    let pipe_out = dir.join("pipeline.txt");
-    let m = measure(&mut pipeline(&format!(
-        "python3 {d}/map.py < {p} | sort | python3 {d}/reduce.py > {o}",
-        d = dir.display(),
-        p = prefix.display(),
-        o = pipe_out.display()
-    )))?;
-    check("the Python sort pipeline", &pipe_out, &phash)?;
-    rows.push(Row {
-        name: "python3 map.py | sort | python3 reduce.py".into(),
-        mib: psize,
-        m,
-    });
-    let pipe = m;
-    let (map_py, reduce_py) = (dir.join("map.py"), dir.join("reduce.py"));
-    let (map_py, reduce_py) = (map_py.to_string_lossy(), reduce_py.to_string_lossy());
+    let mut t = Table {
+        rows: Vec::new(),
+        ok: true,
+    };
+    let (hash, native, gz, small, same16, check_secs) = word_count_contenders(&at, &mut t)?;
     let py_split = format!("{}", ((args.python_mb << 20) / 2).max(1 << 20));
+    let (map_py, reduce_py) = (at.dir.join("map.py"), at.dir.join("reduce.py"));
+    let (map_py, reduce_py) = (map_py.to_string_lossy(), reduce_py.to_string_lossy());
     let py_args = [
         "--map",
         &map_py,
@@ -209,50 +157,165 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         "--split-size",
         &py_split,
     ];
-    let sout = dir.join("out-python");
-    let m = measure(&mut shoal_run(&prefix, &sout, &py_args))?;
-    check("shoal run (Python streaming)", &sout, &phash)?;
-    rows.push(Row {
-        name: "shoal run, Python map/combine/reduce, R=2".into(),
-        mib: psize,
-        m,
-    });
-    let streaming = m;
-
+    let (pipe, streaming) = python_contenders(&at, &mut t, &py_args)?;
     // The same Shoal contenders with another build.
     let other = match &args.against {
-        Some(bin) => {
-            eprintln!("the same with {}…", bin.display());
-            let out = dir.join("out-other-app");
-            let app = measure(&mut shoal_run_with(
-                bin,
-                &corpus,
-                &out,
-                &["--app", "wordcount"],
-            ))?;
-            check(
-                "the other build's shoal run --app wordcount",
-                &out,
-                &hash_out,
-            )?;
-            let out = dir.join("out-other-python");
-            let py = measure(&mut shoal_run_with(bin, &prefix, &out, &py_args))?;
-            check("the other build's Python streaming", &out, &phash)?;
-            for (name, mib, m) in [
-                ("--app wordcount", size, app),
-                ("Python streaming", psize, py),
-            ] {
-                rows.push(Row {
-                    name: format!("other build: shoal run {name}"),
-                    mib,
-                    m,
-                });
-            }
-            Some((bin.clone(), app, py))
-        }
+        Some(bin) => Some(other_build(&at, &mut t, bin, &py_args)?),
         None => None,
     };
+    let figures = Figures {
+        hash,
+        native,
+        gz,
+        small,
+        same16,
+        check_secs,
+        pipe,
+        streaming,
+    };
+    print_table(&args, at.size, &t.rows);
+    print_goals(&figures);
+    if let Some((bin, app, py)) = &other {
+        compare_builds(&at.exe, bin, [(&native, app), (&streaming, py)])?;
+    }
+    println!(
+        "  every contender's output equals the hash count: {}",
+        if t.ok { "yes" } else { "NO" }
+    );
+    Ok(t.ok && same16)
+}
 
+/// The word count contenders on the whole corpus: the hash count (the limit), `shoal run`
+/// plain, over gzipped pieces, and with a small sort buffer; and the cost of checksumming
+/// the corpus. (hash, native, gz, small, whether small's output equals native's, checksum
+/// seconds.)
+fn word_count_contenders(
+    at: &Inputs,
+    t: &mut Table,
+) -> anyhow::Result<(Measured, Measured, Measured, Measured, bool, f64)> {
+    let (dir, corpus, size) = (&at.dir, &at.corpus, at.size);
+    let shoal_run =
+        |input: &Path, out: &Path, extra: &[&str]| shoal_run_with(&at.exe, input, out, extra);
+    eprintln!("hash count (2 threads)…");
+    let m = measure(
+        Command::new(&at.exe)
+            .args(["bench", "hashcount"])
+            .arg(corpus)
+            .arg(&at.hash_out),
+    )?;
+    let hash = t.add("hash count, 2 threads (the limit)", size, m);
+
+    eprintln!("shoal run --app wordcount…");
+    let out = dir.join("out-app");
+    let m = measure(&mut shoal_run(corpus, &out, &["--app", "wordcount"]))?;
+    t.check("shoal run --app wordcount", &out, &at.hash_out)?;
+    let native = t.add("shoal run --app wordcount", size, m);
+    // The map checksums its output (read back from the page cache); here the same work
+    // over the whole corpus, more bytes than the combined map output it stands for.
+    let started = std::time::Instant::now();
+    let mut f = std::fs::File::open(corpus)?;
+    let len = f.metadata()?.len();
+    shoal_jobs::checksum::of_range(&mut f, 0, len)?;
+    let check_secs = started.elapsed().as_secs_f64();
+
+    eprintln!("shoal run --app wordcount over the corpus as gzipped files…");
+    let gz_dir = dir.join("gz");
+    gzip_pieces(corpus, &gz_dir, 2 * cores())?;
+    let out_gz = dir.join("out-gz");
+    let m = measure(&mut shoal_run(&gz_dir, &out_gz, &["--app", "wordcount"]))?;
+    t.check("shoal run over .gz files", &out_gz, &at.hash_out)?;
+    let gz = t.add(
+        format!("shoal run --app wordcount, {} .gz files", 2 * cores()),
+        size,
+        m,
+    );
+
+    eprintln!("shoal run --app wordcount --sort-mb 16…");
+    let out16 = dir.join("out-app-16");
+    let m = measure(&mut shoal_run(
+        corpus,
+        &out16,
+        &["--app", "wordcount", "--sort-mb", "16"],
+    ))?;
+    t.check("shoal run --sort-mb 16", &out16, &at.hash_out)?;
+    let same16 = read_counts(&out16)? == read_counts(&out)?;
+    let small = t.add("shoal run --app wordcount --sort-mb 16", size, m);
+
+    eprintln!("LC_ALL=C sort | uniq -c…");
+    let uniq_out = dir.join("uniq.txt");
+    let m = measure(&mut pipeline(&format!(
+        "tr -s ' ' '\\n' < {} | sort | uniq -c > {}",
+        corpus.display(),
+        uniq_out.display()
+    )))?;
+    t.check("sort | uniq -c", &uniq_out, &at.hash_out)?;
+    t.add("tr | LC_ALL=C sort | uniq -c", size, m);
+    Ok((hash, native, gz, small, same16, check_secs))
+}
+
+/// The Python contenders on the prefix: the sort pipeline, and `shoal run` with `py_args`.
+/// (pipeline, streaming.)
+fn python_contenders(
+    at: &Inputs,
+    t: &mut Table,
+    py_args: &[&str],
+) -> anyhow::Result<(Measured, Measured)> {
+    let (dir, prefix, psize) = (&at.dir, &at.prefix, at.psize);
+    eprintln!("Python contenders on a {psize:.0} MiB prefix…");
+    let m = measure(
+        Command::new(&at.exe)
+            .args(["bench", "hashcount"])
+            .arg(prefix)
+            .arg(&at.phash),
+    )?;
+    t.add("hash count, 2 threads, prefix", psize, m);
+    let pipe_out = dir.join("pipeline.txt");
+    let m = measure(&mut pipeline(&format!(
+        "python3 {d}/map.py < {p} | sort | python3 {d}/reduce.py > {o}",
+        d = dir.display(),
+        p = prefix.display(),
+        o = pipe_out.display()
+    )))?;
+    t.check("the Python sort pipeline", &pipe_out, &at.phash)?;
+    let pipe = t.add("python3 map.py | sort | python3 reduce.py", psize, m);
+    let sout = dir.join("out-python");
+    let m = measure(&mut shoal_run_with(&at.exe, prefix, &sout, py_args))?;
+    t.check("shoal run (Python streaming)", &sout, &at.phash)?;
+    let streaming = t.add("shoal run, Python map/combine/reduce, R=2", psize, m);
+    Ok((pipe, streaming))
+}
+
+/// The Shoal contenders again, with the build `bin`: (bin, its word count, its Python
+/// streaming).
+fn other_build(
+    at: &Inputs,
+    t: &mut Table,
+    bin: &Path,
+    py_args: &[&str],
+) -> anyhow::Result<(PathBuf, Measured, Measured)> {
+    eprintln!("the same with {}…", bin.display());
+    let out = at.dir.join("out-other-app");
+    let app = measure(&mut shoal_run_with(
+        bin,
+        &at.corpus,
+        &out,
+        &["--app", "wordcount"],
+    ))?;
+    t.check(
+        "the other build's shoal run --app wordcount",
+        &out,
+        &at.hash_out,
+    )?;
+    let out = at.dir.join("out-other-python");
+    let py = measure(&mut shoal_run_with(bin, &at.prefix, &out, py_args))?;
+    t.check("the other build's Python streaming", &out, &at.phash)?;
+    t.add("other build: shoal run --app wordcount", at.size, app);
+    t.add("other build: shoal run Python streaming", at.psize, py);
+    Ok((bin.to_path_buf(), app, py))
+}
+
+/// Every contender's row.
+fn print_table(args: &LocalArgs, size: f64, rows: &[Row]) {
     println!();
     println!(
         "word count, {size:.0} MiB corpus ({} distinct words, seed {}), {} cores",
@@ -264,7 +327,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         "{:<44} {:>9} {:>8} {:>9} {:>10}",
         "contender", "input", "secs", "MiB/s", "peak RSS"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<44} {:>5.0} MiB {:>8.2} {:>9.1} {:>6.0} MiB",
             r.name,
@@ -274,8 +337,12 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
             r.m.rss_mib
         );
     }
-    let ratio = hash.secs / native.secs;
-    let py_ratio = pipe.secs / streaming.secs;
+}
+
+/// Each goal, its figure and whether it is met.
+fn print_goals(f: &Figures) {
+    let ratio = f.hash.secs / f.native.secs;
+    let py_ratio = f.pipe.secs / f.streaming.secs;
     let rss_goal = 2.0 * 256.0 + 100.0;
     println!();
     println!("goals:");
@@ -289,40 +356,32 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
     );
     println!(
         "  peak RSS, default settings:                {:.0} MiB (goal ≤ {rss_goal:.0} MiB) {}",
-        native.rss_mib,
-        met(native.rss_mib <= rss_goal)
+        f.native.rss_mib,
+        met(f.native.rss_mib <= rss_goal)
     );
     println!(
         "  peak RSS, Python streaming:               {:.0} MiB (goal ≤ {rss_goal:.0} MiB) {}",
-        streaming.rss_mib,
-        met(streaming.rss_mib <= rss_goal)
+        f.streaming.rss_mib,
+        met(f.streaming.rss_mib <= rss_goal)
     );
     println!(
         "  peak RSS with --sort-mb 16:                {:.0} MiB (goal < 200 MiB) {}; output identical: {}",
-        small.rss_mib,
-        met(small.rss_mib < 200.0),
-        if same16 { "yes" } else { "NO" }
+        f.small.rss_mib,
+        met(f.small.rss_mib < 200.0),
+        if f.same16 { "yes" } else { "NO" }
     );
-    let gz_ratio = gz.secs / native.secs;
+    let gz_ratio = f.gz.secs / f.native.secs;
     println!(
         "  .gz input vs plain input:                  {gz_ratio:.2}× the time (goal ≤ 1.5×) {}",
         met(gz_ratio <= 1.5)
     );
-    let cost = check_secs / native.secs;
+    let cost = f.check_secs / f.native.secs;
     println!(
         "  checksums, at most (CRC32C of the whole corpus): {:.3} s = {:.1}% of shoal run (goal < 5%) {}",
-        check_secs,
+        f.check_secs,
         cost * 100.0,
         met(cost < 0.05)
     );
-    if let Some((bin, app, py)) = &other {
-        compare_builds(&exe, bin, [(&native, app), (&streaming, py)])?;
-    }
-    println!(
-        "  every contender's output equals the hash count: {}",
-        if ok { "yes" } else { "NO" }
-    );
-    Ok(ok && same16)
 }
 
 /// `shoal run` of `exe` on `input` into `out` (removed first), quiet.

@@ -61,6 +61,63 @@ fn show(cluster: &LocalCluster, i: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each node's map and reduce attempts of the job `v` (its JSON), and those lost.
+fn print_attempts_per_node(v: &serde_json::Value, leader: &str) {
+    let mut per_node: std::collections::BTreeMap<String, (u32, u32, u32)> = Default::default();
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        for a in t["attempts"].as_array().into_iter().flatten() {
+            let e = per_node
+                .entry(a["node"].as_str().unwrap_or("?").to_string())
+                .or_default();
+            match (t["kind"].as_str(), a["lost"].as_bool()) {
+                (_, Some(true)) => e.2 += 1,
+                (Some("map"), _) => e.0 += 1,
+                _ => e.1 += 1,
+            }
+        }
+    }
+    for (node, (m, r, lost)) in &per_node {
+        let note = if *node == leader {
+            "  (the killed manager)"
+        } else {
+            ""
+        };
+        println!("   node {node}: {m} map and {r} reduce attempt(s), {lost} lost{note}");
+    }
+}
+
+/// Check the output in `out` against an independent count of `corpus`; show the top words.
+fn check_and_show(
+    corpus: &std::path::Path,
+    out: &std::path::Path,
+    job: &str,
+    secs: f64,
+) -> anyhow::Result<()> {
+    let got = crate::demo::corpus::read_counts(out)?;
+    let text = std::fs::read(corpus)?;
+    let mut want: HashMap<&[u8], u64> = HashMap::new();
+    for w in shoal_jobs::apps::words(&text) {
+        *want.entry(w).or_insert(0) += 1;
+    }
+    let same =
+        got.len() == want.len() && got.iter().all(|(k, v)| want.get(k.as_slice()) == Some(v));
+    anyhow::ensure!(same, "the word count differs from the independent count");
+    let mut top: Vec<(&Vec<u8>, &u64)> = got.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1));
+    println!(
+        "   job {job} succeeded in {secs:.2} s (upload and the failover included); {} distinct words; output checked against an independent count",
+        got.len()
+    );
+    for (w, n) in top.iter().take(5) {
+        println!("   {:>10}  {}", n, String::from_utf8_lossy(w));
+    }
+    println!(
+        "   output: {} (also on the cluster: shoal output {job} --dir DIR)",
+        out.display()
+    );
+    Ok(())
+}
+
 fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "== starting 3 Shoal nodes on 127.0.0.1 (mDNS off, --node-timeout 2, data in {})",
@@ -145,27 +202,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
         &format!("/api/v1/jobs/{job}"),
     )
     .ok_or_else(|| anyhow::anyhow!("the follower did not answer"))?;
-    let mut per_node: std::collections::BTreeMap<String, (u32, u32, u32)> = Default::default();
-    for t in v["tasks"].as_array().into_iter().flatten() {
-        for a in t["attempts"].as_array().into_iter().flatten() {
-            let e = per_node
-                .entry(a["node"].as_str().unwrap_or("?").to_string())
-                .or_default();
-            match (t["kind"].as_str(), a["lost"].as_bool()) {
-                (_, Some(true)) => e.2 += 1,
-                (Some("map"), _) => e.0 += 1,
-                _ => e.1 += 1,
-            }
-        }
-    }
-    for (node, (m, r, lost)) in &per_node {
-        let note = if *node == leader {
-            "  (the killed manager)"
-        } else {
-            ""
-        };
-        println!("   node {node}: {m} map and {r} reduce attempt(s), {lost} lost{note}");
-    }
+    print_attempts_per_node(&v, &leader);
 
     println!("\n== restarting the killed node with its data dir");
     cluster.nodes[li].restart()?;
@@ -174,28 +211,7 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     show(&cluster, li)?;
     println!();
 
-    let got = crate::demo::corpus::read_counts(&out)?;
-    let text = std::fs::read(&corpus)?;
-    let mut want: HashMap<&[u8], u64> = HashMap::new();
-    for w in shoal_jobs::apps::words(&text) {
-        *want.entry(w).or_insert(0) += 1;
-    }
-    let same =
-        got.len() == want.len() && got.iter().all(|(k, v)| want.get(k.as_slice()) == Some(v));
-    anyhow::ensure!(same, "the word count differs from the independent count");
-    let mut top: Vec<(&Vec<u8>, &u64)> = got.iter().collect();
-    top.sort_by(|a, b| b.1.cmp(a.1));
-    println!(
-        "   job {job} succeeded in {secs:.2} s (upload and the failover included); {} distinct words; output checked against an independent count",
-        got.len()
-    );
-    for (w, n) in top.iter().take(5) {
-        println!("   {:>10}  {}", n, String::from_utf8_lossy(w));
-    }
-    println!(
-        "   output: {} (also on the cluster: shoal output {job} --dir DIR)",
-        out.display()
-    );
+    check_and_show(&corpus, &out, &job, secs)?;
 
     println!("\n== stopping the nodes (SIGTERM)");
     for n in &mut cluster.nodes {

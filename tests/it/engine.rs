@@ -201,19 +201,21 @@ fn a_users_rust_app_runs_through_streaming_main() {
     let exe = Path::new(env!("CARGO_BIN_EXE_shoal"))
         .with_file_name("examples")
         .join("wordlengths");
-    if !exe.exists() {
-        // `cargo test --all-targets` builds examples as tests, not as programs: build it, as a
-        // user would, with the cargo that runs these tests (same profile, so nothing else).
+    {
+        // `cargo test --all-targets` builds the example (`test = false`) but leaves it under a
+        // hashed name: ask the cargo that runs these tests for it by its name. Over the whole
+        // workspace, from its root (its config), features and flags are the test build's, so
+        // this only copies what that build made.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args([
                 "build",
                 "--quiet",
+                "--workspace",
                 "--example",
                 "wordlengths",
-                "--manifest-path",
             ])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .status()
             .unwrap();
         assert!(status.success(), "building the example failed");

@@ -72,6 +72,57 @@ fn refused(answer: &CtlResponse, reason: Reason, says: &str) {
     }
 }
 
+/// What a key holder proposes that it may not: a job of its own (whose mapper would touch
+/// `marker`), a report of map attempt `(map, attempt)` of `job` that ran on another node,
+/// and the next attempt of it assigned to member `member_id` (only the manager assigns).
+fn lies(
+    job: &str,
+    (map, attempt): (u32, u32),
+    member_id: u64,
+    marker: &std::path::Path,
+) -> (Command, Command, Command) {
+    let stranger_job = {
+        let spec = shoal_jobs::spec::JobSpec::new(
+            "from-a-stranger",
+            vec!["in".into()],
+            shoal_jobs::spec::JobKind::Streaming {
+                map: shoal_jobs::spec::Program::Shell(format!("touch {}; cat", marker.display())),
+                reduce: shoal_jobs::spec::Program::Shell("cat".into()),
+                combine: None,
+            },
+        );
+        Command::Jobs(JobCommand::SubmitJob {
+            id: "j-stranger".into(),
+            spec: Box::new(spec),
+            splits: vec![],
+            partitioner: shoal_jobs::partition::Partitioner::Hash,
+            at_ms: 1,
+            counters: Default::default(),
+        })
+    };
+    let report = Command::Jobs(JobCommand::TaskFinished {
+        job: job.to_string(),
+        kind: TaskKind::Map,
+        index: map,
+        attempt,
+        sizes: vec![0, 0],
+        checksums: vec![0, 0],
+        holders: vec![member_id],
+        counters: Counters::default(),
+        at_ms: 1,
+    });
+    let assign = Command::Jobs(JobCommand::Assign {
+        job: job.to_string(),
+        kind: TaskKind::Map,
+        index: map,
+        attempt: attempt + 1,
+        node: member_id,
+        backup: false,
+        at_ms: 1,
+    });
+    (stranger_job, report, assign)
+}
+
 #[test]
 fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
     let Some((_serial, dir, lan)) = setup(
@@ -130,46 +181,7 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
         .parse()
         .unwrap();
     let marker = dir.path().join("stranger-ran");
-    let stranger_job = {
-        let spec = shoal_jobs::spec::JobSpec::new(
-            "from-a-stranger",
-            vec!["in".into()],
-            shoal_jobs::spec::JobKind::Streaming {
-                map: shoal_jobs::spec::Program::Shell(format!("touch {}; cat", marker.display())),
-                reduce: shoal_jobs::spec::Program::Shell("cat".into()),
-                combine: None,
-            },
-        );
-        Command::Jobs(JobCommand::SubmitJob {
-            id: "j-stranger".into(),
-            spec: Box::new(spec),
-            splits: vec![],
-            partitioner: shoal_jobs::partition::Partitioner::Hash,
-            at_ms: 1,
-            counters: Default::default(),
-        })
-    };
-    let report = Command::Jobs(JobCommand::TaskFinished {
-        job: job.clone(),
-        kind: TaskKind::Map,
-        index: map,
-        attempt,
-        sizes: vec![0, 0],
-        checksums: vec![0, 0],
-        holders: vec![member_id],
-        counters: Counters::default(),
-        at_ms: 1,
-    });
-    let assign = Command::Jobs(JobCommand::Assign {
-        job: job.clone(),
-        kind: TaskKind::Map,
-        index: map,
-        attempt: attempt + 1,
-        node: member_id,
-        backup: false,
-        at_ms: 1,
-    });
-
+    let (stranger_job, report, assign) = lies(&job, (map, attempt), member_id, &marker);
     let planted = format!("{job}/planted");
     let answers = in_ns(&lan.hosts[4].ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -29,94 +29,63 @@ async fn answer(stream: &mut libp2p::Stream) -> DataFrame {
         .expect("a frame")
 }
 
-#[test]
-fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
-    let _serial = one_at_a_time();
-    let dir = common::tempdir();
-    let key_file = dir.path().join("cluster.key");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .arg("keygen")
-        .arg(&key_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key_arg = key_file.to_string_lossy().into_owned();
-    // Three voters and a learner; the learner stops, and the test peer speaks with its
-    // identity key: a member that lies (a stranger's data requests are refused before any
-    // of this is looked at).
-    let mut nodes = start_cluster(dir.path(), 4, &["--expect", "3", "--cluster-key", &key_arg]);
-    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
-    let learner_id = wait_for(60, "a learner", || {
-        members(&nodes[0].cluster()?, "learner").pop()
+/// Garbage on every protocol: random bytes, a frame longer than allowed, and a frame of the
+/// wrong type (a hello on the data protocol); each stream read to its end (at most 10 s).
+async fn send_garbage(test_peer: &TestPeer) {
+    let wrong_type = codec::encode(&DataFrame::Chunk(vec![1, 2, 3]));
+    let hello = codec::encode(&Hello {
+        node_id: 1,
+        info: PeerInfo::default(),
+        cluster_id: None,
+        build: Default::default(),
     });
-    let learner = nodes.iter().position(|n| n.node_id == learner_id).unwrap();
-    nodes[learner].kill();
-    let member_key = peer::identity_of(&nodes[learner].data);
-    nodes.remove(learner);
-    let target = &nodes[0];
-    let term_before = target.cluster().unwrap()["term"].as_u64().unwrap();
+    let mut random = vec![0u8; 4096];
+    rand::fill(&mut random[..]);
+    let mut framed_wrong = (wrong_type.len() as u32).to_be_bytes().to_vec();
+    framed_wrong.extend_from_slice(&wrong_type);
+    let mut framed_hello_on_data = (hello.len() as u32).to_be_bytes().to_vec();
+    framed_hello_on_data.extend_from_slice(&hello);
+    for protocol in ["/shoal/raft/1", "/shoal/ctl/1", "/shoal/data/1"] {
+        let wrong = if protocol == "/shoal/data/1" {
+            &framed_hello_on_data
+        } else {
+            &framed_wrong
+        };
+        for payload in [
+            &random[..],
+            &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
+            &wrong[..],
+        ] {
+            let mut stream = test_peer.open(protocol).await;
+            let _ = stream.write_all(payload).await;
+            let _ = stream.close().await;
+            // The node answers with nothing usable and closes the stream.
+            let mut rest = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+        }
+    }
+}
 
-    // A finished job's part file on the target: an object to ask for wrong ranges of.
-    let input = dir.path().join("in.txt");
-    std::fs::write(&input, "a b c\n".repeat(50)).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["submit", "--wait", "--app", "wordcount", "--node"])
-        .arg(format!("http://{}", target.http))
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let job = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
-    let (_, v) = http_get(&target.http, &format!("/api/v1/jobs/{job}")).unwrap();
-    let reduce = v["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["kind"] == "reduce")
-        .unwrap();
-    let part_size = reduce["output_sizes"][0].as_u64().unwrap();
-    assert!(part_size > 0);
-    // Each reduce attempt writes its own part object; the table names the accepted one.
-    let accepted = reduce["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["state"] == "done")
-        .unwrap()["attempt"]
-        .as_u64()
-        .unwrap();
-    let part = format!("{job}/out/part-00000.a{accepted}");
-    let lied_into_store = target.data.join("blobs").join(&job).join("x");
-    let part_path = target.data.join("blobs").join(&part);
-    let original = std::fs::read(&part_path).unwrap();
-    let original_copy = original.clone();
-    let cluster_id = u64::from_str_radix(
-        target.cluster().unwrap()["cluster_id"].as_str().unwrap(),
-        16,
-    )
-    .unwrap();
+/// Links that lie, each with what its refusal says: to another host's file, to a file
+/// outside any store, through a symbolic link, with a path of 60 KiB, and (as root) to
+/// another user's file; and one whose path is 900 KiB, over what a request may take.
+struct Lies {
+    links: Vec<(DataRequest, &'static str)>,
+    huge: DataRequest,
+    names: [&'static str; 5],
+}
 
+/// The [`Lies`] for `job` of cluster `cluster_id`, their files made in `dir`.
+fn lying_links(dir: &std::path::Path, job: &str, cluster_id: u64) -> Lies {
     // What the lying links name: a file outside any store, and in a directory laid out as a
     // store, a symbolic link to it and a file of another user (only root can make one).
-    let secret = dir.path().join("secret.txt");
+    let secret = dir.join("secret.txt");
     let secret_bytes = b"not an object of any store\n".to_vec();
     std::fs::write(&secret, &secret_bytes).unwrap();
-    let fake = dir.path().join("fake").join("blobs");
-    std::fs::create_dir_all(fake.join(&job)).unwrap();
-    let link_key = {
-        let job = job.clone();
-        move |name: &str| format!("{job}/{name}")
-    };
-    let linked_dir = target.data.join("blobs").join(&job);
+    let fake = dir.join("fake").join("blobs");
+    std::fs::create_dir_all(fake.join(job)).unwrap();
+    let link_key = |name: &str| format!("{job}/{name}");
     std::os::unix::fs::symlink(&secret, fake.join(link_key("lie-symlink"))).unwrap();
     let theirs = fake.join(link_key("lie-theirs"));
     std::fs::write(&theirs, &secret_bytes).unwrap();
@@ -170,6 +139,106 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
         "lie-long",
         "lie-theirs",
     ];
+    Lies {
+        huge: link("lie-long", &host, &huge),
+        links: lying_links,
+        names: link_names,
+    }
+}
+
+/// A new cluster key in `dir`: its file.
+fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
+    let key_file = dir.join("cluster.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("keygen")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    key_file
+}
+
+/// A word count submitted to `target`, to its end: the job's id.
+fn word_count(dir: &std::path::Path, target: &NodeProc) -> String {
+    let input = dir.join("in.txt");
+    std::fs::write(&input, "a b c\n".repeat(50)).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["submit", "--wait", "--app", "wordcount", "--node"])
+        .arg(format!("http://{}", target.http))
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
+    let _serial = one_at_a_time();
+    let dir = common::tempdir();
+    let key_file = keygen(dir.path());
+    let key_arg = key_file.to_string_lossy().into_owned();
+    // Three voters and a learner; the learner stops, and the test peer speaks with its
+    // identity key: a member that lies (a stranger's data requests are refused before any
+    // of this is looked at).
+    let mut nodes = start_cluster(dir.path(), 4, &["--expect", "3", "--cluster-key", &key_arg]);
+    let leader = wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let learner_id = wait_for(60, "a learner", || {
+        members(&nodes[0].cluster()?, "learner").pop()
+    });
+    let learner = nodes.iter().position(|n| n.node_id == learner_id).unwrap();
+    nodes[learner].kill();
+    let member_key = peer::identity_of(&nodes[learner].data);
+    nodes.remove(learner);
+    let target = &nodes[0];
+    let term_before = target.cluster().unwrap()["term"].as_u64().unwrap();
+
+    // A finished job's part file on the target: an object to ask for wrong ranges of.
+    let job = word_count(dir.path(), target);
+    let (_, v) = http_get(&target.http, &format!("/api/v1/jobs/{job}")).unwrap();
+    let reduce = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "reduce")
+        .unwrap();
+    let part_size = reduce["output_sizes"][0].as_u64().unwrap();
+    assert!(part_size > 0);
+    // Each reduce attempt writes its own part object; the table names the accepted one.
+    let accepted = reduce["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] == "done")
+        .unwrap()["attempt"]
+        .as_u64()
+        .unwrap();
+    let part = format!("{job}/out/part-00000.a{accepted}");
+    let lied_into_store = target.data.join("blobs").join(&job).join("x");
+    let part_path = target.data.join("blobs").join(&part);
+    let original = std::fs::read(&part_path).unwrap();
+    let original_copy = original.clone();
+    let cluster_id = u64::from_str_radix(
+        target.cluster().unwrap()["cluster_id"].as_str().unwrap(),
+        16,
+    )
+    .unwrap();
+
+    let linked_dir = target.data.join("blobs").join(&job);
+    let Lies {
+        links: lying_links,
+        huge,
+        names: link_names,
+    } = lying_links(dir.path(), &job, cluster_id);
 
     let psk = peer::psk(&key_file);
     let peer: PeerId = target.peer_id.parse().unwrap();
@@ -177,40 +246,7 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let test_peer = TestPeer::connect(member_key, Some(psk), peer, addr).await;
-        let wrong_type = codec::encode(&DataFrame::Chunk(vec![1, 2, 3]));
-        let hello = codec::encode(&Hello {
-            node_id: 1,
-            info: PeerInfo::default(),
-            cluster_id: None,
-            build: Default::default(),
-        });
-        let mut random = vec![0u8; 4096];
-        rand::fill(&mut random[..]);
-        let mut framed_wrong = (wrong_type.len() as u32).to_be_bytes().to_vec();
-        framed_wrong.extend_from_slice(&wrong_type);
-        let mut framed_hello_on_data = (hello.len() as u32).to_be_bytes().to_vec();
-        framed_hello_on_data.extend_from_slice(&hello);
-        for protocol in ["/shoal/raft/1", "/shoal/ctl/1", "/shoal/data/1"] {
-            let wrong = if protocol == "/shoal/data/1" {
-                &framed_hello_on_data
-            } else {
-                &framed_wrong
-            };
-            for payload in [
-                &random[..],
-                &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
-                &wrong[..],
-            ] {
-                let mut stream = test_peer.open(protocol).await;
-                let _ = stream.write_all(payload).await;
-                let _ = stream.close().await;
-                // The node answers with nothing usable and closes the stream.
-                let mut rest = Vec::new();
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
-                        .await;
-            }
-        }
+        send_garbage(&test_peer).await;
 
         // Well-formed requests that lie: each answered with an error naming why.
         let piece = |key: &str, offset: u64, len: u64| Piece {
@@ -298,7 +334,7 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
         }
 
         let mut stream = test_peer.open("/shoal/data/1").await;
-        let _ = codec::write_frame(&mut stream, &link("lie-long", &host, &huge)).await;
+        let _ = codec::write_frame(&mut stream, &huge).await;
         let closed = tokio::time::timeout(
             Duration::from_secs(10),
             DataFrame::read(&mut stream, 1 << 20),

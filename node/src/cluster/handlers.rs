@@ -4,16 +4,14 @@
 
 use std::time::Instant;
 
-use shoal_net::wire::{
-    CtlRequest, CtlResponse, PeerInfo, RaftRequest, RaftResponse, Reason, Refusal,
-};
+use shoal_net::wire::{CtlRequest, CtlResponse, PeerInfo, RaftRequest, RaftResponse, Reason};
 use shoal_net::{codec, PeerId, Transport};
 use tracing::info;
 
-use crate::cluster::admission::may_propose;
+use crate::cluster::answers;
 use crate::cluster::identity::{hex, node_id};
 use crate::cluster::members::{is_voter, member_id, standing, Standing};
-use crate::cluster::node::{foreign_reason, member_record, with_jobs, Node, CTL_TIMEOUT};
+use crate::cluster::node::{foreign_reason, member_record, Node, CTL_TIMEOUT};
 use crate::cluster::rpc::answer_raft;
 use crate::cluster::state::Command;
 use crate::sync::{Locked, ReadWrite};
@@ -65,42 +63,9 @@ impl Node {
             }
         }
         match req {
-            CtlRequest::Hello(h) => {
-                if let Some(why) = self.settings.build.incompatible(&h.build) {
-                    self.peers.note_incompatible(peer, why.clone());
-                    return CtlResponse::declined(Reason::Incompatible, why);
-                }
-                if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
-                    if ours != theirs {
-                        self.peers.note_foreign(peer, theirs, ours);
-                        return CtlResponse::Foreign { cluster_id: ours };
-                    }
-                }
-                if !self.peers.record_hello(peer, h, self.cluster_id()) {
-                    return CtlResponse::declined(
-                        Reason::NotAMember,
-                        format!(
-                            "peer {peer} is node {}: a hello names its sender",
-                            hex(node_id(&peer))
-                        ),
-                    );
-                }
-                CtlResponse::Hello(self.hello())
-            }
+            CtlRequest::Hello(h) => self.on_hello(peer, h),
             CtlRequest::Adopt { cluster_id, voters } => self.on_adopt(cluster_id, &voters),
-            CtlRequest::Release { cluster_id } => {
-                if self.cluster_id() == Some(cluster_id) && self.raft.get().is_none() {
-                    info!(
-                        cluster = format!("{cluster_id:016x}"),
-                        "bootstrap aborted by its initiator; forgetting the cluster id"
-                    );
-                    *self.adopted.locked() = None;
-                    if let Err(e) = self.set_cluster_id(None) {
-                        return CtlResponse::declined(Reason::Failed, e.to_string());
-                    }
-                }
-                CtlResponse::Ok
-            }
+            CtlRequest::Release { cluster_id } => self.on_release(cluster_id),
             CtlRequest::Join {
                 cluster_id,
                 node_id,
@@ -120,31 +85,9 @@ impl Node {
                 }
                 self.on_join(cluster_id, node_id, info).await
             }
-            CtlRequest::Heartbeat(hb) => match self.cluster_id() {
-                Some(ours) if ours == hb.cluster_id => {
-                    let Some(from) = member_id(self, &peer) else {
-                        return CtlResponse::declined(Reason::NotAMember, not_a_member(&peer));
-                    };
-                    if hb.node_id != from {
-                        return CtlResponse::declined(
-                            Reason::NotAMember,
-                            format!(
-                                "node {} sent a heartbeat in the name of node {}",
-                                hex(from),
-                                hex(hb.node_id)
-                            ),
-                        );
-                    }
-                    if let Some(why) = self.settings.build.incompatible(&hb.build) {
-                        self.peers.note_incompatible(peer, why.clone());
-                        return CtlResponse::declined(Reason::Incompatible, why);
-                    }
-                    self.heartbeats.record(hb);
-                    // The others ask when they show the cluster (`Heard`).
-                    CtlResponse::to_heartbeat(is_voter(self, from), || self.heartbeats.heard())
-                }
-                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
+            CtlRequest::Heartbeat(hb) => match self.member_asking(hb.cluster_id, &peer) {
+                Ok(from) => self.on_heartbeat(peer, from, hb),
+                Err(refused) => *refused,
             },
             CtlRequest::Leave { cluster_id } => {
                 if self.cluster_id() != Some(cluster_id) {
@@ -158,100 +101,114 @@ impl Node {
                     Err(why) => CtlResponse::declined(Reason::Failed, why),
                 }
             }
-            CtlRequest::Heard { cluster_id } => match self.cluster_id() {
-                Some(ours) if ours == cluster_id => match member_id(self, &peer) {
-                    Some(from) => match self.heartbeats.heard_for(from) {
-                        Ok(all) => CtlResponse::Heartbeats(all),
-                        Err(why) => CtlResponse::declined(Reason::TooSoon, why),
-                    },
-                    None => CtlResponse::declined(Reason::NotAMember, not_a_member(&peer)),
+            CtlRequest::Heard { cluster_id } => match self.member_asking(cluster_id, &peer) {
+                Ok(from) => match self.heartbeats.heard_for(from) {
+                    Ok(all) => CtlResponse::Heartbeats(all),
+                    Err(why) => CtlResponse::declined(Reason::TooSoon, why),
                 },
-                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
+                Err(refused) => *refused,
             },
             CtlRequest::ListInputs {
                 cluster_id,
                 pattern,
                 split_size,
                 max_record,
-            } => match self.cluster_id() {
-                Some(ours) if ours == cluster_id => {
-                    if member_id(self, &peer).is_none() {
-                        return CtlResponse::declined(Reason::NotAMember, not_a_member(&peer));
-                    }
-                    match self.list_inputs(pattern, split_size, max_record).await {
-                        Ok(splits) => CtlResponse::InputSplits(splits),
-                        Err(why) => CtlResponse::declined(Reason::Failed, why),
-                    }
+            } => {
+                if let Err(refused) = self.member_asking(cluster_id, &peer) {
+                    return *refused;
                 }
-                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
-            },
+                match self.list_inputs(pattern, split_size, max_record).await {
+                    Ok(splits) => CtlResponse::InputSplits(splits),
+                    Err(why) => CtlResponse::declined(Reason::Failed, why),
+                }
+            }
             CtlRequest::Push { cluster_id, push } => match self.cluster_id() {
-                Some(ours) if ours == cluster_id => self.on_push(&peer, &push),
+                Some(ours) if ours == cluster_id => {
+                    answers::push(self.is_member(), &self.pushed, node_id(&peer), &push)
+                }
                 Some(ours) => CtlResponse::Foreign { cluster_id: ours },
                 None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
             },
             CtlRequest::Propose {
                 cluster_id,
                 command,
-            } => match self.cluster_id() {
-                Some(ours) if ours == cluster_id => {
-                    if let Err(why) = self.may_propose(&peer, &command) {
-                        tracing::warn!(%peer, why = %why, "refused a proposal");
-                        return CtlResponse::Declined(why);
-                    }
-                    match crate::cluster::propose::write_local(self, command).await {
-                        Ok(answer) => CtlResponse::Applied(codec::encode(&answer)),
-                        Err(why) => CtlResponse::declined(Reason::Failed, why.to_string()),
-                    }
-                }
-                Some(ours) => CtlResponse::Foreign { cluster_id: ours },
-                None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
+            } => match self.member_asking(cluster_id, &peer) {
+                Ok(from) => answers::propose(self, from, command).await,
+                Err(refused) => *refused,
             },
         }
     }
 
-    /// Whether `peer` may propose `command` (encoded): a member, and only what it may say.
-    fn may_propose(&self, peer: &PeerId, command: &[u8]) -> Result<(), Refusal> {
-        let from = member_id(self, peer)
-            .ok_or_else(|| Refusal::new(Reason::NotAMember, not_a_member(peer)))?;
-        let cmd: Command = codec::decode(command)
-            .map_err(|e| Refusal::new(Reason::Malformed, format!("a malformed command: {e}")))?;
-        with_jobs(self, |table| may_propose(&cmd, from, table)).unwrap_or_else(|| {
-            Err(Refusal::new(
-                Reason::NotReady,
-                "raft is not running here yet",
-            ))
-        })
+    /// The member id of `peer`, asking in the name of `cluster_id`; or the answer that
+    /// refuses it: another cluster, none here yet, or not a member.
+    fn member_asking(&self, cluster_id: u64, peer: &PeerId) -> Result<u64, Box<CtlResponse>> {
+        let refused = match self.cluster_id() {
+            Some(ours) if ours == cluster_id => match member_id(self, peer) {
+                Some(from) => return Ok(from),
+                None => CtlResponse::declined(Reason::NotAMember, not_a_member(peer)),
+            },
+            Some(ours) => CtlResponse::Foreign { cluster_id: ours },
+            None => CtlResponse::declined(Reason::NoCluster, "this node has no cluster yet"),
+        };
+        Err(Box::new(refused))
     }
 
-    /// A push of the leader to this plain worker (`cluster::pushed`).
-    fn on_push(&self, peer: &PeerId, push: &[u8]) -> CtlResponse {
-        if self.is_member() {
+    fn on_hello(&self, peer: PeerId, h: shoal_net::wire::Hello) -> CtlResponse {
+        if let Some(why) = self.settings.build.incompatible(&h.build) {
+            self.peers.note_incompatible(peer, why.clone());
+            return CtlResponse::declined(Reason::Incompatible, why);
+        }
+        if let (Some(ours), Some(theirs)) = (self.cluster_id(), h.cluster_id) {
+            if ours != theirs {
+                self.peers.note_foreign(peer, theirs, ours);
+                return CtlResponse::Foreign { cluster_id: ours };
+            }
+        }
+        if !self.peers.record_hello(peer, h, self.cluster_id()) {
             return CtlResponse::declined(
-                Reason::Forbidden,
-                "this node is a member: it reads the Raft log, not pushes",
+                Reason::NotAMember,
+                format!(
+                    "peer {peer} is node {}: a hello names its sender",
+                    hex(node_id(&peer))
+                ),
             );
         }
-        let push: crate::cluster::pushed::Push = match codec::decode(push) {
-            Ok(p) => p,
-            Err(e) => {
-                return CtlResponse::declined(Reason::Malformed, format!("a malformed push: {e}"))
-            }
-        };
-        let first = self.pushed.leader().is_none();
-        match self.pushed.apply(node_id(peer), push) {
-            Ok(()) => {
-                if first {
-                    info!(leader = %peer, "a plain worker: the leader pushes this node its assignments");
-                }
-                CtlResponse::Ok
-            }
-            Err(why) => CtlResponse::Declined(why),
-        }
+        CtlResponse::Hello(self.hello())
     }
 
+    fn on_release(&self, cluster_id: u64) -> CtlResponse {
+        if self.cluster_id() == Some(cluster_id) && self.raft.get().is_none() {
+            info!(
+                cluster = format!("{cluster_id:016x}"),
+                "bootstrap aborted by its initiator; forgetting the cluster id"
+            );
+            *self.adopted.locked() = None;
+            if let Err(e) = self.set_cluster_id(None) {
+                return CtlResponse::declined(Reason::Failed, e.to_string());
+            }
+        }
+        CtlResponse::Ok
+    }
+
+    /// Member `from`'s heartbeat, sent by `peer`: in its own name, of a protocol this node
+    /// reads.
+    fn on_heartbeat(&self, peer: PeerId, from: u64, hb: shoal_net::wire::Heartbeat) -> CtlResponse {
+        if hb.node_id != from {
+            return CtlResponse::declined(
+                Reason::NotAMember,
+                format!(
+                    "node {} sent a heartbeat in the name of node {}",
+                    hex(from),
+                    hex(hb.node_id)
+                ),
+            );
+        }
+        if let Some(why) = self.settings.build.incompatible(&hb.build) {
+            self.peers.note_incompatible(peer, why.clone());
+            return CtlResponse::declined(Reason::Incompatible, why);
+        }
+        answers::heartbeat(&self.heartbeats, hb, is_voter(self, from))
+    }
     fn on_adopt(&self, cluster_id: u64, voters: &[u64]) -> CtlResponse {
         match self.cluster_id() {
             Some(c) if c == cluster_id => CtlResponse::Ok,
@@ -398,7 +355,7 @@ impl Node {
             .peers
             .by_node(|h| h.build.protocol)
             .get(&id)
-            .is_some_and(|p| p.major == 1 && p.minor >= 3);
+            .is_some_and(|p| p.at_least(1, 3));
         let worker = h.applied.read_now().state.workers.contains_key(&id);
         pushes && (worker || m.learner_ids().count() >= self.settings.learner_cap)
     }

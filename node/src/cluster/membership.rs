@@ -15,12 +15,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use shoal_raft::ChangeMembers;
 use tracing::{info, warn};
 
-use crate::cluster::node::{member_record, Node};
+use crate::cluster::node::{member_record, Node, RaftHandle};
 use crate::cluster::state::Command;
 use crate::supervisor::Stop;
 use crate::sync::ReadWrite;
@@ -43,120 +45,150 @@ pub async fn run(node: Arc<Node>, mut stop: Stop) {
             continue;
         }
         let since = *leader_since.get_or_insert_with(Instant::now);
-        // The first leader records the cluster id in the replicated state.
-        let recorded = h
-            .applied
-            .read()
-            .map(|a| a.state.cluster_id.is_some())
-            .unwrap_or(true);
-        if let (false, Some(cluster_id)) = (recorded, node.cluster_id()) {
-            let cmd = shoal_raft::Cmd(shoal_net::codec::encode(&Command::Init { cluster_id }));
-            if let Err(e) = h.raft.client_write(cmd).await {
-                warn!(error = %e, "recording the cluster id failed; will retry");
-            }
-            continue;
+        one_change(&node, h, &metrics, since).await;
+    }
+}
+
+/// On the leader (since `since`): the first change that is due — record the cluster id,
+/// replace a silent voter, promote a learner or a plain worker, or refresh the members'
+/// records.
+async fn one_change(node: &Node, h: &RaftHandle, metrics: &shoal_raft::Metrics, since: Instant) {
+    // The first leader records the cluster id in the replicated state.
+    let recorded = h
+        .applied
+        .read()
+        .map(|a| a.state.cluster_id.is_some())
+        .unwrap_or(true);
+    if let (false, Some(cluster_id)) = (recorded, node.cluster_id()) {
+        let cmd = shoal_raft::Cmd(shoal_net::codec::encode(&Command::Init { cluster_id }));
+        if let Err(e) = h.raft.client_write(cmd).await {
+            warn!(error = %e, "recording the cluster id failed; will retry");
         }
-        let m = metrics.membership_config.membership().clone();
-        let voters: BTreeSet<u64> = m.voter_ids().collect();
-        let learners: Vec<u64> = m.learner_ids().collect();
-        let workers = h.applied.read_now().state.workers.clone();
-        // Heartbeats are kept for members and workers only (a removed node's last one goes).
-        node.heartbeats
-            .retain(|id| m.get_node(&id).is_some() || workers.contains_key(&id));
-        let hellos = node.peers.by_node(|h| h.info.clone());
-        let silent_for = |id: u64| {
-            let heard = node.heartbeats.locked();
-            let at = heard.get(&id).map(|(at, _)| *at);
-            crate::cluster::heartbeats::last_heard(at, since).elapsed()
-        };
-        let reachable = |id: u64| {
-            id == node.id
-                || (hellos.contains_key(&id) && silent_for(id) <= node.settings.node_timeout)
-        };
-        if let Some(change) = replace_silent_voter(
-            &voters,
-            &learners,
-            |id| id != node.id && silent_for(id) > node.settings.voter_grace,
-            reachable,
-        ) {
-            warn!(
-                silent = format!("{:016x}", change.gone),
-                replacement = change.by.map(|l| format!("{l:016x}")),
-                grace = ?node.settings.voter_grace,
-                "a voter was silent past the grace period; changing the voters"
+        return;
+    }
+    let m = metrics.membership_config.membership().clone();
+    let voters: BTreeSet<u64> = m.voter_ids().collect();
+    let learners: Vec<u64> = m.learner_ids().collect();
+    let workers = h.applied.read_now().state.workers.clone();
+    // Heartbeats are kept for members and workers only (a removed node's last one goes).
+    node.heartbeats
+        .retain(|id| m.get_node(&id).is_some() || workers.contains_key(&id));
+    let hellos = node.peers.by_node(|h| h.info.clone());
+    let silent_for = |id: u64| {
+        let heard = node.heartbeats.locked();
+        let at = heard.get(&id).map(|(at, _)| *at);
+        crate::cluster::heartbeats::last_heard(at, since).elapsed()
+    };
+    let reachable = |id: u64| {
+        id == node.id || (hellos.contains_key(&id) && silent_for(id) <= node.settings.node_timeout)
+    };
+    if let Some(change) = replace_silent_voter(
+        &voters,
+        &learners,
+        |id| id != node.id && silent_for(id) > node.settings.voter_grace,
+        reachable,
+    ) {
+        warn!(
+            silent = format!("{:016x}", change.gone),
+            replacement = change.by.map(|l| format!("{l:016x}")),
+            grace = ?node.settings.voter_grace,
+            "a voter was silent past the grace period; changing the voters"
+        );
+        if let Err(e) = h
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(change.voters), true)
+            .await
+        {
+            warn!(error = %e, "replacing a silent voter failed; will retry");
+        }
+        return;
+    }
+    if promote(node, h, (&voters, &learners, &workers), &reachable).await {
+        return;
+    }
+    refresh_records(node, h, metrics, &hellos).await;
+}
+
+/// Promote a live learner to voter while voters are fewer than the cap, else a live plain
+/// worker to learner while live learners are; whether it tried one.
+async fn promote(
+    node: &Node,
+    h: &RaftHandle,
+    (voters, learners, workers): (&BTreeSet<u64>, &[u64], &BTreeMap<u64, shoal_raft::NodeInfo>),
+    reachable: &(dyn Fn(u64) -> bool + Sync),
+) -> bool {
+    if voters.len() < node.settings.voter_cap {
+        if let Some(&l) = learners.iter().find(|&&l| reachable(l)) {
+            info!(
+                learner = format!("{l:016x}"),
+                "promoting a learner to voter"
             );
             if let Err(e) = h
                 .raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(change.voters), true)
+                .change_membership(ChangeMembers::AddVoterIds([l].into()), true)
                 .await
             {
-                warn!(error = %e, "replacing a silent voter failed; will retry");
+                warn!(error = %e, "promotion failed");
             }
-            continue;
+            return true;
         }
-        if voters.len() < node.settings.voter_cap {
-            if let Some(&l) = learners.iter().find(|&&l| reachable(l)) {
-                info!(
-                    learner = format!("{l:016x}"),
-                    "promoting a learner to voter"
-                );
-                if let Err(e) = h
-                    .raft
-                    .change_membership(ChangeMembers::AddVoterIds([l].into()), true)
+    }
+    // A learner that is gone (a voter replaced while silent stays one) holds no place:
+    // only live learners count against the cap, so a live worker takes over.
+    if learners.iter().filter(|&&l| reachable(l)).count() < node.settings.learner_cap {
+        if let Some((&w, info)) = workers.iter().find(|(&w, _)| reachable(w)) {
+            info!(
+                worker = format!("{w:016x}"),
+                "promoting a plain worker to learner"
+            );
+            // A learner first, then no longer a worker: it is never neither.
+            let added = h.raft.add_learner(w, info.clone(), false).await;
+            let dropped = match added {
+                Ok(_) => node
+                    .propose_once(&Command::DropWorker { node_id: w })
                     .await
-                {
-                    warn!(error = %e, "promotion failed");
-                }
-                continue;
+                    .map(|_| ()),
+                Err(e) => Err(crate::cluster::propose::ProposeError::Raft(e.to_string())),
+            };
+            if let Err(e) = dropped {
+                warn!(error = %e, "promoting a plain worker failed");
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// Keep members' records current (addresses change when a node restarts).
+async fn refresh_records(
+    node: &Node,
+    h: &RaftHandle,
+    metrics: &shoal_raft::Metrics,
+    hellos: &std::collections::HashMap<u64, shoal_net::wire::PeerInfo>,
+) {
+    let m = metrics.membership_config.membership();
+    let mut updates = BTreeMap::new();
+    for (&id, info) in hellos {
+        if let Some(cur) = m.get_node(&id) {
+            let fresh = member_record(info.clone());
+            if *cur != fresh && !fresh.addrs.is_empty() {
+                updates.insert(id, fresh);
             }
         }
-        // A learner that is gone (a voter replaced while silent stays one) holds no place:
-        // only live learners count against the cap, so a live worker takes over.
-        if learners.iter().filter(|&&l| reachable(l)).count() < node.settings.learner_cap {
-            if let Some((&w, info)) = workers.iter().find(|(&w, _)| reachable(w)) {
-                info!(
-                    worker = format!("{w:016x}"),
-                    "promoting a plain worker to learner"
-                );
-                // A learner first, then no longer a worker: it is never neither.
-                let added = h.raft.add_learner(w, info.clone(), false).await;
-                let dropped = match added {
-                    Ok(_) => node
-                        .propose_once(&Command::DropWorker { node_id: w })
-                        .await
-                        .map(|_| ()),
-                    Err(e) => Err(crate::cluster::propose::ProposeError::Raft(e.to_string())),
-                };
-                if let Err(e) = dropped {
-                    warn!(error = %e, "promoting a plain worker failed");
-                }
-                continue;
-            }
+    }
+    if let Some(cur) = m.get_node(&node.id) {
+        let me = node.node_info();
+        if *cur != me {
+            updates.insert(node.id, me);
         }
-        // Keep members' records current (addresses change when a node restarts).
-        let mut updates = BTreeMap::new();
-        for (&id, info) in &hellos {
-            if let Some(cur) = m.get_node(&id) {
-                let fresh = member_record(info.clone());
-                if *cur != fresh && !fresh.addrs.is_empty() {
-                    updates.insert(id, fresh);
-                }
-            }
-        }
-        if let Some(cur) = m.get_node(&node.id) {
-            let me = node.node_info();
-            if *cur != me {
-                updates.insert(node.id, me);
-            }
-        }
-        if !updates.is_empty() {
-            if let Err(e) = h
-                .raft
-                .change_membership(ChangeMembers::SetNodes(updates), true)
-                .await
-            {
-                warn!(error = %e, "updating member records failed");
-            }
+    }
+    if !updates.is_empty() {
+        if let Err(e) = h
+            .raft
+            .change_membership(ChangeMembers::SetNodes(updates), true)
+            .await
+        {
+            warn!(error = %e, "updating member records failed");
         }
     }
 }

@@ -3,10 +3,11 @@
 //! over libp2p and the replicated state Raft applies.
 
 pub mod admission;
+pub mod answers;
 pub(crate) mod bootstrap;
 mod handlers;
 pub(crate) mod health;
-pub(crate) mod heartbeats;
+pub mod heartbeats;
 pub(crate) mod identity;
 pub(crate) mod inplace;
 pub(crate) mod members;

@@ -89,6 +89,9 @@ pub trait Proposer: Send + Sync {
     fn reach(&self, id: NodeId) -> Option<PeerRef>;
     /// Whether it applies the log itself (a member), and so waits to apply what it proposed.
     fn applies_log(&self) -> bool;
+    /// Read the job table it holds (applied, or on a plain worker pushed); `None` before it
+    /// has one.
+    fn with_jobs<R>(&self, f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> R) -> Option<R>;
 }
 
 impl Proposer for Node {
@@ -121,6 +124,10 @@ impl Proposer for Node {
 
     fn applies_log(&self) -> bool {
         self.is_member()
+    }
+
+    fn with_jobs<R>(&self, f: impl FnOnce(&shoal_jobs::cluster::Cluster) -> R) -> Option<R> {
+        crate::cluster::node::with_jobs(self, f)
     }
 }
 

@@ -94,6 +94,18 @@ fn heartbeat(node_id: u64, cluster_id: u64) -> CtlRequest {
     })
 }
 
+/// A joiner asking to join this cluster for itself.
+fn join_as(peer: PeerId) -> CtlRequest {
+    CtlRequest::Join {
+        cluster_id: CLUSTER,
+        node_id: node_id(&peer),
+        info: PeerInfo {
+            peer_id: peer.to_string(),
+            ..PeerInfo::default()
+        },
+    }
+}
+
 fn push(leader: u64, base: u64) -> CtlRequest {
     let p = Push {
         term: 1,
@@ -174,14 +186,7 @@ async fn a_stranger_is_no_member_another_cluster_is_foreign_and_raft_must_be_run
         other => panic!("expected a typed refusal, got {other:?}"),
     }
     // A joiner asking for itself, before Raft runs here.
-    let join = CtlRequest::Join {
-        cluster_id: CLUSTER,
-        node_id: node_id(&peer),
-        info: PeerInfo {
-            peer_id: peer.to_string(),
-            ..PeerInfo::default()
-        },
-    };
+    let join = join_as(peer);
     assert_eq!(declined(&node.on_ctl(peer, join).await), Reason::NotReady);
 }
 
@@ -211,4 +216,110 @@ async fn a_plain_worker_says_which_push_it_needs_and_refuses_impostors() {
         declined(&node.on_ctl(leader, push(me, 3)).await),
         Reason::OutOfStep
     );
+}
+
+/// Make `node` a voter of a two-voter cluster with `other`, which is not running: no
+/// election can be won, so no leader is ever known here.
+async fn voter_beside(node: &Node, other: PeerId) {
+    node.set_cluster_id(Some(CLUSTER)).expect("stored");
+    let h = node.start_raft().await.expect("raft starts");
+    let record = |peer: PeerId| shoal_raft::NodeInfo {
+        peer_id: peer.to_string(),
+        ..shoal_raft::NodeInfo::default()
+    };
+    let members = std::collections::BTreeMap::from([
+        (node.id, record(node.peer_id)),
+        (node_id(&other), record(other)),
+    ]);
+    h.raft.initialize(members).await.expect("initialized");
+}
+
+#[tokio::test]
+async fn a_member_is_told_too_soon_no_leader_forbidden_and_failed() {
+    let node = node().await;
+    let member = greeted(&node).await;
+    voter_beside(&node, member).await;
+    // Asked for the heartbeats twice at once.
+    let heard = CtlRequest::Heard {
+        cluster_id: CLUSTER,
+    };
+    let first = node.on_ctl(member, heard.clone()).await;
+    assert!(matches!(first, CtlResponse::Heartbeats(_)), "{first:?}");
+    assert_eq!(declined(&node.on_ctl(member, heard).await), Reason::TooSoon);
+    // A joiner forwarded to a leader nobody has.
+    let (joiner, _) = asker(PROTOCOL, None);
+    let join = join_as(joiner);
+    assert_eq!(declined(&node.on_ctl(member, join).await), Reason::NoLeader);
+    // A member reads the Raft log: a push to it is forbidden; so is what only the manager
+    // proposes.
+    assert_eq!(
+        declined(&node.on_ctl(member, push(node_id(&member), 0)).await),
+        Reason::Forbidden
+    );
+    let lost = crate::cluster::state::Command::Jobs(shoal_jobs::cluster::Command::NodeLost {
+        node: node.id,
+        at_ms: 1,
+    });
+    let propose = CtlRequest::Propose {
+        cluster_id: CLUSTER,
+        command: codec::encode(&lost),
+    };
+    assert_eq!(
+        declined(&node.on_ctl(member, propose).await),
+        Reason::Forbidden
+    );
+    // Leaving asks the leader; this node is not it, and says its attempt failed.
+    let leave = CtlRequest::Leave {
+        cluster_id: CLUSTER,
+    };
+    assert_eq!(declined(&node.on_ctl(member, leave).await), Reason::Failed);
+    // The same refusal, to a node that has not said it reads reasons: the text alone.
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let join = join_as(stranger);
+    assert_eq!(
+        node.on_ctl(stranger, join).await,
+        CtlResponse::Refused("no leader yet".into())
+    );
+}
+
+#[tokio::test]
+async fn a_plain_worker_refuses_a_second_leader_while_its_own_is_heard() {
+    let node = node().await;
+    node.set_cluster_id(Some(CLUSTER)).expect("stored");
+    let leader = greeted(&node).await;
+    let impostor = greeted(&node).await;
+    let me = node_id(&leader);
+    let record = |peer: PeerId| shoal_raft::NodeInfo {
+        peer_id: peer.to_string(),
+        ..shoal_raft::NodeInfo::default()
+    };
+    let full = Push {
+        term: 1,
+        leader: me,
+        seq: 1,
+        base: 0,
+        roster: Some(vec![
+            (me, record(leader), crate::cluster::pushed::Role::Voter),
+            (
+                node.id,
+                record(node.peer_id),
+                crate::cluster::pushed::Role::Worker,
+            ),
+        ]),
+        ..Push::default()
+    };
+    let to_worker = |p: &Push| CtlRequest::Push {
+        cluster_id: CLUSTER,
+        push: codec::encode(p),
+    };
+    let answer = node.on_ctl(leader, to_worker(&full)).await;
+    assert_eq!(answer, CtlResponse::Ok);
+    let mut other = full.clone();
+    other.leader = node_id(&impostor);
+    other.term = 1 << 40;
+    assert_eq!(
+        declined(&node.on_ctl(impostor, to_worker(&other)).await),
+        Reason::NotTheLeader
+    );
+    assert_eq!(node.pushed.leader(), Some(me));
 }

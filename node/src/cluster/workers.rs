@@ -9,6 +9,7 @@
 //! acknowledged, so a lost push or answer costs one resend, never a gap.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::cluster::identity::hex;
 use crate::cluster::node::{Node, CTL_TIMEOUT};
+use crate::cluster::propose::Proposer;
 use crate::cluster::pushed::{concerns, Push, PushedJob, Pushes, Role, Sent, KEEPALIVE};
 use crate::cluster::rpc::peer_ref;
 use crate::cluster::state::ClusterState;
@@ -140,36 +142,7 @@ impl Planner {
             } else {
                 st.jobs.clone()
             };
-            let mut jobs = Vec::new();
-            let mut bytes = 0;
-            let mut wanted = std::collections::HashSet::new();
-            for job in state.jobs.jobs.values().filter(|j| concerns(j, w)) {
-                wanted.insert(job.id.clone());
-                let Some(&(d, size)) = self.digests.1.get(&job.id) else {
-                    continue;
-                };
-                if acked.get(&job.id) == Some(&d) || (bytes > 0 && bytes + size > PUSH_BYTES) {
-                    continue;
-                }
-                let spec_sent = !acked.contains_key(&job.id);
-                let mut job = job.clone();
-                if !spec_sent {
-                    job.spec = JobSpec::default();
-                }
-                bytes += size;
-                acked.insert(job.id.clone(), d);
-                jobs.push(PushedJob { job, spec_sent });
-            }
-            let mut gone: Vec<String> = acked
-                .keys()
-                .filter(|id| !wanted.contains(*id))
-                .cloned()
-                .collect();
-            // In a fixed order: a simulated run replays byte for byte.
-            gone.sort();
-            for id in &gone {
-                acked.remove(id);
-            }
+            let (jobs, gone) = self.changed_jobs(state, w, &mut acked);
             // A first push names the roster by its digest only, unless the worker said it
             // lacks it: a new leader's roster is the one its workers hold, mostly.
             let roster_changed = if full {
@@ -210,6 +183,48 @@ impl Planner {
             });
         }
         out
+    }
+
+    /// The jobs concerning worker `w` that changed since what it `acked` (up to
+    /// [`PUSH_BYTES`] of them), and those it holds that no longer concern it; `acked`
+    /// becomes what it will hold once it takes them.
+    fn changed_jobs(
+        &self,
+        state: &ClusterState,
+        w: NodeId,
+        acked: &mut HashMap<String, u64>,
+    ) -> (Vec<PushedJob>, Vec<String>) {
+        let mut jobs = Vec::new();
+        let mut bytes = 0;
+        let mut wanted = std::collections::HashSet::new();
+        for job in state.jobs.jobs.values().filter(|j| concerns(j, w)) {
+            wanted.insert(job.id.clone());
+            let Some(&(d, size)) = self.digests.1.get(&job.id) else {
+                continue;
+            };
+            if acked.get(&job.id) == Some(&d) || (bytes > 0 && bytes + size > PUSH_BYTES) {
+                continue;
+            }
+            let spec_sent = !acked.contains_key(&job.id);
+            let mut job = job.clone();
+            if !spec_sent {
+                job.spec = JobSpec::default();
+            }
+            bytes += size;
+            acked.insert(job.id.clone(), d);
+            jobs.push(PushedJob { job, spec_sent });
+        }
+        let mut gone: Vec<String> = acked
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
+        // In a fixed order: a simulated run replays byte for byte.
+        gone.sort();
+        for id in &gone {
+            acked.remove(id);
+        }
+        (jobs, gone)
     }
 }
 
@@ -254,8 +269,38 @@ impl Pushes {
     }
 }
 
-/// Run forever: while this node leads, push to every plain worker what it lacks.
-pub async fn run(node: Arc<Node>, mut stop: Stop) {
+/// What the leader's push loop needs of a node beyond proposing: the daemon's [`Node`] and
+/// the simulator's node alike, so `shoal sim` runs the loop below.
+pub trait Leads: Proposer + 'static {
+    /// What each plain worker acknowledged.
+    fn pushes(&self) -> &Pushes;
+    /// Read the applied state and the log index it is at; `None` before Raft runs.
+    fn with_applied<R>(&self, f: impl FnOnce(u64, &ClusterState) -> R) -> Option<R>;
+    /// Run one push's request, a task that ends with the node.
+    fn spawn_request(&self, f: impl Future<Output = ()> + Send + 'static);
+}
+
+impl Leads for Node {
+    fn pushes(&self) -> &Pushes {
+        &self.pushes
+    }
+
+    fn with_applied<R>(&self, f: impl FnOnce(u64, &ClusterState) -> R) -> Option<R> {
+        let h = self.raft.get()?;
+        let applied = h.applied.read_now();
+        Some(f(
+            applied.last_applied.map_or(0, |l| l.index),
+            &applied.state,
+        ))
+    }
+
+    fn spawn_request(&self, f: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(f);
+    }
+}
+
+/// Until stopped: while this node leads, push to every plain worker what it lacks.
+pub async fn run<P: Leads>(node: Arc<P>, mut stop: Stop) {
     let mut tick = tokio::time::interval(PUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut planner = Planner::default();
@@ -263,28 +308,28 @@ pub async fn run(node: Arc<Node>, mut stop: Stop) {
         if stop.or(tick.tick()).await.is_none() {
             return;
         }
-        let Some(h) = node.raft.get() else { continue };
-        let m = shoal_raft::metrics(&h.raft);
-        if m.current_leader != Some(node.id) {
-            node.pushes.clear();
+        let Some(raft) = node.raft() else { continue };
+        let m = shoal_raft::metrics(raft);
+        if m.current_leader != Some(node.id()) || m.state != shoal_raft::ServerState::Leader {
+            node.pushes().clear();
             continue;
         }
-        let Some(cluster_id) = node.cluster_id() else {
+        let Some(cluster_id) = node.cluster() else {
             continue;
         };
-        let outgoing = {
-            let applied = h.applied.read_now();
-            let index = applied.last_applied.map_or(0, |l| l.index);
-            planner.plan(node.id, &m, index, &applied.state, &node.pushes)
+        let Some(outgoing) = node
+            .with_applied(|index, state| planner.plan(node.id(), &m, index, state, node.pushes()))
+        else {
+            continue;
         };
         for out in outgoing {
-            let node = Arc::clone(&node);
-            tokio::spawn(async move {
+            let n = Arc::clone(&node);
+            node.spawn_request(async move {
                 let answer = match out.request(cluster_id) {
-                    Ok((to, req)) => node.net.ctl(&to, req, CTL_TIMEOUT).await,
+                    Ok((to, req)) => n.transport().ctl(&to, req, CTL_TIMEOUT).await,
                     Err(e) => Ok(CtlResponse::declined(Reason::Failed, e)),
                 };
-                node.pushes.settle(out, answer);
+                n.pushes().settle(out, answer);
             });
         }
     }

@@ -424,7 +424,7 @@ async fn reduce_attempt(
     // directory, the pieces from one node into one file, one after another.
     // Each map's partition: where its bytes are here (file, offset), and whether they were
     // checked as they arrived; the others are checked before use.
-    let mut inputs: Vec<(MapOut, PathBuf, u64, bool)> = Vec::new();
+    let mut inputs: Vec<ReduceFrom> = Vec::new();
     let mut remote = Vec::new();
     let mut local_bytes = 0u64;
     for m in outputs.iter().filter(|m| m.size > 0) {
@@ -444,57 +444,8 @@ async fn reduce_attempt(
     let fetch_started = std::time::Instant::now();
     let fetched = futures::stream::iter(batches.into_iter().enumerate())
         .map(|(i, (holder, batch))| {
-            let ctl = Arc::clone(ctl);
             let path = dirs.work.join(format!("fetched-{i:04}"));
-            async move {
-                let lost = |m: &MapOut, why: String| Failure {
-                    lost_map: Some((m.map, m.attempt)),
-                    ..Failure::lost(format!(
-                        "fetching the output of map {} from node {:016x} failed: {why}",
-                        m.map, m.node
-                    ))
-                };
-                let Some(peer) = peer_of(&ctl.node, holder) else {
-                    return Err(lost(&batch[0].0, "not a member".into()));
-                };
-                let pieces: Vec<shoal_net::wire::Piece> = batch
-                    .iter()
-                    .map(|(m, key)| shoal_net::wire::Piece {
-                        key: key.clone(),
-                        offset: m.offset,
-                        len: m.size,
-                    })
-                    .collect();
-                match crate::storage::data::fetch_pieces_to_file(&ctl.store, peer, &pieces, &path).await
-                {
-                    Ok((n, sums)) => {
-                        let mut at = 0;
-                        let mut got: Vec<(MapOut, PathBuf, u64, bool)> = Vec::new();
-                        for ((m, _), sum) in batch.iter().zip(sums) {
-                            if m.checksum.is_some_and(|want| want != sum) {
-                                let why = format!(
-                                    "job's map {} output (attempt {}) is corrupt: checksum {sum:08x}, {:08x} recorded",
-                                    m.map,
-                                    m.attempt,
-                                    m.checksum.unwrap_or_default()
-                                );
-                                return Err(lost(m, why));
-                            }
-                            got.push((m.clone(), path.clone(), at, true));
-                            at = at.saturating_add(m.size);
-                        }
-                        Ok((got, n))
-                    }
-                    // This node's own disk failed: not the map's fault.
-                    Err(crate::storage::data::BatchFailed {
-                        error: e @ crate::storage::data::DataError::Local(_),
-                        ..
-                    }) => Err(Failure::from(e.to_string())),
-                    Err(crate::storage::data::BatchFailed { done, error }) => {
-                        Err(lost(&batch[done.min(batch.len() - 1)].0, error.to_string()))
-                    }
-                }
-            }
+            fetch_batch(ctl, holder, batch, path)
         })
         .buffer_unordered(PARALLEL_FETCHES)
         .collect::<Vec<_>>()
@@ -564,6 +515,68 @@ async fn reduce_attempt(
         counters,
         holders,
     })
+}
+
+/// One map output a reduce reads: the map's report, the file its bytes are in here, at what
+/// offset, and whether they were checked as they arrived (the others are checked before use).
+type ReduceFrom = (MapOut, PathBuf, u64, bool);
+
+/// Fetch `batch`, map outputs node `holder` holds, into the file at `path` in one stream,
+/// checking each against its map's checksum: where each is, and the bytes fetched. A piece
+/// that cannot be had or is corrupt is a lost map output; this node's own disk failing is
+/// not the map's fault.
+async fn fetch_batch(
+    ctl: &Arc<Control>,
+    holder: NodeId,
+    batch: Vec<(MapOut, String)>,
+    path: PathBuf,
+) -> Result<(Vec<ReduceFrom>, u64), Failure> {
+    let lost = |m: &MapOut, why: String| Failure {
+        lost_map: Some((m.map, m.attempt)),
+        ..Failure::lost(format!(
+            "fetching the output of map {} from node {:016x} failed: {why}",
+            m.map, m.node
+        ))
+    };
+    let Some(peer) = peer_of(&ctl.node, holder) else {
+        return Err(lost(&batch[0].0, "not a member".into()));
+    };
+    let pieces: Vec<shoal_net::wire::Piece> = batch
+        .iter()
+        .map(|(m, key)| shoal_net::wire::Piece {
+            key: key.clone(),
+            offset: m.offset,
+            len: m.size,
+        })
+        .collect();
+    match crate::storage::data::fetch_pieces_to_file(&ctl.store, peer, &pieces, &path).await {
+        Ok((n, sums)) => {
+            let mut at = 0;
+            let mut got: Vec<ReduceFrom> = Vec::new();
+            for ((m, _), sum) in batch.iter().zip(sums) {
+                if m.checksum.is_some_and(|want| want != sum) {
+                    let why = format!(
+                        "job's map {} output (attempt {}) is corrupt: checksum {sum:08x}, {:08x} recorded",
+                        m.map,
+                        m.attempt,
+                        m.checksum.unwrap_or_default()
+                    );
+                    return Err(lost(m, why));
+                }
+                got.push((m.clone(), path.clone(), at, true));
+                at = at.saturating_add(m.size);
+            }
+            Ok((got, n))
+        }
+        // This node's own disk failed: not the map's fault.
+        Err(crate::storage::data::BatchFailed {
+            error: e @ crate::storage::data::DataError::Local(_),
+            ..
+        }) => Err(Failure::from(e.to_string())),
+        Err(crate::storage::data::BatchFailed { done, error }) => {
+            Err(lost(&batch[done.min(batch.len() - 1)].0, error.to_string()))
+        }
+    }
 }
 
 /// Check map `m`'s partition, at `offset` in the file at `path`, against the map's report:

@@ -198,7 +198,7 @@ impl ManagerHost for Control {
             .heartbeats
             .locked()
             .iter()
-            .map(|(&n, (at, _))| (n, tokio::time::Instant::from_std(*at)))
+            .map(|(&n, (at, _))| (n, *at))
             .collect()
     }
 

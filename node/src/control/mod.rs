@@ -17,6 +17,8 @@ pub mod drain;
 pub mod jobdir;
 pub mod jobdirs;
 pub mod manager;
+pub mod reconcile;
+pub mod submit;
 pub mod work;
 pub mod worker;
 

@@ -13,21 +13,19 @@
 //! attempt, so a late report is ignored. When a job ends, its splits and map outputs are
 //! deleted here.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_jobs::cluster::{self, Applied, Job, JobState, NodeId, TaskKind, TaskState};
-use shoal_jobs::planted::{self, Bug};
-use shoal_jobs::spec::JobSpec;
+use shoal_jobs::cluster::{self, Applied, NodeId};
 use shoal_net::wire::{CtlRequest, Heartbeat};
 use shoal_net::Transport;
 use tracing::{debug, info, warn};
 
 use crate::cluster::propose::ProposeError;
 use crate::cluster::state::Command;
+use crate::control::reconcile::{reconcile, Actions, Seen};
 use crate::control::work::{task_id, AttemptState, Cause, Done, Failure, Report, Running, Work};
 pub use crate::control::work::{AttemptKey, MapOut};
 use crate::control::Control;
@@ -38,66 +36,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// How long a finished attempt keeps trying to report (leader changes, no leader).
 const REPORT_PATIENCE: Duration = Duration::from_secs(300);
 
-/// Whether the table still wants attempt `k` to run (its job running, it not ended).
-pub fn still_running(jobs: &cluster::Cluster, k: &AttemptKey) -> bool {
-    jobs.jobs
-        .get(&k.job)
-        .filter(|j| j.state == JobState::Running)
-        .and_then(|j| j.task(k.kind, k.index))
-        .and_then(|t| t.attempts.iter().find(|a| a.attempt == k.attempt))
-        .is_some_and(|a| a.state == TaskState::Running)
-}
-
-/// Running attempts that the table assigns to node `me`, in table order: what the node
-/// must be running. The daemon's worker and the simulator's both start from it.
-pub fn assigned(
-    jobs: &cluster::Cluster,
-    me: NodeId,
-) -> impl Iterator<Item = (&Job, &cluster::Task, AttemptKey, u64)> {
-    jobs.jobs
-        .values()
-        .filter(|j| j.state == JobState::Running)
-        .flat_map(|j| j.maps.iter().chain(j.reduces.iter()).map(move |t| (j, t)))
-        .flat_map(move |(j, t)| {
-            t.attempts
-                .iter()
-                .filter(move |a| a.node == me && a.state == TaskState::Running)
-                .map(move |a| {
-                    let key = AttemptKey {
-                        job: j.id.clone(),
-                        kind: t.kind,
-                        index: t.index,
-                        attempt: a.attempt,
-                    };
-                    (j, t, key, a.start_ms)
-                })
-        })
-}
-
-/// The maps' outputs that reduce `p` of `job` must read: each map's successful attempt and
-/// the node that ran it — or `None` while a map is not done (its output was lost after the
-/// reduce was assigned, and it is being run again): a reduce over fewer than every map
-/// would write a wrong part file. (The simulator found that one.)
-pub fn map_outputs(job: &Job, p: u32) -> Option<Vec<MapOut>> {
-    use shoal_jobs::planted::{active, Bug};
-    let partial = active(Bug::PartialReduceInput);
-    job.maps
-        .iter()
-        .filter(|t| !partial || t.state == TaskState::Done)
-        .map(|t| {
-            let a = t.accepted()?;
-            let (offset, size) = shoal_jobs::task::partition_range(&t.output_sizes, p);
-            Some(MapOut {
-                map: t.index,
-                node: a.node,
-                attempt: a.attempt,
-                offset,
-                size,
-                checksum: t.output_checksums.get(p as usize).copied(),
-            })
-        })
-        .collect()
-}
+pub use crate::control::reconcile::{assigned, map_outputs, still_running};
 
 /// What the worker loop needs from where it runs — a node with processes and files, or a
 /// node of the simulator with tasks in memory: the applied table, proposing, spawning, and
@@ -153,9 +92,7 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running, mut stop: Sto
     let (reports, queued) = tokio::sync::mpsc::unbounded_channel();
     host.spawn(send_reports(Arc::clone(&host), queued));
     let (me, boot_ms) = host.id_and_boot();
-    let mut started: HashSet<AttemptKey> = HashSet::new();
-    let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
-    let mut cleaned: HashSet<String> = HashSet::new();
+    let mut seen = Seen::default();
     let mut last_applied = None;
     loop {
         if stop.or(changes.next(TICK)).await.is_none() {
@@ -166,112 +103,67 @@ pub async fn run_on<H: WorkerHost>(host: Arc<H>, running: Running, mut stop: Sto
             continue;
         }
         last_applied = applied_at;
-        let mut to_start = Vec::new();
-        let mut to_clean = Vec::new();
-        let mut stale = Vec::new();
-        let forgotten: Vec<String> = host.read_table(|jobs, _| {
-            let forgotten = cleaned
-                .iter()
-                .filter(|j| !jobs.jobs.contains_key(*j))
-                .cloned()
-                .collect();
-            for job in jobs.jobs.values().filter(|j| j.state != JobState::Running) {
-                if !cleaned.contains(&job.id) {
-                    // The parts this node holds (a map-only job's are its maps').
-                    let keep: Vec<(u32, u32)> = job
-                        .parts()
-                        .into_iter()
-                        .filter(|p| p.holders.contains(&me))
-                        .filter(|_| !planted::active(Bug::WorkerDeletesParts))
-                        .map(|p| (p.index, p.attempt))
-                        .collect();
-                    to_clean.push((job.id.clone(), keep));
-                }
-            }
-            for (job, t, key, start_ms) in assigned(jobs, me) {
-                if !started.insert(key.clone()) {
-                    continue;
-                }
-                // Assigned before this process started: whatever ran then died with the
-                // old process, and is not trusted.
-                if start_ms < boot_ms {
-                    stale.push(key);
-                    continue;
-                }
-                let spec = specs
-                    .entry(job.id.clone())
-                    .or_insert_with(|| Arc::new(job.spec.clone()))
-                    .clone();
-                to_start.push(Work {
-                    spec,
-                    partitioner: job.partitioner.clone(),
-                    split: match t.kind {
-                        TaskKind::Map => job.splits.get(t.index as usize).cloned(),
-                        TaskKind::Reduce => None,
-                    },
-                    inputs: match t.kind {
-                        TaskKind::Map => Ok(Vec::new()),
-                        TaskKind::Reduce => map_outputs(job, t.index).ok_or_else(|| {
-                            "a map output it needs is being made again; it will be reassigned"
-                                .to_string()
-                        }),
-                    },
-                    key,
-                    assigned_ms: start_ms,
-                });
-            }
+        let actions = host.read_table(|jobs, _| {
             let run = running.locked();
-            for (k, st) in run.iter() {
-                if !still_running(jobs, k) && !st.stop.swap(true, Ordering::Relaxed) {
+            let acts = reconcile(jobs, me, boot_ms, &mut seen, run.keys());
+            for k in &acts.stop {
+                if run.get(k).is_some_and(|st| !st.stop.swap(true, Ordering::Relaxed)) {
                     info!(job = %k.job, task = %task_id(k), attempt = k.attempt, "stopping an attempt the job no longer wants");
                 }
             }
-            forgotten
+            acts
         });
-        if !to_start.is_empty() && crate::planted::active(crate::planted::Fault::WorkerPanic) {
-            panic!("planted fault: the worker loop dies at its first assignment");
-        }
-        for w in to_start {
-            let st = Arc::new(AttemptState::new());
-            running.locked().insert(w.key.clone(), Arc::clone(&st));
-            host.spawn(attempt(
-                Arc::clone(&host),
-                w,
-                st,
-                Arc::clone(&running),
-                reports.clone(),
-            ));
-        }
-        for k in stale {
-            let h = Arc::clone(&host);
-            host.spawn(async move {
-                info!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "an attempt of before the restart is reported lost");
-                let cmd = cluster::Command::TaskFailed {
-                    job: k.job.clone(),
-                    kind: k.kind,
-                    index: k.index,
-                    attempt: k.attempt,
-                    error: "its node restarted while it ran".into(),
-                    exit: None,
-                    stderr_tail: None,
-                    lost: true,
-                    at_ms: h.now_ms(),
-                };
-                if let Err(e) = h.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
-                    warn!(job = %k.job, error = %e, "reporting a stale attempt failed");
-                }
-            });
-        }
-        for job in forgotten {
-            cleaned.remove(&job);
-            Arc::clone(&host).clean(job, None);
-        }
-        for (job, keep) in to_clean {
-            cleaned.insert(job.clone());
-            started.retain(|k| k.job != job);
-            specs.remove(&job);
-            Arc::clone(&host).clean(job, Some(keep));
-        }
+        act(&host, &running, &reports, actions);
+    }
+}
+
+/// Do what one look at the table decided: start attempts, report those of before the
+/// restart lost, and clean up after jobs.
+fn act<H: WorkerHost>(
+    host: &Arc<H>,
+    running: &Running,
+    reports: &tokio::sync::mpsc::UnboundedSender<Report>,
+    actions: Actions,
+) {
+    if !actions.start.is_empty() && crate::planted::active(crate::planted::Fault::WorkerPanic) {
+        panic!("planted fault: the worker loop dies at its first assignment");
+    }
+    for w in actions.start {
+        let st = Arc::new(AttemptState::new());
+        running.locked().insert(w.key.clone(), Arc::clone(&st));
+        host.spawn(attempt(
+            Arc::clone(host),
+            w,
+            st,
+            Arc::clone(running),
+            reports.clone(),
+        ));
+    }
+    for k in actions.stale {
+        let h = Arc::clone(host);
+        host.spawn(async move {
+            info!(job = %k.job, task = %task_id(&k), attempt = k.attempt, "an attempt of before the restart is reported lost");
+            let cmd = cluster::Command::TaskFailed {
+                job: k.job.clone(),
+                kind: k.kind,
+                index: k.index,
+                attempt: k.attempt,
+                error: "its node restarted while it ran".into(),
+                exit: None,
+                stderr_tail: None,
+                lost: true,
+                at_ms: h.now_ms(),
+            };
+            if let Err(e) = h.propose(&Command::Jobs(cmd), REPORT_PATIENCE).await {
+                warn!(job = %k.job, error = %e, "reporting a stale attempt failed");
+            }
+        });
+    }
+    for job in actions.forget {
+        Arc::clone(host).clean(job, None);
+    }
+    for (job, keep) in actions.clean {
+        Arc::clone(host).clean(job, Some(keep));
     }
 }
 

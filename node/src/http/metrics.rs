@@ -137,6 +137,28 @@ fn jobs(page: &mut Page, table: &Cluster) {
             );
         }
     }
+    attempts(page, table);
+    durations(page, table);
+    page.family(
+        "shoal_job_counter",
+        "gauge",
+        "Counters of each job's successful attempts, as its JSON shows them.",
+    );
+    for j in table.jobs.values() {
+        for (group, names) in &j.counters.0 {
+            for (name, v) in names {
+                page.sample(
+                    "shoal_job_counter",
+                    &[("job", &j.id), ("group", group), ("name", name)],
+                    *v as f64,
+                );
+            }
+        }
+    }
+}
+
+/// Attempts, by kind and outcome.
+fn attempts(page: &mut Page, table: &Cluster) {
     page.family(
         "shoal_task_attempts",
         "gauge",
@@ -173,6 +195,10 @@ fn jobs(page: &mut Page, table: &Cluster) {
             );
         }
     }
+}
+
+/// The durations of successful attempts, as a histogram per kind.
+fn durations(page: &mut Page, table: &Cluster) {
     page.family(
         "shoal_task_duration_seconds",
         "histogram",
@@ -209,22 +235,6 @@ fn jobs(page: &mut Page, table: &Cluster) {
             &[("kind", k)],
             took.len() as f64,
         );
-    }
-    page.family(
-        "shoal_job_counter",
-        "gauge",
-        "Counters of each job's successful attempts, as its JSON shows them.",
-    );
-    for j in table.jobs.values() {
-        for (group, names) in &j.counters.0 {
-            for (name, v) in names {
-                page.sample(
-                    "shoal_job_counter",
-                    &[("job", &j.id), ("group", group), ("name", name)],
-                    *v as f64,
-                );
-            }
-        }
     }
 }
 

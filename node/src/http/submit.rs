@@ -1,43 +1,36 @@
-//! `POST /api/v1/jobs`: accept a job on any ctl.node. The multipart body is a `spec` part first
+//! `POST /api/v1/jobs`: accept a job on any node. The multipart body is a `spec` part first
 //! (the job spec as CBOR, `application/cbor`, or JSON), then one `input` part per input file
-//! (its filename is the name the mapper sees). The node streams each input into line-aligned
-//! splits in its own store, copies each split to `replication` other nodes over
-//! `/shoal/data/1`, then proposes `SubmitJob` (through the leader) and answers
-//! `201 {"id"}`. Inputs named `shoal://JOB` are the part files of a finished job, read from
-//! wherever they live.
+//! (its filename is the name the mapper sees). This streams each input into line-aligned
+//! splits in the node's store, then hands the job to the use case (`control::submit`), which
+//! copies the splits to `replication` other nodes and proposes `SubmitJob` (through the
+//! leader); it answers `201 {"id"}`. Inputs named `shoal://JOB` are the part files of a
+//! finished job, read from wherever they live.
 //!
 //! Bounds, each a 413 naming it: the spec part (shipped files included) and the whole log
 //! entry at most [`MAX_COMMAND_BYTES`], at most [`MAX_INPUT_FILES`] input files, and at most
 //! [`cluster::MAX_SPLITS`] splits, checked as the splits are cut.
 //!
 //! The invariant: nothing is proposed before every split is stored, and a request rejected
-//! for bad input leaves nothing behind on this ctl.node.
+//! for bad input leaves nothing behind on this node.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
-use shoal_jobs::cluster::{self, JobState, NodeId, PartRef, SplitInfo};
+use shoal_jobs::cluster::{self, JobState, PartRef};
 use shoal_jobs::spec::JobSpec;
-use shoal_jobs::split::Split;
-use tracing::info;
 
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
-use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
+use crate::cluster::state::MAX_COMMAND_BYTES;
 use crate::control::jobdir::archive_key;
+use crate::control::submit::{over_log_bound, Refused, Upload};
 use crate::control::Control;
 use crate::http::error::error;
 use crate::http::splitter::{Splitter, TooManySplits};
-use crate::storage::blobs::{part_key, split_object};
-use crate::storage::replication::rotated;
-
-/// Splits copied to other nodes at once.
-const PARALLEL_PUSHES: usize = 4;
+use crate::storage::blobs::part_key;
 
 /// Prefix of an input that names a finished job's output.
 pub const CHAIN_PREFIX: &str = "shoal://";
@@ -101,13 +94,7 @@ fn disk_ok(ctl: &Control) -> Result<(), Rejected> {
 
 /// 413: `what` is over [`MAX_COMMAND_BYTES`].
 fn too_large(what: &str) -> Rejected {
-    Rejected(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "{what} is over {} MiB, the most one job may put in the replicated log; ship big files another way (e.g. as an input, or on every machine)",
-            MAX_COMMAND_BYTES >> 20
-        ),
-    )
+    Rejected(StatusCode::PAYLOAD_TOO_LARGE, over_log_bound(what))
 }
 
 fn bad(msg: impl Into<String>) -> Rejected {
@@ -166,7 +153,7 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
     let bytes = read_capped(first, MAX_COMMAND_BYTES)
         .await?
         .ok_or_else(|| too_large("the job's spec (its shipped files included)"))?;
-    let mut spec: JobSpec = if cbor {
+    let spec: JobSpec = if cbor {
         shoal_net::codec::decode(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
     } else {
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("a malformed spec: {e}")))?
@@ -198,6 +185,53 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
         spec.combine_files,
         whole_files,
     );
+    let archives_got = receive_parts(ctl, &spec, mp, &mut splitter).await?;
+    for (source, parts) in &chained {
+        for part in parts {
+            splitter.start_file(&part.name).map_err(not_stored)?;
+            read_part(ctl, source, part, &mut splitter).await?;
+            splitter.end_file().map_err(not_stored)?;
+        }
+    }
+    if let Some(a) = spec
+        .archives
+        .iter()
+        .find(|a| !archives_got.contains(&a.name))
+    {
+        return Err(bad(format!("archive {} was not sent with the job", a.name)));
+    }
+    let stored = splitter.finish().await.map_err(not_stored)?;
+    if stored.len() + in_place.len() > cluster::MAX_SPLITS {
+        return Err(not_stored(std::io::Error::other(TooManySplits)));
+    }
+    let upload = Upload {
+        spec,
+        app,
+        stored,
+        in_place,
+        started,
+    };
+    crate::control::submit::commit(ctl, job, upload)
+        .await
+        .map_err(|refused| {
+            let status = match &refused {
+                Refused::Bad(_) => StatusCode::BAD_REQUEST,
+                Refused::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                Refused::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refused::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Rejected(status, refused.to_string())
+        })
+}
+
+/// Take the request's `archive` parts, then its `input` parts into `splitter`: the names of
+/// the archives received.
+async fn receive_parts(
+    ctl: &Arc<Control>,
+    spec: &JobSpec,
+    mp: &mut Multipart,
+    splitter: &mut Splitter<'_>,
+) -> Result<Vec<String>, Rejected> {
     let mut next_check = 0u64;
     let mut archives_got: Vec<String> = Vec::new();
     while let Some(mut field) = mp
@@ -210,7 +244,7 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
             if archives_got.contains(&name) {
                 return Err(bad(format!("archive {name:?} was sent twice")));
             }
-            archives_got.push(receive_archive(ctl, &spec, field).await?);
+            archives_got.push(receive_archive(ctl, spec, field).await?);
             continue;
         }
         if field.name() != Some("input") {
@@ -241,110 +275,7 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
         }
         splitter.end_file().map_err(not_stored)?;
     }
-    for (source, parts) in &chained {
-        for part in parts {
-            splitter.start_file(&part.name).map_err(not_stored)?;
-            read_part(ctl, source, part, &mut splitter).await?;
-            splitter.end_file().map_err(not_stored)?;
-        }
-    }
-    if let Some(a) = spec
-        .archives
-        .iter()
-        .find(|a| !archives_got.contains(&a.name))
-    {
-        return Err(bad(format!("archive {} was not sent with the job", a.name)));
-    }
-    let stored = splitter.finish().await.map_err(not_stored)?;
-    if stored.is_empty() && in_place.is_empty() {
-        return Err(bad("the job has no input"));
-    }
-    if stored.len() + in_place.len() > cluster::MAX_SPLITS {
-        return Err(not_stored(std::io::Error::other(TooManySplits)));
-    }
-    // Read in place: numbered after the stored splits, never copied.
-    let in_place: Vec<SplitInfo> = in_place
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| SplitInfo {
-            index: (stored.len() + i) as u32,
-            ..s
-        })
-        .collect();
-
-    // The partitioner may sample the input (the sort app's ranges).
-    let local: Vec<Split> = stored
-        .iter()
-        .map(|s| {
-            let (key, offset) = split_object(job, s);
-            (s, ctl.store.blobs.path(&key).unwrap_or_default(), offset)
-        })
-        .chain(
-            in_place
-                .iter()
-                .filter_map(|s| Some((s, ctl.node.in_place_split(s)?.ok()?)))
-                .map(|(s, (path, offset))| (s, path, offset)),
-        )
-        .map(|(s, path, offset)| Split {
-            index: s.index,
-            path,
-            name: s.name.clone(),
-            offset,
-            len: s.len,
-            files: s.files.clone(),
-        })
-        .collect();
-    let spec_for_sample = spec.clone();
-    let partitioner = tokio::task::spawn_blocking(move || {
-        shoal_jobs::local::choose_partitioner(&spec_for_sample, app.as_ref(), &local)
-    })
-    .await
-    .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| bad(e.to_string()))?;
-
-    let bytes: u64 = stored.iter().chain(&in_place).map(|s| s.len).sum();
-    let n_splits = stored.len() + in_place.len();
-    let mut measured = shoal_jobs::counters::Counters::default();
-    measured.add_builtin("submission_upload_ms", started.elapsed().as_millis() as u64);
-    let copying = std::time::Instant::now();
-    let mut splits = replicate_splits(ctl, job, stored, spec.replication).await;
-    replicate_archives(ctl, &mut spec).await;
-    measured.add_builtin("submission_copy_ms", copying.elapsed().as_millis() as u64);
-    splits.extend(in_place);
-    let cmd = Command::Jobs(cluster::Command::SubmitJob {
-        id: job.to_owned(),
-        spec: Box::new(spec),
-        splits,
-        partitioner,
-        at_ms: now_ms(),
-        counters: measured,
-    });
-    if shoal_net::codec::encode(&cmd).len() > MAX_COMMAND_BYTES {
-        return Err(too_large(
-            "the job's entry in the log (spec, shipped files and splits)",
-        ));
-    }
-    ctl.node
-        .propose(&cmd, std::time::Duration::from_secs(30))
-        .await
-        .map_err(|e| {
-            Rejected(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the cluster did not accept the job: {e}"),
-            )
-        })?;
-    // On a plain worker, what a client reads next from this node comes with a push.
-    if ctl.node.is_plain_worker()
-        && !ctl
-            .node
-            .pushed
-            .wait_for_job(job, std::time::Duration::from_secs(10))
-            .await
-    {
-        tracing::warn!(%job, "the leader has not pushed the job submitted here yet");
-    }
-    info!(%job, splits = n_splits, bytes, "job accepted");
-    Ok(())
+    Ok(archives_got)
 }
 
 /// Store an `archive` part under its digest, checking it is the archive the spec names
@@ -398,22 +329,6 @@ async fn receive_archive(
         .map_err(|e| Rejected(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(not_stored)?;
     Ok(name)
-}
-
-/// Copy each archive to `replication` other nodes, and name its holders in the spec: this
-/// node and those that took a copy.
-async fn replicate_archives(ctl: &Arc<Control>, spec: &mut JobSpec) {
-    let copies = spec.replication;
-    let takers = ctl.store.book.copy_takers();
-    for (i, a) in spec.archives.iter_mut().enumerate() {
-        let key = archive_key(&a.digest);
-        let Some(path) = ctl.store.blobs.path(&key) else {
-            continue;
-        };
-        let targets = rotated(&takers, copies, i as u32);
-        // This node and those the copies reached.
-        a.holders = crate::storage::replication::replicate(&ctl.store, &key, &path, &targets).await;
-    }
 }
 
 /// The `shoal://JOB` inputs: each job's part files.
@@ -529,71 +444,4 @@ async fn read_part(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("{key} could not be read: {last}"),
     ))
-}
-
-/// Copy every object holding splits (segments) to `copies` other nodes; the splits with the
-/// nodes that hold them.
-/// Small segments travel to a node in batches (one stream for up to
-/// [`shoal_net::wire::MAX_BATCH_KEYS`] objects or [`crate::storage::data::BATCH_BYTES`]), large ones a
-/// stream each, [`PARALLEL_PUSHES`] at a time.
-async fn replicate_splits(
-    ctl: &Arc<Control>,
-    job: &str,
-    mut stored: Vec<SplitInfo>,
-    copies: u32,
-) -> Vec<SplitInfo> {
-    // The objects that hold the splits (their segments), each with its size: where its
-    // last split ends. The object's place in this list spreads the copies over the nodes.
-    let mut objects: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &stored {
-        let (key, offset) = split_object(job, s);
-        let end = objects.entry(key).or_default();
-        *end = (*end).max(offset + s.len);
-    }
-    let mut by_target: Vec<(NodeId, (String, u64))> = Vec::new();
-    let takers = ctl.store.book.copy_takers();
-    for (spread, (key, &size)) in objects.iter().enumerate() {
-        for t in rotated(&takers, copies, spread as u32) {
-            by_target.push((t, (key.clone(), size)));
-        }
-    }
-    let batches = crate::storage::data::batches(by_target, |&(_, size)| size);
-    let mut pushed: Vec<(NodeId, Vec<String>)> = futures::stream::iter(batches)
-        .map(|(target, batch)| {
-            let ctl = Arc::clone(ctl);
-            let keys: Vec<String> = batch.into_iter().map(|(key, _)| key).collect();
-            let items: Option<Vec<(String, std::path::PathBuf)>> = keys
-                .iter()
-                .map(|key| ctl.store.blobs.path(key).map(|p| (key.clone(), p)))
-                .collect();
-            async move {
-                let Some((peer, items)) = peer_of(&ctl.node, target).zip(items) else {
-                    return (target, Vec::new());
-                };
-                match crate::storage::data::push_or_link_files(&ctl.store, peer, &items).await {
-                    Ok(_) => (target, keys),
-                    Err(e) => {
-                        tracing::warn!(segments = items.len(), error = %e, "copying input to another node failed");
-                        (target, Vec::new())
-                    }
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL_PUSHES)
-        .collect()
-        .await;
-    pushed.sort_by_key(|p| p.0);
-    let mut holders: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
-    for (target, keys) in pushed {
-        for key in keys {
-            holders.entry(key).or_default().push(target);
-        }
-    }
-    for s in stored.iter_mut() {
-        let copies = holders.get(&split_object(job, s).0);
-        s.holders = std::iter::once(ctl.node.id)
-            .chain(copies.into_iter().flatten().copied())
-            .collect();
-    }
-    stored
 }

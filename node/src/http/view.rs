@@ -284,8 +284,91 @@ pub fn cluster_view(ctl: &Control) -> ClusterView {
         };
     };
     let metrics = shoal_raft::metrics(&h.raft);
-    // Members and plain workers with their roles, and the leader: from the membership and
-    // the applied state on a member, from the leader's pushes on a plain worker.
+    let (roster, leader_id) = roster(ctl, h, &metrics);
+    let roles: std::collections::HashMap<u64, Role> =
+        roster.iter().map(|(id, _, r)| (*id, *r)).collect();
+    this.membership = roles.get(&ctl.node.id).map(|r| r.name().to_string());
+    this.state = match metrics.state {
+        _ if roles.get(&ctl.node.id) == Some(&Role::Worker) => "worker",
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "unknown",
+    }
+    .into();
+    let mut nodes: Vec<NodeView> = roster
+        .iter()
+        .map(|(id, info, r)| match *id == ctl.node.id {
+            true => this.clone(),
+            false => other_node(ctl, &seen, (*id, info, *r), leader_id),
+        })
+        .collect();
+    if !nodes.iter().any(|n| n.id == this.id) {
+        nodes.push(this.clone());
+    }
+    let mixed_versions = versions(ctl, &mut nodes);
+    set_drains(ctl, h, &mut nodes, &mut this);
+    let leader = leader_id.and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
+    let (state_hash, applied) = state_hash(h);
+    ClusterView {
+        cluster_id: ctl.node.cluster_id().map(hex),
+        this,
+        leader,
+        term: metrics.current_term,
+        applied,
+        state_hash,
+        nodes,
+        status: Some(status).filter(|s| !s.is_empty()),
+        shuffle: shuffle_view(ctl),
+        linked_bytes: ctl.store.links.linked_bytes(),
+        slots: slots_view(ctl),
+        mixed_versions,
+    }
+}
+
+/// Each node's drain state, as the applied table says.
+fn set_drains(
+    ctl: &Control,
+    h: &crate::cluster::node::RaftHandle,
+    nodes: &mut [NodeView],
+    this: &mut NodeView,
+) {
+    let a = h.applied.read_now();
+    for n in nodes.iter_mut() {
+        if let Ok(id) = u64::from_str_radix(&n.id, 16) {
+            let others = crate::control::drain::others(ctl, id, &a.state.jobs);
+            n.drain = a.state.jobs.drain_state(id, others).map(String::from);
+        }
+    }
+    let others = crate::control::drain::others(ctl, ctl.node.id, &a.state.jobs);
+    this.drain = a
+        .state
+        .jobs
+        .drain_state(ctl.node.id, others)
+        .map(String::from);
+}
+
+/// The applied state's hash (equal on every member at the same index) and its position.
+fn state_hash(h: &crate::cluster::node::RaftHandle) -> (String, LogPos) {
+    let a = h.applied.read_now();
+    let bytes = shoal_net::codec::encode(&a.state);
+    let pos = a
+        .last_applied
+        .map_or(LogPos { index: 0, term: 0 }, |l| LogPos {
+            index: l.index,
+            term: l.leader_id.term,
+        });
+    (hex(shoal_jobs::partition::stable_hash(&bytes)), pos)
+}
+
+/// Members and plain workers with their roles, and the leader: from the membership and the
+/// applied state on a member, from the leader's pushes on a plain worker.
+fn roster(
+    ctl: &Control,
+    h: &crate::cluster::node::RaftHandle,
+    metrics: &shoal_raft::Metrics,
+) -> (Vec<(u64, NodeInfo, Role)>, Option<u64>) {
     let pushed = ctl.node.is_plain_worker().then(|| {
         ctl.node.pushed.read(|t| {
             t.map(|t| {
@@ -298,7 +381,7 @@ pub fn cluster_view(ctl: &Control) -> ClusterView {
             })
         })
     });
-    let (roster, leader_id) = match pushed.flatten() {
+    match pushed.flatten() {
         Some((roster, leader)) => (roster, Some(leader)),
         None => {
             let m = metrics.membership_config.membership();
@@ -322,95 +405,41 @@ pub fn cluster_view(ctl: &Control) -> ClusterView {
             );
             (roster, metrics.current_leader)
         }
-    };
-    let roles: std::collections::HashMap<u64, Role> =
-        roster.iter().map(|(id, _, r)| (*id, *r)).collect();
-    this.membership = roles.get(&ctl.node.id).map(|r| r.name().to_string());
-    this.state = match metrics.state {
-        _ if roles.get(&ctl.node.id) == Some(&Role::Worker) => "worker",
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "unknown",
     }
-    .into();
-    let mut nodes = Vec::new();
-    for (id, info, r) in &roster {
-        if *id == ctl.node.id {
-            nodes.push(this.clone());
-            continue;
+}
+
+/// The view of node `id` (not this one), its record `info` and role `r`, as this node
+/// sees it (`seen`: whether it is reachable, and since when it was not heard).
+fn other_node(
+    ctl: &Control,
+    seen: &dyn Fn(&str) -> (bool, Option<u64>),
+    (id, info, r): (u64, &NodeInfo, Role),
+    leader_id: Option<u64>,
+) -> NodeView {
+    let (reachable, ago) = seen(&info.peer_id);
+    let state = if !reachable {
+        "unknown"
+    } else if leader_id == Some(id) {
+        "leader"
+    } else {
+        match r {
+            Role::Voter => "follower",
+            Role::Learner => "learner",
+            Role::Worker => "worker",
         }
-        let (reachable, ago) = seen(&info.peer_id);
-        let state = if !reachable {
-            "unknown"
-        } else if leader_id == Some(*id) {
-            "leader"
-        } else {
-            match r {
-                Role::Voter => "follower",
-                Role::Learner => "learner",
-                Role::Worker => "worker",
-            }
-        };
-        nodes.push(NodeView {
-            id: hex(*id),
-            peer_id: info.peer_id.clone(),
-            addrs: info.addrs.clone(),
-            http: info.http.clone(),
-            membership: Some(r.name().to_string()),
-            state: state.into(),
-            reachable,
-            last_seen_ms_ago: ago,
-            heartbeat: heartbeat_view(ctl, *id),
-            version: None,
-            protocol: None,
-            drain: None,
-        });
-    }
-    if !nodes.iter().any(|n| n.id == this.id) {
-        nodes.push(this.clone());
-    }
-    let mixed_versions = versions(ctl, &mut nodes);
-    {
-        let a = h.applied.read_now();
-        for n in &mut nodes {
-            if let Ok(id) = u64::from_str_radix(&n.id, 16) {
-                let others = crate::control::drain::others(ctl, id, &a.state.jobs);
-                n.drain = a.state.jobs.drain_state(id, others).map(String::from);
-            }
-        }
-        let others = crate::control::drain::others(ctl, ctl.node.id, &a.state.jobs);
-        this.drain = a
-            .state
-            .jobs
-            .drain_state(ctl.node.id, others)
-            .map(String::from);
-    }
-    let leader = leader_id.and_then(|l| nodes.iter().find(|n| n.id == hex(l)).cloned());
-    let (state_hash, applied) = {
-        let a = h.applied.read_now();
-        let bytes = shoal_net::codec::encode(&a.state);
-        let pos = a
-            .last_applied
-            .map_or(LogPos { index: 0, term: 0 }, |l| LogPos {
-                index: l.index,
-                term: l.leader_id.term,
-            });
-        (hex(shoal_jobs::partition::stable_hash(&bytes)), pos)
     };
-    ClusterView {
-        cluster_id: ctl.node.cluster_id().map(hex),
-        this,
-        leader,
-        term: metrics.current_term,
-        applied,
-        state_hash,
-        nodes,
-        status: Some(status).filter(|s| !s.is_empty()),
-        shuffle: shuffle_view(ctl),
-        linked_bytes: ctl.store.links.linked_bytes(),
-        slots: slots_view(ctl),
-        mixed_versions,
+    NodeView {
+        id: hex(id),
+        peer_id: info.peer_id.clone(),
+        addrs: info.addrs.clone(),
+        http: info.http.clone(),
+        membership: Some(r.name().to_string()),
+        state: state.into(),
+        reachable,
+        last_seen_ms_ago: ago,
+        heartbeat: heartbeat_view(ctl, id),
+        version: None,
+        protocol: None,
+        drain: None,
     }
 }

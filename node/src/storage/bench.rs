@@ -104,6 +104,112 @@ async fn start_node(
     Ok((Arc::new(store), addr.to_string(), events))
 }
 
+/// Serve on A: the node's data plane, or for the key `raw` a bare copy of the file at
+/// `raw_path` (the baseline).
+async fn serve_a(
+    server: Arc<Storage>,
+    mut a_events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    raw_path: std::path::PathBuf,
+) {
+    while let Some(e) = a_events.recv().await {
+        if let Event::Data {
+            peer,
+            request,
+            mut stream,
+        } = e
+        {
+            match &request {
+                DataRequest::Fetch { key, .. } if key == "raw" => {
+                    let path = raw_path.clone();
+                    tokio::spawn(async move {
+                        let mut f = match tokio::fs::File::open(&path).await {
+                            Ok(f) => f,
+                            Err(_) => return,
+                        };
+                        let mut buf = vec![0u8; 1 << 20];
+                        while let Ok(n) = f.read(&mut buf).await {
+                            if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = stream.close().await;
+                    });
+                }
+                _ => {
+                    tokio::spawn(crate::storage::serve::serve(
+                        Arc::clone(&server),
+                        peer,
+                        request,
+                        stream,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Seconds to read `size` bytes from `a_peer` over a bare libp2p stream (the key `raw`).
+async fn bare_stream(b: &Storage, a_peer: shoal_net::PeerId, size: u64) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut s = b.net.open_data(a_peer).await?;
+    shoal_net::codec::write_frame(
+        &mut s,
+        &DataRequest::Fetch {
+            cluster_id: CLUSTER,
+            key: "raw".into(),
+        },
+    )
+    .await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut raw = 0u64;
+    loop {
+        let k = s.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        raw += k as u64;
+    }
+    anyhow::ensure!(raw == size, "raw stream copied {raw} of {size} bytes");
+
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Seconds to copy the file at `path` (`size` bytes) over plain loopback TCP.
+async fn tcp_copy(path: &std::path::Path, size: u64) -> anyhow::Result<f64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let at = listener.local_addr()?;
+    let p = path.to_path_buf();
+    let send = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await?;
+        let mut f = tokio::fs::File::open(&p).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            sock.write_all(&buf[..n]).await?;
+        }
+        sock.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let t = Instant::now();
+    let mut sock = tokio::net::TcpStream::connect(at).await?;
+    let mut tcp = 0u64;
+    loop {
+        let k = sock.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        tcp += k as u64;
+    }
+    send.await??;
+    anyhow::ensure!(tcp == size, "TCP copied {tcp} of {size} bytes");
+
+    Ok(t.elapsed().as_secs_f64())
+}
+
 async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     let dir = tempfile::tempdir()?;
     let size = size_mb << 20;
@@ -111,7 +217,7 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
     let book = Arc::new(Pair {
         members: Default::default(),
     });
-    let (a, a_addr, mut a_events) = start_node(dir.path(), "a", vec![], Arc::clone(&book)).await?;
+    let (a, a_addr, a_events) = start_node(dir.path(), "a", vec![], Arc::clone(&book)).await?;
     let (b, _, mut b_events) =
         start_node(dir.path(), "b", vec![a_addr.parse()?], Arc::clone(&book)).await?;
 
@@ -139,45 +245,7 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
         .ok_or_else(|| anyhow::anyhow!("bad key"))?;
 
     // A serves: the node's data plane, or a raw copy for the baseline.
-    let server = Arc::clone(&a);
-    let raw_path = path.clone();
-    tokio::spawn(async move {
-        while let Some(e) = a_events.recv().await {
-            if let Event::Data {
-                peer,
-                request,
-                mut stream,
-            } = e
-            {
-                match &request {
-                    DataRequest::Fetch { key, .. } if key == "raw" => {
-                        let path = raw_path.clone();
-                        tokio::spawn(async move {
-                            let mut f = match tokio::fs::File::open(&path).await {
-                                Ok(f) => f,
-                                Err(_) => return,
-                            };
-                            let mut buf = vec![0u8; 1 << 20];
-                            while let Ok(n) = f.read(&mut buf).await {
-                                if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                            let _ = stream.close().await;
-                        });
-                    }
-                    _ => {
-                        tokio::spawn(crate::storage::serve::serve(
-                            Arc::clone(&server),
-                            peer,
-                            request,
-                            stream,
-                        ));
-                    }
-                }
-            }
-        }
-    });
+    tokio::spawn(serve_a(Arc::clone(&a), a_events, path.clone()));
     let a_peer = book.members.locked()[0];
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(e) = b_events.recv().await {
@@ -210,59 +278,10 @@ async fn bench(size_mb: u64, runs: usize) -> anyhow::Result<ShuffleFigures> {
         best[0] = best[0].min(t.elapsed().as_secs_f64());
 
         // A bare libp2p stream over the same transport.
-        let t = Instant::now();
-        let mut s = b.net.open_data(a_peer).await?;
-        shoal_net::codec::write_frame(
-            &mut s,
-            &DataRequest::Fetch {
-                cluster_id: CLUSTER,
-                key: "raw".into(),
-            },
-        )
-        .await?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut raw = 0u64;
-        loop {
-            let k = s.read(&mut buf).await?;
-            if k == 0 {
-                break;
-            }
-            raw += k as u64;
-        }
-        anyhow::ensure!(raw == size, "raw stream copied {raw} of {size} bytes");
-        best[1] = best[1].min(t.elapsed().as_secs_f64());
+        best[1] = best[1].min(bare_stream(&b, a_peer, size).await?);
 
         // Plain loopback TCP.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let at = listener.local_addr()?;
-        let p = path.clone();
-        let send = tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await?;
-            let mut f = tokio::fs::File::open(&p).await?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                sock.write_all(&buf[..n]).await?;
-            }
-            sock.shutdown().await?;
-            Ok::<_, std::io::Error>(())
-        });
-        let t = Instant::now();
-        let mut sock = tokio::net::TcpStream::connect(at).await?;
-        let mut tcp = 0u64;
-        loop {
-            let k = sock.read(&mut buf).await?;
-            if k == 0 {
-                break;
-            }
-            tcp += k as u64;
-        }
-        send.await??;
-        anyhow::ensure!(tcp == size, "TCP copied {tcp} of {size} bytes");
-        best[2] = best[2].min(t.elapsed().as_secs_f64());
+        best[2] = best[2].min(tcp_copy(&path, size).await?);
 
         // Into a file, as a reducer fetches (its checksum taken as the bytes arrive); and
         // the checksum alone, over the same bytes in memory.

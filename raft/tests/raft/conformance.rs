@@ -1,9 +1,7 @@
 //! openraft's storage conformance suite against Shoal's redb log store and state machine,
 //! on a real file (and durability across reopening the file).
 
-mod common;
-
-use common::Counter;
+use crate::common::Counter;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
 use shoal_raft::{LogStore, StateMachine, Store, TypeConfig};

@@ -1,11 +1,9 @@
 //! A Raft RPC that speaks in another node's name — a vote for a candidate that is not its
 //! sender — is refused before Raft sees it; the same request from that node is answered.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Counter;
+use crate::common::Counter;
 use openraft::raft::VoteRequest;
 use shoal_raft::types::Vote;
 use shoal_raft::{
