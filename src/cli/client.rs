@@ -9,13 +9,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::Value;
 
 use crate::cli::exit::{EXIT_FAILED, EXIT_UNREACHABLE};
-use crate::cli::http::{fail, usage, Client, ClientError, JsonBody, NodeUrls};
+use crate::cli::http::{fail, usage, view_of, Client, ClientError, JsonBody, NodeUrls};
 use crate::cli::jobargs::JobArgs;
 use crate::cli::output::fetch_output;
 use shoal_jobs::split::InputFile;
+use shoal_node::http::jobs_view::{JobView, Progress};
 use shoal_node::http::submit::CHAIN_PREFIX;
 
 /// `shoal submit` flags.
@@ -147,25 +147,26 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
     }
 }
 
-fn progress_line(v: &Value) -> String {
-    let p = |k: &str| {
-        format!(
-            "{}/{}",
-            v[k]["done"].as_u64().unwrap_or(0),
-            v[k]["total"].as_u64().unwrap_or(0)
-        )
+fn progress_line(v: &JobView) -> String {
+    let c = |name: &str| {
+        let n = v.counters.get("shoal").and_then(|g| g.get(name)).copied();
+        u64::try_from(n.unwrap_or(0)).unwrap_or(0)
     };
-    let c = |name: &str| v["counters"]["shoal"][name].as_u64().unwrap_or(0);
     format!(
         "{} {}: maps {} reduces {} · read {} · shuffled {} · wrote {}",
-        v["id"].as_str().unwrap_or("?"),
-        v["state"].as_str().unwrap_or("?"),
-        p("maps"),
-        p("reduces"),
+        v.id,
+        v.state,
+        done_of(&v.maps),
+        done_of(&v.reduces),
         human(c("map_input_bytes")),
-        human(c("shuffle_fetched_bytes") + c("shuffle_local_bytes")),
+        human(c("shuffle_fetched_bytes").saturating_add(c("shuffle_local_bytes"))),
         human(c("output_bytes"))
     )
+}
+
+/// `done/total` of a phase.
+fn done_of(p: &Progress) -> String {
+    format!("{}/{}", p.done, p.total)
 }
 
 /// Bytes for people: `512 B`, `3.2 MiB`.
@@ -197,7 +198,7 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
     let mut last = String::new();
     loop {
         let path = format!("/api/v1/jobs/{id}?wait=2000&tasks=false");
-        let v = match client.get_json(&path, Duration::from_secs(10)) {
+        let v: JobView = match client.get_view(&path, Duration::from_secs(10)) {
             Ok(v) => v,
             Err(ClientError::Unreachable(e)) => {
                 if let Some(b) = &bar {
@@ -212,30 +213,30 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
         };
         let line = progress_line(&v);
         if let Some(b) = &bar {
-            let n = |k: &str, f: &str| v[k][f].as_u64().unwrap_or(0);
-            b.set_length(n("maps", "total") + n("reduces", "total"));
-            b.set_position(n("maps", "done") + n("reduces", "done"));
-            b.set_message(format!("{id} {}", v["phase"].as_str().unwrap_or("")));
+            let n = |k: usize| u64::try_from(k).unwrap_or(u64::MAX);
+            b.set_length(n(v.maps.total).saturating_add(n(v.reduces.total)));
+            b.set_position(n(v.maps.done).saturating_add(n(v.reduces.done)));
+            b.set_message(format!("{id} {}", v.phase));
         } else if line != last {
             eprintln!("{line}");
         }
         last = line;
-        match v["state"].as_str() {
-            Some("succeeded") => {
+        match v.state.as_str() {
+            "succeeded" => {
                 if let Some(b) = &bar {
                     b.finish();
                 }
                 eprintln!("{id} succeeded");
                 return ExitCode::SUCCESS;
             }
-            Some("failed") | Some("killed") => {
+            "failed" | "killed" => {
                 if let Some(b) = &bar {
                     b.abandon();
                 }
                 eprintln!(
                     "{id} {}: {}",
-                    v["state"].as_str().unwrap_or(""),
-                    v["error"].as_str().unwrap_or("no reason given")
+                    v.state,
+                    v.error.as_deref().unwrap_or("no reason given")
                 );
                 return ExitCode::from(EXIT_FAILED);
             }
@@ -284,12 +285,17 @@ pub fn jobs(args: JobsArgs) -> ExitCode {
         println!("{v}");
         return ExitCode::SUCCESS;
     }
-    print!("{}", jobs_text(&v, usize::MAX));
-    ExitCode::SUCCESS
+    match view_of::<Vec<JobView>>(v) {
+        Ok(jobs) => {
+            print!("{}", jobs_text(&jobs, usize::MAX));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("jobs", &e),
+    }
 }
 
 /// The newest `limit` jobs of a `GET /api/v1/jobs` answer as a table.
-pub fn jobs_text(v: &Value, limit: usize) -> String {
+pub fn jobs_text(jobs: &[JobView], limit: usize) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -297,29 +303,22 @@ pub fn jobs_text(v: &Value, limit: usize) -> String {
         "{:<19} {:<10} {:<7} {:>11} {:>11} {:<12}  NAME",
         "JOB", "STATE", "PHASE", "MAPS", "REDUCES", "OWNER"
     );
-    for j in v.as_array().into_iter().flatten().take(limit) {
-        let p = |k: &str| {
-            format!(
-                "{}/{}",
-                j[k]["done"].as_u64().unwrap_or(0),
-                j[k]["total"].as_u64().unwrap_or(0)
-            )
-        };
-        let owner = match (j["user"].as_str(), j["priority"].as_i64()) {
-            (Some(u), Some(p)) if p != 0 => format!("{u} ({p:+})"),
-            (Some(u), _) if !u.is_empty() => u.to_owned(),
-            _ => "-".to_owned(),
+    for j in jobs.iter().take(limit) {
+        let owner = match (j.user.as_str(), j.priority) {
+            (u, p) if p != 0 => format!("{u} ({p:+})"),
+            ("", _) => "-".to_owned(),
+            (u, _) => u.to_owned(),
         };
         let _ = writeln!(
             out,
             "{:<19} {:<10} {:<7} {:>11} {:>11} {:<12}  {}",
-            j["id"].as_str().unwrap_or("?"),
-            j["state"].as_str().unwrap_or("?"),
-            j["phase"].as_str().unwrap_or("?"),
-            p("maps"),
-            p("reduces"),
+            j.id,
+            j.state,
+            j.phase,
+            done_of(&j.maps),
+            done_of(&j.reduces),
             owner,
-            j["name"].as_str().unwrap_or("")
+            j.name
         );
     }
     out
@@ -345,43 +344,58 @@ pub fn job_status(nodes: &NodeUrls, job: &str, json: bool, wait: bool) -> ExitCo
         println!("{v}");
         return ExitCode::SUCCESS;
     }
-    println!("{}", progress_line(&v));
-    if let Some(e) = v["error"].as_str() {
-        println!("error: {e}");
+    match view_of::<JobView>(v) {
+        Ok(v) => {
+            print!("{}", status_text(&v));
+            match v.state.as_str() {
+                "failed" | "killed" => ExitCode::from(EXIT_FAILED),
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => fail("status", &e),
     }
-    println!(
+}
+
+/// `shoal status JOB` as text: the progress line, the error, a row per attempt.
+fn status_text(v: &JobView) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", progress_line(v));
+    if let Some(e) = &v.error {
+        let _ = writeln!(out, "error: {e}");
+    }
+    let _ = writeln!(
+        out,
         "{:<8} {:<8} {:>7} {:<17} {:>10}  NOTE",
         "TASK", "STATE", "ATTEMPT", "NODE", "TIME (ms)"
     );
-    for t in v["tasks"].as_array().into_iter().flatten() {
-        for a in t["attempts"].as_array().into_iter().flatten() {
-            let ms = match (a["start_ms"].as_u64(), a["end_ms"].as_u64()) {
-                (Some(s), Some(e)) => (e.saturating_sub(s)).to_string(),
-                _ => "-".into(),
+    for t in v.tasks.iter().flatten() {
+        for a in &t.attempts {
+            let ms = match a.end_ms {
+                Some(e) => e.saturating_sub(a.start_ms).to_string(),
+                None => "-".into(),
             };
             let mut note = Vec::new();
-            if a["backup"] == true {
+            if a.backup {
                 note.push("backup".to_string());
             }
-            if a["lost"] == true {
+            if a.lost {
                 note.push("lost".to_string());
             }
-            if let Some(e) = a["exit"].as_str().or(a["error"].as_str()) {
+            if let Some(e) = a.exit.as_ref().or(a.error.as_ref()) {
                 note.push(e.lines().next().unwrap_or("").to_string());
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<8} {:<8} {:>7} {:<17} {:>10}  {}",
-                t["id"].as_str().unwrap_or("?"),
-                a["state"].as_str().unwrap_or("?"),
-                a["attempt"].as_u64().unwrap_or(0),
-                a["node"].as_str().unwrap_or("?"),
+                t.id,
+                a.state,
+                a.attempt,
+                a.node,
                 ms,
                 note.join(", ")
             );
         }
     }
-    match v["state"].as_str() {
-        Some("failed") | Some("killed") => ExitCode::from(EXIT_FAILED),
-        _ => ExitCode::SUCCESS,
-    }
+    out
 }

@@ -70,6 +70,12 @@ pub enum ClientError {
     },
 }
 
+/// An API answer read as `T`: an answer that does not fit is a malformed one.
+pub fn view_of<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
+    serde_json::from_value(v)
+        .map_err(|e| ClientError::Unreachable(format!("a malformed answer: {e}")))
+}
+
 /// Report `e` of `shoal CMD` on stderr; its exit code.
 pub(crate) fn fail(cmd: &str, e: &ClientError) -> ExitCode {
     eprintln!("shoal {cmd}: {e}");
@@ -192,6 +198,15 @@ impl Client {
     /// GET `path` as JSON.
     pub fn get_json(&mut self, path: &str, timeout: Duration) -> Result<Value, ClientError> {
         self.send(timeout, |c, b| c.get(format!("{b}{path}")), JsonBody)
+    }
+
+    /// `GET path` on the nodes in turn, read as `T` (a view type of the node's API).
+    pub fn get_view<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        view_of(self.get_json(path, timeout)?)
     }
 
     /// Run a future on the client's runtime.

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::cli::exit::EXIT_UNREACHABLE;
 use crate::cli::http::NodeUrls;
 use crate::show::{print_view, view_text};
+use shoal_node::http::jobs_view::JobView;
 use shoal_node::http::view::ClusterView;
 
 /// `shoal status` flags.
@@ -114,17 +115,14 @@ fn watch(nodes: &NodeUrls) -> ExitCode {
     loop {
         let wait = std::time::Duration::from_secs(5);
         let text = match (
-            client.get_json("/api/v1/cluster", wait),
-            client.get_json("/api/v1/jobs?tasks=false", wait),
+            client.get_view::<ClusterView>("/api/v1/cluster", wait),
+            client.get_view::<Vec<JobView>>("/api/v1/jobs?tasks=false", wait),
         ) {
-            (Ok(c), Ok(j)) => match serde_json::from_value::<ClusterView>(c) {
-                Ok(v) => format!(
-                    "{}\n{}",
-                    view_text(&v),
-                    crate::cli::client::jobs_text(&j, 15)
-                ),
-                Err(e) => format!("unexpected answer from the node: {e}\n"),
-            },
+            (Ok(v), Ok(jobs)) => format!(
+                "{}\n{}",
+                view_text(&v),
+                crate::cli::client::jobs_text(&jobs, 15)
+            ),
             (Err(e), _) | (_, Err(e)) => format!("{e}\n"),
         };
         if text != last {

@@ -12,7 +12,6 @@ use std::path::Path;
 use crate::common;
 use crate::common::cluster::*;
 use crate::common::*;
-use serde_json::Value;
 
 /// The cluster-test lock, a scratch directory and a cluster key in its subdirectory `keys`
 /// ("" for itself), when this machine can run the test: root, and a cgroup hierarchy (the
@@ -95,13 +94,11 @@ fn secrets_are_denied(node: &NodeProc, input: &Path, secrets: &[&Path]) {
 
 /// The first failed attempt's error of job `id`.
 fn attempt_error(node: &NodeProc, id: &str) -> String {
-    let (_, v): (u16, Value) = node.get(&format!("/api/v1/jobs/{id}")).unwrap();
-    v["tasks"]
-        .as_array()
-        .unwrap()
+    let v = job_at(&node.http, id).expect("the node knows the job");
+    common::three::tasks(&v)
         .iter()
-        .flat_map(|t| t["attempts"].as_array().unwrap().iter())
-        .find_map(|a| a["error"].as_str().map(String::from))
+        .flat_map(|t| &t.attempts)
+        .find_map(|a| a.error.clone())
         .unwrap_or_else(|| panic!("no failed attempt: {v}"))
 }
 

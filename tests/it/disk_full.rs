@@ -110,11 +110,10 @@ fn a_node_whose_disk_fills_mid_job_costs_the_job_nothing() {
         .unwrap()
         .to_string();
     wait_for(60, "six maps running", || {
-        let (_, j) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}"))?;
-        let running = j["tasks"]
-            .as_array()?
+        let j = job_at(&nodes[0].http, &id)?;
+        let running = common::three::tasks(&j)
             .iter()
-            .filter(|t| t["kind"] == "map" && t["state"] == "running")
+            .filter(|t| t.kind == "map" && t.state == "running")
             .count();
         (running == 6).then_some(())
     });
@@ -142,11 +141,11 @@ fn a_node_whose_disk_fills_mid_job_costs_the_job_nothing() {
         .arg(&out));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(uniq_counts(&parts(&out, 2)), word_counts(&all));
-    let (_, job) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}")).unwrap();
-    for t in job["tasks"].as_array().unwrap() {
-        for a in t["attempts"].as_array().unwrap() {
-            if let Some(e) = a["error"].as_str() {
-                println!("{} attempt {}: {e}", t["id"], a["attempt"]);
+    let job = job_at(&nodes[0].http, &id).unwrap();
+    for t in common::three::tasks(&job) {
+        for a in &t.attempts {
+            if let Some(e) = &a.error {
+                println!("{} attempt {}: {e}", t.id, a.attempt);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! restarted). Three real `shoal node` processes on 127.0.0.1.
 
 use serde_json::Value;
+use shoal_node::http::jobs_view::JobView;
 
 use crate::common;
 use crate::common::cluster::*;
@@ -29,24 +30,13 @@ fn inputs(dir: &std::path::Path, name: &str, files: usize) -> String {
 }
 
 /// Every attempt of the job: (task, node, state, start_ms).
-fn attempts(job: &Value) -> Vec<(String, String, String, u64)> {
-    job["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn attempts(job: &JobView) -> Vec<(String, String, String, u64)> {
+    tasks(job)
+        .iter()
         .flat_map(|t| {
-            t["attempts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |a| {
-                    (
-                        t["id"].as_str().unwrap_or("").to_owned(),
-                        a["node"].as_str().unwrap_or("").to_owned(),
-                        a["state"].as_str().unwrap_or("").to_owned(),
-                        a["start_ms"].as_u64().unwrap_or(0),
-                    )
-                })
+            t.attempts
+                .iter()
+                .map(|a| (t.id.clone(), a.node.clone(), a.state.clone(), a.start_ms))
         })
         .collect()
 }
@@ -63,17 +53,14 @@ fn drain_of(view: &Value, id: &str) -> Value {
 }
 
 /// Whether every task of `kind` of `job` has two holders in `field` besides node `not`.
-fn copies_elsewhere(job: &Value, kind: &str, field: &str, not: &str) -> bool {
-    job["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["kind"] == kind)
-        .all(|t| {
-            t[field]
-                .as_array()
-                .is_some_and(|h| h.iter().filter(|n| **n != not).count() >= 2)
-        })
+fn copies_elsewhere(job: &JobView, kind: &str, field: &str, not: &str) -> bool {
+    tasks(job).iter().filter(|t| t.kind == kind).all(|t| {
+        let holders = match field {
+            "input_holders" => &t.input_holders,
+            _ => &t.holders,
+        };
+        holders.iter().filter(|n| *n != not).count() >= 2
+    })
 }
 
 /// Wait until `node` runs an attempt of job `id`, as node `at` sees it.
@@ -86,11 +73,11 @@ fn running_on(c: &Cluster, at: usize, id: &str, node: &str) {
     });
 }
 
-fn succeeded(c: &Cluster, at: usize, id: &str) -> Value {
+fn succeeded(c: &Cluster, at: usize, id: &str) -> JobView {
     wait_for(120, "the job to succeed", || {
         let j = c.job(at, id);
-        assert!(j["state"] != "failed" && j["state"] != "killed", "{j}");
-        (j["state"] == "succeeded").then_some(j)
+        assert!(j.state != "failed" && j.state != "killed", "{j}");
+        (j.state == "succeeded").then_some(j)
     })
 }
 
@@ -147,15 +134,9 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     running_on(&c, other, &id, &wid);
-    let held: usize = c.job(other, &id)["tasks"]
-        .as_array()
-        .unwrap()
+    let held = tasks(&c.job(other, &id))
         .iter()
-        .filter(|t| {
-            t["input_holders"]
-                .as_array()
-                .is_some_and(|h| h.iter().any(|n| n == wid.as_str()))
-        })
+        .filter(|t| t.input_holders.contains(&wid))
         .count();
     assert!(held > 0, "the node holds splits to copy away");
     let o = run(shoal().args(["drain", &wid[..6], "--node", &c.url(other)]));

@@ -6,6 +6,7 @@ use std::process::Stdio;
 
 use crate::common::cluster::*;
 use crate::common::slow::*;
+use crate::common::three::tasks;
 use crate::common::*;
 use serde_json::Value;
 
@@ -22,10 +23,7 @@ fn the_manager_killed_mid_map_and_mid_reduce_costs_no_job() {
     let child = submit_slow(&s, &nodes[fi], &out);
     let id = wait_for(60, "the job mid-map", || {
         let j = the_job(&nodes[fi])?;
-        let d = done(&j, "maps");
-        (1..12)
-            .contains(&d)
-            .then(|| j["id"].as_str().unwrap().to_string())
+        (1..12).contains(&j.maps.done).then_some(j.id)
     });
     // Two more watchers: one through the manager alone (it is told where to look next), one
     // through the manager and then a follower (it carries on).
@@ -97,30 +95,25 @@ fn a_worker_killed_mid_map_and_mid_reduce_has_its_work_redone() {
     let child = submit_slow(&s, &nodes[li], &out);
     wait_for(60, "a map finished on the victim while others run", || {
         let j = the_job(&nodes[li])?;
-        let finished_there = j["tasks"].as_array()?.iter().any(|t| {
-            t["kind"] == "map"
-                && t["state"] == "done"
-                && t["attempts"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|a| a["node"] == victim.as_str() && a["state"] == "done")
-                })
+        let finished_there = j.tasks.as_ref()?.iter().any(|t| {
+            t.kind == "map"
+                && t.state == "done"
+                && t.attempts
+                    .iter()
+                    .any(|a| a.node == victim && a.state == "done")
         });
-        (finished_there && done(&j, "maps") < 12).then_some(())
+        (finished_there && j.maps.done < 12).then_some(())
     });
     nodes[vi].kill();
     finish(child);
     check_output(&s, &out);
     let j = the_job(&nodes[li]).unwrap();
-    let redone = j["tasks"].as_array().unwrap().iter().any(|t| {
-        let a = t["attempts"].as_array().unwrap();
-        a.iter().any(|a| {
-            a["node"] == victim.as_str()
-                && a["lost"] == true
-                && a["error"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("output was lost")
-        }) && t["state"] == "done"
+    let redone = tasks(&j).iter().any(|t| {
+        t.attempts.iter().any(|a| {
+            a.node == victim
+                && a.lost
+                && a.error.as_deref().unwrap_or("").contains("output was lost")
+        }) && t.state == "done"
     });
     assert!(redone, "a finished map of the victim ran again: {j}");
 
@@ -189,7 +182,7 @@ fn the_manager_and_then_the_next_manager_killed_on_five_nodes_cost_no_job() {
         .unwrap();
     let fi = (index_of(&nodes, &first) + 1) % 5;
     wait_for(60, "the job mid-map", || {
-        let d = done(&the_job(&nodes[fi])?, "maps");
+        let d = the_job(&nodes[fi])?.maps.done;
         (1..12).contains(&d).then_some(())
     });
     let li = index_of(&nodes, &first);
@@ -199,7 +192,7 @@ fn the_manager_and_then_the_next_manager_killed_on_five_nodes_cost_no_job() {
     });
     // Kill the second manager as soon as it leads, while the job still runs.
     assert_eq!(
-        the_job(&nodes[fi]).unwrap()["state"],
+        the_job(&nodes[fi]).unwrap().state,
         "running",
         "still mid-job"
     );
@@ -210,7 +203,7 @@ fn the_manager_and_then_the_next_manager_killed_on_five_nodes_cost_no_job() {
         leader_of(&nodes[fi]).filter(|l| *l != first && *l != second)
     });
     assert_ne!(
-        the_job(&nodes[fi]).unwrap()["state"],
+        the_job(&nodes[fi]).unwrap().state,
         "succeeded",
         "killed mid-job"
     );

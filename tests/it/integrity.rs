@@ -36,7 +36,7 @@ fn flip_a_bit(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// The node ids a part (or a reduce task) names as its holders.
+/// The node ids a part of the output listing names as its holders.
 fn holders_of(v: &serde_json::Value) -> Vec<&str> {
     v["holders"]
         .as_array()
@@ -44,15 +44,6 @@ fn holders_of(v: &serde_json::Value) -> Vec<&str> {
         .iter()
         .map(|h| h.as_str().unwrap())
         .collect()
-}
-
-fn task<'a>(job: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    job["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap_or_else(|| panic!("no task {id} in {job}"))
 }
 
 #[test]
@@ -97,12 +88,7 @@ fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_
     let m0_node = wait_for(60, "map m-00000 to finish", || {
         let j = c.job(0, &id);
         let t = task(&j, "m-00000");
-        (t["state"] == "done").then(|| {
-            t["attempts"].as_array().unwrap()[0]["node"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        (t.state == "done").then(|| t.attempts[0].node.clone())
     });
     let holder = c.nodes.iter().find(|n| n.node_id == m0_node).unwrap();
     let outputs = stored(holder, &id, "m-00000.a1.out");
@@ -112,15 +98,16 @@ fn a_rotten_map_output_is_run_again_and_a_rotten_part_copy_is_read_from_another_
 
     let finished = wait_for(120, "the job to end", || {
         let j = c.job(0, &id);
-        (j["state"] != "running").then_some(j)
+        (j.state != "running").then_some(j)
     });
-    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert_eq!(finished.state, "succeeded", "{finished}");
     let m0 = task(&finished, "m-00000");
-    let attempts = m0["attempts"].as_array().unwrap();
+    let attempts = &m0.attempts;
     assert!(
         attempts.len() >= 2
-            && attempts[0]["error"]
-                .as_str()
+            && attempts[0]
+                .error
+                .as_ref()
                 .is_some_and(|e| e.contains("corrupt")),
         "the rotten output's attempt is failed with the reason: {m0}"
     );
@@ -214,13 +201,14 @@ fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothi
     assert!(out.status.success(), "{}", text(&out));
     let job = c.job(0, &id);
     let r1 = task(&job, "r-00001");
-    let attempts = r1["attempts"].as_array().unwrap();
+    let attempts = &r1.attempts;
     assert!(
         attempts.len() == 2
-            && attempts[1]["backup"] == true
-            && attempts[1]["state"] == "done"
-            && attempts[0]["error"]
-                .as_str()
+            && attempts[1].backup
+            && attempts[1].state == "done"
+            && attempts[0]
+                .error
+                .as_ref()
                 .is_some_and(|e| e.contains("superseded")),
         "the backup won and the straggler was stopped: {r1}"
     );
@@ -241,10 +229,9 @@ fn a_backup_reduce_that_wins_keeps_its_bytes_and_the_losing_attempt_leaves_nothi
         );
     }
     // Every holder keeps the accepted attempt's part, byte for byte; the loser's is gone.
-    let holders = holders_of(r1);
     for n in &c.nodes {
         let copies = stored(n, &id, "part-00001.a");
-        if holders.contains(&n.node_id.as_str()) {
+        if r1.holders.contains(&n.node_id) {
             assert_eq!(copies.len(), 1, "{}: {copies:?}", n.name);
             assert!(copies[0].ends_with("part-00001.a2"), "{copies:?}");
             assert_eq!(std::fs::read(&copies[0]).unwrap(), got[1]);

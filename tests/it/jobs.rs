@@ -7,7 +7,7 @@ use crate::common;
 use crate::common::cluster::*;
 use crate::common::three::*;
 use crate::common::*;
-use serde_json::Value;
+use shoal_node::http::jobs_view::{JobView, TaskView};
 
 #[test]
 fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_nodes() {
@@ -45,7 +45,7 @@ fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_node
         );
         // The moment --wait returns: succeeded, _SUCCESS there, output = reference.
         let v = c.job(c.follower, &id);
-        assert_eq!(v["state"], "succeeded", "{v}");
+        assert_eq!(v.state, "succeeded", "{v}");
         let got = check_keyed_parts(&parts(&out, r));
         assert!(
             got == want,
@@ -110,17 +110,18 @@ fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_node
 
     // Every node's fetched shuffle bytes equal the map output its reduces needed from the
     // other nodes, over every job this cluster ran.
-    let jobs = http_get_json(&c.nodes[0].http, "/api/v1/jobs").unwrap();
+    let jobs: Vec<JobView> =
+        serde_json::from_value(http_get_json(&c.nodes[0].http, "/api/v1/jobs").unwrap()).unwrap();
     let mut want_fetched = std::collections::HashMap::<String, u64>::new();
     let mut crossed = 0u64;
-    for j in jobs.as_array().unwrap() {
-        let tasks = j["tasks"].as_array().unwrap();
-        let maps: Vec<&Value> = tasks.iter().filter(|t| t["kind"] == "map").collect();
-        for (p, red) in tasks.iter().filter(|t| t["kind"] == "reduce").enumerate() {
+    for j in &jobs {
+        let tasks = tasks(j);
+        let maps: Vec<&TaskView> = tasks.iter().filter(|t| t.kind == "map").collect();
+        for (p, red) in tasks.iter().filter(|t| t.kind == "reduce").enumerate() {
             let rn = done_node(red);
             for m in &maps {
                 if done_node(m) != rn {
-                    let size = m["output_sizes"][p].as_u64().unwrap();
+                    let size = m.output_sizes[p];
                     *want_fetched.entry(rn.clone()).or_default() += size;
                     crossed += size;
                 }
@@ -330,20 +331,19 @@ fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
         "the reason is printed: {err}"
     );
     let v = c.job(c.follower, &id);
-    assert_eq!(v["state"], "failed");
-    let attempts = v["tasks"][0]["attempts"].as_array().unwrap();
+    assert_eq!(v.state, "failed");
+    let attempts = &tasks(&v)[0].attempts;
     assert_eq!(attempts.len(), 2);
     assert_ne!(
-        attempts[0]["node"], attempts[1]["node"],
+        attempts[0].node, attempts[1].node,
         "the retry ran elsewhere"
     );
     for a in attempts {
-        assert_eq!(a["exit"], "exit 3", "{a}");
+        assert_eq!(a.exit.as_deref(), Some("exit 3"), "{a}");
         assert!(
-            a["stderr_tail"]
-                .as_str()
-                .unwrap()
-                .contains("oops: bad record"),
+            a.stderr_tail
+                .as_deref()
+                .is_some_and(|t| t.contains("oops: bad record")),
             "{a}"
         );
     }
@@ -368,10 +368,7 @@ fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
     // split (600 bytes) is in the mapper's stdin.
     let leader = leader_of(&c.nodes[0]).unwrap();
     let li = c.nodes.iter().position(|n| n.node_id == leader).unwrap();
-    let runner = c.job(li, &id)["tasks"][0]["attempts"][0]["node"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let runner = tasks(&c.job(li, &id))[0].attempts[0].node.clone();
     wait_for(10, "the leader to hear the map's progress", || {
         let v = c.nodes[li].cluster()?;
         let node = v["nodes"]
@@ -389,7 +386,7 @@ fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
     });
     let o = run(shoal().args(["kill", "--node", &c.url(c.follower), &id]));
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(c.job(c.follower, &id)["state"], "killed");
+    assert_eq!(c.job(c.follower, &id).state, "killed");
     wait_for(10, "no task process left", || {
         task_processes(&marker).is_empty().then_some(())
     });

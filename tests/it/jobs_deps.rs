@@ -121,9 +121,9 @@ fn a_python_job_imports_what_its_setup_installed_from_an_archive_once_per_node()
     assert_eq!(ran_on.len(), 3, "tasks ran on every node: {job}");
     let counted = wait_for(30, "every node's setup counted", || {
         let j = c.job(0, &id);
-        (j["counters"]["shoal"]["setup_runs"] == 3).then_some(j)
+        (shoal_counter(&j, "setup_runs") == 3).then_some(j)
     });
-    assert_eq!(counted["counters"]["shoal"]["setup_runs"], 3);
+    assert_eq!(shoal_counter(&counted, "setup_runs"), 3);
     let o = run(shoal().args(["logs", &id, "--setup", "--node", &c.url(1)]));
     assert!(o.status.success(), "{}", text(&o));
     let shown = String::from_utf8_lossy(&o.stdout);
@@ -171,7 +171,7 @@ fn failed_job_error(c: &Cluster, input: &Path, extra: &[&str]) -> String {
     args.extend(extra);
     let (id, o) = c.submit(&args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    c.job(0, &id)["error"].as_str().unwrap_or("").to_owned()
+    c.job(0, &id).error.unwrap_or_default()
 }
 
 /// An archive whose entry climbs out fails its job naming the entry, and nothing lands
@@ -308,8 +308,9 @@ fn logs_show_a_failed_attempts_whole_traceback_after_the_job_and_its_manager_are
     let shown = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(whole(&shown), "{shown}");
     let job = c.job(0, &id);
-    let tail = job["tasks"][0]["attempts"][0]["stderr_tail"]
-        .as_str()
+    let tail = tasks(&job)[0].attempts[0]
+        .stderr_tail
+        .as_deref()
         .unwrap_or("");
     assert!(!whole(tail), "the attempt's error carries a tail only");
     // One attempt, by task and number.

@@ -126,7 +126,8 @@ fn compressed_uploads_compressed_output_and_key_fields_on_a_cluster() {
         );
         let job = c.job(0, &id);
         assert_eq!(
-            job["counters"]["shoal"]["map_input_bytes"], plain_bytes,
+            shoal_counter(&job, "map_input_bytes"),
+            plain_bytes,
             "decompressed bytes are counted"
         );
     }
@@ -317,9 +318,10 @@ fn node_and_shared_inputs_are_read_where_they_lie() {
             "{input}: the same output as shoal run over the files"
         );
         let id = job_id(&o);
-        let (_, job) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}")).unwrap();
+        let job = job_at(&nodes[0].http, &id).unwrap();
         assert_eq!(
-            job["counters"]["shoal"]["input_uploaded_bytes"], 0,
+            shoal_counter(&job, "input_uploaded_bytes"),
+            0,
             "{input}: nothing uploaded"
         );
         let ran_on: std::collections::BTreeSet<String> =
@@ -327,13 +329,8 @@ fn node_and_shared_inputs_are_read_where_they_lie() {
         assert_eq!(ran_on, ids, "{input}: maps ran on every node");
         if input.starts_with("node:") {
             // Each map ran on the node whose disk has its file.
-            for t in job["tasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|t| t["kind"] == "map")
-            {
-                let file = t["input"].as_str().unwrap_or_default().to_owned();
+            for t in tasks(&job).iter().filter(|t| t.kind == "map") {
+                let file = t.input.clone().unwrap_or_default();
                 let node = done_node(t);
                 let k = nodes.iter().position(|n| n.node_id == node).unwrap() + 1;
                 assert!(
@@ -364,13 +361,8 @@ fn node_and_shared_inputs_are_read_where_they_lie() {
         .collect::<Vec<_>>(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    let (_, job) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{}", job_id(&o))).unwrap();
-    let maps = job["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["kind"] == "map")
-        .count();
+    let job = job_at(&nodes[0].http, &job_id(&o)).unwrap();
+    let maps = tasks(&job).iter().filter(|t| t.kind == "map").count();
     let counted: u64 = parts(&out, maps as u32)
         .iter()
         .map(|p| String::from_utf8_lossy(p).trim().parse::<u64>().unwrap())
@@ -412,18 +404,18 @@ fn node_and_shared_inputs_are_read_where_they_lie() {
     let victim_id = nodes[victim].node_id.clone();
     let mut nodes = nodes;
     wait_for(30, "the victim to run a map", || {
-        let (_, job) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}"))?;
+        let job = job_at(&nodes[0].http, &id)?;
         attempt_nodes(&job, "map")
             .contains(&victim_id)
             .then_some(())
     });
     nodes[victim].kill();
     let job = wait_for(30, "the job to fail", || {
-        let (_, job) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}"))?;
-        (job["state"] == "failed").then_some(job)
+        let job = job_at(&nodes[0].http, &id)?;
+        (job.state == "failed").then_some(job)
     });
     std::fs::write(&gate, "").unwrap();
-    let error = job["error"].as_str().unwrap_or_default();
+    let error = job.error.as_deref().unwrap_or_default();
     assert!(
         error.contains(&victim_id[..]) && error.contains("local/f") && error.contains("lost"),
         "the reason names the node and the file: {job}"

@@ -6,8 +6,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common;
 use crate::common::cluster::*;
 use crate::common::three::*;
@@ -128,7 +126,7 @@ fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
         );
         // Every node ran a part of it: the paths held on each of them.
         let id = job_id(&o);
-        let (_, v) = http_get(&nodes[0].http, &format!("/api/v1/jobs/{id}")).unwrap();
+        let v = job_at(&nodes[0].http, &id).unwrap();
         let mut ran = attempt_nodes(&v, "map");
         ran.extend(attempt_nodes(&v, "reduce"));
         ran.sort();
@@ -136,12 +134,10 @@ fn nodes_on_relative_data_dirs_run_shipped_mappers_reducers_and_combiners() {
         assert_eq!(ran.len(), 3, "{lang}: attempts ran on every node: {v}");
         // Python opens its script by its absolute path: the task user crosses every
         // directory the node created above its data dir (rel/ of rel/dir).
-        let failed: Vec<&Value> = v["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
-            .filter(|a| a["state"] == "failed")
+        let failed: Vec<_> = tasks(&v)
+            .iter()
+            .flat_map(|t| &t.attempts)
+            .filter(|a| a.state == "failed")
             .collect();
         assert!(failed.is_empty(), "{lang}: no attempt failed: {failed:?}");
     }
@@ -192,9 +188,9 @@ fn combined_small_files_keep_every_file_name_and_line() {
         check_keyed_parts(&parts(&out, 2)) == want,
         "the inverted index differs"
     );
-    let maps = c.job(c.follower, &id)["maps"]["total"].as_u64().unwrap();
+    let maps = c.job(c.follower, &id).maps.total;
     assert!(
-        maps > 1 && maps * 4 <= n_files as u64,
+        maps > 1 && maps * 4 <= n_files,
         "{n_files} files packed into a few splits: {maps}"
     );
 

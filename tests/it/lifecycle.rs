@@ -63,13 +63,11 @@ fn a_node_whose_worker_loop_panics_exits_non_zero_and_the_job_completes_elsewher
     assert!(o.status.success(), "submit --wait failed: {}", text(&o));
     assert_eq!(uniq_counts(&parts(&out, 3)), word_counts(&all));
     let job_id = job_id(&o);
-    let job = http_get_json(&nodes[1].http, &format!("/api/v1/jobs/{job_id}")).unwrap();
-    let ran_on_n3 = job["tasks"]
-        .as_array()
-        .unwrap()
+    let job = job_at(&nodes[1].http, &job_id).unwrap();
+    let ran_on_n3 = common::three::tasks(&job)
         .iter()
-        .flat_map(|t| t["attempts"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["node"].as_str() == Some(nodes[2].node_id.as_str()))
+        .flat_map(|t| &t.attempts)
+        .filter(|a| a.node == nodes[2].node_id)
         .count();
     assert!(
         ran_on_n3 > 0,

@@ -41,11 +41,23 @@ fn a_node_joining_after_200_jobs_catches_up_and_100000_input_files_are_refused_o
     let url = format!("http://{}", nodes[0].http);
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "a b a\n").unwrap();
-    for _ in 0..200 {
-        let o = run(shoal()
-            .args(["submit", "--node", &url, "--app", "wordcount", "--input"])
-            .arg(&input));
-        assert!(o.status.success(), "{}", text(&o));
+    // Ten submissions at a time, as ten users would.
+    for _ in 0..20 {
+        let batch: Vec<std::process::Child> = (0..10)
+            .map(|_| {
+                shoal()
+                    .args(["submit", "--node", &url, "--app", "wordcount", "--input"])
+                    .arg(&input)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in batch {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+        }
     }
     wait_for(180, "200 jobs to end", || {
         let (ended, all) = jobs_ended(&nodes[0])?;

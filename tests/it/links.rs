@@ -10,6 +10,7 @@ use crate::common;
 use crate::common::cluster::*;
 use crate::common::three::*;
 use crate::common::*;
+use shoal_node::http::jobs_view::JobView;
 
 /// The inodes of the input segments in `node`'s store for job `id`.
 fn segment_inodes(node: &NodeProc, id: &str) -> Vec<u64> {
@@ -56,10 +57,13 @@ fn input_copies_on_one_host_are_links_that_outlive_the_node_that_took_the_upload
 
     // Two copies of every split (the default replication), each a link to the upload's.
     let job = c.job(f, &id);
-    let counter = |name: &str| job["counters"]["shoal"][name].as_u64().unwrap();
-    let uploaded = counter("input_uploaded_bytes");
+    let uploaded = shoal_counter(&job, "input_uploaded_bytes");
     assert_eq!(uploaded, all.len() as u64);
-    assert_eq!(counter("input_copied_bytes"), 2 * uploaded, "{job}");
+    assert_eq!(
+        shoal_counter(&job, "input_copied_bytes"),
+        2 * uploaded,
+        "{job}"
+    );
     let linked = |i: usize| {
         c.nodes[i].cluster().unwrap()["linked_bytes"]
             .as_u64()
@@ -94,10 +98,10 @@ fn input_copies_on_one_host_are_links_that_outlive_the_node_that_took_the_upload
     let done = wait_for(120, "the job to end", || {
         let j = c.job(others[0], &id);
         ["succeeded", "failed", "killed"]
-            .contains(&j["state"].as_str().unwrap_or(""))
+            .contains(&j.state.as_str())
             .then_some(j)
     });
-    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done.state, "succeeded", "{done}");
     let o = run(shoal().args(["output", "--node", &url, &id]));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
@@ -107,17 +111,14 @@ fn input_copies_on_one_host_are_links_that_outlive_the_node_that_took_the_upload
 }
 
 /// How many attempts of job `v` run on each node.
-fn running_per_node(v: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+fn running_per_node(v: &JobView) -> std::collections::BTreeMap<String, u64> {
     let mut per = std::collections::BTreeMap::new();
-    for a in v["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
-        .filter(|a| a["state"] == "running")
+    for a in tasks(v)
+        .iter()
+        .flat_map(|t| &t.attempts)
+        .filter(|a| a.state == "running")
     {
-        *per.entry(a["node"].as_str().unwrap_or("?").to_string())
-            .or_default() += 1;
+        *per.entry(a.node.clone()).or_default() += 1;
     }
     per
 }
@@ -181,10 +182,10 @@ fn nodes_of_one_host_given_no_slots_divide_its_cores_between_them() {
     let done = wait_for(120, "the job to end", || {
         let j = c.job(li, &id);
         ["succeeded", "failed", "killed"]
-            .contains(&j["state"].as_str().unwrap_or(""))
+            .contains(&j.state.as_str())
             .then_some(j)
     });
-    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done.state, "succeeded", "{done}");
     let o = run(shoal().args(["output", "--node", &c.url(li), &id]));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(

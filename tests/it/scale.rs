@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shoal_node::http::jobs_view::JobView;
 
 use crate::common;
 use crate::common::cluster::*;
@@ -71,14 +72,12 @@ fn a_learner_shows_every_nodes_heartbeat_it_asked_the_leader_for() {
 
 /// Peak RSS (KiB) and CPU seconds (user + system) of process `pid`, from /proc.
 /// The nodes a job's view (`GET /api/v1/jobs/ID`) shows running an attempt.
-fn running_on(v: &Value) -> std::collections::BTreeSet<String> {
-    v["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
-        .filter(|a| a["state"] == "running")
-        .filter_map(|a| a["node"].as_str().map(String::from))
+fn running_on(v: &JobView) -> std::collections::BTreeSet<String> {
+    tasks(v)
+        .iter()
+        .flat_map(|t| &t.attempts)
+        .filter(|a| a.state == "running")
+        .map(|a| a.node.clone())
         .collect()
 }
 
@@ -138,7 +137,7 @@ fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
     assert!(o.status.success(), "{}", text(&o));
     let id = job_id(&o);
     let at = nodes[0].http.clone();
-    let job = || http_get(&at, &format!("/api/v1/jobs/{id}")).map(|(_, v)| v);
+    let job = || job_at(&at, &id);
     wait_for(60, "a first attempt running on every node", || {
         (running_on(&job()?).len() == 5).then_some(())
     });
@@ -157,8 +156,8 @@ fn a_plain_worker_beyond_the_learners_runs_tasks_and_its_kill_loses_nothing() {
     std::fs::write(&gate, "").unwrap();
     let v = wait_for(120, "the job to succeed after the worker's kill", || {
         let v = job()?;
-        assert!(v["state"] != "failed" && v["state"] != "killed", "{v}");
-        (v["state"] == "succeeded").then_some(v)
+        assert!(v.state != "failed" && v.state != "killed", "{v}");
+        (v.state == "succeeded").then_some(v)
     });
     let out = dir.path().join("out");
     let o = run(shoal()
@@ -328,7 +327,7 @@ fn thirty_nodes_run_a_word_count_on_every_node_through_the_kill_of_the_manager_a
     assert!(o.status.success(), "{}", text(&o));
     let id = job_id(&o);
     let at = nodes[submit_to].http.clone();
-    let job = || http_get(&at, &format!("/api/v1/jobs/{id}")).map(|(_, v)| v);
+    let job = || job_at(&at, &id);
     wait_for(120, "a first attempt running on every node", || {
         (running_on(&job()?).len() == 30).then_some(())
     });
@@ -361,8 +360,8 @@ fn thirty_nodes_run_a_word_count_on_every_node_through_the_kill_of_the_manager_a
 
     let v = wait_for(240, "the job to succeed after the kills", || {
         let v = job()?;
-        assert!(v["state"] != "failed" && v["state"] != "killed", "{v}");
-        (v["state"] == "succeeded").then_some(v)
+        assert!(v.state != "failed" && v.state != "killed", "{v}");
+        (v.state == "succeeded").then_some(v)
     });
     let o = run(shoal()
         .args([

@@ -3,7 +3,7 @@
 //! it; its latency is printed beside its latency on the idle cluster. Three `shoal node`
 //! processes on 127.0.0.1 (two slots each).
 
-use serde_json::Value;
+use shoal_node::http::jobs_view::{AttemptView, JobView};
 
 use crate::common;
 use crate::common::cluster::*;
@@ -13,30 +13,23 @@ use crate::common::*;
 /// How long each of the long job's maps sleeps, seconds.
 const LONG_TASK_SECS: u64 = 4;
 
-fn ms(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// Wait until job `id` succeeded; its JSON.
-fn succeeded(c: &Cluster, id: &str) -> Value {
+fn succeeded(c: &Cluster, id: &str) -> JobView {
     wait_for(120, "the job to succeed", || {
         let j = c.job(0, id);
-        assert!(
-            j["state"] != "failed" && j["state"] != "killed",
-            "job {id}: {j}"
-        );
-        (j["state"] == "succeeded").then_some(j)
+        assert!(j.state != "failed" && j.state != "killed", "job {id}: {j}");
+        (j.state == "succeeded").then_some(j)
     })
 }
 
-/// Every attempt of the job, as its JSON.
-fn attempts(job: &Value) -> Vec<Value> {
-    job["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|t| t["attempts"].as_array().cloned().unwrap_or_default())
-        .collect()
+/// When the job ended (ms since the epoch): it has.
+fn finished(j: &JobView) -> u64 {
+    j.finished_ms.expect("an ended job")
+}
+
+/// Every attempt of the job.
+fn attempts(job: &JobView) -> Vec<&AttemptView> {
+    tasks(job).iter().flat_map(|t| &t.attempts).collect()
 }
 
 #[test]
@@ -83,13 +76,13 @@ fn a_short_job_behind_a_long_one_runs_as_soon_as_a_slot_frees() {
     // The short job alone, with the default owner ($USER).
     let id = short(None);
     let idle = succeeded(&c, &id);
-    let idle_ms = ms(&idle["finished_ms"]) - ms(&idle["submitted_ms"]);
+    let idle_ms = finished(&idle) - idle.submitted_ms;
     let me = ["USER", "LOGNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
         .find(|u| !u.is_empty())
         .unwrap_or_else(|| "anonymous".into());
-    assert_eq!(idle["user"], me.as_str(), "the default owner is $USER");
+    assert_eq!(idle.user, me, "the default owner is $USER");
 
     // Alice's long job fills every slot: 30 maps of 4 s on 6 slots, five rounds.
     let (long, o) = c.submit(&[
@@ -104,32 +97,28 @@ fn a_short_job_behind_a_long_one_runs_as_soon_as_a_slot_frees() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for(60, "the long job to fill every slot", || {
-        (c.job(0, &long)["maps"]["running"] == 6).then_some(())
+        (c.job(0, &long).maps.running == 6).then_some(())
     });
     let id = short(Some("bob"));
     let shared = succeeded(&c, &id);
     let long_job = c.job(0, &long);
     assert_eq!(
-        long_job["state"], "running",
+        long_job.state, "running",
         "bob's short job finished while alice's long one still ran"
     );
-    let submitted = ms(&shared["submitted_ms"]);
-    let shared_ms = ms(&shared["finished_ms"]) - submitted;
+    let submitted = shared.submitted_ms;
+    let shared_ms = finished(&shared) - submitted;
     // When the first of alice's attempts running at bob's submission ended.
     let freed = attempts(&long_job)
         .iter()
-        .filter(|a| ms(&a["start_ms"]) <= submitted)
-        .filter_map(|a| a["end_ms"].as_u64())
+        .filter(|a| a.start_ms <= submitted)
+        .filter_map(|a| a.end_ms)
         .filter(|&e| e >= submitted)
         .min()
         .expect("one of alice's attempts ended");
-    let first_start = attempts(&shared)
-        .iter()
-        .map(|a| ms(&a["start_ms"]))
-        .min()
-        .unwrap();
-    let after_free = ms(&shared["finished_ms"]) - freed;
-    let done_maps = long_job["maps"]["done"].as_u64().unwrap_or(0);
+    let first_start = attempts(&shared).iter().map(|a| a.start_ms).min().unwrap();
+    let after_free = finished(&shared) - freed;
+    let done_maps = long_job.maps.done;
     println!(
         "short job: {idle_ms} ms on the idle cluster; {shared_ms} ms behind the long job, \
          {after_free} ms after its first slot freed ({:.2}x idle); its first task started \

@@ -117,11 +117,11 @@ fn soak_twenty_rounds_of_kill_and_restart_during_jobs() {
         let id = wait_for(60, "the job at the kill point", || {
             let j = the_job(&nodes[0])?;
             let at = if mid_map {
-                (1..12).contains(&done(&j, "maps"))
+                (1..12).contains(&j.maps.done)
             } else {
-                j["phase"] == "reduce"
+                j.phase == "reduce"
             };
-            (at && j["state"] == "running").then(|| j["id"].as_str().unwrap().to_string())
+            (at && j.state == "running").then_some(j.id)
         });
         let was = if nodes[victim].node_id == leader {
             "the manager"

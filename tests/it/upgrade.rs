@@ -4,7 +4,7 @@
 //! binary speaking another protocol minor (a test-only override), so the cluster shows mixed
 //! versions in between and one version at the end. Three real `shoal node` processes.
 
-use serde_json::Value;
+use shoal_node::http::jobs_view::AttemptView;
 
 use crate::common;
 use crate::common::cluster::*;
@@ -70,28 +70,22 @@ fn a_rolling_upgrade_one_node_at_a_time_keeps_a_job_running() {
                 .then_some(())
         });
         let job = c.job(other, &id);
-        assert_eq!(
-            job["state"], "running",
-            "the job runs throughout: {}",
-            job["state"]
-        );
+        assert_eq!(job.state, "running", "the job runs throughout: {job}");
         let v = c.nodes[other].cluster().unwrap();
         assert_eq!(v["mixed_versions"], i < 2, "after node {i}: {v}");
     }
 
     let job = wait_for(120, "the job to succeed", || {
         let j = c.job(0, &id);
-        assert!(j["state"] != "failed" && j["state"] != "killed", "{j}");
-        (j["state"] == "succeeded").then_some(j)
+        assert!(j.state != "failed" && j.state != "killed", "{j}");
+        (j.state == "succeeded").then_some(j)
     });
     // No attempt failed by its own fault (an attempt may have been ended by a stop: lost,
     // run again, not counted).
-    let own_failures: Vec<&Value> = job["tasks"]
-        .as_array()
-        .unwrap()
+    let own_failures: Vec<&AttemptView> = tasks(&job)
         .iter()
-        .flat_map(|t| t["attempts"].as_array().unwrap())
-        .filter(|a| a["state"] == "failed" && a["lost"] != true)
+        .flat_map(|t| &t.attempts)
+        .filter(|a| a.state == "failed" && !a.lost)
         .collect();
     assert!(own_failures.is_empty(), "{own_failures:?}");
     let out = dir.path().join("out");

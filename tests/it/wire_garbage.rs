@@ -204,24 +204,20 @@ fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
 
     // A finished job's part file on the target: an object to ask for wrong ranges of.
     let job = word_count(dir.path(), target);
-    let (_, v) = http_get(&target.http, &format!("/api/v1/jobs/{job}")).unwrap();
-    let reduce = v["tasks"]
-        .as_array()
-        .unwrap()
+    let v = job_at(&target.http, &job).unwrap();
+    let reduce = common::three::tasks(&v)
         .iter()
-        .find(|t| t["kind"] == "reduce")
+        .find(|t| t.kind == "reduce")
         .unwrap();
-    let part_size = reduce["output_sizes"][0].as_u64().unwrap();
+    let part_size = reduce.output_sizes[0];
     assert!(part_size > 0);
     // Each reduce attempt writes its own part object; the table names the accepted one.
-    let accepted = reduce["attempts"]
-        .as_array()
-        .unwrap()
+    let accepted = reduce
+        .attempts
         .iter()
-        .find(|a| a["state"] == "done")
-        .unwrap()["attempt"]
-        .as_u64()
-        .unwrap();
+        .find(|a| a.state == "done")
+        .unwrap()
+        .attempt;
     let part = format!("{job}/out/part-00000.a{accepted}");
     let lied_into_store = target.data.join("blobs").join(&job).join("x");
     let part_path = target.data.join("blobs").join(&part);

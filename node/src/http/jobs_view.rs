@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shoal_jobs::cluster::{Job, JobState, Task, TaskKind, TaskState};
 
 use crate::cluster::identity::hex;
 
 /// Task counts of one phase.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Tasks in the phase.
     pub total: usize,
@@ -20,14 +20,14 @@ pub struct Progress {
 }
 
 /// One attempt of a task.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptView {
     /// From 1.
     pub attempt: u32,
     /// Node id.
     pub node: String,
     /// "running", "done" or "failed".
-    pub state: &'static str,
+    pub state: String,
     /// Assigned at (ms since the epoch).
     pub start_ms: u64,
     /// Ended at.
@@ -47,16 +47,16 @@ pub struct AttemptView {
 }
 
 /// One task.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     /// `m-00003` / `r-00001`.
     pub id: String,
     /// "map" or "reduce".
-    pub kind: &'static str,
+    pub kind: String,
     /// "pending", "running", "done" or "failed".
-    pub state: &'static str,
+    pub state: String,
     /// A map's input file (the first of a combined split), as its mapper sees it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     /// Every attempt.
     pub attempts: Vec<AttemptView>,
@@ -66,12 +66,12 @@ pub struct TaskView {
     /// Nodes holding that output.
     pub holders: Vec<String>,
     /// A map's: nodes holding copies of its split (empty for a split read in place).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_holders: Vec<String>,
 }
 
 /// One job.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// `j-…`.
     pub id: String,
@@ -82,9 +82,9 @@ pub struct JobView {
     /// Its `--priority`.
     pub priority: i32,
     /// "queued", "running", "succeeded", "failed" or "killed".
-    pub state: &'static str,
+    pub state: String,
     /// "map", "reduce" or "done".
-    pub phase: &'static str,
+    pub phase: String,
     /// Accepted at.
     pub submitted_ms: u64,
     /// Ended at.
@@ -97,15 +97,28 @@ pub struct JobView {
     pub counters: BTreeMap<String, BTreeMap<String, i64>>,
     /// Counters (`group.name`) whose sum passed the range of a 64-bit signed integer: they
     /// show the bound they passed, not the sum. Left out when there are none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counters_saturated: Vec<String>,
     /// Why it failed or was killed.
     pub error: Option<String>,
     /// Every task (left out when the request says `?tasks=false`: a job of thousands of
     /// tasks is a large answer, and a client following progress needs only the counts).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<TaskView>>,
 }
+
+/// Views show as the JSON the API answers with (in a log line or a failed check).
+macro_rules! displayed_as_json {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let json = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+                f.write_str(&json)
+            }
+        }
+    )*};
+}
+displayed_as_json!(JobView, TaskView, AttemptView);
 
 /// The address of the log of attempt `attempt` of task `task` of job `id`.
 pub fn attempt_log_url(id: &str, task: &str, attempt: u32) -> String {
@@ -161,8 +174,9 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                     "map"
                 } else {
                     "reduce"
-                },
-                state: task_state(t.state),
+                }
+                .into(),
+                state: task_state(t.state).into(),
                 input: (t.kind == TaskKind::Map)
                     .then(|| job.splits.get(t.index as usize).map(|s| s.name.clone()))
                     .flatten(),
@@ -172,7 +186,7 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                     .map(|a| AttemptView {
                         attempt: a.attempt,
                         node: hex(a.node),
-                        state: task_state(a.state),
+                        state: task_state(a.state).into(),
                         start_ms: a.start_ms,
                         end_ms: a.end_ms,
                         error: a.error.clone(),
@@ -201,8 +215,8 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
         name: job.spec.name.clone(),
         user: job.spec.user.clone(),
         priority: job.spec.priority,
-        state,
-        phase,
+        state: state.into(),
+        phase: phase.into(),
         submitted_ms: job.submitted_ms,
         finished_ms: job.finished_ms,
         maps: progress(&job.maps),
@@ -265,7 +279,12 @@ mod tests {
             backup: false,
             at_ms: 8,
         });
-        let v = serde_json::to_value(job_view(&c.jobs["j-1"], true)).unwrap();
+        let view = job_view(&c.jobs["j-1"], true);
+        let v = serde_json::to_value(&view).unwrap();
+        // What a client reads back is what the node wrote.
+        let read: JobView = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(read, view);
+        assert_eq!(read.tasks.as_ref().map(Vec::len), Some(2));
         assert_eq!(v["state"], "running");
         assert_eq!(v["maps"]["running"], 1);
         assert_eq!(v["tasks"][0]["id"], "m-00000");
@@ -275,5 +294,7 @@ mod tests {
         let summary = serde_json::to_value(job_view(&c.jobs["j-1"], false)).unwrap();
         assert_eq!(summary["maps"], v["maps"]);
         assert!(summary.get("tasks").is_none(), "{summary}");
+        let read: JobView = serde_json::from_value(summary).unwrap();
+        assert!(read.tasks.is_none() && read.counters_saturated.is_empty());
     }
 }

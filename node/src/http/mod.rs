@@ -5,7 +5,7 @@ pub(crate) mod api;
 pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod inplace;
-pub(crate) mod jobs_view;
+pub mod jobs_view;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub(crate) mod nodes;

@@ -83,6 +83,13 @@ impl TestNode for NodeProc {
 #[allow(unused_imports)] // not every test binary that includes this module calls both
 pub use shoal::demo::local_cluster::{get as http_get, get_json as http_get_json};
 
+/// Job `id` as the node at `http` shows it (`GET /api/v1/jobs/ID`); None when it does not
+/// answer or does not know the job yet. An answer that is not a job view fails the test.
+pub fn job_at(http: &str, id: &str) -> Option<shoal_node::http::jobs_view::JobView> {
+    let (status, v) = http_get(http, &format!("/api/v1/jobs/{id}"))?;
+    (status == 200).then(|| serde_json::from_value(v).expect("a job view"))
+}
+
 /// Poll `f` until it returns Some, or panic with `what` after `secs`.
 pub fn wait_for<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
     shoal::demo::local_cluster::wait_for(Duration::from_secs(secs), what, f)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use serde_json::Value;
+use shoal_node::http::jobs_view::JobView;
 
 use super::cluster::*;
 use super::*;
@@ -61,13 +61,10 @@ pub fn submit_slow(s: &Setup, node: &NodeProc, out: &Path) -> Child {
 }
 
 /// The only job's JSON, as `node` sees it.
-pub fn the_job(node: &NodeProc) -> Option<Value> {
+pub fn the_job(node: &NodeProc) -> Option<JobView> {
     let jobs = http_get_json(&node.http, "/api/v1/jobs")?;
-    jobs.as_array()?.first().cloned()
-}
-
-pub fn done(job: &Value, phase: &str) -> u64 {
-    job[phase]["done"].as_u64().unwrap_or(0)
+    let mut jobs: Vec<JobView> = serde_json::from_value(jobs).expect("job views");
+    (!jobs.is_empty()).then(|| jobs.swap_remove(0))
 }
 
 pub fn check_output(s: &Setup, out: &Path) {

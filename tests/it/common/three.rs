@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use shoal_node::http::jobs_view::{JobView, TaskView};
 
 use super::cluster::*;
 use super::*;
@@ -47,7 +47,7 @@ impl Cluster {
     /// Job `id` as node `i` shows it. A submission is acknowledged once the leader and
     /// the submitting node applied it: another node may answer 404 for a moment, so a 404
     /// is asked again (up to 10 s); any other answer than 200 fails.
-    pub fn job(&self, i: usize, id: &str) -> Value {
+    pub fn job(&self, i: usize, id: &str) -> JobView {
         wait_for(10, &format!("node {i} to know job {id}"), || {
             let (status, v) = http_get(&self.nodes[i].http, &format!("/api/v1/jobs/{id}"))
                 .unwrap_or_else(|| panic!("node {i} did not answer"));
@@ -55,7 +55,7 @@ impl Cluster {
                 return None;
             }
             assert_eq!(status, 200, "GET job {id}: {v}");
-            Some(v)
+            Some(serde_json::from_value(v).expect("a job view"))
         })
     }
 }
@@ -110,15 +110,32 @@ pub fn summed_counts(text: &str) -> Vec<(String, usize)> {
 }
 
 /// Node ids of every attempt of the job's tasks of `kind`.
-pub fn attempt_nodes(job: &Value, kind: &str) -> Vec<String> {
-    job["tasks"]
-        .as_array()
-        .unwrap()
+pub fn attempt_nodes(job: &JobView, kind: &str) -> Vec<String> {
+    tasks(job)
         .iter()
-        .filter(|t| t["kind"] == kind)
-        .flat_map(|t| t["attempts"].as_array().unwrap().iter())
-        .map(|a| a["node"].as_str().unwrap().to_string())
+        .filter(|t| t.kind == kind)
+        .flat_map(|t| &t.attempts)
+        .map(|a| a.node.clone())
         .collect()
+}
+
+/// The job's tasks (asked for with the job: a view without them fails the test).
+pub fn tasks(job: &JobView) -> &[TaskView] {
+    job.tasks.as_deref().expect("a job view with its tasks")
+}
+
+/// Task `id` of the job.
+pub fn task<'a>(job: &'a JobView, id: &str) -> &'a TaskView {
+    tasks(job)
+        .iter()
+        .find(|t| t.id == id)
+        .unwrap_or_else(|| panic!("no task {id} in {job}"))
+}
+
+/// Counter `shoal.name` of the job (0 when it has none; Shoal's own never go below 0).
+pub fn shoal_counter(job: &JobView, name: &str) -> u64 {
+    let n = job.counters.get("shoal").and_then(|g| g.get(name));
+    u64::try_from(n.copied().unwrap_or(0)).expect("a count of at least 0")
 }
 
 pub fn files_under(dir: &Path) -> Vec<String> {
@@ -136,12 +153,10 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-pub fn done_node(task: &Value) -> String {
-    task["attempts"]
-        .as_array()
-        .unwrap()
+pub fn done_node(task: &TaskView) -> String {
+    task.attempts
         .iter()
-        .find(|a| a["state"] == "done")
-        .map(|a| a["node"].as_str().unwrap().to_string())
+        .find(|a| a.state == "done")
+        .map(|a| a.node.clone())
         .expect("a done attempt")
 }
