@@ -14,6 +14,11 @@ use serde::Serialize;
 /// Largest frame accepted (a Raft snapshot of the job table is the biggest message).
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// The largest command the replicated log takes, wherever it enters (an HTTP submission, a
+/// member's forwarded proposal, the leader's own): half a frame, so that an append carrying
+/// it, or a push or proposal carrying it, always fits in one frame with room to spare.
+pub const MAX_COMMAND_BYTES: usize = MAX_FRAME / 2;
+
 /// Encode a value as CBOR into a new buffer.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut buf = Vec::new();

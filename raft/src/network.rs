@@ -52,6 +52,10 @@ pub enum RpcError {
     /// The peer answered with an error.
     #[error("peer refused: {0}")]
     Refused(String),
+    /// The sender's role in the membership does not send this kind of RPC (a learner's
+    /// vote, an append from a node outside the membership).
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// What the node provides so Raft can reach peers.
@@ -221,13 +225,18 @@ fn planted_grant(
 
 /// One piece of a snapshot: `data` is bytes `offset..offset + data.len()` of `total`.
 #[derive(Serialize, Deserialize)]
-struct SnapshotRequest {
-    vote: Vote,
-    meta: SnapshotMeta,
-    offset: u64,
-    total: u64,
+pub struct SnapshotRequest {
+    /// The sender's vote (a leader's).
+    pub vote: Vote,
+    /// Which snapshot.
+    pub meta: SnapshotMeta,
+    /// Where this piece starts.
+    pub offset: u64,
+    /// The whole snapshot's size.
+    pub total: u64,
+    /// The piece.
     #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+    pub data: Vec<u8>,
 }
 
 /// Bytes of log entries one AppendEntries carries at most (a larger entry goes alone): far
@@ -274,8 +283,8 @@ type LeaderIdOf = openraft::alias::LeaderIdOf<TypeConfig>;
 #[derive(Debug, Default)]
 pub struct Inbound {
     newest: tokio::sync::Mutex<Newest>,
-    /// The snapshot being received, piece by piece: its id and the bytes so far.
-    partial: tokio::sync::Mutex<Option<(String, Vec<u8>)>>,
+    /// The snapshot being received, piece by piece, from one sender.
+    partial: tokio::sync::Mutex<Option<Partial>>,
 }
 
 /// The last log id taken from the newest leader that sent entries or a snapshot.
@@ -304,11 +313,52 @@ impl Newest {
     }
 }
 
+/// Whether `from` may send an RPC of `kind`, judged on the membership this node holds (its
+/// log's, committed or not): only a voter asks for votes or hands leadership over; only a
+/// member (a voter, or a learner this node has not yet seen promoted) sends entries or a
+/// snapshot. A node that holds no membership yet takes entries, snapshots and votes from
+/// any sender the transport let through: it is a learner being added (its first entries
+/// come from a leader it cannot know yet) or a voter adopted by a bootstrap (whose
+/// bootstrapper asks for its vote before any entry reaches it).
+fn may_send<S: AppState>(raft: &Raft<S>, from: NodeId, kind: RpcKind) -> Result<(), RpcError> {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let metrics = raft.metrics();
+    let (known, voter, member) = {
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let seen = (
+            membership.nodes().next().is_some(),
+            membership.voter_ids().any(|v| v == from),
+            membership.get_node(&from).is_some(),
+        );
+        seen
+    };
+    let allowed = match kind {
+        RpcKind::Append | RpcKind::Snapshot => !known || member,
+        RpcKind::Vote | RpcKind::PreVote => !known || voter,
+        RpcKind::TransferLeader => voter,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let role = if member {
+        "a learner"
+    } else if known {
+        "not in the Raft membership"
+    } else {
+        "not known here (this node holds no membership yet)"
+    };
+    Err(RpcError::NotAllowed(format!(
+        "node {from:016x} is {role}: it may not send {kind:?} requests"
+    )))
+}
+
 /// Answer an inbound Raft RPC: decode, hand to Raft, encode its result.
 ///
 /// `from` is the node the transport authenticated as the sender: a request that speaks for
 /// another node (a vote, an append or a snapshot under another leader id, a transfer from
-/// another leader) is refused before Raft sees it.
+/// another leader) is refused before Raft sees it, and so is one its role does not send
+/// (`may_send`) — before its body is decoded.
 pub async fn handle_rpc<S: AppState>(
     raft: &Raft<S>,
     inbound: &Inbound,
@@ -325,6 +375,7 @@ pub async fn handle_rpc<S: AppState>(
             )))
         }
     };
+    may_send(raft, from, kind)?;
     Ok(match kind {
         RpcKind::Append => {
             let req: AppendEntriesRequest<TypeConfig> = decode(kind, body)?;
@@ -363,7 +414,7 @@ pub async fn handle_rpc<S: AppState>(
                     Ok(SnapshotResponse::new(req.vote));
                 return Ok(to_cbor(&done));
             }
-            let Some(data) = gather(inbound, &req).await? else {
+            let Some(data) = gather(raft, inbound, from, &req).await? else {
                 // A piece taken; the sender goes on.
                 let more: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
                     Ok(SnapshotResponse::new(req.vote));
@@ -396,33 +447,81 @@ pub async fn handle_rpc<S: AppState>(
     })
 }
 
-/// Take one piece of a snapshot; the whole snapshot once its last piece is in. A piece out
-/// of order (a retry after a timeout, another snapshot) is refused and the gathering starts
-/// over: the sender sends the whole snapshot again.
-async fn gather(inbound: &Inbound, req: &SnapshotRequest) -> Result<Option<Vec<u8>>, RpcError> {
+/// A snapshot being received piece by piece: from whom, under which vote, which snapshot,
+/// and the bytes so far.
+#[derive(Debug)]
+struct Partial {
+    from: NodeId,
+    vote: Vote,
+    id: String,
+    data: Vec<u8>,
+}
+
+/// Take one piece of a snapshot from `from`; the whole snapshot once its last piece is in.
+/// A piece under a vote not as new as this node's is refused before anything is buffered; a
+/// first piece replaces another sender's transfer only under a vote at least as new as that
+/// transfer's. A piece out of order (a retry after a timeout, another snapshot) is refused
+/// and the gathering starts over: the sender sends the whole snapshot again.
+async fn gather<S: AppState>(
+    raft: &Raft<S>,
+    inbound: &Inbound,
+    from: NodeId,
+    req: &SnapshotRequest,
+) -> Result<Option<Vec<u8>>, RpcError> {
     if req.total > MAX_SNAPSHOT_BYTES {
         return Err(RpcError::Refused(format!(
             "a snapshot of {} bytes is over the {MAX_SNAPSHOT_BYTES}-byte limit",
             req.total
         )));
     }
+    let ours = crate::metrics(raft).vote;
+    if !req.vote.ge(&ours) {
+        return Err(RpcError::Refused(format!(
+            "a snapshot piece under vote {}, which is not as new as this node's {ours}",
+            req.vote
+        )));
+    }
     let id = format!("{:?}", req.meta.last_log_id);
     let mut partial = inbound.partial.lock().await;
     if req.offset == 0 {
-        *partial = Some((id.clone(), Vec::new()));
+        if let Some(p) = partial.as_ref().filter(|p| p.from != from) {
+            if !req.vote.ge(&p.vote) {
+                return Err(RpcError::Refused(format!(
+                    "node {:016x} sends a snapshot under a newer vote",
+                    p.from
+                )));
+            }
+        }
+        *partial = Some(Partial {
+            from,
+            vote: req.vote,
+            id: id.clone(),
+            data: Vec::new(),
+        });
     }
+    let fits = req
+        .offset
+        .checked_add(req.data.len() as u64)
+        .is_some_and(|end| end <= req.total);
     match partial.as_mut() {
-        Some((pid, data))
-            if *pid == id
-                && data.len() as u64 == req.offset
-                && req.offset + req.data.len() as u64 <= req.total =>
+        Some(p)
+            if p.from == from
+                && p.vote == req.vote
+                && p.id == id
+                && p.data.len() as u64 == req.offset
+                && fits =>
         {
-            data.extend_from_slice(&req.data);
-            if (data.len() as u64) < req.total {
+            p.data.extend_from_slice(&req.data);
+            if (p.data.len() as u64) < req.total {
                 return Ok(None);
             }
-            Ok(partial.take().map(|(_, d)| d))
+            Ok(partial.take().map(|p| p.data))
         }
+        // Another sender's transfer goes on; this piece is refused.
+        Some(p) if p.from != from => Err(RpcError::Refused(format!(
+            "snapshot up to {id}: node {:016x} is sending one",
+            p.from
+        ))),
         _ => {
             *partial = None;
             Err(RpcError::Refused(format!(

@@ -1,8 +1,9 @@
 //! `shoal logs JOB [TASK] [--attempt N] [--failed] [--setup]`: the kept stderr of a job's
 //! attempts (or its setups' output), from whichever node kept it, asked of any node. Each
-//! log is printed after a `==> … <==` line naming task, attempt, node and state.
+//! log is printed after a `==> … <==` line naming task, attempt, node and state; on a
+//! terminal, control characters are shown escaped (`--raw` prints them as they are).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +31,37 @@ pub struct LogsArgs {
     /// The output of the job's --setup on each node that ran it, instead of attempts.
     #[arg(long, conflicts_with_all = ["task", "attempt", "failed"])]
     setup: bool,
+    /// Print the logs' bytes as they are, even on a terminal (where control characters, a
+    /// task's escape sequences among them, are otherwise shown escaped: `\x1b`). Into a pipe
+    /// or a file they always go raw.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// `text` for a terminal: every control character but newline and tab written as an escape
+/// (`\x1b`, `\u{9b}`), so a task's output cannot move the cursor, retitle the window or
+/// hide lines; bytes that are not UTF-8 as `\xNN` too.
+pub fn escaped(text: &[u8]) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for chunk in text.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' | '\t' => out.push(c),
+                c if c.is_control() && u32::from(c) < 0x80 => {
+                    let _ = write!(out, "\\x{:02x}", u32::from(c));
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out.into_bytes()
 }
 
 /// A body as bytes.
@@ -112,16 +144,20 @@ pub fn logs(args: LogsArgs) -> ExitCode {
         };
         return usage("logs", format!("job {} {what}", args.job));
     }
+    let terminal = !args.raw && std::io::stdout().is_terminal();
+    let shown = |b: &[u8]| if terminal { escaped(b) } else { b.to_vec() };
     let mut out = std::io::stdout().lock();
     let mut missing = 0;
     for (header, path) in logs {
-        let _ = writeln!(out, "{header}");
+        let _ = out.write_all(&shown(header.as_bytes()));
+        let _ = writeln!(out);
         match client.send(
             Duration::from_secs(120),
             |c, b| c.get(format!("{b}{path}")),
             Bytes,
         ) {
             Ok(text) => {
+                let text = shown(&text);
                 let _ = out.write_all(&text);
                 if !text.is_empty() && !text.ends_with(b"\n") {
                     let _ = writeln!(out);
@@ -139,4 +175,20 @@ pub fn logs(args: LogsArgs) -> ExitCode {
         return ExitCode::from(EXIT_UNREACHABLE);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn a_terminal_sees_control_characters_escaped_and_text_as_it_is() {
+        let task = b"ok\tdone\n\x1b]0;owned\x07\x1b[2Jcaf\xc3\xa9 \xc2\x9b31m \xff\n";
+        let shown = String::from_utf8(escaped(task)).unwrap();
+        assert_eq!(
+            shown,
+            "ok\tdone\n\\x1b]0;owned\\x07\\x1b[2Jcafé \\u{9b}31m \\xff\n"
+        );
+        assert!(!shown.bytes().any(|b| b == 0x1b || b == 0x07));
+    }
 }

@@ -43,6 +43,19 @@ fn request(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// The head of the answer to `GET path` with `Host: host`, lowercase.
+fn head_of(addr: &str, host: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let ask = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(ask.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).to_ascii_lowercase();
+    resp.split_once("\r\n\r\n")
+        .map_or(resp.clone(), |(h, _)| h.to_string())
+}
+
 /// A multipart job whose mapper creates `marker`: what a hostile page would post.
 fn job_body(marker: &std::path::Path) -> (String, Vec<u8>) {
     let spec = serde_json::json!({
@@ -83,6 +96,16 @@ fn pages_of_other_sites_and_rebound_names_are_refused_shoal_and_same_origin_are_
             body["error"].as_str().unwrap().contains("--http-host"),
             "{body}"
         );
+    }
+    // Every answer, a refusal too, says nosniff: a browser never reads text as a page.
+    for host in [own.clone(), format!("evil.example:{port}")] {
+        for path in ["/api/v1/cluster", "/api/v1/jobs/j-1/logs/m-00000/1"] {
+            let head = head_of(&own, &host, path);
+            assert!(
+                head.contains("x-content-type-options: nosniff"),
+                "{host}{path}: {head}"
+            );
+        }
     }
     for host in [
         own.clone(),

@@ -21,6 +21,28 @@ use shoal_net::{codec, Keypair};
 use shoal_node::cluster::pushed::Push;
 use shoal_node::cluster::state::Command;
 
+/// Run `f` on a runtime of its own on the LAN's fifth machine, the crafted peer's.
+fn on_fifth_machine<T: Send>(
+    lan: &crate::common::netns::Lan,
+    f: impl std::future::Future<Output = T> + Send,
+) -> T {
+    in_ns(&lan.hosts[4].ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(f)
+    })
+}
+
+/// Send `req` over `/shoal/raft/1` from `peer`; the answer, as text.
+async fn raft_ask(peer: &TestPeer, req: &RaftRequest) -> String {
+    let mut st = peer.open("/shoal/raft/1").await;
+    codec::write_frame(&mut st, req).await.unwrap();
+    let r: shoal_net::wire::RaftResponse = codec::read_frame(&mut st, 1 << 20).await.unwrap();
+    format!("{r:?}")
+}
+
 /// `shoal submit --wait` of a word count of `corpus` to `node`, from its machine.
 fn wordcount(node: &NodeProc, corpus: &std::path::Path) -> std::process::Output {
     run(node
@@ -183,82 +205,76 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
     let marker = dir.path().join("stranger-ran");
     let (stranger_job, report, assign) = lies(&job, (map, attempt), member_id, &marker);
     let planted = format!("{job}/planted");
-    let answers = in_ns(&lan.hosts[4].ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let answers = on_fifth_machine(&lan, async move {
+        let mut said = Vec::new();
+        // A key holder that is not a member.
+        let stranger_key = Keypair::generate_ed25519();
+        let stranger_id =
+            shoal_jobs::partition::stable_hash(&stranger_key.public().to_peer_id().to_bytes());
+        let s = TestPeer::connect(stranger_key, Some(key), target, addr.clone()).await;
+        said.push((
+            "stranger heartbeat",
+            s.ctl(&heartbeat(cluster_id, stranger_id)).await,
+        ));
+        said.push((
+            "stranger proposal",
+            s.ctl(&propose(cluster_id, &stranger_job)).await,
+        ));
+        let garbage = RaftRequest {
+            cluster_id,
+            payload: vec![1, 2, 3],
+        };
+        let raft = raft_ask(&s, &garbage).await;
+        let data = {
+            let mut st = s.open("/shoal/data/1").await;
+            codec::write_frame(
+                &mut st,
+                &DataRequest::Put {
+                    cluster_id,
+                    key: planted,
+                },
+            )
+            .await
             .unwrap();
-        rt.block_on(async move {
-            let mut said = Vec::new();
-            // A key holder that is not a member.
-            let stranger_key = Keypair::generate_ed25519();
-            let stranger_id =
-                shoal_jobs::partition::stable_hash(&stranger_key.public().to_peer_id().to_bytes());
-            let s = TestPeer::connect(stranger_key, Some(key), target, addr.clone()).await;
-            said.push((
-                "stranger heartbeat",
-                s.ctl(&heartbeat(cluster_id, stranger_id)).await,
-            ));
-            said.push((
-                "stranger proposal",
-                s.ctl(&propose(cluster_id, &stranger_job)).await,
-            ));
-            let raft = {
-                let mut st = s.open("/shoal/raft/1").await;
-                codec::write_frame(
-                    &mut st,
-                    &RaftRequest {
-                        cluster_id,
-                        payload: vec![1, 2, 3],
-                    },
-                )
-                .await
-                .unwrap();
-                let r: shoal_net::wire::RaftResponse =
-                    codec::read_frame(&mut st, 1 << 20).await.unwrap();
-                format!("{r:?}")
-            };
-            let data = {
-                let mut st = s.open("/shoal/data/1").await;
-                codec::write_frame(
-                    &mut st,
-                    &DataRequest::Put {
-                        cluster_id,
-                        key: planted,
-                    },
-                )
-                .await
-                .unwrap();
-                let r = DataFrame::read(&mut st, 1 << 20).await.unwrap();
-                format!("{r:?}")
-            };
-            // A member (the stopped learner's key).
-            let m = TestPeer::connect(member_key, Some(key), target, addr).await;
-            said.push((
-                "member heartbeat as another",
-                m.ctl(&heartbeat(cluster_id, other)).await,
-            ));
-            said.push((
-                "member heartbeat as itself",
-                m.ctl(&heartbeat(cluster_id, member_id)).await,
-            ));
-            said.push((
-                "member report of another's attempt",
-                m.ctl(&propose(cluster_id, &report)).await,
-            ));
-            said.push((
-                "member assignment",
-                m.ctl(&propose(cluster_id, &assign)).await,
-            ));
-            // Everyone's heartbeats (what a learner asks the leader for): members only.
-            said.push((
-                "stranger asking for the heartbeats heard",
-                s.ctl(&CtlRequest::Heard { cluster_id }).await,
-            ));
-            (said, raft, data)
-        })
+            let r = DataFrame::read(&mut st, 1 << 20).await.unwrap();
+            format!("{r:?}")
+        };
+        // A member (the stopped learner's key).
+        let m = TestPeer::connect(member_key, Some(key), target, addr).await;
+        said.push((
+            "member heartbeat as another",
+            m.ctl(&heartbeat(cluster_id, other)).await,
+        ));
+        said.push((
+            "member heartbeat as itself",
+            m.ctl(&heartbeat(cluster_id, member_id)).await,
+        ));
+        said.push((
+            "member report of another's attempt",
+            m.ctl(&propose(cluster_id, &report)).await,
+        ));
+        said.push((
+            "member assignment",
+            m.ctl(&propose(cluster_id, &assign)).await,
+        ));
+        // Everyone's heartbeats (what a learner asks the leader for): members only.
+        said.push((
+            "stranger asking for the heartbeats heard",
+            s.ctl(&CtlRequest::Heard { cluster_id }).await,
+        ));
+        // A command one byte over the log's bound: an append carrying it could never
+        // be sent, and nothing after it would commit.
+        let huge = CtlRequest::Propose {
+            cluster_id,
+            command: vec![0; shoal_node::cluster::state::MAX_COMMAND_BYTES + 1],
+        };
+        said.push(("member proposal over the bound", m.ctl(&huge).await));
+        // The first piece of a snapshot under an old vote: it would reset a real
+        // leader's transfer to this node.
+        let piece = raft_ask(&m, &old_snapshot_piece(cluster_id, member_id)).await;
+        (said, raft, data, piece)
     });
-    let (said, raft, data) = answers;
+    let (said, raft, data, piece) = answers;
     for (what, answer) in &said {
         println!("{what}: {answer:?}");
     }
@@ -288,6 +304,14 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
     );
     refused(&said[5].1, Reason::Forbidden, "only the manager");
     refused(&said[6].1, Reason::NotAMember, "is not a member");
+    refused(&said[7].1, Reason::Malformed, "over the log's bound");
+    println!("member snapshot piece under term 1: {piece}");
+    assert!(piece.contains("not as new as this node's"), "{piece}");
+    let logged = nodes[leader].log_text();
+    assert!(
+        logged.contains("refused a proposal") && logged.contains("over the log's bound"),
+        "the leader logs the oversized proposal"
+    );
 
     // Nothing the impostors said changed the cluster: one job, no stranger's mapper ran, the
     // stranger is in no heartbeat or view, and a new job still runs.
@@ -310,6 +334,25 @@ fn a_key_holder_is_not_a_member_and_a_member_cannot_speak_for_another() {
         4,
         "three voters and the stopped learner: {ids:?}"
     );
+}
+
+/// A Raft request from `from`: the first piece of a snapshot under a vote of term 1.
+fn old_snapshot_piece(cluster_id: u64, from: u64) -> RaftRequest {
+    let piece = shoal_raft::network::SnapshotRequest {
+        vote: shoal_raft::types::Vote::new_committed(1, from),
+        meta: shoal_raft::types::SnapshotMeta::default(),
+        offset: 0,
+        total: 1 << 20,
+        data: vec![0; 1024],
+    };
+    let payload = shoal_node::cluster::rpc::Payload {
+        kind: shoal_raft::RpcKind::Snapshot,
+        body: codec::encode(&piece),
+    };
+    RaftRequest {
+        cluster_id,
+        payload: codec::encode(&payload),
+    }
 }
 
 /// A plain worker takes its jobs from the leader's pushes only. A key holder that is no
@@ -349,46 +392,40 @@ fn a_key_holder_cannot_push_a_plain_worker_jobs() {
     let addr: Multiaddr = format!("/ip4/{}/tcp/{port}", lan.hosts[worker].addr)
         .parse()
         .unwrap();
-    let said = in_ns(&lan.hosts[4].ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let stranger_key = Keypair::generate_ed25519();
-            let stranger_id =
-                shoal_jobs::partition::stable_hash(&stranger_key.public().to_peer_id().to_bytes());
-            let s = TestPeer::connect(stranger_key, Some(key), target, addr).await;
-            let push = |p: &Push| CtlRequest::Push {
-                cluster_id,
-                push: codec::encode(p),
-            };
-            // A term no leader reached, everything from scratch: the whole table its own.
-            let own = Push {
-                term: 1 << 40,
-                leader: stranger_id,
-                seq: 1,
-                base: 0,
-                roster: Some(vec![]),
-                ..Push::default()
-            };
-            let in_leaders_name = Push {
-                leader: leader_num,
-                ..own.clone()
-            };
-            let garbage = CtlRequest::Push {
-                cluster_id,
-                push: vec![0xff, 0x00, 0x13],
-            };
-            vec![
-                ("malformed push", s.ctl(&garbage).await),
-                (
-                    "push in the leader's name",
-                    s.ctl(&push(&in_leaders_name)).await,
-                ),
-                ("push as leader of a later term", s.ctl(&push(&own)).await),
-            ]
-        })
+    let said = on_fifth_machine(&lan, async move {
+        let stranger_key = Keypair::generate_ed25519();
+        let stranger_id =
+            shoal_jobs::partition::stable_hash(&stranger_key.public().to_peer_id().to_bytes());
+        let s = TestPeer::connect(stranger_key, Some(key), target, addr).await;
+        let push = |p: &Push| CtlRequest::Push {
+            cluster_id,
+            push: codec::encode(p),
+        };
+        // A term no leader reached, everything from scratch: the whole table its own.
+        let own = Push {
+            term: 1 << 40,
+            leader: stranger_id,
+            seq: 1,
+            base: 0,
+            roster: Some(vec![]),
+            ..Push::default()
+        };
+        let in_leaders_name = Push {
+            leader: leader_num,
+            ..own.clone()
+        };
+        let garbage = CtlRequest::Push {
+            cluster_id,
+            push: vec![0xff, 0x00, 0x13],
+        };
+        vec![
+            ("malformed push", s.ctl(&garbage).await),
+            (
+                "push in the leader's name",
+                s.ctl(&push(&in_leaders_name)).await,
+            ),
+            ("push as leader of a later term", s.ctl(&push(&own)).await),
+        ]
     });
     for (what, answer) in &said {
         println!("{what}: {answer:?}");
@@ -406,4 +443,111 @@ fn a_key_holder_cannot_push_a_plain_worker_jobs() {
     let corpus = corpus(dir.path(), 4, 100);
     let o = wordcount(&nodes[worker], &corpus);
     assert!(o.status.success(), "{}", text(&o));
+    let key = psk(&dir.path().join("lan.key"));
+    members_lie_to_a_worker_and_the_leader(
+        nodes,
+        (leader, worker),
+        (&lan, key),
+        cluster_id,
+        &corpus,
+    );
+}
+
+/// A voter's key pushes the worker under a term no election reaches; then the worker's key,
+/// its node stopped, sends the leader an AppendEntries under a higher term carrying
+/// `NodeLost` of the leader. Each is refused, the refusal is logged, and jobs still run.
+fn members_lie_to_a_worker_and_the_leader(
+    mut nodes: Vec<NodeProc>,
+    (leader, worker): (usize, usize),
+    (lan, key): (&crate::common::netns::Lan, shoal_net::PreSharedKey),
+    cluster_id: u64,
+    corpus: &std::path::Path,
+) {
+    let voter = (0..4).find(|&i| i != leader && i != worker).unwrap();
+    nodes[voter].kill();
+    let voter_key = identity_of(&nodes[voter].data);
+    let voter_num = u64::from_str_radix(&nodes[voter].node_id, 16).unwrap();
+    let at = |i: usize| {
+        let port = nodes[i].addrs[0].rsplit('/').next().unwrap().to_string();
+        let addr: Multiaddr = format!("/ip4/{}/tcp/{port}", lan.hosts[i].addr)
+            .parse()
+            .unwrap();
+        (nodes[i].peer_id.parse::<PeerId>().unwrap(), addr)
+    };
+    let (to_worker, worker_addr) = at(worker);
+    let (to_leader, leader_addr) = at(leader);
+    let forged = Push {
+        term: 1 << 40,
+        leader: voter_num,
+        seq: 1,
+        base: 0,
+        roster: Some(vec![]),
+        ..Push::default()
+    };
+    let answer = on_fifth_machine(lan, async move {
+        let v = TestPeer::connect(voter_key, Some(key), to_worker, worker_addr).await;
+        v.ctl(&CtlRequest::Push {
+            cluster_id,
+            push: codec::encode(&forged),
+        })
+        .await
+    });
+    println!("a voter's push of term 2^40: {answer:?}");
+    refused(&answer, Reason::NotTheLeader, "no election gets that far");
+    wait_for(10, "the worker to log the refusal", || {
+        nodes[worker]
+            .log_text()
+            .contains("no election gets that far")
+            .then_some(())
+    });
+    let o = wordcount(&nodes[worker], corpus);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The worker stops; its key sends the leader entries under a higher term.
+    nodes[worker].kill();
+    let worker_key = identity_of(&nodes[worker].data);
+    let worker_num = u64::from_str_radix(&nodes[worker].node_id, 16).unwrap();
+    let leader_num = u64::from_str_radix(&nodes[leader].node_id, 16).unwrap();
+    let raft = on_fifth_machine(lan, async move {
+        let w = TestPeer::connect(worker_key, Some(key), to_leader, leader_addr).await;
+        let req = RaftRequest {
+            cluster_id,
+            payload: codec::encode(&forged_append(worker_num, leader_num)),
+        };
+        raft_ask(&w, &req).await
+    });
+    println!("a plain worker's AppendEntries of term 2^40: {raft}");
+    assert!(
+        raft.contains("Forbidden") && raft.contains("is not in the Raft membership"),
+        "{raft}"
+    );
+    assert!(nodes[leader].log_text().contains("refused a Raft request"));
+    let o = wordcount(&nodes[leader], corpus);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = nodes[leader].cluster().unwrap();
+    assert_eq!(v["leader"]["id"], nodes[leader].node_id.as_str(), "{v}");
+}
+
+/// An AppendEntries from `from` as leader of term 2^40, carrying `NodeLost` of `victim`.
+fn forged_append(from: u64, victim: u64) -> shoal_node::cluster::rpc::Payload {
+    use shoal_raft::types::{Entry, LogId, Vote};
+    let term = 1u64 << 40;
+    let lost = Command::Jobs(JobCommand::NodeLost {
+        node: victim,
+        at_ms: 1,
+    });
+    let entry = Entry {
+        log_id: LogId::new_term_index(term, 1 << 20),
+        payload: openraft::EntryPayload::Normal(shoal_raft::Cmd(codec::encode(&lost))),
+    };
+    let req = openraft::raft::AppendEntriesRequest::<shoal_raft::TypeConfig> {
+        vote: Vote::new_committed(term, from),
+        prev_log_id: None,
+        entries: vec![entry],
+        leader_commit: Some(LogId::new_term_index(term, 1 << 20)),
+    };
+    shoal_node::cluster::rpc::Payload {
+        kind: shoal_raft::RpcKind::Append,
+        body: codec::encode(&req),
+    }
 }

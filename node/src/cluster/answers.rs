@@ -11,13 +11,18 @@ use tracing::{info, warn};
 use crate::cluster::admission::may_propose;
 use crate::cluster::heartbeats::HeartbeatBook;
 use crate::cluster::identity::hex;
-use crate::cluster::propose::{write_local, Proposer};
+use crate::cluster::propose::{too_large, write_local, Proposer};
 use crate::cluster::pushed::{Push, Pushed};
-use crate::cluster::state::Command;
+use crate::cluster::state::{Command, MAX_COMMAND_BYTES};
 
 /// Member `from`'s proposal of `command` (encoded): judged by the admission rules on the job
 /// table `p` holds, then written through its Raft (only a leader can).
 pub async fn propose<P: Proposer>(p: &P, from: NodeId, command: Vec<u8>) -> CtlResponse {
+    if command.len() > MAX_COMMAND_BYTES {
+        let why = too_large(command.len());
+        warn!(from = %hex(from), why = %why, "refused a proposal");
+        return CtlResponse::Declined(why);
+    }
     let judged = codec::decode::<Command>(&command)
         .map_err(|e| Refusal::new(Reason::Malformed, format!("a malformed command: {e}")))
         .and_then(|cmd| {
@@ -62,7 +67,14 @@ pub fn push(member: bool, pushed: &Pushed, from: NodeId, push: &[u8]) -> CtlResp
             }
             CtlResponse::Ok
         }
-        Err(why) => CtlResponse::Declined(why),
+        Err(why) => {
+            // Out of step and roster wanted are the protocol's own; the others are a
+            // node pushing that may not.
+            if matches!(why.reason, Reason::NotTheLeader | Reason::NotAMember) {
+                warn!(from = %hex(from), why = %why, "refused a push");
+            }
+            CtlResponse::Declined(why)
+        }
     }
 }
 

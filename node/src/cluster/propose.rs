@@ -16,7 +16,7 @@ use shoal_raft::Raft;
 use tokio::time::Instant;
 
 use crate::cluster::node::{Node, PROPOSE_TIMEOUT};
-use crate::cluster::state::{ClusterState, Command};
+use crate::cluster::state::{ClusterState, Command, MAX_COMMAND_BYTES};
 
 /// Why a proposal was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +137,9 @@ pub async fn write_local<P: Proposer>(
     p: &P,
     command: Vec<u8>,
 ) -> Result<(JobsApplied, u64), ProposeError> {
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(ProposeError::Refused(too_large(command.len())));
+    }
     let raft = p.raft().ok_or(ProposeError::NoRaft)?;
     let m = shoal_raft::metrics(raft);
     if m.current_leader != Some(p.id()) {
@@ -152,6 +155,15 @@ pub async fn write_local<P: Proposer>(
     let applied =
         codec::decode(&resp.response().0).map_err(|e| ProposeError::Malformed(e.to_string()))?;
     Ok((applied, resp.log_id().index))
+}
+
+/// Why a command of `len` bytes is refused: over [`MAX_COMMAND_BYTES`], it would stall the
+/// log (an append carrying it could never be sent).
+pub fn too_large(len: usize) -> Refusal {
+    Refusal::new(
+        Reason::Malformed,
+        format!("a command of {len} bytes is over the log's bound of {MAX_COMMAND_BYTES} bytes"),
+    )
 }
 
 /// Propose `command` once: at `p` when it leads, else to the leader over `/shoal/ctl/1`.

@@ -17,6 +17,11 @@
 //! [`LEADER_SILENT`] without one, a new leader that the worker's roster does not name yet
 //! is taken.
 //!
+//! While the leader is heard from, another node takes a worker over only as a voter of the
+//! roster (only a voter can be elected) whose term is later than the one held, by at most
+//! [`MAX_TERM_STEP`]: a member that lies about its term (2^40, say) cannot lock the real
+//! leader out, and a plain worker or learner holding the key cannot push at all.
+//!
 //! The invariant: a push is applied only from the node it names as leader, never from an
 //! older term than the last one applied, and only onto the very push it was made against.
 
@@ -37,6 +42,9 @@ use crate::sync::Locked;
 pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A worker takes a push from outside its roster only after its leader was silent this long.
 pub const LEADER_SILENT: Duration = Duration::from_secs(5);
+/// How much later than the held term a new leader's may be while the held leader is heard
+/// from: each election round adds one, and a new leader is elected in a few.
+pub const MAX_TERM_STEP: u64 = 64;
 
 /// Why a worker refuses a push that does not follow the one it holds: the leader sends
 /// everything next.
@@ -139,6 +147,50 @@ impl Default for Pushed {
     }
 }
 
+/// Whether node `from`, pushing under `term`, may push a worker that holds `t`.
+fn takes_over(t: &Table, from: NodeId, term: u64, now: Instant) -> Result<(), Refusal> {
+    let refuse = |why: String| Err(Refusal::new(Reason::NotTheLeader, why));
+    if term < t.term {
+        return refuse(format!(
+            "a push of term {term} after one of term {}",
+            t.term
+        ));
+    }
+    let silent = t
+        .heard
+        .is_none_or(|h| now.saturating_duration_since(h) >= LEADER_SILENT);
+    if from == t.leader || silent {
+        return Ok(());
+    }
+    match t.roster.get(&from).map(|(_, role)| *role) {
+        None => refuse(format!(
+            "node {} is not in the cluster's roster and the leader is alive: only the leader \
+             pushes",
+            hex(from)
+        )),
+        Some(role @ (Role::Learner | Role::Worker)) => refuse(format!(
+            "node {} is a {} and the leader {} is alive: only a voter is elected leader",
+            hex(from),
+            role.name(),
+            hex(t.leader)
+        )),
+        Some(Role::Voter) if term == t.term => refuse(format!(
+            "node {} pushed in term {term}, which node {} leads",
+            hex(from),
+            hex(t.leader)
+        )),
+        Some(Role::Voter) if term - t.term > MAX_TERM_STEP => refuse(format!(
+            "node {} claims term {term}, {} after the leader's {}: no election gets that far \
+             while the leader {} is heard",
+            hex(from),
+            term - t.term,
+            t.term,
+            hex(t.leader)
+        )),
+        Some(Role::Voter) => Ok(()),
+    }
+}
+
 impl Pushed {
     /// Apply push `p` from node `from`; the reason when refused ([`Reason::OutOfStep`]: the
     /// leader sends everything next).
@@ -160,25 +212,7 @@ impl Pushed {
         }
         let mut slot = self.table.locked();
         if let Some(t) = slot.as_ref() {
-            let silent = t
-                .heard
-                .is_none_or(|h| now.saturating_duration_since(h) >= LEADER_SILENT);
-            if !t.roster.contains_key(&from) && !silent {
-                return Err(Refusal::new(
-                    Reason::NotTheLeader,
-                    format!(
-                        "node {} is not in the cluster's roster and the leader is alive: only the \
-                     leader pushes",
-                        hex(from)
-                    ),
-                ));
-            }
-            if p.term < t.term {
-                return Err(Refusal::new(
-                    Reason::NotTheLeader,
-                    format!("a push of term {} after one of term {}", p.term, t.term),
-                ));
-            }
+            takes_over(t, from, p.term, now)?;
         }
         if p.base == 0
             && p.roster.is_none()
@@ -443,6 +477,44 @@ mod tests {
         p.apply(9, q).unwrap();
         assert_eq!(ids(&p), ["j-3"]);
         assert_eq!(p.leader(), Some(9));
+    }
+
+    #[test]
+    fn while_the_leader_is_heard_only_a_voter_of_a_slightly_later_term_takes_over() {
+        let p = Pushed::default();
+        let mut first = push(3, 1, 0, vec![job("j-1", "a")], &[]);
+        first.roster = Some(vec![
+            (7, NodeInfo::default(), Role::Voter),
+            (9, NodeInfo::default(), Role::Voter),
+            (11, NodeInfo::default(), Role::Learner),
+            (12, NodeInfo::default(), Role::Worker),
+        ]);
+        p.apply(7, first).unwrap();
+        let from = |leader: NodeId, term: u64| Push {
+            leader,
+            ..push(term, 1, 0, vec![job("j-evil", "x")], &[])
+        };
+        let refused = |leader: NodeId, term: u64, says: &str| {
+            let err = p.apply(leader, from(leader, term)).unwrap_err();
+            assert_eq!(err.reason, Reason::NotTheLeader, "{err}");
+            assert!(err.why.contains(says), "{err}");
+        };
+        // A voter with a made-up term: refused, and the real leader goes on.
+        refused(9, 1 << 40, "no election gets that far");
+        refused(9, 3, "which node 0000000000000007 leads");
+        // A learner or a plain worker holding the key is never elected.
+        refused(11, 4, "is a learner");
+        refused(12, 4, "is a worker");
+        assert_eq!(ids(&p), ["j-1"]);
+        p.apply(7, push(3, 2, 1, vec![], &[])).unwrap();
+        // A voter elected in a later term takes over.
+        p.apply(9, from(9, 3 + MAX_TERM_STEP)).unwrap();
+        assert_eq!(p.leader(), Some(9));
+        assert_eq!(ids(&p), ["j-evil"]);
+        // Once its leader is silent, a worker takes whatever roster voter leads now.
+        let later = Instant::now() + LEADER_SILENT;
+        p.apply_at(7, from(7, 1 << 40), later).unwrap();
+        assert_eq!(p.leader(), Some(7));
     }
 
     #[test]

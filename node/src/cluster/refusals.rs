@@ -268,6 +268,20 @@ async fn a_member_is_told_too_soon_no_leader_forbidden_and_failed() {
         declined(&node.on_ctl(member, propose).await),
         Reason::Forbidden
     );
+    // A command over the log's bound is refused before it is decoded: the append that would
+    // carry it could never be sent, and nothing after it would commit.
+    let huge = CtlRequest::Propose {
+        cluster_id: CLUSTER,
+        command: vec![0; crate::cluster::state::MAX_COMMAND_BYTES + 1],
+    };
+    let answer = node.on_ctl(member, huge).await;
+    assert_eq!(declined(&answer), Reason::Malformed);
+    assert!(
+        answer
+            .refusal()
+            .is_some_and(|r| r.why.contains("over the log's bound")),
+        "{answer:?}"
+    );
     // Leaving asks the leader; this node is not it, and says its attempt failed.
     let leave = CtlRequest::Leave {
         cluster_id: CLUSTER,

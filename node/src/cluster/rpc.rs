@@ -12,11 +12,14 @@ use shoal_net::wire::{RaftRequest, RaftResponse, Reason};
 use shoal_net::{codec, Client, Multiaddr, PeerId, PeerRef, Transport};
 use shoal_raft::{NodeId, NodeInfo, RaftRpc, RpcError, RpcKind};
 
+/// What a `/shoal/raft/1` request carries: which RPC, and its CBOR body.
 #[derive(Serialize, Deserialize)]
-struct Payload {
-    kind: RpcKind,
+pub struct Payload {
+    /// Which RPC.
+    pub kind: RpcKind,
+    /// The RPC's request, CBOR.
     #[serde(with = "serde_bytes")]
-    body: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 /// Where a node listed in the membership can be reached.
@@ -70,6 +73,9 @@ impl<T: Transport> RaftRpc for NetRpc<T> {
         {
             Ok(RaftResponse::Ok(bytes)) => Ok(bytes),
             Ok(RaftResponse::Refused(why)) => Err(RpcError::Refused(why)),
+            Ok(RaftResponse::Declined(r)) if r.reason == Reason::Forbidden => {
+                Err(RpcError::NotAllowed(r.why))
+            }
             Ok(RaftResponse::Declined(r)) => Err(RpcError::Refused(r.why)),
             Err(e) => Err(RpcError::Unreachable(e.to_string())),
         }
@@ -95,6 +101,10 @@ pub async fn answer_raft<S: shoal_raft::AppState>(
     };
     match shoal_raft::handle_rpc(raft, inbound, from, payload.kind, &payload.body).await {
         Ok(bytes) => RaftResponse::Ok(bytes),
+        Err(RpcError::NotAllowed(why)) => {
+            tracing::warn!(from = %crate::cluster::identity::hex(from), %why, "refused a Raft request");
+            RaftResponse::declined(Reason::Forbidden, why)
+        }
         Err(e) => RaftResponse::declined(Reason::Failed, e.to_string()),
     }
 }

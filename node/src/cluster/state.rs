@@ -10,8 +10,10 @@ use shoal_jobs::cluster::{Applied, Cluster, NodeId};
 use shoal_raft::{AppState, NodeInfo};
 
 /// The largest command the log takes (a job's spec with its shipped files, its splits):
-/// half the transport's frame, so an entry always fits in one message.
-pub const MAX_COMMAND_BYTES: usize = 32 << 20;
+/// half the transport's frame, so an entry always fits in one message. Checked wherever a
+/// command enters: `POST /api/v1/jobs`, a member's forwarded proposal, and every write to
+/// Raft (`cluster::propose::write_local`).
+pub const MAX_COMMAND_BYTES: usize = shoal_net::codec::MAX_COMMAND_BYTES;
 
 /// The cluster's replicated state.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -89,8 +89,20 @@ fn cross_site(req: &Request, host: &str) -> Option<String> {
     }
 }
 
-/// The middleware: 421 for a foreign `Host`, 403 for a cross-site change.
+/// The middleware: 421 for a foreign `Host`, 403 for a cross-site change; every answer says
+/// `X-Content-Type-Options: nosniff`, so a browser never reads a task's log (or any text)
+/// as HTML or script.
 pub async fn check(guard: Arc<HostGuard>, req: Request, next: Next) -> Response {
+    let mut answer = judge(&guard, req, next).await;
+    answer.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    answer
+}
+
+/// [`check`] without the header.
+async fn judge(guard: &HostGuard, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)

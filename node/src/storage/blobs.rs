@@ -215,8 +215,9 @@ impl Blobs {
         }
         let sum = shoal_jobs::checksum::of_range(&mut File::open(&linked.tmp)?, 0, len)?;
         if sum != checksum {
+            // Not the sum found: a refusal must not tell a peer what a file it names holds.
             return Err(refused(format!(
-                "{} has checksum {sum:08x}, not {checksum:08x}",
+                "{} does not have checksum {checksum:08x}",
                 from.display()
             )));
         }

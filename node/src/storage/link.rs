@@ -142,7 +142,11 @@ mod tests {
 
         // Another size, another checksum: refused, and nothing is left behind.
         assert!(b.link_from(key, &from, len + 1, crc(bytes)).is_err());
-        assert!(b.link_from(key, &from, len, crc(b"other")).is_err());
+        let wrong = b.link_from(key, &from, len, crc(b"other")).unwrap_err();
+        // It says what was asked, never what the file holds.
+        let said = wrong.to_string();
+        assert!(said.contains(&format!("{:08x}", crc(b"other"))), "{said}");
+        assert!(!said.contains(&format!("{:08x}", crc(bytes))), "{said}");
         // A file that is not that object of a store: refused before it is linked.
         let secret = dir.path().join("secret");
         std::fs::write(&secret, bytes).unwrap();

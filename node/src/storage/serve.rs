@@ -170,6 +170,9 @@ async fn send_piece(
         .map_err(|e| ServeError::Stream(e.to_string()))
 }
 
+/// Bytes received between two looks at the disk reserve (`--min-free-mb`).
+const RESERVE_CHECK_BYTES: usize = 16 << 20;
+
 /// Store each object of `keys` as it arrives (chunks, then `End`, one after another); answer
 /// `End` once every one is durable. An object that does not arrive whole is not stored.
 async fn receive_objects(
@@ -231,13 +234,25 @@ async fn receive_object(
         source,
     };
     let mut w = store.blobs.create(key).map_err(failed)?;
+    let mut unchecked = 0usize;
     loop {
         let frame = tokio::time::timeout(STALL, DataFrame::read(stream, MAX_DATA_FRAME)).await;
         let failed = match frame {
-            Ok(Ok(DataFrame::Chunk(bytes))) => match w.write_all(&bytes) {
-                Ok(()) => continue,
-                Err(e) => failed(e),
-            },
+            Ok(Ok(DataFrame::Chunk(bytes))) => {
+                // The reserve holds as bytes arrive, not only when the batch began.
+                unchecked = unchecked.saturating_add(bytes.len());
+                let full = if unchecked >= RESERVE_CHECK_BYTES {
+                    unchecked = 0;
+                    store.disk_ok().err()
+                } else {
+                    None
+                };
+                match (full, w.write_all(&bytes)) {
+                    (None, Ok(())) => continue,
+                    (Some(e), _) => ServeError::DiskFull(format!("node {:016x}: {e}", store.id)),
+                    (None, Err(e)) => failed(e),
+                }
+            }
             Ok(Ok(DataFrame::End)) => break,
             Ok(Ok(DataFrame::Error(why))) => ServeError::SenderGaveUp(why),
             Ok(Err(e)) => ServeError::BadStream(e.to_string()),
