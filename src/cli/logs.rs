@@ -176,19 +176,3 @@ pub fn logs(args: LogsArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
-
-#[cfg(test)]
-mod tests {
-    use super::escaped;
-
-    #[test]
-    fn a_terminal_sees_control_characters_escaped_and_text_as_it_is() {
-        let task = b"ok\tdone\n\x1b]0;owned\x07\x1b[2Jcaf\xc3\xa9 \xc2\x9b31m \xff\n";
-        let shown = String::from_utf8(escaped(task)).unwrap();
-        assert_eq!(
-            shown,
-            "ok\tdone\n\\x1b]0;owned\\x07\\x1b[2Jcafé \\u{9b}31m \\xff\n"
-        );
-        assert!(!shown.bytes().any(|b| b == 0x1b || b == 0x07));
-    }
-}

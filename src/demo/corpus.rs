@@ -145,28 +145,3 @@ pub fn read_counts(path: &Path) -> anyhow::Result<BTreeMap<Vec<u8>, u64>> {
     }
     Ok(counts)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn corpus_is_deterministic_and_skewed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        generate(&a, 200_000, 5000, 7).unwrap();
-        generate(&b, 200_000, 5000, 7).unwrap();
-        let text = std::fs::read(&a).unwrap();
-        assert_eq!(text, std::fs::read(&b).unwrap());
-        let the = word(0);
-        let count = |w: &str| {
-            text.split(|&c| c == b' ' || c == b'\n')
-                .filter(|x| *x == w.as_bytes())
-                .count()
-        };
-        assert!(
-            count(&the) > 20 * count(&word(100)).max(1),
-            "rank 0 is far more frequent than rank 100"
-        );
-    }
-}

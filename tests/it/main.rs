@@ -13,6 +13,7 @@ mod peer;
 
 mod adversary;
 mod cli;
+mod cli_units;
 mod cluster;
 mod config;
 mod containment;

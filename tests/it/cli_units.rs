@@ -1,0 +1,107 @@
+//! The command line's own pieces, checked without a cluster: part names and checksums of
+//! `shoal output`, the multipart body of `shoal submit`, the escaping of `shoal logs`, the
+//! demo's corpus. (The root library builds no unit-test binary of its own: one build of it
+//! less in CI.)
+
+use futures::StreamExt;
+use shoal::cli::logs::escaped;
+use shoal::cli::output::{is_part_name, parse_checksum};
+use shoal::cli::upload::multipart;
+use shoal::demo::corpus::{generate, word};
+use shoal_jobs::split::InputFile;
+
+#[test]
+fn only_part_names_become_files_and_checksums_parse_strictly() {
+    for ok in [
+        "part-00000",
+        "part-00017",
+        "part-123456",
+        "part-00001.gz",
+        "part-00002.zst",
+    ] {
+        assert!(is_part_name(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "part-",
+        "part-1",
+        "part-0000a",
+        "../part-00000",
+        "part-00000/../x",
+        "part-00000.a1",
+        "part-00000.gz.gz",
+        "part-.gz",
+        "_SUCCESS",
+        "/etc/passwd",
+        "part-00000\n",
+    ] {
+        assert!(!is_part_name(bad), "{bad:?}");
+    }
+    assert_eq!(parse_checksum("crc32c=0000002a"), Some(42));
+    assert_eq!(parse_checksum("md5=0000002a"), None);
+    assert_eq!(parse_checksum("crc32c=zz"), None);
+}
+
+#[test]
+fn the_body_is_a_multipart_form_with_the_spec_then_each_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, text) in [("a.txt", "one\n"), ("we\"ird\nname", "two\n")] {
+        let path = dir.path().join(format!("f{}", files.len()));
+        std::fs::write(&path, text).unwrap();
+        files.push(InputFile {
+            path,
+            name: name.into(),
+            len: text.len() as u64,
+        });
+    }
+    let (ctype, body) = multipart(b"SPEC".to_vec(), Vec::new(), files);
+    let boundary = ctype
+        .strip_prefix("multipart/form-data; boundary=")
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bytes: Vec<u8> =
+        rt.block_on(async { body.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat() });
+    let text = String::from_utf8(bytes).unwrap();
+    let want = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"spec\"\r\nContent-Type: application/cbor\r\n\r\nSPEC\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"input\"; filename=\"a.txt\"\r\nContent-Type: application/octet-stream\r\n\r\none\n\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"input\"; filename=\"we%22ird%0Aname\"\r\nContent-Type: application/octet-stream\r\n\r\ntwo\n\r\n\
+         --{boundary}--\r\n"
+    );
+    assert_eq!(text, want);
+}
+
+#[test]
+fn a_terminal_sees_control_characters_escaped_and_text_as_it_is() {
+    let task = b"ok\tdone\n\x1b]0;owned\x07\x1b[2Jcaf\xc3\xa9 \xc2\x9b31m \xff\n";
+    let shown = String::from_utf8(escaped(task)).unwrap();
+    assert_eq!(
+        shown,
+        "ok\tdone\n\\x1b]0;owned\\x07\\x1b[2Jcafé \\u{9b}31m \\xff\n"
+    );
+    assert!(!shown.bytes().any(|b| b == 0x1b || b == 0x07));
+}
+
+#[test]
+fn corpus_is_deterministic_and_skewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    generate(&a, 200_000, 5000, 7).unwrap();
+    generate(&b, 200_000, 5000, 7).unwrap();
+    let text = std::fs::read(&a).unwrap();
+    assert_eq!(text, std::fs::read(&b).unwrap());
+    let the = word(0);
+    let count = |w: &str| {
+        text.split(|&c| c == b' ' || c == b'\n')
+            .filter(|x| *x == w.as_bytes())
+            .count()
+    };
+    assert!(
+        count(&the) > 20 * count(&word(100)).max(1),
+        "rank 0 is far more frequent than rank 100"
+    );
+}
