@@ -474,7 +474,10 @@ async fn gather<S: AppState>(
             req.total
         )));
     }
-    let ours = crate::metrics(raft).vote;
+    let ours = {
+        use openraft::async_runtime::watch::WatchReceiver;
+        raft.metrics().borrow_watched().vote
+    };
     if !req.vote.ge(&ours) {
         return Err(RpcError::Refused(format!(
             "a snapshot piece under vote {}, which is not as new as this node's {ours}",

@@ -148,10 +148,7 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
 }
 
 fn progress_line(v: &JobView) -> String {
-    let c = |name: &str| {
-        let n = v.counters.get("shoal").and_then(|g| g.get(name)).copied();
-        u64::try_from(n.unwrap_or(0)).unwrap_or(0)
-    };
+    let c = |name: &str| u64::try_from(v.counter("shoal", name).unwrap_or(0)).unwrap_or(0);
     format!(
         "{} {}: maps {} reduces {} · read {} · shuffled {} · wrote {}",
         v.id,

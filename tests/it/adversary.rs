@@ -53,7 +53,7 @@ fn counters_a_mapper_forges_or_overflows_stop_no_node() {
     let maps = i64::try_from(job.maps.total).unwrap();
     assert!(maps >= 3, "one map per file at least: {job}");
     let counters = &job.counters;
-    let app = |name: &str| counters.get("app").and_then(|g| g.get(name)).copied();
+    let app = |name: &str| job.counter("app", name);
     // The engine's counter is the engine's: what the upload brought, not what a task said.
     assert_eq!(
         shoal_counter(&job, "input_uploaded_bytes"),

@@ -5,7 +5,7 @@
 //! restarted). Three real `shoal node` processes on 127.0.0.1.
 
 use serde_json::Value;
-use shoal_node::http::jobs_view::JobView;
+use shoal_node::http::jobs_view::{JobView, TaskView};
 
 use crate::common;
 use crate::common::cluster::*;
@@ -52,15 +52,17 @@ fn drain_of(view: &Value, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Whether every task of `kind` of `job` has two holders in `field` besides node `not`.
-fn copies_elsewhere(job: &JobView, kind: &str, field: &str, not: &str) -> bool {
-    tasks(job).iter().filter(|t| t.kind == kind).all(|t| {
-        let holders = match field {
-            "input_holders" => &t.input_holders,
-            _ => &t.holders,
-        };
-        holders.iter().filter(|n| *n != not).count() >= 2
-    })
+/// Whether every task of `kind` of `job` has two of its `holders` besides node `not`.
+fn copies_elsewhere(
+    job: &JobView,
+    kind: &str,
+    holders: impl Fn(&TaskView) -> &Vec<String>,
+    not: &str,
+) -> bool {
+    tasks(job)
+        .iter()
+        .filter(|t| t.kind == kind)
+        .all(|t| holders(t).iter().filter(|n| *n != not).count() >= 2)
 }
 
 /// Wait until `node` runs an attempt of job `id`, as node `at` sees it.
@@ -158,7 +160,7 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     wait_for(
         30,
         "every split copied to two nodes besides the drained one",
-        || copies_elsewhere(&c.job(other, &id), "map", "input_holders", &wid).then_some(()),
+        || copies_elsewhere(&c.job(other, &id), "map", |t| &t.input_holders, &wid).then_some(()),
     );
     assert!(
         c.nodes[worker]
@@ -171,10 +173,10 @@ fn a_drained_worker_starts_nothing_new_and_sigterm_lets_running_tasks_finish() {
     wait_for(
         30,
         "the first job's parts copied away from the drained node",
-        || copies_elsewhere(&c.job(other, &done), "reduce", "holders", &wid).then_some(()),
+        || copies_elsewhere(&c.job(other, &done), "reduce", |t| &t.holders, &wid).then_some(()),
     );
     assert!(
-        copies_elsewhere(&job, "reduce", "holders", &wid),
+        copies_elsewhere(&job, "reduce", |t| &t.holders, &wid),
         "its parts have two holders besides the drained node: {job}"
     );
     let all = attempts(&job);

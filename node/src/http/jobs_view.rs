@@ -107,6 +107,13 @@ pub struct JobView {
     pub tasks: Option<Vec<TaskView>>,
 }
 
+impl JobView {
+    /// Counter `group.name` of the job's successful attempts, if it has one.
+    pub fn counter(&self, group: &str, name: &str) -> Option<i64> {
+        self.counters.get(group)?.get(name).copied()
+    }
+}
+
 /// Views show as the JSON the API answers with (in a log line or a failed check).
 macro_rules! displayed_as_json {
     ($($t:ty),*) => {$(

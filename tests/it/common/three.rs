@@ -134,8 +134,7 @@ pub fn task<'a>(job: &'a JobView, id: &str) -> &'a TaskView {
 
 /// Counter `shoal.name` of the job (0 when it has none; Shoal's own never go below 0).
 pub fn shoal_counter(job: &JobView, name: &str) -> u64 {
-    let n = job.counters.get("shoal").and_then(|g| g.get(name));
-    u64::try_from(n.copied().unwrap_or(0)).expect("a count of at least 0")
+    u64::try_from(job.counter("shoal", name).unwrap_or(0)).expect("a count of at least 0")
 }
 
 pub fn files_under(dir: &Path) -> Vec<String> {
