@@ -482,6 +482,3 @@ impl DataFrame {
         crate::codec::decode(&body)
     }
 }
-
-#[cfg(test)]
-mod tests;

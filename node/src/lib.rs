@@ -26,7 +26,7 @@ pub mod daemon;
 pub mod flags;
 pub mod http;
 mod planted;
-mod sandbox;
+pub mod sandbox;
 pub mod storage;
 pub mod supervisor;
 pub mod sync;

@@ -233,7 +233,7 @@ fn claim_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
 
 /// The first directory from `/` down to `dir` (absolute) that `user` may not cross, going
 /// by its mode bits, owner and group (supplementary groups and ACLs aside).
-fn first_uncrossable(dir: &Path, user: &TaskUser) -> Option<std::path::PathBuf> {
+pub fn first_uncrossable(dir: &Path, user: &TaskUser) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let mut ancestors: Vec<&Path> = dir.ancestors().collect();
     ancestors.reverse();
@@ -244,7 +244,7 @@ fn first_uncrossable(dir: &Path, user: &TaskUser) -> Option<std::path::PathBuf> 
 }
 
 /// Whether `user` may cross a directory of `mode` owned by `uid`:`gid`.
-fn crosses(mode: u32, uid: u32, gid: u32, user: &TaskUser) -> bool {
+pub fn crosses(mode: u32, uid: u32, gid: u32, user: &TaskUser) -> bool {
     let bit = if uid == user.uid {
         0o100
     } else if gid == user.gid {
@@ -293,44 +293,4 @@ fn traversable(dir: &Path) -> anyhow::Result<()> {
 fn set_mode(dir: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn someone() -> TaskUser {
-        TaskUser {
-            name: "someone".into(),
-            uid: 4242,
-            gid: 4343,
-        }
-    }
-
-    #[test]
-    fn a_directory_others_may_not_cross_is_found_on_the_way() {
-        let d = tempfile::tempdir().unwrap();
-        let locked = d.path().join("locked");
-        let data = locked.join("inner/data");
-        std::fs::create_dir_all(&data).unwrap();
-        for p in [d.path(), &locked, &locked.join("inner"), &data] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711)).unwrap();
-        }
-        let u = someone();
-        // What lies above the test's directory is the machine's; judge from there down.
-        let above = first_uncrossable(d.path(), &u);
-        assert_eq!(first_uncrossable(&data, &u), above);
-        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
-        if above.is_none() {
-            assert_eq!(first_uncrossable(&data, &u), Some(locked.clone()));
-        }
-        assert!(!crosses(0o700, 0, 0, &u));
-        assert!(crosses(0o700, u.uid, 0, &u));
-        assert!(crosses(0o710, 0, u.gid, &u));
-        assert!(
-            !crosses(0o701, 0, u.gid, &u),
-            "the group's bit decides for the group"
-        );
-        assert!(crosses(0o701, 0, 0, &u));
-    }
 }

@@ -262,19 +262,19 @@ pub async fn remove_member(node: &Node, x: u64) -> Result<(), String> {
 
 /// A change of voters for one that went silent.
 #[derive(Debug, PartialEq, Eq)]
-struct VoterChange {
+pub struct VoterChange {
     /// The silent voter.
-    gone: u64,
+    pub gone: u64,
     /// The live learner taking its place, if any.
-    by: Option<u64>,
+    pub by: Option<u64>,
     /// The new set of voters.
-    voters: BTreeSet<u64>,
+    pub voters: BTreeSet<u64>,
 }
 
 /// The first voter `gone` says is silent past the grace period, replaced by the first
 /// `live` learner, or removed when more than [`MIN_VOTERS`] voters remain; `None` when no
 /// change is due or allowed.
-fn replace_silent_voter(
+pub fn replace_silent_voter(
     voters: &BTreeSet<u64>,
     learners: &[u64],
     gone: impl Fn(u64) -> bool,
@@ -296,45 +296,4 @@ fn replace_silent_voter(
         by,
         voters: next,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(ids: &[u64]) -> BTreeSet<u64> {
-        ids.iter().copied().collect()
-    }
-
-    #[test]
-    fn a_silent_voter_is_replaced_by_a_live_learner_or_removed_down_to_three() {
-        let dead = |ids: &'static [u64]| move |id: u64| ids.contains(&id);
-        // A live learner takes the silent voter's place; a dead learner does not.
-        let c = replace_silent_voter(&set(&[1, 2, 3]), &[4, 5], dead(&[2, 4]), |id| {
-            id != 4 && id != 2
-        });
-        assert_eq!(
-            c,
-            Some(VoterChange {
-                gone: 2,
-                by: Some(5),
-                voters: set(&[1, 3, 5])
-            })
-        );
-        // No learner: removed while more than three remain.
-        let c = replace_silent_voter(&set(&[1, 2, 3, 4, 5]), &[], dead(&[5]), |_| true);
-        assert_eq!(c.map(|c| c.voters), Some(set(&[1, 2, 3, 4])));
-        let c = replace_silent_voter(&set(&[1, 2, 3, 4]), &[5], dead(&[4, 5]), |id| id < 4);
-        assert_eq!(c.map(|c| c.voters), Some(set(&[1, 2, 3])));
-        // Never below three.
-        assert_eq!(
-            replace_silent_voter(&set(&[1, 2, 3]), &[4], dead(&[3, 4]), |id| id < 3),
-            None
-        );
-        // Nobody silent: nothing to do.
-        assert_eq!(
-            replace_silent_voter(&set(&[1, 2, 3, 4, 5]), &[6], dead(&[]), |_| true),
-            None
-        );
-    }
 }

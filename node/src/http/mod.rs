@@ -3,7 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod error;
-pub(crate) mod guard;
+pub mod guard;
 pub(crate) mod inplace;
 pub mod jobs_view;
 pub(crate) mod logs;

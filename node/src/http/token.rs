@@ -50,7 +50,7 @@ pub fn parse(text: &str) -> Option<String> {
 }
 
 /// Whether `given` equals `want`, in time independent of where they differ.
-fn same(given: &[u8], want: &[u8]) -> bool {
+pub fn same(given: &[u8], want: &[u8]) -> bool {
     given.len() == want.len()
         && given
             .iter()
@@ -81,23 +81,5 @@ pub async fn require(token: Arc<str>, req: Request, next: Next) -> Response {
             })),
         )
             .into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_long_printable_words_compared_whole() {
-        assert!(parse("short").is_none());
-        assert!(parse("has a space inside it").is_none());
-        assert_eq!(
-            parse("0123456789abcdef").as_deref(),
-            Some("0123456789abcdef")
-        );
-        assert!(same(b"0123456789abcdef", b"0123456789abcdef"));
-        assert!(!same(b"0123456789abcdeX", b"0123456789abcdef"));
-        assert!(!same(b"0123456789abcdef0", b"0123456789abcdef"));
     }
 }

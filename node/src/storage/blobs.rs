@@ -530,6 +530,3 @@ impl Write for BlobWriter {
         self.file()?.flush()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -14,12 +14,12 @@ use shoal_jobs::cluster::NodeId;
 use shoal_net::{Client, PeerId};
 
 pub mod bench;
-pub(crate) mod blobs;
+pub mod blobs;
 /// The store's key names, which the simulator's store uses too.
 pub use blobs::{kept_after_job, map_output_key, part_key, split_key};
 pub(crate) mod data;
 pub mod link;
-pub(crate) mod replication;
+pub mod replication;
 pub(crate) mod serve;
 pub mod space;
 

@@ -1,6 +1,9 @@
 //! The store's keys, objects and cleanup.
 
-use super::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use shoal_node::storage::blobs::*;
 
 #[test]
 fn keys_cannot_escape_the_store() {

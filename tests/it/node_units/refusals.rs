@@ -10,9 +10,9 @@ use shoal_net::wire::{
 };
 use shoal_net::{codec, Keypair, PeerId};
 
-use crate::cluster::identity::node_id;
-use crate::cluster::node::{Node, Settings};
-use crate::cluster::pushed::Push;
+use shoal_node::cluster::identity::node_id;
+use shoal_node::cluster::node::{Node, Settings};
+use shoal_node::cluster::pushed::Push;
 
 const CLUSTER: u64 = 0x0c1a_55e5;
 
@@ -256,7 +256,7 @@ async fn a_member_is_told_too_soon_no_leader_forbidden_and_failed() {
         declined(&node.on_ctl(member, push(node_id(&member), 0)).await),
         Reason::Forbidden
     );
-    let lost = crate::cluster::state::Command::Jobs(shoal_jobs::cluster::Command::NodeLost {
+    let lost = shoal_node::cluster::state::Command::Jobs(shoal_jobs::cluster::Command::NodeLost {
         node: node.id,
         at_ms: 1,
     });
@@ -272,7 +272,7 @@ async fn a_member_is_told_too_soon_no_leader_forbidden_and_failed() {
     // carry it could never be sent, and nothing after it would commit.
     let huge = CtlRequest::Propose {
         cluster_id: CLUSTER,
-        command: vec![0; crate::cluster::state::MAX_COMMAND_BYTES + 1],
+        command: vec![0; shoal_node::cluster::state::MAX_COMMAND_BYTES + 1],
     };
     let answer = node.on_ctl(member, huge).await;
     assert_eq!(declined(&answer), Reason::Malformed);
@@ -313,11 +313,11 @@ async fn a_plain_worker_refuses_a_second_leader_while_its_own_is_heard() {
         seq: 1,
         base: 0,
         roster: Some(vec![
-            (me, record(leader), crate::cluster::pushed::Role::Voter),
+            (me, record(leader), shoal_node::cluster::pushed::Role::Voter),
             (
                 node.id,
                 record(node.peer_id),
-                crate::cluster::pushed::Role::Worker,
+                shoal_node::cluster::pushed::Role::Worker,
             ),
         ]),
         ..Push::default()

@@ -1,8 +1,9 @@
 //! Every wire type round-trips through CBOR unchanged.
 
-use super::*;
-use crate::codec::{decode, encode};
 use proptest::prelude::*;
+use serde::Serialize;
+use shoal_net::codec::{decode, encode};
+use shoal_net::wire::*;
 
 fn info() -> impl Strategy<Value = PeerInfo> {
     (
@@ -111,11 +112,11 @@ proptest! {
             let mut fast = Vec::new();
             DataFrame::write_chunk(&mut fast, &bytes).await.unwrap();
             let mut slow = Vec::new();
-            crate::codec::write_frame(&mut slow, &DataFrame::Chunk(bytes.clone())).await.unwrap();
+            shoal_net::codec::write_frame(&mut slow, &DataFrame::Chunk(bytes.clone())).await.unwrap();
             prop_assert_eq!(&fast, &slow);
             let mut stream: Vec<u8> = fast;
             for f in [DataFrame::End, DataFrame::Error(reason.clone())] {
-                crate::codec::write_frame(&mut stream, &f).await.unwrap();
+                shoal_net::codec::write_frame(&mut stream, &f).await.unwrap();
             }
             let mut r = &stream[..];
             prop_assert_eq!(DataFrame::read(&mut r, 1 << 20).await.unwrap(), DataFrame::Chunk(bytes.clone()));
@@ -151,7 +152,7 @@ fn payloads_are_cbor_byte_strings() {
 #[tokio::test]
 async fn oversized_frames_are_refused_before_allocating() {
     let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-    let err = crate::codec::read_raw_frame(&mut input, 1024)
+    let err = shoal_net::codec::read_raw_frame(&mut input, 1024)
         .await
         .unwrap_err();
     assert!(
