@@ -17,9 +17,11 @@ use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, kad, mdns, noise, ping, tcp, yamux, PeerId, StreamProtocol};
+use libp2p::{
+    connection_limits, identify, kad, mdns, noise, ping, tcp, yamux, PeerId, StreamProtocol,
+};
 
-use crate::codec::CborCodec;
+use crate::codec::{Budget, CborCodec, MAX_FRAME};
 use crate::wire::{CtlRequest, CtlResponse, RaftRequest, RaftResponse};
 
 /// Raft RPCs.
@@ -31,6 +33,20 @@ pub const DATA_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/data/1");
 /// Our own Kademlia protocol, so Shoal nodes never join a public DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1");
 
+/// Bytes of unfinished inbound Raft requests held at once, from all peers together: three
+/// of the largest frames (a snapshot piece, a full append) may arrive side by side.
+pub const RAFT_READ_BUDGET: usize = 3 * MAX_FRAME;
+/// The same for control requests (proposals, pushes, heartbeats).
+pub const CTL_READ_BUDGET: usize = 2 * MAX_FRAME;
+/// Connections one peer may hold to this node (two dial each other at once now and then).
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Streams open at once on one connection. Each may hold yamux's window of bytes its reader
+/// has not taken yet (256 KiB): at most 64 MiB a connection.
+const MAX_STREAMS_PER_CONNECTION: usize = 256;
+/// Connections still in their handshake, and established ones, that others opened to us.
+const MAX_PENDING_INCOMING: u32 = 128;
+const MAX_ESTABLISHED_INCOMING: u32 = 1024;
+
 /// Handshake (pnet + noise + yamux) must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,19 +57,21 @@ pub fn build_transport(
 ) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let noise = noise::Config::new(key).map_err(std::io::Error::other)?;
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let mut yamux = yamux::Config::default();
+    yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
     Ok(match psk {
         Some(psk) => tcp
             .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
             .upgrade(Version::V1)
             .authenticate(noise)
-            .multiplex(yamux::Config::default())
+            .multiplex(yamux.clone())
             .timeout(HANDSHAKE_TIMEOUT)
             .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
             .boxed(),
         None => tcp
             .upgrade(Version::V1)
             .authenticate(noise)
-            .multiplex(yamux::Config::default())
+            .multiplex(yamux)
             .timeout(HANDSHAKE_TIMEOUT)
             .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
             .boxed(),
@@ -63,6 +81,8 @@ pub fn build_transport(
 /// Everything a Shoal node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses connections over the bounds before any of the others sees them.
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) raft: request_response::Behaviour<CborCodec<RaftRequest, RaftResponse>>,
     pub(crate) ctl: request_response::Behaviour<CborCodec<CtlRequest, CtlResponse>>,
     pub(crate) data: libp2p_stream::Behaviour,
@@ -95,14 +115,19 @@ impl Behaviour {
         } else {
             None
         };
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING));
         Ok(Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
             raft: request_response::Behaviour::with_codec(
-                CborCodec::default(),
+                CborCodec::new(Budget::new(RAFT_READ_BUDGET)),
                 [(RAFT_PROTOCOL, ProtocolSupport::Full)],
                 rr_config.clone(),
             ),
             ctl: request_response::Behaviour::with_codec(
-                CborCodec::default(),
+                CborCodec::new(Budget::new(CTL_READ_BUDGET)),
                 [(CTL_PROTOCOL, ProtocolSupport::Full)],
                 rr_config,
             ),

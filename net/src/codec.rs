@@ -71,12 +71,123 @@ pub async fn read_frame_len<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io:
     Ok(len)
 }
 
-/// Read one frame's bytes, refusing lengths over `max` before allocating.
+/// Bytes read from a stream at a time: a frame's buffer grows by what arrives, never by
+/// what its length prefix promises.
+const READ_STEP: usize = 16 << 10;
+
+/// Read one frame's bytes, refusing lengths over `max` before allocating; the buffer grows
+/// as the bytes arrive, not as the prefix says.
 pub async fn read_raw_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io::Result<Vec<u8>> {
     let len = read_frame_len(io, max).await?;
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    Ok(body)
+    read_body(io, len, None).await.map(|(body, _)| body)
+}
+
+/// Read the `len` bytes of a frame's body as they arrive; with a `budget`, the bytes that
+/// arrived are taken from it before they are kept (waiting while it is spent), and handed
+/// back when the returned [`Held`] is dropped.
+async fn read_body<R: AsyncRead + Unpin>(
+    io: &mut R,
+    len: usize,
+    budget: Option<&Budget>,
+) -> io::Result<(Vec<u8>, Held)> {
+    let mut body = Vec::new();
+    let mut held = Held(None);
+    let mut step = [0u8; READ_STEP];
+    while body.len() < len {
+        let want = (len - body.len()).min(READ_STEP);
+        let n = match budget {
+            None => io.read(&mut step[..want]).await?,
+            Some(_) => idle(io.read(&mut step[..want]), "no bytes of the request came").await?,
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(b) = budget {
+            idle(
+                b.take(&mut held, body.len() + n),
+                "busy: the node's read budget stayed spent",
+            )
+            .await?;
+        }
+        body.extend_from_slice(&step[..n]);
+    }
+    Ok((body, held))
+}
+
+/// How long a budgeted read may wait for its peer's next bytes, or for its share of the
+/// budget, before it ends: a sender that stalls, or one behind others that fill the budget,
+/// holds nothing for longer.
+pub const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `step`, unless it takes longer than [`READ_IDLE`]: then a timed-out error saying `what`.
+async fn idle<T>(
+    step: impl std::future::Future<Output = io::Result<T>>,
+    what: &str,
+) -> io::Result<T> {
+    tokio::time::timeout(READ_IDLE, step)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{what} for {READ_IDLE:?}")))?
+}
+
+/// Bytes of frames being read, shared by every stream of one protocol: whatever peers send,
+/// at most this many bytes of their unfinished requests are held at once. A length prefix
+/// takes nothing; bytes take their share as they arrive, so a peer that announces a large
+/// frame and goes silent holds nothing, and one that sends most of it and stalls holds what
+/// it sent for at most [`READ_IDLE`].
+#[derive(Clone, Debug)]
+pub struct Budget {
+    kib: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The whole budget, in KiB.
+    total: u32,
+}
+
+/// Part of a [`Budget`] (whole KiB), handed back when dropped.
+pub struct Held(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Budget {
+    /// A budget of `bytes` (whole KiB).
+    pub fn new(bytes: usize) -> Self {
+        let total = u32::try_from(bytes >> 10).unwrap_or(u32::MAX);
+        Budget {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Bytes of it not held by any read now.
+    pub fn available(&self) -> usize {
+        self.kib.available_permits() << 10
+    }
+
+    /// Grow `held` to cover `bytes`, waiting while the budget is spent.
+    async fn take(&self, held: &mut Held, bytes: usize) -> io::Result<()> {
+        let have = held.0.as_ref().map_or(0, |p| p.num_permits());
+        let need = bytes.div_ceil(1024).min(self.total as usize);
+        if need <= have {
+            return Ok(());
+        }
+        let more = u32::try_from(need - have).unwrap_or(u32::MAX);
+        let permit = std::sync::Arc::clone(&self.kib)
+            .acquire_many_owned(more)
+            .await
+            .map_err(|_| io::Error::other("the read budget is closed"))?;
+        match &mut held.0 {
+            Some(p) => p.merge(permit),
+            None => held.0 = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// Read one frame and decode it, its bytes held in `budget` until decoded.
+pub async fn read_frame_in<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    io: &mut R,
+    max: usize,
+    budget: &Budget,
+) -> io::Result<T> {
+    let len = read_frame_len(io, max).await?;
+    let (body, _held) = read_body(io, len, Some(budget)).await?;
+    decode(&body)
 }
 
 /// Read one frame and decode it.
@@ -87,14 +198,18 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     decode(&read_raw_frame(io, max).await?)
 }
 
-/// libp2p request-response codec: one CBOR frame each way.
+/// libp2p request-response codec: one CBOR frame each way. Inbound requests of one protocol
+/// share one [`Budget`].
 pub struct CborCodec<Req, Resp> {
+    budget: Budget,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
-impl<Req, Resp> Default for CborCodec<Req, Resp> {
-    fn default() -> Self {
+impl<Req, Resp> CborCodec<Req, Resp> {
+    /// A codec whose inbound requests hold at most `budget` bytes at once, all streams together.
+    pub fn new(budget: Budget) -> Self {
         CborCodec {
+            budget,
             _types: PhantomData,
         }
     }
@@ -102,7 +217,7 @@ impl<Req, Resp> Default for CborCodec<Req, Resp> {
 
 impl<Req, Resp> Clone for CborCodec<Req, Resp> {
     fn clone(&self) -> Self {
-        Self::default()
+        Self::new(self.budget.clone())
     }
 }
 
@@ -122,7 +237,7 @@ where
     ) -> io::Result<Req> {
         // libp2p's request-response drops a request that fails to decode without an event,
         // so this is the one place that can say so.
-        read_frame(io, MAX_FRAME).await.inspect_err(|e| {
+        read_frame_in(io, MAX_FRAME, &self.budget).await.inspect_err(|e| {
             tracing::warn!(protocol = protocol.as_ref(), error = %e, "bad inbound request; stream closed");
         })
     }

@@ -44,9 +44,53 @@ pub(crate) enum Command {
     },
 }
 
-enum Answer {
+/// An answer to send, and the peer whose request it answers (`None`: refused at once, never
+/// counted in flight).
+struct Answer {
+    peer: Option<PeerId>,
+    reply: Reply,
+}
+
+enum Reply {
     Raft(ResponseChannel<RaftResponse>, RaftResponse),
     Ctl(ResponseChannel<CtlResponse>, CtlResponse),
+}
+
+/// Inbound requests handed to the node and not yet answered, per peer and in all: over
+/// either bound a request is refused at once, so a flood of requests queues nothing.
+#[derive(Default)]
+struct InFlight {
+    per_peer: HashMap<PeerId, usize>,
+    all: usize,
+}
+
+/// Requests one peer may have in flight; an honest one has a few (Raft's appends and
+/// heartbeats, a push, a proposal).
+pub const MAX_IN_FLIGHT_PER_PEER: usize = 64;
+/// Requests in flight from all peers together.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+impl InFlight {
+    /// Count one more from `peer`, unless it or the node is at its bound.
+    fn admit(&mut self, peer: PeerId) -> bool {
+        let mine = self.per_peer.entry(peer).or_default();
+        if *mine >= MAX_IN_FLIGHT_PER_PEER || self.all >= MAX_IN_FLIGHT {
+            return false;
+        }
+        *mine += 1;
+        self.all += 1;
+        true
+    }
+
+    fn done(&mut self, peer: PeerId) {
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+            self.all = self.all.saturating_sub(1);
+        }
+    }
 }
 
 /// A configured `--peer`: its address, and its PeerId when the address named one.
@@ -63,6 +107,7 @@ pub struct EventLoop {
     pending_raft: HashMap<OutboundRequestId, oneshot::Sender<Result<RaftResponse, NetError>>>,
     pending_ctl: HashMap<OutboundRequestId, oneshot::Sender<Result<CtlResponse, NetError>>>,
     answers: FuturesUnordered<BoxFuture<'static, Answer>>,
+    in_flight: InFlight,
     bootstrap: Vec<Bootstrap>,
     /// Peers whose failed handshakes were already logged (logged once each).
     logged_failures: HashSet<String>,
@@ -94,6 +139,7 @@ impl EventLoop {
             pending_raft: HashMap::new(),
             pending_ctl: HashMap::new(),
             answers: FuturesUnordered::new(),
+            in_flight: InFlight::default(),
             bootstrap,
             logged_failures: HashSet::new(),
             last_kad_bootstrap: None,
@@ -188,12 +234,15 @@ impl EventLoop {
     }
 
     fn on_answer(&mut self, answer: Answer) {
+        if let Some(peer) = answer.peer {
+            self.in_flight.done(peer);
+        }
         // A failed send means the requester gave up (stream closed); nothing to do.
-        match answer {
-            Answer::Raft(ch, resp) => {
+        match answer.reply {
+            Reply::Raft(ch, resp) => {
                 let _ = self.swarm.behaviour_mut().raft.send_response(ch, resp);
             }
-            Answer::Ctl(ch, resp) => {
+            Reply::Ctl(ch, resp) => {
                 let _ = self.swarm.behaviour_mut().ctl.send_response(ch, resp);
             }
         }
@@ -320,16 +369,16 @@ impl EventLoop {
         let kinds = RrKinds {
             protocol: "/shoal/raft/1",
             inbound,
-            answer: Answer::Raft,
+            answer: Reply::Raft,
             refusal: RaftResponse::Refused,
         };
-        on_request_response(
-            e,
-            kinds,
-            &mut self.pending_raft,
-            &self.events,
-            &self.answers,
-        );
+        let ours = Ours {
+            pending: &mut self.pending_raft,
+            events: &self.events,
+            answers: &self.answers,
+            in_flight: &mut self.in_flight,
+        };
+        on_request_response(e, kinds, ours);
     }
 
     fn on_ctl(&mut self, e: request_response::Event<CtlRequest, CtlResponse>) {
@@ -341,10 +390,16 @@ impl EventLoop {
         let kinds = RrKinds {
             protocol: "/shoal/ctl/1",
             inbound,
-            answer: Answer::Ctl,
+            answer: Reply::Ctl,
             refusal: CtlResponse::Refused,
         };
-        on_request_response(e, kinds, &mut self.pending_ctl, &self.events, &self.answers);
+        let ours = Ours {
+            pending: &mut self.pending_ctl,
+            events: &self.events,
+            answers: &self.answers,
+            in_flight: &mut self.in_flight,
+        };
+        on_request_response(e, kinds, ours);
     }
 }
 
@@ -352,8 +407,16 @@ impl EventLoop {
 struct RrKinds<Resp, F> {
     protocol: &'static str,
     inbound: F,
-    answer: fn(ResponseChannel<Resp>, Resp) -> Answer,
+    answer: fn(ResponseChannel<Resp>, Resp) -> Reply,
     refusal: fn(String) -> Resp,
+}
+
+/// The loop's state one request-response event touches.
+struct Ours<'a, Resp> {
+    pending: &'a mut HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, NetError>>>,
+    events: &'a mpsc::UnboundedSender<Event>,
+    answers: &'a FuturesUnordered<BoxFuture<'static, Answer>>,
+    in_flight: &'a mut InFlight,
 }
 
 /// One request-response event of either protocol: an inbound request goes to the node with a
@@ -362,9 +425,7 @@ struct RrKinds<Resp, F> {
 fn on_request_response<Req, Resp, F>(
     e: request_response::Event<Req, Resp>,
     kinds: RrKinds<Resp, F>,
-    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, NetError>>>,
-    events: &mpsc::UnboundedSender<Event>,
-    answers: &FuturesUnordered<BoxFuture<'static, Answer>>,
+    ours: Ours<'_, Resp>,
 ) where
     Resp: Send + 'static,
     F: FnOnce(PeerId, Req, oneshot::Sender<Resp>) -> Event,
@@ -378,15 +439,32 @@ fn on_request_response<Req, Resp, F>(
             },
             ..
         } => {
-            let (tx, rx) = oneshot::channel();
-            let _ = events.send((kinds.inbound)(peer, request, tx));
             let (answer, refusal) = (kinds.answer, kinds.refusal);
-            answers.push(
+            if !ours.in_flight.admit(peer) {
+                debug!(%peer, protocol = kinds.protocol, "a request over the in-flight bound; refused");
+                let busy = refusal(format!(
+                    "busy: {MAX_IN_FLIGHT_PER_PEER} requests of yours, or {MAX_IN_FLIGHT} in all, are unanswered; try again"
+                ));
+                ours.answers.push(
+                    futures::future::ready(Answer {
+                        peer: None,
+                        reply: answer(channel, busy),
+                    })
+                    .boxed(),
+                );
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            let _ = ours.events.send((kinds.inbound)(peer, request, tx));
+            ours.answers.push(
                 async move {
                     let resp = rx
                         .await
                         .unwrap_or_else(|_| refusal("node shutting down".into()));
-                    answer(channel, resp)
+                    Answer {
+                        peer: Some(peer),
+                        reply: answer(channel, resp),
+                    }
                 }
                 .boxed(),
             );
@@ -399,7 +477,7 @@ fn on_request_response<Req, Resp, F>(
                 },
             ..
         } => {
-            if let Some(tx) = pending.remove(&request_id) {
+            if let Some(tx) = ours.pending.remove(&request_id) {
                 let _ = tx.send(Ok(response));
             }
         }
@@ -409,7 +487,7 @@ fn on_request_response<Req, Resp, F>(
             peer,
             ..
         } => {
-            if let Some(tx) = pending.remove(&request_id) {
+            if let Some(tx) = ours.pending.remove(&request_id) {
                 let _ = tx.send(Err(NetError::Request(format!(
                     "{} request to {peer}: {error}",
                     kinds.protocol

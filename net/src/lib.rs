@@ -269,6 +269,11 @@ impl Transport for Client {
 
 /// Largest first frame of a data stream.
 const MAX_DATA_REQUEST: usize = 64 << 10;
+/// A data stream's first frame (its request) must arrive within this.
+pub const DATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Data streams whose request is still being read, from all peers together; one more is
+/// dropped at once (a fetch or put is retried by an honest sender).
+pub const MAX_DATA_OPENING: usize = 256;
 
 /// Build the swarm and start listening. Run the returned [`EventLoop`] on the runtime.
 pub fn start(
@@ -315,23 +320,16 @@ pub fn start(
         .map_err(|e| NetError::Setup(format!("data protocol: {e}")))?;
     let data_events = ev_tx.clone();
     tokio::spawn(async move {
-        while let Some((peer, mut stream)) = incoming.next().await {
+        let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_DATA_OPENING));
+        while let Some((peer, stream)) = incoming.next().await {
+            let Ok(permit) = std::sync::Arc::clone(&opening).try_acquire_owned() else {
+                warn!(%peer, protocol = "/shoal/data/1", "{MAX_DATA_OPENING} data streams are still sending their requests; dropped a new one");
+                continue;
+            };
             let events = data_events.clone();
             tokio::spawn(async move {
-                match codec::read_frame::<_, DataRequest>(&mut stream, MAX_DATA_REQUEST).await {
-                    Ok(request) => {
-                        let _ = events.send(Event::Data {
-                            peer,
-                            request,
-                            stream,
-                        });
-                    }
-                    Err(e) => {
-                        warn!(%peer, protocol = "/shoal/data/1", error = %e, "bad data request; stream closed");
-                        let mut rest = Vec::new();
-                        let _ = (&mut stream).take(0).read_to_end(&mut rest).await;
-                    }
-                }
+                let _permit = permit;
+                read_data_request(peer, stream, &events).await;
             });
         }
     });
@@ -345,4 +343,29 @@ pub fn start(
         ev_rx,
         event_loop,
     ))
+}
+
+/// Read a data stream's request and hand the stream to the node; a request that is malformed,
+/// or not there within [`DATA_REQUEST_TIMEOUT`], closes it.
+async fn read_data_request(
+    peer: PeerId,
+    mut stream: Stream,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    let read = codec::read_frame::<_, DataRequest>(&mut stream, MAX_DATA_REQUEST);
+    let error = match tokio::time::timeout(DATA_REQUEST_TIMEOUT, read).await {
+        Ok(Ok(request)) => {
+            let _ = events.send(Event::Data {
+                peer,
+                request,
+                stream,
+            });
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no request within {DATA_REQUEST_TIMEOUT:?}"),
+    };
+    warn!(%peer, protocol = "/shoal/data/1", %error, "bad data request; stream closed");
+    let mut rest = Vec::new();
+    let _ = (&mut stream).take(0).read_to_end(&mut rest).await;
 }

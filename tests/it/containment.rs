@@ -299,13 +299,7 @@ fn a_task_that_takes_all_memory_is_killed_and_the_node_and_other_tasks_go_on() {
         "{error}"
     );
     let pid = node.child.as_ref().expect("the node runs").id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_mb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        >> 10;
+    let rss_mb = crate::common::rss_kib(pid) >> 10;
     println!("the hog was killed: {error}\nthe node's RSS: {rss_mb} MiB");
     assert!(rss_mb < 300, "the node kept its memory: {rss_mb} MiB");
     std::fs::write(marks.join("gate"), b"").unwrap();

@@ -10,13 +10,11 @@
 use crate::common::cluster::*;
 use crate::common::netns::{in_ns, setup, start_on};
 use crate::common::*;
-use crate::peer::{identity_of, psk, TestPeer};
+use crate::peer::{heartbeat, identity_of, psk, TestPeer};
 use libp2p::{Multiaddr, PeerId};
 use shoal_jobs::cluster::{Command as JobCommand, TaskKind};
 use shoal_jobs::counters::Counters;
-use shoal_net::wire::{
-    CtlRequest, CtlResponse, DataFrame, DataRequest, Heartbeat, RaftRequest, Reason,
-};
+use shoal_net::wire::{CtlRequest, CtlResponse, DataFrame, DataRequest, RaftRequest, Reason};
 use shoal_net::{codec, Keypair};
 use shoal_node::cluster::pushed::Push;
 use shoal_node::cluster::state::Command;
@@ -59,19 +57,6 @@ fn wordcount(node: &NodeProc, corpus: &std::path::Path) -> std::process::Output 
         .arg(format!("http://{}", node.http))
         .arg("--input")
         .arg(corpus))
-}
-
-fn heartbeat(cluster_id: u64, node_id: u64) -> CtlRequest {
-    CtlRequest::Heartbeat(Heartbeat {
-        cluster_id,
-        node_id,
-        slots: 64,
-        busy: 0,
-        running: vec![],
-        disk_bytes: 0,
-        disk_low: false,
-        build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
-    })
 }
 
 fn propose(cluster_id: u64, cmd: &Command) -> CtlRequest {

@@ -22,6 +22,7 @@ mod disk_full;
 mod drain;
 mod engine;
 mod faults;
+mod flood;
 mod http_guard;
 mod impostors;
 mod integrity;

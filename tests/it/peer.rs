@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use shoal_net::wire::{CtlRequest, CtlResponse};
+use shoal_net::wire::{CtlRequest, CtlResponse, Heartbeat};
 use shoal_net::{codec, Keypair, PreSharedKey};
 
 /// A connection to one node, as `key`.
@@ -75,14 +75,21 @@ impl TestPeer {
 
     /// Open a stream of `protocol` to the target.
     pub async fn open(&self, protocol: &'static str) -> libp2p::Stream {
+        self.try_open(protocol)
+            .await
+            .unwrap_or_else(|e| panic!("{protocol}: the node accepts an authenticated stream: {e}"))
+    }
+
+    /// Open a stream of `protocol` to the target, within 10 s.
+    pub async fn try_open(&self, protocol: &'static str) -> Result<libp2p::Stream, String> {
         let mut c = self.control.clone();
         tokio::time::timeout(
             Duration::from_secs(10),
             c.open_stream(self.target, StreamProtocol::new(protocol)),
         )
         .await
-        .expect("stream opens in time")
-        .unwrap_or_else(|e| panic!("{protocol}: the node accepts an authenticated stream: {e}"))
+        .map_err(|_| "not open within 10 s".to_string())?
+        .map_err(|e| e.to_string())
     }
 
     /// Send one control request and read the answer.
@@ -98,4 +105,18 @@ impl TestPeer {
         .expect("an answer in time")
         .expect("a well-formed answer")
     }
+}
+
+/// A heartbeat as member `node_id` of cluster `cluster_id` would send it.
+pub fn heartbeat(cluster_id: u64, node_id: u64) -> CtlRequest {
+    CtlRequest::Heartbeat(Heartbeat {
+        cluster_id,
+        node_id,
+        slots: 64,
+        busy: 0,
+        running: vec![],
+        disk_bytes: 0,
+        disk_low: false,
+        build: shoal_net::wire::Build::this(shoal_net::wire::PROTOCOL),
+    })
 }

@@ -3,18 +3,9 @@
 //! cluster test at a time.
 
 use crate::common::cluster::*;
+use crate::common::rss_kib;
 use crate::common::slow::*;
 use serde_json::Value;
-
-/// A process's resident set in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 /// Files in `node`'s object store that the job table does not account for: anything but the
 /// part files it holds of finished jobs and the logs of the attempts it ran (splits, map

@@ -146,22 +146,6 @@ fn lying_links(dir: &std::path::Path, job: &str, cluster_id: u64) -> Lies {
     }
 }
 
-/// A new cluster key in `dir`: its file.
-fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
-    let key_file = dir.join("cluster.key");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .arg("keygen")
-        .arg(&key_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    key_file
-}
-
 /// A word count submitted to `target`, to its end: the job's id.
 fn word_count(dir: &std::path::Path, target: &NodeProc) -> String {
     let input = dir.join("in.txt");
@@ -185,7 +169,7 @@ fn word_count(dir: &std::path::Path, target: &NodeProc) -> String {
 fn garbage_on_every_protocol_is_logged_and_the_node_stays_a_voter() {
     let _serial = one_at_a_time();
     let dir = common::tempdir();
-    let key_file = keygen(dir.path());
+    let key_file = common::keygen(dir.path());
     let key_arg = key_file.to_string_lossy().into_owned();
     // Three voters and a learner; the learner stops, and the test peer speaks with its
     // identity key: a member that lies (a stranger's data requests are refused before any

@@ -21,13 +21,20 @@ use axum::response::Response;
 
 use crate::http::error::error;
 
-/// The names this node answers to.
+/// Requests the API handles at once; one more is answered 503 at once, so a crowd of
+/// clients costs a bounded amount of memory (a response's body, once begun, streams on
+/// without a turn).
+pub const MAX_IN_PROGRESS: usize = 256;
+
+/// The names this node answers to, and the turns its handlers take.
 #[derive(Debug, Clone)]
 pub struct HostGuard {
     /// The `--http` address's IP (unspecified: none).
     own: Option<IpAddr>,
     /// `--http-host` names, lowercase.
     names: Vec<String>,
+    /// Requests in progress, at most [`MAX_IN_PROGRESS`].
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl HostGuard {
@@ -39,6 +46,7 @@ impl HostGuard {
                 .iter()
                 .map(|n| n.trim().to_ascii_lowercase())
                 .collect(),
+            turns: Arc::new(tokio::sync::Semaphore::new(MAX_IN_PROGRESS)),
         }
     }
 
@@ -93,7 +101,19 @@ fn cross_site(req: &Request, host: &str) -> Option<String> {
 /// `X-Content-Type-Options: nosniff`, so a browser never reads a task's log (or any text)
 /// as HTML or script.
 pub async fn check(guard: Arc<HostGuard>, req: Request, next: Next) -> Response {
-    let mut answer = judge(&guard, req, next).await;
+    let mut answer = match Arc::clone(&guard.turns).try_acquire_owned() {
+        Ok(_turn) => judge(&guard, req, next).await,
+        Err(_) => {
+            tracing::debug!(path = %req.uri().path(), "an HTTP request over the bound; 503");
+            let mut busy = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("busy: {MAX_IN_PROGRESS} requests are in progress; try again in a moment"),
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            busy
+        }
+    };
     answer.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),

@@ -67,7 +67,13 @@ pub struct Storage {
     pub shuffle: ShuffleStats,
     /// MiB kept free on the data dir's disk (`--min-free-mb`).
     min_free_mb: u64,
+    /// Data streams being answered at once ([`MAX_SERVING`]); more wait for a turn.
+    pub(crate) serving: Arc<tokio::sync::Semaphore>,
 }
+
+/// Data streams a node answers at once (each holds a few chunks in flight); a stream past
+/// them waits its turn, up to the data plane's stall timeout, then is refused as busy.
+pub const MAX_SERVING: usize = 128;
 
 impl Storage {
     /// The store of node `id` over `blobs`, keeping `min_free_mb` free.
@@ -86,6 +92,7 @@ impl Storage {
             links: link::HostLinks::here(),
             shuffle: ShuffleStats::default(),
             min_free_mb,
+            serving: Arc::new(tokio::sync::Semaphore::new(MAX_SERVING)),
         }
     }
 

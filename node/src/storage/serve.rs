@@ -12,7 +12,7 @@ use shoal_net::{codec, PeerId, Stream};
 use tokio::sync::mpsc;
 
 use crate::storage::data::{read_chunks, MAX_DATA_FRAME, STALL};
-use crate::storage::Storage;
+use crate::storage::{Storage, MAX_SERVING};
 
 /// Why this node could not answer a data request; sent to the peer as `DataFrame::Error`.
 #[derive(Debug, thiserror::Error)]
@@ -69,11 +69,21 @@ pub async fn serve(store: Arc<Storage>, peer: PeerId, req: DataRequest, mut stre
             )
         })
     });
-    if let Some(why) = refuse {
-        let _ = codec::write_frame(&mut stream, &DataFrame::Error(why)).await;
-        let _ = stream.close().await;
-        return;
-    }
+    let turn = match refuse {
+        Some(why) => Err(why),
+        None => tokio::time::timeout(STALL, Arc::clone(&store.serving).acquire_owned())
+            .await
+            .map_err(|_| format!("busy: {MAX_SERVING} data streams are being answered; try again"))
+            .and_then(|p| p.map_err(|_| "the node is stopping".to_string())),
+    };
+    let _turn = match turn {
+        Ok(turn) => turn,
+        Err(why) => {
+            let _ = codec::write_frame(&mut stream, &DataFrame::Error(why)).await;
+            let _ = stream.close().await;
+            return;
+        }
+    };
     store.book.seen(peer);
     let result = match &req {
         DataRequest::Fetch { key, .. } => send_piece(&store, key, 0, None, &mut stream).await,

@@ -444,3 +444,29 @@ pub fn sorted_lines(b: &[u8]) -> Vec<Vec<u8>> {
     l.sort();
     l
 }
+
+/// A new cluster key in `dir`: its file.
+pub fn keygen(dir: &std::path::Path) -> std::path::PathBuf {
+    let key_file = dir.join("cluster.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("keygen")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    key_file
+}
+
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

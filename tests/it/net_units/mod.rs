@@ -2,6 +2,7 @@
 //! in this binary, not in the library (`[lib] test = false` in net/Cargo.toml), so the
 //! library is compiled once.
 
+mod codec;
 mod refusal;
 mod version;
 mod wire;
