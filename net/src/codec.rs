@@ -83,7 +83,7 @@ pub async fn read_raw_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io:
 }
 
 /// Read the `len` bytes of a frame's body as they arrive; with a `budget`, the bytes that
-/// arrived are taken from it before they are kept (waiting while it is spent), and handed
+/// arrived are taken from its pool for frames of that size before they are kept (waiting while it is spent), and handed
 /// back when the returned [`Held`] is dropped.
 async fn read_body<R: AsyncRead + Unpin>(
     io: &mut R,
@@ -93,18 +93,22 @@ async fn read_body<R: AsyncRead + Unpin>(
     let mut body = Vec::new();
     let mut held = Held(None);
     let mut step = [0u8; READ_STEP];
+    let pool = budget.map(|b| b.pool(len));
     while body.len() < len {
         let want = (len - body.len()).min(READ_STEP);
-        let n = match budget {
+        let n = match pool {
             None => io.read(&mut step[..want]).await?,
-            Some(_) => idle(io.read(&mut step[..want]), "no bytes of the request came").await?,
+            Some(pool) => {
+                pool.bytes(io.read(&mut step[..want]), held.0.is_some())
+                    .await?
+            }
         };
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if let Some(b) = budget {
+        if let Some(pool) = pool {
             idle(
-                b.take(&mut held, body.len() + n),
+                pool.take(&mut held, body.len() + n),
                 "busy: the node's read budget stayed spent",
             )
             .await?;
@@ -118,6 +122,10 @@ async fn read_body<R: AsyncRead + Unpin>(
 /// budget, before it ends: a sender that stalls, or one behind others that fill the budget,
 /// holds nothing for longer.
 pub const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a read that holds part of the budget may wait for its peer's next bytes while
+/// other reads wait for the budget: a stalled sender gives way to them.
+pub const PRESSED_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `step`, unless it takes longer than [`READ_IDLE`]: then a timed-out error saying `what`.
 async fn idle<T>(
@@ -133,41 +141,86 @@ async fn idle<T>(
 /// at most this many bytes of their unfinished requests are held at once. A length prefix
 /// takes nothing; bytes take their share as they arrive, so a peer that announces a large
 /// frame and goes silent holds nothing, and one that sends most of it and stalls holds what
-/// it sent for at most [`READ_IDLE`].
+/// it sent for at most [`READ_IDLE`] — [`PRESSED_IDLE`] while other reads wait for it.
+///
+/// Frames of at most [`SMALL_FRAME`] bytes (heartbeats, votes, most appends and reports)
+/// are held in a pool of their own, [`SMALL_POOL`] bytes: large frames that fill the budget
+/// never make a small one wait behind them.
 #[derive(Clone, Debug)]
 pub struct Budget {
+    large: Pool,
+    small: Pool,
+}
+
+/// The largest frame held in a [`Budget`]'s pool for small frames.
+pub const SMALL_FRAME: usize = 64 << 10;
+/// The bytes of that pool: 128 small frames at once.
+pub const SMALL_POOL: usize = 128 * SMALL_FRAME;
+
+/// KiB to hand out, and how many in all.
+#[derive(Clone, Debug)]
+struct Pool {
     kib: std::sync::Arc<tokio::sync::Semaphore>,
-    /// The whole budget, in KiB.
     total: u32,
+    /// Reads waiting for their share now.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Pool {
+    fn new(bytes: usize) -> Pool {
+        let total = u32::try_from(bytes >> 10).unwrap_or(u32::MAX);
+        Pool {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+            waiting: Default::default(),
+        }
+    }
 }
 
 /// Part of a [`Budget`] (whole KiB), handed back when dropped.
 pub struct Held(Option<tokio::sync::OwnedSemaphorePermit>);
 
 impl Budget {
-    /// A budget of `bytes` (whole KiB).
+    /// A budget of `bytes` (whole KiB) for large frames, beside the pool for small ones.
     pub fn new(bytes: usize) -> Self {
-        let total = u32::try_from(bytes >> 10).unwrap_or(u32::MAX);
         Budget {
-            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
-            total,
+            large: Pool::new(bytes),
+            small: Pool::new(SMALL_POOL),
         }
     }
 
-    /// Bytes of it not held by any read now.
+    /// Bytes of it not held by any read of a large frame now.
     pub fn available(&self) -> usize {
-        self.kib.available_permits() << 10
+        self.large.kib.available_permits() << 10
     }
 
-    /// Grow `held` to cover `bytes`, waiting while the budget is spent.
+    /// Bytes of the pool for small frames not held now.
+    pub fn small_available(&self) -> usize {
+        self.small.kib.available_permits() << 10
+    }
+
+    /// The pool that holds a frame of `len` bytes.
+    fn pool(&self, len: usize) -> &Pool {
+        if len <= SMALL_FRAME {
+            &self.small
+        } else {
+            &self.large
+        }
+    }
+}
+
+impl Pool {
+    /// Grow `held` to cover `bytes`, waiting while the pool is spent.
     async fn take(&self, held: &mut Held, bytes: usize) -> io::Result<()> {
+        let pool = self;
         let have = held.0.as_ref().map_or(0, |p| p.num_permits());
-        let need = bytes.div_ceil(1024).min(self.total as usize);
+        let need = bytes.div_ceil(1024).min(pool.total as usize);
         if need <= have {
             return Ok(());
         }
         let more = u32::try_from(need - have).unwrap_or(u32::MAX);
-        let permit = std::sync::Arc::clone(&self.kib)
+        let _waiting = Waiting::new(&pool.waiting);
+        let permit = std::sync::Arc::clone(&pool.kib)
             .acquire_many_owned(more)
             .await
             .map_err(|_| io::Error::other("the read budget is closed"))?;
@@ -176,6 +229,53 @@ impl Budget {
             None => held.0 = Some(permit),
         }
         Ok(())
+    }
+}
+
+impl Pool {
+    /// A read's next bytes (`read`), unless none come for [`READ_IDLE`] — or, when the read
+    /// is `holding` part of the budget, for [`PRESSED_IDLE`] while other reads wait for it.
+    async fn bytes<T>(
+        &self,
+        read: impl std::future::Future<Output = io::Result<T>>,
+        holding: bool,
+    ) -> io::Result<T> {
+        let started = tokio::time::Instant::now();
+        let mut read = std::pin::pin!(read);
+        loop {
+            match tokio::time::timeout(PRESSED_IDLE, &mut read).await {
+                Ok(r) => return r,
+                Err(_) if holding && self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no bytes of the request came for {PRESSED_IDLE:?} while other requests waited for the read budget"),
+                    ))
+                }
+                Err(_) if started.elapsed() >= READ_IDLE => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no bytes of the request came for {READ_IDLE:?}"),
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// One read counted as waiting for the budget while this lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

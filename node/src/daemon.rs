@@ -412,6 +412,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     }
     let app = http_app(&ctl, c.api_token, c.http, &c.args.http_host);
     let grace = Duration::from_secs_f64(c.args.drain_secs.clamp(0.0, 86_400.0));
+    let listener = crate::http::limits::Capped::new(listener, crate::http::limits::MAX_CONNECTIONS);
     let server = axum::serve(listener, app).with_graceful_shutdown(
         crate::control::drain::until_stopped(Arc::clone(&ctl), grace),
     );

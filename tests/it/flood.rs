@@ -2,9 +2,11 @@
 //! Crafted peers holding the cluster key (not members) connect to the leader: one sends the
 //! first 56 MiB of 64 MiB Raft and control requests on 24 streams, then goes silent, until
 //! the node sheds them; four open 1,000 streams that announce 64 MiB and send nothing; one
-//! floods heartbeats and `Heard` requests. Then a word count runs through the flood. The leader's memory stays under a stated bound, the
-//! job's output is right and its time is printed beside its quiet time. Real `shoal node`
-//! processes on 127.0.0.1, one cluster test at a time.
+//! floods heartbeats and `Heard` requests for 60 s. Word counts run one after another
+//! through the whole flood. The leader's memory stays under a stated bound, every count is
+//! right, and their times are printed beside the quiet ones. A stranger's burst of requests
+//! is answered at its pace, the rest told busy at once. Real `shoal node` processes on
+//! 127.0.0.1, one cluster test at a time.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,8 +33,13 @@ const SILENT_STREAMS: usize = 1_000;
 const SILENT_PEERS: usize = 4;
 /// Heartbeat and `Heard` senders, each one request after another.
 const FLOODERS: usize = 4;
+/// How long the flood lasts: word counts run one after another through it.
+const FLOOD_FOR: Duration = Duration::from_secs(60);
+/// Word counts run quiet, before the flood; their median is the quiet time.
+const QUIET_RUNS: usize = 3;
 /// The leader's resident memory must stay under this: what the node holds when quiet, plus
-/// the Raft and control read budgets (192 + 128 MiB), plus room for the job it runs.
+/// the Raft and control read budgets (192 + 128 MiB, and 8 MiB each for small frames), plus
+/// room for the job it runs.
 const RSS_BOUND_MIB: u64 = 640;
 
 /// What the flood did, as counts.
@@ -99,7 +106,7 @@ async fn flood_requests(peer: &TestPeer, cluster_id: u64, tally: &Tally, end: &A
         )
         .await;
         match answer {
-            Ok(Ok(CtlResponse::Refused(why))) if why.starts_with("busy") => {
+            Ok(Ok(r)) if r.refusal().is_some_and(|r| r.why.starts_with("busy")) => {
                 tally.busy.fetch_add(1, Ordering::Relaxed)
             }
             Ok(Ok(_)) => tally.answered.fetch_add(1, Ordering::Relaxed),
@@ -193,6 +200,40 @@ fn timed_wordcount(node: &NodeProc, input: &Path, out: &Path) -> (Duration, Vec<
     (took, parts(out, 2))
 }
 
+/// The middle of `times`.
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// Word counts one after another until `done` (asked after each), each checked against
+/// `counted`: their times.
+fn wordcounts_until(
+    node: &NodeProc,
+    input: &Path,
+    out: &Path,
+    counted: &[Vec<u8>],
+    done: impl Fn(&[Duration]) -> bool,
+) -> Vec<Duration> {
+    let mut times = Vec::new();
+    while !done(&times) {
+        let (took, parts) = timed_wordcount(node, input, &out.join(times.len().to_string()));
+        assert_eq!(parts, counted, "word count {} under the flood", times.len());
+        times.push(took);
+    }
+    times
+}
+
+/// Seconds, two decimals each.
+fn seconds(times: &[Duration]) -> String {
+    let s: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.2}", t.as_secs_f64()))
+        .collect();
+    s.join(" ")
+}
+
 #[test]
 fn a_key_holder_flooding_the_leader_neither_grows_its_memory_nor_stops_a_job() {
     let _serial = one_at_a_time();
@@ -211,8 +252,16 @@ fn a_key_holder_flooding_the_leader_neither_grows_its_memory_nor_stops_a_job() {
         16,
     )
     .unwrap();
-    let input = common::corpus(dir.path(), 8, 200_000);
-    let (quiet, counted) = timed_wordcount(leader, &input, &dir.path().join("quiet"));
+    let input = common::corpus(dir.path(), 8, 400_000);
+    let (_, counted) = timed_wordcount(leader, &input, &dir.path().join("warm"));
+    let quiet_runs: Vec<Duration> = (0..QUIET_RUNS)
+        .map(|i| {
+            let (took, parts) = timed_wordcount(leader, &input, &dir.path().join(format!("q{i}")));
+            assert_eq!(parts, counted, "quiet word count {i}");
+            took
+        })
+        .collect();
+    let quiet = median(&quiet_runs);
     let quiet_rss = rss_kib(leader.child.as_ref().unwrap().id()) >> 10;
 
     let (tally, end) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
@@ -222,6 +271,7 @@ fn a_key_holder_flooding_the_leader_neither_grows_its_memory_nor_stops_a_job() {
         psk: psk(&key_file),
         cluster_id,
     };
+    let started = Instant::now();
     let flooder = {
         let (tally, end) = (Arc::clone(&tally), Arc::clone(&end));
         std::thread::spawn(move || {
@@ -243,24 +293,40 @@ fn a_key_holder_flooding_the_leader_neither_grows_its_memory_nor_stops_a_job() {
             peak
         })
     };
-    // The heavy streams' bytes are held until the node sheds them (they stall); the silent
-    // ones and the requests go on through the job.
-    wait_for(60, "the node to shed the heavy streams", || {
-        let t = &tally;
-        let tried = t.opened.load(Ordering::Relaxed) + t.refused_open.load(Ordering::Relaxed);
-        let answered = t.answered.load(Ordering::Relaxed) + t.busy.load(Ordering::Relaxed);
-        let heavy_shed = t.heavy_shed.load(Ordering::Relaxed) as usize;
-        (tried >= (HEAVY_STREAMS + SILENT_STREAMS) as u64
-            && answered > 0
-            && heavy_shed == HEAVY_STREAMS)
-            .then_some(())
-    });
-    let (flooded, counted_flooded) = timed_wordcount(leader, &input, &dir.path().join("flooded"));
+    // Word counts run from the flood's first second to its last: while the heavy streams
+    // hold the read budgets (until the node sheds them: they stall), then through the
+    // silent streams and the requests.
+    let heavy_shed = || tally.heavy_shed.load(Ordering::Relaxed) as usize == HEAVY_STREAMS;
+    let heavy_runs = wordcounts_until(
+        leader,
+        &input,
+        &dir.path().join("heavy"),
+        &counted,
+        |runs| !runs.is_empty() && (heavy_shed() || started.elapsed() > FLOOD_FOR),
+    );
+    let heavy_for = started.elapsed();
+    assert!(
+        heavy_shed(),
+        "the heavy streams were not shed within {FLOOD_FOR:?}"
+    );
+    let flooded_runs = wordcounts_until(
+        leader,
+        &input,
+        &dir.path().join("flooded"),
+        &counted,
+        |runs| runs.len() >= 3 && started.elapsed() >= FLOOD_FOR,
+    );
+    let t = &tally;
+    let tried = t.opened.load(Ordering::Relaxed) + t.refused_open.load(Ordering::Relaxed);
+    let asked = t.answered.load(Ordering::Relaxed) + t.busy.load(Ordering::Relaxed);
+    let lasted = started.elapsed();
     end.store(true, Ordering::Relaxed);
     flooder.join().unwrap();
     let peak = peak.join().unwrap();
+    let flooded = median(&flooded_runs);
     println!(
-        "flood: {} streams opened, {} refused at opening, {} ended by the node; {} requests answered, {} refused as busy",
+        "flood of {:.0} s: {} streams opened, {} refused at opening, {} ended by the node; {} requests answered, {} refused as busy",
+        lasted.as_secs_f64(),
         tally.opened.load(Ordering::Relaxed),
         tally.refused_open.load(Ordering::Relaxed),
         tally.shed.load(Ordering::Relaxed),
@@ -268,22 +334,34 @@ fn a_key_holder_flooding_the_leader_neither_grows_its_memory_nor_stops_a_job() {
         tally.busy.load(Ordering::Relaxed),
     );
     println!(
-        "the leader's RSS: {quiet_rss} MiB quiet, at most {peak} MiB under the flood (bound {RSS_BOUND_MIB} MiB); \
-         a word count took {:.2} s quiet and {:.2} s under the flood ({:.2}x)",
+        "the leader's RSS: {quiet_rss} MiB quiet, at most {peak} MiB under the flood (bound {RSS_BOUND_MIB} MiB)"
+    );
+    println!(
+        "word counts: quiet {} s (median {:.2} s); while the heavy streams were held ({:.1} s) {} s; \
+         then under the flood {} s (median {:.2} s, {:.2}x quiet)",
+        seconds(&quiet_runs),
         quiet.as_secs_f64(),
+        heavy_for.as_secs_f64(),
+        seconds(&heavy_runs),
+        seconds(&flooded_runs),
         flooded.as_secs_f64(),
         flooded.as_secs_f64() / quiet.as_secs_f64()
     );
-    assert_eq!(counted_flooded, counted, "the word count under the flood");
+    assert!(
+        tried >= (HEAVY_STREAMS + SILENT_STREAMS) as u64,
+        "the flood opened {tried} streams"
+    );
+    assert!(asked > 0, "no flooding request was answered");
     assert!(
         peak < RSS_BOUND_MIB,
         "the leader held {peak} MiB under the flood"
     );
-    // The goal is 2x; here the flooding peers share the two cores with the three nodes,
-    // and runs measured 1.8-1.9x: the assertion keeps a margin over that noise.
+    // A word count submitted meanwhile finishes within twice its quiet time: the median
+    // of those run while the heavy streams held the read budgets, and of those after.
+    let heavy = median(&heavy_runs);
     assert!(
-        flooded <= quiet * 3,
-        "the word count took {flooded:?} under the flood, {quiet:?} quiet"
+        heavy <= quiet * 2 && flooded <= quiet * 2,
+        "word counts took {heavy:?} while the heavy streams were held and {flooded:?} after, {quiet:?} quiet"
     );
     assert_eq!(
         wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 30),
@@ -387,4 +465,62 @@ fn two_hundred_clients_polling_a_node_while_twenty_jobs_run_cost_it_bounded_memo
     assert!(ok > 0, "no poll was answered");
     assert_eq!(failed, 0, "requests with no answer at all");
     assert!(peak < POLL_RSS_BOUND_MIB, "the polled node held {peak} MiB");
+}
+
+/// Requests a stranger sends at once in the burst test.
+const BURST: usize = 200;
+
+#[test]
+fn a_stranger_s_burst_is_answered_up_to_its_pace_and_the_rest_is_told_busy_at_once() {
+    use shoal_node::cluster::pace::{MAX_WAIT, STRANGER_BURST, STRANGER_RATE};
+    let _serial = one_at_a_time();
+    let dir = common::tempdir();
+    let key_file = common::keygen(dir.path());
+    let key_arg = key_file.to_string_lossy().into_owned();
+    let node = NodeProc::start(
+        dir.path(),
+        "n1",
+        &["--expect", "1", "--cluster-key", &key_arg].map(String::from),
+    );
+    wait_for(60, "the node to lead", || leader_of(&node));
+    let cluster_id =
+        u64::from_str_radix(node.cluster().unwrap()["cluster_id"].as_str().unwrap(), 16).unwrap();
+    let to = Target {
+        peer: node.peer_id.parse().unwrap(),
+        addr: node.addrs[0].parse().unwrap(),
+        psk: psk(&key_file),
+        cluster_id,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (answered, busy, took) = rt.block_on(async {
+        let peer = Arc::new(to.connect().await);
+        let started = Instant::now();
+        let asks = (0..BURST).map(|_| {
+            let peer = Arc::clone(&peer);
+            async move {
+                let answer = peer.ctl(&CtlRequest::Heard { cluster_id }).await;
+                answer.refusal().is_some_and(|r| r.why.starts_with("busy"))
+            }
+        });
+        let busy = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|&b| b)
+            .count();
+        (BURST - busy, busy, started.elapsed())
+    });
+    println!(
+        "a stranger's {BURST} requests at once: {answered} answered, {busy} told busy, all within {:.2} s",
+        took.as_secs_f64()
+    );
+    // The burst, and what the rate lets through while the others wait their turn (the
+    // longest wait, and the time the requests took to arrive).
+    let paced = (STRANGER_BURST + STRANGER_RATE) as usize
+        + (f64::from(STRANGER_RATE) * took.as_secs_f64()).ceil() as usize;
+    assert!(
+        (STRANGER_BURST as usize..=paced).contains(&answered),
+        "{answered} answered; the pace allows {STRANGER_BURST} at once and {STRANGER_RATE} a second"
+    );
+    assert_eq!(answered + busy, BURST);
+    assert!(took < MAX_WAIT * 10, "the burst took {took:?}");
 }

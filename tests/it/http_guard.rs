@@ -269,3 +269,46 @@ fn a_page_of_another_origin_in_a_real_browser_runs_nothing_the_node_s_own_dashbo
     });
     assert!(by_form.exists(), "curl's job ran its mapper");
 }
+
+/// Open a `POST /api/v1/jobs` whose body stops after its first bytes, and keep it open.
+fn stalled_upload(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(b"--b\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n{")
+        .unwrap();
+    s
+}
+
+#[test]
+fn a_crowd_of_stalled_uploads_gets_others_a_busy_answer_until_it_leaves() {
+    use shoal_node::http::guard::MAX_IN_PROGRESS;
+    let _serial = one_at_a_time();
+    let dir = common::tempdir();
+    let node = NodeProc::start(dir.path(), "n1", &["--expect", "1"].map(String::from));
+    wait_for(60, "the node to lead", || leader_of(&node));
+    let own = node.http.clone();
+    let stalled: Vec<TcpStream> = (0..MAX_IN_PROGRESS).map(|_| stalled_upload(&own)).collect();
+    // Each upload holds a turn while its body is awaited: the next request is told to wait.
+    let head = wait_for(30, "a request to be answered busy", || {
+        let head = head_of(&own, &own, "/api/v1/jobs");
+        head.starts_with("http/1.1 503").then_some(head)
+    });
+    assert!(head.contains("retry-after: 1"), "{head}");
+    let (status, body) = request(&own, &own, "GET", "/api/v1/cluster", &[], b"");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("busy"),
+        "{body}"
+    );
+    // The crowd hangs up: its turns come back, and nothing it sent became a job.
+    drop(stalled);
+    wait_for(30, "the API to answer again", || {
+        (request(&own, &own, "GET", "/api/v1/jobs", &[], b"").0 == 200).then_some(())
+    });
+    let (_, jobs) = request(&own, &own, "GET", "/api/v1/jobs", &[], b"");
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+}

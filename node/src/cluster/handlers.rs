@@ -20,6 +20,9 @@ impl Node {
     /// Answer an inbound Raft RPC, in the form the asker reads.
     pub async fn on_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
         let asker = self.peers.protocol(&peer);
+        if let Err(why) = self.stranger_turn(peer).await {
+            return RaftResponse::declined(Reason::TooSoon, why).for_protocol(asker);
+        }
         self.answer_raft(peer, req).await.for_protocol(asker)
     }
 
@@ -29,7 +32,20 @@ impl Node {
             CtlRequest::Hello(h) => Some(h.build.protocol),
             _ => self.peers.protocol(&peer),
         };
+        if let Err(why) = self.stranger_turn(peer).await {
+            return CtlResponse::declined(Reason::TooSoon, why).for_protocol(asker);
+        }
         self.answer_ctl(peer, req).await.for_protocol(asker)
+    }
+
+    /// A key holder outside the cluster waits its turn ([`crate::cluster::pace`]); a member,
+    /// a plain worker and anyone asking a node that knows no membership yet are answered at
+    /// once.
+    async fn stranger_turn(&self, peer: PeerId) -> Result<(), String> {
+        if standing(self, &peer) != Standing::Stranger {
+            return Ok(());
+        }
+        self.pace.wait_turn(peer).await
     }
 
     async fn answer_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {

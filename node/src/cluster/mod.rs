@@ -13,6 +13,7 @@ pub(crate) mod inplace;
 pub mod members;
 pub mod membership;
 pub mod node;
+pub mod pace;
 pub(crate) mod peers;
 pub mod propose;
 pub mod pushed;

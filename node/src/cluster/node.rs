@@ -112,6 +112,8 @@ pub struct Node {
     pub pushed: crate::cluster::pushed::Pushed,
     /// As the leader: what each plain worker acknowledged.
     pub pushes: crate::cluster::pushed::Pushes,
+    /// How fast key holders outside the cluster may ask.
+    pub pace: crate::cluster::pace::Pacer,
 }
 
 impl Node {
@@ -146,6 +148,7 @@ impl Node {
             left: tokio::sync::Notify::new(),
             pushed: Default::default(),
             pushes: Default::default(),
+            pace: Default::default(),
             started_ms: crate::clock::now_ms(),
         })
     }

@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub mod guard;
 pub(crate) mod inplace;
 pub mod jobs_view;
+pub mod limits;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub(crate) mod nodes;

@@ -4,7 +4,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use shoal_net::codec::{encode, read_frame_in, read_raw_frame, Budget, MAX_FRAME};
+use shoal_net::codec::{
+    encode, read_frame_in, read_raw_frame, Budget, MAX_FRAME, PRESSED_IDLE, READ_IDLE, SMALL_FRAME,
+};
 
 /// A peer's stream: `bytes`, then silence (never an end).
 struct Stalls {
@@ -36,6 +38,19 @@ impl futures::AsyncRead for Stalls {
         self.at += n;
         Poll::Ready(Ok(n))
     }
+}
+
+/// A whole frame holding `value`, as a stream.
+fn whole<T: serde::Serialize>(value: &T) -> Stalls {
+    let body = encode(value);
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    Stalls { bytes, at: 0 }
+}
+
+/// A value whose frame is over [`SMALL_FRAME`]: it is held in the pool for large frames.
+fn large() -> Vec<u8> {
+    vec![7; SMALL_FRAME + 1]
 }
 
 /// Poll `read` until it waits on its peer, not on its turn (tokio ends a poll after so many
@@ -83,26 +98,61 @@ async fn a_frame_s_bytes_are_held_as_they_arrive_and_handed_back_when_it_ends() 
 }
 
 #[tokio::test]
-async fn a_spent_budget_makes_the_next_frame_wait_not_grow_memory() {
+async fn a_spent_budget_makes_the_next_large_frame_wait_not_a_small_one() {
     let budget = Budget::new(1 << 20);
-    // One sender has sent 1 MiB of 2: the whole budget.
+    // One sender has sent 1 MiB of 2: the whole budget for large frames.
     let mut hog = Stalls::frame(2 << 20, 1 << 20);
     let mut hogging = Box::pin(read_frame_in::<_, u8>(&mut hog, MAX_FRAME, &budget));
     until_stalled(&mut hogging, &budget).await;
     assert_eq!(budget.available(), 0);
-    // A small, whole frame from another waits for the budget...
-    let small = encode(&7u8);
-    let mut framed = (small.len() as u32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&small);
-    let mut honest = Stalls {
-        bytes: framed,
-        at: 0,
-    };
-    let mut waiting = Box::pin(read_frame_in::<_, u8>(&mut honest, MAX_FRAME, &budget));
+    // A small frame from another is read at once, from the pool of its own...
+    let mut small = whole(&7u8);
+    assert_eq!(
+        read_frame_in::<_, u8>(&mut small, MAX_FRAME, &budget)
+            .await
+            .unwrap(),
+        7
+    );
+    // ...a large one waits for the budget...
+    let mut honest = whole(&large());
+    let mut waiting = Box::pin(read_frame_in::<_, Vec<u8>>(&mut honest, MAX_FRAME, &budget));
     assert!(futures::poll!(&mut waiting).is_pending());
     // ...and is read once the first one's read ends (its request timed out).
     drop(hogging);
-    assert_eq!(waiting.await.unwrap(), 7);
+    assert_eq!(waiting.await.unwrap(), large());
+    assert_eq!(budget.available(), 1 << 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_sender_gives_way_to_a_waiting_read_and_holds_alone_until_idle() {
+    let budget = Budget::new(1 << 20);
+    let mut honest = whole(&large());
+    // The whole budget held by a sender that stalls, and a whole frame waiting for it: the
+    // stalled one is shed once it has sent nothing for PRESSED_IDLE, and the other is read.
+    let mut hog = Stalls::frame(2 << 20, 1 << 20);
+    let started = tokio::time::Instant::now();
+    let (hogged, read) = tokio::join!(
+        read_frame_in::<_, u8>(&mut hog, MAX_FRAME, &budget),
+        async {
+            tokio::task::yield_now().await;
+            read_frame_in::<_, Vec<u8>>(&mut honest, MAX_FRAME, &budget).await
+        }
+    );
+    let err = hogged.unwrap_err();
+    assert!(
+        err.to_string().contains("while other requests waited"),
+        "{err}"
+    );
+    assert_eq!(read.unwrap(), large());
+    assert!(started.elapsed() < READ_IDLE, "{:?}", started.elapsed());
+    assert!(started.elapsed() >= PRESSED_IDLE);
+    // Alone, a stalled sender keeps its bytes until READ_IDLE.
+    let mut hog = Stalls::frame(2 << 20, 1 << 20);
+    let started = tokio::time::Instant::now();
+    let err = read_frame_in::<_, u8>(&mut hog, MAX_FRAME, &budget)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() >= READ_IDLE, "{err}");
     assert_eq!(budget.available(), 1 << 20);
 }
 
