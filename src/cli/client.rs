@@ -120,6 +120,10 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
         },
         Err(e) => return fail("submit", &e),
     };
+    if wait {
+        // Before the id is out: whoever reads it may press Ctrl-C at once.
+        interrupt_notice(&id);
+    }
     println!("{id}");
     let _ = std::io::stdout().flush();
     eprintln!(
@@ -161,6 +165,46 @@ fn progress_line(v: &JobView) -> String {
     )
 }
 
+/// Milliseconds since the epoch, now.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long job `v` ran (ended) or has run (`now`), ms.
+fn elapsed_ms(v: &JobView, now: u64) -> u64 {
+    v.finished_ms.unwrap_or(now).saturating_sub(v.submitted_ms)
+}
+
+/// A duration for people: `850 ms`, `12.3 s`, `4m05s`, `2h07m`.
+pub fn duration(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// Milliseconds since the epoch as a UTC date and time, `2026-12-07 17:03:34`.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}
+
 /// `done/total` of a phase.
 fn done_of(p: &Progress) -> String {
     format!("{}/{}", p.done, p.total)
@@ -182,7 +226,16 @@ fn human(b: u64) -> String {
 }
 
 /// Wait for job `id` to end, showing progress on stderr. 0 if it succeeded.
+/// What the first Ctrl-C while waiting for job `id` says (from now on).
+fn interrupt_notice(id: &str) {
+    crate::cli::interrupt::on_first(&format!(
+        "\nshoal: job {id} still runs on the cluster. Follow it: shoal status --wait {id}; \
+         kill it: shoal kill {id}. Ctrl-C again to kill it or leave it running.\n"
+    ));
+}
+
 fn wait_for(client: &mut Client, id: &str) -> ExitCode {
+    interrupt_notice(id);
     let tty = std::io::stderr().is_terminal();
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -194,7 +247,13 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
     });
     let mut last = String::new();
     loop {
-        let path = format!("/api/v1/jobs/{id}?wait=2000&tasks=false");
+        if crate::cli::interrupt::count() >= 2 {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return interrupted(client, id);
+        }
+        let path = format!("/api/v1/jobs/{id}?wait=1000&tasks=false");
         let v: JobView = match client.get_view(&path, Duration::from_secs(10)) {
             Ok(v) => v,
             Err(ClientError::Unreachable(e)) => {
@@ -239,6 +298,35 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
             }
             _ => {}
         }
+    }
+}
+
+/// After a second Ctrl-C while waiting for job `id`: on a terminal, ask whether to kill it;
+/// else (or when the answer is no) leave it running. Exits 130, as a command interrupted.
+fn interrupted(client: &mut Client, id: &str) -> ExitCode {
+    const INTERRUPTED: u8 = 130;
+    let stdin = std::io::stdin();
+    let kill = stdin.is_terminal() && {
+        eprint!("shoal: kill job {id}? [y/N] ");
+        let mut answer = String::new();
+        stdin.read_line(&mut answer).is_ok()
+            && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    };
+    if !kill {
+        eprintln!("shoal: left job {id} running (shoal status --wait {id}, shoal kill {id})");
+        return ExitCode::from(INTERRUPTED);
+    }
+    let path = format!("/api/v1/jobs/{id}");
+    match client.send(
+        Duration::from_secs(15),
+        |c, b| c.delete(format!("{b}{path}")),
+        JsonBody,
+    ) {
+        Ok(_) => {
+            eprintln!("shoal: {id} killed");
+            ExitCode::from(INTERRUPTED)
+        }
+        Err(e) => fail("kill", &e),
     }
 }
 
@@ -297,9 +385,10 @@ pub fn jobs_text(jobs: &[JobView], limit: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19} {:<10} {:<7} {:>11} {:>11} {:<12}  NAME",
-        "JOB", "STATE", "PHASE", "MAPS", "REDUCES", "OWNER"
+        "{:<19} {:<10} {:<7} {:>11} {:>11} {:<20} {:>9} {:<12}  NAME",
+        "JOB", "STATE", "PHASE", "MAPS", "REDUCES", "SUBMITTED (UTC)", "TIME", "OWNER"
     );
+    let now = now_ms();
     for j in jobs.iter().take(limit) {
         let owner = match (j.user.as_str(), j.priority) {
             (u, p) if p != 0 => format!("{u} ({p:+})"),
@@ -308,12 +397,14 @@ pub fn jobs_text(jobs: &[JobView], limit: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<19} {:<10} {:<7} {:>11} {:>11} {:<12}  {}",
+            "{:<19} {:<10} {:<7} {:>11} {:>11} {:<20} {:>9} {:<12}  {}",
             j.id,
             j.state,
             j.phase,
             done_of(&j.maps),
             done_of(&j.reduces),
+            utc(j.submitted_ms),
+            duration(elapsed_ms(j, now)),
             owner,
             j.name
         );
@@ -358,8 +449,23 @@ fn status_text(v: &JobView) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "{}", progress_line(v));
+    let ran = if v.finished_ms.is_some() {
+        "ran"
+    } else {
+        "running for"
+    };
+    let _ = writeln!(
+        out,
+        "submitted {} UTC, {ran} {}",
+        utc(v.submitted_ms),
+        duration(elapsed_ms(v, now_ms()))
+    );
     if let Some(e) = &v.error {
         let _ = writeln!(out, "error: {e}");
+    }
+    for (group, names) in &v.counters {
+        let line: Vec<String> = names.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        let _ = writeln!(out, "counters {group}: {}", line.join(" "));
     }
     let _ = writeln!(
         out,

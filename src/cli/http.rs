@@ -54,6 +54,10 @@ impl NodeUrls {
     }
 }
 
+/// What the client adds when no node it was given could even be connected to.
+pub const NONE_LISTENS: &str = "no node is listening there: is one running? Start one with \
+`shoal node` (or try `shoal demo`), or name a running node with --node URL or SHOAL_NODE";
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -172,6 +176,7 @@ impl Client {
         read: impl AsyncRead<T>,
     ) -> Result<T, ClientError> {
         let mut errors = Vec::new();
+        let mut none_listens = true;
         let n = self.bases.len();
         for i in 0..n {
             let idx = (self.current + i) % n;
@@ -189,8 +194,14 @@ impl Client {
                         read.read(resp).await
                     });
                 }
-                Err(e) => errors.push(format!("{base}: {}", error_text(&e))),
+                Err(e) => {
+                    none_listens &= e.is_connect();
+                    errors.push(format!("{base}: {}", error_text(&e)));
+                }
             }
+        }
+        if none_listens {
+            errors.push(NONE_LISTENS.to_string());
         }
         Err(ClientError::Unreachable(errors.join("; ")))
     }

@@ -17,7 +17,8 @@ pub struct JobArgs {
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<String>,
     /// Mapper: a shell command, or a file to ship and run (by shebang; `.py` runs with python3).
-    #[arg(long, requires = "reduce", conflicts_with = "app")]
+    /// Needs --reduce, unless the job is map-only (-R 0).
+    #[arg(long, conflicts_with = "app")]
     pub map: Option<String>,
     /// Reducer, as --map.
     #[arg(long, requires = "map", conflicts_with = "app")]
@@ -32,8 +33,8 @@ pub struct JobArgs {
     /// order.
     #[arg(long, short = 'R', default_value_t = 1, env = "SHOAL_REDUCERS")]
     pub reducers: u32,
-    /// Target split size in bytes.
-    #[arg(long, default_value_t = spec::DEFAULT_SPLIT_SIZE, env = "SHOAL_SPLIT_SIZE")]
+    /// Target split size: bytes, or with a unit (64K, 64M, 1G; powers of 1,024).
+    #[arg(long, default_value_t = spec::DEFAULT_SPLIT_SIZE, env = "SHOAL_SPLIT_SIZE", value_parser = parse_size)]
     pub split_size: u64,
     /// Pack small input files together into splits of up to --split-size (one map task
     /// for many files). A streaming mapper then reads several files on one stdin:
@@ -83,8 +84,8 @@ pub struct JobArgs {
     /// Write each part compressed: gzip (part-NNNNN.gz) or zstd (part-NNNNN.zst).
     #[arg(long, value_parser = parse_output_codec)]
     pub compress_output: Option<Codec>,
-    /// Longest input line accepted, bytes.
-    #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD")]
+    /// Longest input line accepted: bytes, or with a unit (64K, 16M).
+    #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD", value_parser = parse_size)]
     pub max_record: u64,
     /// Streaming: an archive (.tar, .tar.gz/.tgz, .tar.bz2, .tar.zst, .tar.xz, .zip)
     /// unpacked once per job on each node and seen by every task as NAME in its working
@@ -119,6 +120,33 @@ pub fn default_user() -> String {
         .filter_map(|k| std::env::var(k).ok())
         .find(|u| !u.is_empty())
         .unwrap_or_else(|| "anonymous".to_owned())
+}
+
+/// A size: bytes (`65536`), or a number with a unit — K, M, G or T, powers of 1,024, with or
+/// without a trailing `B` or `iB`, any case (`64M`, `64MiB`, `1g`, `1.5G`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (number, shift) = match body.char_indices().last() {
+        Some((i, c @ ('k' | 'm' | 'g' | 't'))) => {
+            (&body[..i], 10 * (1 + "kmgt".find(c).unwrap_or(0) as u32))
+        }
+        _ => (body, 0),
+    };
+    let bad = || format!("{s:?} is not a size: bytes, or a number with K, M, G or T (64M, 1G)");
+    if let Ok(n) = number.trim().parse::<u64>() {
+        return n.checked_mul(1u64 << shift).ok_or_else(bad);
+    }
+    let f: f64 = number.trim().parse().map_err(|_| bad())?;
+    let bytes = f * (1u64 << shift) as f64;
+    if !(0.0..=u64::MAX as f64).contains(&bytes) || shift == 0 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -186,20 +214,22 @@ impl JobArgs {
         }
         let kind = match (&self.app, &self.map, &self.reduce) {
             (Some(app), _, _) => JobKind::App(app.clone()),
-            (None, Some(map), Some(reduce)) => JobKind::Streaming {
-                map: spec::resolve_program(map, &mut files)?,
-                reduce: spec::resolve_program(reduce, &mut files)?,
-                combine: self
-                    .combine
-                    .as_deref()
-                    .map(|c| spec::resolve_program(c, &mut files))
-                    .transpose()?,
-            },
-            _ => {
-                return Err(shoal_jobs::Error::InvalidSpec(
-                    "give --app NAME, or --map and --reduce".into(),
-                ))
+            // A map-only job (-R 0) runs no reducer: it needs none.
+            (None, Some(map), reduce) if reduce.is_some() || self.reducers == 0 => {
+                JobKind::Streaming {
+                    map: spec::resolve_program(map, &mut files)?,
+                    reduce: spec::resolve_program(reduce.as_deref().unwrap_or("cat"), &mut files)?,
+                    combine: self
+                        .combine
+                        .as_deref()
+                        .map(|c| spec::resolve_program(c, &mut files))
+                        .transpose()?,
+                }
             }
+            _ => return Err(shoal_jobs::Error::InvalidSpec(
+                "give --app NAME, or --map and --reduce (--map alone with -R 0: a map-only job)"
+                    .into(),
+            )),
         };
         let name = self.name.clone().unwrap_or_else(|| match &kind {
             JobKind::App(a) => a.clone(),

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod exit;
 pub mod http;
+pub mod interrupt;
 pub mod jobargs;
 pub mod logs;
 pub mod output;

@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+use crate::common;
+use crate::common::cluster::{leader_of, wait_for, NodeProc, TestNode};
+
 fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
 }
@@ -270,6 +273,147 @@ fn a_node_off_loopback_without_a_key_refuses_to_start() {
         );
         assert!(!data.exists(), "{listen}: nothing is created");
     }
+}
+
+/// A map-only job needs no reducer: `--map` with `-R 0` runs; `--map` alone otherwise is
+/// refused naming both ways, and `--split-size` takes units.
+#[test]
+fn a_map_only_job_needs_no_reducer_and_sizes_take_units() {
+    let dir = common::tempdir();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "b\ta\nc\td\n").unwrap();
+    let out = dir.path().join("out");
+    let o = shoal()
+        .args([
+            "run",
+            "--map",
+            "cat",
+            "-R",
+            "0",
+            "--split-size",
+            "64K",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let part = std::fs::read_to_string(out.join("part-00000")).unwrap();
+    assert_eq!(part, "b\ta\nc\td\n");
+    let o = shoal()
+        .args(["run", "--map", "cat", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("out2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--map and --reduce") && err.contains("-R 0"),
+        "{err}"
+    );
+}
+
+/// Ctrl-C on `submit --wait` says the job still runs and how to follow or kill it, and
+/// waits on; a second, with no terminal to ask on, leaves the job running and exits 130.
+#[test]
+fn ctrl_c_on_a_waiting_submit_says_what_runs_and_a_second_leaves_it_running() {
+    use std::io::BufRead;
+    let dir = common::tempdir();
+    let node = NodeProc::start(dir.path(), "n1", &["--expect", "1"].map(String::from));
+    wait_for(60, "the node to lead", || leader_of(&node));
+    let url = format!("http://{}", node.http);
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a\n").unwrap();
+    let mut child = shoal()
+        .args([
+            "submit",
+            "--wait",
+            "--map",
+            "sleep 600; cat",
+            "--reduce",
+            "cat",
+            "--node",
+            &url,
+        ])
+        .arg("--input")
+        .arg(&input)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut id)
+        .unwrap();
+    let id = id.trim().to_string();
+    assert!(id.starts_with("j-"), "{id:?}");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let said = wait_for(30, "the notice of the first Ctrl-C", || {
+        lines.try_iter().find(|l| l.contains("still runs"))
+    });
+    assert!(
+        said.contains(&format!("shoal status --wait {id}"))
+            && said.contains(&format!("shoal kill {id}")),
+        "{said}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the client stopped waiting at the first Ctrl-C"
+    );
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let left = wait_for(10, "the client's last word", || {
+        lines.try_iter().find(|l| l.contains("left job"))
+    });
+    assert!(left.contains(&id), "{left}");
+    let job = node.get(&format!("/api/v1/jobs/{id}")).unwrap().1;
+    assert!(
+        job["state"] == "running" || job["state"] == "queued",
+        "the job was left running: {job}"
+    );
+    let o = shoal()
+        .args(["kill", &id, "--node", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
+
+/// A client whose node is not running is told where it looked and how to start one.
+#[test]
+fn a_client_whose_node_is_not_running_is_told_to_start_one() {
+    // A port nothing listens on: one the system just gave and took back.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let o = shoal().args(["jobs", "--node", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}"))
+            && err.contains("is one running?")
+            && err.contains("`shoal node`"),
+        "{err}"
+    );
 }
 
 /// `shoal completions` writes each shell's script, naming the subcommands and their flags;

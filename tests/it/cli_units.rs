@@ -4,6 +4,8 @@
 //! less in CI.)
 
 use futures::StreamExt;
+use shoal::cli::client::{duration, utc};
+use shoal::cli::jobargs::parse_size;
 use shoal::cli::logs::escaped;
 use shoal::cli::output::{is_part_name, parse_checksum};
 use shoal::cli::upload::multipart;
@@ -104,4 +106,49 @@ fn corpus_is_deterministic_and_skewed() {
         count(&the) > 20 * count(&word(100)).max(1),
         "rank 0 is far more frequent than rank 100"
     );
+}
+
+#[test]
+fn sizes_take_units_and_refuse_what_is_not_a_size() {
+    for (text, bytes) in [
+        ("65536", 65_536),
+        ("64K", 64 << 10),
+        ("64M", 64 << 20),
+        ("64MiB", 64 << 20),
+        ("64mb", 64 << 20),
+        ("1G", 1 << 30),
+        ("1.5g", 3 << 29),
+        ("2T", 2 << 40),
+        (" 7 ", 7),
+    ] {
+        assert_eq!(parse_size(text), Ok(bytes), "{text}");
+    }
+    for bad in [
+        "",
+        "M",
+        "64X",
+        "-1",
+        "1.5",
+        "64 MB of it",
+        "99999999999999999999T",
+    ] {
+        let err = parse_size(bad).unwrap_err();
+        assert!(err.contains("is not a size"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn times_read_as_dates_and_durations() {
+    assert_eq!(utc(0), "1970-01-01 00:00:00");
+    assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+    assert_eq!(utc(1_796_661_064_554), "2026-12-07 16:31:04");
+    assert_eq!(utc(4_107_542_399_000), "2100-02-28 23:59:59");
+    for (ms, text) in [
+        (850, "850 ms"),
+        (12_345, "12.3 s"),
+        (245_000, "4m05s"),
+        (7_620_000, "2h07m"),
+    ] {
+        assert_eq!(duration(ms), text);
+    }
 }

@@ -23,20 +23,6 @@ fn submit(node: &NodeProc, args: &[&str]) -> (String, std::process::Output) {
     (id, o)
 }
 
-/// The sample of `name` with every label in `labels`, from a parsed scrape.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-}
-
 /// POST a raw multipart body with one `spec` part of JSON text; the status and JSON answer.
 fn post_spec(addr: &str, spec: &str) -> (u16, Value) {
     use std::io::Read;
@@ -112,21 +98,7 @@ fn metrics_errors_watch_and_retention() {
     });
     let id = &ids[2];
     let (_, job) = http_get(&nodes[2].http, &format!("/api/v1/jobs/{id}")).unwrap();
-    let text = {
-        use std::io::Read;
-        let mut s = std::net::TcpStream::connect(&nodes[2].http).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            nodes[2].http
-        )
-        .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r.split_once("\r\n\r\n").unwrap().1.to_string()
-    };
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("/metrics parses as Prometheus text");
+    let scrape = scrape(&nodes[2].http);
     for (name, v) in job["counters"]["shoal"].as_object().unwrap() {
         let got = sample(
             &scrape,

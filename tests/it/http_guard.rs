@@ -293,10 +293,18 @@ fn a_crowd_of_stalled_uploads_gets_others_a_busy_answer_until_it_leaves() {
     let own = node.http.clone();
     let stalled: Vec<TcpStream> = (0..MAX_IN_PROGRESS).map(|_| stalled_upload(&own)).collect();
     // Each upload holds a turn while its body is awaited: the next request is told to wait.
-    let head = wait_for(30, "a request to be answered busy", || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let head = loop {
         let head = head_of(&own, &own, "/api/v1/jobs");
-        head.starts_with("http/1.1 503").then_some(head)
-    });
+        if head.starts_with("http/1.1 503") {
+            break head;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request was answered busy within 60 s; the last answer: {head}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(head.contains("retry-after: 1"), "{head}");
     let (status, body) = request(&own, &own, "GET", "/api/v1/cluster", &[], b"");
     assert_eq!(status, 503, "{body}");
@@ -306,7 +314,7 @@ fn a_crowd_of_stalled_uploads_gets_others_a_busy_answer_until_it_leaves() {
     );
     // The crowd hangs up: its turns come back, and nothing it sent became a job.
     drop(stalled);
-    wait_for(30, "the API to answer again", || {
+    wait_for(60, "the API to answer again", || {
         (request(&own, &own, "GET", "/api/v1/jobs", &[], b"").0 == 200).then_some(())
     });
     let (_, jobs) = request(&own, &own, "GET", "/api/v1/jobs", &[], b"");

@@ -386,10 +386,43 @@ fn bad_submissions_are_refused_failures_are_explained_and_kill_stops_a_job() {
     });
     let o = run(shoal().args(["kill", "--node", &c.url(c.follower), &id]));
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(c.job(c.follower, &id).state, "killed");
+    let killed = c.job(c.follower, &id);
+    assert_eq!(killed.state, "killed");
     wait_for(10, "no task process left", || {
         task_processes(&marker).is_empty().then_some(())
     });
+    // Every view says the job's tasks will not run: none is left pending or running.
+    let states: Vec<&str> = tasks(&killed)
+        .iter()
+        .flat_map(|t| {
+            std::iter::once(t.state.as_str()).chain(t.attempts.iter().map(|a| a.state.as_str()))
+        })
+        .collect();
+    assert!(
+        !states.iter().any(|s| ["pending", "running"].contains(s)),
+        "{killed}"
+    );
+    assert!(states.contains(&"cancelled"), "{killed}");
+    assert_eq!(killed.maps.running + killed.reduces.running, 0, "{killed}");
+    let scrape = scrape(&c.nodes[c.follower].http);
+    for kind in ["map", "reduce"] {
+        for state in ["pending", "running"] {
+            let n = sample(&scrape, "shoal_tasks", &[("kind", kind), ("state", state)]);
+            assert_eq!(n, Some(0.0), "shoal_tasks {kind} {state}");
+        }
+        let n = sample(
+            &scrape,
+            "shoal_task_attempts",
+            &[("kind", kind), ("outcome", "running")],
+        );
+        assert_eq!(n, Some(0.0), "running {kind} attempts");
+    }
+    let cancelled = sample(
+        &scrape,
+        "shoal_tasks",
+        &[("kind", "map"), ("state", "cancelled")],
+    );
+    assert!(cancelled.is_some_and(|n| n >= 1.0), "{cancelled:?}");
     let o = run(shoal().args(["status", "--node", &c.url(0), &id]));
     assert_eq!(o.status.code(), Some(1), "a killed job's status exits 1");
     assert!(String::from_utf8_lossy(&o.stdout).contains("killed"));

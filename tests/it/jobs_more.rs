@@ -304,7 +304,8 @@ fn a_follower_that_missed_big_jobs_catches_up_and_a_spec_over_the_log_s_bound_is
     let target = applied(&c.nodes[c.follower]).unwrap();
     c.nodes[other].restart_now();
     let started = std::time::Instant::now();
-    wait_for(10, "the restarted follower to catch up", || {
+    // A deadline, not a target: the time is printed (5-8 s on a loaded two-core machine).
+    wait_for(30, "the restarted follower to catch up", || {
         (applied(&c.nodes[other])? >= target).then_some(())
     });
     println!(

@@ -14,7 +14,7 @@ pub mod members;
 pub mod membership;
 pub mod node;
 pub mod pace;
-pub(crate) mod peers;
+pub mod peers;
 pub mod propose;
 pub mod pushed;
 pub mod rpc;

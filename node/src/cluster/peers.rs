@@ -1,5 +1,10 @@
 //! What a node knows of its peers: their hellos, connections, last signs of life and
 //! clusters, and the warnings it has already logged about them.
+//!
+//! The invariant: the book is bounded whatever identities connect. A peer that is not
+//! connected and has not been heard from for [`FORGET_AFTER`] is forgotten; beyond
+//! [`MAX_PEERS`] entries, those not connected are forgotten, the longest silent first. The
+//! warnings logged once are at most [`MAX_LOGGED`] keys (then they may be logged again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -10,6 +15,16 @@ use shoal_net::PeerId;
 use tracing::warn;
 
 use crate::sync::Locked;
+
+/// Peers remembered: connected ones (at most the network's 1,024 connections) and those
+/// not connected, heard from lately.
+pub const MAX_PEERS: usize = 4096;
+/// A peer neither connected nor heard from this long is forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Keys of warnings logged once, remembered at most.
+pub const MAX_LOGGED: usize = 4096;
+/// How often, at most, the book looks for peers to forget as they come and go.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What this node knows about a peer.
 #[derive(Debug, Default, Clone)]
@@ -31,6 +46,8 @@ pub struct PeerEntry {
 #[derive(Debug)]
 pub struct PeerBook {
     peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
+    /// When peers not heard from were last looked for.
+    swept: Mutex<Instant>,
     logged: Mutex<HashSet<String>>,
     /// A peer silent this long is not offered work or messages (`--node-timeout`).
     node_timeout: Duration,
@@ -41,6 +58,7 @@ impl PeerBook {
     pub fn new(node_timeout: Duration) -> Self {
         PeerBook {
             peers: Mutex::default(),
+            swept: Mutex::new(Instant::now()),
             logged: Mutex::default(),
             node_timeout,
         }
@@ -53,14 +71,68 @@ impl PeerBook {
 
     /// Log `message` once per `key` (foreign peers, refused handshakes).
     pub fn warn_once(&self, key: String, message: impl FnOnce() -> String) {
-        if self.logged.locked().insert(key) {
+        let mut logged = self.logged.locked();
+        if logged.len() >= MAX_LOGGED && !logged.contains(&key) {
+            logged.clear();
+        }
+        if logged.insert(key) {
             warn!("{} (logged once)", message());
         }
     }
 
     fn with_peer<T>(&self, peer: PeerId, f: impl FnOnce(&mut PeerEntry) -> T) -> T {
         let mut peers = self.peers.locked();
+        if !peers.contains_key(&peer) {
+            self.forget(&mut peers, Instant::now());
+        }
         f(peers.entry(peer).or_default())
+    }
+
+    /// Forget peers gone for [`FORGET_AFTER`] (at most once per [`SWEEP_EVERY`]) and, with
+    /// the book full, those not connected, the longest silent first, until a quarter of it
+    /// is free.
+    fn forget(&self, peers: &mut BTreeMap<PeerId, PeerEntry>, now: Instant) {
+        let full = peers.len() >= MAX_PEERS;
+        let mut swept = self.swept.locked();
+        if !full && now.saturating_duration_since(*swept) < SWEEP_EVERY {
+            return;
+        }
+        *swept = now;
+        let gone = |p: &PeerEntry| {
+            !p.connected
+                && p.last_seen
+                    .is_none_or(|t| now.saturating_duration_since(t) >= FORGET_AFTER)
+        };
+        peers.retain(|_, p| !gone(p));
+        if peers.len() < MAX_PEERS {
+            return;
+        }
+        let mut silent: Vec<(Option<Instant>, PeerId)> = peers
+            .iter()
+            .filter(|(_, p)| !p.connected)
+            .map(|(id, p)| (p.last_seen, *id))
+            .collect();
+        silent.sort_unstable();
+        let over = peers.len().saturating_sub(MAX_PEERS * 3 / 4);
+        for (_, id) in silent.into_iter().take(over) {
+            peers.remove(&id);
+        }
+    }
+
+    /// Forget the peers that are gone, as [`PeerBook`] does as peers come, at time `now`.
+    pub fn sweep_at(&self, now: Instant) {
+        let mut peers = self.peers.locked();
+        self.forget(&mut peers, now);
+    }
+
+    /// Peers in the book.
+    pub fn len(&self) -> usize {
+        self.peers.locked().len()
+    }
+
+    /// Whether the book is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The peer is alive.

@@ -141,13 +141,24 @@ pub(crate) fn task_state(s: TaskState) -> &'static str {
     }
 }
 
-fn progress(tasks: &[Task]) -> Progress {
+/// A task's or an attempt's state as every view shows it (JSON, dashboard, `/metrics`): one
+/// that a job left pending or running when it ended (killed, failed, or succeeded while a
+/// backup still ran) is "cancelled" — the job will never run or wait for it again.
+pub fn shown_state(job: JobState, s: TaskState) -> &'static str {
+    match (job, s) {
+        (JobState::Running, s) => task_state(s),
+        (_, TaskState::Pending | TaskState::Running) => "cancelled",
+        (_, s) => task_state(s),
+    }
+}
+
+fn progress(job: JobState, tasks: &[Task]) -> Progress {
     Progress {
         total: tasks.len(),
         done: tasks.iter().filter(|t| t.state == TaskState::Done).count(),
         running: tasks
             .iter()
-            .filter(|t| t.state == TaskState::Running)
+            .filter(|t| shown_state(job, t.state) == "running")
             .count(),
     }
 }
@@ -183,7 +194,7 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                     "reduce"
                 }
                 .into(),
-                state: task_state(t.state).into(),
+                state: shown_state(job.state, t.state).into(),
                 input: (t.kind == TaskKind::Map)
                     .then(|| job.splits.get(t.index as usize).map(|s| s.name.clone()))
                     .flatten(),
@@ -193,7 +204,7 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
                     .map(|a| AttemptView {
                         attempt: a.attempt,
                         node: hex(a.node),
-                        state: task_state(a.state).into(),
+                        state: shown_state(job.state, a.state).into(),
                         start_ms: a.start_ms,
                         end_ms: a.end_ms,
                         error: a.error.clone(),
@@ -226,8 +237,8 @@ pub fn job_view(job: &Job, with_tasks: bool) -> JobView {
         phase: phase.into(),
         submitted_ms: job.submitted_ms,
         finished_ms: job.finished_ms,
-        maps: progress(&job.maps),
-        reduces: progress(&job.reduces),
+        maps: progress(job.state, &job.maps),
+        reduces: progress(job.state, &job.reduces),
         counters: job.counters.0.clone(),
         counters_saturated: job.counters_saturated.clone(),
         error: job.error.clone(),

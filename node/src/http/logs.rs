@@ -53,7 +53,7 @@ pub async fn index(State(ctl): State<Arc<Control>>, Path(id): Path<String>) -> R
                 "kind": if t.kind == TaskKind::Map { "map" } else { "reduce" },
                 "attempt": a.attempt,
                 "node": hex(a.node),
-                "state": crate::http::jobs_view::task_state(a.state),
+                "state": crate::http::jobs_view::shown_state(job.state, a.state),
                 "error": a.error,
                 "log": crate::http::jobs_view::attempt_log_url(&id, &t.id(), a.attempt),
             }));

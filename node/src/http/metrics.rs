@@ -18,6 +18,7 @@ use shoal_jobs::cluster::{Cluster, JobState, Task, TaskKind, TaskState};
 
 use crate::cluster::identity::hex;
 use crate::control::Control;
+use crate::http::jobs_view::shown_state;
 use crate::supervisor::Stop;
 use crate::sync::ReadWrite;
 
@@ -103,6 +104,14 @@ fn tasks(table: &Cluster) -> impl Iterator<Item = &Task> {
         .flat_map(|j| j.maps.iter().chain(&j.reduces))
 }
 
+/// Every task of the jobs in the table, with its job's state.
+fn tasks_of_jobs(table: &Cluster) -> impl Iterator<Item = (JobState, &Task)> {
+    table
+        .jobs
+        .values()
+        .flat_map(|j| j.maps.iter().chain(&j.reduces).map(move |t| (j.state, t)))
+}
+
 /// The job table's families.
 fn jobs(page: &mut Page, table: &Cluster) {
     page.family("shoal_jobs", "gauge", "Jobs in the job table, by state.");
@@ -118,17 +127,12 @@ fn jobs(page: &mut Page, table: &Cluster) {
     page.family(
         "shoal_tasks",
         "gauge",
-        "Tasks of the jobs in the table, by kind and state.",
+        "Tasks of the jobs in the table, by kind and state (cancelled: left pending or running by a job that ended).",
     );
     for kind in [TaskKind::Map, TaskKind::Reduce] {
-        for (state, label) in [
-            (TaskState::Pending, "pending"),
-            (TaskState::Running, "running"),
-            (TaskState::Done, "done"),
-            (TaskState::Failed, "failed"),
-        ] {
-            let n = tasks(table)
-                .filter(|t| t.kind == kind && t.state == state)
+        for label in ["pending", "running", "done", "failed", "cancelled"] {
+            let n = tasks_of_jobs(table)
+                .filter(|(job, t)| t.kind == kind && shown_state(*job, t.state) == label)
                 .count();
             page.sample(
                 "shoal_tasks",
@@ -166,27 +170,34 @@ fn attempts(page: &mut Page, table: &Cluster) {
     );
     for kind in [TaskKind::Map, TaskKind::Reduce] {
         let attempts = || {
-            tasks(table)
-                .filter(move |t| t.kind == kind)
-                .flat_map(|t| t.attempts.iter())
+            tasks_of_jobs(table)
+                .filter(move |(_, t)| t.kind == kind)
+                .flat_map(|(job, t)| t.attempts.iter().map(move |a| (job, a)))
+                .map(|(job, a)| (shown_state(job, a.state), a))
         };
         for (label, n) in [
             (
                 "running",
-                attempts().filter(|a| a.state == TaskState::Running).count(),
+                attempts().filter(|(s, _)| *s == "running").count(),
+            ),
+            (
+                "cancelled",
+                attempts().filter(|(s, _)| *s == "cancelled").count(),
             ),
             (
                 "done",
-                attempts().filter(|a| a.state == TaskState::Done).count(),
+                attempts()
+                    .filter(|(_, a)| a.state == TaskState::Done)
+                    .count(),
             ),
             (
                 "failed",
                 attempts()
-                    .filter(|a| a.state == TaskState::Failed && !a.lost)
+                    .filter(|(_, a)| a.state == TaskState::Failed && !a.lost)
                     .count(),
             ),
-            ("lost", attempts().filter(|a| a.lost).count()),
-            ("backup", attempts().filter(|a| a.backup).count()),
+            ("lost", attempts().filter(|(_, a)| a.lost).count()),
+            ("backup", attempts().filter(|(_, a)| a.backup).count()),
         ] {
             page.sample(
                 "shoal_task_attempts",

@@ -12,6 +12,7 @@ mod link;
 mod members;
 mod membership;
 mod pace;
+mod peers;
 mod pushed;
 mod reconcile;
 mod refusals;
