@@ -83,8 +83,8 @@ pub async fn read_raw_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> io:
 }
 
 /// Read the `len` bytes of a frame's body as they arrive; with a `budget`, the bytes that
-/// arrived are taken from its pool for frames of that size before they are kept (waiting while it is spent), and handed
-/// back when the returned [`Held`] is dropped.
+/// arrived are taken from its pool for frames of that size before they are kept (waiting
+/// while it is spent), and handed back when the returned [`Held`] is dropped.
 async fn read_body<R: AsyncRead + Unpin>(
     io: &mut R,
     len: usize,
@@ -166,17 +166,6 @@ struct Pool {
     waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl Pool {
-    fn new(bytes: usize) -> Pool {
-        let total = u32::try_from(bytes >> 10).unwrap_or(u32::MAX);
-        Pool {
-            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
-            total,
-            waiting: Default::default(),
-        }
-    }
-}
-
 /// Part of a [`Budget`] (whole KiB), handed back when dropped.
 pub struct Held(Option<tokio::sync::OwnedSemaphorePermit>);
 
@@ -194,11 +183,6 @@ impl Budget {
         self.large.kib.available_permits() << 10
     }
 
-    /// Bytes of the pool for small frames not held now.
-    pub fn small_available(&self) -> usize {
-        self.small.kib.available_permits() << 10
-    }
-
     /// The pool that holds a frame of `len` bytes.
     fn pool(&self, len: usize) -> &Pool {
         if len <= SMALL_FRAME {
@@ -210,17 +194,25 @@ impl Budget {
 }
 
 impl Pool {
+    fn new(bytes: usize) -> Pool {
+        let total = u32::try_from(bytes >> 10).unwrap_or(u32::MAX);
+        Pool {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+            waiting: Default::default(),
+        }
+    }
+
     /// Grow `held` to cover `bytes`, waiting while the pool is spent.
     async fn take(&self, held: &mut Held, bytes: usize) -> io::Result<()> {
-        let pool = self;
         let have = held.0.as_ref().map_or(0, |p| p.num_permits());
-        let need = bytes.div_ceil(1024).min(pool.total as usize);
+        let need = bytes.div_ceil(1024).min(self.total as usize);
         if need <= have {
             return Ok(());
         }
         let more = u32::try_from(need - have).unwrap_or(u32::MAX);
-        let _waiting = Waiting::new(&pool.waiting);
-        let permit = std::sync::Arc::clone(&pool.kib)
+        let _waiting = Waiting::new(&self.waiting);
+        let permit = std::sync::Arc::clone(&self.kib)
             .acquire_many_owned(more)
             .await
             .map_err(|_| io::Error::other("the read budget is closed"))?;
@@ -230,9 +222,7 @@ impl Pool {
         }
         Ok(())
     }
-}
 
-impl Pool {
     /// A read's next bytes (`read`), unless none come for [`READ_IDLE`] — or, when the read
     /// is `holding` part of the budget, for [`PRESSED_IDLE`] while other reads wait for it.
     async fn bytes<T>(

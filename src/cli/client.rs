@@ -225,7 +225,6 @@ fn human(b: u64) -> String {
     format!("{x:.1} {}", UNITS[u])
 }
 
-/// Wait for job `id` to end, showing progress on stderr. 0 if it succeeded.
 /// What the first Ctrl-C while waiting for job `id` says (from now on).
 fn interrupt_notice(id: &str) {
     crate::cli::interrupt::on_first(&format!(
@@ -234,6 +233,7 @@ fn interrupt_notice(id: &str) {
     ));
 }
 
+/// Wait for job `id` to end, showing progress on stderr. 0 if it succeeded.
 fn wait_for(client: &mut Client, id: &str) -> ExitCode {
     interrupt_notice(id);
     let tty = std::io::stderr().is_terminal();
@@ -316,18 +316,25 @@ fn interrupted(client: &mut Client, id: &str) -> ExitCode {
         eprintln!("shoal: left job {id} running (shoal status --wait {id}, shoal kill {id})");
         return ExitCode::from(INTERRUPTED);
     }
-    let path = format!("/api/v1/jobs/{id}");
-    match client.send(
-        Duration::from_secs(15),
-        |c, b| c.delete(format!("{b}{path}")),
-        JsonBody,
-    ) {
-        Ok(_) => {
+    match kill_job(client, id) {
+        Ok(()) => {
             eprintln!("shoal: {id} killed");
             ExitCode::from(INTERRUPTED)
         }
         Err(e) => fail("kill", &e),
     }
+}
+
+/// Ask the cluster to kill job `id`.
+fn kill_job(client: &mut Client, id: &str) -> Result<(), ClientError> {
+    let path = format!("/api/v1/jobs/{id}");
+    client
+        .send(
+            Duration::from_secs(15),
+            |c, b| c.delete(format!("{b}{path}")),
+            JsonBody,
+        )
+        .map(|_| ())
 }
 
 /// Run `shoal kill`.
@@ -336,13 +343,8 @@ pub fn kill(args: JobRef) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("kill", &e),
     };
-    let path = format!("/api/v1/jobs/{}", args.job);
-    match client.send(
-        Duration::from_secs(15),
-        |c, b| c.delete(format!("{b}{path}")),
-        JsonBody,
-    ) {
-        Ok(_) => {
+    match kill_job(&mut client, &args.job) {
+        Ok(()) => {
             eprintln!("{} killed", args.job);
             ExitCode::SUCCESS
         }

@@ -20,10 +20,13 @@ impl Node {
     /// Answer an inbound Raft RPC, in the form the asker reads.
     pub async fn on_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
         let asker = self.peers.protocol(&peer);
-        if let Err(why) = self.stranger_turn(peer).await {
-            return RaftResponse::declined(Reason::TooSoon, why).for_protocol(asker);
-        }
-        self.answer_raft(peer, req).await.for_protocol(asker)
+        let judged = match self.stranger_turn(peer).await {
+            Ok(judged) => judged,
+            Err(why) => return RaftResponse::declined(Reason::TooSoon, why).for_protocol(asker),
+        };
+        self.answer_raft(peer, judged, req)
+            .await
+            .for_protocol(asker)
     }
 
     /// Answer an inbound control request, in the form the asker reads (a hello says it).
@@ -40,15 +43,18 @@ impl Node {
 
     /// A key holder outside the cluster waits its turn ([`crate::cluster::pace`]); a member,
     /// a plain worker and anyone asking a node that knows no membership yet are answered at
-    /// once.
-    async fn stranger_turn(&self, peer: PeerId) -> Result<(), String> {
-        if standing(self, &peer) != Standing::Stranger {
-            return Ok(());
+    /// once. The peer's standing, judged once — again after a wait.
+    async fn stranger_turn(&self, peer: PeerId) -> Result<Standing, String> {
+        let judged = standing(self, &peer);
+        if judged != Standing::Stranger {
+            return Ok(judged);
         }
-        self.pace.wait_turn(peer).await
+        self.pace.wait_turn(peer).await?;
+        Ok(standing(self, &peer))
     }
 
-    async fn answer_raft(&self, peer: PeerId, req: RaftRequest) -> RaftResponse {
+    /// Answer a Raft RPC from `peer`, whose standing is `judged`.
+    async fn answer_raft(&self, peer: PeerId, judged: Standing, req: RaftRequest) -> RaftResponse {
         let Some(ours) = self.cluster_id() else {
             return RaftResponse::declined(Reason::NoCluster, "this node has no cluster yet");
         };
@@ -60,7 +66,7 @@ impl Node {
         if let Some(why) = self.peers.incompatible(&peer) {
             return RaftResponse::declined(Reason::Incompatible, why);
         }
-        if standing(self, &peer) == Standing::Stranger {
+        if judged == Standing::Stranger {
             return RaftResponse::declined(Reason::NotAMember, not_a_member(&peer));
         }
         match self.start_raft().await {

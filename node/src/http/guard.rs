@@ -148,9 +148,12 @@ async fn judge(guard: &HostGuard, req: Request, next: Next) -> Response {
                 &format!("refused a change from another site ({why}): a web page cannot submit or kill jobs; use `shoal` or the node's own dashboard"),
             );
         }
-        // A body that stalls must not hold its turn: it ends in an error instead.
-        let req = req.map(|b| crate::http::limits::idle_bounded(b, crate::http::limits::BODY_IDLE));
-        return next.run(req).await;
     }
+    let req = if changes {
+        // A body that stalls must not hold its turn: it ends in an error instead.
+        req.map(|b| crate::http::limits::idle_bounded(b, crate::http::limits::BODY_IDLE))
+    } else {
+        req
+    };
     next.run(req).await
 }

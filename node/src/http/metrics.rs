@@ -98,10 +98,7 @@ fn kind_name(k: TaskKind) -> &'static str {
 
 /// Every task of every job in the table.
 fn tasks(table: &Cluster) -> impl Iterator<Item = &Task> {
-    table
-        .jobs
-        .values()
-        .flat_map(|j| j.maps.iter().chain(&j.reduces))
+    tasks_of_jobs(table).map(|(_, t)| t)
 }
 
 /// Every task of the jobs in the table, with its job's state.
