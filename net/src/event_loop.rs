@@ -22,6 +22,76 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::wire::{CtlRequest, CtlResponse, RaftRequest, RaftResponse};
 use crate::{Event, NetError};
 
+/// Failed connections remembered so that each is logged once; past this many, forgotten.
+const MAX_LOGGED_FAILURES: usize = 4096;
+
+/// A failed connection, told apart for the log.
+struct Failure {
+    /// Nothing answered (refused, reset, timed out, no route): the peer is down or away.
+    unreachable: bool,
+    /// The error and every error under it, `: `-joined.
+    text: String,
+}
+
+impl Failure {
+    /// `error` and its causes (libp2p nests them in `io::Error`s whose own text may be
+    /// empty), and whether any of them says nothing answered.
+    fn of(error: &std::io::Error) -> Failure {
+        use std::io::ErrorKind as K;
+        let mut parts: Vec<String> = Vec::new();
+        let mut unreachable = false;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        for _ in 0..16 {
+            let Some(e) = cur else { break };
+            let text = e.to_string();
+            if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+                parts.push(text);
+            }
+            cur = match e.downcast_ref::<std::io::Error>() {
+                Some(io) => {
+                    unreachable |= matches!(
+                        io.kind(),
+                        K::ConnectionRefused
+                            | K::ConnectionReset
+                            | K::ConnectionAborted
+                            | K::TimedOut
+                            | K::HostUnreachable
+                            | K::NetworkUnreachable
+                            | K::AddrNotAvailable
+                            | K::NotConnected
+                    );
+                    match io.get_ref() {
+                        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                        None => std::error::Error::source(io),
+                    }
+                }
+                None => e.source(),
+            };
+        }
+        // Some wrappers (`Either`) hide the error they wrap from `source`; its kind is
+        // still in the debug text.
+        let shown = format!("{error:?}");
+        unreachable |= [
+            "ConnectionRefused",
+            "ConnectionReset",
+            "ConnectionAborted",
+            "TimedOut",
+            "HostUnreachable",
+            "NetworkUnreachable",
+            "AddrNotAvailable",
+        ]
+        .iter()
+        .any(|kind| shown.contains(&format!("kind: {kind}")));
+        if parts.is_empty() {
+            parts.push(format!("{:?}", error.kind()));
+        }
+        Failure {
+            unreachable,
+            text: parts.join(": "),
+        }
+    }
+}
+
 /// What the rest of the node asks of the event loop.
 pub(crate) enum Command {
     Raft {
@@ -263,6 +333,9 @@ impl EventLoop {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, %addr, "connected");
+                // Reached again: its next failure is told again.
+                let reached = peer_id.to_string();
+                self.logged_failures.retain(|k| !k.starts_with(&reached));
                 for b in self
                     .bootstrap
                     .iter_mut()
@@ -292,15 +365,19 @@ impl EventLoop {
                 self.emit(Event::Disconnected { peer: peer_id });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                let who = peer_id
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "unknown peer".into());
                 if let DialError::Transport(errs) = &error {
                     for (addr, e) in errs {
-                        self.log_failure_once(&format!("{who} at {addr}"), &e.to_string());
+                        let failure = match e {
+                            libp2p::TransportError::Other(io) => Failure::of(io),
+                            other => Failure {
+                                unreachable: false,
+                                text: other.to_string(),
+                            },
+                        };
+                        self.log_failure_once(peer_id, addr, failure);
                     }
                 } else {
-                    debug!(peer = %who, error = %error, "dial failed");
+                    debug!(peer = ?peer_id, error = %error, "dial failed");
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -308,22 +385,49 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                self.log_failure_once(
-                    &format!("incoming from {send_back_addr}"),
-                    &error.to_string(),
-                );
+                let failure = match &error {
+                    libp2p::swarm::ListenError::Transport(libp2p::TransportError::Other(io)) => {
+                        Failure::of(io)
+                    }
+                    other => Failure {
+                        unreachable: false,
+                        text: other.to_string(),
+                    },
+                };
+                self.log_failure_once(None, &send_back_addr, failure);
             }
             SwarmEvent::Behaviour(b) => self.on_behaviour_event(b),
             _ => {}
         }
     }
 
-    /// A handshake that fails (wrong cluster key, not a Shoal node) is logged once per peer.
-    fn log_failure_once(&mut self, who: &str, error: &str) {
-        let host = who.split("/tcp/").next().unwrap_or(who).to_owned();
-        let key = format!("{host}|{}", error.split(':').next().unwrap_or(error));
-        if self.logged_failures.insert(key) {
-            warn!(peer = %who, error = %error, "connection failed (a peer without our cluster key, or not a Shoal node?); logged once per peer");
+    /// A failed connection is logged once per peer (or, its id unknown, per host) and kind,
+    /// until that peer is reached again: a peer that does not answer as unreachable, one that
+    /// answers but fails the handshake as a possible stranger.
+    fn log_failure_once(&mut self, peer: Option<PeerId>, addr: &Multiaddr, failure: Failure) {
+        let at = addr.to_string();
+        let who = match peer {
+            Some(p) => p.to_string(),
+            None => at.split("/tcp/").next().unwrap_or(&at).to_owned(),
+        };
+        let key = format!("{who}|{}", failure.unreachable);
+        if self.logged_failures.len() >= MAX_LOGGED_FAILURES {
+            self.logged_failures.clear();
+        }
+        if !self.logged_failures.insert(key) {
+            return;
+        }
+        let error = &failure.text;
+        match (failure.unreachable, peer) {
+            (true, Some(peer)) => {
+                warn!(%peer, addr = %at, %error, "a peer is unreachable (stopped, or no route to it); said once until it answers again")
+            }
+            (true, None) => {
+                info!(addr = %at, %error, "nothing answers at a peer address yet; dialling on")
+            }
+            (false, _) => {
+                warn!(peer = ?peer, addr = %at, %error, "a connection failed in its handshake (a peer without our cluster key, or not a Shoal node?); said once per peer")
+            }
         }
     }
 

@@ -87,7 +87,7 @@ impl Build {
             format!(
                 "wire protocol {} (shoal {}) and wire protocol {} (shoal {}) differ in their \
                  major: such nodes cannot form or join one cluster; run one protocol major on \
-                 every node (README, Operations: upgrades)",
+                 every node (docs/operations.md, versions and upgrades)",
                 theirs.protocol,
                 or_unknown(&theirs.version),
                 self.protocol,

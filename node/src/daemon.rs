@@ -24,6 +24,7 @@ use crate::supervisor::Supervisor;
 use crate::sync::ReadWrite;
 
 pub use crate::flags::NodeArgs;
+use crate::flags::{DEFAULT_HTTP, DEFAULT_LISTEN};
 
 pub use crate::usage::UsageError;
 
@@ -47,6 +48,7 @@ struct NodeConfig {
     listen: Vec<Multiaddr>,
     peers: Vec<Multiaddr>,
     http: SocketAddr,
+    http_listener: std::net::TcpListener,
     keypair: shoal_net::Keypair,
     store: Store,
     psk: Option<PreSharedKey>,
@@ -104,6 +106,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         exposed,
         peers,
         http,
+        http_listener,
         api_token,
     } = endpoints(&args)?;
     // Everything the node creates is its own alone (0600 files, 0700 directories), from the
@@ -188,6 +191,7 @@ pub fn run(mut args: NodeArgs) -> anyhow::Result<()> {
         listen,
         peers,
         http,
+        http_listener,
         keypair,
         store,
         psk,
@@ -209,15 +213,21 @@ struct Endpoints {
     exposed: bool,
     /// `--peer`.
     peers: Vec<Multiaddr>,
-    /// `--http`.
+    /// `--http`, or where `--local` put the API.
     http: SocketAddr,
+    /// The API's listener on `http`, bound.
+    http_listener: std::net::TcpListener,
     /// The token of `--api-token`.
     api_token: Option<String>,
 }
 
 /// The node's endpoints from its flags: refused beyond loopback without a cluster key (the
-/// p2p port) or a token (the HTTP API).
+/// p2p port) or a token (the HTTP API). The API's port is bound here, so a taken one is
+/// named before anything starts.
 fn endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
+    if args.local {
+        return local_endpoints(args);
+    }
     let listen = args
         .listen
         .iter()
@@ -257,11 +267,69 @@ fn endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
         );
     }
     let exposed = exposed.is_some();
+    let http_listener = std::net::TcpListener::bind(http).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            ": another node on this machine? Give this one other ports (--http 127.0.0.1:7072 --listen /ip4/127.0.0.1/tcp/7073), or start each node of a one-machine cluster with `shoal node --local`, which finds free ports itself"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on --http {http}: {e}{hint}")
+    })?;
     Ok(Endpoints {
         listen,
         exposed,
         peers,
         http,
+        http_listener,
+        api_token,
+    })
+}
+
+/// `--local`'s endpoints: the first free pair of loopback ports, the other pairs as peers
+/// (and any `--peer`).
+fn local_endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
+    use crate::ports::{pick_local, LOCAL_NODES};
+    let base = args.local_base;
+    if args.listen != [DEFAULT_LISTEN] || args.http != DEFAULT_HTTP {
+        return Err(UsageError(
+            "--local picks its own loopback ports: give it neither --listen nor --http".into(),
+        )
+        .into());
+    }
+    let local = pick_local(base).ok_or_else(|| {
+        UsageError(format!(
+            "--local: the {LOCAL_NODES} pairs of ports from {base} up are all taken; stop a node, or give this one --http and --listen without --local"
+        ))
+    })?;
+    let http = local.http.local_addr()?;
+    if let Some(first) = local.skipped.first() {
+        info!(
+            "port {first} is taken (another node on this machine?): this node's API is at http://{http}, its p2p port {}",
+            local.p2p
+        );
+    }
+    let tcp = |port: u16| -> anyhow::Result<Multiaddr> {
+        Ok(format!("/ip4/127.0.0.1/tcp/{port}").parse()?)
+    };
+    let mut peers = local
+        .peers
+        .iter()
+        .map(|&p| tcp(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for p in &args.peer {
+        peers.push(parse_peer(p)?);
+    }
+    let api_token = args
+        .api_token
+        .as_deref()
+        .map(crate::http::token::read)
+        .transpose()?;
+    Ok(Endpoints {
+        listen: vec![tcp(local.p2p)?],
+        exposed: false,
+        peers,
+        http,
+        http_listener: local.http,
         api_token,
     })
 }
@@ -353,19 +421,19 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
         keypair: c.keypair,
         listen: c.listen,
         peers: c.peers,
-        mdns: !c.args.no_mdns,
+        mdns: !c.args.no_mdns && !c.args.local,
         psk: c.psk,
     })?;
     let mut loops = Supervisor::default();
     // The network stops last: the other loops may need it to finish their step.
     loops.last("network", event_loop.run());
-    let listener = tokio::net::TcpListener::bind(c.http)
-        .await
-        .with_context(|| format!("cannot listen on --http {}", c.http))?;
+    c.http_listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(c.http_listener)?;
     let http_addr = listener.local_addr()?.to_string();
 
     // Learn the listen addresses (port 0 becomes a real port) before telling anyone.
     let (addrs, early) = listen_addresses(&mut events, n_listen).await?;
+    refuse_a_shared_port(&addrs)?;
     let info = PeerInfo {
         peer_id: peer_id.to_string(),
         addrs: addrs.clone(),
@@ -402,7 +470,7 @@ async fn serve(c: NodeConfig) -> anyhow::Result<()> {
     if sandbox.other_user() || !sandbox.confine.is_empty() {
         info!(%scratch, "tasks run {}", sandbox.describe());
     } else {
-        warn!(%scratch, "tasks run {}; they can read this node's keys: run the node as a user of its own, or as root (README, Security)", sandbox.describe());
+        warn!(%scratch, "tasks run {}; they can read this node's keys: run the node as a user of its own, or as root (docs/security.md)", sandbox.describe());
     }
 
     start_loops(&mut loops, &node, &store, &ctl, (events, early));
@@ -452,6 +520,29 @@ async fn listen_addresses(
         }
     }
     Ok((addrs, early))
+}
+
+/// Refuse to run beside another process listening on one of this node's p2p addresses:
+/// libp2p listens with `SO_REUSEPORT`, so both would start and share the connections.
+fn refuse_a_shared_port(addrs: &[String]) -> anyhow::Result<()> {
+    for addr in addrs {
+        let mut parts = addr.split('/').skip(1);
+        let (Some("ip4" | "ip6"), Some(ip), Some("tcp"), Some(port)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (Ok(ip), Ok(port)) = (ip.parse::<std::net::IpAddr>(), port.parse::<u16>()) else {
+            continue;
+        };
+        if crate::ports::shared_with_another(SocketAddr::new(ip, port)) {
+            return Err(UsageError(format!(
+                "the p2p port {port} is taken: another process listens on it (another node on this machine?). Give this node another port (--listen /ip4/127.0.0.1/tcp/7073), or start each node of a one-machine cluster with `shoal node --local`, which finds free ports itself"
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Start the node's loops under `loops`: the network's events (those that came `early`

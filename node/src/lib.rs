@@ -13,6 +13,7 @@
 //! - [`storage`]: the object store, the data plane (`/shoal/data/1`) and replication.
 //! - [`http`]: the HTTP API: router, token, submit, the views it serves, metrics, the
 //!   dashboard.
+//! - [`ports`]: the ports a node takes on its machine (`--local`, no shared p2p port).
 //! - `supervisor`: the node's loops; one that dies stops the node.
 //! - `clock`, [`sync`], `planted`: the job table's time; locks that ignore poisoning; faults
 //!   planted on purpose for tests.
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod flags;
 pub mod http;
 mod planted;
+pub mod ports;
 pub mod sandbox;
 pub mod storage;
 pub mod supervisor;

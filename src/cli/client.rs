@@ -17,6 +17,7 @@ use crate::cli::output::fetch_output;
 use shoal_jobs::split::InputFile;
 use shoal_node::http::jobs_view::{JobView, Progress};
 use shoal_node::http::submit::CHAIN_PREFIX;
+use shoal_node::http::view::ClusterView;
 
 /// `shoal submit` flags.
 #[derive(Debug, Args)]
@@ -26,13 +27,13 @@ pub struct SubmitArgs {
     #[command(flatten)]
     job: JobArgs,
     /// Copies of each split and part file on other nodes.
-    #[arg(long, default_value_t = shoal_jobs::spec::DEFAULT_REPLICATION, env = "SHOAL_REPLICATION")]
+    #[arg(help_heading = "Output", long, default_value_t = shoal_jobs::spec::DEFAULT_REPLICATION, env = "SHOAL_REPLICATION")]
     replication: u32,
     /// Wait until the job ends, showing progress; exit 0 only if it succeeded.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     wait: bool,
     /// With --wait: fetch the output into DIR (part files and `_SUCCESS`).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     output: Option<PathBuf>,
 }
 
@@ -41,7 +42,7 @@ pub struct SubmitArgs {
 pub struct JobRef {
     #[command(flatten)]
     nodes: NodeUrls,
-    /// The job id (`j-…`).
+    /// The job id (`j-…`), or enough of its first or last digits to name one job.
     job: String,
 }
 
@@ -67,6 +68,9 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage("submit", e),
     };
+    for w in args.job.warnings() {
+        eprintln!("{w}");
+    }
     spec.replication = args.replication;
     let local: Vec<String> = spec
         .inputs
@@ -96,6 +100,12 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
     };
     let spec_bytes = shoal_net::codec::encode(&spec);
     let total: u64 = files.iter().map(|f| f.len).sum();
+    // Every input uploaded (none read in place or chained): its size is known here.
+    warn_of_reducers(
+        &mut client,
+        spec.reducers,
+        (local.len() == spec.inputs.len()).then_some(total),
+    );
     let started = std::time::Instant::now();
     let answer = client.send(
         Duration::from_secs(24 * 3600),
@@ -148,6 +158,111 @@ pub fn submit(args: SubmitArgs) -> ExitCode {
             Err(e) => fail("submit", &e),
         },
         None => ExitCode::SUCCESS,
+    }
+}
+
+/// Reducer counts at or below this never draw a warning.
+const FEW_REDUCERS: u32 = 8;
+
+/// Input bytes below which a reducer has too little to do to be worth its task.
+const BYTES_PER_REDUCER: u64 = 64 * 1024;
+
+/// Warn on stderr when `reducers` are far beyond the job's `input` (bytes, when known) or
+/// the cluster's slots, asked of the cluster.
+fn warn_of_reducers(client: &mut Client, reducers: u32, input: Option<u64>) {
+    if reducers <= FEW_REDUCERS {
+        return;
+    }
+    let slots = client
+        .get_view::<ClusterView>("/api/v1/cluster", Duration::from_secs(10))
+        .ok()
+        .and_then(|v| cluster_slots(&v));
+    if let Some(w) = reducer_warning(reducers, input, slots) {
+        eprintln!("{w}");
+    }
+}
+
+/// The task slots of the cluster `v` shows, from its nodes' heartbeats; `None` unless the
+/// answering node heard every member's (the manager does).
+fn cluster_slots(v: &ClusterView) -> Option<u32> {
+    v.nodes.iter().try_fold(0u32, |sum, n| {
+        let slots = match &n.heartbeat {
+            Some(h) => h.slots,
+            None if n.id == v.this.id => v.slots.total,
+            None => return None,
+        };
+        Some(sum.saturating_add(slots))
+    })
+}
+
+/// A warning for `reducers` far beyond the job's input (`input` bytes, when known) or
+/// the cluster's `slots` (when known): each reducer is a task and a part file of its own.
+pub fn reducer_warning(reducers: u32, input: Option<u64>, slots: Option<u32>) -> Option<String> {
+    if reducers <= FEW_REDUCERS {
+        return None;
+    }
+    let mut why = Vec::new();
+    if let Some(bytes) = input.filter(|&b| b / BYTES_PER_REDUCER < u64::from(reducers)) {
+        why.push(format!(
+            "the input is {} ({} a reducer)",
+            human(bytes),
+            human(bytes / u64::from(reducers))
+        ));
+    }
+    if let Some(slots) = slots.filter(|&s| s > 0 && u64::from(reducers) > 4 * u64::from(s)) {
+        why.push(format!(
+            "the cluster runs {slots} tasks at once, so they run in {} waves",
+            reducers.div_ceil(slots)
+        ));
+    }
+    if why.is_empty() {
+        return None;
+    }
+    let fewer = slots
+        .filter(|&s| s > 0)
+        .unwrap_or(FEW_REDUCERS)
+        .min(reducers)
+        .max(1);
+    Some(format!(
+        "warning: -R {reducers} is far more reducers than this job needs: {}. Each reducer is a task and a part file of its own; -R {fewer} would finish sooner. Submitting anyway.",
+        why.join(", and ")
+    ))
+}
+
+/// What a client waiting for a job says besides its progress: a change of manager, and
+/// finished maps that run again (their output was lost with a node), so progress that goes
+/// backwards is explained.
+#[derive(Debug, Default)]
+pub struct News {
+    /// The manager last seen.
+    manager: Option<String>,
+    /// Maps done when last seen.
+    maps_done: usize,
+}
+
+impl News {
+    /// What changed since the last call, given the job `v` and its cluster's `manager` now
+    /// (`None` when not known, as during an election).
+    pub fn of(&mut self, v: &JobView, manager: Option<String>) -> Vec<String> {
+        let mut said = Vec::new();
+        if let Some(now) = manager {
+            if let Some(before) = self.manager.as_ref().filter(|b| **b != now) {
+                said.push(format!(
+                    "{}: the manager changed from {before} to {now}; the job goes on from the replicated job table",
+                    v.id
+                ));
+            }
+            self.manager = Some(now);
+        }
+        if v.maps.done < self.maps_done {
+            said.push(format!(
+                "{}: {} finished map(s) run again: their output was lost with a node",
+                v.id,
+                self.maps_done - v.maps.done
+            ));
+        }
+        self.maps_done = v.maps.done;
+        said
     }
 }
 
@@ -246,6 +361,7 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
         b
     });
     let mut last = String::new();
+    let mut news = News::default();
     loop {
         if crate::cli::interrupt::count() >= 2 {
             if let Some(b) = &bar {
@@ -267,6 +383,16 @@ fn wait_for(client: &mut Client, id: &str) -> ExitCode {
             }
             Err(e) => return fail("submit", &e),
         };
+        let manager = client
+            .get_view::<ClusterView>("/api/v1/cluster", Duration::from_secs(5))
+            .ok()
+            .and_then(|c| c.leader.map(|l| l.id));
+        for said in news.of(&v, manager) {
+            match &bar {
+                Some(b) => b.println(&said),
+                None => eprintln!("{said}"),
+            }
+        }
         let line = progress_line(&v);
         if let Some(b) = &bar {
             let n = |k: usize| u64::try_from(k).unwrap_or(u64::MAX);
@@ -343,9 +469,13 @@ pub fn kill(args: JobRef) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("kill", &e),
     };
-    match kill_job(&mut client, &args.job) {
+    let job = match client.resolve_job(&args.job) {
+        Ok(id) => id,
+        Err(e) => return fail("kill", &e),
+    };
+    match kill_job(&mut client, &job) {
         Ok(()) => {
-            eprintln!("{} killed", args.job);
+            eprintln!("{job} killed");
             ExitCode::SUCCESS
         }
         Err(e) => fail("kill", &e),
@@ -418,6 +548,10 @@ pub fn jobs_text(jobs: &[JobView], limit: usize) -> String {
 pub fn job_status(nodes: &NodeUrls, job: &str, json: bool, wait: bool) -> ExitCode {
     let mut client = match Client::new(nodes) {
         Ok(c) => c,
+        Err(e) => return fail("status", &e),
+    };
+    let job = &match client.resolve_job(job) {
+        Ok(id) => id,
         Err(e) => return fail("status", &e),
     };
     if wait {

@@ -15,6 +15,7 @@ use crate::cli::exit::{EXIT_UNREACHABLE, EXIT_USAGE};
 pub struct NodeUrls {
     /// A node's HTTP address; repeatable — the next is tried when one does not answer.
     #[arg(
+        help_heading = "Reaching the cluster",
         long = "node",
         env = "SHOAL_NODE",
         value_delimiter = ',',
@@ -22,7 +23,11 @@ pub struct NodeUrls {
     )]
     pub nodes: Vec<String>,
     /// A file holding the nodes' API token (or put the token itself in SHOAL_API_TOKEN).
-    #[arg(long, env = "SHOAL_API_TOKEN_FILE")]
+    #[arg(
+        help_heading = "Reaching the cluster",
+        long,
+        env = "SHOAL_API_TOKEN_FILE"
+    )]
     pub api_token: Option<std::path::PathBuf>,
 }
 
@@ -104,6 +109,47 @@ impl ClientError {
     }
 }
 
+/// Characters of a whole job id (`j-` and 15 hex digits).
+const JOB_ID_LEN: usize = 17;
+
+/// The one id among `ids` that `given` names: the whole id, or a part of one that no other
+/// id has at the same end (its first or last digits, with or without `j-`).
+pub fn pick_job<'a>(given: &str, ids: impl IntoIterator<Item = &'a str>) -> Result<String, String> {
+    let bare = given.strip_prefix("j-").unwrap_or(given);
+    if bare.is_empty() {
+        return Err("give a job id (`shoal jobs` lists them)".into());
+    }
+    let ids: Vec<&str> = ids.into_iter().collect();
+    if let Some(id) = ids.iter().find(|id| **id == given) {
+        return Ok((*id).to_string());
+    }
+    let matching: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| {
+            let digits = id.strip_prefix("j-").unwrap_or(id);
+            digits.starts_with(bare) || digits.ends_with(bare)
+        })
+        .collect();
+    match matching[..] {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!(
+            "no job's id starts or ends with {given} (`shoal jobs` lists them)"
+        )),
+        _ => Err(format!(
+            "{given} names {} jobs ({}{}); give more of its digits",
+            matching.len(),
+            matching
+                .iter()
+                .take(4)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if matching.len() > 4 { ", …" } else { "" }
+        )),
+    }
+}
+
 /// An HTTP client over a list of nodes.
 pub struct Client {
     bases: Vec<String>,
@@ -139,6 +185,26 @@ async fn into_result(resp: reqwest::Response) -> Result<reqwest::Response, Clien
 }
 
 impl Client {
+    /// The whole id of the job `given` names (see [`pick_job`]); a whole id as it is.
+    pub fn resolve_job(&mut self, given: &str) -> Result<String, ClientError> {
+        if given.len() == JOB_ID_LEN && given.starts_with("j-") {
+            return Ok(given.to_string());
+        }
+        let jobs = self.get_json("/api/v1/jobs", Duration::from_secs(10))?;
+        let ids = jobs
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|j| j["id"].as_str())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        pick_job(given, ids).map_err(|message| ClientError::Http {
+            status: 404,
+            message,
+        })
+    }
+
     /// A client of `nodes`.
     pub fn new(nodes: &NodeUrls) -> Result<Client, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -14,96 +14,125 @@ use shoal_jobs::spec::{self, JobKind, JobSpec};
 #[derive(Debug, Args)]
 pub struct JobArgs {
     /// Input files, directories (their files, recursively) or globs; repeatable.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(help_heading = "Input", long, required = true, num_args = 1..)]
     pub input: Vec<String>,
     /// Mapper: a shell command, or a file to ship and run (by shebang; `.py` runs with python3).
     /// Needs --reduce, unless the job is map-only (-R 0).
-    #[arg(long, conflicts_with = "app")]
+    #[arg(
+        help_heading = "Program",
+        long,
+        visible_alias = "mapper",
+        conflicts_with = "app"
+    )]
     pub map: Option<String>,
     /// Reducer, as --map.
-    #[arg(long, requires = "map", conflicts_with = "app")]
+    #[arg(
+        help_heading = "Program",
+        long,
+        visible_alias = "reducer",
+        requires = "map",
+        conflicts_with = "app"
+    )]
     pub reduce: Option<String>,
     /// Optional combiner, run on sorted map output before it is spilled.
-    #[arg(long, requires = "map", conflicts_with = "app")]
+    #[arg(
+        help_heading = "Program",
+        long,
+        visible_alias = "combiner",
+        requires = "map",
+        conflicts_with = "app"
+    )]
     pub combine: Option<String>,
     /// A built-in native app: wordcount, grep, invertedindex, sort.
-    #[arg(long, required_unless_present = "map")]
+    #[arg(help_heading = "Program", long, required_unless_present = "map")]
     pub app: Option<String>,
     /// Number of reducers R (part files); 0: a map-only job, one part per map, in input
     /// order.
-    #[arg(long, short = 'R', default_value_t = 1, env = "SHOAL_REDUCERS")]
+    #[arg(
+        help_heading = "Keys, partitions and sorting",
+        long,
+        short = 'R',
+        default_value_t = 1,
+        env = "SHOAL_REDUCERS"
+    )]
     pub reducers: u32,
     /// Target split size: bytes, or with a unit (64K, 64M, 1G; powers of 1,024).
-    #[arg(long, default_value_t = spec::DEFAULT_SPLIT_SIZE, env = "SHOAL_SPLIT_SIZE", value_parser = parse_size)]
+    #[arg(help_heading = "Input", long, default_value_t = spec::DEFAULT_SPLIT_SIZE, env = "SHOAL_SPLIT_SIZE", value_parser = parse_size)]
     pub split_size: u64,
     /// Pack small input files together into splits of up to --split-size (one map task
     /// for many files). A streaming mapper then reads several files on one stdin:
     /// SHOAL_INPUT_FILE is unset and SHOAL_INPUT_FILES lists them, one per line. On a
     /// cluster only: `shoal run` starts a task per file cheaply and ignores it.
-    #[arg(long, env = "SHOAL_COMBINE_FILES")]
+    #[arg(help_heading = "Input", long, env = "SHOAL_COMBINE_FILES")]
     pub combine_files: bool,
     /// Sort buffer per task, MiB.
-    #[arg(long, default_value_t = spec::DEFAULT_SORT_MB, env = "SHOAL_SORT_MB")]
+    #[arg(help_heading = "Keys, partitions and sorting", long, default_value_t = spec::DEFAULT_SORT_MB, env = "SHOAL_SORT_MB")]
     pub sort_mb: u32,
     /// Extra files shipped into every task's working directory; repeatable.
-    #[arg(long = "file")]
+    #[arg(help_heading = "Program", long = "file")]
     pub files: Vec<PathBuf>,
     /// Environment for tasks, K=V; repeatable.
-    #[arg(long = "env", value_parser = parse_env)]
+    #[arg(help_heading = "Program", long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
     /// A name for the job.
-    #[arg(long)]
+    #[arg(help_heading = "Running", long)]
     pub name: Option<String>,
     /// Kill an attempt silent (no input read, no output, no status) this long, seconds.
-    #[arg(long, default_value_t = spec::DEFAULT_TASK_TIMEOUT_SECS, env = "SHOAL_TASK_TIMEOUT")]
+    #[arg(help_heading = "Running", long, default_value_t = spec::DEFAULT_TASK_TIMEOUT_SECS, env = "SHOAL_TASK_TIMEOUT")]
     pub task_timeout: u64,
     /// Attempts per task before the job fails.
-    #[arg(long, default_value_t = spec::DEFAULT_MAX_ATTEMPTS, env = "SHOAL_MAX_ATTEMPTS")]
+    #[arg(help_heading = "Running", long, default_value_t = spec::DEFAULT_MAX_ATTEMPTS, env = "SHOAL_MAX_ATTEMPTS")]
     pub max_attempts: u32,
     /// Streaming: the field separator of map output lines (default tab; `\t` is a tab).
     /// Like Hadoop's stream.map.output.field.separator.
-    #[arg(long, requires = "map")]
+    #[arg(help_heading = "Keys, partitions and sorting", long, requires = "map")]
     pub separator: Option<String>,
     /// Streaming: the key is a line's first N fields (default 1); the reducer still reads
     /// each line as the mapper wrote it. Hadoop's stream.num.map.output.key.fields.
-    #[arg(long, requires = "map")]
+    #[arg(help_heading = "Keys, partitions and sorting", long, requires = "map")]
     pub key_fields: Option<u32>,
     /// Streaming: partition on key fields A..B only, e.g. `1,2` (Hadoop's
     /// KeyFieldBasedPartitioner -k1,2): lines whose key agrees on them meet in one reducer.
-    #[arg(long, requires = "map", allow_hyphen_values = true, value_parser = parse_partition_fields)]
+    #[arg(help_heading = "Keys, partitions and sorting", long, requires = "map", allow_hyphen_values = true, value_parser = parse_partition_fields)]
     pub partition_fields: Option<(u32, u32)>,
     /// Streaming: the reducer's input order, as sort(1) key specs over key fields:
     /// e.g. 'k1,1 k2,2nr' (n numeric, r reverse; Hadoop's KeyFieldBasedComparator).
     /// Lines that compare equal keep their map output order.
-    #[arg(long, requires = "map", allow_hyphen_values = true)]
+    #[arg(
+        help_heading = "Keys, partitions and sorting",
+        long,
+        requires = "map",
+        allow_hyphen_values = true
+    )]
     pub sort_keys: Option<String>,
     /// How input becomes map input: `lines` (line-aligned splits, the default) or
     /// `whole-files` (one map per file, its bytes unchanged on the mapper's stdin).
-    #[arg(long, value_enum, default_value = "lines")]
+    #[arg(help_heading = "Input", long, value_enum, default_value = "lines")]
     pub input_format: Format,
     /// Write each part compressed: gzip (part-NNNNN.gz) or zstd (part-NNNNN.zst).
-    #[arg(long, value_parser = parse_output_codec)]
+    #[arg(help_heading = "Output", long, value_parser = parse_output_codec)]
     pub compress_output: Option<Codec>,
     /// Longest input line accepted: bytes, or with a unit (64K, 16M).
-    #[arg(long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD", value_parser = parse_size)]
+    #[arg(help_heading = "Input", long, default_value_t = spec::DEFAULT_MAX_RECORD, env = "SHOAL_MAX_RECORD", value_parser = parse_size)]
     pub max_record: u64,
     /// Streaming: an archive (.tar, .tar.gz/.tgz, .tar.bz2, .tar.zst, .tar.xz, .zip)
     /// unpacked once per job on each node and seen by every task as NAME in its working
     /// directory: FILE#NAME, or the file's name without its extension; repeatable.
-    #[arg(long = "archive", requires = "map")]
+    #[arg(help_heading = "Program", long = "archive", requires = "map")]
     pub archives: Vec<String>,
     /// Streaming: a shell command run once per job on each node before its first task
     /// there, in the job's directory that every task sees (its archives are there), e.g.
     /// 'python3 -m venv venv && venv/bin/pip install --no-index wheels/*.whl'.
-    #[arg(long, requires = "map")]
+    #[arg(help_heading = "Program", long, requires = "map")]
     pub setup: Option<String>,
     /// The job's owner: a cluster shares its task slots fairly between owners (default
     /// $USER). Declared, not authenticated: anyone holding the cluster key may name any.
-    #[arg(long, env = "SHOAL_USER")]
+    #[arg(help_heading = "Running", long, env = "SHOAL_USER")]
     pub user: Option<String>,
     /// The job's weight against other owners' jobs, -8..=8: each step up doubles its
     /// owner's share of the slots while it waits; within an owner, jobs run in order.
     #[arg(
+        help_heading = "Running",
         long,
         default_value_t = 0,
         allow_hyphen_values = true,
@@ -204,6 +233,43 @@ impl JobArgs {
             .iter()
             .map(|a| shoal_jobs::archive::parse_arg(a).map(|(path, _)| path))
             .collect()
+    }
+
+    /// Warnings about the job's commands: a shell command that names a file of this machine
+    /// by a relative path, which no task sees (each runs in a directory of its own, where
+    /// only what is shipped lies), unless a file of that name is shipped.
+    pub fn warnings(&self) -> Vec<String> {
+        let shipped: Vec<String> = self
+            .files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let commands = [
+            ("--map", &self.map),
+            ("--reduce", &self.reduce),
+            ("--combine", &self.combine),
+        ];
+        let mut said = Vec::new();
+        for (flag, cmd) in commands {
+            let Some(cmd) = cmd.as_deref().filter(|c| c.contains(char::is_whitespace)) else {
+                continue;
+            };
+            for word in cmd.split_whitespace().skip(1) {
+                let path = std::path::Path::new(word);
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if path.is_relative()
+                    && word.contains('/')
+                    && path.is_file()
+                    && name.as_ref().is_some_and(|n| !shipped.contains(n))
+                {
+                    let name = name.unwrap_or_default();
+                    said.push(format!(
+                        "warning: {flag} '{cmd}' names {word}, a file of this machine that no task sees (each runs in a directory of its own): give {flag} {word} to ship it and run it by its shebang, or --file {word} and call it {name}"
+                    ));
+                }
+            }
+        }
+        said
     }
 
     /// Build and validate the spec; errors name the flag or file at fault.

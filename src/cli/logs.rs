@@ -18,7 +18,7 @@ use crate::cli::http::{fail, usage, AsyncRead, Client, ClientError, NodeUrls};
 pub struct LogsArgs {
     #[command(flatten)]
     nodes: NodeUrls,
-    /// The job id (`j-…`).
+    /// The job id (`j-…`), or enough of its first or last digits to name one job.
     job: String,
     /// Only this task (`m-00003`, `r-00000`).
     task: Option<String>,
@@ -123,9 +123,13 @@ fn chosen(index: &Value, args: &LogsArgs) -> Vec<(String, String)> {
 }
 
 /// Run `shoal logs`.
-pub fn logs(args: LogsArgs) -> ExitCode {
+pub fn logs(mut args: LogsArgs) -> ExitCode {
     let mut client = match Client::new(&args.nodes) {
         Ok(c) => c,
+        Err(e) => return fail("logs", &e),
+    };
+    args.job = match client.resolve_job(&args.job) {
+        Ok(id) => id,
         Err(e) => return fail("logs", &e),
     };
     let index = match client.get_json(

@@ -13,6 +13,7 @@ pub mod output;
 pub mod run;
 pub mod service;
 pub mod status;
+pub mod streaming;
 pub mod upload;
 
 use std::process::ExitCode;
@@ -64,6 +65,10 @@ enum Command {
     Logs(crate::cli::logs::LogsArgs),
     /// Run a whole job in one process, no cluster.
     Run(Box<crate::cli::run::RunArgs>),
+    /// Run a Hadoop Streaming command line as written after `hadoop jar
+    /// hadoop-streaming.jar` (-input, -output, -mapper, -reducer, -D …) on the cluster, or
+    /// with --in-process in this process.
+    Streaming(Box<crate::cli::streaming::StreamingArgs>),
     /// A local demo: a 3-node cluster on loopback, a manager killed and replaced, a job.
     Demo(crate::demo::DemoArgs),
     /// Fault-injection simulations: many nodes in one process, seeded, invariant-checked
@@ -88,8 +93,14 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff; e.g. `shoal manpage > /usr/local/share/man/man1/shoal.1`).
-    Manpage,
+    /// Print the manual page (roff; e.g. `shoal manpage > /usr/local/share/man/man1/shoal.1`),
+    /// or with --dir write one page per command there (shoal.1, shoal-submit.1, …).
+    Manpage {
+        /// Write every command's page into this directory (e.g.
+        /// /usr/local/share/man/man1), for `man shoal-submit`.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Entry point of the `shoal` binary.
@@ -114,12 +125,33 @@ pub fn main() -> ExitCode {
             | Command::Remove(_)
             | Command::Logs(_)
             | Command::Completions { .. }
-            | Command::Manpage
+            | Command::Manpage { .. }
             | Command::Keygen { .. }
     ) {
         stop_quietly_on_closed_stdout();
     }
-    match cli.command {
+    dispatch(cli.command)
+}
+
+/// Run `argv` (`shoal run …` or `shoal submit …`, as another command builds it) as if typed.
+fn run_argv(argv: Vec<String>) -> ExitCode {
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => dispatch(cli.command),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(crate::cli::exit::EXIT_USAGE)
+        }
+    }
+}
+
+/// Run one parsed command.
+fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Streaming(args) => match crate::cli::streaming::plan(*args) {
+            Ok(Some(argv)) => run_argv(argv),
+            Ok(None) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
         Command::Sim { args } => shoal_sim::cli::main(args),
         Command::Run(args) => crate::cli::run::run(*args),
         Command::Bench(cmd) => crate::bench::run(cmd),
@@ -149,9 +181,15 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "shoal", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Manpage => {
+        Command::Manpage { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+            let written = match &dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir))
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+            };
+            match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("shoal manpage: {e}");
@@ -178,7 +216,12 @@ fn parse() -> Result<(Cli, Option<String>), ExitCode> {
         .find_subcommand("node")
         .cloned()
         .unwrap_or_else(|| clap::Command::new("node"));
-    let (args, from_file) = match crate::cli::config::expand(std::env::args_os().collect(), &node) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(hint) = hadoop_habit(&argv) {
+        eprintln!("{hint}");
+        return Err(ExitCode::from(crate::cli::exit::EXIT_USAGE));
+    }
+    let (args, from_file) = match crate::cli::config::expand(argv, &node) {
         Ok(expanded) => expanded,
         Err(e) => {
             eprintln!("shoal node: {e}");
@@ -199,11 +242,42 @@ fn parse() -> Result<(Cli, Option<String>), ExitCode> {
     Ok((cli, shown))
 }
 
-/// Logs go to stderr through `tracing`; `SHOAL_LOG` (or `RUST_LOG`) sets the filter.
+/// Hadoop Streaming's options given to `shoal submit` or `shoal run` (`-input`, `-mapper`,
+/// …): what to write instead.
+fn hadoop_habit(argv: &[std::ffi::OsString]) -> Option<String> {
+    const HADOOP: [&str; 9] = [
+        "-input",
+        "-output",
+        "-mapper",
+        "-reducer",
+        "-combiner",
+        "-file",
+        "-files",
+        "-numReduceTasks",
+        "-cmdenv",
+    ];
+    let cmd = argv.get(1)?.to_str()?;
+    if cmd != "submit" && cmd != "run" {
+        return None;
+    }
+    let given = argv
+        .iter()
+        .skip(2)
+        .filter_map(|a| a.to_str())
+        .find(|a| HADOOP.contains(a))?;
+    Some(format!(
+        "shoal {cmd}: {given} is Hadoop Streaming's spelling: `shoal {cmd}` takes --input, --output, --map, --reduce, --combine, --file, --env and -R N; or give the Hadoop command line as written to `shoal streaming` ({given} …)"
+    ))
+}
+
+/// Logs go to stderr through `tracing`; `SHOAL_LOG` (or `RUST_LOG`) sets the filter. By
+/// default openraft's heartbeat worker and replication speak only of errors: they warn of
+/// every heartbeat and every retry a silent peer misses, a dozen lines a second, while the
+/// network says once that the peer is unreachable.
 fn init_logging() {
     let filter = std::env::var("SHOAL_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-                .unwrap_or_else(|_| "warn,shoal=info,shoal_node=info,shoal_net=info,shoal_raft=info,shoal_jobs=info,libp2p_kad=error".into());
+                .unwrap_or_else(|_| "warn,shoal=info,shoal_node=info,shoal_net=info,shoal_raft=info,shoal_jobs=info,libp2p_kad=error,openraft::core::heartbeat=error,openraft::replication=error,openraft::engine::handler::replication_handler=error".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -18,7 +18,7 @@ use shoal_node::sync::Locked;
 pub struct OutputArgs {
     #[command(flatten)]
     nodes: NodeUrls,
-    /// The job id.
+    /// The job id (`j-…`), or enough of its first or last digits to name one job.
     job: String,
     /// Where to write the part files (absent or empty). Without it the part files are
     /// written to stdout one after another, in order.
@@ -212,9 +212,13 @@ pub fn output(args: OutputArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("output", &e),
     };
+    let job = match client.resolve_job(&args.job) {
+        Ok(id) => id,
+        Err(e) => return fail("output", &e),
+    };
     let fetched = match &args.dir {
-        Some(dir) => fetch_output(&mut client, &args.job, dir),
-        None => cat_output(&mut client, &args.job),
+        Some(dir) => fetch_output(&mut client, &job, dir),
+        None => cat_output(&mut client, &job),
     };
     match fetched {
         Ok(n) => {

@@ -20,10 +20,10 @@ pub struct RunArgs {
     #[command(flatten)]
     job: JobArgs,
     /// Output directory (absent or empty): part-NNNNN files and _SUCCESS.
-    #[arg(long, short = 'o')]
+    #[arg(help_heading = "Output", long, short = 'o')]
     output: PathBuf,
     /// Tasks run at once (default: the number of cores).
-    #[arg(long, env = "SHOAL_SLOTS")]
+    #[arg(help_heading = "Running", long, env = "SHOAL_SLOTS")]
     slots: Option<usize>,
 }
 
@@ -36,6 +36,9 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    for w in args.job.warnings() {
+        eprintln!("{w}");
+    }
     let slots = args.slots.unwrap_or_else(shoal_jobs::pool::default_slots);
     let bar = if std::io::stderr().is_terminal() {
         Some(ProgressBar::new(0))

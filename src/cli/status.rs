@@ -27,7 +27,8 @@ pub struct StatusArgs {
     /// Keep showing the cluster and the newest jobs, refreshed every second.
     #[arg(long, conflicts_with_all = ["job", "json"])]
     watch: bool,
-    /// A job id: show that job and its tasks instead of the cluster.
+    /// A job id (or enough of its first or last digits to name one job): show that job and
+    /// its tasks instead of the cluster.
     job: Option<String>,
 }
 

@@ -191,7 +191,8 @@ impl LocalNode {
                 cmd.arg("--data").arg(&self.data);
             }
         }
-        if self.ns.is_none() {
+        // `--local` picks its own loopback ports.
+        if self.ns.is_none() && !self.args.iter().any(|a| a == "--local") {
             cmd.args(["--listen", &listen, "--http", "127.0.0.1:0", "--no-mdns"]);
         }
         let child = cmd
@@ -207,8 +208,9 @@ impl LocalNode {
             )
             .env(
                 "SHOAL_LOG",
-                std::env::var("SHOAL_LOG")
-                    .unwrap_or_else(|_| "info,libp2p=warn,openraft=warn".into()),
+                std::env::var("SHOAL_LOG").unwrap_or_else(|_| {
+                    "info,libp2p=warn,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,openraft::engine::handler::replication_handler=error".into()
+                }),
             )
             .stdout(Stdio::null())
             .stderr(log)

@@ -217,6 +217,6 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
     for n in &mut cluster.nodes {
         n.stop();
     }
-    println!("   done. Next: `shoal node` on each machine of a LAN (see README.md).");
+    println!("   done. Next: `shoal node --local` in three directories of this machine, or `shoal node` on each machine of a LAN (see README.md).");
     Ok(())
 }

@@ -494,3 +494,277 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(out.status.success(), "systemd-analyze verify: {said}");
     assert!(said.trim().is_empty(), "no warnings: {said}");
 }
+
+/// `shoal manpage --dir` writes a page per command, which `man shoal-submit` renders with
+/// the flags under their headings; `--help` shows the same headings.
+#[test]
+fn every_command_has_a_manual_page_and_help_groups_the_flags_under_headings() {
+    let dir = tempfile::tempdir().unwrap();
+    let man1 = dir.path().join("man/man1");
+    let out = shoal()
+        .args(["manpage", "--dir"])
+        .arg(&man1)
+        .output()
+        .expect("shoal runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for cmd in [
+        "submit", "node", "status", "jobs", "output", "kill", "logs", "run", "demo",
+    ] {
+        assert!(
+            man1.join(format!("shoal-{cmd}.1")).is_file(),
+            "shoal-{cmd}.1 written"
+        );
+    }
+    let page = std::process::Command::new("man")
+        .arg("shoal-submit")
+        .env("MANPATH", dir.path().join("man"))
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .output()
+        .expect("man runs");
+    assert!(
+        page.status.success(),
+        "{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    let text = String::from_utf8_lossy(&page.stdout);
+    for want in [
+        "shoal-submit",
+        "INPUT",
+        "PROGRAM",
+        "OUTPUT",
+        "--wait",
+        "--split-size",
+    ] {
+        assert!(
+            text.contains(want),
+            "man shoal-submit shows {want}:\n{text}"
+        );
+    }
+    for (cmd, headings) in [
+        (
+            "submit",
+            &[
+                "Reaching the cluster:",
+                "Input:",
+                "Program:",
+                "Keys, partitions and sorting:",
+                "Output:",
+                "Running:",
+            ][..],
+        ),
+        ("run", &["Input:", "Program:", "Output:", "Running:"][..]),
+        (
+            "node",
+            &[
+                "Storage:",
+                "Network:",
+                "Cluster:",
+                "Tasks:",
+                "Configuration:",
+            ][..],
+        ),
+    ] {
+        let out = shoal().args([cmd, "--help"]).output().expect("shoal runs");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for h in headings {
+            assert!(
+                help.lines().any(|l| l == *h),
+                "shoal {cmd} --help has the heading {h}:\n{help}"
+            );
+        }
+    }
+}
+
+/// A second node given a taken port is refused with what to do instead (two nodes never
+/// share a p2p port: libp2p's `SO_REUSEPORT` would let them), and a node that waits for
+/// peers with nothing new seen says why and what to try.
+#[test]
+fn a_taken_port_is_refused_with_what_to_try_and_a_waiting_node_says_why() {
+    let dir = common::tempdir();
+    let first = NodeProc::start(dir.path(), "first", &[]);
+    let p2p = first.addrs[0].clone();
+    let second = |listen: &str, http: &str| {
+        shoal()
+            .args([
+                "node",
+                "--no-mdns",
+                "--listen",
+                listen,
+                "--http",
+                http,
+                "--data",
+            ])
+            .arg(dir.path().join("second"))
+            .env("SHOAL_MIN_FREE_MB", "64")
+            .output()
+            .expect("shoal runs")
+    };
+    let out = second(&p2p, "127.0.0.1:0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let port = p2p.rsplit('/').next().unwrap();
+    assert!(
+        err.contains(&format!("the p2p port {port} is taken"))
+            && err.contains("shoal node --local"),
+        "{err}"
+    );
+    let out = second("/ip4/127.0.0.1/tcp/0", &first.http);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on --http {}", first.http))
+            && err.contains("another node on this machine?")
+            && err.contains("shoal node --local"),
+        "{err}"
+    );
+    // The first node waits for two more nodes (the default --expect 3) and sees none.
+    wait_for(30, "the waiting node to say why", || {
+        first
+            .log_text()
+            .lines()
+            .find(|l| l.contains("waiting for 2 more nodes") && l.contains("shoal node --local"))
+            .map(String::from)
+    });
+    assert!(first.log_text().contains("--peer ADDRESS"));
+}
+
+/// A reducer count far beyond the input and the cluster is warned about before the job is
+/// submitted, and the end of a job's id is enough to name it.
+#[test]
+fn a_huge_reducer_count_warns_and_a_job_is_named_by_the_end_of_its_id() {
+    let dir = common::tempdir();
+    let node = NodeProc::start(
+        dir.path(),
+        "n1",
+        &["--expect", "1", "--slots", "2"].map(String::from),
+    );
+    wait_for(60, "the node to lead", || leader_of(&node));
+    let url = format!("http://{}", node.http);
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a few words\n".repeat(100)).unwrap();
+    let o = shoal()
+        .args([
+            "submit",
+            "--node",
+            &url,
+            "--app",
+            "wordcount",
+            "-R",
+            "2000",
+            "--input",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: -R 2000 is far more reducers than this job needs: the input is 1.2 KiB"
+        ) && err.contains("the cluster runs 2 tasks at once, so they run in 1000 waves")
+            && err.contains("-R 2 would finish sooner"),
+        "{err}"
+    );
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let end = &id[id.len() - 5..];
+    let o = shoal()
+        .args(["status", "--node", &url, end])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && shown.contains(&id),
+        "status {end}: {shown}"
+    );
+    let o = shoal()
+        .args(["kill", "--node", &url, end])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains(&format!("{id} killed")),
+        "{err}"
+    );
+    let o = shoal()
+        .args(["status", "--node", &url, "fffff"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no job's id starts or ends with fffff"),
+        "{err}"
+    );
+}
+
+/// Hadoop habits get guidance: Hadoop's spelling of options names what to write instead,
+/// `--mapper` and `--reducer` are aliases, and a command naming a local script by a
+/// relative path is told how to ship it.
+#[test]
+fn hadoop_habits_are_answered_with_what_to_write() {
+    let dir = common::tempdir();
+    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+    std::fs::write(dir.path().join("in.txt"), "a b\nb c\n").unwrap();
+    std::fs::write(
+        dir.path().join("examples/map.py"),
+        "import sys\nfor l in sys.stdin:\n    print(l.strip())\n",
+    )
+    .unwrap();
+    let o = shoal()
+        .current_dir(dir.path())
+        .args(["submit", "-input", "in.txt", "-mapper", "cat"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("-input is Hadoop Streaming's spelling")
+            && err.contains("--input")
+            && err.contains("shoal streaming"),
+        "{err}"
+    );
+    let o = shoal()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--input",
+            "in.txt",
+            "--output",
+            "out",
+            "--mapper",
+            "cat",
+            "--reducer",
+            "cat",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = shoal()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--input",
+            "in.txt",
+            "--output",
+            "out2",
+            "-R",
+            "0",
+            "--map",
+            "python3 examples/map.py",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: --map 'python3 examples/map.py' names examples/map.py, a file of this machine that no task sees")
+            && err.contains("give --map examples/map.py to ship it")
+            && err.contains("--file examples/map.py and call it map.py"),
+        "{err}"
+    );
+}

@@ -152,3 +152,89 @@ fn times_read_as_dates_and_durations() {
         assert_eq!(duration(ms), text);
     }
 }
+
+#[test]
+fn a_job_is_named_by_its_whole_id_or_a_unique_end_of_it() {
+    use shoal::cli::http::pick_job;
+    let ids = [
+        "j-19af0000001aa01",
+        "j-19af0000002bb02",
+        "j-19af0000003bb03",
+    ];
+    assert_eq!(pick_job("j-19af0000002bb02", ids).unwrap(), ids[1], "whole");
+    assert_eq!(pick_job("a01", ids).unwrap(), ids[0], "last digits");
+    assert_eq!(
+        pick_job("j-19af0000003", ids).unwrap(),
+        ids[2],
+        "first digits"
+    );
+    assert_eq!(pick_job("19af0000003", ids).unwrap(), ids[2], "without j-");
+    let e = pick_job("j-19af", ids).unwrap_err();
+    assert!(e.contains("names 3 jobs") && e.contains(ids[0]), "{e}");
+    let e = pick_job("ffff", ids).unwrap_err();
+    assert!(e.contains("no job's id starts or ends with ffff"), "{e}");
+    assert!(pick_job("j-", ids).is_err() && pick_job("", ids).is_err());
+}
+
+#[test]
+fn far_too_many_reducers_draw_a_warning_that_says_why() {
+    use shoal::cli::client::reducer_warning;
+    let w = reducer_warning(2000, Some(85 * 1024), Some(6)).expect("a warning");
+    assert!(
+        w.starts_with("warning: -R 2000 is far more reducers than this job needs")
+            && w.contains("the input is 85.0 KiB")
+            && w.contains("runs 6 tasks at once, so they run in 334 waves")
+            && w.contains("-R 6 would finish sooner"),
+        "{w}"
+    );
+    assert_eq!(
+        reducer_warning(8, Some(10), Some(1)),
+        None,
+        "a few reducers never warn"
+    );
+    assert_eq!(
+        reducer_warning(16, Some(1 << 30), Some(6)),
+        None,
+        "16 reducers for 1 GiB on 6 slots"
+    );
+    assert_eq!(
+        reducer_warning(100, None, None),
+        None,
+        "nothing known, nothing said"
+    );
+    let w = reducer_warning(100, None, Some(4)).expect("beyond the cluster");
+    assert!(w.contains("25 waves") && !w.contains("input"), "{w}");
+}
+
+#[test]
+fn a_waiting_client_names_a_manager_change_and_maps_that_run_again() {
+    use shoal::cli::client::News;
+    use shoal_node::http::jobs_view::JobView;
+    let job = |done: usize| -> JobView {
+        serde_json::from_value(serde_json::json!({
+            "id": "j-1", "name": "n", "user": "u", "priority": 0, "state": "running", "phase": "map",
+            "submitted_ms": 0, "maps": {"total": 12, "done": done, "running": 0},
+            "reduces": {"total": 1, "done": 0, "running": 0},
+            "counters": {}
+        }))
+        .expect("a job view")
+    };
+    let mut news = News::default();
+    assert!(
+        news.of(&job(3), Some("aa".into())).is_empty(),
+        "the first look says nothing"
+    );
+    assert!(
+        news.of(&job(5), None).is_empty(),
+        "no manager during an election"
+    );
+    let said = news.of(&job(4), Some("bb".into()));
+    assert_eq!(
+        said,
+        [
+            "j-1: the manager changed from aa to bb; the job goes on from the replicated job table",
+            "j-1: 1 finished map(s) run again: their output was lost with a node"
+        ]
+    );
+    assert!(news.of(&job(6), Some("bb".into())).is_empty());
+}

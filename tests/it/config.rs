@@ -19,7 +19,7 @@ fn node(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// A value other than the default for every flag, as `--print-config` writes it.
-const EVERY_FLAG: [(&str, &str); 28] = [
+const EVERY_FLAG: [(&str, &str); 29] = [
     ("data", r#""/srv/shoal""#),
     (
         "listen",
@@ -31,6 +31,7 @@ const EVERY_FLAG: [(&str, &str); 28] = [
     ("peer", r#"["/ip4/127.0.0.1/tcp/7272"]"#),
     ("expect", "5"),
     ("no-mdns", "true"),
+    ("local", "true"),
     ("cluster-key", r#""/etc/shoal/cluster.key""#),
     ("insecure", "true"),
     ("ready-file", r#""/run/shoal.ready""#),

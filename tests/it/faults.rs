@@ -39,7 +39,14 @@ fn the_manager_killed_mid_map_and_mid_reduce_costs_no_job() {
     let alone = watch(&[&nodes[li]]);
     let through = watch(&[&nodes[li], &nodes[fi]]);
     nodes[li].kill();
-    finish(child);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "submit --wait failed: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{id}: the manager changed from {leader} to "))
+            && err.contains("the job goes on from the replicated job table"),
+        "the waiting submit names the manager change: {err}"
+    );
     check_output(&s, &out);
     let o = alone.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -116,6 +123,50 @@ fn a_worker_killed_mid_map_and_mid_reduce_has_its_work_redone() {
         }) && t.state == "done"
     });
     assert!(redone, "a finished map of the victim ran again: {j}");
+    // `shoal status` names the killed node lost, once silent past --node-timeout.
+    let status = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["status", "--node", &format!("http://{}", nodes[li].http)])
+            .output()
+            .expect("shoal runs");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_for(30, "shoal status to say the victim is lost", || {
+        let shown = status();
+        shown
+            .lines()
+            .find(|l| l.contains(&victim))
+            .is_some_and(|l| l.split_whitespace().nth(2) == Some("lost"))
+            .then_some(())
+    });
+    // The survivors' logs say once that the victim is unreachable, never that it lacks the
+    // key, and carry no line per missed heartbeat.
+    let peer = nodes[vi].peer_id.clone();
+    let said: Vec<usize> = nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .map(|n| {
+            let log = n.log_text();
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains(&peer) && l.contains("cluster key")),
+                "{}: the dead peer is not a key problem:\n{log}",
+                n.name
+            );
+            assert!(
+                !log.contains("failed to send a heartbeat"),
+                "{}:\n{log}",
+                n.name
+            );
+            log.lines()
+                .filter(|l| l.contains("a peer is unreachable") && l.contains(&peer))
+                .count()
+        })
+        .collect();
+    assert!(
+        said.iter().all(|&n| n <= 1) && said.contains(&1),
+        "each survivor says at most once that the victim is unreachable, one does: {said:?}"
+    );
 
     // Mid-reduce: restart the victim, then kill it while a reduce runs there.
     nodes[vi].restart_now();

@@ -23,6 +23,7 @@ mod drain;
 mod engine;
 mod faults;
 mod flood;
+mod hadoop;
 mod http_guard;
 mod impostors;
 mod integrity;

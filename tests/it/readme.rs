@@ -13,14 +13,30 @@ use crate::common;
 use crate::common::cluster::*;
 use crate::common::*;
 
-/// The lines of README's block marked `name`, comments kept, `\` continuations joined.
+/// The pages whose marked blocks run: README.md, then docs/*.md.
+fn pages() -> Vec<PathBuf> {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    std::iter::once(repo().join("README.md"))
+        .chain(docs)
+        .collect()
+}
+
+/// The lines of the block marked `name` in README.md or docs/, comments kept, `\`
+/// continuations joined.
 fn block(name: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let marker = format!("<!-- README test: {name} ");
-    let start = readme
-        .find(&marker)
-        .unwrap_or_else(|| panic!("README.md has no block marked {marker:?}"));
-    let body = &readme[start..];
+    let page = pages()
+        .into_iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .find(|text| text.contains(&marker))
+        .unwrap_or_else(|| panic!("neither README.md nor docs/ has a block marked {marker:?}"));
+    let start = page.find(&marker).expect("found");
+    let body = &page[start..];
     let body = &body[body.find("```sh\n").expect("a sh block follows the marker") + 6..];
     let body = &body[..body.find("```").expect("the block ends")];
     body.replace("\\\n", " ")
@@ -94,27 +110,6 @@ fn readme_wordcount(work: &Path) -> Vec<Vec<u8>> {
         .arg(work.join("README.md")));
     assert!(out.status.success(), "{}", text(&out));
     sorted_lines(&out.stdout)
-}
-
-/// Every part file of an output directory, after checking `_SUCCESS`.
-fn all_parts(out: &Path) -> Vec<Vec<u8>> {
-    assert!(
-        out.join("_SUCCESS").exists(),
-        "no _SUCCESS in {}",
-        out.display()
-    );
-    let mut names: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("part-")
-        })
-        .collect();
-    names.sort();
-    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
 #[test]
@@ -324,4 +319,123 @@ fn the_one_process_block_runs_as_written() {
         "the sort app's parts in total order"
     );
     assert!(all_parts(&work.join("out-sh")).concat().len() > 100);
+}
+
+/// The first port of `n` free loopback ports below the ephemeral range, for `--local`'s
+/// pairs (another test's nodes take ephemeral ports).
+fn free_ports(n: u16) -> u16 {
+    use std::net::{Ipv4Addr, TcpListener};
+    (20_000u16..30_000)
+        .step_by(usize::from(n))
+        .find(|&b| (b..b + n).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()))
+        .expect("a free range of loopback ports")
+}
+
+#[test]
+fn the_one_machine_blocks_run_as_written_the_same_command_in_three_directories() {
+    let _serial = one_at_a_time();
+    let dir = common::tempdir();
+    let work = checkout(dir.path());
+    let local = block("local");
+    assert_eq!(local.len(), 1, "one command: {local:?}");
+    let w = words(&local[0]);
+    assert_eq!(w[..2], ["shoal", "node"], "a node: {local:?}");
+    // Only the ports move: the first pair is a free one of this machine, not 7070.
+    let base = free_ports(2 * shoal_node::ports::LOCAL_NODES);
+    let mut args = w[2..].to_vec();
+    args.extend(["--local-base".to_string(), base.to_string()]);
+    let terminals = dir.path().join("terminals");
+    let nodes: Vec<NodeProc> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|t| NodeProc::start_relative(&terminals, t, None, &args))
+        .collect();
+    for (i, n) in (0u16..).zip(&nodes) {
+        assert_eq!(
+            n.http,
+            format!("127.0.0.1:{}", base + 2 * i),
+            "{}'s API on the next free port",
+            n.name
+        );
+        assert!(
+            n.addrs[0].ends_with(&format!("/tcp/{}", base + 2 * i + 1)),
+            "{}'s p2p port: {:?}",
+            n.name,
+            n.addrs
+        );
+    }
+    assert!(
+        nodes[2]
+            .log_text()
+            .contains(&format!("port {base} is taken")),
+        "the third node says it moved: {}",
+        nodes[2].log_text()
+    );
+    wait_agreed(&nodes.iter().collect::<Vec<_>>(), 3, 60);
+    let o = sh(
+        &work,
+        &format!("http://{}", nodes[0].http),
+        &block("python").join("\n"),
+    );
+    let shown = String::from_utf8_lossy(&o.stdout);
+    for n in &nodes {
+        assert!(
+            shown.contains(&n.node_id),
+            "status shows {}: {shown}",
+            n.node_id
+        );
+        assert!(
+            terminals
+                .join(&n.name)
+                .join("shoal-data/node.redb")
+                .is_file(),
+            "{} keeps its data in ./shoal-data",
+            n.name
+        );
+    }
+    let want = readme_wordcount(&work);
+    let got = check_keyed_parts(&all_parts(&work.join("counts")));
+    assert!(got == want, "the Python job: the word count of README.md");
+    let most = want
+        .iter()
+        .map(|l| {
+            String::from_utf8_lossy(&l[key(l).len() + 1..])
+                .parse::<u64>()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        shown
+            .lines()
+            .find(|l| l.contains('\t'))
+            .is_some_and(|l| l.ends_with(&format!("\t{most}"))),
+        "the most frequent word first: {shown}"
+    );
+}
+
+#[test]
+fn every_marked_block_of_the_readme_and_the_docs_is_run_by_a_test() {
+    let run_here = ["demo", "local", "python", "cluster", "jobs", "run"];
+    let mut marked = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (at, _) in text.match_indices("<!-- README test: ") {
+            let name = text[at + 18..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            marked.push(name);
+        }
+    }
+    marked.sort();
+    let mut known: Vec<String> = run_here.iter().map(|s| s.to_string()).collect();
+    known.sort();
+    assert_eq!(
+        marked, known,
+        "each marked block once, each run by a test in this file"
+    );
+    for name in run_here {
+        assert!(!block(name).is_empty(), "{name} has commands");
+    }
 }

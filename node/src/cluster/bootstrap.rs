@@ -41,6 +41,13 @@ const ADOPTED_PATIENCE: Duration = Duration::from_secs(10);
 /// a cluster of them.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
+/// How long a node waits for fresh nodes, seeing none new, before it says why and what to
+/// try.
+const HINT_AFTER: Duration = Duration::from_secs(5);
+
+/// Why a node may wait for peers for good, and what to try.
+pub const WAITING_HINT: &str = ". Nodes find each other by mDNS on one LAN only, not on loopback or across subnets: on one machine start every node with `shoal node --local`; elsewhere give each node `--peer ADDRESS` of one that runs; for fewer nodes, `--expect N`";
+
 /// Run until this node is a member of a cluster.
 pub async fn run(node: Arc<Node>, mut stop: Stop) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -109,18 +116,7 @@ pub async fn run(node: Arc<Node>, mut stop: Stop) {
         }
         let seen = fresh.len() + 1;
         if seen < expect {
-            let refused = node
-                .peers
-                .any_incompatible()
-                .map(|why| format!("; a peer is refused: {why}"))
-                .unwrap_or_default();
-            set_status(
-                &node,
-                format!(
-                    "waiting for {} more nodes, seen {seen} of {expect}{refused}",
-                    expect - seen
-                ),
-            );
+            set_status(&node, waiting(&node, seen, expect, view.1.elapsed()));
             continue;
         }
         let mut chosen: Vec<(u64, NodeInfo)> = everyone
@@ -146,6 +142,24 @@ pub async fn run(node: Arc<Node>, mut stop: Stop) {
             view.1 = Instant::now();
         }
     }
+}
+
+/// What a node waiting for fresh nodes says: how many it has seen, any peer refused, and
+/// once it has seen none new for [`HINT_AFTER`], why it may wait for good and what to try.
+fn waiting(node: &Node, seen: usize, expect: usize, unchanged_for: Duration) -> String {
+    let refused = node
+        .peers
+        .any_incompatible()
+        .map(|why| format!("; a peer is refused: {why}"))
+        .unwrap_or_default();
+    let hint = if unchanged_for >= HINT_AFTER {
+        WAITING_HINT
+    } else {
+        ""
+    };
+    let more = expect - seen;
+    let s = if more == 1 { "" } else { "s" };
+    format!("waiting for {more} more node{s}, seen {seen} of {expect}{refused}{hint}")
 }
 
 fn set_status(node: &Node, status: String) {
@@ -210,7 +224,11 @@ async fn bootstrap(
     node.set_cluster_id(Some(cluster_id))?;
     let h = node.start_raft().await?;
     let members: BTreeMap<u64, NodeInfo> = chosen.iter().cloned().collect();
-    info!(cluster = format!("{cluster_id:016x}"), voters = ?voters, "bootstrapping a new cluster");
+    let shown: Vec<String> = voters
+        .iter()
+        .map(|&v| crate::cluster::identity::hex(v))
+        .collect();
+    info!(cluster = format!("{cluster_id:016x}"), voters = ?shown, "bootstrapping a new cluster");
     // Whoever wins the first election records the cluster id in the replicated state
     // (see `membership::run`).
     h.raft

@@ -204,7 +204,7 @@ impl Node {
                     rand::random(),
                 )
                 .await?;
-                info!(node = self.id, cluster = ?self.cluster_id(), "raft started");
+                info!(node = %crate::cluster::identity::hex(self.id), cluster = ?self.cluster_id().map(crate::cluster::identity::hex), "raft started");
                 Ok::<_, anyhow::Error>(RaftHandle {
                     raft,
                     applied,

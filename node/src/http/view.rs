@@ -27,7 +27,8 @@ pub struct NodeView {
     /// "voter", "learner" or "worker" (a plain worker); null when not in the cluster
     /// (yet).
     pub membership: Option<String>,
-    /// "leader", "follower", "candidate", "learner", "worker" or "unknown".
+    /// "leader", "follower", "candidate", "learner", "worker", "unknown" (not reachable
+    /// now) or "lost" (not reachable, and silent past `--node-timeout`).
     pub state: String,
     /// Whether this node can reach it now.
     pub reachable: bool,
@@ -417,7 +418,12 @@ fn other_node(
     leader_id: Option<u64>,
 ) -> NodeView {
     let (reachable, ago) = seen(&info.peer_id);
-    let state = if !reachable {
+    // Unreachable and silent past `--node-timeout`: the manager declares such a node lost
+    // (its work goes elsewhere), and so does the view.
+    let timeout = ctl.node.settings.node_timeout.as_millis();
+    let state = if !reachable && ago.is_none_or(|ms| u128::from(ms) > timeout) {
+        "lost"
+    } else if !reachable {
         "unknown"
     } else if leader_id == Some(id) {
         "leader"

@@ -504,3 +504,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// Every part file of an output directory, after checking `_SUCCESS`.
+pub fn all_parts(out: &std::path::Path) -> Vec<Vec<u8>> {
+    assert!(
+        out.join("_SUCCESS").exists(),
+        "no _SUCCESS in {}",
+        out.display()
+    );
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .collect();
+    names.sort();
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}

@@ -13,6 +13,7 @@ mod members;
 mod membership;
 mod pace;
 mod peers;
+mod ports;
 mod pushed;
 mod reconcile;
 mod refusals;
