@@ -70,7 +70,29 @@ fn a_rolling_upgrade_one_node_at_a_time_keeps_a_job_running() {
                 .then_some(())
         });
         let job = c.job(other, &id);
-        assert_eq!(job.state, "running", "the job runs throughout: {job}");
+        if job.state != "running" {
+            let logs: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| {
+                    let log = n.log_text();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    format!(
+                        "== {}\n{}",
+                        n.name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!(
+                "the job runs throughout, after node {i}: {job}\n{}\n{}",
+                c.nodes[other]
+                    .cluster()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                logs.join("\n")
+            );
+        }
         let v = c.nodes[other].cluster().unwrap();
         assert_eq!(v["mixed_versions"], i < 2, "after node {i}: {v}");
     }

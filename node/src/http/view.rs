@@ -40,7 +40,7 @@ pub struct NodeView {
     /// The `shoal --version` it runs, from its heartbeat or hello; null when not heard.
     #[serde(default)]
     pub version: Option<String>,
-    /// The wire protocol it speaks (`1.1`), likewise.
+    /// The wire protocol it speaks (`1.6`), likewise.
     #[serde(default)]
     pub protocol: Option<String>,
     /// `draining` (no new task; attempts still run there) or `drained` (none runs); null
