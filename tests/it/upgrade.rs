@@ -45,6 +45,20 @@ fn a_rolling_upgrade_one_node_at_a_time_keeps_a_job_running() {
         shoal_net::wire::PROTOCOL.minor + 1
     );
 
+    // The job has started before the first node goes (a job's first assignments follow
+    // its submission within a tick of the manager; the wait shows the nodes if not).
+    let started = shoal::demo::local_cluster::wait_for(
+        std::time::Duration::from_secs(30),
+        "the job to start",
+        || (c.job(0, &id).state == "running").then_some(()),
+    );
+    if started.is_err() {
+        panic!(
+            "the job did not start: {}\n{}",
+            c.job(0, &id),
+            what_nodes_say(&c)
+        );
+    }
     for i in 0..3 {
         let other = (i + 1) % 3;
         let url = c.url(other);
@@ -71,26 +85,9 @@ fn a_rolling_upgrade_one_node_at_a_time_keeps_a_job_running() {
         });
         let job = c.job(other, &id);
         if job.state != "running" {
-            let logs: Vec<String> = c
-                .nodes
-                .iter()
-                .map(|n| {
-                    let log = n.log_text();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    format!(
-                        "== {}\n{}",
-                        n.name,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    )
-                })
-                .collect();
             panic!(
-                "the job runs throughout, after node {i}: {job}\n{}\n{}",
-                c.nodes[other]
-                    .cluster()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-                logs.join("\n")
+                "the job runs throughout, after node {i}: {job}\n{}",
+                what_nodes_say(&c)
             );
         }
         let v = c.nodes[other].cluster().unwrap();
@@ -117,4 +114,26 @@ fn a_rolling_upgrade_one_node_at_a_time_keeps_a_job_running() {
     assert!(o.status.success(), "{}", text(&o));
     let got = summed_counts(&std::fs::read_to_string(out.join("part-00000")).unwrap());
     assert_eq!(got, word_counts(&all));
+}
+
+/// The cluster as the first node sees it and the last lines of every node's log.
+fn what_nodes_say(c: &Cluster) -> String {
+    let logs: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let log = n.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            format!(
+                "== {}\n{}",
+                n.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect();
+    let cluster = c.nodes[0]
+        .cluster()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    format!("{cluster}\n{}", logs.join("\n"))
 }
