@@ -25,6 +25,18 @@ use crate::{Event, NetError};
 /// Failed connections remembered so that each is logged once; past this many, forgotten.
 const MAX_LOGGED_FAILURES: usize = 4096;
 
+/// The kinds of `io::Error` that say nothing answered: the peer is down or away.
+const UNREACHABLE_KINDS: [std::io::ErrorKind; 8] = [
+    std::io::ErrorKind::ConnectionRefused,
+    std::io::ErrorKind::ConnectionReset,
+    std::io::ErrorKind::ConnectionAborted,
+    std::io::ErrorKind::TimedOut,
+    std::io::ErrorKind::HostUnreachable,
+    std::io::ErrorKind::NetworkUnreachable,
+    std::io::ErrorKind::AddrNotAvailable,
+    std::io::ErrorKind::NotConnected,
+];
+
 /// A failed connection, told apart for the log.
 struct Failure {
     /// Nothing answered (refused, reset, timed out, no route): the peer is down or away.
@@ -37,9 +49,7 @@ impl Failure {
     /// `error` and its causes (libp2p nests them in `io::Error`s whose own text may be
     /// empty), and whether any of them says nothing answered.
     fn of(error: &std::io::Error) -> Failure {
-        use std::io::ErrorKind as K;
         let mut parts: Vec<String> = Vec::new();
-        let mut unreachable = false;
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(error);
         for _ in 0..16 {
             let Some(e) = cur else { break };
@@ -48,40 +58,20 @@ impl Failure {
                 parts.push(text);
             }
             cur = match e.downcast_ref::<std::io::Error>() {
-                Some(io) => {
-                    unreachable |= matches!(
-                        io.kind(),
-                        K::ConnectionRefused
-                            | K::ConnectionReset
-                            | K::ConnectionAborted
-                            | K::TimedOut
-                            | K::HostUnreachable
-                            | K::NetworkUnreachable
-                            | K::AddrNotAvailable
-                            | K::NotConnected
-                    );
-                    match io.get_ref() {
-                        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-                        None => std::error::Error::source(io),
-                    }
-                }
+                Some(io) => match io.get_ref() {
+                    Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                    None => std::error::Error::source(io),
+                },
                 None => e.source(),
             };
         }
-        // Some wrappers (`Either`) hide the error they wrap from `source`; its kind is
-        // still in the debug text.
+        // Whether nothing answered, by the kind of any `io::Error` in the chain. Some
+        // wrappers (`Either`) hide the error they wrap from `source`, so the kinds are read
+        // from the debug text, which names every one (`kind: K`, or `Kind(K)` for a bare one).
         let shown = format!("{error:?}");
-        unreachable |= [
-            "ConnectionRefused",
-            "ConnectionReset",
-            "ConnectionAborted",
-            "TimedOut",
-            "HostUnreachable",
-            "NetworkUnreachable",
-            "AddrNotAvailable",
-        ]
-        .iter()
-        .any(|kind| shown.contains(&format!("kind: {kind}")));
+        let unreachable = UNREACHABLE_KINDS.iter().any(|kind| {
+            shown.contains(&format!("kind: {kind:?}")) || shown.contains(&format!("Kind({kind:?})"))
+        });
         if parts.is_empty() {
             parts.push(format!("{:?}", error.kind()));
         }

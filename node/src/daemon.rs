@@ -225,8 +225,18 @@ struct Endpoints {
 /// p2p port) or a token (the HTTP API). The API's port is bound here, so a taken one is
 /// named before anything starts.
 fn endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
+    let peers = args
+        .peer
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let api_token = args
+        .api_token
+        .as_deref()
+        .map(crate::http::token::read)
+        .transpose()?;
     if args.local {
-        return local_endpoints(args);
+        return local_endpoints(args, peers, api_token);
     }
     let listen = args
         .listen
@@ -245,22 +255,12 @@ fn endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
             .into());
         }
     }
-    let peers = args
-        .peer
-        .iter()
-        .map(|p| parse_peer(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let http: SocketAddr = args.http.parse().with_context(|| {
         format!(
             "--http {:?} is not an address like 127.0.0.1:7070",
             args.http
         )
     })?;
-    let api_token = args
-        .api_token
-        .as_deref()
-        .map(crate::http::token::read)
-        .transpose()?;
     if api_token.is_none() && !http.ip().is_loopback() {
         bail!(
             "refusing to serve the HTTP API on {http} without --api-token FILE: submitting a job runs code on every node, so an API beyond loopback must need a token"
@@ -286,8 +286,12 @@ fn endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
 }
 
 /// `--local`'s endpoints: the first free pair of loopback ports, the other pairs as peers
-/// (and any `--peer`).
-fn local_endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
+/// besides `peers` (`--peer`), and the API's token.
+fn local_endpoints(
+    args: &NodeArgs,
+    mut peers: Vec<Multiaddr>,
+    api_token: Option<String>,
+) -> anyhow::Result<Endpoints> {
     use crate::ports::{pick_local, LOCAL_NODES};
     let base = args.local_base;
     if args.listen != [DEFAULT_LISTEN] || args.http != DEFAULT_HTTP {
@@ -311,19 +315,9 @@ fn local_endpoints(args: &NodeArgs) -> anyhow::Result<Endpoints> {
     let tcp = |port: u16| -> anyhow::Result<Multiaddr> {
         Ok(format!("/ip4/127.0.0.1/tcp/{port}").parse()?)
     };
-    let mut peers = local
-        .peers
-        .iter()
-        .map(|&p| tcp(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for p in &args.peer {
-        peers.push(parse_peer(p)?);
+    for &p in &local.peers {
+        peers.push(tcp(p)?);
     }
-    let api_token = args
-        .api_token
-        .as_deref()
-        .map(crate::http::token::read)
-        .transpose()?;
     Ok(Endpoints {
         listen: vec![tcp(local.p2p)?],
         exposed: false,

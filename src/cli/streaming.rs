@@ -53,6 +53,15 @@ const KEY_COMPARATOR: [&str; 2] = [
     "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedComparator",
 ];
 
+/// The `-D` properties that name a field separator (Shoal has one for the key and its
+/// fields).
+const SEPARATORS: [&str; 4] = [
+    "stream.map.output.field.separator",
+    "mapreduce.map.output.key.field.separator",
+    "map.output.key.field.separator",
+    "stream.reduce.output.field.separator",
+];
+
 /// What a Hadoop command line asks for, as it is read.
 #[derive(Debug, Default)]
 struct Hadoop {
@@ -164,15 +173,7 @@ fn partition_fields(opts: &str) -> Result<String, String> {
 fn separator(props: &[(String, String)]) -> Result<Option<String>, String> {
     let named: Vec<&(String, String)> = props
         .iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "stream.map.output.field.separator"
-                    | "mapreduce.map.output.key.field.separator"
-                    | "map.output.key.field.separator"
-                    | "stream.reduce.output.field.separator"
-            )
-        })
+        .filter(|(k, _)| SEPARATORS.contains(&k.as_str()))
         .collect();
     match named.split_first() {
         None => Ok(None),
@@ -208,10 +209,7 @@ fn properties(props: &[(String, String)]) -> Result<Props, String> {
         match k.as_str() {
             "mapreduce.job.reduces" | "mapred.reduce.tasks" => p.reducers = Some(v.clone()),
             "stream.num.map.output.key.fields" => p.key_fields = Some(v.clone()),
-            "stream.map.output.field.separator"
-            | "mapreduce.map.output.key.field.separator"
-            | "map.output.key.field.separator"
-            | "stream.reduce.output.field.separator" => {}
+            k if SEPARATORS.contains(&k) => {}
             "mapreduce.partition.keypartitioner.options" | "mapred.text.key.partitioner.options" => {
                 p.partition = Some(partition_fields(v)?)
             }

@@ -321,16 +321,6 @@ fn the_one_process_block_runs_as_written() {
     assert!(all_parts(&work.join("out-sh")).concat().len() > 100);
 }
 
-/// The first port of `n` free loopback ports below the ephemeral range, for `--local`'s
-/// pairs (another test's nodes take ephemeral ports).
-fn free_ports(n: u16) -> u16 {
-    use std::net::{Ipv4Addr, TcpListener};
-    (20_000u16..30_000)
-        .step_by(usize::from(n))
-        .find(|&b| (b..b + n).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()))
-        .expect("a free range of loopback ports")
-}
-
 #[test]
 fn the_one_machine_blocks_run_as_written_the_same_command_in_three_directories() {
     let _serial = one_at_a_time();

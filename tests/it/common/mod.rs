@@ -525,3 +525,13 @@ pub fn all_parts(out: &std::path::Path) -> Vec<Vec<u8>> {
     names.sort();
     names.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
+
+/// The first port of `n` free loopback ports below the ephemeral range, where `--local`'s
+/// pairs may go (other tests' nodes take ephemeral ports).
+pub fn free_ports(n: u16) -> u16 {
+    use std::net::{Ipv4Addr, TcpListener};
+    (20_000u16..30_000)
+        .step_by(usize::from(n))
+        .find(|&b| (b..b + n).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()))
+        .expect("a free range of loopback ports")
+}

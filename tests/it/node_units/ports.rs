@@ -47,13 +47,7 @@ fn a_listener_is_found_on_its_port_and_its_own_process_does_not_count_as_another
 
 #[test]
 fn local_takes_the_first_free_pair_and_names_the_taken_ones() {
-    // A base from a free range of this machine's ports.
-    let base = (20_000u16..30_000)
-        .step_by(usize::from(LOCAL_NODES) * 2)
-        .find(|&b| {
-            (b..b + LOCAL_NODES * 2).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
-        })
-        .expect("a free range");
+    let base = crate::common::free_ports(LOCAL_NODES * 2);
     let first = pick_local(base).expect("a pair");
     assert_eq!(first.http.local_addr().unwrap().port(), base);
     assert_eq!(first.p2p, base + 1);
