@@ -30,6 +30,16 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// A native app refused an input line.
+    #[error("{file}: the line at byte offset {offset}: {reason}")]
+    BadRecord {
+        /// Input file.
+        file: String,
+        /// Byte offset where the line starts.
+        offset: u64,
+        /// What the app said.
+        reason: String,
+    },
     /// A task failed for good (the job-level reason).
     #[error("{0}")]
     TaskFailed(String),

@@ -191,7 +191,10 @@ impl Shared {
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
                 // Bad input fails the job at once: another attempt would read the same bytes.
                 Err(
-                    e @ (Error::RecordTooLong { .. } | Error::Input { .. } | Error::InvalidSpec(_)),
+                    e @ (Error::RecordTooLong { .. }
+                    | Error::BadRecord { .. }
+                    | Error::Input { .. }
+                    | Error::InvalidSpec(_)),
                 ) => return Err(e),
                 Err(e) => {
                     last = e.to_string();

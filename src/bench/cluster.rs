@@ -167,7 +167,8 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<bool> {
     crate::demo::corpus::generate(&corpus, args.size_mb << 20, args.distinct, 42)?;
     // The three nodes share this one disk: its write rate, measured in the same run, is what
     // copies written as bytes would wait on (nodes of one host link them instead).
-    let disk = disk_write_rate(dir.path(), args.size_mb.clamp(64, 1024) << 20)?;
+    let disk = super::disk_write_rate(dir.path(), args.size_mb.clamp(64, 1024) << 20)?
+        / f64::from(1 << 20);
     println!(
         "  this disk               {disk:>6.0} MiB/s  writing a {} MiB file and syncing it: the three nodes share it",
         args.size_mb.clamp(64, 1024)
@@ -459,25 +460,6 @@ fn phases(view: &serde_json::Value, started: u64, ended: u64, linked_mib: f64) -
 }
 
 /// MiB/s writing `bytes` to a new file in `dir` and syncing it; the file is deleted.
-fn disk_write_rate(dir: &std::path::Path, bytes: u64) -> anyhow::Result<f64> {
-    use std::io::Write;
-    let path = dir.join("disk-probe");
-    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
-    let t = Instant::now();
-    let mut f = std::fs::File::create(&path)?;
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    f.sync_all()?;
-    let secs = t.elapsed().as_secs_f64();
-    drop(f);
-    std::fs::remove_file(&path)?;
-    Ok(bytes as f64 / f64::from(1 << 20) / secs)
-}
-
 /// `shoal bench stall` flags.
 #[derive(Debug, Args)]
 pub struct StallArgs {

@@ -106,17 +106,7 @@ struct Figures {
 
 /// Run the benchmark; Ok(false) when an output differs from the reference.
 pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile_dir()?;
-            tmp.0.clone()
-        }
-    };
+    let (dir, _removed_on_drop) = super::work_dir(args.dir.as_deref())?;
     let corpus = dir.join("corpus.txt");
     let prefix = dir.join("prefix.txt");
     eprintln!(
@@ -470,21 +460,6 @@ fn pipeline(script: &str) -> Command {
     );
     c.env("LC_ALL", "C").env("LANG", "C");
     c
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> std::io::Result<TempDir> {
-    let base = std::env::temp_dir().join(format!("shoal-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&base)?;
-    Ok(TempDir(base))
 }
 
 fn copy_prefix(src: &Path, dst: &Path, bytes: u64) -> std::io::Result<()> {

@@ -7,6 +7,7 @@ mod failover;
 mod local;
 mod shuffle;
 mod small_files;
+mod terasort;
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -31,6 +32,9 @@ pub enum BenchCmd {
     Stall(cluster::StallArgs),
     /// Many small input files (2,000 of 1 KB) on a 3-node loopback cluster: upload and job.
     SmallFiles(small_files::SmallFilesArgs),
+    /// The sort benchmark: teragen, terasort, teravalidate with shoal run and on a 3-node
+    /// loopback cluster, beside GNU sort and the disk.
+    Terasort(terasort::TerasortArgs),
     /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
     #[command(hide = true)]
     Hashcount {
@@ -54,6 +58,7 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
         BenchCmd::Cluster(args) => cluster::cluster(args),
         BenchCmd::Stall(args) => cluster::stall(args),
         BenchCmd::SmallFiles(args) => small_files::run(args),
+        BenchCmd::Terasort(args) => terasort::run(args),
         BenchCmd::Hashcount {
             input,
             output,
@@ -82,6 +87,44 @@ pub fn in_kept_dir_on_error(f: impl FnOnce(&Path) -> anyhow::Result<bool>) -> an
     result
 }
 
+/// The directory a bench works in: `dir` (made if missing), or a temporary one, removed
+/// when the second value drops.
+pub fn work_dir(
+    dir: Option<&Path>,
+) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            Ok((d.to_path_buf(), None))
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("shoal-bench-").tempdir()?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// Write `bytes` to a file in `dir` sequentially and sync it: the disk's write rate in
+/// bytes a second.
+pub fn disk_write_rate(dir: &Path, bytes: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let path = dir.join("disk-probe");
+    let block: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(bytes as f64 / secs)
+}
+
 /// Wall time and peak RSS of one child process tree.
 #[derive(Debug, Clone, Copy)]
 pub struct Measured {
@@ -91,6 +134,10 @@ pub struct Measured {
     pub rss_mib: f64,
     /// CPU seconds (user and system) of the process and the children it waited for.
     pub cpu_secs: f64,
+    /// Of those, user seconds.
+    pub user_secs: f64,
+    /// Of those, system seconds.
+    pub sys_secs: f64,
 }
 
 fn seconds(t: libc::timeval) -> f64 {
@@ -158,6 +205,8 @@ pub fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
         secs,
         rss_mib: usage.ru_maxrss as f64 / 1024.0,
         cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        user_secs: seconds(usage.ru_utime),
+        sys_secs: seconds(usage.ru_stime),
     })
 }
 

@@ -43,6 +43,7 @@ mod scale;
 mod sharing;
 mod soak;
 mod streaming;
+mod tera;
 mod upgrade;
 mod versions;
 mod wire_garbage;

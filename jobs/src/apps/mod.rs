@@ -8,6 +8,8 @@
 //! - [`InvertedIndex`] (`invertedindex`): output `word<TAB>file1,file2,…` (sorted, distinct).
 //! - [`Sort`] (`sort`): TeraSort-style total order; lines are keys, partitions are sampled
 //!   ranges, so `part-00000`, `part-00001`, … concatenated are sorted bytewise.
+//! - [`TeraGen`], `terasort` ([`Sort`]), [`TeraValidate`]: the sort benchmark's jobs on
+//!   `gensort -a` records (see [`tera`]).
 //!
 //! The invariant: an app is a pure function of its input records — re-running a task gives
 //! the same output, which is what makes retries and speculative attempts safe.
@@ -16,6 +18,7 @@ mod grep;
 mod invertedindex;
 mod sort;
 mod stdio;
+pub mod tera;
 mod wordcount;
 
 use std::collections::BTreeMap;
@@ -25,6 +28,7 @@ pub use grep::Grep;
 pub use invertedindex::InvertedIndex;
 pub use sort::Sort;
 pub use stdio::streaming_main;
+pub use tera::{TeraGen, TeraValidate};
 pub use wordcount::WordCount;
 
 use crate::error::{Error, Result};
@@ -67,10 +71,42 @@ pub trait App: Send + Sync {
     fn partition_kind(&self) -> PartitionKind {
         PartitionKind::Hash
     }
+
+    /// A mapper with a state of its own for each map task, used instead of [`App::map`]
+    /// when the app gives one: for a summary of the whole split, or to refuse a bad line.
+    fn task_mapper(&self) -> Option<Box<dyn TaskMapper>> {
+        None
+    }
+}
+
+/// A map task's own mapper ([`App::task_mapper`]): it sees the split's lines in order and
+/// may emit more when the split ends. An error names what is wrong with the line, and fails
+/// the job: another attempt would read the same bytes.
+pub trait TaskMapper: Send {
+    /// Map one input line, as [`App::map`].
+    fn map(
+        &mut self,
+        input: &[u8],
+        line: &[u8],
+        emit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> std::result::Result<(), String>;
+
+    /// The split has ended.
+    fn finish(&mut self, _emit: &mut dyn FnMut(&[u8], &[u8])) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Names accepted by `--app`.
-pub const APP_NAMES: [&str; 4] = ["wordcount", "grep", "invertedindex", "sort"];
+pub const APP_NAMES: [&str; 7] = [
+    "wordcount",
+    "grep",
+    "invertedindex",
+    "sort",
+    "teragen",
+    "terasort",
+    "teravalidate",
+];
 
 /// Build a built-in app from its name and the job's environment.
 pub fn by_name(name: &str, env: &BTreeMap<String, String>) -> Result<Arc<dyn App>> {
@@ -78,6 +114,9 @@ pub fn by_name(name: &str, env: &BTreeMap<String, String>) -> Result<Arc<dyn App
         "wordcount" => Arc::new(WordCount),
         "invertedindex" => Arc::new(InvertedIndex),
         "sort" => Arc::new(Sort),
+        "teragen" => Arc::new(TeraGen),
+        "terasort" => Arc::new(Sort),
+        "teravalidate" => Arc::new(TeraValidate),
         "grep" => {
             let pattern = env.get("GREP_PATTERN").ok_or_else(|| {
                 Error::InvalidSpec("--app grep needs its pattern: --env GREP_PATTERN=REGEX".into())

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::counters::Counters;
 use crate::error::{Error, IoContext, Result};
@@ -121,9 +122,11 @@ impl<'e, 'a> Collector<'e, 'a> {
     }
 
     pub(super) fn spill(&mut self) -> Result<()> {
+        let started = Instant::now();
         let path = self.next_run_path()?;
         let (run, records) = self.sorted_run(&path)?;
         self.counters.add_builtin("spilled_records", records);
+        self.counters.add_builtin("spill_ms", millis(started));
         self.runs.push(run);
         Ok(())
     }
@@ -191,6 +194,7 @@ impl<'e, 'a> Collector<'e, 'a> {
                 None
             }
         };
+        let started = Instant::now();
         let sizes = if let Some(w) = direct {
             let werr = |e| Error::io(format!("writing {}", staged.display()), e);
             let file = w
@@ -207,6 +211,9 @@ impl<'e, 'a> Collector<'e, 'a> {
         } else {
             self.merge_runs(&staged)?
         };
+        // Sorting what is buffered and merging the spills, or syncing a map-only part.
+        self.counters
+            .add_builtin("map_final_write_ms", millis(started));
         self.counters
             .add_builtin("map_output_records", self.out_records);
         self.counters
@@ -281,6 +288,11 @@ impl<'e, 'a> Collector<'e, 'a> {
         w.finish().map_err(werr)?;
         Ok(sizes)
     }
+}
+
+/// Milliseconds since `started`, for the counters that say where a task's time went.
+pub(super) fn millis(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Add a record to the buffer; the bytes it then holds.

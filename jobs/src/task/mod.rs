@@ -43,6 +43,7 @@ pub fn run_map(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapO
 }
 
 fn map_into(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutput> {
+    let started = std::time::Instant::now();
     let r = env.spec.reducers;
     let mut c = Collector::new(env, r, out_file)?;
     let context = format!(
@@ -52,50 +53,7 @@ fn map_into(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutp
         env.attempt_text()
     );
     match &env.spec.kind {
-        JobKind::App(_) => {
-            let app = env.app()?;
-            let mut input = crate::split::open(split, env.progress)?;
-            let mut line = Vec::new();
-            let mut offset = split.offset;
-            let mut lines = 0u64;
-            let mut file_of = FileOf::new(split);
-            loop {
-                line.clear();
-                let n = (&mut input)
-                    .take(env.spec.max_record_bytes + 2)
-                    .read_until(b'\n', &mut line)
-                    .ctx(|| format!("reading {}", split.path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                let mut body = line.as_slice();
-                if body.last() == Some(&b'\n') {
-                    body = &body[..body.len() - 1];
-                }
-                let file = file_of.at(offset - split.offset);
-                if body.len() as u64 > env.spec.max_record_bytes {
-                    return Err(Error::RecordTooLong {
-                        file: file.to_owned(),
-                        offset,
-                        max: env.spec.max_record_bytes,
-                    });
-                }
-                offset += n as u64;
-                lines += 1;
-                app.map(file.as_bytes(), body, &mut |k, v| c.emit(k, v));
-                if let Some(e) = c.error.take() {
-                    return Err(e);
-                }
-                if lines.is_multiple_of(4096)
-                    && env.cancel.load(std::sync::atomic::Ordering::Relaxed)
-                {
-                    return Err(Error::Cancelled);
-                }
-            }
-            c.counters.add_builtin("map_input_records", lines);
-            c.counters
-                .add_builtin("map_input_bytes", offset - split.offset);
-        }
+        JobKind::App(_) => map_with_app(env, split, &mut c, &context)?,
         JobKind::Streaming { map, .. } => {
             let mut vars = env.base_env(&map_task_id(split.index));
             // A combined split is several files on one stdin: their names, one per line,
@@ -138,7 +96,80 @@ fn map_into(env: &TaskEnv<'_>, split: &Split, out_file: &Path) -> Result<MapOutp
             c.counters.merge(&out.counters);
         }
     }
-    c.finish(out_file)
+    let mut out = c.finish(out_file)?;
+    out.counters
+        .add_builtin("map_task_ms", collect::millis(started));
+    Ok(out)
+}
+
+/// A native app's map over `split`: each line to the app (or its task mapper), bounded by
+/// the maximum record size.
+fn map_with_app(
+    env: &TaskEnv<'_>,
+    split: &Split,
+    c: &mut Collector<'_, '_>,
+    context: &str,
+) -> Result<()> {
+    let app = env.app()?;
+    let mut own = app.task_mapper();
+    let mut input = crate::split::open(split, env.progress)?;
+    let mut line = Vec::new();
+    let mut offset = split.offset;
+    let mut lines = 0u64;
+    let mut file_of = FileOf::new(split);
+    loop {
+        line.clear();
+        let n = (&mut input)
+            .take(env.spec.max_record_bytes + 2)
+            .read_until(b'\n', &mut line)
+            .ctx(|| format!("reading {}", split.path.display()))?;
+        if n == 0 {
+            break;
+        }
+        let mut body = line.as_slice();
+        if body.last() == Some(&b'\n') {
+            body = &body[..body.len() - 1];
+        }
+        let file = file_of.at(offset - split.offset);
+        if body.len() as u64 > env.spec.max_record_bytes {
+            return Err(Error::RecordTooLong {
+                file: file.to_owned(),
+                offset,
+                max: env.spec.max_record_bytes,
+            });
+        }
+        let at = offset;
+        offset += n as u64;
+        lines += 1;
+        let emit = &mut |k: &[u8], v: &[u8]| c.emit(k, v);
+        match own.as_mut() {
+            None => app.map(file.as_bytes(), body, emit),
+            Some(m) => m
+                .map(file.as_bytes(), body, emit)
+                .map_err(|reason| Error::BadRecord {
+                    file: file.to_owned(),
+                    offset: at,
+                    reason,
+                })?,
+        }
+        if let Some(e) = c.error.take() {
+            return Err(e);
+        }
+        if lines.is_multiple_of(4096) && env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+    }
+    if let Some(m) = own.as_mut() {
+        m.finish(&mut |k, v| c.emit(k, v))
+            .map_err(|e| Error::TaskFailed(format!("{context}: {e}")))?;
+        if let Some(e) = c.error.take() {
+            return Err(e);
+        }
+    }
+    c.counters.add_builtin("map_input_records", lines);
+    c.counters
+        .add_builtin("map_input_bytes", offset - split.offset);
+    Ok(())
 }
 
 /// Call `f` with each chunk `r` reads, straight from its buffer.
@@ -280,6 +311,7 @@ fn reduce_into(
     inputs: Vec<ReduceInput>,
     tmp: &Path,
 ) -> Result<Counters> {
+    let started = std::time::Instant::now();
     let mut counters = Counters::default();
     let mut merger = Merger::new(inputs)?;
     let file = File::create(tmp).ctx(|| format!("creating {}", tmp.display()))?;
@@ -365,7 +397,10 @@ fn reduce_into(
         .finish()
         .map_err(werr)?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let syncing = std::time::Instant::now();
     file.sync_all().map_err(werr)?;
+    counters.add_builtin("reduce_fsync_ms", collect::millis(syncing));
+    counters.add_builtin("reduce_task_ms", collect::millis(started));
     counters.add_builtin("output_bytes", bytes);
     Ok(counters)
 }

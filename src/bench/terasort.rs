@@ -1,0 +1,372 @@
+//! `shoal bench terasort`: the sort benchmark end to end, at a size you pass. In one run:
+//! the disk's sequential write rate; `teragen` → `terasort` → `teravalidate` with `shoal run`;
+//! GNU sort on the same records given the memory `shoal run` used; and the same three jobs
+//! on a 3-node loopback cluster, the sort reading the generated parts where they lie
+//! (`shoal://JOB`). Every sorted output is validated (order within and across parts, the
+//! record count, the checksum the generator predicts); the figures are each time, the
+//! ratios to GNU sort and to the disk, peak RSS, user and sys time, and where the sort's
+//! time goes by the job's counters.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use clap::Args;
+use shoal_jobs::apps::tera;
+
+use super::{measure, Measured};
+
+/// `shoal bench terasort` flags.
+#[derive(Debug, Args)]
+pub struct TerasortArgs {
+    /// Records to sort, in GB (10^9 bytes: 10 million records of 100 bytes a GB).
+    #[arg(long, default_value_t = 1.0)]
+    pub size_gb: f64,
+    /// Map tasks of teragen (files it writes).
+    #[arg(long, default_value_t = 16)]
+    pub gen_maps: u64,
+    /// Reducers of terasort (its part files).
+    #[arg(long, default_value_t = 2)]
+    pub reducers: u32,
+    /// Leave the 3-node cluster out.
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// Leave GNU sort out.
+    #[arg(long)]
+    pub no_gnu_sort: bool,
+    /// The cluster jobs' `--replication` (the job's default when not given).
+    #[arg(long)]
+    pub replication: Option<u32>,
+    /// Working directory (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// What one sort of the records measured.
+pub struct SortFigures {
+    /// Records sorted.
+    pub rows: u64,
+    /// The disk's sequential write rate, MB/s (10^6 bytes).
+    pub disk_mb_s: f64,
+    /// teragen with `shoal run`.
+    pub gen: Measured,
+    /// terasort with `shoal run`.
+    pub sort: Measured,
+    /// Whether teravalidate found the sorted records right.
+    pub valid: bool,
+}
+
+impl SortFigures {
+    /// Bytes of the records.
+    pub fn bytes(&self) -> f64 {
+        self.rows as f64 * tera::RECORD_BYTES as f64
+    }
+
+    /// The time a sort that spills once cannot beat on this disk: the records written
+    /// twice (the spill and the output), read back from the page cache.
+    pub fn disk_limit_secs(&self) -> f64 {
+        2.0 * self.bytes() / 1e6 / self.disk_mb_s
+    }
+}
+
+/// Run `shoal bench terasort`.
+pub fn run(args: TerasortArgs) -> anyhow::Result<bool> {
+    let (dir, _removed_on_drop) = super::work_dir(args.dir.as_deref())?;
+    let rows = rows_of(args.size_gb)?;
+    println!(
+        "terasort of {rows} records ({:.2} GB), {} cores",
+        rows as f64 * 1e-7,
+        shoal_jobs::pool::default_slots()
+    );
+    let f = one_process(&dir, rows, &args)?;
+    let mut ok = f.valid;
+    println!(
+        "  shoal run teragen / the disk writing the records once: {:.2}x the time",
+        f.gen.secs / (f.bytes() / 1e6 / f.disk_mb_s)
+    );
+    let limit = f.disk_limit_secs();
+    println!(
+        "  shoal run terasort / the disk's limit for one spill ({limit:.2} s): {:.2}x (goal <= 1.5x: {})",
+        f.sort.secs / limit,
+        met(f.sort.secs <= 1.5 * limit)
+    );
+    if !args.no_gnu_sort {
+        ok &= gnu_sort(&dir, &f)?;
+    }
+    let _ = std::fs::remove_dir_all(dir.join("gen"));
+    let _ = std::fs::remove_dir_all(dir.join("sorted"));
+    if !args.no_cluster {
+        ok &= on_cluster(&dir, &f, &args)?;
+    }
+    println!(
+        "  every sorted output valid: {}",
+        if ok { "yes" } else { "NO" }
+    );
+    Ok(ok)
+}
+
+/// The records in `size_gb` GB.
+pub fn rows_of(size_gb: f64) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        size_gb.is_finite() && size_gb > 0.0 && size_gb <= 100_000.0,
+        "--size-gb {size_gb}: give a size above 0 GB and at most 100,000 GB"
+    );
+    Ok(((size_gb * 1e9 / tera::RECORD_BYTES as f64) as u64).max(1))
+}
+
+/// The disk, then teragen, terasort and teravalidate with `shoal run` in `dir`.
+pub fn one_process(dir: &Path, rows: u64, args: &TerasortArgs) -> anyhow::Result<SortFigures> {
+    let bytes = rows * tera::RECORD_BYTES as u64;
+    let disk_mb_s = super::disk_write_rate(dir, bytes)? / 1e6;
+    println!("  the disk writes {disk_mb_s:.0} MB/s (a file of the records' size, synced)");
+    let control = write_control(dir, rows, args.gen_maps)?;
+    let gen_dir = dir.join("gen");
+    let gen = measure(&mut shoal_run(&control, &gen_dir, "teragen", 0))?;
+    row("shoal run teragen", bytes, &gen);
+    let sorted = dir.join("sorted");
+    let mut cmd = shoal_run(&gen_dir, &sorted, "terasort", args.reducers);
+    let summary = dir.join("terasort-summary.txt");
+    cmd.stdout(std::fs::File::create(&summary)?);
+    let sort = measure(&mut cmd)?;
+    row(
+        &format!("shoal run terasort -R {}", args.reducers),
+        bytes,
+        &sort,
+    );
+    where_the_time_goes(&std::fs::read_to_string(&summary)?, &sort);
+    let t = Instant::now();
+    let valid = validate(dir, &sorted, rows, "shoal run terasort")?;
+    println!(
+        "    teravalidate (shoal run, with the expected checksum) {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(SortFigures {
+        rows,
+        disk_mb_s,
+        gen,
+        sort,
+        valid,
+    })
+}
+
+/// GNU sort on the generated records with the memory terasort used; whether its output is
+/// valid.
+fn gnu_sort(dir: &Path, f: &SortFigures) -> anyhow::Result<bool> {
+    let out = dir.join("gnu");
+    std::fs::create_dir_all(&out)?;
+    let mem = format!("{}M", f.sort.rss_mib.ceil() as u64);
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir.join("gen"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    let m = measure(
+        Command::new("sort")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LC_ALL", "C")
+            .args(["--parallel=2", "-S", &mem, "-T"])
+            .arg(dir)
+            .arg("-o")
+            .arg(out.join("part-00000"))
+            .args(&parts),
+    )?;
+    row(
+        &format!("LC_ALL=C sort --parallel=2 -S {mem}"),
+        f.rows * tera::RECORD_BYTES as u64,
+        &m,
+    );
+    let valid = validate(dir, &out, f.rows, "GNU sort")?;
+    std::fs::remove_dir_all(&out)?;
+    println!(
+        "  shoal run terasort / GNU sort at equal memory: {:.2}x the time (goal < 1x: {})",
+        f.sort.secs / m.secs,
+        met(f.sort.secs < m.secs)
+    );
+    Ok(valid)
+}
+
+/// The same three jobs on a 3-node loopback cluster; whether the sort is valid.
+fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Result<bool> {
+    let (cluster, url) = super::cluster::start(&dir.join("cluster"))?;
+    let control = dir.join("control");
+    let replication: Vec<String> = args
+        .replication
+        .map(|r| vec!["--replication".into(), r.to_string()])
+        .unwrap_or_default();
+    let submit =
+        |app: &str, input: &str, r: u32, out: Option<&Path>| -> anyhow::Result<(String, f64)> {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["submit", "--node", &url, "--app", app, "--input", input])
+                .args(["-R", &r.to_string()])
+                .args(&replication)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            match out {
+                Some(o) => c.arg("--output").arg(o),
+                None => c.arg("--wait"),
+            };
+            let t = Instant::now();
+            let o = c.output()?;
+            anyhow::ensure!(
+                o.status.success(),
+                "the cluster's {app} job failed ({})",
+                o.status
+            );
+            let id = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            Ok((id, t.elapsed().as_secs_f64()))
+        };
+    let (gen_id, gen_secs) = submit("teragen", &control.to_string_lossy(), 0, None)?;
+    println!("  3-node loopback cluster:");
+    println!("    teragen                             {gen_secs:>8.2} s");
+    let (sort_id, secs) = submit(
+        "terasort",
+        &format!("shoal://{gen_id}"),
+        args.reducers,
+        None,
+    )?;
+    let price = secs / f.sort.secs;
+    println!(
+        "    terasort -R {} (reads teragen's parts in place) {secs:>8.2} s  {:.2}x shoal run's time (goal <= 1.5x: {})",
+        args.reducers,
+        price,
+        met(price <= 1.5)
+    );
+    if let Some((_, view)) = cluster.nodes[0].get(&format!("/api/v1/jobs/{sort_id}")) {
+        let c = |n: &str| view["counters"]["shoal"][n].as_f64().unwrap_or(0.0) / 1e3;
+        println!(
+            "      task time: maps {:.1} s (spills {:.1} s, final sort and merge {:.1} s), reduces {:.1} s (shuffle fetches {:.1} s, fsync {:.1} s, part copies {:.1} s)",
+            c("map_task_ms"), c("spill_ms"), c("map_final_write_ms"), c("reduce_task_ms"),
+            c("shuffle_fetch_ms"), c("reduce_fsync_ms"), c("output_copy_ms")
+        );
+    }
+    let out = dir.join("cluster-validate");
+    submit("teravalidate", &format!("shoal://{sort_id}"), 1, Some(&out))?;
+    let valid = check_report(&out, f.rows, "the cluster's terasort")?;
+    drop(cluster);
+    Ok(valid)
+}
+
+/// Teragen's control files in `dir/control`: `maps` files of one `FIRST COUNT` line.
+pub fn write_control(dir: &Path, rows: u64, maps: u64) -> anyhow::Result<PathBuf> {
+    let control = dir.join("control");
+    let _ = std::fs::remove_dir_all(&control);
+    std::fs::create_dir_all(&control)?;
+    for (i, line) in tera::control_lines(rows, maps).iter().enumerate() {
+        std::fs::write(control.join(format!("rows-{i:04}")), format!("{line}\n"))?;
+    }
+    Ok(control)
+}
+
+/// `shoal run --app APP -R r` from `input` into `output` (removed first), quiet.
+pub fn shoal_run(input: &Path, output: &Path, app: &str, r: u32) -> Command {
+    let _ = std::fs::remove_dir_all(output);
+    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "shoal".into()));
+    c.args(["run", "--app", app, "-R", &r.to_string(), "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// teravalidate over `sorted` with `shoal run`; whether it reports `rows` records in order
+/// with the generator's checksum (each failure said, naming `what`).
+pub fn validate(dir: &Path, sorted: &Path, rows: u64, what: &str) -> anyhow::Result<bool> {
+    let out = dir.join("validate");
+    measure(&mut shoal_run(sorted, &out, "teravalidate", 1))?;
+    let ok = check_report(&out, rows, what)?;
+    std::fs::remove_dir_all(&out)?;
+    Ok(ok)
+}
+
+/// Whether teravalidate's report in `out` says `rows` records, in order, well formed, with
+/// the checksum of records `0..rows`.
+fn check_report(out: &Path, rows: u64, what: &str) -> anyhow::Result<bool> {
+    let report = std::fs::read_to_string(out.join("part-00000"))?;
+    let get = |k: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('\t'))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let want = format!("{:x}", tera::checksum_of_rows(0, rows));
+    let ok = get("records") == rows.to_string()
+        && get("checksum") == want
+        && get("misordered") == "0"
+        && get("malformed") == "0";
+    if !ok {
+        println!("  INVALID: {what}'s output: {}", report.replace('\n', "; "));
+    }
+    Ok(ok)
+}
+
+/// Where terasort's time went, by the counters `shoal run` printed (summed over tasks).
+fn where_the_time_goes(summary: &str, m: &Measured) {
+    let counter = |name: &str| -> f64 {
+        summary
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("shoal.{name} = ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1e3
+    };
+    let phase = |name: &str| -> f64 {
+        summary
+            .lines()
+            .find_map(|l| {
+                let rest = l.trim().strip_prefix(name)?;
+                rest.split(" in ").nth(1)?.strip_suffix(" s")?.parse().ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let (maps, spill, last) = (
+        counter("map_task_ms"),
+        counter("spill_ms"),
+        counter("map_final_write_ms"),
+    );
+    println!(
+        "    map phase {:.2} s: task time {maps:.2} s = read and map {:.2} s + spills (sort, write) {spill:.2} s + final sort and merge {last:.2} s",
+        phase("map:"),
+        (maps - spill - last).max(0.0),
+    );
+    let (reduces, fsync) = (counter("reduce_task_ms"), counter("reduce_fsync_ms"));
+    println!(
+        "    reduce phase {:.2} s: task time {reduces:.2} s = merge and write {:.2} s + fsync {fsync:.2} s",
+        phase("reduce:"),
+        (reduces - fsync).max(0.0),
+    );
+    println!(
+        "    CPU: user {:.2} s, sys {:.2} s",
+        m.user_secs, m.sys_secs
+    );
+}
+
+/// One contender's line: its time, rate, peak RSS and CPU.
+fn row(name: &str, bytes: u64, m: &Measured) {
+    println!(
+        "  {name:<44} {:>8.2} s {:>8.1} MB/s {:>7.0} MiB peak RSS  user {:.1} s sys {:.1} s",
+        m.secs,
+        bytes as f64 / 1e6 / m.secs,
+        m.rss_mib,
+        m.user_secs,
+        m.sys_secs
+    );
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
