@@ -370,7 +370,7 @@ impl ClusterJob<'_> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -382,7 +382,12 @@ fn now_ms() -> u64 {
 /// reduce phase (with the attempts' shuffle fetches and part copies), the end (the last
 /// report to the job's end), the output's download; and the task time summed over
 /// attempts.
-fn phases(view: &serde_json::Value, started: u64, ended: u64, linked_mib: f64) -> Option<String> {
+pub(super) fn phases(
+    view: &serde_json::Value,
+    started: u64,
+    ended: u64,
+    linked_mib: f64,
+) -> Option<String> {
     let submitted = view["submitted_ms"].as_u64()?;
     let finished = view["finished_ms"].as_u64()?;
     let attempts = |kind: &str| -> Vec<(u64, u64)> {

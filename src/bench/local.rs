@@ -39,6 +39,10 @@ pub struct LocalArgs {
     /// Working directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Rounds of the hash count and native word count, one after the other: their ratio
+    /// is the median of the rounds'.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Another `shoal` binary (say the release build, `target/release/shoal`): it runs the
     /// same Shoal contenders, and its times are compared with this build's.
     #[arg(long, value_name = "SHOAL")]
@@ -55,6 +59,8 @@ struct Row {
 struct Table {
     rows: Vec<Row>,
     ok: bool,
+    /// The hash count's time over native word count's: the median of the rounds.
+    ratio: f64,
 }
 
 impl Table {
@@ -90,11 +96,13 @@ struct Inputs {
     /// The hash count's output over the corpus and over the prefix: the references.
     hash_out: PathBuf,
     phash: PathBuf,
+    rounds: usize,
 }
 
 /// The figures the goals are judged on.
 struct Figures {
-    hash: Measured,
+    /// The median of the rounds' hash count time over native word count's.
+    ratio: f64,
     native: Measured,
     gz: Measured,
     small: Measured,
@@ -122,6 +130,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         size: std::fs::metadata(&corpus)?.len() as f64 / (1 << 20) as f64,
         psize: std::fs::metadata(&prefix)?.len() as f64 / (1 << 20) as f64,
         hash_out: dir.join("hash.txt"),
+        rounds: args.rounds,
         phash: dir.join("hash-prefix.txt"),
         corpus,
         prefix,
@@ -130,8 +139,9 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
     let mut t = Table {
         rows: Vec::new(),
         ok: true,
+        ratio: 0.0,
     };
-    let (hash, native, gz, small, same16, check_secs) = word_count_contenders(&at, &mut t)?;
+    let (_, native, gz, small, same16, check_secs) = word_count_contenders(&at, &mut t)?;
     let py_split = format!("{}", ((args.python_mb << 20) / 2).max(1 << 20));
     let (map_py, reduce_py) = (at.dir.join("map.py"), at.dir.join("reduce.py"));
     let (map_py, reduce_py) = (map_py.to_string_lossy(), reduce_py.to_string_lossy());
@@ -154,7 +164,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<bool> {
         None => None,
     };
     let figures = Figures {
-        hash,
+        ratio: t.ratio,
         native,
         gz,
         small,
@@ -186,20 +196,37 @@ fn word_count_contenders(
     let (dir, corpus, size) = (&at.dir, &at.corpus, at.size);
     let shoal_run =
         |input: &Path, out: &Path, extra: &[&str]| shoal_run_with(&at.exe, input, out, extra);
-    eprintln!("hash count (2 threads)…");
-    let m = measure(
-        Command::new(&at.exe)
-            .args(["bench", "hashcount"])
-            .arg(corpus)
-            .arg(&at.hash_out),
-    )?;
-    let hash = t.add("hash count, 2 threads (the limit)", size, m);
-
-    eprintln!("shoal run --app wordcount…");
+    // Rounds of the pair, one after the other: the machine's speed drifts, so the ratio is
+    // the median of each round's, and the rows are each contender's median round.
+    let (mut hashes, mut natives, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let out = dir.join("out-app");
-    let m = measure(&mut shoal_run(corpus, &out, &["--app", "wordcount"]))?;
-    t.check("shoal run --app wordcount", &out, &at.hash_out)?;
-    let native = t.add("shoal run --app wordcount", size, m);
+    for round in 1..=at.rounds.max(1) {
+        eprintln!("round {round}: hash count (2 threads), shoal run --app wordcount…");
+        let hash = measure(
+            Command::new(&at.exe)
+                .args(["bench", "hashcount"])
+                .arg(corpus)
+                .arg(&at.hash_out),
+        )?;
+        let native = measure(&mut shoal_run(corpus, &out, &["--app", "wordcount"]))?;
+        t.check("shoal run --app wordcount", &out, &at.hash_out)?;
+        ratios.push(hash.secs / native.secs);
+        hashes.push(hash);
+        natives.push(native);
+    }
+    let rounds = ratios.len();
+    let hash = t.add(
+        format!("hash count, 2 threads (the limit), median of {rounds}"),
+        size,
+        median(hashes),
+    );
+    let native = t.add(
+        format!("shoal run --app wordcount, median of {rounds}"),
+        size,
+        median(natives),
+    );
+    ratios.sort_by(f64::total_cmp);
+    t.ratio = ratios[ratios.len() / 2];
     // The map checksums its output (read back from the page cache); here the same work
     // over the whole corpus, more bytes than the combined map output it stands for.
     let started = std::time::Instant::now();
@@ -308,18 +335,19 @@ fn other_build(
 fn print_table(args: &LocalArgs, size: f64, rows: &[Row]) {
     println!();
     println!(
-        "word count, {size:.0} MiB corpus ({} distinct words, seed {}), {} cores",
+        "word count, {size:.0} MiB corpus ({} distinct words, seed {}), {} cores, shoal built with the {}",
         args.distinct,
         args.seed,
-        cores()
+        cores(),
+        super::profile()
     );
     println!(
-        "{:<44} {:>9} {:>8} {:>9} {:>10}",
+        "{:<48} {:>9} {:>8} {:>9} {:>10}",
         "contender", "input", "secs", "MiB/s", "peak RSS"
     );
     for r in rows {
         println!(
-            "{:<44} {:>5.0} MiB {:>8.2} {:>9.1} {:>6.0} MiB",
+            "{:<48} {:>5.0} MiB {:>8.2} {:>9.1} {:>6.0} MiB",
             r.name,
             r.mib,
             r.m.secs,
@@ -331,14 +359,14 @@ fn print_table(args: &LocalArgs, size: f64, rows: &[Row]) {
 
 /// Each goal, its figure and whether it is met.
 fn print_goals(f: &Figures) {
-    let ratio = f.hash.secs / f.native.secs;
+    let ratio = f.ratio;
     let py_ratio = f.pipe.secs / f.streaming.secs;
     let rss_goal = 2.0 * 256.0 + 100.0;
     println!();
     println!("goals:");
     println!(
-        "  native word count vs the hash-count limit: {ratio:.2}× (goal ≥ 0.60×) {}",
-        met(ratio >= 0.6)
+        "  native word count vs the hash-count limit: {ratio:.2}× (goal ≥ 0.90×) {}, the median of the rounds' ratios",
+        met(ratio >= 0.9)
     );
     println!(
         "  Python streaming vs the sort pipeline:     {py_ratio:.2}× (goal ≥ 2×) {}",
@@ -436,6 +464,12 @@ fn gzip_pieces(corpus: &Path, dir: &Path, n: usize) -> anyhow::Result<()> {
         w.finish()?.flush()?;
     }
     Ok(())
+}
+
+/// The measure of median time.
+fn median(mut v: Vec<Measured>) -> Measured {
+    v.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    v[v.len() / 2]
 }
 
 fn met(yes: bool) -> &'static str {

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod failover;
+mod growth;
 mod local;
 mod shuffle;
 mod small_files;
@@ -35,6 +36,9 @@ pub enum BenchCmd {
     /// The sort benchmark: teragen, terasort, teravalidate with shoal run and on a 3-node
     /// loopback cluster, beside GNU sort and the disk.
     Terasort(terasort::TerasortArgs),
+    /// Word count and terasort with shoal run at 1x, 4x and 16x a base size: time per GB
+    /// and peak RSS at each.
+    Growth(growth::GrowthArgs),
     /// The baseline: a plain multi-threaded hash-map word count (used by `bench local`).
     #[command(hide = true)]
     Hashcount {
@@ -59,6 +63,7 @@ pub fn run(cmd: BenchCmd) -> ExitCode {
         BenchCmd::Stall(args) => cluster::stall(args),
         BenchCmd::SmallFiles(args) => small_files::run(args),
         BenchCmd::Terasort(args) => terasort::run(args),
+        BenchCmd::Growth(args) => growth::run(args),
         BenchCmd::Hashcount {
             input,
             output,
@@ -85,6 +90,15 @@ pub fn in_kept_dir_on_error(f: impl FnOnce(&Path) -> anyhow::Result<bool>) -> an
         eprintln!("the nodes' logs are kept in {}", kept.display());
     }
     result
+}
+
+/// The build profile of this binary, as the figures should name it.
+pub fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev profile (the tests' build: optimised, with overflow checks)"
+    } else {
+        "release profile (what `cargo install` builds)"
+    }
 }
 
 /// The directory a bench works in: `dir` (made if missing), or a temporary one, removed

@@ -34,9 +34,11 @@ pub struct TerasortArgs {
     /// Leave GNU sort out.
     #[arg(long)]
     pub no_gnu_sort: bool,
-    /// The cluster jobs' `--replication` (the job's default when not given).
-    #[arg(long)]
-    pub replication: Option<u32>,
+    /// The cluster jobs' `--replication`. 0 by default: on one machine every copy of a part
+    /// is another write to the one disk (a real cluster writes them to other machines'
+    /// disks at once), and `shoal run` keeps none; give 2, the jobs' default, to see them.
+    #[arg(long, default_value_t = 0)]
+    pub replication: u32,
     /// Working directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -74,10 +76,19 @@ pub fn run(args: TerasortArgs) -> anyhow::Result<bool> {
     let (dir, _removed_on_drop) = super::work_dir(args.dir.as_deref())?;
     let rows = rows_of(args.size_gb)?;
     println!(
-        "terasort of {rows} records ({:.2} GB), {} cores",
+        "terasort of {rows} records ({:.2} GB), {} cores, shoal built with the {}",
         rows as f64 * 1e-7,
-        shoal_jobs::pool::default_slots()
+        shoal_jobs::pool::default_slots(),
+        super::profile()
     );
+    let bytes = rows * tera::RECORD_BYTES as u64;
+    // The generated records, the maps' output, the sorted records and GNU sort's output
+    // and temporary files, with a margin.
+    enough_room(
+        &dir,
+        bytes.saturating_mul(if args.no_gnu_sort { 3 } else { 5 }),
+        "shoal run and GNU sort",
+    )?;
     let f = one_process(&dir, rows, &args)?;
     let mut ok = f.valid;
     println!(
@@ -96,6 +107,14 @@ pub fn run(args: TerasortArgs) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(dir.join("gen"));
     let _ = std::fs::remove_dir_all(dir.join("sorted"));
     if !args.no_cluster {
+        // Teragen's parts and their copies, the sort's splits (the parts read again), the
+        // maps' output, the sorted parts and their copies.
+        let copies = u64::from(args.replication.min(2)) + 1;
+        enough_room(
+            &dir,
+            bytes.saturating_mul(2 * copies + 2),
+            "the cluster's jobs",
+        )?;
         ok &= on_cluster(&dir, &f, &args)?;
     }
     println!(
@@ -193,10 +212,7 @@ fn gnu_sort(dir: &Path, f: &SortFigures) -> anyhow::Result<bool> {
 fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Result<bool> {
     let (cluster, url) = super::cluster::start(&dir.join("cluster"))?;
     let control = dir.join("control");
-    let replication: Vec<String> = args
-        .replication
-        .map(|r| vec!["--replication".into(), r.to_string()])
-        .unwrap_or_default();
+    let replication = ["--replication".to_string(), args.replication.to_string()];
     let submit =
         |app: &str, input: &str, r: u32, out: Option<&Path>| -> anyhow::Result<(String, f64)> {
             let mut c = Command::new(std::env::current_exe()?);
@@ -226,12 +242,22 @@ fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Resul
     let (gen_id, gen_secs) = submit("teragen", &control.to_string_lossy(), 0, None)?;
     println!("  3-node loopback cluster:");
     println!("    teragen                             {gen_secs:>8.2} s");
+    let nodes_cpu = || -> f64 {
+        cluster
+            .nodes
+            .iter()
+            .filter_map(|n| super::cpu_secs_of(n.child.as_ref()?.id()))
+            .sum()
+    };
+    let cpu_before = nodes_cpu();
+    let started = super::cluster::now_ms();
     let (sort_id, secs) = submit(
         "terasort",
         &format!("shoal://{gen_id}"),
         args.reducers,
         None,
     )?;
+    let (cpu, ended) = (nodes_cpu() - cpu_before, super::cluster::now_ms());
     let price = secs / f.sort.secs;
     println!(
         "    terasort -R {} (reads teragen's parts in place) {secs:>8.2} s  {:.2}x shoal run's time (goal <= 1.5x: {})",
@@ -239,7 +265,15 @@ fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Resul
         price,
         met(price <= 1.5)
     );
+    println!(
+        "      CPU of the three nodes {cpu:.2} s ({:.2}x shoal run's {:.2} s)",
+        cpu / f.sort.cpu_secs.max(0.001),
+        f.sort.cpu_secs
+    );
     if let Some((_, view)) = cluster.nodes[0].get(&format!("/api/v1/jobs/{sort_id}")) {
+        if let Some(p) = super::cluster::phases(&view, started, ended, 0.0) {
+            print!("{p}");
+        }
         let c = |n: &str| view["counters"]["shoal"][n].as_f64().unwrap_or(0.0) / 1e3;
         println!(
             "      task time: maps {:.1} s (spills {:.1} s, final sort and merge {:.1} s), reduces {:.1} s (shuffle fetches {:.1} s, fsync {:.1} s, part copies {:.1} s)",
@@ -252,6 +286,21 @@ fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Resul
     let valid = check_report(&out, f.rows, "the cluster's terasort")?;
     drop(cluster);
     Ok(valid)
+}
+
+/// An error, before anything is written, when the disk of `dir` has less than `need` bytes
+/// free for `what`: a bench that fills the disk stops every other program on it.
+pub fn enough_room(dir: &Path, need: u64, what: &str) -> anyhow::Result<()> {
+    let free = shoal_jobs::scratch::free_bytes(dir)?;
+    anyhow::ensure!(
+        free >= need,
+        "{what} need about {:.1} GB free in {}, and it has {:.1} GB: give a smaller --size-gb, \
+         --dir on a larger disk, or leave out GNU sort (--no-gnu-sort) or the cluster (--no-cluster)",
+        need as f64 / 1e9,
+        dir.display(),
+        free as f64 / 1e9
+    );
+    Ok(())
 }
 
 /// Teragen's control files in `dir/control`: `maps` files of one `FIRST COUNT` line.

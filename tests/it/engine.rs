@@ -286,3 +286,50 @@ fn shipped_scripts_run_by_their_shebang_from_a_relative_output_dir() {
         );
     }
 }
+
+#[test]
+fn a_summing_map_buffer_gives_what_the_word_count_combiner_gives() {
+    use shoal_jobs::apps::{App, WordCount};
+    use shoal_jobs::sort::{HashBuffer, PackedValues};
+    let app = WordCount;
+    let combine = |k: &[u8], vs: &mut dyn shoal_jobs::apps::Values, e: &mut dyn FnMut(&[u8])| {
+        app.combine(k, vs, e)
+    };
+    let (mut packing, mut summing) = (HashBuffer::default(), HashBuffer::summing());
+    // Values that are not numbers count as zero; a sum past u64 stops at its maximum.
+    let huge = u64::MAX.to_string();
+    let records: Vec<(&[u8], &[u8])> = (0..1000u32)
+        .map(|i| match i % 7 {
+            0 => (&b"alpha"[..], &b"1"[..]),
+            1 => (&b"beta"[..], &b"12"[..]),
+            2 => (&b"beta"[..], &b"x"[..]),
+            3 => (&b"gamma"[..], &b""[..]),
+            4 => (&b"a key longer than sixteen bytes"[..], &b"3"[..]),
+            5 => (&b"big"[..], huge.as_bytes()),
+            _ => (&b"alpha"[..], &b"007"[..]),
+        })
+        .collect();
+    for (k, v) in &records {
+        let part = u32::from(k[0] % 3);
+        packing.push(|| part, k, v, &combine);
+        summing.push(|| part, k, v, &combine);
+    }
+    let drained = |b: &mut HashBuffer| -> Vec<(u32, Vec<u8>, Vec<Vec<u8>>)> {
+        b.drain_sorted(&combine)
+            .into_iter()
+            .map(|(p, k, vs)| {
+                (
+                    p,
+                    k.to_vec(),
+                    PackedValues::new(&vs).map(<[u8]>::to_vec).collect(),
+                )
+            })
+            .collect()
+    };
+    let (want, got) = (drained(&mut packing), drained(&mut summing));
+    assert_eq!(got, want);
+    assert!(got
+        .iter()
+        .any(|(_, k, vs)| k == b"big" && vs == &vec![huge.as_bytes().to_vec()]));
+    assert!(summing.is_empty() && summing.bytes() == 0);
+}

@@ -67,6 +67,13 @@ pub trait App: Send + Sync {
     /// its output as values.
     fn combine(&self, _key: &[u8], _values: &mut dyn Values, _emit: &mut dyn FnMut(&[u8])) {}
 
+    /// Whether the combiner sums: its values are decimal integers and [`App::combine`]
+    /// emits their sum (as [`sum_values`] reads them). A map then keeps one number per key
+    /// instead of the values, and never calls `combine`.
+    fn combiner_sums(&self) -> bool {
+        false
+    }
+
     /// How keys are partitioned.
     fn partition_kind(&self) -> PartitionKind {
         PartitionKind::Hash
@@ -144,18 +151,29 @@ pub fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     line.split(|&b| is_space(b)).filter(|w| !w.is_empty())
 }
 
-/// Values parsed as decimal integers and summed; values that do not parse count as zero.
+/// Values parsed as decimal integers and summed; values that do not parse count as zero,
+/// and the sum stops at `u64::MAX`.
 pub fn sum_values(values: &mut dyn Values) -> u64 {
     let mut total = 0u64;
     while let Some(v) = values.next_value() {
-        total += parse_u64(v);
+        total = total.saturating_add(parse_u64(v));
     }
     total
 }
 
+/// The decimal digits `v` starts with, as a number (0 when none; `u64::MAX` past it).
 #[inline]
-fn parse_u64(v: &[u8]) -> u64 {
+pub fn parse_u64(v: &[u8]) -> u64 {
+    if let [d] = v {
+        return if d.is_ascii_digit() {
+            u64::from(d - b'0')
+        } else {
+            0
+        };
+    }
     v.iter()
         .take_while(|b| b.is_ascii_digit())
-        .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'))
+        .fold(0u64, |n, &b| {
+            n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+        })
 }

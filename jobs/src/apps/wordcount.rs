@@ -21,6 +21,10 @@ impl App for WordCount {
         true
     }
 
+    fn combiner_sums(&self) -> bool {
+        true
+    }
+
     fn combine(&self, _key: &[u8], values: &mut dyn Values, emit: &mut dyn FnMut(&[u8])) {
         emit(sum_values(values).to_string().as_bytes());
     }

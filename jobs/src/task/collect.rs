@@ -41,11 +41,14 @@ pub(super) struct Collector<'e, 'a> {
 impl<'e, 'a> Collector<'e, 'a> {
     pub(super) fn new(env: &'e TaskEnv<'a>, r: u32, out_file: &Path) -> Result<Self> {
         let hash = env.app.as_ref().is_some_and(|a| a.has_combiner());
+        let sums = env.app.as_ref().is_some_and(|a| a.combiner_sums());
         let buffer = if r == 0 {
             let staged = staged_path(out_file);
             let file = File::create(&staged).ctx(|| format!("creating {}", staged.display()))?;
             let w = crate::compress::writer(env.spec.compress_output, file)?;
             Buffer::Direct(Box::new(io::BufWriter::with_capacity(256 << 10, w)))
+        } else if hash && sums {
+            Buffer::Hash(HashBuffer::summing())
         } else if hash {
             Buffer::Hash(HashBuffer::default())
         } else {
@@ -68,13 +71,25 @@ impl<'e, 'a> Collector<'e, 'a> {
     /// Add a record a native app emitted.
     #[inline]
     pub(super) fn emit(&mut self, key: &[u8], value: &[u8]) {
-        if let Buffer::Direct(w) = &mut self.buffer {
-            let written = write_line(w, key, value);
-            return self.written(written, key.len() + value.len());
-        }
-        let p = self.env.partitioner.partition(key, self.r);
-        let over = push(&mut self.buffer, self.env, p, key, value) > self.budget;
-        self.counted(key.len() + value.len(), over);
+        let (env, r) = (self.env, self.r);
+        let held = match &mut self.buffer {
+            Buffer::Direct(w) => {
+                let written = write_line(w, key, value);
+                return self.written(written, key.len() + value.len());
+            }
+            // A key already held has its partition: a hashed buffer asks only for new keys.
+            Buffer::Hash(b) => {
+                let app = env.app.as_ref().expect("hash buffer only for apps");
+                let part = || env.partitioner.partition(key, r);
+                b.push(part, key, value, &|k, vs, e| app.combine(k, vs, e));
+                b.bytes()
+            }
+            Buffer::Sort(b) => {
+                b.push(env.partitioner.partition(key, r), key, value);
+                b.bytes()
+            }
+        };
+        self.counted(key.len() + value.len(), held > self.budget);
     }
 
     /// Add a line a streaming mapper wrote.
@@ -305,7 +320,7 @@ fn push(buffer: &mut Buffer, env: &TaskEnv<'_>, p: u32, key: &[u8], value: &[u8]
         }
         Buffer::Hash(b) => {
             let app = env.app.as_ref().expect("hash buffer only for apps");
-            b.push(p, key, value, &|k, vs, e| app.combine(k, vs, e));
+            b.push(|| p, key, value, &|k, vs, e| app.combine(k, vs, e));
             b.bytes()
         }
         // Never reached: a map-only job's records are written by `emit` directly.
