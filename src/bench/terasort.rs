@@ -1,8 +1,7 @@
 //! `shoal bench terasort`: the sort benchmark end to end, at a size you pass. In one run:
 //! the disk's sequential write rate; `teragen` → `terasort` → `teravalidate` with `shoal run`;
 //! GNU sort on the same records given the memory `shoal run` used; and the same three jobs
-//! on a 3-node loopback cluster, the sort reading the generated parts where they lie
-//! (`shoal://JOB`). Every sorted output is validated (order within and across parts, the
+//! on a 3-node loopback cluster, the sort reading the generated parts (`shoal://JOB`). Every sorted output is validated (order within and across parts, the
 //! record count, the checksum the generator predicts); the figures are each time, the
 //! ratios to GNU sort and to the disk, peak RSS, user and sys time, and where the sort's
 //! time goes by the job's counters.
@@ -260,7 +259,7 @@ fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Resul
     let (cpu, ended) = (nodes_cpu() - cpu_before, super::cluster::now_ms());
     let price = secs / f.sort.secs;
     println!(
-        "    terasort -R {} (reads teragen's parts in place) {secs:>8.2} s  {:.2}x shoal run's time (goal <= 1.5x: {})",
+        "    terasort -R {} (--input shoal://TERAGEN)    {secs:>8.2} s  {:.2}x shoal run's time (goal <= 1.5x: {})",
         args.reducers,
         price,
         met(price <= 1.5)

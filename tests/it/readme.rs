@@ -405,7 +405,7 @@ fn the_one_machine_blocks_run_as_written_the_same_command_in_three_directories()
 
 #[test]
 fn every_marked_block_of_the_readme_and_the_docs_is_run_by_a_test() {
-    let run_here = ["demo", "local", "python", "cluster", "jobs", "run"];
+    let run_here = ["demo", "local", "python", "cluster", "jobs", "run", "tera"];
     let mut marked = Vec::new();
     for page in pages() {
         let text = std::fs::read_to_string(&page).unwrap();
@@ -428,4 +428,35 @@ fn every_marked_block_of_the_readme_and_the_docs_is_run_by_a_test() {
     for name in run_here {
         assert!(!block(name).is_empty(), "{name} has commands");
     }
+}
+
+#[test]
+fn the_sort_benchmark_block_generates_sorts_and_validates() {
+    let dir = common::tempdir();
+    let o = sh(dir.path(), "", &block("tera").join("\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    let report = String::from_utf8_lossy(&o.stdout);
+    let rows = 1_000_000u64;
+    let checksum = format!("{:x}", shoal_jobs::apps::tera::checksum_of_rows(0, rows));
+    for want in [
+        format!("records\t{rows}"),
+        format!("checksum\t{checksum}"),
+        "misordered\t0".to_string(),
+        "malformed\t0".to_string(),
+    ] {
+        assert!(report.lines().any(|l| l == want), "{want:?} in {report}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("gen"))
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("part-"))
+            .count(),
+        4,
+        "one part per control file"
+    );
 }
