@@ -23,8 +23,11 @@ pub struct Protocol {
 /// cannot read it, and is sent the bytes); 1.5 says in the hello which host a node shares
 /// the cores of (an older node's hello says none, and it keeps its slots); 1.6 says why a
 /// request was refused as a type (`Declined`, a `Reason`) beside the text,
-/// and answers a node that has not said it speaks 1.6 with the text alone (`Refused`).
-pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 6 };
+/// and answers a node that has not said it speaks 1.6 with the text alone (`Refused`); 1.7
+/// has splits that are another job's part file (`SplitInfo::part_of`, `shoal://JOB` read
+/// where it is stored), made only while every member speaks 1.7 (a 1.6 node would read the
+/// split as one of the job's own objects, which do not exist).
+pub const PROTOCOL: Protocol = Protocol { major: 1, minor: 7 };
 
 /// This build's version (the workspace's, `shoal --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

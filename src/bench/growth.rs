@@ -9,7 +9,7 @@ use std::process::Command;
 use clap::Args;
 use shoal_jobs::apps::tera;
 
-use super::terasort::{enough_room, rows_of, shoal_run, validate, write_control};
+use super::terasort::{enough_room, gen_maps, rows_of, shoal_run, validate, write_control};
 use super::{measure, Measured};
 use crate::demo::corpus::{generate, read_counts};
 
@@ -74,7 +74,7 @@ pub fn run(args: GrowthArgs) -> anyhow::Result<bool> {
         std::fs::remove_dir_all(&out)?;
         eprintln!("{gb} GB: terasort…");
         let rows = rows_of(gb)?;
-        let control = write_control(&dir, rows, 16)?;
+        let control = write_control(&dir, rows, gen_maps(rows))?;
         let gen = dir.join("gen");
         measure(&mut shoal_run(&control, &gen, "teragen", 0))?;
         let sorted = dir.join("sorted");

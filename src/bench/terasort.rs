@@ -21,9 +21,11 @@ pub struct TerasortArgs {
     /// Records to sort, in GB (10^9 bytes: 10 million records of 100 bytes a GB).
     #[arg(long, default_value_t = 1.0)]
     pub size_gb: f64,
-    /// Map tasks of teragen (files it writes).
-    #[arg(long, default_value_t = 16)]
-    pub gen_maps: u64,
+    /// Map tasks of teragen (files it writes). By default one per 64 MiB of records (at
+    /// least 16): each file is then a split's size, which the cluster's terasort reads
+    /// where it is stored.
+    #[arg(long)]
+    pub gen_maps: Option<u64>,
     /// Reducers of terasort (its part files).
     #[arg(long, default_value_t = 2)]
     pub reducers: u32,
@@ -137,7 +139,7 @@ pub fn one_process(dir: &Path, rows: u64, args: &TerasortArgs) -> anyhow::Result
     let bytes = rows * tera::RECORD_BYTES as u64;
     let disk_mb_s = super::disk_write_rate(dir, bytes)? / 1e6;
     println!("  the disk writes {disk_mb_s:.0} MB/s (a file of the records' size, synced)");
-    let control = write_control(dir, rows, args.gen_maps)?;
+    let control = write_control(dir, rows, args.gen_maps.unwrap_or(gen_maps(rows)))?;
     let gen_dir = dir.join("gen");
     let gen = measure(&mut shoal_run(&control, &gen_dir, "teragen", 0))?;
     row("shoal run teragen", bytes, &gen);
@@ -300,6 +302,13 @@ pub fn enough_room(dir: &Path, need: u64, what: &str) -> anyhow::Result<()> {
         free as f64 / 1e9
     );
     Ok(())
+}
+
+/// Teragen's maps for `rows` records by default: one per split of the default size, at
+/// least 16.
+pub fn gen_maps(rows: u64) -> u64 {
+    let bytes = rows.saturating_mul(tera::RECORD_BYTES as u64);
+    bytes.div_ceil(shoal_jobs::spec::DEFAULT_SPLIT_SIZE).max(16)
 }
 
 /// Teragen's control files in `dir/control`: `maps` files of one `FIRST COUNT` line.

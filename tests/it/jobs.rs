@@ -80,21 +80,9 @@ fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_node
         "inverted index differs"
     );
 
-    // A chained job reads the word count's output inside the cluster: count → word.
-    let out = dir.path().join("out-chain");
-    let (_, o) = c.submit(&[
-        "--input",
-        &format!("shoal://{wordcount_job}"),
-        "--map",
-        "awk -F'\\t' '{print $2 \"\\t\" $1}'",
-        "--reduce",
-        "cat",
-        "-R",
-        "2",
-        "--output",
-        &out.to_string_lossy(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    // A chained job reads the word count's output inside the cluster: count → word. Its
+    // parts are a split's size, so each is one split read where it is stored; at a split
+    // size they are over twice of, this node reads them and cuts them into splits.
     let mut swapped: Vec<Vec<u8>> = want
         .iter()
         .map(|l| {
@@ -103,10 +91,44 @@ fn jobs_submitted_to_a_follower_match_the_reference_and_the_shuffle_crosses_node
         })
         .collect();
     swapped.sort();
-    assert!(
-        check_keyed_parts(&parts(&out, 2)) == swapped,
-        "the chained job differs"
-    );
+    let source = c.job(c.follower, &wordcount_job);
+    let part_bytes: u64 = tasks(&source)
+        .iter()
+        .filter(|t| t.kind == "reduce")
+        .map(|t| t.output_sizes[0])
+        .sum();
+    assert!(part_bytes > 3 * 2048, "parts over twice 1,024 bytes");
+    for (split_size, in_place) in [("65536", true), ("1024", false)] {
+        let out = dir.path().join(format!("out-chain-{split_size}"));
+        let (id, o) = c.submit(&[
+            "--input",
+            &format!("shoal://{wordcount_job}"),
+            "--map",
+            "awk -F'\\t' '{print $2 \"\\t\" $1}'",
+            "--reduce",
+            "cat",
+            "-R",
+            "2",
+            "--split-size",
+            split_size,
+            "--output",
+            &out.to_string_lossy(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            check_keyed_parts(&parts(&out, 2)) == swapped,
+            "the chained job at split size {split_size} differs"
+        );
+        let chain = c.job(c.follower, &id);
+        let uploaded = shoal_counter(&chain, "input_uploaded_bytes");
+        if in_place {
+            assert_eq!(chain.maps.total, r as usize, "one map per part: {chain}");
+            assert_eq!(uploaded, 0, "nothing uploaded: {chain}");
+        } else {
+            assert!(chain.maps.total > r as usize, "cut into splits: {chain}");
+            assert_eq!(uploaded, part_bytes, "the parts stored again: {chain}");
+        }
+    }
 
     // Every node's fetched shuffle bytes equal the map output its reduces needed from the
     // other nodes, over every job this cluster ran.

@@ -62,12 +62,7 @@ fn check_job(
     splits: &[SplitInfo],
     partitioner: &Partitioner,
 ) -> Result<(), String> {
-    // It names directories on every node: one plain path component.
-    let id_ok = (1..=64).contains(&id.len())
-        && id.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b"._-".contains(&b))
-        });
-    if !id_ok {
+    if !job_id_ok(id) {
         return Err("a job id is up to 64 lowercase letters, digits and . _ - (not first)".into());
     }
     spec.validate().map_err(|e| e.to_string())?;
@@ -92,6 +87,11 @@ fn check_job(
         if let Some(p) = &s.in_place {
             crate::inplace::check_relative(&p.path, &p.path).map_err(|e| e.to_string())?;
         }
+        if let Some(p) = &s.part_of {
+            if !job_id_ok(&p.job) || p.job == id {
+                return Err(format!("split {} is a part of job {:.80}", s.index, p.job));
+            }
+        }
     }
     if let Partitioner::Range(bounds) = partitioner {
         if bounds.len() + 1 != spec.reducers as usize {
@@ -103,6 +103,15 @@ fn check_job(
         }
     }
     Ok(())
+}
+
+/// Whether `id` can be a job's id: it names directories on every node, so one plain path
+/// component.
+fn job_id_ok(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && b"._-".contains(&b))
+        })
 }
 
 fn ignored(why: impl Into<String>) -> Applied {
@@ -153,18 +162,19 @@ impl Cluster {
             .iter()
             .map(|s| Task::new(TaskKind::Map, s.index))
             .collect();
-        // What the upload brought into the cluster (in-place inputs bring nothing).
+        // What the upload brought into the cluster (in-place inputs and other jobs' parts
+        // bring nothing).
         let mut counters = Counters::default();
         // Lengths are a member's word: sums saturate rather than panic or wrap.
         let uploaded = splits
             .iter()
-            .filter(|s| s.in_place.is_none())
+            .filter(|s| s.uploaded())
             .fold(0u64, |sum, s| sum.saturating_add(s.len));
         counters.add_builtin("input_uploaded_bytes", uploaded);
         // Each extra holder of an uploaded split took a copy of its bytes.
         let copied = splits
             .iter()
-            .filter(|s| s.in_place.is_none())
+            .filter(|s| s.uploaded())
             .map(|s| {
                 s.len
                     .saturating_mul(s.holders.len().saturating_sub(1) as u64)
@@ -477,6 +487,9 @@ impl Cluster {
     /// `Forget`: an ended job leaves the table.
     pub(super) fn forget(&mut self, job: &str) -> Applied {
         match self.jobs.get(job) {
+            Some(_) if self.read_in_place().contains(job) => {
+                ignored(format!("a running job reads job {job}'s part files"))
+            }
             Some(j) if j.state != JobState::Running => {
                 self.jobs.remove(job);
                 Applied::Changed

@@ -119,7 +119,8 @@ impl Cluster {
         for j in self.jobs.values() {
             let r = j.spec.replication;
             if j.state == JobState::Running {
-                for s in j.splits.iter().filter(|s| s.in_place.is_none()) {
+                // Another job's part is that job's to keep copied.
+                for s in j.splits.iter().filter(|s| s.uploaded()) {
                     match missing(&s.holders, r) {
                         0 => {}
                         n => out.push((j.id.as_str(), Held::Split(s.index), n)),

@@ -22,7 +22,7 @@ mod splits;
 pub use apply::{MAX_ERROR_CHARS, MAX_HOLDERS, MAX_SPLITS};
 pub use command::{Applied, Command, SUBMISSION_COUNTERS};
 pub use drain::{Drain, DrainCause, Held};
-pub use splits::{InPlace, SplitInfo};
+pub use splits::{InPlace, PartOf, SplitInfo};
 
 use apply::{AttemptOf, Failure};
 
@@ -340,6 +340,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The jobs whose part files running jobs read in place (`shoal://JOB`): they stay in
+    /// the table, their parts on disk, until those jobs end.
+    pub fn read_in_place(&self) -> std::collections::BTreeSet<&str> {
+        self.jobs
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .flat_map(|j| j.splits.iter().filter_map(|s| s.part_of.as_ref()))
+            .map(|p| p.job.as_str())
+            .collect()
+    }
+
     /// Apply one committed command (one method for each, in `cluster/apply.rs`).
     pub fn apply(&mut self, cmd: Command) -> Applied {
         match cmd {

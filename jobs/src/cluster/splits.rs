@@ -33,13 +33,36 @@ pub struct SplitInfo {
     /// Read where it lies, never stored by Shoal (`node:` and `shared:` inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_place: Option<InPlace>,
+    /// A finished job's part file, read where the cluster stores it (`shoal://JOB`
+    /// inputs, protocol 1.7): the split is the whole part, and `holders` and `checksum` are
+    /// the part's as the table had them when the job was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<PartOf>,
 }
 
 impl SplitInfo {
+    /// Whether Shoal stored it for this job: uploaded, not read where it lies nor in
+    /// another job's part file.
+    pub fn uploaded(&self) -> bool {
+        self.in_place.is_none() && self.part_of.is_none()
+    }
+
     /// The one node that may run its map: the node whose own disk has it (`node:`).
     pub fn pinned(&self) -> Option<NodeId> {
         self.in_place.as_ref().and_then(|p| p.node)
     }
+}
+
+/// The part file a split is ([`SplitInfo::part_of`]): part `part` of job `job` as attempt
+/// `attempt` wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartOf {
+    /// The job that wrote it.
+    pub job: String,
+    /// Its index (its reduce, or its map in a map-only job).
+    pub part: u32,
+    /// The accepted attempt (its object's key names it).
+    pub attempt: u32,
 }
 
 /// Where an in-place split lies ([`crate::inplace`]).

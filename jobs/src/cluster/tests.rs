@@ -355,6 +355,63 @@ fn forget_removes_an_ended_job_only() {
     assert_eq!(render(&c), "");
 }
 
+/// `SubmitJob` of job `id` whose one split is part 0 (attempt 1) of job `of`.
+fn reading_parts_of(id: &str, of: &str) -> Command {
+    Command::SubmitJob {
+        id: id.into(),
+        spec: Box::new(spec(1, 3)),
+        splits: vec![SplitInfo {
+            name: "part-00000".into(),
+            len: 10,
+            holders: vec![2],
+            part_of: Some(PartOf {
+                job: of.into(),
+                part: 0,
+                attempt: 1,
+            }),
+            ..Default::default()
+        }],
+        partitioner: Partitioner::Hash,
+        at_ms: 5,
+        counters: Default::default(),
+    }
+}
+
+#[test]
+fn a_job_whose_parts_a_running_job_reads_is_not_forgotten_until_that_job_ends() {
+    let mut c = table(1, 1, 3);
+    let log = run(
+        &mut c,
+        vec![
+            Command::KillJob {
+                job: "j".into(),
+                at_ms: 4,
+            },
+            reading_parts_of("k", "j"),
+            reading_parts_of("bad", "../j"),
+            reading_parts_of("self", "self"),
+            Command::Forget { job: "j".into() },
+        ],
+    );
+    assert_eq!(
+        log,
+        "ok\nok\nignored: job bad is invalid: split 0 is a part of job ../j\n\
+         ignored: job self is invalid: split 0 is a part of job self\n\
+         ignored: a running job reads job j's part files"
+    );
+    assert_eq!(c.read_in_place().into_iter().collect::<Vec<_>>(), ["j"]);
+    // Another job's part is not an upload, and not the reader's to keep copied.
+    assert_eq!(c.jobs["k"].counters.get("shoal", "input_uploaded_bytes"), 0);
+    let kill_k = Command::KillJob {
+        job: "k".into(),
+        at_ms: 6,
+    };
+    let log = run(&mut c, vec![kill_k, Command::Forget { job: "j".into() }]);
+    assert_eq!(log, "ok\nok");
+    assert!(c.read_in_place().is_empty());
+    assert!(!c.jobs.contains_key("j"));
+}
+
 #[test]
 fn kill_job_stops_its_running_attempts_and_ends_it_once() {
     let mut c = table(2, 1, 3);

@@ -251,6 +251,35 @@ fn attempt_dirs(ctl: &Control, w: &Work) -> Result<AttemptDirs, Failure> {
         .map_err(|e| Failure::io("creating the attempt's directories".into(), &e))
 }
 
+/// The nodes that hold split `split`: for another job's part, those the table names for it
+/// now (a drain may have copied it since) first, then those named when the job was
+/// submitted.
+fn holders_now(ctl: &Control, split: &SplitInfo) -> Vec<NodeId> {
+    let mut holders = split
+        .part_of
+        .as_ref()
+        .and_then(|p| {
+            crate::cluster::node::with_jobs(&ctl.node, |t| {
+                let j = t.jobs.get(&p.job)?;
+                let kind = if j.spec.reducers == 0 {
+                    TaskKind::Map
+                } else {
+                    TaskKind::Reduce
+                };
+                let task = j.task(kind, p.part)?;
+                (task.accepted()?.attempt == p.attempt).then(|| task.holders.clone())
+            })
+            .flatten()
+        })
+        .unwrap_or_default();
+    for &h in &split.holders {
+        if !holders.contains(&h) {
+            holders.push(h);
+        }
+    }
+    holders
+}
+
 /// Where this node reads split `split` of `job` (a file and the offset in it): in its own
 /// copy of the split's segment, or, when it has none, in the split alone, fetched from a
 /// holder first. A copy whose bytes do not match the table's checksum is passed over like a
@@ -283,7 +312,10 @@ async fn ensure_split(
             }
         }
     }
-    for &h in split.holders.iter().filter(|&&h| h != ctl.node.id) {
+    for h in holders_now(ctl, split)
+        .into_iter()
+        .filter(|&h| h != ctl.node.id)
+    {
         let Some(peer) = peer_of(&ctl.node, h) else {
             continue;
         };

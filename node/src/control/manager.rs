@@ -207,7 +207,8 @@ impl ManagerHost for Control {
     }
 }
 
-/// The oldest ended job (by when it ended) when more than `keep` have ended.
+/// The oldest ended job (by when it ended) that no running job reads in place, when more
+/// than `keep` have ended.
 fn beyond_retention(jobs: &Cluster, keep: usize) -> Option<String> {
     let mut ended: Vec<(u64, &String)> = jobs
         .jobs
@@ -219,5 +220,10 @@ fn beyond_retention(jobs: &Cluster, keep: usize) -> Option<String> {
         return None;
     }
     ended.sort();
-    ended.first().map(|(_, id)| (*id).clone())
+    // A job whose parts a running job reads stays: the oldest of the others goes.
+    let read = jobs.read_in_place();
+    ended
+        .iter()
+        .find(|(_, id)| !read.contains(id.as_str()))
+        .map(|(_, id)| (*id).clone())
 }

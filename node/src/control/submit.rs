@@ -61,7 +61,8 @@ pub struct Upload {
     pub app: Option<Arc<dyn App>>,
     /// The splits stored here.
     pub stored: Vec<SplitInfo>,
-    /// The splits read in place (`node:`, `shared:` inputs), numbered from 0.
+    /// The splits read where they lie (other jobs' parts, `node:` and `shared:` inputs),
+    /// numbered from 0.
     pub in_place: Vec<SplitInfo>,
     /// When the upload started.
     pub started: std::time::Instant,
@@ -99,7 +100,7 @@ pub async fn commit(ctl: &Arc<Control>, job: &str, upload: Upload) -> Result<(),
         .chain(
             in_place
                 .iter()
-                .filter_map(|s| Some((s, ctl.node.in_place_split(s)?.ok()?)))
+                .filter_map(|s| Some((s, readable_here(ctl, job, s)?)))
                 .map(|(s, (path, offset))| (s, path, offset)),
         )
         .map(|(s, path, offset)| Split {
@@ -157,6 +158,17 @@ pub async fn commit(ctl: &Arc<Control>, job: &str, upload: Upload) -> Result<(),
     }
     info!(%job, splits = n_splits, bytes, "job accepted");
     Ok(())
+}
+
+/// Where this node can read split `s` of `job` itself, if it can: its `node:` or `shared:`
+/// file, or the object it lies in (another job's part) when this node holds that.
+fn readable_here(ctl: &Control, job: &str, s: &SplitInfo) -> Option<(std::path::PathBuf, u64)> {
+    if let Some(at) = ctl.node.in_place_split(s) {
+        return at.ok();
+    }
+    let (key, offset) = split_object(job, s);
+    let path = ctl.store.blobs.path(&key)?;
+    ctl.store.blobs.contains(&key).then_some((path, offset))
 }
 
 /// Copy every object holding splits (segments) to `copies` other nodes; the splits with the

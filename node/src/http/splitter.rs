@@ -179,6 +179,7 @@ impl<'a> Splitter<'a> {
             offset: start,
             checksum: Some(std::mem::take(&mut self.split_sum).value()),
             in_place: None,
+            part_of: None,
         });
         self.file_has_split = true;
         if self

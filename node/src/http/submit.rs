@@ -4,7 +4,8 @@
 //! splits in the node's store, then hands the job to the use case (`control::submit`), which
 //! copies the splits to `replication` other nodes and proposes `SubmitJob` (through the
 //! leader); it answers `201 {"id"}`. Inputs named `shoal://JOB` are the part files of a
-//! finished job, read from wherever they live.
+//! finished job: each part one split read where the cluster stores it, or, when the parts
+//! do not make splits (`reads_in_place`), read from wherever they live and cut here.
 //!
 //! Bounds, each a 413 naming it: the spec part (shipped files included) and the whole log
 //! entry at most [`MAX_COMMAND_BYTES`], at most [`MAX_INPUT_FILES`] input files, and at most
@@ -19,8 +20,9 @@ use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shoal_jobs::cluster::{self, JobState, PartRef};
-use shoal_jobs::spec::JobSpec;
+use shoal_jobs::apps::{App, PartitionKind};
+use shoal_jobs::cluster::{self, JobState, PartOf, PartRef, SplitInfo};
+use shoal_jobs::spec::{InputFormat, JobSpec};
 
 use crate::clock::now_ms;
 use crate::cluster::members::peer_of;
@@ -165,10 +167,16 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
         }
         _ => None,
     };
-    let chained = chained_inputs(ctl, &spec)?;
-    let in_place = crate::http::inplace::in_place_splits(ctl, &spec)
-        .await
-        .map_err(|(status, why)| Rejected(status, why))?;
+    let (chained_in_place, chained): (Vec<Chained>, Vec<Chained>) = chained_inputs(ctl, &spec)?
+        .into_iter()
+        .partition(|c| reads_in_place(ctl, &spec, app.as_ref(), c));
+    // Other jobs' parts read where they are stored, then the `node:` and `shared:` inputs.
+    let mut in_place: Vec<SplitInfo> = chained_in_place.iter().flat_map(Chained::splits).collect();
+    in_place.extend(
+        crate::http::inplace::in_place_splits(ctl, &spec)
+            .await
+            .map_err(|(status, why)| Rejected(status, why))?,
+    );
     let uploads = spec
         .inputs
         .iter()
@@ -177,7 +185,7 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
         disk_ok(ctl)?;
     }
 
-    let whole_files = spec.input_format == shoal_jobs::spec::InputFormat::WholeFiles;
+    let whole_files = spec.input_format == InputFormat::WholeFiles;
     let mut splitter = Splitter::new(
         &ctl.store.blobs,
         job,
@@ -186,10 +194,10 @@ async fn accept(ctl: &Arc<Control>, job: &str, mp: &mut Multipart) -> Result<(),
         whole_files,
     );
     let archives_got = receive_parts(ctl, &spec, mp, &mut splitter).await?;
-    for (source, parts) in &chained {
-        for part in parts {
+    for c in &chained {
+        for part in &c.parts {
             splitter.start_file(&part.name).map_err(not_stored)?;
-            read_part(ctl, source, part, &mut splitter).await?;
+            read_part(ctl, &c.source, part, &mut splitter).await?;
             splitter.end_file().map_err(not_stored)?;
         }
     }
@@ -331,8 +339,69 @@ async fn receive_archive(
     Ok(name)
 }
 
+/// A `shoal://JOB` input: the job, its part files, and whether they are compressed.
+struct Chained {
+    source: String,
+    parts: Vec<PartRef>,
+    compressed: bool,
+}
+
+impl Chained {
+    /// Its parts as splits read where they are stored, numbered later; empty parts hold no
+    /// line and make no split.
+    fn splits(&self) -> impl Iterator<Item = SplitInfo> + '_ {
+        self.parts.iter().filter(|p| p.size > 0).map(|p| SplitInfo {
+            name: p.name.clone(),
+            len: p.size,
+            holders: p.holders.clone(),
+            checksum: p.checksum,
+            part_of: Some(PartOf {
+                job: self.source.clone(),
+                part: p.index,
+                attempt: p.attempt,
+            }),
+            ..SplitInfo::default()
+        })
+    }
+}
+
+/// Whether the job reads `c`'s part files where the cluster stores them, each part one
+/// split, rather than having this node read them and cut them into splits of its own: when
+/// each part is a split's size (at most twice `--split-size`; any size for whole files),
+/// uncompressed, not to be packed together (`--combine-files`), every member reads such
+/// splits (protocol 1.7), and, for a job that samples its input to choose its partitioner,
+/// this node holds a part to sample.
+fn reads_in_place(ctl: &Control, spec: &JobSpec, app: Option<&Arc<dyn App>>, c: &Chained) -> bool {
+    let whole = spec.input_format == InputFormat::WholeFiles;
+    let sized = |p: &PartRef| whole || p.size <= spec.split_size.saturating_mul(2);
+    let samples = spec.partitioner.is_none()
+        && spec.reducers > 1
+        && app.is_some_and(|a| a.partition_kind() == PartitionKind::SampledRanges);
+    let sample_here = || {
+        c.parts.iter().any(|p| {
+            ctl.store
+                .blobs
+                .contains(&part_key(&c.source, p.index, p.attempt))
+        })
+    };
+    !spec.combine_files
+        && !c.compressed
+        && c.parts.iter().all(sized)
+        && all_members_speak(ctl, 1, 7)
+        && (!samples || sample_here())
+}
+
+/// Whether every other member is heard now, speaking protocol `major`.`minor` or later.
+fn all_members_speak(ctl: &Control, major: u32, minor: u32) -> bool {
+    let spoken = ctl.node.peers.by_node(|h| h.build.protocol);
+    crate::cluster::members::member_ids(&ctl.node)
+        .into_iter()
+        .filter(|&id| id != ctl.node.id)
+        .all(|id| spoken.get(&id).is_some_and(|p| p.at_least(major, minor)))
+}
+
 /// The `shoal://JOB` inputs: each job's part files.
-fn chained_inputs(ctl: &Control, spec: &JobSpec) -> Result<Vec<(String, Vec<PartRef>)>, Rejected> {
+fn chained_inputs(ctl: &Control, spec: &JobSpec) -> Result<Vec<Chained>, Rejected> {
     let mut out = Vec::new();
     for input in spec.inputs.iter() {
         let Some(source) = input.strip_prefix(CHAIN_PREFIX) else {
@@ -350,10 +419,14 @@ fn chained_inputs(ctl: &Control, spec: &JobSpec) -> Result<Vec<(String, Vec<Part
                     j.state
                 )));
             }
-            Ok(j.parts())
+            Ok((j.parts(), j.spec.compress_output.is_some()))
         })
         .ok_or_else(|| bad("this node has no job table yet"))??;
-        out.push((source, parts));
+        out.push(Chained {
+            source,
+            parts: parts.0,
+            compressed: parts.1,
+        });
     }
     Ok(out)
 }

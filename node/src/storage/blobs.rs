@@ -31,8 +31,12 @@ pub fn segment_key(job: &str, index: u32) -> String {
     format!("{job}/seg-{index:05}")
 }
 
-/// The object a split is read from and where in it: its segment, or its own object.
+/// The object a split is read from and where in it: another job's part file, its segment,
+/// or its own object.
 pub fn split_object(job: &str, split: &shoal_jobs::cluster::SplitInfo) -> (String, u64) {
+    if let Some(p) = &split.part_of {
+        return (part_key(&p.job, p.part, p.attempt), 0);
+    }
     match split.segment {
         Some(s) => (segment_key(job, s), split.offset),
         None => (split_key(job, split.index), 0),

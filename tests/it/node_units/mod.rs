@@ -18,6 +18,7 @@ mod pushed;
 mod reconcile;
 mod refusals;
 mod replication;
+mod retention;
 mod sandbox;
 mod space;
 mod supervisor;
