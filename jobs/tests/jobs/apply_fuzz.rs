@@ -6,7 +6,7 @@
 //! when every node replays the log.
 
 use proptest::prelude::*;
-use shoal_jobs::cluster::{Cluster, Command, DrainCause, Held, SplitInfo, TaskKind};
+use shoal_jobs::cluster::{Cluster, Command, DrainCause, Held, PartOf, SplitInfo, TaskKind};
 use shoal_jobs::cluster::{MAX_ERROR_CHARS, MAX_HOLDERS};
 use shoal_jobs::counters::{Counters, MAX_COUNTERS};
 use shoal_jobs::partition::Partitioner;
@@ -93,10 +93,10 @@ fn submit() -> impl Strategy<Value = Command> {
         0usize..6,
         any::<bool>(),
         prop::collection::vec(any::<u32>(), 0..3),
-        (wide(), nodes(), counters()),
+        (wide(), nodes(), counters(), prop::option::of(job_id())),
     )
         .prop_map(
-            |(id, reducers, n, in_order, stray, (len, holders, counters))| {
+            |(id, reducers, n, in_order, stray, (len, holders, counters, part_of))| {
                 let mut spec =
                     JobSpec::new("fuzz", vec!["in".into()], JobKind::App("wordcount".into()));
                 spec.reducers = reducers;
@@ -106,6 +106,12 @@ fn submit() -> impl Strategy<Value = Command> {
                         name: "in".into(),
                         len,
                         holders: holders.clone(),
+                        // Another job's part, which keeps that job from being forgotten.
+                        part_of: part_of.clone().map(|job| PartOf {
+                            job,
+                            part: index,
+                            attempt: 1,
+                        }),
                         ..Default::default()
                     })
                     .collect();
