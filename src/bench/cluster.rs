@@ -319,11 +319,7 @@ impl ClusterJob<'_> {
             "the {label} cluster job failed ({})",
             o.status
         );
-        let id = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
+        let id = super::first_line(&o.stdout);
         let same = read_counts(local_out)? == read_counts(&self.out)?;
         let price = secs / local.secs;
         println!(

@@ -92,6 +92,15 @@ pub fn in_kept_dir_on_error(f: impl FnOnce(&Path) -> anyhow::Result<bool>) -> an
     result
 }
 
+/// The first line of a command's output: the job id `shoal submit` prints.
+pub fn first_line(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// The build profile of this binary, as the figures should name it.
 pub fn profile() -> &'static str {
     if cfg!(debug_assertions) {

@@ -233,11 +233,7 @@ fn on_cluster(dir: &Path, f: &SortFigures, args: &TerasortArgs) -> anyhow::Resul
                 "the cluster's {app} job failed ({})",
                 o.status
             );
-            let id = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned();
+            let id = super::first_line(&o.stdout);
             Ok((id, t.elapsed().as_secs_f64()))
         };
     let (gen_id, gen_secs) = submit("teragen", &control.to_string_lossy(), 0, None)?;

@@ -6,20 +6,6 @@ use std::path::Path;
 use crate::common;
 use crate::common::*;
 
-fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) -> String {
-    let o = run(shoal()
-        .args(["run", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(out)
-        .args(["--reducers", &r.to_string(), "--split-size", "65536"])
-        .args(job));
-    assert!(o.status.success(), "shoal run {job:?} failed: {}", text(&o));
-    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(summary.contains("job succeeded"), "{summary}");
-    summary
-}
-
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = common::tempdir();
     let corpus = corpus(dir.path(), 6, 3000);

@@ -13,21 +13,6 @@ use crate::common::*;
 
 const ROWS: u64 = 20_000;
 
-fn shoal_run(input: &Path, out: &Path, r: u32, app: &str) {
-    let o = run(shoal()
-        .args(["run", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(out)
-        .args(["--reducers", &r.to_string(), "--split-size", "65536"])
-        .args(["--app", app]));
-    assert!(
-        o.status.success(),
-        "shoal run --app {app} failed: {}",
-        text(&o)
-    );
-}
-
 /// Teragen's control files: `maps` files of one `FIRST COUNT` line each.
 fn control(dir: &Path, rows: u64, maps: u64) -> PathBuf {
     let c = dir.join("control");
@@ -41,7 +26,7 @@ fn control(dir: &Path, rows: u64, maps: u64) -> PathBuf {
 /// teravalidate's report on `input`: its `key<TAB>value` lines.
 fn validate(dir: &Path, input: &Path, name: &str) -> BTreeMap<String, String> {
     let out = dir.join(name);
-    shoal_run(input, &out, 1, "teravalidate");
+    shoal_run(input, &out, 1, &["--app", "teravalidate"]);
     let report = String::from_utf8(parts(&out, 1).concat()).unwrap();
     report
         .lines()
@@ -68,7 +53,12 @@ print(len(rows))
 fn teragen_terasort_teravalidate_make_checked_and_sorted_gensort_records() {
     let dir = common::tempdir();
     let gen = dir.path().join("gen");
-    shoal_run(&control(dir.path(), ROWS, 7), &gen, 0, "teragen");
+    shoal_run(
+        &control(dir.path(), ROWS, 7),
+        &gen,
+        0,
+        &["--app", "teragen"],
+    );
     // The gensort form, every record in part order, by an independent reader.
     let o = run(std::process::Command::new("python3")
         .args(["-c", CHECK_GENSORT])
@@ -77,7 +67,7 @@ fn teragen_terasort_teravalidate_make_checked_and_sorted_gensort_records() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), ROWS.to_string());
 
     let sorted = dir.path().join("sorted");
-    shoal_run(&gen, &sorted, 3, "terasort");
+    shoal_run(&gen, &sorted, 3, &["--app", "terasort"]);
     let ps = parts(&sorted, 3);
     assert!(
         ps.iter().all(|p| !p.is_empty()),
@@ -118,9 +108,14 @@ fn teragen_terasort_teravalidate_make_checked_and_sorted_gensort_records() {
 fn teravalidate_finds_parts_out_of_order_and_a_lost_record() {
     let dir = common::tempdir();
     let gen = dir.path().join("gen");
-    shoal_run(&control(dir.path(), ROWS, 2), &gen, 0, "teragen");
+    shoal_run(
+        &control(dir.path(), ROWS, 2),
+        &gen,
+        0,
+        &["--app", "teragen"],
+    );
     let sorted = dir.path().join("sorted");
-    shoal_run(&gen, &sorted, 2, "terasort");
+    shoal_run(&gen, &sorted, 2, &["--app", "terasort"]);
     // The two parts swapped: each is in order, the two together are not.
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();

@@ -285,14 +285,18 @@ impl Job {
         self.maps.iter().all(|t| t.state == TaskState::Done)
     }
 
-    /// The part files its finished reduces wrote (a map-only job's maps), in order.
-    pub fn parts(&self) -> Vec<PartRef> {
-        let writers = if self.spec.reducers == 0 {
+    /// The tasks that write its part files: its reduces, or a map-only job's maps.
+    pub fn part_writers(&self) -> &[Task] {
+        if self.spec.reducers == 0 {
             &self.maps
         } else {
             &self.reduces
-        };
-        writers
+        }
+    }
+
+    /// The part files its finished reduces wrote (a map-only job's maps), in order.
+    pub fn parts(&self) -> Vec<PartRef> {
+        self.part_writers()
             .iter()
             .filter_map(|t| {
                 Some(PartRef {

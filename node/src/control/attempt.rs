@@ -260,13 +260,7 @@ fn holders_now(ctl: &Control, split: &SplitInfo) -> Vec<NodeId> {
         .as_ref()
         .and_then(|p| {
             crate::cluster::node::with_jobs(&ctl.node, |t| {
-                let j = t.jobs.get(&p.job)?;
-                let kind = if j.spec.reducers == 0 {
-                    TaskKind::Map
-                } else {
-                    TaskKind::Reduce
-                };
-                let task = j.task(kind, p.part)?;
+                let task = t.jobs.get(&p.job)?.part_writers().get(p.part as usize)?;
                 (task.accepted()?.attempt == p.attempt).then(|| task.holders.clone())
             })
             .flatten()

@@ -535,3 +535,19 @@ pub fn free_ports(n: u16) -> u16 {
         .find(|&b| (b..b + n).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()))
         .expect("a free range of loopback ports")
 }
+
+/// `shoal run` of `job` on `input` into `out` with `r` reducers and 64 KiB splits, which must
+/// succeed: its summary.
+pub fn shoal_run(input: &Path, out: &Path, r: u32, job: &[&str]) -> String {
+    let o = run(shoal()
+        .args(["run", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args(["--reducers", &r.to_string(), "--split-size", "65536"])
+        .args(job));
+    assert!(o.status.success(), "shoal run {job:?} failed: {}", text(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(summary.contains("job succeeded"), "{summary}");
+    summary
+}
